@@ -1,0 +1,85 @@
+import type {
+  BackendConfig,
+  BackendDefinition,
+  Client,
+  CreateBackendOptions,
+  CreateEndpointOptions,
+  EndpointInfo,
+  StartOptions,
+} from './api.js';
+import { systemClock } from './common/clock.js';
+import { FlotillaError } from './common/errors.js';
+import { createLogger } from './common/logger.js';
+import { loadConfig } from './config/config.js';
+import { Controller } from './controller/controller.js';
+import { ServeHandle } from './handle/serve-handle.js';
+import { Dispatcher } from './proxy/dispatcher.js';
+import { ProxyServer } from './proxy/proxy-server.js';
+import { DockerRuntime } from './runtime/docker-runtime.js';
+import { ImageBuilder } from './runtime/image-builder.js';
+
+/** The client of a Flotilla running in this process: controller, front door and handles. */
+class LocalClient implements Client {
+  constructor(
+    readonly httpUrl: string,
+    private readonly controller: Controller,
+    private readonly dispatcher: Dispatcher,
+    private readonly proxy: ProxyServer,
+  ) {}
+
+  createBackend(name: string, definition: BackendDefinition, options?: CreateBackendOptions): Promise<void> {
+    return this.controller.createBackend(name, definition, options);
+  }
+  async listBackends(): Promise<Record<string, BackendConfig>> {
+    return this.controller.listBackends();
+  }
+  async getBackendConfig(name: string): Promise<BackendConfig> {
+    return this.controller.getBackendConfig(name);
+  }
+  updateBackendConfig(name: string, config: Partial<BackendConfig>): Promise<void> {
+    return this.controller.updateBackendConfig(name, config);
+  }
+  deleteBackend(name: string): Promise<void> {
+    return this.controller.deleteBackend(name);
+  }
+  createEndpoint(name: string, options: CreateEndpointOptions): Promise<void> {
+    return this.controller.createEndpoint(name, options);
+  }
+  async listEndpoints(): Promise<Record<string, EndpointInfo>> {
+    return this.controller.listEndpoints();
+  }
+  deleteEndpoint(name: string): Promise<void> {
+    return this.controller.deleteEndpoint(name);
+  }
+  getHandle(endpoint: string): ServeHandle {
+    if (!this.controller.hasEndpoint(endpoint)) throw new FlotillaError('ENDPOINT_NOT_FOUND', `endpoint '${endpoint}' does not exist`);
+    return new ServeHandle(this.dispatcher, endpoint);
+  }
+  async shutdown(): Promise<void> {
+    await this.proxy.close();
+    await this.controller.shutdown();
+    this.dispatcher.close();
+  }
+}
+
+/** Starts Flotilla in this process: checks the engine, clears leftovers, opens the front door. */
+export async function start(options: StartOptions = {}): Promise<Client> {
+  const config = loadConfig(options);
+  const logger = createLogger(config.logLevel).child({ instance: config.instance });
+  const runtime = new DockerRuntime(config.dockerSocket);
+  await runtime.ping();
+  const dispatcher = new Dispatcher();
+  const controller = new Controller({
+    config,
+    runtime,
+    images: new ImageBuilder(runtime, config.baseImage, logger),
+    dispatcher,
+    logger,
+    clock: systemClock,
+  });
+  await controller.init();
+  const proxy = new ProxyServer(dispatcher, logger);
+  const address = await proxy.listen(config.http.host, config.http.port);
+  const host = address.host.includes(':') ? `[${address.host}]` : address.host;
+  return new LocalClient(`http://${host}:${address.port}`, controller, dispatcher, proxy);
+}

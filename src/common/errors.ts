@@ -1,0 +1,53 @@
+/**
+ * Every error Flotilla raises on purpose. Callers branch on `code`; `status` is
+ * the HTTP status the admin API and the front door answer with.
+ */
+export const ERROR_STATUS = {
+  INVALID_ARGUMENT: 400,
+  UNSHIPPABLE_DEFINITION: 400,
+  BACKEND_NOT_FOUND: 404,
+  ENDPOINT_NOT_FOUND: 404,
+  ROUTE_NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  BACKEND_EXISTS: 409,
+  ENDPOINT_EXISTS: 409,
+  ROUTE_TAKEN: 409,
+  BACKEND_IN_USE: 409,
+  SHUT_DOWN: 409,
+  HANDLER_ERROR: 500,
+  BUILD_FAILED: 500,
+  REPLICA_START_FAILED: 500,
+  REPLICA_UNREACHABLE: 502,
+  ENGINE_UNAVAILABLE: 503,
+  NO_REPLICAS: 503,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export class FlotillaError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
+    super(message);
+    this.name = 'FlotillaError';
+    this.code = code;
+    this.status = ERROR_STATUS[code];
+    this.details = details;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details?: Record<string, unknown> } {
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+export function isFlotillaError(error: unknown, code?: ErrorCode): error is FlotillaError {
+  return error instanceof FlotillaError && (code === undefined || error.code === code);
+}
+
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,8 @@
+/** Docker labels: the source of truth for what Flotilla runs. */
+export const LABELS = {
+  managed: 'dev.flotilla.managed',
+  instance: 'dev.flotilla.instance',
+  backend: 'dev.flotilla.backend',
+  replica: 'dev.flotilla.replica',
+  role: 'dev.flotilla.role',
+} as const;

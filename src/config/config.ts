@@ -1,0 +1,83 @@
+import convict from 'convict';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { FlotillaError } from '../common/errors.js';
+
+function matching(pattern: RegExp, what: string): (value: unknown) => void {
+  return (value) => {
+    if (typeof value !== 'string' || !pattern.test(value)) throw new Error(`must be ${what}`);
+  };
+}
+
+const schema = {
+  http: {
+    host: { doc: 'Address the HTTP front door binds to.', format: String, default: '127.0.0.1', env: 'FLOTILLA_HTTP_HOST' },
+    port: { doc: 'Port of the HTTP front door (0 picks a free one).', format: 'port', default: 8000, env: 'FLOTILLA_HTTP_PORT' },
+  },
+  instance: {
+    doc: 'Name of this Flotilla; containers carry it as a label, so several can share one engine.',
+    format: matching(/^[a-z0-9][a-z0-9-]{0,31}$/, 'lowercase letters, digits and dashes (at most 32)'),
+    default: 'default',
+    env: 'FLOTILLA_INSTANCE',
+  },
+  stateDir: {
+    doc: 'Directory for replica sockets and (later) the checkpoint.',
+    format: String,
+    default: join(homedir(), '.flotilla'),
+    env: 'FLOTILLA_STATE_DIR',
+  },
+  dockerSocket: { doc: 'Unix socket of the Docker engine.', format: String, default: '/var/run/docker.sock', env: 'FLOTILLA_DOCKER_SOCKET' },
+  baseImage: {
+    doc: 'Node.js base image of replicas: node:20-bookworm-slim, or flotilla-local/node:20-bookworm-slim built offline by scripts/base-image.sh.',
+    format: String,
+    default: 'node:20-bookworm-slim',
+    env: 'FLOTILLA_BASE_IMAGE',
+  },
+  transport: {
+    doc: 'How the proxy reaches replicas: unix (a socket in a per-replica host directory) or tcp (a port published on replicaHost).',
+    format: ['unix', 'tcp'],
+    default: 'unix',
+    env: 'FLOTILLA_TRANSPORT',
+  },
+  replicaHost: {
+    doc: 'Host address that tcp replica ports are published on and reached at.',
+    format: String,
+    default: '127.0.0.1',
+    env: 'FLOTILLA_REPLICA_HOST',
+  },
+  replicaUser: { doc: 'uid:gid replicas run as (never root).', format: matching(/^\d+:\d+$/, 'uid:gid'), default: '1000:1000', env: 'FLOTILLA_REPLICA_USER' },
+  readyTimeoutS: {
+    doc: 'Seconds a new replica may take to become ready before its start fails.',
+    format: 'nat',
+    default: 120,
+    env: 'FLOTILLA_READY_TIMEOUT_S',
+  },
+  logLevel: { doc: 'winston log level.', format: ['error', 'warn', 'info', 'debug'], default: 'info', env: 'FLOTILLA_LOG_LEVEL' },
+};
+
+export interface FlotillaConfig {
+  http: { host: string; port: number };
+  instance: string;
+  stateDir: string;
+  dockerSocket: string;
+  baseImage: string;
+  transport: 'unix' | 'tcp';
+  replicaHost: string;
+  replicaUser: string;
+  readyTimeoutS: number;
+  logLevel: 'error' | 'warn' | 'info' | 'debug';
+}
+
+export type ConfigOverrides = Partial<Omit<FlotillaConfig, 'http'>> & { http?: Partial<FlotillaConfig['http']> };
+
+/** Defaults, then FLOTILLA_* environment variables, then explicit overrides; validated strictly. */
+export function loadConfig(overrides: ConfigOverrides = {}): FlotillaConfig {
+  const config = convict(schema);
+  try {
+    config.load(overrides);
+    config.validate({ allowed: 'strict' });
+  } catch (error) {
+    throw new FlotillaError('INVALID_ARGUMENT', `invalid Flotilla configuration: ${(error as Error).message}`);
+  }
+  return config.getProperties() as FlotillaConfig;
+}

@@ -1,0 +1,47 @@
+import type { Readable } from 'node:stream';
+
+/** Where the proxy reaches a replica: a unix socket on this host, or a TCP address. */
+export type ReplicaTarget = { socketPath: string } | { host: string; port: number };
+
+export type ReplicaTransport = { kind: 'unix'; hostDir: string } | { kind: 'tcp'; hostAddress: string };
+
+export interface ReplicaSpec {
+  name: string;
+  image: string;
+  labels: Record<string, string>;
+  env: Record<string, string>;
+  user: string;
+  transport: ReplicaTransport;
+}
+
+export interface ReplicaStatus {
+  containerId: string;
+  name: string;
+  labels: Record<string, string>;
+  running: boolean;
+  exitCode: number | undefined;
+  target: ReplicaTarget | undefined;
+}
+
+export interface ImageBuild {
+  tag: string;
+  context: Readable;
+  labels: Record<string, string>;
+  onLog?: (line: string) => void;
+}
+
+/**
+ * What the controller needs from a container engine, in Flotilla's own types.
+ * DockerRuntime is the implementation; nothing else sees the engine's types.
+ */
+export interface ContainerRuntime {
+  ping(): Promise<void>;
+  imageExists(tag: string): Promise<boolean>;
+  buildImage(build: ImageBuild): Promise<void>;
+  startReplica(spec: ReplicaSpec): Promise<ReplicaStatus>;
+  inspectReplica(containerId: string): Promise<ReplicaStatus | undefined>;
+  listReplicas(labels: Record<string, string>): Promise<ReplicaStatus[]>;
+  /** Sends SIGTERM, waits up to timeoutS for the replica to exit, then removes the container. */
+  stopReplica(containerId: string, timeoutS: number): Promise<void>;
+  logsTail(containerId: string, lines: number): Promise<string>;
+}

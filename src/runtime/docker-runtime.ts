@@ -1,0 +1,181 @@
+import Docker from 'dockerode';
+import { FlotillaError, errorMessage } from '../common/errors.js';
+import { PROTOCOL } from '../replica/protocol.js';
+import type { ContainerRuntime, ImageBuild, ReplicaSpec, ReplicaStatus, ReplicaTarget } from './container-runtime.js';
+
+const REPLICA_PORT = `${PROTOCOL.tcpPort}/tcp`;
+const BUILD_LOG_TAIL = 30;
+
+interface BuildEvent {
+  stream?: string;
+  status?: string;
+  error?: string;
+  errorDetail?: { message?: string };
+}
+
+function isNotFound(error: unknown): boolean {
+  return (error as { statusCode?: number }).statusCode === 404;
+}
+
+function targetOf(info: Docker.ContainerInspectInfo): ReplicaTarget | undefined {
+  const mount = info.Mounts.find((m) => m.Destination === PROTOCOL.socketDir);
+  if (mount) return { socketPath: `${mount.Source}/${PROTOCOL.socketName}` };
+  const binding = info.NetworkSettings.Ports?.[REPLICA_PORT]?.[0];
+  if (binding) return { host: binding.HostIp || '127.0.0.1', port: Number(binding.HostPort) };
+  return undefined;
+}
+
+function statusOf(info: Docker.ContainerInspectInfo): ReplicaStatus {
+  return {
+    containerId: info.Id,
+    name: info.Name.replace(/^\//, ''),
+    labels: info.Config.Labels ?? {},
+    running: info.State.Running,
+    exitCode: info.State.Running ? undefined : info.State.ExitCode,
+    target: targetOf(info),
+  };
+}
+
+/** The only module that talks to the Docker engine (through dockerode). */
+export class DockerRuntime implements ContainerRuntime {
+  private readonly docker: Docker;
+
+  constructor(socketPath: string) {
+    this.docker = new Docker({ socketPath });
+  }
+
+  async ping(): Promise<void> {
+    try {
+      await this.docker.ping();
+    } catch (error) {
+      throw new FlotillaError(
+        'ENGINE_UNAVAILABLE',
+        `no Docker engine answers (${errorMessage(error)}); start one (scripts/engine.sh) or set FLOTILLA_DOCKER_SOCKET`,
+      );
+    }
+  }
+
+  async imageExists(tag: string): Promise<boolean> {
+    try {
+      await this.docker.getImage(tag).inspect();
+      return true;
+    } catch (error) {
+      if (isNotFound(error)) return false;
+      throw error;
+    }
+  }
+
+  async buildImage(build: ImageBuild): Promise<void> {
+    const log: string[] = [];
+    let failure: string | undefined;
+    const stream = await this.docker.buildImage(build.context, { t: build.tag, labels: build.labels, rm: true, forcerm: true });
+    await new Promise<void>((resolve, reject) => {
+      this.docker.modem.followProgress(
+        stream,
+        (error: Error | null) => (error ? reject(error) : resolve()),
+        (event: BuildEvent) => {
+          const text = event.error ?? event.stream ?? event.status;
+          if (event.error !== undefined || event.errorDetail !== undefined) {
+            failure = event.errorDetail?.message ?? event.error;
+          }
+          for (const line of (text ?? '').split('\n')) {
+            if (line.trim() === '') continue;
+            log.push(line);
+            if (log.length > BUILD_LOG_TAIL) log.shift();
+            build.onLog?.(line);
+          }
+        },
+      );
+    }).catch((error: unknown) => {
+      failure ??= errorMessage(error);
+    });
+    if (failure !== undefined) {
+      throw new FlotillaError('BUILD_FAILED', `building image ${build.tag} failed: ${failure}\n${log.join('\n')}`, {
+        tag: build.tag,
+        log,
+      });
+    }
+  }
+
+  async startReplica(spec: ReplicaSpec): Promise<ReplicaStatus> {
+    const tcp = spec.transport.kind === 'tcp';
+    const env = { ...spec.env };
+    if (tcp) env[PROTOCOL.env.port] = String(PROTOCOL.tcpPort);
+    else env[PROTOCOL.env.socket] = `${PROTOCOL.socketDir}/${PROTOCOL.socketName}`;
+    const container = await this.docker.createContainer({
+      name: spec.name,
+      Image: spec.image,
+      User: spec.user,
+      Env: Object.entries(env).map(([key, value]) => `${key}=${value}`),
+      Labels: spec.labels,
+      ExposedPorts: tcp ? { [REPLICA_PORT]: {} } : undefined,
+      HostConfig: {
+        SecurityOpt: ['no-new-privileges'],
+        Binds: spec.transport.kind === 'unix' ? [`${spec.transport.hostDir}:${PROTOCOL.socketDir}`] : undefined,
+        PortBindings:
+          spec.transport.kind === 'tcp' ? { [REPLICA_PORT]: [{ HostIp: spec.transport.hostAddress, HostPort: '' }] } : undefined,
+      },
+    });
+    try {
+      await container.start();
+      return statusOf(await container.inspect());
+    } catch (error) {
+      await container.remove({ force: true }).catch(() => undefined);
+      throw new FlotillaError('REPLICA_START_FAILED', `starting container ${spec.name} failed: ${errorMessage(error)}`);
+    }
+  }
+
+  async inspectReplica(containerId: string): Promise<ReplicaStatus | undefined> {
+    try {
+      return statusOf(await this.docker.getContainer(containerId).inspect());
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  async listReplicas(labels: Record<string, string>): Promise<ReplicaStatus[]> {
+    const containers = await this.docker.listContainers({
+      all: true,
+      filters: { label: Object.entries(labels).map(([key, value]) => `${key}=${value}`) },
+    });
+    const statuses = await Promise.all(containers.map((c) => this.inspectReplica(c.Id)));
+    return statuses.filter((s): s is ReplicaStatus => s !== undefined);
+  }
+
+  async stopReplica(containerId: string, timeoutS: number): Promise<void> {
+    const container = this.docker.getContainer(containerId);
+    try {
+      await container.stop({ t: timeoutS });
+    } catch (error) {
+      const status = (error as { statusCode?: number }).statusCode;
+      if (status !== 304 && status !== 404) throw error;
+    }
+    try {
+      await container.remove({ force: true });
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+    }
+  }
+
+  async logsTail(containerId: string, lines: number): Promise<string> {
+    try {
+      const buffer = await this.docker.getContainer(containerId).logs({ stdout: true, stderr: true, tail: lines, follow: false });
+      return demultiplex(buffer);
+    } catch (error) {
+      return `(logs unavailable: ${errorMessage(error)})`;
+    }
+  }
+}
+
+/** Docker multiplexes stdout and stderr of non-TTY containers in 8-byte-headed frames. */
+function demultiplex(buffer: Buffer): string {
+  const parts: Buffer[] = [];
+  let offset = 0;
+  while (offset + 8 <= buffer.length) {
+    const size = buffer.readUInt32BE(offset + 4);
+    parts.push(buffer.subarray(offset + 8, offset + 8 + size));
+    offset += 8 + size;
+  }
+  return Buffer.concat(parts).toString('utf8');
+}
