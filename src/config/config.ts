@@ -26,7 +26,12 @@ const schema = {
     default: join(homedir(), '.flotilla'),
     env: 'FLOTILLA_STATE_DIR',
   },
-  dockerSocket: { doc: 'Unix socket of the Docker engine.', format: String, default: '/var/run/docker.sock', env: 'FLOTILLA_DOCKER_SOCKET' },
+  dockerSocket: {
+    doc: 'Unix socket of the Docker engine.',
+    format: String,
+    default: '/var/run/docker.sock',
+    env: 'FLOTILLA_DOCKER_SOCKET',
+  },
   baseImage: {
     doc: 'Node.js base image of replicas: node:20-bookworm-slim, or flotilla-local/node:20-bookworm-slim built offline by scripts/base-image.sh.',
     format: String,
@@ -45,7 +50,12 @@ const schema = {
     default: '127.0.0.1',
     env: 'FLOTILLA_REPLICA_HOST',
   },
-  replicaUser: { doc: 'uid:gid replicas run as (never root).', format: matching(/^\d+:\d+$/, 'uid:gid'), default: '1000:1000', env: 'FLOTILLA_REPLICA_USER' },
+  replicaUser: {
+    doc: 'uid:gid replicas run as (never root).',
+    format: matching(/^\d+:\d+$/, 'uid:gid'),
+    default: '1000:1000',
+    env: 'FLOTILLA_REPLICA_USER',
+  },
   readyTimeoutS: {
     doc: 'Seconds a new replica may take to become ready before its start fails.',
     format: 'nat',
@@ -70,11 +80,19 @@ export interface FlotillaConfig {
 
 export type ConfigOverrides = Partial<Omit<FlotillaConfig, 'http'>> & { http?: Partial<FlotillaConfig['http']> };
 
+function leaves(value: Record<string, unknown>, prefix = ''): Array<[string, unknown]> {
+  return Object.entries(value).flatMap(([key, child]) =>
+    typeof child === 'object' && child !== null && !Array.isArray(child)
+      ? leaves(child as Record<string, unknown>, `${prefix}${key}.`)
+      : [[`${prefix}${key}`, child] as [string, unknown]],
+  );
+}
+
 /** Defaults, then FLOTILLA_* environment variables, then explicit overrides; validated strictly. */
 export function loadConfig(overrides: ConfigOverrides = {}): FlotillaConfig {
   const config = convict(schema);
   try {
-    config.load(overrides);
+    for (const [key, value] of leaves(overrides)) config.set(key, value);
     config.validate({ allowed: 'strict' });
   } catch (error) {
     throw new FlotillaError('INVALID_ARGUMENT', `invalid Flotilla configuration: ${(error as Error).message}`);

@@ -110,7 +110,7 @@ export class Controller {
     this.publish();
   }
 
-  createBackend(name: string, definition: BackendDefinition, options?: unknown): Promise<void> {
+  async createBackend(name: string, definition: BackendDefinition, options?: unknown): Promise<void> {
     validateName(name, 'backend');
     const shippable = toShippable(definition);
     const { initArgs, config, contextDir } = validateBackendOptions(options);
@@ -119,7 +119,8 @@ export class Controller {
       throw new FlotillaError('INVALID_ARGUMENT', `replicaOptions.runtimeEnv.context '${contextDir}' is not a directory`);
     }
     return this.serialize(async () => {
-      if (this.backends.has(name)) throw new FlotillaError('BACKEND_EXISTS', `backend '${name}' already exists; delete it or choose another name`);
+      if (this.backends.has(name))
+        throw new FlotillaError('BACKEND_EXISTS', `backend '${name}' already exists; delete it or choose another name`);
       const image = await this.deps.images.backendImage({
         backend: name,
         ...(context === undefined ? {} : { contextDir: context }),
@@ -141,7 +142,7 @@ export class Controller {
     return { ...this.backend(name).config };
   }
 
-  updateBackendConfig(name: string, patch: unknown): Promise<void> {
+  async updateBackendConfig(name: string, patch: unknown): Promise<void> {
     const changes = validateConfigPatch(patch);
     return this.serialize(async () => {
       const record = this.backend(name);
@@ -172,13 +173,17 @@ export class Controller {
     });
   }
 
-  createEndpoint(name: string, options: CreateEndpointOptions): Promise<void> {
+  async createEndpoint(name: string, options: CreateEndpointOptions): Promise<void> {
     validateName(name, 'endpoint');
     const { backend, route, methods } = validateEndpointOptions(options);
     return this.serialize(async () => {
-      if (this.endpoints.has(name)) throw new FlotillaError('ENDPOINT_EXISTS', `endpoint '${name}' already exists; delete it or choose another name`);
+      if (this.endpoints.has(name))
+        throw new FlotillaError('ENDPOINT_EXISTS', `endpoint '${name}' already exists; delete it or choose another name`);
       if (!this.backends.has(backend)) {
-        throw new FlotillaError('BACKEND_NOT_FOUND', `endpoint '${name}' names backend '${backend}', which does not exist; create it first`);
+        throw new FlotillaError(
+          'BACKEND_NOT_FOUND',
+          `endpoint '${name}' names backend '${backend}', which does not exist; create it first`,
+        );
       }
       const owner = [...this.endpoints.values()].find((e) => route !== null && e.route === route);
       if (owner !== undefined) throw new FlotillaError('ROUTE_TAKEN', `route '${route}' is already served by endpoint '${owner.name}'`);

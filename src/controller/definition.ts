@@ -4,8 +4,7 @@ import type { BackendDefinition } from '../api.js';
 
 /** A backend definition in a form that can be stored and handed to a replica. */
 export type ShippableDefinition =
-  | { kind: 'function' | 'class'; name: string; source: string }
-  | { kind: 'import'; module: string; exportName: string };
+  { kind: 'function' | 'class'; name: string; source: string } | { kind: 'import'; module: string; exportName: string };
 
 function unshippable(what: string, why: string): FlotillaError {
   return new FlotillaError(

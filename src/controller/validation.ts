@@ -1,5 +1,5 @@
 import { FlotillaError } from '../common/errors.js';
-import type { BackendConfig, CreateBackendOptions, CreateEndpointOptions } from '../api.js';
+import type { BackendConfig, CreateEndpointOptions } from '../api.js';
 
 export const DEFAULT_BACKEND_CONFIG: BackendConfig = { numReplicas: 1, maxConcurrentQueries: 100 };
 

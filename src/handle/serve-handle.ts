@@ -75,7 +75,12 @@ export class ServeHandle implements ServeHandleApi {
           },
         );
         req.on('error', (error) =>
-          reject(new FlotillaError('REPLICA_UNREACHABLE', `replica ${lease.replica.id} of endpoint '${this.endpoint}' did not answer: ${error.message}`)),
+          reject(
+            new FlotillaError(
+              'REPLICA_UNREACHABLE',
+              `replica ${lease.replica.id} of endpoint '${this.endpoint}' did not answer: ${error.message}`,
+            ),
+          ),
         );
         req.end(bytes);
       });

@@ -36,9 +36,7 @@ export class Dispatcher {
   private readonly routers = new Map<string, ReplicaRouter<ReplicaTarget>>();
 
   update(snapshot: RoutingSnapshot): void {
-    this.endpoints = new Map(
-      snapshot.endpoints.map((routing) => [routing.name, { routing, policy: new TrafficPolicy(routing.traffic) }]),
-    );
+    this.endpoints = new Map(snapshot.endpoints.map((routing) => [routing.name, { routing, policy: new TrafficPolicy(routing.traffic) }]));
     this.routes = new RouteTable(
       snapshot.endpoints.flatMap(({ name, route, methods }) => (route === null ? [] : [{ endpoint: name, route, methods }])),
     );

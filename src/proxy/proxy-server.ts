@@ -81,7 +81,10 @@ export class ProxyServer {
       lease.release();
       if (error === undefined || res.destroyed) return;
       this.logger.warn('replica unreachable', { component: 'proxy', endpoint: route.endpoint, replica: replica.id, error: error.message });
-      sendError(res, new FlotillaError('REPLICA_UNREACHABLE', `replica ${replica.id} of endpoint '${route.endpoint}' did not answer: ${error.message}`));
+      sendError(
+        res,
+        new FlotillaError('REPLICA_UNREACHABLE', `replica ${replica.id} of endpoint '${route.endpoint}' did not answer: ${error.message}`),
+      );
     });
   }
 }

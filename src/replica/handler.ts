@@ -36,7 +36,13 @@ export async function loadHandler(entry: ReplicaEntry): Promise<Handler> {
   };
 }
 
-export async function toRequest(req: IncomingMessage): Promise<Request> {
+/** The Request's signal aborts when the caller (the proxy) hangs up before the response is sent. */
+export async function toRequest(req: IncomingMessage, res: ServerResponse): Promise<Request> {
+  const hangUp = new AbortController();
+  res.once('close', () => {
+    if (!res.writableFinished) hangUp.abort();
+  });
+  const signal = hangUp.signal;
   const headers = new Headers();
   for (const [name, value] of Object.entries(req.headers)) {
     if (value === undefined) continue;
@@ -44,10 +50,10 @@ export async function toRequest(req: IncomingMessage): Promise<Request> {
   }
   const url = `http://${req.headers.host ?? 'replica'}${req.url ?? '/'}`;
   const method = req.method ?? 'GET';
-  if (method === 'GET' || method === 'HEAD') return new Request(url, { method, headers });
+  if (method === 'GET' || method === 'HEAD') return new Request(url, { method, headers, signal });
   const chunks: Buffer[] = [];
   for await (const chunk of req) chunks.push(chunk as Buffer);
-  return new Request(url, { method, headers, body: Buffer.concat(chunks) });
+  return new Request(url, { method, headers, signal, body: Buffer.concat(chunks) });
 }
 
 function sendBody(res: ServerResponse, status: number, contentType: string, body: Buffer | string): void {

@@ -30,7 +30,7 @@ async function serveRequest(req: IncomingMessage, res: ServerResponse): Promise<
   try {
     const methodHeader = req.headers[PROTOCOL.methodHeader];
     const methodName = typeof methodHeader === 'string' ? methodHeader : undefined;
-    await sendResult(res, await handler(await toRequest(req), methodName));
+    await sendResult(res, await handler(await toRequest(req, res), methodName));
   } catch (error) {
     log('handler_error', { message: error instanceof Error ? error.message : String(error) });
     sendHandlerError(res, error);

@@ -1,0 +1,34 @@
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['dist/', 'node_modules/', 'test/fixtures/'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: [
+            { name: 'dockerode', message: 'Only src/runtime/docker-runtime.ts talks to the engine.' },
+            { name: 'http-proxy', message: 'Only src/proxy/proxy-engine.ts uses http-proxy.' },
+            { name: 'winston', message: 'Use the Logger from src/common/logger.ts.' },
+            { name: 'convict', message: 'Configuration is read in src/config/config.ts.' },
+            { name: 'tar-fs', message: 'Build contexts are packed in src/runtime/image-builder.ts.' },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: [
+      'src/runtime/docker-runtime.ts',
+      'src/proxy/proxy-engine.ts',
+      'src/common/logger.ts',
+      'src/config/config.ts',
+      'src/runtime/image-builder.ts',
+    ],
+    rules: { 'no-restricted-imports': 'off' },
+  },
+);

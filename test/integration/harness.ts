@@ -1,0 +1,52 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll } from 'vitest';
+import { serve, type Client, type StartOptions } from '../../src/index.js';
+import { LABELS } from '../../src/common/labels.js';
+import { shortId } from '../../src/common/ids.js';
+
+export const FIXTURES = join(import.meta.dirname, '..', 'fixtures');
+
+export interface Started {
+  client: Client;
+  instance: string;
+}
+
+const started: string[] = [];
+
+/** Starts a Flotilla of its own (instance, state dir, free port) for one test file. */
+export async function startFlotilla(options: StartOptions = {}): Promise<Started> {
+  const instance = `test-${shortId(3)}`;
+  started.push(instance);
+  const client = await serve.start({
+    instance,
+    stateDir: mkdtempSync(join(tmpdir(), 'flt-')),
+    http: { host: '127.0.0.1', port: 0 },
+    logLevel: 'warn',
+    ...options,
+  });
+  return { client, instance };
+}
+
+/** Ids of the running and stopped containers of an instance, as `docker ps` reports them. */
+export function containersOf(instance: string, backend?: string): string[] {
+  const filters = ['--filter', `label=${LABELS.instance}=${instance}`];
+  if (backend !== undefined) filters.push('--filter', `label=${LABELS.backend}=${backend}`);
+  const out = execFileSync('docker', ['ps', '-a', '-q', '--no-trunc', ...filters], { encoding: 'utf8' });
+  return out.split('\n').filter((line) => line !== '');
+}
+
+export function inspect(
+  containerId: string,
+): Record<string, unknown> & { Config: Record<string, unknown>; HostConfig: Record<string, unknown> } {
+  return JSON.parse(execFileSync('docker', ['inspect', containerId], { encoding: 'utf8' }))[0];
+}
+
+afterAll(() => {
+  for (const instance of started) {
+    const ids = containersOf(instance);
+    if (ids.length > 0) execFileSync('docker', ['rm', '-f', ...ids]);
+  }
+});

@@ -1,0 +1,32 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/config.js';
+
+describe('loadConfig', () => {
+  it('applies overrides over defaults', () => {
+    const config = loadConfig({ http: { port: 0 }, transport: 'tcp', instance: 'ci-1' });
+    expect(config.http).toEqual({ host: '127.0.0.1', port: 0 });
+    expect(config.transport).toBe('tcp');
+    expect(config.instance).toBe('ci-1');
+  });
+
+  it.each([[{ transport: 'udp' }], [{ instance: 'Has Spaces' }], [{ replicaUser: 'root' }], [{ nosuchkey: 1 }]])(
+    'refuses %j with INVALID_ARGUMENT',
+    (overrides) => {
+      expect(() => loadConfig(overrides as never)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    },
+  );
+});
+
+describe('loadConfig precedence', () => {
+  it('lets explicit overrides win over FLOTILLA_* variables', () => {
+    const previous = process.env.FLOTILLA_BASE_IMAGE;
+    process.env.FLOTILLA_BASE_IMAGE = 'from-env:1';
+    try {
+      expect(loadConfig().baseImage).toBe('from-env:1');
+      expect(loadConfig({ baseImage: 'explicit:2' }).baseImage).toBe('explicit:2');
+    } finally {
+      if (previous === undefined) delete process.env.FLOTILLA_BASE_IMAGE;
+      else process.env.FLOTILLA_BASE_IMAGE = previous;
+    }
+  });
+});

@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { shippedModuleText, toShippable } from '../../src/controller/definition.js';
+
+function handleRequest() {
+  return 'hello world';
+}
+
+class RequestHandler {
+  constructor(private readonly msg: string) {}
+  call() {
+    return this.msg;
+  }
+}
+
+describe('toShippable', () => {
+  it('ships a function as source', () => {
+    const shipped = toShippable(handleRequest);
+    expect(shipped).toMatchObject({ kind: 'function', name: 'handleRequest' });
+    expect(shippedModuleText(shipped)).toMatch(/^export default \(function handleRequest/);
+  });
+
+  it('ships a class as source', () => {
+    expect(toShippable(RequestHandler)).toMatchObject({ kind: 'class', name: 'RequestHandler' });
+  });
+
+  it('ships arrow functions', () => {
+    expect(toShippable(async (request: Request) => request.url)).toMatchObject({ kind: 'function' });
+  });
+
+  it('parses import paths without resolving them', () => {
+    expect(toShippable('handlers/echo.js:Echo')).toEqual({ kind: 'import', module: 'handlers/echo.js', exportName: 'Echo' });
+    expect(toShippable('model.js')).toEqual({ kind: 'import', module: 'model.js', exportName: 'default' });
+    expect(shippedModuleText(toShippable('model.js'))).toBeUndefined();
+  });
+
+  it.each([
+    ['a bound function', handleRequest.bind(null), /bound function/],
+    ['a native function', Math.max as never, /native code/],
+    [
+      'a method shorthand',
+      {
+        call(request: Request) {
+          return request.url;
+        },
+      }.call,
+      /standalone expression/,
+    ],
+  ])('refuses %s', (_what, definition, message) => {
+    expect(() => toShippable(definition)).toThrow(
+      expect.objectContaining({ code: 'UNSHIPPABLE_DEFINITION', message: expect.stringMatching(message) }),
+    );
+  });
+
+  it('refuses malformed import paths and non-functions', () => {
+    expect(() => toShippable('a.js:not-an-identifier')).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    expect(() => toShippable(42 as never)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+  });
+});

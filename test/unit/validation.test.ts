@@ -1,0 +1,77 @@
+import { describe, expect, it } from 'vitest';
+import {
+  DEFAULT_BACKEND_CONFIG,
+  validateBackendOptions,
+  validateConfigPatch,
+  validateEndpointOptions,
+  validateMethods,
+  validateName,
+  validateRoute,
+} from '../../src/controller/validation.js';
+
+const invalid = { code: 'INVALID_ARGUMENT' };
+
+describe('names', () => {
+  it('accepts letters, digits, _ and -', () => {
+    expect(validateName('simple_backend-2', 'backend')).toBe('simple_backend-2');
+  });
+  it.each(['', '-x', 'a b', 'a/b', 'a.b', 'x'.repeat(64), 42, undefined])('refuses %j', (name) => {
+    expect(() => validateName(name, 'backend')).toThrow(expect.objectContaining(invalid));
+  });
+});
+
+describe('routes', () => {
+  it('normalizes a trailing slash', () => {
+    expect(validateRoute('/simple/')).toBe('/simple');
+    expect(validateRoute('/')).toBe('/');
+  });
+  it.each(['simple', '', '/a b', '/a?x=1', '/a#f', '//a', '/-/routes', '/-', 7])('refuses %j', (route) => {
+    expect(() => validateRoute(route)).toThrow(expect.objectContaining(invalid));
+  });
+});
+
+describe('methods', () => {
+  it('defaults to GET and upper-cases', () => {
+    expect(validateMethods(undefined)).toEqual(['GET']);
+    expect(validateMethods(['get', 'POST', 'post'])).toEqual(['GET', 'POST']);
+  });
+  it.each([[[]], [['FETCH']], ['GET'], [[1]]])('refuses %j', (methods) => {
+    expect(() => validateMethods(methods)).toThrow(expect.objectContaining(invalid));
+  });
+});
+
+describe('backend config', () => {
+  it('fills defaults', () => {
+    expect(validateBackendOptions(undefined).config).toEqual(DEFAULT_BACKEND_CONFIG);
+    expect(validateBackendOptions({ config: { numReplicas: 3 } }).config).toEqual({ numReplicas: 3, maxConcurrentQueries: 100 });
+  });
+  it('keeps only the given keys of a patch', () => {
+    expect(validateConfigPatch({ maxConcurrentQueries: 4 })).toEqual({ maxConcurrentQueries: 4 });
+  });
+  it.each([
+    [{ numReplicas: -1 }, /numReplicas/],
+    [{ numReplicas: 1.5 }, /numReplicas/],
+    [{ numReplicas: '2' }, /numReplicas/],
+    [{ maxConcurrentQueries: 0 }, /maxConcurrentQueries/],
+    [{ replicas: 2 }, /unknown key replicas/],
+  ])('refuses %j', (patch, message) => {
+    expect(() => validateConfigPatch(patch)).toThrow(message);
+  });
+  it('refuses unknown options and non-JSON init args', () => {
+    expect(() => validateBackendOptions({ initArgz: [] })).toThrow(/unknown key initArgz/);
+    expect(() => validateBackendOptions({ initArgs: [() => 1] })).toThrow(/JSON values/);
+    expect(() => validateBackendOptions({ initArgs: 'x' })).toThrow(/array/);
+    expect(() => validateBackendOptions({ replicaOptions: { runtimeEnv: { contxt: '.' } } })).toThrow(/unknown key contxt/);
+  });
+});
+
+describe('endpoint options', () => {
+  it('normalizes and defaults', () => {
+    expect(validateEndpointOptions({ backend: 'b', route: '/x/' })).toEqual({ backend: 'b', route: '/x', methods: ['GET'] });
+    expect(validateEndpointOptions({ backend: 'b' }).route).toBeNull();
+  });
+  it('refuses unknown keys and a missing backend', () => {
+    expect(() => validateEndpointOptions({ backend: 'b', path: '/x' })).toThrow(/unknown key path/);
+    expect(() => validateEndpointOptions({ route: '/x' })).toThrow(/backend name/);
+  });
+});
