@@ -1,11 +1,40 @@
 import type { ConfigOverrides } from './config/config.js';
 
-/** How a backend serves: replicas, concurrency. Every field has a default. */
+/** How a backend serves. Every field has a default; docs/api.md describes each. */
 export interface BackendConfig {
   /** Replicas (containers) to run; 0 parks the backend. Default 1. */
   numReplicas: number;
   /** Requests one replica serves at once; more wait in the proxy's queue. Default 100. */
   maxConcurrentQueries: number;
+  /** Passed to the class's reconfigure(userConfig) at start and on every change; null for none. Default null. */
+  userConfig: unknown;
+  /** Largest batch handed to a handler that accepts batches; 1 turns batching off. Default 1. */
+  maxBatchSize: number;
+  /** How long a batch waits to fill after its first request. Default 0. */
+  batchWaitTimeoutS: number;
+  /** Requests that may wait when every replica is full; beyond that 503 QUEUE_FULL. Default 1000. */
+  maxQueuedRequests: number;
+  /** Longest a request may take, queueing included, before 504; null for no limit. Default null. */
+  requestTimeoutS: number | null;
+  /** How long a stopping replica may finish its requests before it is killed. Default 20. */
+  gracefulShutdownTimeoutS: number;
+}
+
+export interface ReplicaInfo {
+  id: string;
+  state: 'starting' | 'ready' | 'draining';
+  containerId: string;
+  /** ISO 8601 time the container was started. */
+  startedAt: string;
+  /** How many replicas failed before this one in its place. */
+  restarts: number;
+  /** Why its predecessor failed, if it replaced one. */
+  lastError: string | null;
+}
+
+export interface DeleteBackendOptions {
+  /** Stop the replicas at once instead of letting in-flight requests finish. */
+  force?: boolean;
 }
 
 export interface RuntimeEnv {
@@ -26,7 +55,8 @@ export interface CreateBackendOptions {
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 /** A function, a class whose instances have `call(request)`, or 'path/in/image.js:Export'. */
-export type BackendDefinition = ((request: Request) => unknown) | (new (...args: any[]) => object) | string;
+export type BackendDefinition =
+  ((request: Request) => unknown) | ((requests: Request[]) => unknown) | (new (...args: any[]) => object) | string;
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 export interface CreateEndpointOptions {
@@ -63,7 +93,8 @@ export interface Client {
   listBackends(): Promise<Record<string, BackendConfig>>;
   getBackendConfig(name: string): Promise<BackendConfig>;
   updateBackendConfig(name: string, config: Partial<BackendConfig>): Promise<void>;
-  deleteBackend(name: string): Promise<void>;
+  deleteBackend(name: string, options?: DeleteBackendOptions): Promise<void>;
+  listReplicas(backend: string): Promise<ReplicaInfo[]>;
   createEndpoint(name: string, options: CreateEndpointOptions): Promise<void>;
   listEndpoints(): Promise<Record<string, EndpointInfo>>;
   deleteEndpoint(name: string): Promise<void>;

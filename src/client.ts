@@ -4,7 +4,9 @@ import type {
   Client,
   CreateBackendOptions,
   CreateEndpointOptions,
+  DeleteBackendOptions,
   EndpointInfo,
+  ReplicaInfo,
   StartOptions,
 } from './api.js';
 import { systemClock } from './common/clock.js';
@@ -39,8 +41,11 @@ class LocalClient implements Client {
   updateBackendConfig(name: string, config: Partial<BackendConfig>): Promise<void> {
     return this.controller.updateBackendConfig(name, config);
   }
-  deleteBackend(name: string): Promise<void> {
-    return this.controller.deleteBackend(name);
+  deleteBackend(name: string, options?: DeleteBackendOptions): Promise<void> {
+    return this.controller.deleteBackend(name, options);
+  }
+  async listReplicas(backend: string): Promise<ReplicaInfo[]> {
+    return this.controller.listReplicas(backend);
   }
   createEndpoint(name: string, options: CreateEndpointOptions): Promise<void> {
     return this.controller.createEndpoint(name, options);
@@ -56,7 +61,8 @@ class LocalClient implements Client {
     return new ServeHandle(this.dispatcher, endpoint);
   }
   async shutdown(): Promise<void> {
-    await this.proxy.close();
+    const graceS = Math.max(0, ...Object.values(this.controller.listBackends()).map((c) => c.gracefulShutdownTimeoutS));
+    await this.proxy.close(graceS * 1000);
     await this.controller.shutdown();
     this.dispatcher.close();
   }
@@ -68,7 +74,7 @@ export async function start(options: StartOptions = {}): Promise<Client> {
   const logger = createLogger(config.logLevel).child({ instance: config.instance });
   const runtime = new DockerRuntime(config.dockerSocket);
   await runtime.ping();
-  const dispatcher = new Dispatcher();
+  const dispatcher = new Dispatcher(() => void controller.tick());
   const controller = new Controller({
     config,
     runtime,
@@ -78,7 +84,7 @@ export async function start(options: StartOptions = {}): Promise<Client> {
     clock: systemClock,
   });
   await controller.init();
-  const proxy = new ProxyServer(dispatcher, logger);
+  const proxy = new ProxyServer(dispatcher, config.http.maxBodyBytes, logger);
   const address = await proxy.listen(config.http.host, config.http.port);
   const host = address.host.includes(':') ? `[${address.host}]` : address.host;
   return new LocalClient(`http://${host}:${address.port}`, controller, dispatcher, proxy);

@@ -1,6 +1,7 @@
 import { start } from './client.js';
+import { acceptBatch } from './controller/definition.js';
 
-export const serve = { start };
+export const serve = { start, acceptBatch };
 
 export type {
   BackendConfig,
@@ -8,8 +9,10 @@ export type {
   Client,
   CreateBackendOptions,
   CreateEndpointOptions,
+  DeleteBackendOptions,
   EndpointInfo,
   HandleOptions,
+  ReplicaInfo,
   ReplicaOptions,
   RuntimeEnv,
   ServeHandle,

@@ -13,6 +13,12 @@ const schema = {
   http: {
     host: { doc: 'Address the HTTP front door binds to.', format: String, default: '127.0.0.1', env: 'FLOTILLA_HTTP_HOST' },
     port: { doc: 'Port of the HTTP front door (0 picks a free one).', format: 'port', default: 8000, env: 'FLOTILLA_HTTP_PORT' },
+    maxBodyBytes: {
+      doc: 'Largest request body the front door accepts; larger ones get 413.',
+      format: 'nat',
+      default: 10 * 1024 * 1024,
+      env: 'FLOTILLA_MAX_BODY_BYTES',
+    },
   },
   instance: {
     doc: 'Name of this Flotilla; containers carry it as a label, so several can share one engine.',
@@ -62,11 +68,17 @@ const schema = {
     default: 120,
     env: 'FLOTILLA_READY_TIMEOUT_S',
   },
+  healthCheckPeriodS: {
+    doc: 'Seconds between liveness checks of every replica; a replica that exits or fails 3 checks in a row is replaced.',
+    format: 'nat',
+    default: 2,
+    env: 'FLOTILLA_HEALTH_CHECK_PERIOD_S',
+  },
   logLevel: { doc: 'winston log level.', format: ['error', 'warn', 'info', 'debug'], default: 'info', env: 'FLOTILLA_LOG_LEVEL' },
 };
 
 export interface FlotillaConfig {
-  http: { host: string; port: number };
+  http: { host: string; port: number; maxBodyBytes: number };
   instance: string;
   stateDir: string;
   dockerSocket: string;
@@ -75,6 +87,7 @@ export interface FlotillaConfig {
   replicaHost: string;
   replicaUser: string;
   readyTimeoutS: number;
+  healthCheckPeriodS: number;
   logLevel: 'error' | 'warn' | 'info' | 'debug';
 }
 

@@ -1,30 +1,43 @@
 import { chmodSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { isAbsolute, join, posix, resolve } from 'node:path';
-import type { BackendConfig, BackendDefinition, CreateEndpointOptions, EndpointInfo } from '../api.js';
-import type { Clock } from '../common/clock.js';
-import { FlotillaError, errorMessage } from '../common/errors.js';
+import type { BackendConfig, BackendDefinition, CreateEndpointOptions, EndpointInfo, ReplicaInfo } from '../api.js';
+import { settlesWithin, type Clock } from '../common/clock.js';
+import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
 import { shortId } from '../common/ids.js';
 import { LABELS } from '../common/labels.js';
 import type { Logger } from '../common/logger.js';
 import type { FlotillaConfig } from '../config/config.js';
 import type { Dispatcher, RoutingSnapshot } from '../proxy/dispatcher.js';
-import { PROTOCOL, type ReplicaEntry } from '../replica/protocol.js';
+import { PROTOCOL, type LiveConfig, type ReplicaEntry } from '../replica/protocol.js';
 import type { ContainerRuntime, ReplicaStatus, ReplicaTarget, ReplicaTransport } from '../runtime/container-runtime.js';
 import { APP_DIR, SHIPPED_MODULE, type ImageBuilder } from '../runtime/image-builder.js';
-import { shippedModuleText, toShippable, type ShippableDefinition } from './definition.js';
-import { probeHealth } from './health-probe.js';
+import { checkSupports, shippedModuleText, toShippable, type ShippableDefinition } from './definition.js';
+import { probeHealth, pushConfig } from './replica-client.js';
 import { validateBackendOptions, validateConfigPatch, validateEndpointOptions, validateName } from './validation.js';
 
-const GRACEFUL_SHUTDOWN_S = 20;
 const READY_POLL_MS = 100;
 const LOG_TAIL_LINES = 20;
 const MAX_UNIX_SOCKET_PATH = 107;
+const PROBE_TIMEOUT_MS = 2000;
+const FAILED_PROBES_TO_REPLACE = 3;
+const CONFIG_PUSH_TIMEOUT_MS = 60_000;
+const NO_REPLICA_WAIT_MS = 30_000;
+const STABLE_UPTIME_MS = 60_000;
+const MAX_BACKOFF_MS = 30_000;
 
-interface ReplicaRecord {
+interface ReplicaHistory {
+  restarts: number;
+  lastError: string | null;
+}
+
+interface ReplicaRecord extends ReplicaHistory {
   id: string;
   containerId: string;
   target: ReplicaTarget;
   hostDir: string | undefined;
+  state: ReplicaInfo['state'];
+  startedAt: number;
+  failedProbes: number;
 }
 
 interface BackendRecord {
@@ -32,9 +45,12 @@ interface BackendRecord {
   definition: ShippableDefinition;
   initArgs: unknown[];
   config: BackendConfig;
-  contextDir: string | undefined;
   image: string;
   replicas: ReplicaRecord[];
+  /** Histories of failed replicas whose replacements have not started yet. */
+  replacements: ReplicaHistory[];
+  consecutiveFailures: number;
+  retryAt: number;
 }
 
 interface EndpointRecord {
@@ -67,11 +83,24 @@ function failureFromLogs(logs: string): string {
   return `last log lines:\n${logs.trim()}`;
 }
 
+function liveConfigOf(config: BackendConfig, includeUserConfig: boolean): LiveConfig {
+  const live: LiveConfig = { maxBatchSize: config.maxBatchSize, batchWaitTimeoutS: config.batchWaitTimeoutS };
+  if (includeUserConfig) live.userConfig = config.userConfig;
+  return live;
+}
+
+function backoffMs(consecutiveFailures: number): number {
+  return consecutiveFailures <= 1 ? 0 : Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (consecutiveFailures - 2));
+}
+
 /**
  * Owns the desired state (backends, endpoints, traffic) and the replicas that
  * serve it. API calls are validated first, then run one at a time; a call that
  * fails undoes what it started, so what was already running is untouched.
- * After every change the routing snapshot is pushed to the dispatcher.
+ * After every change the routing snapshot is pushed to the dispatcher, which
+ * only ever routes to ready replicas. A periodic reconcile tick replaces
+ * replicas that exited or stopped answering (with backoff when they keep
+ * failing) and removes containers that are not in the desired state.
  */
 export class Controller {
   private readonly backends = new Map<string, BackendRecord>();
@@ -79,6 +108,8 @@ export class Controller {
   private readonly log: Logger;
   private queue: Promise<unknown> = Promise.resolve();
   private stopped = false;
+  private tickTimer: NodeJS.Timeout | undefined;
+  private tickPending = false;
 
   constructor(private readonly deps: ControllerDeps) {
     this.log = deps.logger.child({ component: 'controller' });
@@ -108,12 +139,15 @@ export class Controller {
     }
     rmSync(this.runDir, { recursive: true, force: true });
     this.publish();
+    this.tickTimer = setInterval(() => void this.tick(), this.deps.config.healthCheckPeriodS * 1000);
+    this.tickTimer.unref();
   }
 
   async createBackend(name: string, definition: BackendDefinition, options?: unknown): Promise<void> {
     validateName(name, 'backend');
     const shippable = toShippable(definition);
     const { initArgs, config, contextDir } = validateBackendOptions(options);
+    checkSupports(name, shippable, config);
     const context = contextDir === undefined ? undefined : resolve(contextDir);
     if (context !== undefined && !statSync(context, { throwIfNoEntry: false })?.isDirectory()) {
       throw new FlotillaError('INVALID_ARGUMENT', `replicaOptions.runtimeEnv.context '${contextDir}' is not a directory`);
@@ -126,8 +160,18 @@ export class Controller {
         ...(context === undefined ? {} : { contextDir: context }),
         ...(shippable.kind === 'import' ? {} : { shippedModule: shippedModuleText(shippable) }),
       });
-      const record: BackendRecord = { name, definition: shippable, initArgs, config, contextDir: context, image, replicas: [] };
-      await this.addReplicas(record, config.numReplicas);
+      const record: BackendRecord = {
+        name,
+        definition: shippable,
+        initArgs,
+        config,
+        image,
+        replicas: [],
+        replacements: [],
+        consecutiveFailures: 0,
+        retryAt: 0,
+      };
+      await this.addReplicas(record, config.numReplicas, config);
       this.backends.set(name, record);
       this.publish();
       this.log.info('backend created', { backend: name, image, replicas: config.numReplicas });
@@ -142,21 +186,52 @@ export class Controller {
     return { ...this.backend(name).config };
   }
 
+  listReplicas(name: string): ReplicaInfo[] {
+    return this.backend(name).replicas.map((replica) => ({
+      id: replica.id,
+      state: replica.state,
+      containerId: replica.containerId,
+      startedAt: new Date(replica.startedAt).toISOString(),
+      restarts: replica.restarts,
+      lastError: replica.lastError,
+    }));
+  }
+
+  /**
+   * Applies a partial config. Live settings (userConfig, batching) are pushed
+   * to every replica first; if any replica refuses, those that took it get the
+   * old settings back and the call fails with the config unchanged.
+   */
   async updateBackendConfig(name: string, patch: unknown): Promise<void> {
     const changes = validateConfigPatch(patch);
     return this.serialize(async () => {
       const record = this.backend(name);
-      const next = { ...record.config, ...changes };
+      const previous = record.config;
+      const next = { ...previous, ...changes };
+      checkSupports(name, record.definition, next);
+      const userConfigChanged = 'userConfig' in changes && JSON.stringify(next.userConfig) !== JSON.stringify(previous.userConfig);
+      const liveChanged =
+        userConfigChanged || next.maxBatchSize !== previous.maxBatchSize || next.batchWaitTimeoutS !== previous.batchWaitTimeoutS;
+      const rollback = liveConfigOf(previous, userConfigChanged && previous.userConfig !== null);
+      if (liveChanged) await this.pushLiveConfig(record, liveConfigOf(next, userConfigChanged), rollback);
       const current = record.replicas.length;
-      if (next.numReplicas > current) await this.addReplicas(record, next.numReplicas - current);
+      if (next.numReplicas > current) {
+        try {
+          await this.addReplicas(record, next.numReplicas - current, next);
+        } catch (error) {
+          if (liveChanged) await this.pushLiveConfig(record, rollback, undefined).catch(() => undefined);
+          throw error;
+        }
+      }
       record.config = next;
-      if (next.numReplicas < current) await this.removeReplicas(record, record.replicas.slice(next.numReplicas));
+      if (next.numReplicas < current) await this.removeReplicas(record, record.replicas.slice(next.numReplicas), true);
       this.publish();
-      this.log.info('backend config updated', { backend: name, config: next });
+      this.log.info('backend config updated', { backend: name, changes: Object.keys(changes) });
     });
   }
 
-  deleteBackend(name: string): Promise<void> {
+  async deleteBackend(name: string, options: { force?: boolean } = {}): Promise<void> {
+    const force = options.force === true;
     return this.serialize(async () => {
       const record = this.backend(name);
       const users = [...this.endpoints.values()].filter((e) => name in e.traffic || name in e.shadows).map((e) => `'${e.name}'`);
@@ -167,9 +242,10 @@ export class Controller {
           { endpoints: users },
         );
       }
+      await this.removeReplicas(record, record.replicas, !force);
       this.backends.delete(name);
-      await this.removeReplicas(record, record.replicas);
-      this.log.info('backend deleted', { backend: name });
+      this.publish();
+      this.log.info('backend deleted', { backend: name, force });
     });
   }
 
@@ -206,28 +282,46 @@ export class Controller {
     return this.endpoints.has(name);
   }
 
+  /** Stops routing to the endpoint, then waits (up to its backends' grace period) for its requests in flight. */
   deleteEndpoint(name: string): Promise<void> {
     return this.serialize(async () => {
-      if (!this.endpoints.delete(name)) throw new FlotillaError('ENDPOINT_NOT_FOUND', `endpoint '${name}' does not exist`);
+      const endpoint = this.endpoints.get(name);
+      if (endpoint === undefined) throw new FlotillaError('ENDPOINT_NOT_FOUND', `endpoint '${name}' does not exist`);
+      this.endpoints.delete(name);
       this.publish();
+      const graceS = Math.max(0, ...Object.keys(endpoint.traffic).map((b) => this.backends.get(b)?.config.gracefulShutdownTimeoutS ?? 0));
+      await settlesWithin(this.deps.dispatcher.endpointRequests.idle(name), graceS * 1000);
       this.log.info('endpoint deleted', { endpoint: name });
     });
   }
 
-  /** Stops every replica this instance started, including any not in the desired state. */
+  /** Drains and stops every replica this instance started, including any not in the desired state. */
   shutdown(): Promise<void> {
     return this.serialize(async () => {
       this.stopped = true;
-      const records = [...this.backends.values()];
-      this.backends.clear();
+      clearInterval(this.tickTimer);
       this.endpoints.clear();
+      await Promise.all([...this.backends.values()].map((record) => this.removeReplicas(record, record.replicas, true)));
+      this.backends.clear();
       this.publish();
-      await Promise.all(records.map((record) => this.removeReplicas(record, record.replicas)));
       const leftovers = await this.deps.runtime.listReplicas(this.instanceLabels);
       await Promise.all(leftovers.map((replica) => this.deps.runtime.stopReplica(replica.containerId, 0)));
       rmSync(this.runDir, { recursive: true, force: true });
       this.log.info('shut down');
     });
+  }
+
+  /** Runs a reconcile tick soon, e.g. after the proxy saw a replica fail. */
+  async tick(): Promise<void> {
+    if (this.tickPending || this.stopped) return;
+    this.tickPending = true;
+    try {
+      await this.serialize(() => this.reconcile());
+    } catch (error) {
+      if (!isFlotillaError(error, 'SHUT_DOWN')) this.log.error('reconcile tick failed', { error: errorMessage(error) });
+    } finally {
+      this.tickPending = false;
+    }
   }
 
   private backend(name: string): BackendRecord {
@@ -251,30 +345,135 @@ export class Controller {
       backends: [...this.backends.values()].map((b) => ({
         name: b.name,
         maxConcurrentQueries: b.config.maxConcurrentQueries,
-        replicas: b.replicas.map(({ id, target }) => ({ id, target })),
+        maxQueuedRequests: b.config.maxQueuedRequests,
+        requestTimeoutS: b.config.requestTimeoutS,
+        noReplicaWaitMs: b.config.numReplicas > 0 ? NO_REPLICA_WAIT_MS : 0,
+        replicas: b.replicas.filter((r) => r.state === 'ready').map(({ id, target }) => ({ id, target })),
       })),
     };
     this.deps.dispatcher.update(snapshot);
   }
 
-  /** Starts `count` replicas; if any fails, stops the others it started and throws the first failure. */
-  private async addReplicas(record: BackendRecord, count: number): Promise<void> {
-    const results = await Promise.allSettled(Array.from({ length: count }, () => this.startReplica(record)));
-    const started = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
-    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failure !== undefined) {
-      await Promise.all(started.map((replica) => this.stopReplica(replica, 0)));
-      throw failure.reason;
+  private async reconcile(): Promise<void> {
+    const observed = new Map((await this.deps.runtime.listReplicas(this.instanceLabels)).map((s) => [s.containerId, s]));
+    const known = new Set<string>();
+    for (const record of this.backends.values()) {
+      record.replicas.forEach((replica) => known.add(replica.containerId));
+      const ready = record.replicas.filter((replica) => replica.state === 'ready');
+      const failures = await Promise.all(ready.map((replica) => this.checkLiveness(replica, observed.get(replica.containerId))));
+      for (const [index, failure] of failures.entries()) {
+        const replica = ready[index];
+        if (failure !== undefined && replica !== undefined) await this.replaceFailed(record, replica, failure);
+      }
+      await this.restoreReplicaCount(record);
     }
-    record.replicas.push(...started);
+    for (const [containerId, status] of observed) {
+      if (known.has(containerId)) continue;
+      this.log.warn('removing a container that is not in the desired state', { container: containerId.slice(0, 12), name: status.name });
+      await this.deps.runtime.stopReplica(containerId, 0);
+    }
   }
 
-  /** Takes replicas out of routing first, then stops them, letting in-flight requests finish. */
-  private async removeReplicas(record: BackendRecord, replicas: ReplicaRecord[]): Promise<void> {
-    const leaving = new Set(replicas.map((r) => r.id));
-    record.replicas = record.replicas.filter((r) => !leaving.has(r.id));
+  /** Why a ready replica must be replaced, or undefined while it is alive. */
+  private async checkLiveness(replica: ReplicaRecord, status: ReplicaStatus | undefined): Promise<string | undefined> {
+    if (status === undefined) return 'disappeared (its container was removed)';
+    if (!status.running) {
+      if (status.oomKilled) return 'was killed for exceeding its memory limit (OOM)';
+      const logs = await this.deps.runtime.logsTail(status.containerId, 3);
+      const last = logs.trim().split('\n').pop() ?? '';
+      return `exited with code ${status.exitCode ?? 'unknown'}${last === '' ? '' : `; last log line: ${last}`}`;
+    }
+    if ((await probeHealth(replica.target, PROBE_TIMEOUT_MS)) === 200) {
+      replica.failedProbes = 0;
+      return undefined;
+    }
+    replica.failedProbes += 1;
+    return replica.failedProbes >= FAILED_PROBES_TO_REPLACE
+      ? `stopped answering health checks (${replica.failedProbes} in a row)`
+      : undefined;
+  }
+
+  private async replaceFailed(record: BackendRecord, replica: ReplicaRecord, reason: string): Promise<void> {
+    const now = this.deps.clock.now();
+    this.log.warn('replica failed; replacing it', { backend: record.name, replica: replica.id, reason });
+    record.replicas = record.replicas.filter((r) => r !== replica);
     this.publish();
-    await Promise.all(replicas.map((replica) => this.stopReplica(replica, GRACEFUL_SHUTDOWN_S)));
+    await this.stopReplica(replica, 0);
+    record.consecutiveFailures = now - replica.startedAt > STABLE_UPTIME_MS ? 1 : record.consecutiveFailures + 1;
+    record.retryAt = now + backoffMs(record.consecutiveFailures);
+    record.replacements.push({ restarts: replica.restarts + 1, lastError: `replica ${replica.id} ${reason}` });
+  }
+
+  private async restoreReplicaCount(record: BackendRecord): Promise<void> {
+    while (record.replicas.length < record.config.numReplicas && this.deps.clock.now() >= record.retryAt) {
+      const history = record.replacements.shift() ?? { restarts: 0, lastError: null };
+      try {
+        await this.startReplica(record, record.config, history);
+        this.publish();
+      } catch (error) {
+        record.replacements.unshift({ restarts: history.restarts + 1, lastError: errorMessage(error) });
+        record.consecutiveFailures += 1;
+        record.retryAt = this.deps.clock.now() + backoffMs(record.consecutiveFailures);
+        this.log.error('replacement replica failed to start', {
+          backend: record.name,
+          error: errorMessage(error),
+          retryInMs: record.retryAt,
+        });
+        return;
+      }
+    }
+    if (record.replicas.length >= record.config.numReplicas) record.replacements = [];
+  }
+
+  private async pushLiveConfig(record: BackendRecord, live: LiveConfig, rollback: LiveConfig | undefined): Promise<void> {
+    const targets = record.replicas.filter((replica) => replica.state === 'ready');
+    const results = await Promise.allSettled(targets.map((replica) => pushConfig(replica.target, live, CONFIG_PUSH_TIMEOUT_MS)));
+    const failed = results.findIndex((result) => result.status === 'rejected');
+    if (failed < 0) return;
+    if (rollback !== undefined) {
+      const applied = targets.filter((_, index) => results[index]?.status === 'fulfilled');
+      await Promise.allSettled(applied.map((replica) => pushConfig(replica.target, rollback, CONFIG_PUSH_TIMEOUT_MS)));
+    }
+    const reason = (results[failed] as PromiseRejectedResult).reason as unknown;
+    const code = isFlotillaError(reason) ? reason.code : 'RECONFIGURE_FAILED';
+    throw new FlotillaError(
+      code,
+      `reconfiguring backend '${record.name}' failed on replica ${targets[failed]?.id}: ${errorMessage(reason)}; the previous config stays in force`,
+    );
+  }
+
+  /** Starts `count` replicas with `config`; if any fails, stops the others it started and throws the first failure. */
+  private async addReplicas(record: BackendRecord, count: number, config: BackendConfig): Promise<void> {
+    const history = { restarts: 0, lastError: null };
+    const results = await Promise.allSettled(Array.from({ length: count }, () => this.startReplica(record, config, history)));
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failure === undefined) return;
+    const started = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    await this.removeReplicas(record, started, false);
+    throw failure.reason;
+  }
+
+  /**
+   * Takes replicas out of routing first; with `drain`, waits for their requests
+   * in flight (up to gracefulShutdownTimeoutS) before stopping them.
+   */
+  private async removeReplicas(record: BackendRecord, replicas: ReplicaRecord[], drain: boolean): Promise<void> {
+    if (replicas.length === 0) return;
+    const leaving = new Set(replicas);
+    replicas.forEach((replica) => (replica.state = 'draining'));
+    this.publish();
+    const graceMs = record.config.gracefulShutdownTimeoutS * 1000;
+    await Promise.all(
+      replicas.map(async (replica) => {
+        if (!drain) return this.stopReplica(replica, 0);
+        const started = this.deps.clock.now();
+        await settlesWithin(this.deps.dispatcher.drained(record.name, replica.id), graceMs);
+        const leftS = Math.ceil((graceMs - (this.deps.clock.now() - started)) / 1000);
+        return this.stopReplica(replica, Math.max(1, leftS));
+      }),
+    );
+    record.replicas = record.replicas.filter((replica) => !leaving.has(replica));
+    this.publish();
   }
 
   private async stopReplica(replica: ReplicaRecord, timeoutS: number): Promise<void> {
@@ -286,49 +485,67 @@ export class Controller {
     if (replica.hostDir !== undefined) rmSync(replica.hostDir, { recursive: true, force: true });
   }
 
-  private entryOf(record: BackendRecord): ReplicaEntry {
+  private entryOf(record: BackendRecord, config: BackendConfig): ReplicaEntry {
     const definition = record.definition;
-    if (definition.kind !== 'import') return { module: SHIPPED_MODULE, exportName: 'default', initArgs: record.initArgs };
-    const module = isAbsolute(definition.module) ? definition.module : posix.join(APP_DIR, definition.module);
-    return { module, exportName: definition.exportName, initArgs: record.initArgs };
+    const module =
+      definition.kind !== 'import'
+        ? SHIPPED_MODULE
+        : isAbsolute(definition.module)
+          ? definition.module
+          : posix.join(APP_DIR, definition.module);
+    const exportName = definition.kind === 'import' ? definition.exportName : 'default';
+    return { module, exportName, initArgs: record.initArgs, ...liveConfigOf(config, config.userConfig !== null) };
   }
 
-  private async startReplica(record: BackendRecord): Promise<ReplicaRecord> {
-    const { config, runtime } = this.deps;
+  /** Starts one replica and waits until it is ready; it is listed as 'starting' meanwhile, and removed if it fails. */
+  private async startReplica(record: BackendRecord, config: BackendConfig, history: ReplicaHistory): Promise<ReplicaRecord> {
+    const { runtime } = this.deps;
+    const settings = this.deps.config;
     const id = shortId();
     let transport: ReplicaTransport;
     let hostDir: string | undefined;
-    if (config.transport === 'unix') {
+    if (settings.transport === 'unix') {
       hostDir = join(this.runDir, id);
       mkdirSync(hostDir, { recursive: true });
       chmodSync(hostDir, 0o777);
       transport = { kind: 'unix', hostDir };
     } else {
-      transport = { kind: 'tcp', hostAddress: config.replicaHost };
+      transport = { kind: 'tcp', hostAddress: settings.replicaHost };
     }
-    const log = this.log.child({ backend: record.name, replica: id });
     let status: ReplicaStatus;
     try {
       status = await runtime.startReplica({
-        name: `flotilla-${config.instance}-${record.name}-${id}`,
+        name: `flotilla-${settings.instance}-${record.name}-${id}`,
         image: record.image,
         labels: { ...this.instanceLabels, [LABELS.backend]: record.name, [LABELS.replica]: id },
-        env: { [PROTOCOL.env.entry]: JSON.stringify(this.entryOf(record)) },
-        user: config.replicaUser,
+        env: { [PROTOCOL.env.entry]: JSON.stringify(this.entryOf(record, config)) },
+        user: settings.replicaUser,
         transport,
       });
     } catch (error) {
       if (hostDir !== undefined) rmSync(hostDir, { recursive: true, force: true });
       throw error;
     }
-    const replica = { id, containerId: status.containerId, target: status.target as ReplicaTarget, hostDir };
+    const replica: ReplicaRecord = {
+      id,
+      containerId: status.containerId,
+      target: status.target as ReplicaTarget,
+      hostDir,
+      state: 'starting',
+      startedAt: this.deps.clock.now(),
+      failedProbes: 0,
+      ...history,
+    };
+    record.replicas.push(replica);
     try {
       await this.waitReady(record.name, replica);
     } catch (error) {
+      record.replicas = record.replicas.filter((r) => r !== replica);
       await this.stopReplica(replica, 0);
       throw error;
     }
-    log.info('replica ready', { container: status.containerId.slice(0, 12) });
+    replica.state = 'ready';
+    this.log.info('replica ready', { backend: record.name, replica: id, container: status.containerId.slice(0, 12) });
     return replica;
   }
 

@@ -1,10 +1,17 @@
 import { Script } from 'node:vm';
 import { FlotillaError } from '../common/errors.js';
-import type { BackendDefinition } from '../api.js';
+import type { BackendConfig, BackendDefinition } from '../api.js';
 
 /** A backend definition in a form that can be stored and handed to a replica. */
 export type ShippableDefinition =
-  { kind: 'function' | 'class'; name: string; source: string } | { kind: 'import'; module: string; exportName: string };
+  | { kind: 'function' | 'class'; name: string; source: string; hasReconfigure: boolean; acceptsBatch: boolean }
+  | { kind: 'import'; module: string; exportName: string };
+
+/** Marks a function or class as taking an array of requests and returning an array of results (config.maxBatchSize). */
+export function acceptBatch<T extends BackendDefinition & object>(definition: T): T {
+  (definition as { acceptsBatch?: boolean }).acceptsBatch = true;
+  return definition;
+}
 
 function unshippable(what: string, why: string): FlotillaError {
   return new FlotillaError(
@@ -33,7 +40,14 @@ export function toShippable(definition: BackendDefinition): ShippableDefinition 
   } catch {
     throw unshippable(what, 'its source is not a standalone expression (a method shorthand?)');
   }
-  return { kind: /^class[\s{]/.test(source) ? 'class' : 'function', name: definition.name, source };
+  const kind = /^class[\s{]/.test(source) ? 'class' : 'function';
+  return {
+    kind,
+    name: definition.name,
+    source,
+    hasReconfigure: kind === 'class' && typeof (definition.prototype as { reconfigure?: unknown })?.reconfigure === 'function',
+    acceptsBatch: (definition as { acceptsBatch?: unknown }).acceptsBatch === true,
+  };
 }
 
 function parseImportPath(path: string): ShippableDefinition {
@@ -45,5 +59,25 @@ function parseImportPath(path: string): ShippableDefinition {
 }
 
 export function shippedModuleText(definition: ShippableDefinition): string | undefined {
-  return definition.kind === 'import' ? undefined : `export default (${definition.source});\n`;
+  if (definition.kind === 'import') return undefined;
+  const mark = definition.acceptsBatch ? 'backend.acceptsBatch = true;\n' : '';
+  return `const backend = (${definition.source});\n${mark}export default backend;\n`;
+}
+
+/** Refuses a config that a shipped definition cannot honour; import paths are checked by the replica. */
+export function checkSupports(backend: string, definition: ShippableDefinition, config: BackendConfig): void {
+  if (definition.kind === 'import') return;
+  const what = `${definition.kind} ${definition.name || '(anonymous)'}`;
+  if (config.userConfig !== null && !definition.hasReconfigure) {
+    throw new FlotillaError(
+      'INVALID_ARGUMENT',
+      `backend '${backend}' cannot take userConfig: it needs a class with a reconfigure(userConfig) method, and ${what} has none`,
+    );
+  }
+  if (config.maxBatchSize > 1 && !definition.acceptsBatch) {
+    throw new FlotillaError(
+      'INVALID_ARGUMENT',
+      `backend '${backend}' cannot batch (maxBatchSize ${config.maxBatchSize}): mark ${what} with serve.acceptBatch so that it takes an array of requests`,
+    );
+  }
 }

@@ -1,7 +1,16 @@
 import { FlotillaError } from '../common/errors.js';
 import type { BackendConfig, CreateEndpointOptions } from '../api.js';
 
-export const DEFAULT_BACKEND_CONFIG: BackendConfig = { numReplicas: 1, maxConcurrentQueries: 100 };
+export const DEFAULT_BACKEND_CONFIG: BackendConfig = {
+  numReplicas: 1,
+  maxConcurrentQueries: 100,
+  userConfig: null,
+  maxBatchSize: 1,
+  batchWaitTimeoutS: 0,
+  maxQueuedRequests: 1000,
+  requestTimeoutS: null,
+  gracefulShutdownTimeoutS: 20,
+};
 
 export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
@@ -59,22 +68,49 @@ export function validateMethods(methods: unknown): string[] {
   return [...new Set(normalized)];
 }
 
-function integerIn(value: unknown, key: string, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw invalid(`config.${key} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
-  }
-  return value;
+function integerIn(min: number, max: number) {
+  return (value: unknown, key: string): number => {
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+      throw invalid(`config.${key} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
+    }
+    return value;
+  };
 }
+
+function secondsIn(min: number, max: number, exclusiveMin = false) {
+  return (value: unknown, key: string): number => {
+    const low = exclusiveMin ? typeof value === 'number' && value > min : typeof value === 'number' && value >= min;
+    if (typeof value !== 'number' || !Number.isFinite(value) || !low || value > max) {
+      throw invalid(
+        `config.${key} must be a number of seconds ${exclusiveMin ? 'above' : 'from'} ${min} ${exclusiveMin ? 'up ' : ''}to ${max}, got ${JSON.stringify(value)}`,
+      );
+    }
+    return value;
+  };
+}
+
+const CONFIG_FIELDS: { [K in keyof BackendConfig]: (value: unknown, key: string) => BackendConfig[K] } = {
+  numReplicas: integerIn(0, MAX_REPLICAS),
+  maxConcurrentQueries: integerIn(1, 1_000_000),
+  userConfig: (value, key) => {
+    if (!isJsonValue(value)) throw invalid(`config.${key} must be a JSON value (or null for none)`);
+    return value;
+  },
+  maxBatchSize: integerIn(1, 10_000),
+  batchWaitTimeoutS: secondsIn(0, 3600),
+  maxQueuedRequests: integerIn(0, 1_000_000),
+  requestTimeoutS: (value, key) => (value === null ? null : secondsIn(0, 86_400, true)(value, key)),
+  gracefulShutdownTimeoutS: secondsIn(0, 3600),
+};
 
 /** Checks a partial BackendConfig: unknown keys and bad values are refused. */
 export function validateConfigPatch(patch: unknown): Partial<BackendConfig> {
-  const value = checkKeys(patch ?? {}, Object.keys(DEFAULT_BACKEND_CONFIG), 'config');
-  const result: Partial<BackendConfig> = {};
-  if (value.numReplicas !== undefined) result.numReplicas = integerIn(value.numReplicas, 'numReplicas', 0, MAX_REPLICAS);
-  if (value.maxConcurrentQueries !== undefined) {
-    result.maxConcurrentQueries = integerIn(value.maxConcurrentQueries, 'maxConcurrentQueries', 1, 1_000_000);
+  const value = checkKeys(patch ?? {}, Object.keys(CONFIG_FIELDS), 'config');
+  const result: Record<string, unknown> = {};
+  for (const [key, check] of Object.entries(CONFIG_FIELDS)) {
+    if (value[key] !== undefined) result[key] = check(value[key], key);
   }
-  return result;
+  return result as Partial<BackendConfig>;
 }
 
 function isJsonValue(value: unknown): boolean {

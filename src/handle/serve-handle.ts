@@ -1,40 +1,76 @@
 import { request, type IncomingMessage } from 'node:http';
 import type { HandleOptions, ServeHandle as ServeHandleApi } from '../api.js';
-import { FlotillaError } from '../common/errors.js';
+import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import type { Dispatcher } from '../proxy/dispatcher.js';
+import { MAX_ATTEMPTS, mayRetry } from '../proxy/retry.js';
 import { PROTOCOL, type HandlerErrorBody } from '../replica/protocol.js';
+import type { ReplicaTarget } from '../runtime/container-runtime.js';
 
 interface EncodedBody {
-  contentType?: string;
+  headers: Record<string, string | number>;
   bytes?: Buffer;
 }
 
+interface Reply {
+  response: IncomingMessage;
+  data: Buffer;
+}
+
 function encodeBody(body: unknown): EncodedBody {
-  if (body === undefined) return {};
-  if (typeof body === 'string') return { contentType: 'text/plain; charset=utf-8', bytes: Buffer.from(body) };
-  if (body instanceof Uint8Array) return { contentType: 'application/octet-stream', bytes: Buffer.from(body) };
-  return { contentType: 'application/json', bytes: Buffer.from(JSON.stringify(body)) };
+  if (body === undefined) return { headers: {} };
+  let contentType = 'application/json';
+  let bytes: Buffer;
+  if (typeof body === 'string') {
+    contentType = 'text/plain; charset=utf-8';
+    bytes = Buffer.from(body);
+  } else if (body instanceof Uint8Array) {
+    contentType = 'application/octet-stream';
+    bytes = Buffer.from(body);
+  } else {
+    bytes = Buffer.from(JSON.stringify(body));
+  }
+  return { headers: { 'content-type': contentType, 'content-length': bytes.length }, bytes };
 }
 
-function decodeBody(response: IncomingMessage, bytes: Buffer): unknown {
+function decodeBody({ response, data }: Reply): unknown {
   const type = response.headers['content-type'] ?? '';
-  if (type.startsWith('application/json')) return JSON.parse(bytes.toString('utf8'));
-  if (type.startsWith('text/')) return bytes.toString('utf8');
-  return bytes;
+  if (type.startsWith('application/json')) return JSON.parse(data.toString('utf8'));
+  if (type.startsWith('text/')) return data.toString('utf8');
+  return data;
 }
 
-function handlerError(bytes: Buffer): FlotillaError {
+function handlerError(data: Buffer): FlotillaError {
   try {
-    const { error } = JSON.parse(bytes.toString('utf8')) as HandlerErrorBody;
+    const { error } = JSON.parse(data.toString('utf8')) as HandlerErrorBody;
     return new FlotillaError('HANDLER_ERROR', error.message, { type: error.type });
   } catch {
-    return new FlotillaError('HANDLER_ERROR', bytes.toString('utf8'));
+    return new FlotillaError('HANDLER_ERROR', data.toString('utf8'));
   }
+}
+
+function send(
+  agent: Dispatcher['agent'],
+  target: ReplicaTarget,
+  options: { method: string; path: string; headers: EncodedBody['headers'] },
+  bytes: Buffer | undefined,
+  signal: AbortSignal,
+): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = request({ ...target, ...options, agent, signal }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () => resolve({ response, data: Buffer.concat(chunks) }));
+      response.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(bytes);
+  });
 }
 
 /**
  * Calls an endpoint from code, through the same traffic policy and replica
- * router as the HTTP front door, but straight to the replica.
+ * router as the HTTP front door (queueing, limits, retries, timeouts), but
+ * straight to the replica.
  */
 export class ServeHandle implements ServeHandleApi {
   constructor(
@@ -49,45 +85,51 @@ export class ServeHandle implements ServeHandleApi {
 
   async remote(body?: unknown): Promise<unknown> {
     const routing = this.dispatcher.endpoint(this.endpoint);
-    const lease = await this.dispatcher.acquire(this.dispatcher.pickBackend(this.endpoint));
+    const backend = this.dispatcher.pickBackend(this.endpoint);
+    const { headers, bytes } = encodeBody(body);
+    headers.host = 'serve-handle';
+    if (this.handleOptions.methodName !== undefined) headers[PROTOCOL.methodHeader] = this.handleOptions.methodName;
+    const method = bytes === undefined ? 'GET' : 'POST';
+    const cancel = new AbortController();
+    const timeoutMs = this.dispatcher.requestTimeoutMs(backend);
+    const timer = timeoutMs === undefined ? undefined : setTimeout(() => cancel.abort(), timeoutMs);
+    const leave = this.dispatcher.endpointRequests.enter(this.endpoint);
+    const timedOut = () =>
+      new FlotillaError('REQUEST_TIMEOUT', `backend '${backend}' did not answer within ${(timeoutMs ?? 0) / 1000} s (requestTimeoutS)`);
     try {
-      const { contentType, bytes } = encodeBody(body);
-      const headers: Record<string, string | number> = { host: 'serve-handle' };
-      if (contentType !== undefined && bytes !== undefined) {
-        headers['content-type'] = contentType;
-        headers['content-length'] = bytes.length;
+      const tried = new Set<string>();
+      for (let attempt = 1; ; attempt++) {
+        const lease = await this.dispatcher.acquire(backend, cancel.signal, tried).catch((error: unknown) => {
+          throw cancel.signal.aborted ? timedOut() : error;
+        });
+        let reply: Reply;
+        try {
+          reply = await send(
+            this.dispatcher.agent,
+            lease.replica.target,
+            { method, path: routing.route ?? '/', headers },
+            bytes,
+            cancel.signal,
+          );
+        } catch (error) {
+          if (cancel.signal.aborted) throw timedOut();
+          if (isFlotillaError(error)) throw error;
+          this.dispatcher.reportFailure(backend, lease.replica.id);
+          tried.add(lease.replica.id);
+          if (attempt < MAX_ATTEMPTS && mayRetry(error as Error, method)) continue;
+          throw new FlotillaError(
+            'REPLICA_UNREACHABLE',
+            `replica ${lease.replica.id} of endpoint '${this.endpoint}' failed: ${(error as Error).message}`,
+          );
+        } finally {
+          lease.release();
+        }
+        if (reply.response.statusCode === 500 && reply.response.headers[PROTOCOL.errorHeader] === 'handler') throw handlerError(reply.data);
+        return decodeBody(reply);
       }
-      if (this.handleOptions.methodName !== undefined) headers[PROTOCOL.methodHeader] = this.handleOptions.methodName;
-      const { response, data } = await new Promise<{ response: IncomingMessage; data: Buffer }>((resolve, reject) => {
-        const req = request(
-          {
-            ...lease.replica.target,
-            agent: this.dispatcher.agent,
-            method: bytes === undefined ? 'GET' : 'POST',
-            path: routing.route ?? '/',
-            headers,
-          },
-          (res) => {
-            const chunks: Buffer[] = [];
-            res.on('data', (chunk: Buffer) => chunks.push(chunk));
-            res.on('end', () => resolve({ response: res, data: Buffer.concat(chunks) }));
-            res.on('error', reject);
-          },
-        );
-        req.on('error', (error) =>
-          reject(
-            new FlotillaError(
-              'REPLICA_UNREACHABLE',
-              `replica ${lease.replica.id} of endpoint '${this.endpoint}' did not answer: ${error.message}`,
-            ),
-          ),
-        );
-        req.end(bytes);
-      });
-      if (response.statusCode === 500 && response.headers[PROTOCOL.errorHeader] === 'handler') throw handlerError(data);
-      return decodeBody(response, data);
     } finally {
-      lease.release();
+      clearTimeout(timer);
+      leave();
     }
   }
 }

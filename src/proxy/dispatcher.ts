@@ -1,7 +1,8 @@
 import { Agent } from 'node:http';
 import { FlotillaError } from '../common/errors.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
-import { ReplicaRouter, type Lease, type RoutedReplica } from './replica-router.js';
+import { InFlight } from './in-flight.js';
+import { ReplicaRouter, type Lease, type RoutedReplica, type RouterSettings } from './replica-router.js';
 import { RouteTable, type RouteEntry } from './route-table.js';
 import { TrafficPolicy } from './traffic-policy.js';
 
@@ -12,9 +13,10 @@ export interface EndpointRouting {
   traffic: Record<string, number>;
 }
 
-export interface BackendRouting {
+export interface BackendRouting extends RouterSettings {
   name: string;
-  maxConcurrentQueries: number;
+  /** Seconds a request may take, queueing included; null for no limit. */
+  requestTimeoutS: number | null;
   replicas: RoutedReplica<ReplicaTarget>[];
 }
 
@@ -31,27 +33,32 @@ export interface RoutingSnapshot {
  */
 export class Dispatcher {
   readonly agent = new Agent({ keepAlive: true, maxSockets: Infinity });
+  /** Requests in flight per endpoint, so that deleting one can wait for them. */
+  readonly endpointRequests = new InFlight();
   private routes = new RouteTable([]);
   private endpoints = new Map<string, { routing: EndpointRouting; policy: TrafficPolicy }>();
+  private backends = new Map<string, BackendRouting>();
   private readonly routers = new Map<string, ReplicaRouter<ReplicaTarget>>();
+
+  /** Called when a request to a replica failed at the connection level. */
+  constructor(private readonly onReplicaFailure: (backend: string, replicaId: string) => void = () => undefined) {}
 
   update(snapshot: RoutingSnapshot): void {
     this.endpoints = new Map(snapshot.endpoints.map((routing) => [routing.name, { routing, policy: new TrafficPolicy(routing.traffic) }]));
     this.routes = new RouteTable(
       snapshot.endpoints.flatMap(({ name, route, methods }) => (route === null ? [] : [{ endpoint: name, route, methods }])),
     );
-    const live = new Set<string>();
+    this.backends = new Map(snapshot.backends.map((backend) => [backend.name, backend]));
     for (const backend of snapshot.backends) {
-      live.add(backend.name);
       let router = this.routers.get(backend.name);
       if (router === undefined) {
-        router = new ReplicaRouter(backend.name, backend.maxConcurrentQueries);
+        router = new ReplicaRouter(backend.name, backend);
         this.routers.set(backend.name, router);
       }
-      router.update(backend.replicas, backend.maxConcurrentQueries);
+      router.update(backend.replicas, backend);
     }
     for (const [name, router] of this.routers) {
-      if (!live.has(name)) {
+      if (!this.backends.has(name)) {
         router.close();
         this.routers.delete(name);
       }
@@ -79,14 +86,24 @@ export class Dispatcher {
     return backend;
   }
 
-  acquire(backend: string, signal?: AbortSignal): Promise<Lease<ReplicaTarget>> {
-    const router = this.routers.get(backend);
-    if (router === undefined) return Promise.reject(new FlotillaError('NO_REPLICAS', `backend '${backend}' has no replicas`));
-    return router.acquire(signal);
+  requestTimeoutMs(backend: string): number | undefined {
+    const seconds = this.backends.get(backend)?.requestTimeoutS;
+    return seconds === null || seconds === undefined ? undefined : seconds * 1000;
   }
 
-  router(backend: string): ReplicaRouter<ReplicaTarget> | undefined {
-    return this.routers.get(backend);
+  acquire(backend: string, signal?: AbortSignal, exclude?: ReadonlySet<string>): Promise<Lease<ReplicaTarget>> {
+    const router = this.routers.get(backend);
+    if (router === undefined) return Promise.reject(new FlotillaError('NO_REPLICAS', `backend '${backend}' has no replicas`));
+    return router.acquire(signal, exclude);
+  }
+
+  /** Resolves once no request of the backend is in flight on the replica. */
+  drained(backend: string, replicaId: string): Promise<void> {
+    return this.routers.get(backend)?.drained(replicaId) ?? Promise.resolve();
+  }
+
+  reportFailure(backend: string, replicaId: string): void {
+    this.onReplicaFailure(backend, replicaId);
   }
 
   close(): void {

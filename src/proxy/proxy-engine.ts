@@ -1,35 +1,45 @@
-import type { Agent, IncomingMessage, ServerResponse } from 'node:http';
+import type { Agent, ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
 import httpProxy from 'http-proxy';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
 
 /**
- * The only module that uses http-proxy. `forward` calls `done` exactly once,
- * when the client's response has closed (finished or aborted) or the upstream
- * failed. A client that hangs up destroys its upstream request, which
- * http-proxy itself does not do once the request body has been read.
+ * The only module that uses http-proxy. `forward` sends an already-read body
+ * (so that a request can be retried or replayed) and resolves when the
+ * client's response has closed (undefined) or the upstream failed (the
+ * error). Aborting `signal` destroys the upstream request: http-proxy itself
+ * does not do that once the request body has been read.
  */
 export class ProxyEngine {
   private readonly proxy: httpProxy;
+  private readonly signals = new WeakMap<IncomingMessage, AbortSignal>();
 
   constructor(agent: Agent) {
     this.proxy = httpProxy.createProxyServer({ agent, xfwd: true, ws: false });
-    this.proxy.on('proxyReq', (proxyReq, _req, res) => {
-      res.once('close', () => {
-        if (!res.writableFinished) proxyReq.destroy();
-      });
+    this.proxy.on('proxyReq', (proxyReq: ClientRequest, req: IncomingMessage) => {
+      const signal = this.signals.get(req);
+      if (signal?.aborted) proxyReq.destroy();
+      else signal?.addEventListener('abort', () => proxyReq.destroy(), { once: true });
     });
   }
 
-  forward(req: IncomingMessage, res: ServerResponse, target: ReplicaTarget, done: (error?: Error) => void): void {
-    let settled = false;
-    const settle = (error?: Error): void => {
-      if (settled) return;
-      settled = true;
-      done(error);
-    };
-    res.once('close', () => settle());
-    const proxyTarget = 'socketPath' in target ? { socketPath: target.socketPath } : { ...target, protocol: 'http:' };
-    this.proxy.web(req, res, { target: proxyTarget as unknown as httpProxy.ProxyTarget }, (error) => settle(error));
+  forward(req: IncomingMessage, res: ServerResponse, target: ReplicaTarget, body: Buffer, signal: AbortSignal): Promise<Error | undefined> {
+    return new Promise((resolve) => {
+      let settled = false;
+      const settle = (error?: Error): void => {
+        if (settled) return;
+        settled = true;
+        res.off('close', onClose);
+        resolve(error);
+      };
+      const onClose = (): void => settle();
+      res.once('close', onClose);
+      this.signals.set(req, signal);
+      const proxyTarget = 'socketPath' in target ? { socketPath: target.socketPath } : { ...target, protocol: 'http:' };
+      this.proxy.web(req, res, { target: proxyTarget as unknown as httpProxy.ProxyTarget, buffer: Readable.from([body]) }, (error: Error) =>
+        settle(error),
+      );
+    });
   }
 
   close(): void {

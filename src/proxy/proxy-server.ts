@@ -1,21 +1,46 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { settlesWithin } from '../common/clock.js';
 import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { PROTOCOL } from '../replica/protocol.js';
 import type { Dispatcher } from './dispatcher.js';
 import { sendError, sendJson } from './http-errors.js';
+import { InFlight } from './in-flight.js';
 import { ProxyEngine } from './proxy-engine.js';
+import { MAX_ATTEMPTS, mayRetry } from './retry.js';
+import type { RouteEntry } from './route-table.js';
 
 export const SHARD_KEY_HEADER = 'x-serve-shard-key';
+const ALL = '*';
 
-/** The HTTP front door: route, method check, traffic policy, replica router, forward. */
+/** Reads the whole body, or answers undefined as soon as it is known to exceed `limit` bytes. */
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  if (Number(req.headers['content-length'] ?? 0) > limit) return undefined;
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) return undefined;
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+/**
+ * The HTTP front door: route, method check, body limit, traffic policy,
+ * replica router, forward. A request whose replica fails at the connection
+ * level is sent to another replica when that is safe (see retry.ts) and
+ * answered 502 otherwise; it never hangs.
+ */
 export class ProxyServer {
   private readonly server: Server;
   private readonly engine: ProxyEngine;
+  private readonly requests = new InFlight();
 
   constructor(
     private readonly dispatcher: Dispatcher,
+    private readonly maxBodyBytes: number,
     private readonly logger: Logger,
   ) {
     this.engine = new ProxyEngine(dispatcher.agent);
@@ -38,15 +63,17 @@ export class ProxyServer {
     return { host: address.address, port: address.port };
   }
 
-  async close(): Promise<void> {
+  /** Stops accepting, lets requests in flight finish for up to graceMs, then closes every connection. */
+  async close(graceMs: number): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await settlesWithin(this.requests.idle(ALL), graceMs);
+    this.server.closeAllConnections();
+    await closed;
     this.engine.close();
-    await new Promise<void>((resolve) => {
-      this.server.close(() => resolve());
-      this.server.closeAllConnections();
-    });
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    res.once('close', this.requests.enter(ALL));
     const path = new URL(req.url ?? '/', 'http://front-door').pathname;
     if (path === '/-/healthz') return sendJson(res, 200, { status: 'ok' });
     if (path === '/-/routes') {
@@ -62,29 +89,77 @@ export class ProxyServer {
       const error = new FlotillaError('METHOD_NOT_ALLOWED', `${route.route} accepts ${route.methods.join(', ')}, not ${method}`);
       return sendError(res, error, { allow: route.methods.join(', ') });
     }
+    res.once('close', this.dispatcher.endpointRequests.enter(route.endpoint));
+    const body = await readBody(req, this.maxBodyBytes).catch(() => undefined);
+    if (body === undefined) {
+      if (req.destroyed) return;
+      const error = new FlotillaError('PAYLOAD_TOO_LARGE', `request bodies are limited to ${this.maxBodyBytes} bytes (maxBodyBytes)`);
+      return sendError(res, error, { connection: 'close' });
+    }
+    delete req.headers[PROTOCOL.methodHeader];
+    await this.dispatch(req, res, route, body);
+  }
 
-    const aborted = new AbortController();
-    res.once('close', () => aborted.abort());
-    let lease;
+  private async dispatch(req: IncomingMessage, res: ServerResponse, route: RouteEntry, body: Buffer): Promise<void> {
+    const method = req.method ?? 'GET';
+    let backend: string;
     try {
       const shardKey = req.headers[SHARD_KEY_HEADER];
-      const backend = this.dispatcher.pickBackend(route.endpoint, typeof shardKey === 'string' ? shardKey : undefined);
-      lease = await this.dispatcher.acquire(backend, aborted.signal);
+      backend = this.dispatcher.pickBackend(route.endpoint, typeof shardKey === 'string' ? shardKey : undefined);
     } catch (error) {
-      if (aborted.signal.aborted) return;
       if (isFlotillaError(error)) return sendError(res, error);
       throw error;
     }
-    delete req.headers[PROTOCOL.methodHeader];
-    const replica = lease.replica;
-    this.engine.forward(req, res, replica.target, (error) => {
-      lease.release();
-      if (error === undefined || res.destroyed) return;
-      this.logger.warn('replica unreachable', { component: 'proxy', endpoint: route.endpoint, replica: replica.id, error: error.message });
-      sendError(
-        res,
-        new FlotillaError('REPLICA_UNREACHABLE', `replica ${replica.id} of endpoint '${route.endpoint}' did not answer: ${error.message}`),
-      );
+    const cancel = new AbortController();
+    res.once('close', () => {
+      if (!res.writableFinished) cancel.abort();
     });
+    const timeoutMs = this.dispatcher.requestTimeoutMs(backend);
+    const timer =
+      timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            sendError(
+              res,
+              new FlotillaError('REQUEST_TIMEOUT', `backend '${backend}' did not answer within ${timeoutMs / 1000} s (requestTimeoutS)`),
+            );
+            cancel.abort();
+          }, timeoutMs);
+    res.once('close', () => clearTimeout(timer));
+
+    const tried = new Set<string>();
+    for (let attempt = 1; ; attempt++) {
+      let lease;
+      try {
+        lease = await this.dispatcher.acquire(backend, cancel.signal, tried);
+      } catch (error) {
+        if (cancel.signal.aborted) return;
+        if (!isFlotillaError(error)) throw error;
+        return sendError(res, error, error.code === 'QUEUE_FULL' ? { 'retry-after': '1' } : {});
+      }
+      const replica = lease.replica;
+      const error = await this.engine.forward(req, res, replica.target, body, cancel.signal);
+      lease.release();
+      if (error === undefined || cancel.signal.aborted) return;
+      this.dispatcher.reportFailure(backend, replica.id);
+      tried.add(replica.id);
+      const retry = !res.headersSent && attempt < MAX_ATTEMPTS && mayRetry(error, method);
+      this.logger.warn('replica failed a request', {
+        component: 'proxy',
+        backend,
+        replica: replica.id,
+        error: error.message,
+        retry,
+      });
+      if (!retry) {
+        return sendError(
+          res,
+          new FlotillaError(
+            'REPLICA_UNREACHABLE',
+            `replica ${replica.id} of backend '${backend}' failed while serving ${method} ${route.route}: ${error.message}`,
+          ),
+        );
+      }
+    }
   }
 }

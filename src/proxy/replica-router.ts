@@ -1,4 +1,5 @@
 import { FlotillaError } from '../common/errors.js';
+import { InFlight } from './in-flight.js';
 
 export interface RoutedReplica<T> {
   id: string;
@@ -10,37 +11,51 @@ export interface Lease<T> {
   release(): void;
 }
 
+export interface RouterSettings {
+  maxConcurrentQueries: number;
+  maxQueuedRequests: number;
+  /** How long a request waits for a replica when the backend has none ready; 0 refuses at once. */
+  noReplicaWaitMs: number;
+}
+
 interface Slot<T> {
   replica: RoutedReplica<T>;
   inFlight: number;
 }
 
 interface Waiter<T> {
+  exclude: ReadonlySet<string>;
   resolve(lease: Lease<T>): void;
   reject(error: Error): void;
+  timer?: NodeJS.Timeout;
 }
 
 /**
  * Spreads one backend's requests over its ready replicas: each request goes to
  * the replica with the fewest in flight, no replica ever holds more than
- * maxConcurrentQueries, and requests beyond that wait in FIFO order.
- * A waiter whose signal aborts leaves the queue; a lease releases exactly once.
+ * maxConcurrentQueries, and up to maxQueuedRequests more wait in FIFO order;
+ * beyond that a request is refused with QUEUE_FULL. A waiter whose signal
+ * aborts leaves the queue; a lease releases exactly once. A replica removed by
+ * update() keeps counting its leases until they are released (drained()).
  */
 export class ReplicaRouter<T> {
   private slots: Slot<T>[] = [];
   private readonly queue: Waiter<T>[] = [];
+  private readonly leases = new InFlight();
   private nextStart = 0;
 
   constructor(
     private readonly backend: string,
-    private maxConcurrentQueries: number,
+    private settings: RouterSettings,
   ) {}
 
-  update(replicas: RoutedReplica<T>[], maxConcurrentQueries: number): void {
+  update(replicas: RoutedReplica<T>[], settings: RouterSettings): void {
     const previous = new Map(this.slots.map((slot) => [slot.replica.id, slot]));
-    this.slots = replicas.map((replica) => ({ replica, inFlight: previous.get(replica.id)?.inFlight ?? 0 }));
-    this.maxConcurrentQueries = maxConcurrentQueries;
-    if (this.slots.length === 0) this.rejectAll();
+    this.slots = replicas.map((replica) => previous.get(replica.id) ?? { replica, inFlight: 0 });
+    this.settings = settings;
+    if (this.slots.length === 0 && settings.noReplicaWaitMs === 0) this.rejectAll(() => this.noReplicas());
+    if (this.slots.length === 0)
+      this.queue.filter((waiter) => waiter.timer === undefined).forEach((waiter) => this.armNoReplicaTimer(waiter));
     this.drainQueue();
   }
 
@@ -49,41 +64,60 @@ export class ReplicaRouter<T> {
   }
 
   inFlight(replicaId: string): number {
-    return this.slots.find((slot) => slot.replica.id === replicaId)?.inFlight ?? 0;
+    return this.leases.count(replicaId);
   }
 
-  acquire(signal?: AbortSignal): Promise<Lease<T>> {
-    if (this.slots.length === 0) return Promise.reject(this.noReplicas());
-    const slot = this.freeSlot();
-    if (slot !== undefined && this.queue.length === 0) return Promise.resolve(this.lease(slot));
-    return new Promise<Lease<T>>((resolve, reject) => {
-      const waiter: Waiter<T> = { resolve, reject };
-      this.queue.push(waiter);
-      signal?.addEventListener(
-        'abort',
-        () => {
-          const index = this.queue.indexOf(waiter);
-          if (index >= 0) {
-            this.queue.splice(index, 1);
-            reject(new Error('request aborted while queued'));
-          }
-        },
-        { once: true },
+  /** Resolves once no lease on this replica is outstanding. */
+  drained(replicaId: string): Promise<void> {
+    return this.leases.idle(replicaId);
+  }
+
+  acquire(signal?: AbortSignal, exclude: ReadonlySet<string> = new Set()): Promise<Lease<T>> {
+    if (this.slots.length === 0 && this.settings.noReplicaWaitMs === 0) return Promise.reject(this.noReplicas());
+    const slot = this.queue.length === 0 ? this.freeSlot(exclude) : undefined;
+    if (slot !== undefined) return Promise.resolve(this.lease(slot));
+    if (this.queue.length >= this.settings.maxQueuedRequests) {
+      return Promise.reject(
+        new FlotillaError(
+          'QUEUE_FULL',
+          `backend '${this.backend}' is saturated: every replica is at maxConcurrentQueries and ${this.queue.length} requests are queued`,
+        ),
       );
+    }
+    return new Promise<Lease<T>>((resolve, reject) => {
+      const waiter: Waiter<T> = { exclude, resolve, reject };
+      this.queue.push(waiter);
+      if (this.slots.length === 0) this.armNoReplicaTimer(waiter);
+      signal?.addEventListener('abort', () => this.leave(waiter, new Error('request aborted while queued')), { once: true });
     });
   }
 
   close(): void {
     this.slots = [];
-    this.rejectAll();
+    this.rejectAll(() => this.noReplicas());
   }
 
-  private freeSlot(): Slot<T> | undefined {
+  private armNoReplicaTimer(waiter: Waiter<T>): void {
+    waiter.timer = setTimeout(() => {
+      waiter.timer = undefined;
+      if (this.slots.length === 0) this.leave(waiter, this.noReplicas());
+    }, this.settings.noReplicaWaitMs);
+  }
+
+  private leave(waiter: Waiter<T>, error: Error): void {
+    const index = this.queue.indexOf(waiter);
+    if (index < 0) return;
+    this.queue.splice(index, 1);
+    clearTimeout(waiter.timer);
+    waiter.reject(error);
+  }
+
+  private freeSlot(exclude: ReadonlySet<string>): Slot<T> | undefined {
     let best: Slot<T> | undefined;
     const count = this.slots.length;
     for (let i = 0; i < count; i++) {
       const slot = this.slots[(this.nextStart + i) % count];
-      if (slot === undefined || slot.inFlight >= this.maxConcurrentQueries) continue;
+      if (slot === undefined || slot.inFlight >= this.settings.maxConcurrentQueries || exclude.has(slot.replica.id)) continue;
       if (best === undefined || slot.inFlight < best.inFlight) best = slot;
     }
     this.nextStart = count === 0 ? 0 : (this.nextStart + 1) % count;
@@ -92,6 +126,7 @@ export class ReplicaRouter<T> {
 
   private lease(slot: Slot<T>): Lease<T> {
     slot.inFlight++;
+    const leave = this.leases.enter(slot.replica.id);
     let released = false;
     return {
       replica: slot.replica,
@@ -99,21 +134,33 @@ export class ReplicaRouter<T> {
         if (released) return;
         released = true;
         slot.inFlight--;
+        leave();
         this.drainQueue();
       },
     };
   }
 
   private drainQueue(): void {
-    while (this.queue.length > 0) {
-      const slot = this.freeSlot();
-      if (slot === undefined) return;
-      this.queue.shift()?.resolve(this.lease(slot));
+    for (let i = 0; i < this.queue.length;) {
+      const waiter = this.queue[i];
+      if (waiter === undefined) return;
+      const slot = this.freeSlot(waiter.exclude);
+      if (slot === undefined) {
+        if (waiter.exclude.size === 0) return;
+        i++;
+        continue;
+      }
+      this.queue.splice(i, 1);
+      clearTimeout(waiter.timer);
+      waiter.resolve(this.lease(slot));
     }
   }
 
-  private rejectAll(): void {
-    for (const waiter of this.queue.splice(0)) waiter.reject(this.noReplicas());
+  private rejectAll(error: () => Error): void {
+    for (const waiter of this.queue.splice(0)) {
+      clearTimeout(waiter.timer);
+      waiter.reject(error());
+    }
   }
 
   private noReplicas(): FlotillaError {

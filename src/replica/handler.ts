@@ -2,37 +2,58 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pathToFileURL } from 'node:url';
 import { PROTOCOL, type HandlerErrorBody, type ReplicaEntry } from './protocol.js';
 
-export type Handler = (request: Request, methodName: string | undefined) => Promise<unknown>;
+/** The user's code, loaded: one call, batches (when it accepts them) and reconfigure (when it has one). */
+export interface LoadedBackend {
+  name: string;
+  acceptsBatch: boolean;
+  call(request: Request, methodName: string | undefined): Promise<unknown>;
+  callBatch(requests: Request[]): Promise<unknown>;
+  reconfigure: ((userConfig: unknown) => Promise<void>) | undefined;
+}
 
 function isClass(value: unknown): value is new (...args: unknown[]) => Record<string, unknown> {
   return typeof value === 'function' && /^class[\s{]/.test(Function.prototype.toString.call(value));
 }
 
-/** Imports the entry's module and turns its export into a handler; a class is constructed once. */
-export async function loadHandler(entry: ReplicaEntry): Promise<Handler> {
+/** Imports the entry's module and wraps its export; a class is constructed once, with the entry's initArgs. */
+export async function loadBackend(entry: ReplicaEntry): Promise<LoadedBackend> {
   const module = (await import(pathToFileURL(entry.module).href)) as Record<string, unknown>;
   const exported = module[entry.exportName];
   if (typeof exported !== 'function') {
     const found = Object.keys(module).join(', ') || 'none';
     throw new Error(`${entry.module} has no function or class export '${entry.exportName}' (exports: ${found})`);
   }
+  const acceptsBatch = (exported as { acceptsBatch?: unknown }).acceptsBatch === true;
   if (isClass(exported)) {
+    const name = exported.name || 'the backend class';
     const instance = new exported(...entry.initArgs);
-    return async (request, methodName) => {
-      const name = methodName ?? 'call';
-      const method = instance[name];
-      if (typeof method !== 'function') {
-        throw new Error(`${exported.name || 'the backend class'} has no method '${name}'`);
-      }
-      return (method as (r: Request) => unknown).call(instance, request);
+    const method = (methodName: string): ((...args: unknown[]) => unknown) => {
+      const found = instance[methodName];
+      if (typeof found !== 'function') throw new Error(`${name} has no method '${methodName}'`);
+      return found.bind(instance) as (...args: unknown[]) => unknown;
+    };
+    return {
+      name,
+      acceptsBatch,
+      call: async (request, methodName) => method(methodName ?? 'call')(request),
+      callBatch: async (requests) => method('call')(requests),
+      reconfigure:
+        typeof instance.reconfigure === 'function' ? async (userConfig) => void (await method('reconfigure')(userConfig)) : undefined,
     };
   }
-  const fn = exported as (request: Request) => unknown;
-  return async (request, methodName) => {
-    if (methodName !== undefined && methodName !== 'call') {
-      throw new Error(`function backend ${fn.name || ''} has no method '${methodName}'; only class backends do`);
-    }
-    return fn(request);
+  const fn = exported as (input: unknown) => unknown;
+  const name = fn.name || 'the backend function';
+  return {
+    name,
+    acceptsBatch,
+    call: async (request, methodName) => {
+      if (methodName !== undefined && methodName !== 'call') {
+        throw new Error(`function backend ${name} has no method '${methodName}'; only class backends do`);
+      }
+      return fn(request);
+    },
+    callBatch: async (requests) => fn(requests),
+    reconfigure: undefined,
   };
 }
 
@@ -84,10 +105,10 @@ export async function sendResult(res: ServerResponse, result: unknown): Promise<
   return sendBody(res, 200, 'application/json', json);
 }
 
-export function sendHandlerError(res: ServerResponse, error: unknown): void {
+export function sendHandlerError(res: ServerResponse, error: unknown, code: HandlerErrorBody['error']['code'] = 'HANDLER_ERROR'): void {
   const body: HandlerErrorBody = {
     error: {
-      code: 'HANDLER_ERROR',
+      code,
       type: error instanceof Error ? error.name : typeof error,
       message: error instanceof Error ? error.message : String(error),
     },

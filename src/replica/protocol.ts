@@ -5,6 +5,7 @@
  */
 export const PROTOCOL = {
   healthPath: '/-/flotilla/health',
+  configPath: '/-/flotilla/config',
   methodHeader: 'x-flotilla-method',
   errorHeader: 'x-flotilla-error',
   socketDir: '/run/flotilla',
@@ -17,8 +18,16 @@ export const PROTOCOL = {
   },
 } as const;
 
-/** What a replica loads: a module inside the image, one of its exports, and constructor arguments. */
-export interface ReplicaEntry {
+/** The settings a live replica can be given without a restart (PUT configPath, any subset). */
+export interface LiveConfig {
+  /** Present: passed to the class's reconfigure(userConfig). */
+  userConfig?: unknown;
+  maxBatchSize?: number;
+  batchWaitTimeoutS?: number;
+}
+
+/** What a replica loads: a module inside the image, one of its exports, constructor arguments, and its first live config. */
+export interface ReplicaEntry extends LiveConfig {
   module: string;
   exportName: string;
   initArgs: unknown[];
@@ -29,5 +38,5 @@ export interface HealthBody {
 }
 
 export interface HandlerErrorBody {
-  error: { code: 'HANDLER_ERROR'; type: string; message: string };
+  error: { code: 'HANDLER_ERROR' | 'RECONFIGURE_FAILED' | 'INVALID_CONFIG'; type: string; message: string };
 }

@@ -20,6 +20,7 @@ export interface ReplicaStatus {
   labels: Record<string, string>;
   running: boolean;
   exitCode: number | undefined;
+  oomKilled: boolean;
   target: ReplicaTarget | undefined;
 }
 

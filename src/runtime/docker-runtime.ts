@@ -32,6 +32,7 @@ function statusOf(info: Docker.ContainerInspectInfo): ReplicaStatus {
     labels: info.Config.Labels ?? {},
     running: info.State.Running,
     exitCode: info.State.Running ? undefined : info.State.ExitCode,
+    oomKilled: info.State.OOMKilled,
     target: targetOf(info),
   };
 }

@@ -4,7 +4,7 @@ import { loadConfig } from '../../src/config/config.js';
 describe('loadConfig', () => {
   it('applies overrides over defaults', () => {
     const config = loadConfig({ http: { port: 0 }, transport: 'tcp', instance: 'ci-1' });
-    expect(config.http).toEqual({ host: '127.0.0.1', port: 0 });
+    expect(config.http).toEqual({ host: '127.0.0.1', port: 0, maxBodyBytes: 10 * 1024 * 1024 });
     expect(config.transport).toBe('tcp');
     expect(config.instance).toBe('ci-1');
   });

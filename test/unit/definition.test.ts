@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { shippedModuleText, toShippable } from '../../src/controller/definition.js';
+import { acceptBatch, checkSupports, shippedModuleText, toShippable } from '../../src/controller/definition.js';
+import { DEFAULT_BACKEND_CONFIG } from '../../src/controller/validation.js';
 
 function handleRequest() {
   return 'hello world';
@@ -16,11 +17,35 @@ describe('toShippable', () => {
   it('ships a function as source', () => {
     const shipped = toShippable(handleRequest);
     expect(shipped).toMatchObject({ kind: 'function', name: 'handleRequest' });
-    expect(shippedModuleText(shipped)).toMatch(/^export default \(function handleRequest/);
+    expect(shippedModuleText(shipped)).toMatch(/^const backend = \(function handleRequest/);
   });
 
   it('ships a class as source', () => {
-    expect(toShippable(RequestHandler)).toMatchObject({ kind: 'class', name: 'RequestHandler' });
+    expect(toShippable(RequestHandler)).toMatchObject({
+      kind: 'class',
+      name: 'RequestHandler',
+      hasReconfigure: false,
+      acceptsBatch: false,
+    });
+  });
+
+  it('notes reconfigure and batch support, and keeps the batch mark in the shipped module', () => {
+    class Tunable {
+      reconfigure() {}
+      call() {}
+    }
+    expect(toShippable(Tunable)).toMatchObject({ hasReconfigure: true });
+    const batched = toShippable(acceptBatch((requests: Request[]) => requests.map(() => 1)));
+    expect(batched).toMatchObject({ acceptsBatch: true });
+    expect(shippedModuleText(batched)).toMatch(/backend\.acceptsBatch = true;/);
+  });
+
+  it('refuses configs a shipped definition cannot honour', () => {
+    const config = { ...DEFAULT_BACKEND_CONFIG };
+    expect(() => checkSupports('b', toShippable(handleRequest), { ...config, userConfig: { x: 1 } })).toThrow(/reconfigure/);
+    expect(() => checkSupports('b', toShippable(RequestHandler), { ...config, userConfig: 1 })).toThrow(/class RequestHandler has none/);
+    expect(() => checkSupports('b', toShippable(handleRequest), { ...config, maxBatchSize: 4 })).toThrow(/serve.acceptBatch/);
+    expect(() => checkSupports('b', toShippable('x.js:X'), { ...config, userConfig: 1, maxBatchSize: 4 })).not.toThrow();
   });
 
   it('ships arrow functions', () => {

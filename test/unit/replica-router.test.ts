@@ -1,13 +1,18 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { isFlotillaError } from '../../src/common/errors.js';
 import { ReplicaRouter } from '../../src/proxy/replica-router.js';
 
 const replicas = (...ids: string[]) => ids.map((id) => ({ id, target: id }));
+const limits = (maxConcurrentQueries: number, maxQueuedRequests = 100, noReplicaWaitMs = 0) => ({
+  maxConcurrentQueries,
+  maxQueuedRequests,
+  noReplicaWaitMs,
+});
 
 describe('ReplicaRouter', () => {
   it('sends each request to the replica with the fewest in flight', async () => {
-    const router = new ReplicaRouter<string>('b', 10);
-    router.update(replicas('r1', 'r2', 'r3'), 10);
+    const router = new ReplicaRouter<string>('b', limits(10));
+    router.update(replicas('r1', 'r2', 'r3'), limits(10));
     const leases = await Promise.all(Array.from({ length: 6 }, () => router.acquire()));
     expect(['r1', 'r2', 'r3'].map((id) => router.inFlight(id))).toEqual([2, 2, 2]);
     leases.filter((l) => l.replica.id === 'r2').forEach((l) => l.release());
@@ -16,8 +21,8 @@ describe('ReplicaRouter', () => {
   });
 
   it('never exceeds maxConcurrentQueries and queues the rest in order', async () => {
-    const router = new ReplicaRouter<string>('b', 1);
-    router.update(replicas('r1'), 1);
+    const router = new ReplicaRouter<string>('b', limits(1));
+    router.update(replicas('r1'), limits(1));
     const first = await router.acquire();
     const order: number[] = [];
     const second = router.acquire().then((l) => (order.push(2), l));
@@ -32,8 +37,8 @@ describe('ReplicaRouter', () => {
   });
 
   it('releases a lease only once', async () => {
-    const router = new ReplicaRouter<string>('b', 2);
-    router.update(replicas('r1'), 2);
+    const router = new ReplicaRouter<string>('b', limits(2));
+    router.update(replicas('r1'), limits(2));
     const lease = await router.acquire();
     await router.acquire();
     lease.release();
@@ -42,8 +47,8 @@ describe('ReplicaRouter', () => {
   });
 
   it('drops an aborted waiter from the queue', async () => {
-    const router = new ReplicaRouter<string>('b', 1);
-    router.update(replicas('r1'), 1);
+    const router = new ReplicaRouter<string>('b', limits(1));
+    router.update(replicas('r1'), limits(1));
     const held = await router.acquire();
     const controller = new AbortController();
     const aborted = router.acquire(controller.signal);
@@ -55,28 +60,78 @@ describe('ReplicaRouter', () => {
   });
 
   it('serves queued requests when replicas are added', async () => {
-    const router = new ReplicaRouter<string>('b', 1);
-    router.update(replicas('r1'), 1);
+    const router = new ReplicaRouter<string>('b', limits(1));
+    router.update(replicas('r1'), limits(1));
     await router.acquire();
     const waiting = router.acquire();
-    router.update(replicas('r1', 'r2'), 1);
+    router.update(replicas('r1', 'r2'), limits(1));
     expect((await waiting).replica.id).toBe('r2');
   });
 
-  it('keeps in-flight counts across updates', async () => {
-    const router = new ReplicaRouter<string>('b', 5);
-    router.update(replicas('r1'), 5);
+  it('refuses with QUEUE_FULL beyond maxQueuedRequests', async () => {
+    const router = new ReplicaRouter<string>('b', limits(1, 2));
+    router.update(replicas('r1'), limits(1, 2));
     await router.acquire();
-    router.update(replicas('r1', 'r2'), 5);
+    const queued = [router.acquire(), router.acquire()];
+    await expect(router.acquire()).rejects.toMatchObject({ code: 'QUEUE_FULL' });
+    expect(router.queued).toBe(2);
+    void queued;
+  });
+
+  it('skips excluded replicas, waiting for another one', async () => {
+    const router = new ReplicaRouter<string>('b', limits(5));
+    router.update(replicas('r1'), limits(5));
+    const waiting = router.acquire(undefined, new Set(['r1']));
+    expect(router.queued).toBe(1);
+    router.update(replicas('r1', 'r2'), limits(5));
+    expect((await waiting).replica.id).toBe('r2');
+  });
+
+  it('tells when a removed replica has no lease left', async () => {
+    const router = new ReplicaRouter<string>('b', limits(5));
+    router.update(replicas('r1', 'r2'), limits(5));
+    const lease = await router.acquire(undefined, new Set(['r2']));
+    router.update(replicas('r2'), limits(5));
+    let drained = false;
+    const done = router.drained('r1').then(() => (drained = true));
+    await Promise.resolve();
+    expect(drained).toBe(false);
+    lease.release();
+    await done;
+    expect(drained).toBe(true);
+  });
+
+  it('lets requests wait for a replica when the backend has none for a while, then refuses', async () => {
+    vi.useFakeTimers();
+    try {
+      const router = new ReplicaRouter<string>('b', limits(1, 100, 1000));
+      router.update([], limits(1, 100, 1000));
+      const served = router.acquire();
+      router.update(replicas('r1'), limits(1, 100, 1000));
+      expect((await served).replica.id).toBe('r1');
+      router.update([], limits(1, 100, 1000));
+      const refused = router.acquire();
+      vi.advanceTimersByTime(1001);
+      await expect(refused).rejects.toMatchObject({ code: 'NO_REPLICAS' });
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('keeps in-flight counts across updates', async () => {
+    const router = new ReplicaRouter<string>('b', limits(5));
+    router.update(replicas('r1'), limits(5));
+    await router.acquire();
+    router.update(replicas('r1', 'r2'), limits(5));
     expect(router.inFlight('r1')).toBe(1);
   });
 
   it('refuses with NO_REPLICAS when the backend has none', async () => {
-    const router = new ReplicaRouter<string>('b', 1);
-    router.update(replicas('r1'), 1);
+    const router = new ReplicaRouter<string>('b', limits(1));
+    router.update(replicas('r1'), limits(1));
     await router.acquire();
     const waiting = router.acquire();
-    router.update([], 1);
+    router.update([], limits(1));
     const error = await waiting.catch((e: unknown) => e);
     expect(isFlotillaError(error, 'NO_REPLICAS')).toBe(true);
     await expect(router.acquire()).rejects.toMatchObject({ code: 'NO_REPLICAS' });

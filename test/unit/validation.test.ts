@@ -43,10 +43,24 @@ describe('methods', () => {
 describe('backend config', () => {
   it('fills defaults', () => {
     expect(validateBackendOptions(undefined).config).toEqual(DEFAULT_BACKEND_CONFIG);
-    expect(validateBackendOptions({ config: { numReplicas: 3 } }).config).toEqual({ numReplicas: 3, maxConcurrentQueries: 100 });
+    expect(validateBackendOptions({ config: { numReplicas: 3 } }).config).toEqual({ ...DEFAULT_BACKEND_CONFIG, numReplicas: 3 });
+    expect(DEFAULT_BACKEND_CONFIG).toEqual({
+      numReplicas: 1,
+      maxConcurrentQueries: 100,
+      userConfig: null,
+      maxBatchSize: 1,
+      batchWaitTimeoutS: 0,
+      maxQueuedRequests: 1000,
+      requestTimeoutS: null,
+      gracefulShutdownTimeoutS: 20,
+    });
   });
   it('keeps only the given keys of a patch', () => {
     expect(validateConfigPatch({ maxConcurrentQueries: 4 })).toEqual({ maxConcurrentQueries: 4 });
+    expect(validateConfigPatch({ userConfig: { threshold: 0.99 }, requestTimeoutS: null })).toEqual({
+      userConfig: { threshold: 0.99 },
+      requestTimeoutS: null,
+    });
   });
   it.each([
     [{ numReplicas: -1 }, /numReplicas/],
@@ -54,6 +68,12 @@ describe('backend config', () => {
     [{ numReplicas: '2' }, /numReplicas/],
     [{ maxConcurrentQueries: 0 }, /maxConcurrentQueries/],
     [{ replicas: 2 }, /unknown key replicas/],
+    [{ userConfig: { f: () => 1 } }, /userConfig must be a JSON value/],
+    [{ maxBatchSize: 0 }, /maxBatchSize/],
+    [{ batchWaitTimeoutS: -0.1 }, /batchWaitTimeoutS/],
+    [{ maxQueuedRequests: -1 }, /maxQueuedRequests/],
+    [{ requestTimeoutS: 0 }, /requestTimeoutS must be a number of seconds above 0/],
+    [{ gracefulShutdownTimeoutS: Infinity }, /gracefulShutdownTimeoutS/],
   ])('refuses %j', (patch, message) => {
     expect(() => validateConfigPatch(patch)).toThrow(message);
   });

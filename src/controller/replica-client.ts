@@ -1,0 +1,53 @@
+import { request } from 'node:http';
+import { FlotillaError } from '../common/errors.js';
+import { PROTOCOL, type HandlerErrorBody, type LiveConfig } from '../replica/protocol.js';
+import type { ReplicaTarget } from '../runtime/container-runtime.js';
+
+function call(
+  target: ReplicaTarget,
+  method: string,
+  path: string,
+  timeoutMs: number,
+  body?: string,
+): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const headers = body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+    const req = request({ ...target, path, method, headers, timeout: timeoutMs, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** The replica's health status code, or undefined when it cannot be reached within timeoutMs. */
+export async function probeHealth(target: ReplicaTarget, timeoutMs: number): Promise<number | undefined> {
+  try {
+    return (await call(target, 'GET', PROTOCOL.healthPath, timeoutMs)).status;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Applies live config to a running replica; a reconfigure that throws is RECONFIGURE_FAILED. */
+export async function pushConfig(target: ReplicaTarget, config: LiveConfig, timeoutMs: number): Promise<void> {
+  let reply;
+  try {
+    reply = await call(target, 'PUT', PROTOCOL.configPath, timeoutMs, JSON.stringify(config));
+  } catch (error) {
+    throw new FlotillaError('REPLICA_UNREACHABLE', `could not reconfigure a replica: ${(error as Error).message}`);
+  }
+  if (reply.status === 200) return;
+  let detail: HandlerErrorBody['error'] | undefined;
+  try {
+    detail = (JSON.parse(reply.text) as HandlerErrorBody).error;
+  } catch {
+    detail = undefined;
+  }
+  const message = detail?.message ?? `replica answered ${reply.status}: ${reply.text}`;
+  throw new FlotillaError(detail?.code === 'INVALID_CONFIG' ? 'INVALID_ARGUMENT' : 'RECONFIGURE_FAILED', message);
+}
