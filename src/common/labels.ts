@@ -4,5 +4,4 @@ export const LABELS = {
   instance: 'dev.flotilla.instance',
   backend: 'dev.flotilla.backend',
   replica: 'dev.flotilla.replica',
-  role: 'dev.flotilla.role',
 } as const;

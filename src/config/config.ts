@@ -28,7 +28,7 @@ const schema = {
   },
   stateDir: {
     doc: 'Directory for replica sockets and (later) the checkpoint.',
-    format: String,
+    format: matching(/^\//, 'an absolute path'),
     default: join(homedir(), '.flotilla'),
     env: 'FLOTILLA_STATE_DIR',
   },
@@ -58,7 +58,7 @@ const schema = {
   },
   replicaUser: {
     doc: 'uid:gid replicas run as (never root).',
-    format: matching(/^\d+:\d+$/, 'uid:gid'),
+    format: matching(/^[1-9]\d*:\d+$/, 'a non-root uid:gid'),
     default: '1000:1000',
     env: 'FLOTILLA_REPLICA_USER',
   },

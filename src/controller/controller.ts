@@ -234,11 +234,11 @@ export class Controller {
     const force = options.force === true;
     return this.serialize(async () => {
       const record = this.backend(name);
-      const users = [...this.endpoints.values()].filter((e) => name in e.traffic || name in e.shadows).map((e) => `'${e.name}'`);
+      const users = [...this.endpoints.values()].filter((e) => name in e.traffic || name in e.shadows).map((e) => e.name);
       if (users.length > 0) {
         throw new FlotillaError(
           'BACKEND_IN_USE',
-          `backend '${name}' is used by endpoint ${users.join(', ')}; delete the endpoint or move its traffic first`,
+          `backend '${name}' is used by endpoint ${users.map((u) => `'${u}'`).join(', ')}; delete the endpoint or move its traffic first`,
           { endpoints: users },
         );
       }
@@ -295,8 +295,9 @@ export class Controller {
     });
   }
 
-  /** Drains and stops every replica this instance started, including any not in the desired state. */
-  shutdown(): Promise<void> {
+  /** Drains and stops every replica this instance started, including any not in the desired state. Idempotent. */
+  async shutdown(): Promise<void> {
+    if (this.stopped) return this.queue.then(() => undefined);
     return this.serialize(async () => {
       this.stopped = true;
       clearInterval(this.tickTimer);

@@ -23,9 +23,9 @@ function encodeBody(body: unknown): EncodedBody {
   if (typeof body === 'string') {
     contentType = 'text/plain; charset=utf-8';
     bytes = Buffer.from(body);
-  } else if (body instanceof Uint8Array) {
+  } else if (body instanceof Uint8Array || body instanceof ArrayBuffer) {
     contentType = 'application/octet-stream';
-    bytes = Buffer.from(body);
+    bytes = Buffer.from(body instanceof ArrayBuffer ? new Uint8Array(body) : body);
   } else {
     bytes = Buffer.from(JSON.stringify(body));
   }

@@ -103,20 +103,24 @@ export class DockerRuntime implements ContainerRuntime {
     const env = { ...spec.env };
     if (tcp) env[PROTOCOL.env.port] = String(PROTOCOL.tcpPort);
     else env[PROTOCOL.env.socket] = `${PROTOCOL.socketDir}/${PROTOCOL.socketName}`;
-    const container = await this.docker.createContainer({
-      name: spec.name,
-      Image: spec.image,
-      User: spec.user,
-      Env: Object.entries(env).map(([key, value]) => `${key}=${value}`),
-      Labels: spec.labels,
-      ExposedPorts: tcp ? { [REPLICA_PORT]: {} } : undefined,
-      HostConfig: {
-        SecurityOpt: ['no-new-privileges'],
-        Binds: spec.transport.kind === 'unix' ? [`${spec.transport.hostDir}:${PROTOCOL.socketDir}`] : undefined,
-        PortBindings:
-          spec.transport.kind === 'tcp' ? { [REPLICA_PORT]: [{ HostIp: spec.transport.hostAddress, HostPort: '' }] } : undefined,
-      },
-    });
+    const container = await this.docker
+      .createContainer({
+        name: spec.name,
+        Image: spec.image,
+        User: spec.user,
+        Env: Object.entries(env).map(([key, value]) => `${key}=${value}`),
+        Labels: spec.labels,
+        ExposedPorts: tcp ? { [REPLICA_PORT]: {} } : undefined,
+        HostConfig: {
+          SecurityOpt: ['no-new-privileges'],
+          Binds: spec.transport.kind === 'unix' ? [`${spec.transport.hostDir}:${PROTOCOL.socketDir}`] : undefined,
+          PortBindings:
+            spec.transport.kind === 'tcp' ? { [REPLICA_PORT]: [{ HostIp: spec.transport.hostAddress, HostPort: '' }] } : undefined,
+        },
+      })
+      .catch((error: unknown) => {
+        throw new FlotillaError('REPLICA_START_FAILED', `creating container ${spec.name} failed: ${errorMessage(error)}`);
+      });
     try {
       await container.start();
       return statusOf(await container.inspect());

@@ -118,7 +118,7 @@ describe('errors', () => {
     await expectUntouched();
   });
 
-  it('fails a scale-up that cannot start and keeps the replicas it had', async () => {
+  it('refuses an invalid scale-up patch and keeps the replicas it had', async () => {
     await expect(client.updateBackendConfig('steady', { numReplicas: 2, maxConcurrentQueries: 0 })).rejects.toMatchObject({
       code: 'INVALID_ARGUMENT',
     });

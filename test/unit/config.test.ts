@@ -9,12 +9,17 @@ describe('loadConfig', () => {
     expect(config.instance).toBe('ci-1');
   });
 
-  it.each([[{ transport: 'udp' }], [{ instance: 'Has Spaces' }], [{ replicaUser: 'root' }], [{ nosuchkey: 1 }]])(
-    'refuses %j with INVALID_ARGUMENT',
-    (overrides) => {
-      expect(() => loadConfig(overrides as never)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
-    },
-  );
+  it.each([
+    [{ transport: 'udp' }],
+    [{ instance: 'Has Spaces' }],
+    [{ replicaUser: 'root' }],
+    [{ replicaUser: '0:0' }],
+    [{ stateDir: '' }],
+    [{ stateDir: 'relative/dir' }],
+    [{ nosuchkey: 1 }],
+  ])('refuses %j with INVALID_ARGUMENT', (overrides) => {
+    expect(() => loadConfig(overrides as never)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+  });
 });
 
 describe('loadConfig precedence', () => {
