@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { promisify, parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
@@ -87,6 +87,11 @@ async function machine(): Promise<string> {
   const model = cpus()[0]?.model.trim() ?? 'unknown CPU';
   const engine = await docker('version', '--format', '{{.Server.Version}}').catch(() => 'unknown');
   return `${cpus().length} × ${model}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, node ${process.version}, Docker engine ${engine}`;
+}
+
+/** Other work on the machine skews every figure; the 1-minute load average makes it visible. */
+function loadAverage(): string {
+  return loadavg()[0]!.toFixed(2);
 }
 
 async function startFlotilla(running: Running): Promise<Client> {
@@ -286,6 +291,7 @@ async function main(): Promise<void> {
   const budgetS = settings.transports.length * (STARTUP_BUDGET_S + loadS);
   setTimeout(() => abort(`still running after ${budgetS} s`, 1), budgetS * 1000).unref();
 
+  const loadBefore = loadAverage();
   process.stdout.write(`machine: ${await machine()}\n`);
   process.stdout.write(
     `load: closed loop, ${settings.concurrency} keep-alive connections; per target ${settings.warmupS} s warm-up,` +
@@ -306,6 +312,7 @@ async function main(): Promise<void> {
     await stopAll();
   }
   process.stdout.write(`\n${report(rows)}\n`);
+  process.stdout.write(`load average before ${loadBefore}, after ${loadAverage()} (on ${cpus().length} CPUs)\n`);
 }
 
 main().then(

@@ -77,6 +77,30 @@ export interface EndpointInfo {
 export interface HandleOptions {
   /** Method of a class backend to call instead of `call`. */
   methodName?: string;
+  /** Requests with the same key reach the same backend while the traffic policy stays the same (like X-Serve-Shard-Key). */
+  shardKey?: string;
+}
+
+export interface LatencySummary {
+  p50: number | null;
+  p99: number | null;
+}
+
+/** How a shadow backend's answers compared with the primary's, since the shadow was set. */
+export interface ShadowStats {
+  /** Copies sent to the shadow. */
+  sent: number;
+  /** Copies not sent because the shadow backend was saturated or had no replica. */
+  dropped: number;
+  /** Copies whose connection to the shadow failed or timed out. */
+  failed: number;
+  /** Copies whose answer was compared with the primary's. */
+  compared: number;
+  matches: number;
+  statusMismatches: number;
+  bodyMismatches: number;
+  primaryLatencyMs: LatencySummary;
+  shadowLatencyMs: LatencySummary;
 }
 
 export interface ServeHandle {
@@ -97,6 +121,12 @@ export interface Client {
   listReplicas(backend: string): Promise<ReplicaInfo[]>;
   createEndpoint(name: string, options: CreateEndpointOptions): Promise<void>;
   listEndpoints(): Promise<Record<string, EndpointInfo>>;
+  /** Splits the endpoint's requests over backends by weight; weights are >= 0 and sum to 1. */
+  setTraffic(endpoint: string, weights: Record<string, number>): Promise<void>;
+  /** Also sends `proportion` (0 to 1) of the endpoint's requests to `backend`; 0 removes the shadow. */
+  shadowTraffic(endpoint: string, backend: string, proportion: number): Promise<void>;
+  /** Comparison counts per shadow backend of the endpoint. */
+  getShadowStats(endpoint: string): Promise<Record<string, ShadowStats>>;
   deleteEndpoint(name: string): Promise<void>;
   getHandle(endpoint: string): ServeHandle;
   shutdown(): Promise<void>;

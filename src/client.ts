@@ -7,6 +7,7 @@ import type {
   DeleteBackendOptions,
   EndpointInfo,
   ReplicaInfo,
+  ShadowStats,
   StartOptions,
 } from './api.js';
 import { systemClock } from './common/clock.js';
@@ -55,6 +56,16 @@ class LocalClient implements Client {
   }
   deleteEndpoint(name: string): Promise<void> {
     return this.controller.deleteEndpoint(name);
+  }
+  setTraffic(endpoint: string, weights: Record<string, number>): Promise<void> {
+    return this.controller.setTraffic(endpoint, weights);
+  }
+  shadowTraffic(endpoint: string, backend: string, proportion: number): Promise<void> {
+    return this.controller.shadowTraffic(endpoint, backend, proportion);
+  }
+  async getShadowStats(endpoint: string): Promise<Record<string, ShadowStats>> {
+    if (!this.controller.hasEndpoint(endpoint)) throw new FlotillaError('ENDPOINT_NOT_FOUND', `endpoint '${endpoint}' does not exist`);
+    return this.dispatcher.shadows.stats(endpoint);
   }
   getHandle(endpoint: string): ServeHandle {
     if (!this.controller.hasEndpoint(endpoint)) throw new FlotillaError('ENDPOINT_NOT_FOUND', `endpoint '${endpoint}' does not exist`);

@@ -12,10 +12,12 @@ export type {
   DeleteBackendOptions,
   EndpointInfo,
   HandleOptions,
+  LatencySummary,
   ReplicaInfo,
   ReplicaOptions,
   RuntimeEnv,
   ServeHandle,
+  ShadowStats,
   StartOptions,
 } from './api.js';
 export { FlotillaError, isFlotillaError, type ErrorCode } from './common/errors.js';

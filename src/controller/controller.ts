@@ -13,7 +13,14 @@ import type { ContainerRuntime, ReplicaStatus, ReplicaTarget, ReplicaTransport }
 import { APP_DIR, SHIPPED_MODULE, type ImageBuilder } from '../runtime/image-builder.js';
 import { checkSupports, shippedModuleText, toShippable, type ShippableDefinition } from './definition.js';
 import { probeHealth, pushConfig } from './replica-client.js';
-import { validateBackendOptions, validateConfigPatch, validateEndpointOptions, validateName } from './validation.js';
+import {
+  validateBackendOptions,
+  validateConfigPatch,
+  validateEndpointOptions,
+  validateName,
+  validateProportion,
+  validateTraffic,
+} from './validation.js';
 
 const READY_POLL_MS = 100;
 const LOG_TAIL_LINES = 20;
@@ -278,6 +285,38 @@ export class Controller {
     );
   }
 
+  async setTraffic(name: string, weights: unknown): Promise<void> {
+    validateName(name, 'endpoint');
+    const traffic = validateTraffic(weights);
+    return this.serialize(async () => {
+      const endpoint = this.endpoint(name);
+      const missing = Object.keys(traffic).filter((backend) => !this.backends.has(backend));
+      if (missing.length > 0) {
+        throw new FlotillaError(
+          'BACKEND_NOT_FOUND',
+          `traffic of endpoint '${name}' names backend ${missing.map((m) => `'${m}'`).join(', ')}, which does not exist`,
+        );
+      }
+      endpoint.traffic = traffic;
+      this.publish();
+      this.log.info('traffic set', { endpoint: name, traffic });
+    });
+  }
+
+  async shadowTraffic(name: string, backend: string, proportion: unknown): Promise<void> {
+    validateName(name, 'endpoint');
+    validateName(backend, 'backend');
+    const share = validateProportion(proportion);
+    return this.serialize(async () => {
+      const endpoint = this.endpoint(name);
+      if (!this.backends.has(backend)) throw new FlotillaError('BACKEND_NOT_FOUND', `shadow backend '${backend}' does not exist`);
+      if (share === 0) delete endpoint.shadows[backend];
+      else endpoint.shadows[backend] = share;
+      this.publish();
+      this.log.info('shadow traffic set', { endpoint: name, backend, proportion: share });
+    });
+  }
+
   hasEndpoint(name: string): boolean {
     return this.endpoints.has(name);
   }
@@ -325,6 +364,12 @@ export class Controller {
     }
   }
 
+  private endpoint(name: string): EndpointRecord {
+    const record = this.endpoints.get(name);
+    if (record === undefined) throw new FlotillaError('ENDPOINT_NOT_FOUND', `endpoint '${name}' does not exist`);
+    return record;
+  }
+
   private backend(name: string): BackendRecord {
     const record = this.backends.get(name);
     if (record === undefined) throw new FlotillaError('BACKEND_NOT_FOUND', `backend '${name}' does not exist`);
@@ -342,7 +387,13 @@ export class Controller {
 
   private publish(): void {
     const snapshot: RoutingSnapshot = {
-      endpoints: [...this.endpoints.values()].map(({ name, route, methods, traffic }) => ({ name, route, methods, traffic })),
+      endpoints: [...this.endpoints.values()].map(({ name, route, methods, traffic, shadows }) => ({
+        name,
+        route,
+        methods,
+        traffic,
+        shadows,
+      })),
       backends: [...this.backends.values()].map((b) => ({
         name: b.name,
         maxConcurrentQueries: b.config.maxConcurrentQueries,

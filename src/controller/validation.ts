@@ -149,3 +149,28 @@ export function validateEndpointOptions(options: unknown): { backend: string; ro
     methods: validateMethods(value.methods),
   };
 }
+
+const WEIGHT_SUM_TOLERANCE = 1e-8;
+
+/** Traffic weights: a non-empty map of backend names to numbers >= 0 that sum to 1. */
+export function validateTraffic(weights: unknown): Record<string, number> {
+  if (!isPlainObject(weights) || Object.keys(weights).length === 0) {
+    throw invalid('traffic must be an object mapping backend names to weights, e.g. { v1: 0.9, v2: 0.1 }');
+  }
+  for (const [backend, weight] of Object.entries(weights)) {
+    validateName(backend, 'backend');
+    if (typeof weight !== 'number' || !Number.isFinite(weight) || weight < 0) {
+      throw invalid(`traffic weight of '${backend}' must be a number >= 0, got ${JSON.stringify(weight)}`);
+    }
+  }
+  const sum = Object.values(weights as Record<string, number>).reduce((a, b) => a + b, 0);
+  if (Math.abs(sum - 1) > WEIGHT_SUM_TOLERANCE) throw invalid(`traffic weights must sum to 1, they sum to ${sum}`);
+  return { ...(weights as Record<string, number>) };
+}
+
+export function validateProportion(proportion: unknown): number {
+  if (typeof proportion !== 'number' || !Number.isFinite(proportion) || proportion < 0 || proportion > 1) {
+    throw invalid(`shadow proportion must be a number from 0 to 1, got ${JSON.stringify(proportion)}`);
+  }
+  return proportion;
+}

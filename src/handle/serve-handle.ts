@@ -3,6 +3,7 @@ import type { HandleOptions, ServeHandle as ServeHandleApi } from '../api.js';
 import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import type { Dispatcher } from '../proxy/dispatcher.js';
 import { MAX_ATTEMPTS, mayRetry } from '../proxy/retry.js';
+import { hashBody, type Outcome } from '../proxy/shadow.js';
 import { PROTOCOL, type HandlerErrorBody } from '../replica/protocol.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
 
@@ -85,11 +86,19 @@ export class ServeHandle implements ServeHandleApi {
 
   async remote(body?: unknown): Promise<unknown> {
     const routing = this.dispatcher.endpoint(this.endpoint);
-    const backend = this.dispatcher.pickBackend(this.endpoint);
+    const backend = this.dispatcher.pickBackend(this.endpoint, this.handleOptions.shardKey);
     const { headers, bytes } = encodeBody(body);
     headers.host = 'serve-handle';
     if (this.handleOptions.methodName !== undefined) headers[PROTOCOL.methodHeader] = this.handleOptions.methodName;
     const method = bytes === undefined ? 'GET' : 'POST';
+    const path = routing.route ?? '/';
+    const started = performance.now();
+    let reportPrimary: (outcome: Outcome | undefined) => void = () => undefined;
+    if (Object.keys(routing.shadows).length > 0) {
+      const primary = new Promise<Outcome | undefined>((resolve) => (reportPrimary = resolve));
+      const mirrored = { endpoint: this.endpoint, primaryBackend: backend, method, path, headers, body: bytes ?? Buffer.alloc(0), primary };
+      this.dispatcher.shadows.mirror(mirrored, routing.shadows);
+    }
     const cancel = new AbortController();
     const timeoutMs = this.dispatcher.requestTimeoutMs(backend);
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => cancel.abort(), timeoutMs);
@@ -124,10 +133,12 @@ export class ServeHandle implements ServeHandleApi {
         } finally {
           lease.release();
         }
+        reportPrimary({ status: reply.response.statusCode ?? 0, bodyHash: hashBody(reply.data), latencyMs: performance.now() - started });
         if (reply.response.statusCode === 500 && reply.response.headers[PROTOCOL.errorHeader] === 'handler') throw handlerError(reply.data);
         return decodeBody(reply);
       }
     } finally {
+      reportPrimary(undefined);
       clearTimeout(timer);
       leave();
     }

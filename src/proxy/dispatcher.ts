@@ -4,6 +4,7 @@ import type { ReplicaTarget } from '../runtime/container-runtime.js';
 import { InFlight } from './in-flight.js';
 import { ReplicaRouter, type Lease, type RoutedReplica, type RouterSettings } from './replica-router.js';
 import { RouteTable, type RouteEntry } from './route-table.js';
+import { ShadowMirror } from './shadow.js';
 import { TrafficPolicy } from './traffic-policy.js';
 
 export interface EndpointRouting {
@@ -11,6 +12,7 @@ export interface EndpointRouting {
   route: string | null;
   methods: string[];
   traffic: Record<string, number>;
+  shadows: Record<string, number>;
 }
 
 export interface BackendRouting extends RouterSettings {
@@ -35,6 +37,7 @@ export class Dispatcher {
   readonly agent = new Agent({ keepAlive: true, maxSockets: Infinity });
   /** Requests in flight per endpoint, so that deleting one can wait for them. */
   readonly endpointRequests = new InFlight();
+  readonly shadows = new ShadowMirror(this);
   private routes = new RouteTable([]);
   private endpoints = new Map<string, { routing: EndpointRouting; policy: TrafficPolicy }>();
   private backends = new Map<string, BackendRouting>();
@@ -44,10 +47,12 @@ export class Dispatcher {
   constructor(private readonly onReplicaFailure: (backend: string, replicaId: string) => void = () => undefined) {}
 
   update(snapshot: RoutingSnapshot): void {
+    const previous = this.endpoints;
     this.endpoints = new Map(snapshot.endpoints.map((routing) => [routing.name, { routing, policy: new TrafficPolicy(routing.traffic) }]));
     this.routes = new RouteTable(
       snapshot.endpoints.flatMap(({ name, route, methods }) => (route === null ? [] : [{ endpoint: name, route, methods }])),
     );
+    for (const name of previous.keys()) if (!this.endpoints.has(name)) this.shadows.forget(name);
     this.backends = new Map(snapshot.backends.map((backend) => [backend.name, backend]));
     for (const backend of snapshot.backends) {
       let router = this.routers.get(backend.name);

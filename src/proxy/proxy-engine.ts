@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Agent, ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import httpProxy from 'http-proxy';
@@ -13,6 +14,7 @@ import type { ReplicaTarget } from '../runtime/container-runtime.js';
 export class ProxyEngine {
   private readonly proxy: httpProxy;
   private readonly signals = new WeakMap<IncomingMessage, AbortSignal>();
+  private readonly observers = new WeakMap<IncomingMessage, (status: number, bodyHash: string) => void>();
 
   constructor(agent: Agent) {
     this.proxy = httpProxy.createProxyServer({ agent, xfwd: true, ws: false });
@@ -21,9 +23,24 @@ export class ProxyEngine {
       if (signal?.aborted) proxyReq.destroy();
       else signal?.addEventListener('abort', () => proxyReq.destroy(), { once: true });
     });
+    this.proxy.on('proxyRes', (proxyRes: IncomingMessage, req: IncomingMessage) => {
+      const observe = this.observers.get(req);
+      if (observe === undefined) return;
+      const hash = createHash('sha256');
+      proxyRes.on('data', (chunk: Buffer) => hash.update(chunk));
+      proxyRes.on('end', () => observe(proxyRes.statusCode ?? 0, hash.digest('hex')));
+    });
   }
 
-  forward(req: IncomingMessage, res: ServerResponse, target: ReplicaTarget, body: Buffer, signal: AbortSignal): Promise<Error | undefined> {
+  /** `observe`, when given, is told the upstream's status and body hash once its response has ended. */
+  forward(
+    req: IncomingMessage,
+    res: ServerResponse,
+    target: ReplicaTarget,
+    body: Buffer,
+    signal: AbortSignal,
+    observe?: (status: number, bodyHash: string) => void,
+  ): Promise<Error | undefined> {
     return new Promise((resolve) => {
       let settled = false;
       const settle = (error?: Error): void => {
@@ -35,6 +52,7 @@ export class ProxyEngine {
       const onClose = (): void => settle();
       res.once('close', onClose);
       this.signals.set(req, signal);
+      if (observe !== undefined) this.observers.set(req, observe);
       const proxyTarget = 'socketPath' in target ? { socketPath: target.socketPath } : { ...target, protocol: 'http:' };
       this.proxy.web(req, res, { target: proxyTarget as unknown as httpProxy.ProxyTarget, buffer: Readable.from([body]) }, (error: Error) =>
         settle(error),

@@ -9,6 +9,7 @@ import { sendError, sendJson } from './http-errors.js';
 import { InFlight } from './in-flight.js';
 import { ProxyEngine } from './proxy-engine.js';
 import { MAX_ATTEMPTS, mayRetry } from './retry.js';
+import type { Outcome } from './shadow.js';
 import type { RouteEntry } from './route-table.js';
 
 export const SHARD_KEY_HEADER = 'x-serve-shard-key';
@@ -101,7 +102,6 @@ export class ProxyServer {
   }
 
   private async dispatch(req: IncomingMessage, res: ServerResponse, route: RouteEntry, body: Buffer): Promise<void> {
-    const method = req.method ?? 'GET';
     let backend: string;
     try {
       const shardKey = req.headers[SHARD_KEY_HEADER];
@@ -127,6 +127,44 @@ export class ProxyServer {
           }, timeoutMs);
     res.once('close', () => clearTimeout(timer));
 
+    const observe = this.mirror(req, route.endpoint, backend, body);
+    try {
+      await this.forwardWithRetries(req, res, route, backend, body, cancel, observe?.record);
+    } finally {
+      observe?.done();
+    }
+  }
+
+  /** Starts the endpoint's shadow copies, if it has shadows, and returns how to report the primary's outcome to them. */
+  private mirror(req: IncomingMessage, endpoint: string, backend: string, body: Buffer) {
+    const shadows = this.dispatcher.endpoint(endpoint).shadows;
+    if (Object.keys(shadows).length === 0) return undefined;
+    const started = performance.now();
+    let report: (outcome: Outcome | undefined) => void = () => undefined;
+    const primary = new Promise<Outcome | undefined>((resolve) => (report = resolve));
+    const headers = { ...req.headers, 'content-length': String(body.length) };
+    delete headers['transfer-encoding'];
+    delete headers.connection;
+    this.dispatcher.shadows.mirror(
+      { endpoint, primaryBackend: backend, method: req.method ?? 'GET', path: req.url ?? '/', headers, body, primary },
+      shadows,
+    );
+    return {
+      record: (status: number, bodyHash: string) => report({ status, bodyHash, latencyMs: performance.now() - started }),
+      done: () => report(undefined),
+    };
+  }
+
+  private async forwardWithRetries(
+    req: IncomingMessage,
+    res: ServerResponse,
+    route: RouteEntry,
+    backend: string,
+    body: Buffer,
+    cancel: AbortController,
+    observe: ((status: number, bodyHash: string) => void) | undefined,
+  ): Promise<void> {
+    const method = req.method ?? 'GET';
     const tried = new Set<string>();
     for (let attempt = 1; ; attempt++) {
       let lease;
@@ -138,7 +176,7 @@ export class ProxyServer {
         return sendError(res, error, error.code === 'QUEUE_FULL' ? { 'retry-after': '1' } : {});
       }
       const replica = lease.replica;
-      const error = await this.engine.forward(req, res, replica.target, body, cancel.signal);
+      const error = await this.engine.forward(req, res, replica.target, body, cancel.signal, observe);
       lease.release();
       if (error === undefined || cancel.signal.aborted) return;
       this.dispatcher.reportFailure(backend, replica.id);

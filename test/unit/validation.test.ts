@@ -6,7 +6,9 @@ import {
   validateEndpointOptions,
   validateMethods,
   validateName,
+  validateProportion,
   validateRoute,
+  validateTraffic,
 } from '../../src/controller/validation.js';
 
 const invalid = { code: 'INVALID_ARGUMENT' };
@@ -93,5 +95,22 @@ describe('endpoint options', () => {
   it('refuses unknown keys and a missing backend', () => {
     expect(() => validateEndpointOptions({ backend: 'b', path: '/x' })).toThrow(/unknown key path/);
     expect(() => validateEndpointOptions({ route: '/x' })).toThrow(/backend name/);
+  });
+});
+
+describe('traffic', () => {
+  it('accepts weights that sum to 1 within 1e-8', () => {
+    expect(validateTraffic({ a: 0.1, b: 0.2, c: 0.7 })).toEqual({ a: 0.1, b: 0.2, c: 0.7 });
+    expect(validateTraffic({ a: 1 / 3, b: 1 / 3, c: 1 / 3 })).toBeDefined();
+    expect(validateTraffic({ a: 1, b: 0 })).toEqual({ a: 1, b: 0 });
+  });
+  it.each([[{}], [{ a: 0.5 }], [{ a: 1.1, b: -0.1 }], [{ a: '1' }], [{ 'bad name': 1 }], [[1]], [null]])('refuses %j', (weights) => {
+    expect(() => validateTraffic(weights)).toThrow(expect.objectContaining(invalid));
+  });
+  it('checks shadow proportions', () => {
+    expect(validateProportion(0)).toBe(0);
+    expect(validateProportion(1)).toBe(1);
+    expect(() => validateProportion(1.01)).toThrow(/from 0 to 1/);
+    expect(() => validateProportion(Number.NaN)).toThrow(/from 0 to 1/);
   });
 });

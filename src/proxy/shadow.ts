@@ -1,0 +1,167 @@
+import { createHash } from 'node:crypto';
+import { request, type Agent, type OutgoingHttpHeaders } from 'node:http';
+import type { ShadowStats } from '../api.js';
+import type { Dispatcher } from './dispatcher.js';
+
+/** What a request's answer looked like, for comparing the primary with a shadow. */
+export interface Outcome {
+  status: number;
+  bodyHash: string;
+  latencyMs: number;
+}
+
+export interface MirroredRequest {
+  endpoint: string;
+  primaryBackend: string;
+  method: string;
+  path: string;
+  headers: OutgoingHttpHeaders;
+  body: Buffer;
+  /** Resolves with the primary's outcome, or undefined when it had none (error, client gone). */
+  primary: Promise<Outcome | undefined>;
+}
+
+const LATENCY_SAMPLES = 1024;
+const SHADOW_TIMEOUT_MS = 60_000;
+
+export function hashBody(body: Buffer): string {
+  return createHash('sha256').update(body).digest('hex');
+}
+
+class Samples {
+  private readonly values: number[] = [];
+  private next = 0;
+
+  add(value: number): void {
+    if (this.values.length < LATENCY_SAMPLES) this.values.push(value);
+    else this.values[this.next] = value;
+    this.next = (this.next + 1) % LATENCY_SAMPLES;
+  }
+
+  summary(): { p50: number | null; p99: number | null } {
+    const sorted = [...this.values].sort((a, b) => a - b);
+    const at = (q: number) => (sorted.length === 0 ? null : (sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? null));
+    return { p50: at(0.5), p99: at(0.99) };
+  }
+}
+
+interface Tally {
+  sent: number;
+  dropped: number;
+  failed: number;
+  compared: number;
+  matches: number;
+  statusMismatches: number;
+  bodyMismatches: number;
+  primaryLatency: Samples;
+  shadowLatency: Samples;
+}
+
+function send(agent: Agent, target: object, mirrored: MirroredRequest, signal: AbortSignal): Promise<Outcome> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = request({ ...target, agent, method: mirrored.method, path: mirrored.path, headers: mirrored.headers, signal }, (res) => {
+      const hash = createHash('sha256');
+      res.on('data', (chunk: Buffer) => hash.update(chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, bodyHash: hash.digest('hex'), latencyMs: performance.now() - started }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(mirrored.body);
+  });
+}
+
+/**
+ * Sends copies of an endpoint's requests to its shadow backends and compares
+ * their answers with the primary's. Nothing here is awaited by the primary:
+ * a shadow that is slow, failing or saturated (its queue full) only shows up
+ * in the counts, never in the caller's response.
+ */
+export class ShadowMirror {
+  private readonly tallies = new Map<string, Map<string, Tally>>();
+
+  constructor(private readonly dispatcher: Dispatcher) {}
+
+  mirror(mirrored: MirroredRequest, shadows: Record<string, number>, random: () => number = Math.random): void {
+    for (const [backend, proportion] of Object.entries(shadows)) {
+      if (backend === mirrored.primaryBackend || random() >= proportion) continue;
+      void this.shadow(backend, mirrored);
+    }
+  }
+
+  stats(endpoint: string): Record<string, ShadowStats> {
+    return Object.fromEntries(
+      [...(this.tallies.get(endpoint) ?? new Map<string, Tally>())].map(([backend, tally]) => [
+        backend,
+        {
+          sent: tally.sent,
+          dropped: tally.dropped,
+          failed: tally.failed,
+          compared: tally.compared,
+          matches: tally.matches,
+          statusMismatches: tally.statusMismatches,
+          bodyMismatches: tally.bodyMismatches,
+          primaryLatencyMs: tally.primaryLatency.summary(),
+          shadowLatencyMs: tally.shadowLatency.summary(),
+        },
+      ]),
+    );
+  }
+
+  forget(endpoint: string): void {
+    this.tallies.delete(endpoint);
+  }
+
+  private tally(endpoint: string, backend: string): Tally {
+    let byBackend = this.tallies.get(endpoint);
+    if (byBackend === undefined) this.tallies.set(endpoint, (byBackend = new Map()));
+    let tally = byBackend.get(backend);
+    if (tally === undefined) {
+      tally = {
+        sent: 0,
+        dropped: 0,
+        failed: 0,
+        compared: 0,
+        matches: 0,
+        statusMismatches: 0,
+        bodyMismatches: 0,
+        primaryLatency: new Samples(),
+        shadowLatency: new Samples(),
+      };
+      byBackend.set(backend, tally);
+    }
+    return tally;
+  }
+
+  private async shadow(backend: string, mirrored: MirroredRequest): Promise<void> {
+    const tally = this.tally(mirrored.endpoint, backend);
+    const signal = AbortSignal.timeout(SHADOW_TIMEOUT_MS);
+    let lease;
+    try {
+      lease = await this.dispatcher.acquire(backend, signal);
+    } catch {
+      tally.dropped += 1;
+      return;
+    }
+    tally.sent += 1;
+    let outcome: Outcome;
+    try {
+      outcome = await send(this.dispatcher.agent, lease.replica.target, mirrored, signal);
+    } catch {
+      tally.failed += 1;
+      return;
+    } finally {
+      lease.release();
+    }
+    tally.shadowLatency.add(outcome.latencyMs);
+    const primary = await mirrored.primary;
+    if (primary === undefined) return;
+    tally.primaryLatency.add(primary.latencyMs);
+    tally.compared += 1;
+    const statusMatch = primary.status === outcome.status;
+    const bodyMatch = primary.bodyHash === outcome.bodyHash;
+    if (statusMatch && bodyMatch) tally.matches += 1;
+    if (!statusMatch) tally.statusMismatches += 1;
+    if (!bodyMatch) tally.bodyMismatches += 1;
+  }
+}
