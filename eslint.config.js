@@ -16,6 +16,7 @@ export default tseslint.config(
             { name: 'winston', message: 'Use the Logger from src/common/logger.ts.' },
             { name: 'convict', message: 'Configuration is read in src/config/config.ts.' },
             { name: 'tar-fs', message: 'Build contexts are packed in src/runtime/image-builder.ts.' },
+            { name: '@balena/dockerignore', message: 'Build contexts are packed in src/runtime/image-builder.ts.' },
           ],
         },
       ],

@@ -16,9 +16,9 @@ class Counter {
 }
 
 const client = await serve.start();
-await client.createBackend('hello', hello, { config: { numReplicas: 2 } });
+await client.createBackend('hello', hello, { config: { numReplicas: 2 }, replicaOptions: { numCpus: 0.5 } });
 await client.createEndpoint('hello', { backend: 'hello', route: '/hello' });
-await client.createBackend('counter', Counter, { initArgs: [1] });
+await client.createBackend('counter', Counter, { initArgs: [1], replicaOptions: { numCpus: 0.5 } });
 await client.createEndpoint('counter', { backend: 'counter', route: '/counter', methods: ['GET', 'POST'] });
 
 process.stdout.write(

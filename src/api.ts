@@ -30,6 +30,7 @@ export interface ReplicaInfo {
   restarts: number;
   /** Why its predecessor failed, if it replaced one. */
   lastError: string | null;
+  placement: ReplicaPlacement;
 }
 
 export interface DeleteBackendOptions {
@@ -37,14 +38,50 @@ export interface DeleteBackendOptions {
   force?: boolean;
 }
 
+/** What goes into a backend's image (docs/environments.md). */
 export interface RuntimeEnv {
-  /** A directory whose files become the image's /app (relative to the caller's working directory). */
+  /** The replica runtime: 'node' (default) or 'python' (import paths such as 'model.py:Predictor'). */
+  runtime?: 'node' | 'python';
+  /**
+   * A directory (relative to the caller's working directory) whose files become the image's /app, honouring its
+   * .dockerignore. Node: a package.json's dependencies are installed. Python: apt.txt and requirements.txt are.
+   */
   context?: string;
+  /** npm packages to install for a Node backend, e.g. { 'is-number': '^7.0.0' }. */
+  packages?: Record<string, string>;
+  /** A Dockerfile in `context` that makes the backend's base image; Flotilla adds its runtime on top. */
+  dockerfile?: string;
+  /** Build args for `dockerfile` (FLOTILLA_BASE_IMAGE is always passed). */
+  buildArgs?: Record<string, string>;
 }
 
-export interface ReplicaOptions {
+/** What each replica of a backend reserves and gets. */
+export interface ReplicaResources {
+  /** CPUs: container CPU shares (1024 per CPU) and quota. Fractions allowed. Default 1. */
+  numCpus: number;
+  /** Memory limit in MB, with no swap; null for no limit. Default null. */
+  memoryMb: number | null;
+  /** GPUs: a whole number, or a fraction below 1 that shares a device. Default 0. */
+  numGpus: number;
+  /** Extra environment variables; OMP_NUM_THREADS is 1 unless set here. */
+  env: Record<string, string>;
+}
+
+export interface ReplicaOptions extends Partial<ReplicaResources> {
   runtimeEnv?: RuntimeEnv;
 }
+
+/** Where a replica was placed. */
+export interface ReplicaPlacement {
+  cpus: number;
+  memoryMb: number | null;
+  gpuIds: string[];
+  /** Share of each listed GPU the replica holds. */
+  gpuShare: number;
+}
+
+/** A backend's config, with the resources each of its replicas reserves. */
+export type BackendInfo = BackendConfig & { resources: ReplicaResources };
 
 export interface CreateBackendOptions {
   /** Constructor arguments of a class backend; JSON values only. */
@@ -114,8 +151,8 @@ export interface Client {
   /** Base URL of the HTTP front door, e.g. http://127.0.0.1:8000. */
   readonly httpUrl: string;
   createBackend(name: string, definition: BackendDefinition, options?: CreateBackendOptions): Promise<void>;
-  listBackends(): Promise<Record<string, BackendConfig>>;
-  getBackendConfig(name: string): Promise<BackendConfig>;
+  listBackends(): Promise<Record<string, BackendInfo>>;
+  getBackendConfig(name: string): Promise<BackendInfo>;
   updateBackendConfig(name: string, config: Partial<BackendConfig>): Promise<void>;
   deleteBackend(name: string, options?: DeleteBackendOptions): Promise<void>;
   listReplicas(backend: string): Promise<ReplicaInfo[]>;

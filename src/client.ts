@@ -1,6 +1,7 @@
 import type {
   BackendConfig,
   BackendDefinition,
+  BackendInfo,
   Client,
   CreateBackendOptions,
   CreateEndpointOptions,
@@ -15,11 +16,13 @@ import { FlotillaError } from './common/errors.js';
 import { createLogger } from './common/logger.js';
 import { loadConfig } from './config/config.js';
 import { Controller } from './controller/controller.js';
+import { Scheduler } from './controller/scheduler.js';
 import { ServeHandle } from './handle/serve-handle.js';
 import { Dispatcher } from './proxy/dispatcher.js';
 import { ProxyServer } from './proxy/proxy-server.js';
 import { DockerRuntime } from './runtime/docker-runtime.js';
 import { ImageBuilder } from './runtime/image-builder.js';
+import { machineCapacity } from './runtime/machine.js';
 
 /** The client of a Flotilla running in this process: controller, front door and handles. */
 class LocalClient implements Client {
@@ -33,10 +36,10 @@ class LocalClient implements Client {
   createBackend(name: string, definition: BackendDefinition, options?: CreateBackendOptions): Promise<void> {
     return this.controller.createBackend(name, definition, options);
   }
-  async listBackends(): Promise<Record<string, BackendConfig>> {
+  async listBackends(): Promise<Record<string, BackendInfo>> {
     return this.controller.listBackends();
   }
-  async getBackendConfig(name: string): Promise<BackendConfig> {
+  async getBackendConfig(name: string): Promise<BackendInfo> {
     return this.controller.getBackendConfig(name);
   }
   updateBackendConfig(name: string, config: Partial<BackendConfig>): Promise<void> {
@@ -89,7 +92,8 @@ export async function start(options: StartOptions = {}): Promise<Client> {
   const controller = new Controller({
     config,
     runtime,
-    images: new ImageBuilder(runtime, config.baseImage, logger),
+    images: new ImageBuilder(runtime, config, logger),
+    scheduler: new Scheduler(machineCapacity(config)),
     dispatcher,
     logger,
     clock: systemClock,

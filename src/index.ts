@@ -6,6 +6,7 @@ export const serve = { start, acceptBatch };
 export type {
   BackendConfig,
   BackendDefinition,
+  BackendInfo,
   Client,
   CreateBackendOptions,
   CreateEndpointOptions,
@@ -15,6 +16,8 @@ export type {
   LatencySummary,
   ReplicaInfo,
   ReplicaOptions,
+  ReplicaPlacement,
+  ReplicaResources,
   RuntimeEnv,
   ServeHandle,
   ShadowStats,

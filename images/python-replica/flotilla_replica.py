@@ -14,7 +14,6 @@ User code may import helpers from this module:
     from flotilla_replica import Response, accept_batch
 """
 
-import asyncio
 import concurrent.futures
 import importlib.util
 import inspect
@@ -107,14 +106,18 @@ class _AsyncRunner:
 
     def __init__(self):
         self._loop = None
+        self._asyncio = None
         self._lock = threading.Lock()
 
     def run(self, coroutine):
         with self._lock:
             if self._loop is None:
+                import asyncio
+
+                self._asyncio = asyncio
                 self._loop = asyncio.new_event_loop()
                 threading.Thread(target=self._loop.run_forever, name="flotilla-asyncio", daemon=True).start()
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        return self._asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
 
 _async = _AsyncRunner()

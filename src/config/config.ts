@@ -1,4 +1,5 @@
 import convict from 'convict';
+import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { FlotillaError } from '../common/errors.js';
@@ -44,6 +45,26 @@ const schema = {
     default: 'node:20-bookworm-slim',
     env: 'FLOTILLA_BASE_IMAGE',
   },
+  pythonBaseImage: {
+    doc: 'Debian-based image that Python replica images start from (python3 is installed with apt unless it has one): debian:bookworm-slim, or flotilla-local/bookworm-minbase:latest built offline by scripts/base-image.sh.',
+    format: String,
+    default: 'debian:bookworm-slim',
+    env: 'FLOTILLA_PYTHON_BASE_IMAGE',
+  },
+  buildCaFile: {
+    doc: 'CA bundle (PEM) handed to dependency installs inside image builds, for registries behind a TLS-intercepting proxy; empty for none.',
+    format: (value: unknown) => {
+      if (typeof value !== 'string' || (value !== '' && !existsSync(value))) throw new Error('must be the path of an existing CA file, or empty');
+    },
+    default: '',
+    env: 'FLOTILLA_BUILD_CA_FILE',
+  },
+  npmRegistry: {
+    doc: "npm registry URL used by dependency installs inside image builds; empty for npm's default.",
+    format: matching(/^(https?:\/\/\S+)?$/, 'an http(s) URL, or empty'),
+    default: '',
+    env: 'FLOTILLA_NPM_REGISTRY',
+  },
   transport: {
     doc: 'How the proxy reaches replicas: unix (a socket in a per-replica host directory) or tcp (a port published on replicaHost).',
     format: ['unix', 'tcp'],
@@ -68,6 +89,24 @@ const schema = {
     default: 120,
     env: 'FLOTILLA_READY_TIMEOUT_S',
   },
+  cpuCapacity: {
+    doc: 'CPUs that replicas may reserve in all; 0 detects the machine\'s CPUs.',
+    format: 'nat',
+    default: 0,
+    env: 'FLOTILLA_CPUS',
+  },
+  memoryCapacityMb: {
+    doc: 'Memory (MB) that replicas may reserve in all; 0 detects the machine\'s memory.',
+    format: 'nat',
+    default: 0,
+    env: 'FLOTILLA_MEMORY_MB',
+  },
+  gpus: {
+    doc: "GPU inventory: 'auto' asks nvidia-smi, 'none' has none, or a list of ids with optional names: '0,1' or '0=A100,1=A100'.",
+    format: matching(/^(auto|none|[A-Za-z0-9-]+(=[^,]+)?(,[A-Za-z0-9-]+(=[^,]+)?)*)$/, "'auto', 'none' or a list like '0,1' or '0=A100,1=T4'"),
+    default: 'auto',
+    env: 'FLOTILLA_GPUS',
+  },
   healthCheckPeriodS: {
     doc: 'Seconds between liveness checks of every replica; a replica that exits or fails 3 checks in a row is replaced.',
     format: 'nat',
@@ -83,11 +122,17 @@ export interface FlotillaConfig {
   stateDir: string;
   dockerSocket: string;
   baseImage: string;
+  pythonBaseImage: string;
+  buildCaFile: string;
+  npmRegistry: string;
   transport: 'unix' | 'tcp';
   replicaHost: string;
   replicaUser: string;
   readyTimeoutS: number;
   healthCheckPeriodS: number;
+  cpuCapacity: number;
+  memoryCapacityMb: number;
+  gpus: string;
   logLevel: 'error' | 'warn' | 'info' | 'debug';
 }
 

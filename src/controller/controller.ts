@@ -1,6 +1,14 @@
 import { chmodSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { isAbsolute, join, posix, resolve } from 'node:path';
-import type { BackendConfig, BackendDefinition, CreateEndpointOptions, EndpointInfo, ReplicaInfo } from '../api.js';
+import type {
+  BackendConfig,
+  BackendDefinition,
+  BackendInfo,
+  CreateEndpointOptions,
+  EndpointInfo,
+  ReplicaInfo,
+  ReplicaResources,
+} from '../api.js';
 import { settlesWithin, type Clock } from '../common/clock.js';
 import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
 import { shortId } from '../common/ids.js';
@@ -13,6 +21,7 @@ import type { ContainerRuntime, ReplicaStatus, ReplicaTarget, ReplicaTransport }
 import { APP_DIR, SHIPPED_MODULE, type ImageBuilder } from '../runtime/image-builder.js';
 import { checkSupports, shippedModuleText, toShippable, type ShippableDefinition } from './definition.js';
 import { probeHealth, pushConfig } from './replica-client.js';
+import type { Placement, Scheduler } from './scheduler.js';
 import {
   validateBackendOptions,
   validateConfigPatch,
@@ -39,6 +48,7 @@ interface ReplicaHistory {
 
 interface ReplicaRecord extends ReplicaHistory {
   id: string;
+  placement: Placement;
   containerId: string;
   target: ReplicaTarget;
   hostDir: string | undefined;
@@ -52,6 +62,7 @@ interface BackendRecord {
   definition: ShippableDefinition;
   initArgs: unknown[];
   config: BackendConfig;
+  resources: ReplicaResources;
   image: string;
   replicas: ReplicaRecord[];
   /** Histories of failed replicas whose replacements have not started yet. */
@@ -72,6 +83,7 @@ export interface ControllerDeps {
   config: FlotillaConfig;
   runtime: ContainerRuntime;
   images: ImageBuilder;
+  scheduler: Scheduler;
   dispatcher: Dispatcher;
   logger: Logger;
   clock: Clock;
@@ -153,7 +165,7 @@ export class Controller {
   async createBackend(name: string, definition: BackendDefinition, options?: unknown): Promise<void> {
     validateName(name, 'backend');
     const shippable = toShippable(definition);
-    const { initArgs, config, contextDir } = validateBackendOptions(options);
+    const { initArgs, config, contextDir, runtimeEnv, resources } = validateBackendOptions(options);
     checkSupports(name, shippable, config);
     const context = contextDir === undefined ? undefined : resolve(contextDir);
     if (context !== undefined && !statSync(context, { throwIfNoEntry: false })?.isDirectory()) {
@@ -166,12 +178,17 @@ export class Controller {
         backend: name,
         ...(context === undefined ? {} : { contextDir: context }),
         ...(shippable.kind === 'import' ? {} : { shippedModule: shippedModuleText(shippable) }),
+        runtime: runtimeEnv.runtime,
+        packages: runtimeEnv.packages,
+        dockerfile: runtimeEnv.dockerfile,
+        buildArgs: runtimeEnv.buildArgs,
       });
       const record: BackendRecord = {
         name,
         definition: shippable,
         initArgs,
         config,
+        resources,
         image,
         replicas: [],
         replacements: [],
@@ -185,12 +202,16 @@ export class Controller {
     });
   }
 
-  listBackends(): Record<string, BackendConfig> {
-    return Object.fromEntries([...this.backends.values()].map((backend) => [backend.name, { ...backend.config }]));
+  listBackends(): Record<string, BackendInfo> {
+    return Object.fromEntries([...this.backends.values()].map((backend) => [backend.name, this.info(backend)]));
   }
 
-  getBackendConfig(name: string): BackendConfig {
-    return { ...this.backend(name).config };
+  getBackendConfig(name: string): BackendInfo {
+    return this.info(this.backend(name));
+  }
+
+  private info(backend: BackendRecord): BackendInfo {
+    return { ...backend.config, resources: { ...backend.resources, env: { ...backend.resources.env } } };
   }
 
   listReplicas(name: string): ReplicaInfo[] {
@@ -201,6 +222,7 @@ export class Controller {
       startedAt: new Date(replica.startedAt).toISOString(),
       restarts: replica.restarts,
       lastError: replica.lastError,
+      placement: { ...replica.placement, gpuIds: [...replica.placement.gpuIds] },
     }));
   }
 
@@ -460,7 +482,8 @@ export class Controller {
     while (record.replicas.length < record.config.numReplicas && this.deps.clock.now() >= record.retryAt) {
       const history = record.replacements.shift() ?? { restarts: 0, lastError: null };
       try {
-        await this.startReplica(record, record.config, history);
+        const [slot] = this.reserve(record, 1);
+        await this.startReplica(record, record.config, history, slot!);
         this.publish();
       } catch (error) {
         record.replacements.unshift({ restarts: history.restarts + 1, lastError: errorMessage(error) });
@@ -497,7 +520,8 @@ export class Controller {
   /** Starts `count` replicas with `config`; if any fails, stops the others it started and throws the first failure. */
   private async addReplicas(record: BackendRecord, count: number, config: BackendConfig): Promise<void> {
     const history = { restarts: 0, lastError: null };
-    const results = await Promise.allSettled(Array.from({ length: count }, () => this.startReplica(record, config, history)));
+    const slots = this.reserve(record, count);
+    const results = await Promise.allSettled(slots.map((slot) => this.startReplica(record, config, history, slot)));
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failure === undefined) return;
     const started = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
@@ -534,7 +558,32 @@ export class Controller {
     } catch (error) {
       this.log.error('stopping replica failed', { replica: replica.id, container: replica.containerId, error: errorMessage(error) });
     }
+    this.deps.scheduler.release(replica.id);
     if (replica.hostDir !== undefined) rmSync(replica.hostDir, { recursive: true, force: true });
+  }
+
+  /** Books resources for `count` new replicas, all or none; a replica that fails to start gives its slot back. */
+  private reserve(record: BackendRecord, count: number): Array<{ id: string; placement: Placement }> {
+    const slots: Array<{ id: string; placement: Placement }> = [];
+    const free = this.deps.scheduler.free();
+    try {
+      for (let i = 0; i < count; i++) {
+        const id = shortId();
+        slots.push({ id, placement: this.deps.scheduler.reserve(id, record.resources) });
+      }
+    } catch (error) {
+      slots.forEach((slot) => this.deps.scheduler.release(slot.id));
+      if (isFlotillaError(error)) {
+        const before = `${free.cpus} CPUs and ${free.memoryMb} MB were free before this request`;
+        throw new FlotillaError(
+          error.code,
+          `backend '${record.name}' cannot add ${count} replica(s): ${error.message}; ${before}`,
+          error.details,
+        );
+      }
+      throw error;
+    }
+    return slots;
   }
 
   private entryOf(record: BackendRecord, config: BackendConfig): ReplicaEntry {
@@ -550,10 +599,14 @@ export class Controller {
   }
 
   /** Starts one replica and waits until it is ready; it is listed as 'starting' meanwhile, and removed if it fails. */
-  private async startReplica(record: BackendRecord, config: BackendConfig, history: ReplicaHistory): Promise<ReplicaRecord> {
+  private async startReplica(
+    record: BackendRecord,
+    config: BackendConfig,
+    history: ReplicaHistory,
+    { id, placement }: { id: string; placement: Placement },
+  ): Promise<ReplicaRecord> {
     const { runtime } = this.deps;
     const settings = this.deps.config;
-    const id = shortId();
     let transport: ReplicaTransport;
     let hostDir: string | undefined;
     if (settings.transport === 'unix') {
@@ -570,16 +623,23 @@ export class Controller {
         name: `flotilla-${settings.instance}-${record.name}-${id}`,
         image: record.image,
         labels: { ...this.instanceLabels, [LABELS.backend]: record.name, [LABELS.replica]: id },
-        env: { [PROTOCOL.env.entry]: JSON.stringify(this.entryOf(record, config)) },
+        env: {
+          ...record.resources.env,
+          NVIDIA_VISIBLE_DEVICES: placement.gpuIds.length > 0 ? placement.gpuIds.join(',') : 'void',
+          [PROTOCOL.env.entry]: JSON.stringify(this.entryOf(record, config)),
+        },
         user: settings.replicaUser,
         transport,
+        limits: { cpus: placement.cpus, memoryMb: placement.memoryMb, gpuIds: placement.gpuIds },
       });
     } catch (error) {
+      this.deps.scheduler.release(id);
       if (hostDir !== undefined) rmSync(hostDir, { recursive: true, force: true });
       throw error;
     }
     const replica: ReplicaRecord = {
       id,
+      placement,
       containerId: status.containerId,
       target: status.target as ReplicaTarget,
       hostDir,

@@ -1,5 +1,6 @@
 import { FlotillaError } from '../common/errors.js';
-import type { BackendConfig, CreateEndpointOptions } from '../api.js';
+import type { BackendConfig, CreateEndpointOptions, ReplicaResources } from '../api.js';
+import { validateRuntimeEnv, type ValidatedRuntimeEnv } from './runtime-env.js';
 
 export const DEFAULT_BACKEND_CONFIG: BackendConfig = {
   numReplicas: 1,
@@ -124,6 +125,33 @@ export interface ValidatedBackendOptions {
   initArgs: unknown[];
   config: BackendConfig;
   contextDir: string | undefined;
+  runtimeEnv: ValidatedRuntimeEnv;
+  resources: ReplicaResources;
+}
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const MANAGED_ENV = /^(FLOTILLA_|NVIDIA_VISIBLE_DEVICES$)/;
+
+/** numCpus (default 1), memoryMb (default none), numGpus (whole numbers, or a fraction below 1) and env. */
+export function validateResources(replicaOptions: Record<string, unknown>): ReplicaResources {
+  const { numCpus = 1, memoryMb = null, numGpus = 0, env = {} } = replicaOptions;
+  if (typeof numCpus !== 'number' || !Number.isFinite(numCpus) || numCpus < 0 || numCpus > 1024) {
+    throw invalid(`replicaOptions.numCpus must be a number of CPUs from 0 to 1024 (fractions allowed), got ${JSON.stringify(numCpus)}`);
+  }
+  if (memoryMb !== null && (typeof memoryMb !== 'number' || !Number.isInteger(memoryMb) || memoryMb < 6)) {
+    throw invalid(`replicaOptions.memoryMb must be a whole number of megabytes, at least 6, got ${JSON.stringify(memoryMb)}`);
+  }
+  const wholeOrFraction = typeof numGpus === 'number' && (Number.isInteger(numGpus) ? numGpus >= 0 : numGpus > 0 && numGpus < 1);
+  if (!wholeOrFraction || (numGpus as number) > 64) {
+    throw invalid(`replicaOptions.numGpus must be a whole number of GPUs or a fraction below 1 (e.g. 0.5), got ${JSON.stringify(numGpus)}`);
+  }
+  if (!isPlainObject(env)) throw invalid('replicaOptions.env must be an object of environment variable names to string values');
+  for (const [name, value] of Object.entries(env)) {
+    if (!ENV_NAME.test(name)) throw invalid(`replicaOptions.env: '${name}' is not a valid environment variable name`);
+    if (MANAGED_ENV.test(name)) throw invalid(`replicaOptions.env: '${name}' is set by Flotilla and cannot be overridden`);
+    if (typeof value !== 'string') throw invalid(`replicaOptions.env.${name} must be a string, got ${JSON.stringify(value)}`);
+  }
+  return { numCpus, memoryMb: memoryMb as number | null, numGpus: numGpus as number, env: { ...(env as Record<string, string>) } };
 }
 
 export function validateBackendOptions(options: unknown): ValidatedBackendOptions {
@@ -133,12 +161,9 @@ export function validateBackendOptions(options: unknown): ValidatedBackendOption
     throw invalid('initArgs must be an array of JSON values (strings, numbers, booleans, null, arrays, plain objects)');
   }
   const config = { ...DEFAULT_BACKEND_CONFIG, ...validateConfigPatch(value.config) };
-  const replicaOptions = checkKeys(value.replicaOptions ?? {}, ['runtimeEnv'], 'replicaOptions');
-  const runtimeEnv = checkKeys(replicaOptions.runtimeEnv ?? {}, ['context'], 'replicaOptions.runtimeEnv');
-  if (runtimeEnv.context !== undefined && (typeof runtimeEnv.context !== 'string' || runtimeEnv.context === '')) {
-    throw invalid('replicaOptions.runtimeEnv.context must be a directory path');
-  }
-  return { initArgs, config, contextDir: runtimeEnv.context as string | undefined };
+  const replicaOptions = checkKeys(value.replicaOptions ?? {}, ['runtimeEnv', 'numCpus', 'memoryMb', 'numGpus', 'env'], 'replicaOptions');
+  const runtimeEnv = validateRuntimeEnv(replicaOptions.runtimeEnv);
+  return { initArgs, config, contextDir: runtimeEnv.context, runtimeEnv, resources: validateResources(replicaOptions) };
 }
 
 export function validateEndpointOptions(options: unknown): { backend: string; route: string | null; methods: string[] } {

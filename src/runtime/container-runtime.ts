@@ -5,6 +5,13 @@ export type ReplicaTarget = { socketPath: string } | { host: string; port: numbe
 
 export type ReplicaTransport = { kind: 'unix'; hostDir: string } | { kind: 'tcp'; hostAddress: string };
 
+/** What the container may use: CPUs (shares and quota), memory (no swap) and the GPUs it may see. */
+export interface ReplicaLimits {
+  cpus: number;
+  memoryMb: number | null;
+  gpuIds: string[];
+}
+
 export interface ReplicaSpec {
   name: string;
   image: string;
@@ -12,6 +19,7 @@ export interface ReplicaSpec {
   env: Record<string, string>;
   user: string;
   transport: ReplicaTransport;
+  limits: ReplicaLimits;
 }
 
 export interface ReplicaStatus {
@@ -28,6 +36,9 @@ export interface ImageBuild {
   tag: string;
   context: Readable;
   labels: Record<string, string>;
+  /** Path of the Dockerfile inside the context (default Dockerfile). */
+  dockerfile?: string;
+  buildArgs?: Record<string, string>;
   onLog?: (line: string) => void;
 }
 

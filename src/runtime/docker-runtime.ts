@@ -1,7 +1,7 @@
 import Docker from 'dockerode';
 import { FlotillaError, errorMessage } from '../common/errors.js';
 import { PROTOCOL } from '../replica/protocol.js';
-import type { ContainerRuntime, ImageBuild, ReplicaSpec, ReplicaStatus, ReplicaTarget } from './container-runtime.js';
+import type { ContainerRuntime, ImageBuild, ReplicaLimits, ReplicaSpec, ReplicaStatus, ReplicaTarget } from './container-runtime.js';
 
 const REPLICA_PORT = `${PROTOCOL.tcpPort}/tcp`;
 const BUILD_LOG_TAIL = 30;
@@ -11,6 +11,37 @@ interface BuildEvent {
   status?: string;
   error?: string;
   errorDetail?: { message?: string };
+}
+
+const CPU_PERIOD_US = 100_000;
+
+/** Docker's resource fields for the limits: 1024 CPU shares per CPU, a CFS quota, memory without swap, GPUs by id. */
+export function hostResources(limits: ReplicaLimits): Docker.HostConfig {
+  const resources: Docker.HostConfig = { CpuShares: Math.max(2, Math.round(1024 * limits.cpus)) };
+  if (limits.cpus > 0) {
+    resources.CpuPeriod = CPU_PERIOD_US;
+    resources.CpuQuota = Math.max(1000, Math.round(limits.cpus * CPU_PERIOD_US));
+  }
+  if (limits.memoryMb !== null) {
+    resources.Memory = limits.memoryMb * 1024 * 1024;
+    resources.MemorySwap = resources.Memory;
+  }
+  if (limits.gpuIds.length > 0) {
+    resources.DeviceRequests = [{ Driver: 'nvidia', DeviceIDs: limits.gpuIds, Capabilities: [['gpu']] }];
+  }
+  return resources;
+}
+
+function startFailure(spec: ReplicaSpec, error: unknown): FlotillaError {
+  const message = errorMessage(error);
+  if (spec.limits.gpuIds.length > 0 && /could not select device driver|nvidia/i.test(message)) {
+    return new FlotillaError(
+      'GPU_RUNTIME_MISSING',
+      `replica ${spec.name} asks for GPU ${spec.limits.gpuIds.join(', ')}, but the Docker engine has no NVIDIA container runtime; ` +
+        'install the NVIDIA Container Toolkit on a GPU host (docs/resources.md) or remove replicaOptions.numGpus',
+    );
+  }
+  return new FlotillaError('REPLICA_START_FAILED', `starting container ${spec.name} failed: ${message}`);
 }
 
 function isNotFound(error: unknown): boolean {
@@ -69,7 +100,14 @@ export class DockerRuntime implements ContainerRuntime {
   async buildImage(build: ImageBuild): Promise<void> {
     const log: string[] = [];
     let failure: string | undefined;
-    const stream = await this.docker.buildImage(build.context, { t: build.tag, labels: build.labels, rm: true, forcerm: true });
+    const stream = await this.docker.buildImage(build.context, {
+      t: build.tag,
+      labels: build.labels,
+      rm: true,
+      forcerm: true,
+      ...(build.dockerfile === undefined ? {} : { dockerfile: build.dockerfile }),
+      ...(build.buildArgs === undefined ? {} : { buildargs: build.buildArgs }),
+    });
     await new Promise<void>((resolve, reject) => {
       this.docker.modem.followProgress(
         stream,
@@ -112,6 +150,7 @@ export class DockerRuntime implements ContainerRuntime {
         Labels: spec.labels,
         ExposedPorts: tcp ? { [REPLICA_PORT]: {} } : undefined,
         HostConfig: {
+          ...hostResources(spec.limits),
           SecurityOpt: ['no-new-privileges'],
           Binds: spec.transport.kind === 'unix' ? [`${spec.transport.hostDir}:${PROTOCOL.socketDir}`] : undefined,
           PortBindings:
@@ -126,7 +165,7 @@ export class DockerRuntime implements ContainerRuntime {
       return statusOf(await container.inspect());
     } catch (error) {
       await container.remove({ force: true }).catch(() => undefined);
-      throw new FlotillaError('REPLICA_START_FAILED', `starting container ${spec.name} failed: ${errorMessage(error)}`);
+      throw startFailure(spec, error);
     }
   }
 

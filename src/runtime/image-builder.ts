@@ -1,26 +1,45 @@
+import dockerignore from '@balena/dockerignore';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import tar, { type Headers, type Pack, type PackOptions } from 'tar-fs';
-import { FlotillaError } from '../common/errors.js';
+import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import type { Logger } from '../common/logger.js';
+import type { FlotillaConfig } from '../config/config.js';
 import type { ContainerRuntime } from './container-runtime.js';
 
 export const APP_DIR = '/app';
 export const SHIPPED_MODULE = `${APP_DIR}/.flotilla/definition.mjs`;
 const RUNTIME_DIR = '/opt/flotilla/replica';
+const PYTHON_SITE_DIR = '/opt/flotilla/site-packages';
+const BUILD_CA = '/tmp/flotilla-build/ca.pem';
+const LOCKFILES = ['package-lock.json', 'npm-shrinkwrap.json'];
+const APT_PACKAGE = /^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$/;
+const TLS_FAILURE =
+  /SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_GET_ISSUER_CERT|UNABLE_TO_VERIFY_LEAF_SIGNATURE|CERT_UNTRUSTED|self[- ]signed certificate|unable to get local issuer certificate|CERTIFICATE_VERIFY_FAILED/i;
+
+export type ReplicaRuntimeKind = 'node' | 'python';
 
 export interface BackendImageSource {
   backend: string;
-  /** A host directory whose files become the image's /app. */
+  /** Which replica runtime serves the backend (default node). */
+  runtime?: ReplicaRuntimeKind;
+  /** A host directory: the image's /app, or the build context of `dockerfile`. */
   contextDir?: string;
   /** Module text shipped from the caller's process, written to SHIPPED_MODULE. */
   shippedModule?: string;
+  /** npm packages to install into /app/node_modules. */
+  packages?: Record<string, string>;
+  /** A Dockerfile in contextDir that makes the backend's base; Flotilla adds its runtime on top. */
+  dockerfile?: string;
+  buildArgs?: Record<string, string>;
 }
+
+export type BuildSettings = Pick<FlotillaConfig, 'baseImage' | 'pythonBaseImage' | 'buildCaFile' | 'npmRegistry'>;
 
 function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -44,89 +63,291 @@ function normalizeHeader(prefix: string) {
   };
 }
 
-type ContextPart = { dir: string; prefix: string };
+/** A directory packed under `prefix`; `ignore` gets paths relative to `dir`, with '/' separators. */
+type ContextPart = { dir: string; prefix: string; ignore?: (path: string) => boolean };
 
 /** Packs each part in turn into one tar stream; tar-fs's `finish` hands the stream on. */
 function packParts(parts: ContextPart[], pack?: Pack): Pack {
   const [first, ...rest] = parts;
   if (first === undefined) throw new Error('empty build context');
+  const ignore = first.ignore;
   const options: PackOptions & { sort: boolean } = {
     sort: true,
     map: normalizeHeader(first.prefix),
     finalize: rest.length === 0,
+    ...(ignore ? { ignore: (name: string) => ignore(relative(first.dir, name).split(sep).join('/')) } : {}),
     ...(pack ? { pack } : {}),
     ...(rest.length > 0 ? { finish: (next: Pack) => void packParts(rest, next) } : {}),
   };
   return tar.pack(first.dir, options);
 }
 
-/** A reproducible tar of the given directories (each under its prefix) and its content hash. */
-async function packContext(parts: ContextPart[]): Promise<{ tar: Buffer; hash: string }> {
+/** A reproducible tar of the given directories (each under its prefix) and its content hash (with `salt`: what else goes into the build). */
+async function packContext(parts: ContextPart[], salt: string): Promise<{ tar: Buffer; hash: string }> {
   const pack = packParts(parts);
   const chunks: Buffer[] = [];
   for await (const chunk of pack) chunks.push(chunk as Buffer);
   const bytes = Buffer.concat(chunks);
-  return { tar: bytes, hash: createHash('sha256').update(bytes).digest('hex').slice(0, 16) };
+  return { tar: bytes, hash: createHash('sha256').update(bytes).update(salt).digest('hex').slice(0, 16) };
 }
 
 /**
- * Builds replica images. Tags are content hashes of the build context, so an
- * unchanged backend never rebuilds. Images are layered: the base image, then
- * the replica runtime, then one image per distinct backend content.
+ * The context's .dockerignore as a filter (Docker's own matching rules). Paths
+ * in `keep` are always sent; with `!` exceptions, excluded directories are still
+ * walked so that an exception inside them can bring a file back.
+ */
+function contextFilter(contextDir: string, keep: string[], alsoIgnore: (path: string) => boolean): (path: string) => boolean {
+  const file = join(contextDir, '.dockerignore');
+  const patterns = existsSync(file) ? readFileSync(file, 'utf8').split(/\r?\n/) : [];
+  // The package is CommonJS typed as an ES default export; its function is also its own `.default`.
+  const matcher = dockerignore.default().add(patterns);
+  const hasExceptions = patterns.some((line) => line.trim().startsWith('!'));
+  return (path) => {
+    if (path === '' || keep.includes(path)) return false;
+    if (alsoIgnore(path)) return true;
+    if (!matcher.ignores(path)) return false;
+    return !(hasExceptions && statSync(join(contextDir, path)).isDirectory());
+  };
+}
+
+function isFile(path: string): boolean {
+  return statSync(path, { throwIfNoEntry: false })?.isFile() === true;
+}
+
+/** Whether a package.json declares anything to install (a context may have one just for "type": "module"). */
+function hasDependencies(manifest: string): boolean {
+  if (!isFile(manifest)) return false;
+  let parsed: { dependencies?: object; optionalDependencies?: object };
+  try {
+    parsed = JSON.parse(readFileSync(manifest, 'utf8')) as typeof parsed;
+  } catch (error) {
+    throw new FlotillaError('INVALID_ARGUMENT', `${manifest} is not valid JSON: ${(error as Error).message}`);
+  }
+  return Object.keys(parsed.dependencies ?? {}).length + Object.keys(parsed.optionalDependencies ?? {}).length > 0;
+}
+
+function shellQuote(value: string): string {
+  return `'${value.replaceAll("'", `'\\''`)}'`;
+}
+
+function aptPackages(file: string): string[] {
+  const names = readFileSync(file, 'utf8')
+    .split(/\r?\n/)
+    .map((line) => line.replace(/#.*/, '').trim())
+    .flatMap((line) => (line === '' ? [] : line.split(/\s+/)));
+  const bad = names.filter((name) => !APT_PACKAGE.test(name));
+  if (bad.length > 0) throw new FlotillaError('INVALID_ARGUMENT', `apt.txt lists invalid Debian package names: ${bad.join(', ')}`);
+  return names;
+}
+
+const APT_INSTALL = 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends';
+const APT_CLEAN = 'rm -rf /var/lib/apt/lists/*';
+
+/**
+ * Builds replica images. Tags are content hashes of everything that goes into
+ * the build (files, generated Dockerfile, build args, CA), so an unchanged
+ * backend never rebuilds. Images are layered: the base image, then the replica
+ * runtime, then one image per distinct backend content. Dependency installs
+ * run in a separate build stage, so the build CA never reaches the final image.
  */
 export class ImageBuilder {
-  private runtimeTag: Promise<string> | undefined;
+  private readonly runtimeTags = new Map<ReplicaRuntimeKind, Promise<string>>();
 
   constructor(
     private readonly runtime: ContainerRuntime,
-    private readonly baseImage: string,
+    private readonly settings: BuildSettings,
     private readonly logger: Logger,
   ) {}
 
   backendImage(source: BackendImageSource): Promise<string> {
+    const kind = source.runtime ?? 'node';
+    if (kind === 'python' && source.shippedModule !== undefined) {
+      throw new FlotillaError(
+        'INVALID_ARGUMENT',
+        `backend '${source.backend}': a Python backend is an import path such as 'model.py:Predictor' in its context, not a JavaScript function or class`,
+      );
+    }
+    if (source.dockerfile !== undefined) return this.userDockerfileImage(kind, source);
     return this.withStaging(async (staging) => {
-      const runtimeTag = await this.runtimeImage();
-      writeFileSync(join(staging, 'Dockerfile'), `FROM ${runtimeTag}\nCOPY app/ ${APP_DIR}/\n`);
+      const runtimeTag = await this.runtimeImage(kind);
+      const context = source.contextDir;
       mkdirSync(join(staging, 'app', '.flotilla'), { recursive: true });
+      mkdirSync(join(staging, 'build'));
       if (source.shippedModule !== undefined) {
         writeFileSync(join(staging, 'app', '.flotilla', 'definition.mjs'), source.shippedModule);
       }
+      const dockerfile =
+        kind === 'node'
+          ? this.nodeDockerfile(runtimeTag, staging, context, source.packages)
+          : this.pythonDockerfile(runtimeTag, staging, context);
+      writeFileSync(join(staging, 'Dockerfile'), dockerfile.lines.join('\n') + '\n');
       const parts: ContextPart[] = [{ dir: staging, prefix: '' }];
-      if (source.contextDir !== undefined) parts.push({ dir: source.contextDir, prefix: 'app' });
+      if (context !== undefined) parts.push({ dir: context, prefix: 'app', ignore: contextFilter(context, [], dockerfile.ignore) });
       return this.build('flotilla/backend', parts, source.backend);
     });
   }
 
-  private runtimeImage(): Promise<string> {
-    this.runtimeTag ??= this.withStaging(async (staging) => {
-      const compiled = join(packageRoot(), 'dist', 'src', 'replica');
-      if (!existsSync(join(compiled, 'main.js'))) {
-        throw new FlotillaError('BUILD_FAILED', `the replica runtime is not compiled (${compiled}); run npm run build`);
+  /** Node: the context's package.json (npm ci with a lockfile, else npm install) and `packages`, installed in a deps stage. */
+  private nodeDockerfile(
+    runtimeTag: string,
+    staging: string,
+    context: string | undefined,
+    packages: Record<string, string> | undefined,
+  ): { lines: string[]; ignore: (path: string) => boolean } {
+    const hasManifest = context !== undefined && hasDependencies(join(context, 'package.json'));
+    if (!hasManifest && packages === undefined) {
+      return { lines: [`FROM ${runtimeTag}`, `COPY app/ ${APP_DIR}/`], ignore: () => false };
+    }
+    const deps = join(staging, 'build', 'deps');
+    mkdirSync(deps);
+    const commands: string[] = [];
+    const flags = '--omit=dev --no-audit --no-fund --loglevel=warn';
+    if (hasManifest) {
+      for (const file of ['package.json', ...LOCKFILES].filter((name) => isFile(join(context, name)))) {
+        copyFileSync(join(context, file), join(deps, file));
       }
-      mkdirSync(join(staging, 'replica'));
-      for (const file of readdirSync(compiled).filter((name) => name.endsWith('.js'))) {
-        copyFileSync(join(compiled, file), join(staging, 'replica', file));
+      const locked = LOCKFILES.some((file) => isFile(join(context, file)));
+      commands.push(locked ? `npm ci ${flags}` : `npm install ${flags}`);
+      if (packages !== undefined) {
+        const specs = Object.entries(packages).map(([name, version]) => shellQuote(`${name}@${version}`));
+        commands.push(`npm install --no-save ${flags} ${specs.join(' ')}`);
       }
-      writeFileSync(join(staging, 'replica', 'package.json'), '{ "type": "module" }\n');
-      writeFileSync(
-        join(staging, 'Dockerfile'),
-        [
-          `FROM ${this.baseImage}`,
-          `COPY replica/ ${RUNTIME_DIR}/`,
-          'ENV OMP_NUM_THREADS=1',
-          `WORKDIR ${APP_DIR}`,
-          `CMD ["node", "--experimental-detect-module", "${RUNTIME_DIR}/main.js"]`,
-          '',
-        ].join('\n'),
-      );
-      return this.build('flotilla/replica-node', [{ dir: staging, prefix: '' }], 'runtime');
-    });
-    this.runtimeTag.catch(() => (this.runtimeTag = undefined));
-    return this.runtimeTag;
+    } else {
+      writeFileSync(join(deps, 'package.json'), JSON.stringify({ private: true, dependencies: packages }, null, 2) + '\n');
+      commands.push(`npm install ${flags}`);
+    }
+    const env = this.installEnv(staging, [
+      ...(this.settings.buildCaFile !== '' ? [`NODE_EXTRA_CA_CERTS=${BUILD_CA}`] : []),
+      ...(this.settings.npmRegistry !== '' ? [`npm_config_registry=${shellQuote(this.settings.npmRegistry)}`] : []),
+    ]);
+    return {
+      lines: [
+        `FROM ${runtimeTag} AS deps`,
+        `WORKDIR ${APP_DIR}`,
+        `COPY build/ /tmp/flotilla-build/`,
+        `RUN cp /tmp/flotilla-build/deps/* ${APP_DIR}/ && ${commands.map((c) => `${env}${c}`).join(' && ')} && mkdir -p node_modules`,
+        `FROM ${runtimeTag}`,
+        `COPY app/ ${APP_DIR}/`,
+        `COPY --from=deps ${APP_DIR}/node_modules ${APP_DIR}/node_modules`,
+      ],
+      // Installed in the image: the host's own node_modules (built for the host) is not sent.
+      ignore: (path) => path === 'node_modules' || path.startsWith('node_modules/'),
+    };
   }
 
-  private async build(repository: string, parts: ContextPart[], backend: string): Promise<string> {
-    const { tar: context, hash } = await packContext(parts);
+  /** Python: apt.txt (Debian packages) into the image, requirements.txt with pip in a stage of its own. */
+  private pythonDockerfile(runtimeTag: string, staging: string, context: string | undefined): { lines: string[]; ignore: () => boolean } {
+    const lines = [`FROM ${runtimeTag} AS system`];
+    const apt = context !== undefined && isFile(join(context, 'apt.txt')) ? aptPackages(join(context, 'apt.txt')) : [];
+    if (apt.length > 0) lines.push(`RUN ${APT_INSTALL} ${apt.join(' ')} && ${APT_CLEAN}`);
+    const requirements = context !== undefined && isFile(join(context, 'requirements.txt')) ? join(context, 'requirements.txt') : undefined;
+    if (requirements !== undefined) {
+      copyFileSync(requirements, join(staging, 'build', 'requirements.txt'));
+      const env = this.installEnv(staging, this.settings.buildCaFile !== '' ? [`PIP_CERT=${BUILD_CA}`] : []);
+      lines.push(
+        'FROM system AS pip',
+        `RUN ${APT_INSTALL} python3-pip && ${APT_CLEAN}`,
+        'COPY build/ /tmp/flotilla-build/',
+        `RUN ${env}python3 -m pip install --no-cache-dir --disable-pip-version-check --target ${PYTHON_SITE_DIR} -r /tmp/flotilla-build/requirements.txt`,
+        'FROM system',
+        `COPY --from=pip ${PYTHON_SITE_DIR} ${PYTHON_SITE_DIR}`,
+      );
+    }
+    lines.push(`COPY app/ ${APP_DIR}/`);
+    return { lines, ignore: () => false };
+  }
+
+  /** Environment assignments for an install command; the CA file is copied into the build stage (staging/build). */
+  private installEnv(staging: string, assignments: string[]): string {
+    if (this.settings.buildCaFile !== '') copyFileSync(this.settings.buildCaFile, join(staging, 'build', 'ca.pem'));
+    return assignments.length === 0 ? '' : `${assignments.join(' ')} `;
+  }
+
+  /**
+   * A user Dockerfile, built from the context with the build arg
+   * FLOTILLA_BASE_IMAGE (the configured base of this runtime), makes the
+   * backend's base; Flotilla then adds its runtime, the shipped module and the
+   * command. /app is left as the Dockerfile made it.
+   */
+  private async userDockerfileImage(kind: ReplicaRuntimeKind, source: BackendImageSource): Promise<string> {
+    const context = source.contextDir as string;
+    const dockerfile = source.dockerfile as string;
+    if (!isFile(join(context, dockerfile))) {
+      throw new FlotillaError('INVALID_ARGUMENT', `replicaOptions.runtimeEnv.dockerfile '${dockerfile}' is not a file in ${context}`);
+    }
+    const buildArgs = { FLOTILLA_BASE_IMAGE: this.baseOf(kind), ...source.buildArgs };
+    const userTag = await this.build(
+      'flotilla/user',
+      [{ dir: context, prefix: '', ignore: contextFilter(context, [dockerfile, '.dockerignore'], () => false) }],
+      source.backend,
+      { dockerfile, buildArgs },
+    );
+    return this.withStaging(async (staging) => {
+      this.stageRuntime(kind, join(staging, 'replica'));
+      mkdirSync(join(staging, 'app', '.flotilla'), { recursive: true });
+      if (source.shippedModule !== undefined) {
+        writeFileSync(join(staging, 'app', '.flotilla', 'definition.mjs'), source.shippedModule);
+      }
+      writeFileSync(join(staging, 'Dockerfile'), [`FROM ${userTag}`, ...this.runtimeLayer(kind)].join('\n') + '\n');
+      return this.build('flotilla/backend', [{ dir: staging, prefix: '' }], source.backend);
+    });
+  }
+
+  private baseOf(kind: ReplicaRuntimeKind): string {
+    return kind === 'node' ? this.settings.baseImage : this.settings.pythonBaseImage;
+  }
+
+  /** Writes the runtime's files into `dir`. */
+  private stageRuntime(kind: ReplicaRuntimeKind, dir: string): void {
+    mkdirSync(dir, { recursive: true });
+    if (kind === 'python') {
+      copyFileSync(join(packageRoot(), 'images', 'python-replica', 'flotilla_replica.py'), join(dir, 'flotilla_replica.py'));
+      return;
+    }
+    const compiled = join(packageRoot(), 'dist', 'src', 'replica');
+    if (!existsSync(join(compiled, 'main.js'))) {
+      throw new FlotillaError('BUILD_FAILED', `the replica runtime is not compiled (${compiled}); run npm run build`);
+    }
+    for (const file of readdirSync(compiled).filter((name) => name.endsWith('.js'))) {
+      copyFileSync(join(compiled, file), join(dir, file));
+    }
+    writeFileSync(join(dir, 'package.json'), '{ "type": "module" }\n');
+  }
+
+  /** Dockerfile lines that install the staged runtime (staging/replica) and app (staging/app) and set the command. */
+  private runtimeLayer(kind: ReplicaRuntimeKind): string[] {
+    const common = [`COPY replica/ ${RUNTIME_DIR}/`, `COPY app/ ${APP_DIR}/`, 'ENV OMP_NUM_THREADS=1', `WORKDIR ${APP_DIR}`];
+    if (kind === 'node') return [...common, `CMD ["node", "--experimental-detect-module", "${RUNTIME_DIR}/main.js"]`];
+    return [
+      ...common,
+      `ENV PYTHONPATH=${RUNTIME_DIR}:${PYTHON_SITE_DIR} PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1`,
+      `CMD ["python3", "${RUNTIME_DIR}/flotilla_replica.py"]`,
+    ];
+  }
+
+  private runtimeImage(kind: ReplicaRuntimeKind): Promise<string> {
+    let tag = this.runtimeTags.get(kind);
+    if (tag === undefined) {
+      tag = this.withStaging(async (staging) => {
+        this.stageRuntime(kind, join(staging, 'replica'));
+        mkdirSync(join(staging, 'app'));
+        const install = kind === 'python' ? [`RUN command -v python3 >/dev/null || { ${APT_INSTALL} python3 && ${APT_CLEAN}; }`] : [];
+        writeFileSync(join(staging, 'Dockerfile'), [`FROM ${this.baseOf(kind)}`, ...install, ...this.runtimeLayer(kind)].join('\n') + '\n');
+        return this.build(`flotilla/replica-${kind}`, [{ dir: staging, prefix: '' }], 'runtime');
+      });
+      this.runtimeTags.set(kind, tag);
+      tag.catch(() => this.runtimeTags.delete(kind));
+    }
+    return tag;
+  }
+
+  private async build(
+    repository: string,
+    parts: ContextPart[],
+    backend: string,
+    options: { dockerfile?: string; buildArgs?: Record<string, string> } = {},
+  ): Promise<string> {
+    const { tar: context, hash } = await packContext(parts, JSON.stringify(options));
     const tag = `${repository}:${hash}`;
     const log = this.logger.child({ component: 'image-builder', backend, image: tag });
     if (await this.runtime.imageExists(tag)) {
@@ -134,14 +355,32 @@ export class ImageBuilder {
       return tag;
     }
     log.info('building image');
-    await this.runtime.buildImage({
-      tag,
-      context: Readable.from([context]),
-      labels: { [LABELS.managed]: 'true' },
-      onLog: (line) => log.debug(line),
-    });
-    log.info('image built');
+    const started = Date.now();
+    try {
+      await this.runtime.buildImage({
+        tag,
+        context: Readable.from([context]),
+        labels: { [LABELS.managed]: 'true' },
+        ...options,
+        onLog: (line) => (/^Step \d+\/\d+ :/.test(line) ? log.info(line) : log.debug(line)),
+      });
+    } catch (error) {
+      throw this.explainBuildFailure(error);
+    }
+    log.info('image built', { seconds: (Date.now() - started) / 1000 });
     return tag;
+  }
+
+  /** A dependency install that failed on the registry's certificate says which setting hands the build a CA. */
+  private explainBuildFailure(error: unknown): unknown {
+    if (!isFlotillaError(error, 'BUILD_FAILED') || !TLS_FAILURE.test(error.message)) return error;
+    const advice =
+      this.settings.buildCaFile === ''
+        ? 'the package registry presented a certificate the build does not trust (a TLS-intercepting proxy?). ' +
+          'Set FLOTILLA_BUILD_CA_FILE (option buildCaFile) to a PEM bundle with that CA, e.g. the file in NODE_EXTRA_CA_CERTS'
+        : `the package registry presented a certificate that FLOTILLA_BUILD_CA_FILE (${this.settings.buildCaFile}) does not trust; ` +
+          "point it at a PEM bundle that holds your proxy's CA";
+    return new FlotillaError('BUILD_FAILED', `${advice}.\n${error.message}`, error.details);
   }
 
   private async withStaging<T>(fn: (dir: string) => Promise<T>): Promise<T> {

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { createServer, request } from 'node:http';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +17,11 @@ export interface Started {
 
 const started: string[] = [];
 
-/** Starts a Flotilla of its own (instance, state dir, free port) for one test file. */
+/**
+ * Starts a Flotilla of its own (instance, state dir, free port) for one test file.
+ * Test backends reserve the default 1 CPU per replica; the CPU capacity is
+ * raised so that they fit on a 2-core machine (resources.test.ts tests the real limits).
+ */
 export async function startFlotilla(options: StartOptions = {}): Promise<Started> {
   const instance = `test-${shortId(3)}`;
   started.push(instance);
@@ -25,6 +30,7 @@ export async function startFlotilla(options: StartOptions = {}): Promise<Started
     stateDir: mkdtempSync(join(tmpdir(), 'flt-')),
     http: { host: '127.0.0.1', port: 0 },
     logLevel: 'warn',
+    cpuCapacity: 64,
     ...options,
   });
   return { client, instance };
@@ -50,3 +56,31 @@ afterAll(() => {
     if (ids.length > 0) execFileSync('docker', ['rm', '-f', ...ids]);
   }
 });
+
+/**
+ * A unix socket that forwards the Docker API to the real engine and records
+ * every container create request, so a test can see what Flotilla asked for.
+ */
+export async function recordingEngine(): Promise<{ socketPath: string; creates: Array<Record<string, any>>; close(): Promise<void> }> {
+  const socketPath = join(mkdtempSync(join(tmpdir(), 'flt-engine-')), 'docker.sock');
+  const creates: Array<Record<string, any>> = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      if (req.method === 'POST' && /\/containers\/create/.test(req.url ?? '')) creates.push(JSON.parse(body.toString('utf8')));
+      const upstream = request(
+        { socketPath: '/var/run/docker.sock', method: req.method, path: req.url, headers: req.headers },
+        (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+        },
+      );
+      upstream.on('error', () => res.destroy());
+      upstream.end(body);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  return { socketPath, creates, close: () => new Promise((resolve) => server.close(() => resolve())) };
+}

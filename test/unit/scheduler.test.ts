@@ -1,0 +1,73 @@
+import { describe, expect, it } from 'vitest';
+import { Scheduler, type ResourceRequest } from '../../src/controller/scheduler.js';
+
+const ask = (numCpus: number, numGpus = 0, memoryMb: number | null = null): ResourceRequest => ({ numCpus, numGpus, memoryMb });
+const twoGpus = () => new Scheduler({ cpus: 8, memoryMb: 4096, gpus: [{ id: '0' }, { id: '1' }] });
+
+describe('Scheduler', () => {
+  it('packs fractional GPUs onto one device before using the next', () => {
+    const scheduler = twoGpus();
+    expect(scheduler.reserve('a', ask(1, 0.5)).gpuIds).toEqual(['0']);
+    expect(scheduler.reserve('b', ask(1, 0.5)).gpuIds).toEqual(['0']);
+    expect(scheduler.reserve('c', ask(1, 0.5)).gpuIds).toEqual(['1']);
+    expect(scheduler.free().gpus).toEqual({ '0': 0, '1': 0.5 });
+  });
+
+  it('puts a small fraction on the fullest GPU it fits (best fit)', () => {
+    const scheduler = twoGpus();
+    scheduler.reserve('a', ask(0, 0.25));
+    scheduler.reserve('b', ask(0, 1));
+    scheduler.release('b');
+    scheduler.reserve('c', ask(0, 0.5));
+    expect(scheduler.reserve('d', ask(0, 0.25)).gpuIds).toEqual(['0']);
+    expect(scheduler.free().gpus).toEqual({ '0': 0, '1': 1 });
+  });
+
+  it('gives whole GPUs only from idle devices, despite fragmentation', () => {
+    const scheduler = twoGpus();
+    scheduler.reserve('a', ask(0, 0.25));
+    scheduler.reserve('b', ask(0, 0.25));
+    scheduler.release('a');
+    expect(scheduler.reserve('c', ask(0, 1)).gpuIds).toEqual(['1']);
+    expect(() => scheduler.reserve('d', ask(0, 1))).toThrow(/GPU 0: 0.75 free, GPU 1: 0 free/);
+  });
+
+  it('takes several whole GPUs at once', () => {
+    const scheduler = twoGpus();
+    expect(scheduler.reserve('a', ask(1, 2))).toMatchObject({ gpuIds: ['0', '1'], gpuShare: 1 });
+    expect(() => scheduler.reserve('b', ask(1, 0.1))).toThrow(expect.objectContaining({ code: 'INSUFFICIENT_RESOURCES' }));
+  });
+
+  it('refuses what does not fit, saying what was asked and what is free, and changes nothing', () => {
+    const scheduler = new Scheduler({ cpus: 2, memoryMb: 1000, gpus: [] });
+    scheduler.reserve('a', ask(1.5, 0, 600));
+    const before = scheduler.free();
+    expect(() => scheduler.reserve('b', ask(1, 0, 500))).toThrow(
+      'not enough resources for a replica that asks for 1 CPUs (0.5 free of 2) and 500 MB of memory (400 MB free of 1000)',
+    );
+    expect(() => scheduler.reserve('c', ask(0.5, 1))).toThrow(/this machine has no GPUs/);
+    expect(scheduler.free()).toEqual(before);
+  });
+
+  it('frees a reservation on release', () => {
+    const scheduler = new Scheduler({ cpus: 1, memoryMb: 100, gpus: [{ id: '0' }] });
+    scheduler.reserve('a', ask(1, 1, 100));
+    scheduler.release('a');
+    scheduler.release('a');
+    expect(scheduler.free()).toEqual({ cpus: 1, memoryMb: 100, gpus: { '0': 1 } });
+  });
+
+  it('adopts existing placements, e.g. after a restart', () => {
+    const scheduler = twoGpus();
+    scheduler.adopt('old', { cpus: 2, memoryMb: 1024, gpuIds: ['1'], gpuShare: 0.5 });
+    expect(scheduler.free()).toEqual({ cpus: 6, memoryMb: 3072, gpus: { '0': 1, '1': 0.5 } });
+    expect(scheduler.reserve('new', ask(1, 0.5)).gpuIds).toEqual(['1']);
+  });
+
+  it('handles fractions that do not add up exactly in floating point', () => {
+    const scheduler = new Scheduler({ cpus: 1, memoryMb: 0, gpus: [{ id: '0' }] });
+    for (const id of ['a', 'b', 'c']) scheduler.reserve(id, ask(0.1, 0.1));
+    expect(scheduler.reserve('d', ask(0.7, 0.7)).gpuIds).toEqual(['0']);
+    expect(scheduler.free()).toEqual({ cpus: 0, memoryMb: 0, gpus: { '0': 0 } });
+  });
+});
