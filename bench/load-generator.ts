@@ -13,7 +13,10 @@ export interface LoadOptions {
 }
 
 export interface LoadResult {
+  /** 2xx responses that ended inside the measured window. */
   requests: number;
+  /** Every response, warm-up and late ones included. */
+  responses: number;
   elapsedMs: number;
   latenciesMs: number[];
   non2xx: number;
@@ -50,13 +53,14 @@ export async function generateLoad(options: LoadOptions): Promise<LoadResult> {
   const start = performance.now();
   const measureFrom = start + options.warmupMs;
   const measureUntil = measureFrom + options.durationMs;
-  const result: LoadResult = { requests: 0, elapsedMs: options.durationMs, latenciesMs: [], non2xx: 0, failures: {} };
+  const result: LoadResult = { requests: 0, responses: 0, elapsedMs: options.durationMs, latenciesMs: [], non2xx: 0, failures: {} };
 
   const worker = async (): Promise<void> => {
     while (performance.now() < measureUntil) {
       const sent = performance.now();
       const outcome = await send(agent, options.target, options.timeoutMs);
       const done = performance.now();
+      if (outcome.status !== undefined) result.responses++;
       if (done < measureFrom || done > measureUntil) continue;
       if (outcome.error !== undefined) {
         result.failures[outcome.error] = (result.failures[outcome.error] ?? 0) + 1;

@@ -1,11 +1,11 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { promisify, parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
-import { serve, type Client } from '../src/index.js';
+import { isFlotillaError, serve, type Client } from '../src/index.js';
 import { LABELS } from '../src/common/labels.js';
 import { PROTOCOL } from '../src/replica/protocol.js';
 import type { LoadOptions, LoadResult, LoadTarget } from './load-generator.js';
@@ -33,6 +33,8 @@ interface Row {
   target: Target;
   transport: Transport;
   rounds: LoadResult[];
+  /** CPU time of this process's main thread (the front door's) while the rounds ran. */
+  mainThreadCpuMs: number | undefined;
 }
 
 const BACKEND = 'hello';
@@ -41,6 +43,7 @@ const REPLY = 'hello';
 const STARTUP_BUDGET_S = 180;
 const REOPEN_MS = 250;
 const MIN_ROUND_MS = 500;
+const CLOCK_TICKS_PER_S = 100;
 
 const docker = async (...args: string[]): Promise<string> =>
   (await promisify(execFile)('docker', args, { encoding: 'utf8' })).stdout.trim();
@@ -49,26 +52,26 @@ function hello() {
   return 'hello';
 }
 
+class UsageError extends Error {}
+
 function readSettings(): Settings {
-  const { values } = parseArgs({
-    options: {
-      concurrency: { type: 'string' },
-      warmup: { type: 'string' },
-      duration: { type: 'string' },
-      timeout: { type: 'string' },
-      rounds: { type: 'string' },
-      transports: { type: 'string' },
-    },
-  });
+  const names = ['concurrency', 'warmup', 'duration', 'timeout', 'rounds', 'transports'] as const;
+  let values: Partial<Record<(typeof names)[number], string>>;
+  try {
+    values = parseArgs({ options: Object.fromEntries(names.map((name) => [name, { type: 'string' }])) }).values as typeof values;
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message}; the options are ${names.map((name) => `--${name}`).join(', ')}`);
+  }
   const positive = (name: string, flag: string | undefined, env: string, fallback: number): number => {
     const text = flag ?? process.env[env] ?? String(fallback);
     const value = Number(text);
-    if (!Number.isInteger(value) || value < 1) throw new Error(`--${name} (or ${env}) must be a positive integer, not '${text}'`);
+    if (!Number.isInteger(value) || value < 1) throw new UsageError(`--${name} (or ${env}) must be a positive integer, not '${text}'`);
     return value;
   };
   const transports = (values.transports ?? process.env.BENCH_TRANSPORTS ?? 'tcp,unix').split(',').map((t) => t.trim());
   const unknown = transports.filter((t) => t !== 'tcp' && t !== 'unix');
-  if (unknown.length > 0 || transports.length === 0) throw new Error(`--transports takes tcp, unix or both, not '${unknown.join(',')}'`);
+  if (unknown.length > 0 || transports.length === 0)
+    throw new UsageError(`--transports takes tcp, unix or both, not '${unknown.join(',')}'`);
   const settings: Settings = {
     concurrency: positive('concurrency', values.concurrency, 'BENCH_CONCURRENCY', 32),
     warmupS: positive('warmup', values.warmup, 'BENCH_WARMUP_S', 2),
@@ -78,7 +81,7 @@ function readSettings(): Settings {
     transports: [...new Set(transports)] as Transport[],
   };
   if ((settings.durationS * 1000) / settings.rounds < MIN_ROUND_MS) {
-    throw new Error(`--duration ${settings.durationS} s split into ${settings.rounds} rounds leaves under ${MIN_ROUND_MS} ms a round`);
+    throw new UsageError(`--duration ${settings.durationS} s split into ${settings.rounds} rounds leaves under ${MIN_ROUND_MS} ms a round`);
   }
   return settings;
 }
@@ -95,16 +98,17 @@ function loadAverage(): string {
 }
 
 async function startFlotilla(running: Running): Promise<Client> {
-  running.client = await serve.start({
+  const client = await serve.start({
     instance: running.instance,
     stateDir: running.stateDir,
     http: { host: '127.0.0.1', port: 0 },
     transport: running.transport,
     logLevel: 'warn',
   });
-  await running.client.createBackend(BACKEND, hello, { config: { numReplicas: 1 } });
-  await running.client.createEndpoint(BACKEND, { backend: BACKEND, route: ROUTE });
-  return running.client;
+  running.client = client;
+  await client.createBackend(BACKEND, hello, { config: { numReplicas: 1 } });
+  await client.createEndpoint(BACKEND, { backend: BACKEND, route: ROUTE });
+  return client;
 }
 
 /** The one replica's own address, read from its container (found by labels) as Docker reports it. */
@@ -167,6 +171,17 @@ function expectReply(target: LoadTarget): Promise<void> {
   });
 }
 
+/** CPU time of the main thread, which runs the proxy while the load comes from a worker thread; undefined off Linux. */
+function mainThreadCpuMs(): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_S;
+  } catch {
+    return undefined;
+  }
+}
+
 function loadInWorker(options: LoadOptions): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(new URL('./load-worker.js', import.meta.url), { workerData: options });
@@ -184,9 +199,11 @@ function loadInWorker(options: LoadOptions): Promise<LoadResult> {
  */
 async function compare(targets: Record<Target, LoadTarget>, settings: Settings, transport: Transport): Promise<Row[]> {
   const rounds: Record<Target, LoadResult[]> = { proxy: [], direct: [] };
+  const cpuMs: Record<Target, number | undefined> = { proxy: 0, direct: 0 };
   for (let round = 0; round < settings.rounds; round++) {
     const order: Target[] = round % 2 === 0 ? ['proxy', 'direct'] : ['direct', 'proxy'];
     for (const target of order) {
+      const cpuBefore = mainThreadCpuMs();
       const result = await loadInWorker({
         target: targets[target],
         concurrency: settings.concurrency,
@@ -195,13 +212,16 @@ async function compare(targets: Record<Target, LoadTarget>, settings: Settings, 
         timeoutMs: settings.timeoutS * 1000,
       });
       rounds[target].push(result);
+      const cpuAfter = mainThreadCpuMs();
+      const sofar = cpuMs[target];
+      cpuMs[target] = sofar === undefined || cpuBefore === undefined || cpuAfter === undefined ? undefined : sofar + cpuAfter - cpuBefore;
     }
     const rps = (target: Target): string => summarize([rounds[target][round]!]).rps.toFixed(0);
     process.stdout.write(`  round ${round + 1}/${settings.rounds}: proxy ${rps('proxy')} req/s, direct ${rps('direct')} req/s\n`);
   }
   return [
-    { target: 'proxy', transport, rounds: rounds.proxy },
-    { target: 'direct', transport, rounds: rounds.direct },
+    { target: 'proxy', transport, rounds: rounds.proxy, mainThreadCpuMs: cpuMs.proxy },
+    { target: 'direct', transport, rounds: rounds.direct, mainThreadCpuMs: cpuMs.direct },
   ];
 }
 
@@ -237,6 +257,11 @@ function summarize(rounds: LoadResult[]) {
   };
 }
 
+function cpuPerResponseUs(row: Row): number | undefined {
+  const responses = row.rounds.reduce((total, round) => total + round.responses, 0);
+  return row.mainThreadCpuMs === undefined || responses === 0 ? undefined : (row.mainThreadCpuMs * 1000) / responses;
+}
+
 function report(rows: Row[]): string {
   const table = [['target', 'transport', 'requests/s', 'p50 ms', 'p99 ms', 'errors']];
   for (const { target, transport, rounds } of rows) {
@@ -258,6 +283,12 @@ function report(rows: Row[]): string {
       `proxy/direct (${transport}): throughput ${(p.rps / d.rps).toFixed(2)}x (rounds ${Math.min(...perRound).toFixed(2)}-${Math.max(...perRound).toFixed(2)}),` +
         ` p50 ${(p.p50 / d.p50).toFixed(2)}x, p99 ${(p.p99 / d.p99).toFixed(2)}x; the proxy adds ${(p.p50 - d.p50).toFixed(2)} ms at p50`,
     );
+    const [proxyCpu, directCpu] = [cpuPerResponseUs(proxy), cpuPerResponseUs(direct)];
+    if (proxyCpu !== undefined && directCpu !== undefined) {
+      lines.push(
+        `  main thread (front door) CPU: ${proxyCpu.toFixed(0)} µs per request; ${directCpu.toFixed(0)} µs while the replica is loaded directly`,
+      );
+    }
   }
   for (const { target, transport, rounds } of rows) {
     const causes: Record<string, number> = {};
@@ -318,7 +349,10 @@ async function main(): Promise<void> {
 main().then(
   () => process.exit(0),
   (error: unknown) => {
-    process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    const expected = error instanceof UsageError || isFlotillaError(error);
+    process.stderr.write(
+      `bench failed: ${error instanceof Error ? ((expected ? undefined : error.stack) ?? error.message) : String(error)}\n`,
+    );
     process.exit(1);
   },
 );

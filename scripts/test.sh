@@ -5,6 +5,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FLOTILLA_BASE_IMAGE="$(bash scripts/prepare.sh)"
 export FLOTILLA_BASE_IMAGE
+# Python replicas start from the offline bookworm when the Node base is the offline one.
+if [ -z "${FLOTILLA_PYTHON_BASE_IMAGE:-}" ]; then
+  case "$FLOTILLA_BASE_IMAGE" in
+    flotilla-local/*) FLOTILLA_PYTHON_BASE_IMAGE=flotilla-local/bookworm-minbase:latest ;;
+    *) FLOTILLA_PYTHON_BASE_IMAGE=debian:bookworm-slim ;;
+  esac
+fi
+export FLOTILLA_PYTHON_BASE_IMAGE
+# npm installs inside image builds trust what this machine trusts (its TLS-intercepting proxy's CA).
+if [ -z "${FLOTILLA_BUILD_CA_FILE:-}" ] && [ -n "${NODE_EXTRA_CA_CERTS:-}" ]; then
+  export FLOTILLA_BUILD_CA_FILE="$NODE_EXTRA_CA_CERTS"
+fi
 results=$(mktemp)
 status=0
 npx vitest run --reporter=default --reporter=json --outputFile.json="$results" "$@" || status=$?

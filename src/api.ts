@@ -80,8 +80,17 @@ export interface ReplicaPlacement {
   gpuShare: number;
 }
 
-/** A backend's config, with the resources each of its replicas reserves. */
-export type BackendInfo = BackendConfig & { resources: ReplicaResources };
+/** What a backend serves: an import path inside its image, or a function or class shipped as source. */
+export type DefinitionSummary =
+  { kind: 'import'; module: string; exportName: string } | { kind: 'function' | 'class'; name: string; sourceHash: string };
+
+/** A backend's config, with what it serves and the resources each of its replicas reserves. */
+export type BackendInfo = BackendConfig & {
+  definition: DefinitionSummary;
+  initArgs: unknown[];
+  runtimeEnv: RuntimeEnv;
+  resources: ReplicaResources;
+};
 
 export interface CreateBackendOptions {
   /** Constructor arguments of a class backend; JSON values only. */
@@ -169,4 +178,14 @@ export interface Client {
   shutdown(): Promise<void>;
 }
 
-export type StartOptions = ConfigOverrides;
+export type StartOptions = ConfigOverrides & {
+  /** Run the control plane in a background process that outlives the caller; returns a remote client. */
+  detached?: boolean;
+};
+
+export interface ConnectOptions {
+  /** Base URL of a Flotilla admin API, e.g. http://127.0.0.1:8001. */
+  address: string;
+  /** Required when the admin API was started with a token. */
+  token?: string;
+}

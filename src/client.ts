@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import type {
   BackendConfig,
   BackendDefinition,
@@ -7,33 +8,39 @@ import type {
   CreateEndpointOptions,
   DeleteBackendOptions,
   EndpointInfo,
+  HandleOptions,
   ReplicaInfo,
   ShadowStats,
-  StartOptions,
 } from './api.js';
-import { systemClock } from './common/clock.js';
 import { FlotillaError } from './common/errors.js';
-import { createLogger } from './common/logger.js';
-import { loadConfig } from './config/config.js';
-import { Controller } from './controller/controller.js';
-import { Scheduler } from './controller/scheduler.js';
+import type { Controller } from './controller/controller.js';
+import { toShippable, type ShippableDefinition } from './controller/definition.js';
 import { ServeHandle } from './handle/serve-handle.js';
-import { Dispatcher } from './proxy/dispatcher.js';
-import { ProxyServer } from './proxy/proxy-server.js';
-import { DockerRuntime } from './runtime/docker-runtime.js';
-import { ImageBuilder } from './runtime/image-builder.js';
-import { machineCapacity } from './runtime/machine.js';
+import type { Dispatcher } from './proxy/dispatcher.js';
 
-/** The client of a Flotilla running in this process: controller, front door and handles. */
-class LocalClient implements Client {
+/** Options with a relative context directory made absolute against this process's working directory. */
+export function withAbsoluteContext(options: CreateBackendOptions | undefined): CreateBackendOptions | undefined {
+  const context = options?.replicaOptions?.runtimeEnv?.context;
+  if (typeof context !== 'string' || options?.replicaOptions?.runtimeEnv === undefined) return options;
+  return {
+    ...options,
+    replicaOptions: { ...options.replicaOptions, runtimeEnv: { ...options.replicaOptions.runtimeEnv, context: resolve(context) } },
+  };
+}
+
+/** The client of a Flotilla running in this process. */
+export class LocalClient implements Client {
   constructor(
     readonly httpUrl: string,
     private readonly controller: Controller,
     private readonly dispatcher: Dispatcher,
-    private readonly proxy: ProxyServer,
+    private readonly shutdownAll: () => Promise<void>,
   ) {}
 
-  createBackend(name: string, definition: BackendDefinition, options?: CreateBackendOptions): Promise<void> {
+  async createBackend(name: string, definition: BackendDefinition, options?: CreateBackendOptions): Promise<void> {
+    return this.createShippedBackend(name, toShippable(definition), withAbsoluteContext(options));
+  }
+  createShippedBackend(name: string, definition: ShippableDefinition, options?: unknown): Promise<void> {
     return this.controller.createBackend(name, definition, options);
   }
   async listBackends(): Promise<Record<string, BackendInfo>> {
@@ -70,37 +77,11 @@ class LocalClient implements Client {
     if (!this.controller.hasEndpoint(endpoint)) throw new FlotillaError('ENDPOINT_NOT_FOUND', `endpoint '${endpoint}' does not exist`);
     return this.dispatcher.shadows.stats(endpoint);
   }
-  getHandle(endpoint: string): ServeHandle {
+  getHandle(endpoint: string, options: HandleOptions = {}): ServeHandle {
     if (!this.controller.hasEndpoint(endpoint)) throw new FlotillaError('ENDPOINT_NOT_FOUND', `endpoint '${endpoint}' does not exist`);
-    return new ServeHandle(this.dispatcher, endpoint);
+    return new ServeHandle(this.dispatcher, endpoint, options);
   }
-  async shutdown(): Promise<void> {
-    const graceS = Math.max(0, ...Object.values(this.controller.listBackends()).map((c) => c.gracefulShutdownTimeoutS));
-    await this.proxy.close(graceS * 1000);
-    await this.controller.shutdown();
-    this.dispatcher.close();
+  shutdown(): Promise<void> {
+    return this.shutdownAll();
   }
-}
-
-/** Starts Flotilla in this process: checks the engine, clears leftovers, opens the front door. */
-export async function start(options: StartOptions = {}): Promise<Client> {
-  const config = loadConfig(options);
-  const logger = createLogger(config.logLevel).child({ instance: config.instance });
-  const runtime = new DockerRuntime(config.dockerSocket);
-  await runtime.ping();
-  const dispatcher = new Dispatcher(() => void controller.tick());
-  const controller = new Controller({
-    config,
-    runtime,
-    images: new ImageBuilder(runtime, config, logger),
-    scheduler: new Scheduler(machineCapacity(config)),
-    dispatcher,
-    logger,
-    clock: systemClock,
-  });
-  await controller.init();
-  const proxy = new ProxyServer(dispatcher, config.http.maxBodyBytes, logger);
-  const address = await proxy.listen(config.http.host, config.http.port);
-  const host = address.host.includes(':') ? `[${address.host}]` : address.host;
-  return new LocalClient(`http://${host}:${address.port}`, controller, dispatcher, proxy);
 }

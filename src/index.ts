@@ -1,13 +1,15 @@
-import { start } from './client.js';
+import { connect } from './admin/remote-client.js';
+import { start } from './control-plane.js';
 import { acceptBatch } from './controller/definition.js';
 
-export const serve = { start, acceptBatch };
+export const serve = { start, connect, acceptBatch };
 
 export type {
   BackendConfig,
   BackendDefinition,
   BackendInfo,
   Client,
+  ConnectOptions,
   CreateBackendOptions,
   CreateEndpointOptions,
   DeleteBackendOptions,

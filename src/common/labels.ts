@@ -4,4 +4,6 @@ export const LABELS = {
   instance: 'dev.flotilla.instance',
   backend: 'dev.flotilla.backend',
   replica: 'dev.flotilla.replica',
+  /** JSON of the replica's resource placement, so that a restarted controller can adopt it. */
+  placement: 'dev.flotilla.placement',
 } as const;

@@ -21,6 +21,22 @@ const schema = {
       env: 'FLOTILLA_MAX_BODY_BYTES',
     },
   },
+  admin: {
+    host: {
+      doc: 'Address the admin API binds to; anything but loopback requires a token.',
+      format: String,
+      default: '127.0.0.1',
+      env: 'FLOTILLA_ADMIN_HOST',
+    },
+    port: { doc: 'Port of the admin API (0 picks a free one).', format: 'port', default: 8001, env: 'FLOTILLA_ADMIN_PORT' },
+    token: {
+      doc: 'Bearer token every admin API call must present; empty for none (loopback only).',
+      format: String,
+      default: '',
+      env: 'FLOTILLA_ADMIN_TOKEN',
+      sensitive: true,
+    },
+  },
   instance: {
     doc: 'Name of this Flotilla; containers carry it as a label, so several can share one engine.',
     format: matching(/^[a-z0-9][a-z0-9-]{0,31}$/, 'lowercase letters, digits and dashes (at most 32)'),
@@ -54,7 +70,8 @@ const schema = {
   buildCaFile: {
     doc: 'CA bundle (PEM) handed to dependency installs inside image builds, for registries behind a TLS-intercepting proxy; empty for none.',
     format: (value: unknown) => {
-      if (typeof value !== 'string' || (value !== '' && !existsSync(value))) throw new Error('must be the path of an existing CA file, or empty');
+      if (typeof value !== 'string' || (value !== '' && !existsSync(value)))
+        throw new Error('must be the path of an existing CA file, or empty');
     },
     default: '',
     env: 'FLOTILLA_BUILD_CA_FILE',
@@ -90,20 +107,23 @@ const schema = {
     env: 'FLOTILLA_READY_TIMEOUT_S',
   },
   cpuCapacity: {
-    doc: 'CPUs that replicas may reserve in all; 0 detects the machine\'s CPUs.',
+    doc: "CPUs that replicas may reserve in all; 0 detects the machine's CPUs.",
     format: 'nat',
     default: 0,
     env: 'FLOTILLA_CPUS',
   },
   memoryCapacityMb: {
-    doc: 'Memory (MB) that replicas may reserve in all; 0 detects the machine\'s memory.',
+    doc: "Memory (MB) that replicas may reserve in all; 0 detects the machine's memory.",
     format: 'nat',
     default: 0,
     env: 'FLOTILLA_MEMORY_MB',
   },
   gpus: {
     doc: "GPU inventory: 'auto' asks nvidia-smi, 'none' has none, or a list of ids with optional names: '0,1' or '0=A100,1=A100'.",
-    format: matching(/^(auto|none|[A-Za-z0-9-]+(=[^,]+)?(,[A-Za-z0-9-]+(=[^,]+)?)*)$/, "'auto', 'none' or a list like '0,1' or '0=A100,1=T4'"),
+    format: matching(
+      /^(auto|none|[A-Za-z0-9-]+(=[^,]+)?(,[A-Za-z0-9-]+(=[^,]+)?)*)$/,
+      "'auto', 'none' or a list like '0,1' or '0=A100,1=T4'",
+    ),
     default: 'auto',
     env: 'FLOTILLA_GPUS',
   },
@@ -118,6 +138,7 @@ const schema = {
 
 export interface FlotillaConfig {
   http: { host: string; port: number; maxBodyBytes: number };
+  admin: { host: string; port: number; token: string };
   instance: string;
   stateDir: string;
   dockerSocket: string;
@@ -136,7 +157,10 @@ export interface FlotillaConfig {
   logLevel: 'error' | 'warn' | 'info' | 'debug';
 }
 
-export type ConfigOverrides = Partial<Omit<FlotillaConfig, 'http'>> & { http?: Partial<FlotillaConfig['http']> };
+export type ConfigOverrides = Partial<Omit<FlotillaConfig, 'http' | 'admin'>> & {
+  http?: Partial<FlotillaConfig['http']>;
+  admin?: Partial<FlotillaConfig['admin']>;
+};
 
 function leaves(value: Record<string, unknown>, prefix = ''): Array<[string, unknown]> {
   return Object.entries(value).flatMap(([key, child]) =>

@@ -1,5 +1,5 @@
 import { chmodSync, mkdirSync, rmSync, statSync } from 'node:fs';
-import { isAbsolute, join, posix, resolve } from 'node:path';
+import { dirname, isAbsolute, join, posix, resolve } from 'node:path';
 import type {
   BackendConfig,
   BackendDefinition,
@@ -19,9 +19,11 @@ import type { Dispatcher, RoutingSnapshot } from '../proxy/dispatcher.js';
 import { PROTOCOL, type LiveConfig, type ReplicaEntry } from '../replica/protocol.js';
 import type { ContainerRuntime, ReplicaStatus, ReplicaTarget, ReplicaTransport } from '../runtime/container-runtime.js';
 import { APP_DIR, SHIPPED_MODULE, type ImageBuilder } from '../runtime/image-builder.js';
-import { checkSupports, shippedModuleText, toShippable, type ShippableDefinition } from './definition.js';
+import { checkSupports, shippedModuleText, summarize, type ShippableDefinition } from './definition.js';
 import { probeHealth, pushConfig } from './replica-client.js';
+import type { ValidatedRuntimeEnv } from './runtime-env.js';
 import type { Placement, Scheduler } from './scheduler.js';
+import { StateStore } from './state-store.js';
 import {
   validateBackendOptions,
   validateConfigPatch,
@@ -63,12 +65,19 @@ interface BackendRecord {
   initArgs: unknown[];
   config: BackendConfig;
   resources: ReplicaResources;
+  runtimeEnv: ValidatedRuntimeEnv;
   image: string;
   replicas: ReplicaRecord[];
   /** Histories of failed replicas whose replacements have not started yet. */
   replacements: ReplicaHistory[];
   consecutiveFailures: number;
   retryAt: number;
+}
+
+interface PersistedState {
+  version: 1;
+  backends: Array<Omit<BackendRecord, 'replicas' | 'replacements' | 'consecutiveFailures' | 'retryAt'>>;
+  endpoints: EndpointRecord[];
 }
 
 interface EndpointRecord {
@@ -129,9 +138,11 @@ export class Controller {
   private stopped = false;
   private tickTimer: NodeJS.Timeout | undefined;
   private tickPending = false;
+  private readonly store: StateStore<PersistedState>;
 
   constructor(private readonly deps: ControllerDeps) {
     this.log = deps.logger.child({ component: 'controller' });
+    this.store = new StateStore(join(deps.config.stateDir, 'state', `${deps.config.instance}.json`));
   }
 
   private get instanceLabels(): Record<string, string> {
@@ -142,7 +153,11 @@ export class Controller {
     return join(this.deps.config.stateDir, 'run', this.deps.config.instance);
   }
 
-  /** Removes containers a previous run of this instance left behind (there is no checkpoint to adopt them from yet). */
+  /**
+   * Restores the checkpointed desired state and adopts the running containers
+   * that serve it (no container is restarted); containers of backends that no
+   * longer exist are removed. The first reconcile tick fills any gaps.
+   */
   async init(): Promise<void> {
     const socketPath = join(this.runDir, shortId(), PROTOCOL.socketName);
     if (this.deps.config.transport === 'unix' && socketPath.length > MAX_UNIX_SOCKET_PATH) {
@@ -151,20 +166,78 @@ export class Controller {
         `replica sockets under ${this.deps.config.stateDir} would be longer than ${MAX_UNIX_SOCKET_PATH} characters; use a shorter stateDir or the tcp transport`,
       );
     }
-    const leftovers = await this.deps.runtime.listReplicas(this.instanceLabels);
-    if (leftovers.length > 0) {
-      this.log.warn('removing containers left by an earlier run', { count: leftovers.length });
-      await Promise.all(leftovers.map((replica) => this.deps.runtime.stopReplica(replica.containerId, 0)));
+    const saved = this.store.load();
+    for (const backend of saved?.backends ?? []) {
+      this.backends.set(backend.name, { ...backend, replicas: [], replacements: [], consecutiveFailures: 0, retryAt: 0 });
     }
-    rmSync(this.runDir, { recursive: true, force: true });
+    for (const endpoint of saved?.endpoints ?? []) this.endpoints.set(endpoint.name, endpoint);
+    const running = await this.deps.runtime.listReplicas(this.instanceLabels);
+    const strays: ReplicaStatus[] = [];
+    for (const status of running) {
+      const adopted = this.adopt(status);
+      if (!adopted) strays.push(status);
+    }
+    if (strays.length > 0) {
+      this.log.warn('removing containers that are not in the desired state', { count: strays.length });
+      await Promise.all(strays.map((status) => this.deps.runtime.stopReplica(status.containerId, 0)));
+    }
+    const adoptedCount = [...this.backends.values()].reduce((sum, b) => sum + b.replicas.length, 0);
+    if (saved !== undefined)
+      this.log.info('restored state', { backends: this.backends.size, endpoints: this.endpoints.size, adopted: adoptedCount });
     this.publish();
     this.tickTimer = setInterval(() => void this.tick(), this.deps.config.healthCheckPeriodS * 1000);
     this.tickTimer.unref();
+    if (saved !== undefined) void this.tick();
   }
 
-  async createBackend(name: string, definition: BackendDefinition, options?: unknown): Promise<void> {
+  /** Stops managing replicas without touching them, e.g. when the control plane exits; a later init() adopts them. */
+  async detach(): Promise<void> {
+    await this.queue;
+    this.stopped = true;
+    clearInterval(this.tickTimer);
+  }
+
+  private adopt(status: ReplicaStatus): boolean {
+    const record = this.backends.get(status.labels[LABELS.backend] ?? '');
+    const id = status.labels[LABELS.replica];
+    const placementLabel = status.labels[LABELS.placement];
+    if (record === undefined || id === undefined || placementLabel === undefined || !status.running || status.target === undefined)
+      return false;
+    const placement = JSON.parse(placementLabel) as Placement;
+    this.deps.scheduler.adopt(id, placement);
+    record.replicas.push({
+      id,
+      placement,
+      containerId: status.containerId,
+      target: status.target,
+      hostDir: 'socketPath' in status.target ? dirname(status.target.socketPath) : undefined,
+      state: 'ready',
+      startedAt: status.startedAt,
+      failedProbes: 0,
+      restarts: 0,
+      lastError: null,
+    });
+    return true;
+  }
+
+  private persist(): void {
+    this.store.save({
+      version: 1,
+      backends: [...this.backends.values()].map(({ name, definition, initArgs, config, resources, runtimeEnv, image }) => ({
+        name,
+        definition,
+        initArgs,
+        config,
+        resources,
+        runtimeEnv,
+        image,
+      })),
+      endpoints: [...this.endpoints.values()],
+    });
+  }
+
+  async createBackend(name: string, shippable: ShippableDefinition, options?: unknown): Promise<void> {
     validateName(name, 'backend');
-    const shippable = toShippable(definition);
     const { initArgs, config, contextDir, runtimeEnv, resources } = validateBackendOptions(options);
     checkSupports(name, shippable, config);
     const context = contextDir === undefined ? undefined : resolve(contextDir);
@@ -189,14 +262,22 @@ export class Controller {
         initArgs,
         config,
         resources,
+        runtimeEnv: { ...runtimeEnv, context },
         image,
         replicas: [],
         replacements: [],
         consecutiveFailures: 0,
         retryAt: 0,
       };
-      await this.addReplicas(record, config.numReplicas, config);
       this.backends.set(name, record);
+      this.persist();
+      try {
+        await this.addReplicas(record, config.numReplicas, config);
+      } catch (error) {
+        this.backends.delete(name);
+        this.persist();
+        throw error;
+      }
       this.publish();
       this.log.info('backend created', { backend: name, image, replicas: config.numReplicas });
     });
@@ -211,7 +292,14 @@ export class Controller {
   }
 
   private info(backend: BackendRecord): BackendInfo {
-    return { ...backend.config, resources: { ...backend.resources, env: { ...backend.resources.env } } };
+    const runtimeEnv = Object.fromEntries(Object.entries(backend.runtimeEnv).filter(([, value]) => value !== undefined));
+    return {
+      ...structuredClone(backend.config),
+      definition: summarize(backend.definition),
+      initArgs: structuredClone(backend.initArgs),
+      runtimeEnv: structuredClone(runtimeEnv),
+      resources: structuredClone(backend.resources),
+    };
   }
 
   listReplicas(name: string): ReplicaInfo[] {
@@ -242,17 +330,24 @@ export class Controller {
       const liveChanged =
         userConfigChanged || next.maxBatchSize !== previous.maxBatchSize || next.batchWaitTimeoutS !== previous.batchWaitTimeoutS;
       const rollback = liveConfigOf(previous, userConfigChanged && previous.userConfig !== null);
-      if (liveChanged) await this.pushLiveConfig(record, liveConfigOf(next, userConfigChanged), rollback);
-      const current = record.replicas.length;
-      if (next.numReplicas > current) {
-        try {
-          await this.addReplicas(record, next.numReplicas - current, next);
-        } catch (error) {
-          if (liveChanged) await this.pushLiveConfig(record, rollback, undefined).catch(() => undefined);
-          throw error;
-        }
-      }
       record.config = next;
+      this.persist();
+      const current = record.replicas.length;
+      try {
+        if (liveChanged) await this.pushLiveConfig(record, liveConfigOf(next, userConfigChanged), rollback);
+        if (next.numReplicas > current) {
+          try {
+            await this.addReplicas(record, next.numReplicas - current, next);
+          } catch (error) {
+            if (liveChanged) await this.pushLiveConfig(record, rollback, undefined).catch(() => undefined);
+            throw error;
+          }
+        }
+      } catch (error) {
+        record.config = previous;
+        this.persist();
+        throw error;
+      }
       if (next.numReplicas < current) await this.removeReplicas(record, record.replicas.slice(next.numReplicas), true);
       this.publish();
       this.log.info('backend config updated', { backend: name, changes: Object.keys(changes) });
@@ -271,8 +366,9 @@ export class Controller {
           { endpoints: users },
         );
       }
-      await this.removeReplicas(record, record.replicas, !force);
       this.backends.delete(name);
+      this.persist();
+      await this.removeReplicas(record, record.replicas, !force);
       this.publish();
       this.log.info('backend deleted', { backend: name, force });
     });
@@ -293,6 +389,7 @@ export class Controller {
       const owner = [...this.endpoints.values()].find((e) => route !== null && e.route === route);
       if (owner !== undefined) throw new FlotillaError('ROUTE_TAKEN', `route '${route}' is already served by endpoint '${owner.name}'`);
       this.endpoints.set(name, { name, route, methods, traffic: { [backend]: 1 }, shadows: {} });
+      this.persist();
       this.publish();
       this.log.info('endpoint created', { endpoint: name, route, backend });
     });
@@ -320,6 +417,7 @@ export class Controller {
         );
       }
       endpoint.traffic = traffic;
+      this.persist();
       this.publish();
       this.log.info('traffic set', { endpoint: name, traffic });
     });
@@ -334,6 +432,7 @@ export class Controller {
       if (!this.backends.has(backend)) throw new FlotillaError('BACKEND_NOT_FOUND', `shadow backend '${backend}' does not exist`);
       if (share === 0) delete endpoint.shadows[backend];
       else endpoint.shadows[backend] = share;
+      this.persist();
       this.publish();
       this.log.info('shadow traffic set', { endpoint: name, backend, proportion: share });
     });
@@ -349,6 +448,7 @@ export class Controller {
       const endpoint = this.endpoints.get(name);
       if (endpoint === undefined) throw new FlotillaError('ENDPOINT_NOT_FOUND', `endpoint '${name}' does not exist`);
       this.endpoints.delete(name);
+      this.persist();
       this.publish();
       const graceS = Math.max(0, ...Object.keys(endpoint.traffic).map((b) => this.backends.get(b)?.config.gracefulShutdownTimeoutS ?? 0));
       await settlesWithin(this.deps.dispatcher.endpointRequests.idle(name), graceS * 1000);
@@ -362,6 +462,7 @@ export class Controller {
     return this.serialize(async () => {
       this.stopped = true;
       clearInterval(this.tickTimer);
+      this.store.clear();
       this.endpoints.clear();
       await Promise.all([...this.backends.values()].map((record) => this.removeReplicas(record, record.replicas, true)));
       this.backends.clear();
@@ -498,6 +599,8 @@ export class Controller {
       }
     }
     if (record.replicas.length >= record.config.numReplicas) record.replacements = [];
+    const surplus = record.replicas.filter((r) => r.state === 'ready').slice(record.config.numReplicas);
+    if (surplus.length > 0) await this.removeReplicas(record, surplus, true);
   }
 
   private async pushLiveConfig(record: BackendRecord, live: LiveConfig, rollback: LiveConfig | undefined): Promise<void> {
@@ -622,7 +725,12 @@ export class Controller {
       status = await runtime.startReplica({
         name: `flotilla-${settings.instance}-${record.name}-${id}`,
         image: record.image,
-        labels: { ...this.instanceLabels, [LABELS.backend]: record.name, [LABELS.replica]: id },
+        labels: {
+          ...this.instanceLabels,
+          [LABELS.backend]: record.name,
+          [LABELS.replica]: id,
+          [LABELS.placement]: JSON.stringify(placement),
+        },
         env: {
           ...record.resources.env,
           NVIDIA_VISIBLE_DEVICES: placement.gpuIds.length > 0 ? placement.gpuIds.join(',') : 'void',

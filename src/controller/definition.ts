@@ -1,6 +1,7 @@
+import { createHash } from 'node:crypto';
 import { Script } from 'node:vm';
 import { FlotillaError } from '../common/errors.js';
-import type { BackendConfig, BackendDefinition } from '../api.js';
+import type { BackendConfig, BackendDefinition, DefinitionSummary } from '../api.js';
 
 /** A backend definition in a form that can be stored and handed to a replica. */
 export type ShippableDefinition =
@@ -80,4 +81,38 @@ export function checkSupports(backend: string, definition: ShippableDefinition, 
       `backend '${backend}' cannot batch (maxBatchSize ${config.maxBatchSize}): mark ${what} with serve.acceptBatch so that it takes an array of requests`,
     );
   }
+}
+
+/** Checks a definition that arrived over the admin API (already shipped by a remote client). */
+export function parseShippable(value: unknown): ShippableDefinition {
+  const bad = (why: string) => new FlotillaError('INVALID_ARGUMENT', `definition ${why}`);
+  if (typeof value !== 'object' || value === null) throw bad('must be an object with a kind');
+  const definition = value as Record<string, unknown>;
+  if (definition.kind === 'import') {
+    if (typeof definition.module !== 'string' || typeof definition.exportName !== 'string')
+      throw bad('of kind import needs module and exportName strings');
+    return parseImportPath(`${definition.module}:${definition.exportName}`);
+  }
+  if (definition.kind !== 'function' && definition.kind !== 'class')
+    throw bad(`kind must be import, function or class, not ${JSON.stringify(definition.kind)}`);
+  const { name, source, hasReconfigure, acceptsBatch } = definition;
+  if (typeof name !== 'string' || typeof source !== 'string' || typeof hasReconfigure !== 'boolean' || typeof acceptsBatch !== 'boolean') {
+    throw bad('of kind function or class needs name and source strings and hasReconfigure and acceptsBatch booleans');
+  }
+  try {
+    new Script(`(${source})`);
+  } catch (error) {
+    throw bad(`source does not parse: ${(error as Error).message}`);
+  }
+  return { kind: definition.kind, name, source, hasReconfigure, acceptsBatch };
+}
+
+/** What listBackends shows of a definition: its import path, or its name and a hash of its source. */
+export function summarize(definition: ShippableDefinition): DefinitionSummary {
+  if (definition.kind === 'import') return { kind: 'import', module: definition.module, exportName: definition.exportName };
+  return {
+    kind: definition.kind,
+    name: definition.name,
+    sourceHash: createHash('sha256').update(definition.source).digest('hex').slice(0, 16),
+  };
 }

@@ -29,6 +29,8 @@ export interface ReplicaStatus {
   running: boolean;
   exitCode: number | undefined;
   oomKilled: boolean;
+  /** Epoch milliseconds the container last started. */
+  startedAt: number;
   target: ReplicaTarget | undefined;
 }
 
@@ -56,4 +58,6 @@ export interface ContainerRuntime {
   /** Sends SIGTERM, waits up to timeoutS for the replica to exit, then removes the container. */
   stopReplica(containerId: string, timeoutS: number): Promise<void>;
   logsTail(containerId: string, lines: number): Promise<string>;
+  /** The container's stdout and stderr as one text stream; with follow, it stays open until the container stops. */
+  streamLogs(containerId: string, options: { follow: boolean; tail: number }): Promise<Readable>;
 }

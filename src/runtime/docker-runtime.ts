@@ -1,3 +1,4 @@
+import { PassThrough, type Readable } from 'node:stream';
 import Docker from 'dockerode';
 import { FlotillaError, errorMessage } from '../common/errors.js';
 import { PROTOCOL } from '../replica/protocol.js';
@@ -64,6 +65,7 @@ function statusOf(info: Docker.ContainerInspectInfo): ReplicaStatus {
     running: info.State.Running,
     exitCode: info.State.Running ? undefined : info.State.ExitCode,
     oomKilled: info.State.OOMKilled,
+    startedAt: Date.parse(info.State.StartedAt),
     target: targetOf(info),
   };
 }
@@ -200,6 +202,21 @@ export class DockerRuntime implements ContainerRuntime {
     } catch (error) {
       if (!isNotFound(error)) throw error;
     }
+  }
+
+  async streamLogs(containerId: string, options: { follow: boolean; tail: number }): Promise<Readable> {
+    const container = this.docker.getContainer(containerId);
+    const output = new PassThrough();
+    if (!options.follow) {
+      output.end(demultiplex(await container.logs({ stdout: true, stderr: true, tail: options.tail, follow: false })));
+      return output;
+    }
+    const stream = await container.logs({ stdout: true, stderr: true, tail: options.tail, follow: true });
+    this.docker.modem.demuxStream(stream, output, output);
+    stream.on('end', () => output.end());
+    stream.on('error', (error: Error) => output.destroy(error));
+    output.on('close', () => (stream as unknown as { destroy(): void }).destroy());
+    return output;
   }
 
   async logsTail(containerId: string, lines: number): Promise<string> {

@@ -201,7 +201,8 @@ export class ImageBuilder {
     const deps = join(staging, 'build', 'deps');
     mkdirSync(deps);
     const commands: string[] = [];
-    const flags = '--omit=dev --no-audit --no-fund --loglevel=warn';
+    // npm's own retry timeouts (10 s, then 60 s) make a registry that cannot be reached fail only after 70 s.
+    const flags = '--omit=dev --no-audit --no-fund --loglevel=warn --fetch-retry-mintimeout=2000 --fetch-retry-maxtimeout=10000';
     if (hasManifest) {
       for (const file of ['package.json', ...LOCKFILES].filter((name) => isFile(join(context, name)))) {
         copyFileSync(join(context, file), join(deps, file));

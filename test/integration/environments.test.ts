@@ -1,4 +1,6 @@
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
@@ -126,18 +128,28 @@ describe('dependency environments', () => {
     expect(two.python).toMatch(/^3\.13\./);
   });
 
-  it('does not rebuild an unchanged backend: the second create reuses its image', async () => {
-    const options = { replicaOptions: { runtimeEnv: { context: join(FIXTURES, 'env-is-number-6') } } };
-    let started = performance.now();
-    await client.createBackend('cached', 'handler.js:version', options);
-    const firstMs = performance.now() - started;
-    const first = imageOf(instance, 'cached');
-    await client.deleteBackend('cached', { force: true });
-    started = performance.now();
-    await client.createBackend('cached', 'handler.js:version', options);
-    const secondMs = performance.now() - started;
-    expect(imageOf(instance, 'cached')).toEqual(first);
-    console.log(`environments: create of an unchanged backend ${firstMs.toFixed(0)} ms, then again ${secondMs.toFixed(0)} ms`);
+  it('does not rebuild an unchanged backend, and rebuilds one whose files changed', async () => {
+    const context = mkdtempSync(join(tmpdir(), 'flt-env-'));
+    cpSync(join(FIXTURES, 'env-is-number-6'), context, { recursive: true });
+    writeFileSync(join(context, 'marker.txt'), `${Date.now()}\n`);
+    const options = { replicaOptions: { runtimeEnv: { context } } };
+    const create = async () => {
+      const started = performance.now();
+      await client.createBackend('cached', 'handler.js:version', options);
+      const ms = performance.now() - started;
+      const image = imageOf(instance, 'cached');
+      await client.deleteBackend('cached', { force: true });
+      return { ms, image };
+    };
+    const built = await create();
+    const again = await create();
+    expect(again.image).toEqual(built.image);
+    writeFileSync(join(context, 'marker.txt'), 'changed\n');
+    const changed = await create();
+    expect(changed.image.tag).not.toBe(built.image.tag);
+    rmSync(context, { recursive: true, force: true });
+    const line = [built, again, changed].map((c) => `${c.ms.toFixed(0)} ms`).join(', ');
+    console.log(`environments: create with a new file, unchanged, one file changed: ${line}`);
   });
 
   it('fails a failing build with BUILD_FAILED and the end of its log', async () => {

@@ -29,6 +29,7 @@ export async function startFlotilla(options: StartOptions = {}): Promise<Started
     instance,
     stateDir: mkdtempSync(join(tmpdir(), 'flt-')),
     http: { host: '127.0.0.1', port: 0 },
+    admin: { host: '127.0.0.1', port: 0 },
     logLevel: 'warn',
     cpuCapacity: 64,
     ...options,

@@ -35,3 +35,18 @@ describe('loadConfig precedence', () => {
     }
   });
 });
+
+describe('build settings', () => {
+  it('default to no CA, npm default registry and debian:bookworm-slim for Python', () => {
+    expect(loadConfig({ buildCaFile: '', npmRegistry: '', pythonBaseImage: 'debian:bookworm-slim' })).toMatchObject({
+      buildCaFile: '',
+      npmRegistry: '',
+      pythonBaseImage: 'debian:bookworm-slim',
+    });
+  });
+
+  it('refuse a CA file that does not exist and a registry that is not a URL', () => {
+    expect(() => loadConfig({ buildCaFile: '/nonexistent/ca.pem' })).toThrow(/buildCaFile: must be the path of an existing CA file/);
+    expect(() => loadConfig({ npmRegistry: 'registry.local' })).toThrow(/npmRegistry: must be an http\(s\) URL/);
+  });
+});

@@ -1,0 +1,398 @@
+import { readFileSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Range } from 'yaml';
+import type { BackendConfig, ReplicaResources, RuntimeEnv } from '../api.js';
+import { errorMessage, FlotillaError, isFlotillaError } from '../common/errors.js';
+import { toShippable } from '../controller/definition.js';
+import { validateRuntimeEnv } from '../controller/runtime-env.js';
+import {
+  DEFAULT_BACKEND_CONFIG,
+  validateBackendOptions,
+  validateConfigPatch,
+  validateMethods,
+  validateName,
+  validateProportion,
+  validateResources,
+  validateRoute,
+  validateTraffic,
+} from '../controller/validation.js';
+
+/** A backend as an app file declares it, checked and with every default filled in. */
+export interface BackendSpec {
+  /** The import path as written, e.g. 'handlers/echo.js:Echo'. */
+  import: string;
+  definition: { kind: 'import'; module: string; exportName: string };
+  /** `runtime` is always set; `context` is an absolute path. */
+  runtimeEnv: RuntimeEnv;
+  initArgs: unknown[];
+  config: BackendConfig;
+  resources: ReplicaResources;
+}
+
+export interface EndpointSpec {
+  /** The backend the endpoint is created with: `backend`, or the heaviest of `traffic`. */
+  backend: string;
+  route: string | null;
+  methods: string[];
+  traffic: Record<string, number>;
+  shadows: Record<string, number>;
+}
+
+/** The whole desired state an app file describes. */
+export interface AppSpec {
+  /** The file's name as given, used in messages. */
+  file: string;
+  backends: Record<string, BackendSpec>;
+  endpoints: Record<string, EndpointSpec>;
+  /** Line of each backend and endpoint name, keyed 'backends.<name>' and 'endpoints.<name>'. */
+  lines: Record<string, number>;
+}
+
+export interface AppFileIssue {
+  file: string;
+  line: number;
+  /** Key path, e.g. 'backends.echo.config.numReplicas'; '' for the file itself. */
+  path: string;
+  message: string;
+}
+
+type PathItem = string | number;
+type Part = 'key' | 'value';
+
+const ROOT_KEYS = ['backends', 'endpoints'];
+const BACKEND_KEYS = ['import', 'runtimeEnv', 'initArgs', 'config', 'replicaOptions'];
+const REPLICA_OPTION_KEYS = ['numCpus', 'memoryMb', 'numGpus', 'env'];
+const ENDPOINT_KEYS = ['backend', 'route', 'methods', 'traffic', 'shadows'];
+const CONFIG_KEYS = Object.keys(DEFAULT_BACKEND_CONFIG);
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+export function formatPath(path: readonly PathItem[]): string {
+  return path
+    .map((item, index) => {
+      if (typeof item === 'number') return `[${item}]`;
+      if (/^[A-Za-z0-9_$-]+$/.test(item)) return index === 0 ? item : `.${item}`;
+      return `[${JSON.stringify(item)}]`;
+    })
+    .join('');
+}
+
+/** Drops the validator's own subject ('config.numReplicas ', 'traffic ', ...): the key path says it. */
+function withoutSubject(message: string): string {
+  return message
+    .replace(/^(?:config|replicaOptions|initArgs|traffic)(?:\.[\w$@/.-]+?)?:? (?=must|has|is|needs|cannot|weights|weight|'|")/, '')
+    .replaceAll('replicaOptions.runtimeEnv.', 'runtimeEnv.');
+}
+
+/** Collects every problem of an app file, each with its key path and line. */
+class Checker {
+  readonly issues: AppFileIssue[] = [];
+
+  constructor(
+    private readonly file: string,
+    private readonly doc: Document,
+    private readonly lineCounter: LineCounter,
+  ) {}
+
+  add(path: readonly PathItem[], message: string, part: Part = 'value'): void {
+    this.issues.push({ file: this.file, line: this.lineOf(path, part), path: formatPath(path), message });
+  }
+
+  /** Runs a validator; an INVALID_ARGUMENT it throws becomes an issue at `path`. */
+  check<T>(path: readonly PathItem[], run: () => T, part: Part = 'value'): T | undefined {
+    try {
+      return run();
+    } catch (error) {
+      if (!isFlotillaError(error, 'INVALID_ARGUMENT')) throw error;
+      this.add(path, withoutSubject(error.message), part);
+      return undefined;
+    }
+  }
+
+  /** Checks that `value` is a mapping without unknown keys; reports missing required keys. */
+  mapping(
+    path: readonly PathItem[],
+    value: unknown,
+    allowed: readonly string[] | 'any',
+    required: readonly string[] = [],
+  ): value is Record<string, unknown> {
+    if (!isPlainObject(value)) {
+      this.add(path, allowed === 'any' ? 'must be a mapping' : `must be a mapping of ${allowed.join(', ')}`);
+      return false;
+    }
+    if (allowed === 'any') return true;
+    for (const key of Object.keys(value).filter((key) => !allowed.includes(key))) {
+      this.add([...path, key], `unknown key; allowed: ${allowed.join(', ')}`, 'key');
+    }
+    for (const key of required.filter((key) => value[key] === undefined)) {
+      this.add(path, `${key} is required`, 'key');
+    }
+    return true;
+  }
+
+  /** Line (1-based) of a key or of its value; the nearest enclosing node when the path does not reach that far. */
+  lineOf(path: readonly PathItem[], part: Part): number {
+    let node: unknown = this.doc.contents;
+    let range: Range | null | undefined = isScalar(node) || isMap(node) || isSeq(node) ? node.range : undefined;
+    for (const item of path) {
+      if (isAlias(node)) node = node.resolve(this.doc);
+      let keyRange: Range | null | undefined;
+      if (isMap(node)) {
+        const pair = node.items.find((candidate) => String(isScalar(candidate.key) ? candidate.key.value : candidate.key) === String(item));
+        if (pair === undefined) break;
+        keyRange = isScalar(pair.key) ? pair.key.range : undefined;
+        node = pair.value;
+      } else if (isSeq(node) && typeof item === 'number' && item < node.items.length) {
+        node = node.items[item];
+      } else {
+        break;
+      }
+      const valueRange = isScalar(node) && node.source === '' ? undefined : (node as { range?: Range | null } | null)?.range;
+      const atKey = part === 'key' || isMap(node) || isSeq(node);
+      range = atKey ? (keyRange ?? valueRange ?? range) : (valueRange ?? keyRange ?? range);
+    }
+    return range === undefined || range === null ? 1 : this.lineCounter.linePos(range[0]).line;
+  }
+
+  error(): FlotillaError {
+    this.issues.sort((a, b) => a.line - b.line);
+    const lines = this.issues.map(formatIssue);
+    return new FlotillaError('INVALID_ARGUMENT', lines.join('\n'), { issues: this.issues });
+  }
+}
+
+export function formatIssue(issue: AppFileIssue): string {
+  return `${issue.file}:${issue.line}: ${issue.path === '' ? '' : `${issue.path}: `}${issue.message}`;
+}
+
+export interface ParseOptions {
+  /** The file's name in messages. Default 'app.yaml'. */
+  file?: string;
+  /** Directory that relative context paths resolve against. Default: the current directory. */
+  baseDir?: string;
+}
+
+/**
+ * Parses and checks an app file (YAML, or JSON). Every problem is reported at
+ * once, each as `file:line: key.path: message`, in one INVALID_ARGUMENT error
+ * whose details.issues lists them.
+ */
+export function parseAppFile(text: string, options: ParseOptions = {}): AppSpec {
+  const file = options.file ?? 'app.yaml';
+  const baseDir = resolve(options.baseDir ?? '.');
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const checker = new Checker(file, doc, lineCounter);
+  if (doc.errors.length > 0) {
+    for (const error of doc.errors) {
+      const message = error.message.split('\n')[0] ?? error.message;
+      checker.issues.push({ file, line: lineCounter.linePos(error.pos[0]).line, path: '', message: `YAML syntax: ${message}` });
+    }
+    throw checker.error();
+  }
+  const root: unknown = doc.toJS();
+  if (!checker.mapping([], root, ROOT_KEYS, ROOT_KEYS)) throw checker.error();
+
+  const spec: AppSpec = { file, backends: {}, endpoints: {}, lines: {} };
+  const backends = root.backends ?? {};
+  const endpoints = root.endpoints ?? {};
+  const backendNames = isPlainObject(backends) ? Object.keys(backends) : [];
+  if (checker.mapping(['backends'], backends, 'any')) {
+    for (const [name, value] of Object.entries(backends)) {
+      spec.lines[`backends.${name}`] = checker.lineOf(['backends', name], 'key');
+      const backend = checkBackend(checker, name, value, baseDir);
+      if (backend !== undefined) spec.backends[name] = backend;
+    }
+  }
+  if (checker.mapping(['endpoints'], endpoints, 'any')) {
+    const routes = new Map<string, string>();
+    for (const [name, value] of Object.entries(endpoints)) {
+      spec.lines[`endpoints.${name}`] = checker.lineOf(['endpoints', name], 'key');
+      const endpoint = checkEndpoint(checker, name, value, backendNames);
+      if (endpoint === undefined) continue;
+      const owner = endpoint.route === null ? undefined : routes.get(endpoint.route);
+      if (owner !== undefined) {
+        checker.add(['endpoints', name, 'route'], `route '${endpoint.route}' is already used by endpoints.${owner}`);
+        continue;
+      }
+      if (endpoint.route !== null) routes.set(endpoint.route, name);
+      spec.endpoints[name] = endpoint;
+    }
+  }
+  if (checker.issues.length > 0) throw checker.error();
+  return spec;
+}
+
+/** Reads and parses an app file; relative contexts resolve against the file's directory. */
+export function loadAppFile(path: string): AppSpec {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new FlotillaError('INVALID_ARGUMENT', `cannot read app file ${path}: ${errorMessage(error)}`);
+  }
+  return parseAppFile(text, { file: path, baseDir: dirname(resolve(path)) });
+}
+
+function checkBackend(checker: Checker, name: string, value: unknown, baseDir: string): BackendSpec | undefined {
+  const path = ['backends', name];
+  const before = checker.issues.length;
+  checker.check(path, () => validateName(name, 'backend'), 'key');
+  if (!checker.mapping(path, value, BACKEND_KEYS, ['import'])) return undefined;
+
+  let definition: BackendSpec['definition'] | undefined;
+  if (value.import !== undefined) {
+    if (typeof value.import !== 'string' || value.import.trim() === '') {
+      checker.add([...path, 'import'], "must be an import path such as 'handlers/echo.js:Echo' (a file in the image, and its export)");
+    } else {
+      definition = checker.check([...path, 'import'], () => toShippable(value.import as string)) as BackendSpec['definition'] | undefined;
+    }
+  }
+  const runtimeEnv = checkRuntimeEnv(checker, [...path, 'runtimeEnv'], value.runtimeEnv, baseDir);
+  const initArgs = checker.check([...path, 'initArgs'], () => validateBackendOptions({ initArgs: value.initArgs ?? [] }).initArgs);
+  const config = checkConfig(checker, [...path, 'config'], value.config ?? {});
+  const resources = checkResources(checker, [...path, 'replicaOptions'], value.replicaOptions ?? {});
+
+  if (checker.issues.length > before) return undefined;
+  return {
+    import: (value.import as string).trim(),
+    definition: definition as BackendSpec['definition'],
+    runtimeEnv: runtimeEnv as RuntimeEnv,
+    initArgs: initArgs as unknown[],
+    config: config as BackendConfig,
+    resources: resources as ReplicaResources,
+  };
+}
+
+function checkRuntimeEnv(checker: Checker, path: PathItem[], value: unknown, baseDir: string): RuntimeEnv | undefined {
+  let validated;
+  try {
+    validated = validateRuntimeEnv(value);
+  } catch (error) {
+    if (!isFlotillaError(error, 'INVALID_ARGUMENT')) throw error;
+    const unknownKeys = /has unknown keys? ([^;]+); allowed: (.*)$/.exec(error.message);
+    if (unknownKeys !== null) {
+      for (const key of (unknownKeys[1] ?? '').split(', ')) checker.add([...path, key], `unknown key; allowed: ${unknownKeys[2]}`, 'key');
+      return undefined;
+    }
+    const subject = /^replicaOptions\.runtimeEnv\.(\w+)(?:\.(\S+?))?:? /.exec(error.message);
+    const at = subject === null ? path : [...path, subject[1] as string, ...(subject[2] === undefined ? [] : [subject[2]])];
+    const message = subject === null ? withoutSubject(error.message) : error.message.slice(subject[0].length);
+    checker.add(at, message.replaceAll('replicaOptions.runtimeEnv.', 'runtimeEnv.'));
+    return undefined;
+  }
+  const runtimeEnv: RuntimeEnv = { runtime: validated.runtime };
+  if (validated.context !== undefined) {
+    const context = resolve(baseDir, validated.context);
+    if (!statSync(context, { throwIfNoEntry: false })?.isDirectory()) {
+      checker.add([...path, 'context'], `'${validated.context}' is not a directory (resolved to ${context})`);
+      return undefined;
+    }
+    runtimeEnv.context = context;
+  }
+  if (validated.packages !== undefined) runtimeEnv.packages = validated.packages;
+  if (validated.dockerfile !== undefined) runtimeEnv.dockerfile = validated.dockerfile;
+  if (validated.buildArgs !== undefined) runtimeEnv.buildArgs = validated.buildArgs;
+  return runtimeEnv;
+}
+
+function checkConfig(checker: Checker, path: PathItem[], value: unknown): BackendConfig | undefined {
+  const before = checker.issues.length;
+  if (!checker.mapping(path, value, CONFIG_KEYS)) return undefined;
+  for (const [key, item] of Object.entries(value)) {
+    if (CONFIG_KEYS.includes(key)) checker.check([...path, key], () => validateConfigPatch({ [key]: item }));
+  }
+  return checker.issues.length > before ? undefined : { ...DEFAULT_BACKEND_CONFIG, ...validateConfigPatch(value) };
+}
+
+function checkResources(checker: Checker, path: PathItem[], value: unknown): ReplicaResources | undefined {
+  const before = checker.issues.length;
+  if (!checker.mapping(path, value, REPLICA_OPTION_KEYS)) return undefined;
+  for (const [key, item] of Object.entries(value)) {
+    if (!REPLICA_OPTION_KEYS.includes(key)) continue;
+    if (key !== 'env' || !isPlainObject(item)) {
+      checker.check([...path, key], () => validateResources({ [key]: item }));
+      continue;
+    }
+    for (const [name, setting] of Object.entries(item)) {
+      checker.check(
+        [...path, 'env', name],
+        () => validateResources({ env: { [name]: setting } }),
+        typeof setting === 'string' ? 'key' : 'value',
+      );
+    }
+  }
+  return checker.issues.length > before ? undefined : validateResources(value);
+}
+
+function checkEndpoint(checker: Checker, name: string, value: unknown, backends: string[]): EndpointSpec | undefined {
+  const path = ['endpoints', name];
+  const before = checker.issues.length;
+  checker.check(path, () => validateName(name, 'endpoint'), 'key');
+  if (!checker.mapping(path, value, ENDPOINT_KEYS)) return undefined;
+  const known = (at: PathItem[], backend: string, part: Part): void => {
+    if (!backends.includes(backend)) checker.add(at, `backend '${backend}' is not defined under backends`, part);
+  };
+
+  if (value.backend === undefined && value.traffic === undefined) checker.add(path, 'needs a backend, or traffic over backends', 'key');
+  const backend =
+    value.backend === undefined ? undefined : checker.check([...path, 'backend'], () => validateName(value.backend, 'backend'));
+  if (backend !== undefined) known([...path, 'backend'], backend, 'value');
+  const route =
+    value.route === undefined || value.route === null ? null : checker.check([...path, 'route'], () => validateRoute(value.route));
+  const methods = checkMethods(checker, [...path, 'methods'], value.methods);
+
+  let traffic: Record<string, number> | undefined;
+  if (value.traffic !== undefined) {
+    traffic = checkTraffic(checker, [...path, 'traffic'], value.traffic);
+    for (const target of Object.keys(traffic ?? {})) known([...path, 'traffic', target], target, 'key');
+    if (traffic !== undefined && backend !== undefined && !(backend in traffic)) {
+      checker.add([...path, 'backend'], `'${backend}' is not one of traffic's backends (${Object.keys(traffic).join(', ')})`);
+    }
+  }
+  const shadows: Record<string, number> = {};
+  if (value.shadows !== undefined && value.shadows !== null && checker.mapping([...path, 'shadows'], value.shadows, 'any')) {
+    for (const [target, proportion] of Object.entries(value.shadows)) {
+      known([...path, 'shadows', target], target, 'key');
+      const share = checker.check([...path, 'shadows', target], () => validateProportion(proportion));
+      if (share !== undefined && share > 0) shadows[target] = share;
+    }
+  }
+
+  if (checker.issues.length > before) return undefined;
+  const weights = traffic ?? { [backend as string]: 1 };
+  return {
+    backend: backend ?? heaviest(weights),
+    route: route as string | null,
+    methods: methods as string[],
+    traffic: weights,
+    shadows,
+  };
+}
+
+function heaviest(weights: Record<string, number>): string {
+  return Object.entries(weights).reduce((best, entry) => (entry[1] > best[1] ? entry : best))[0];
+}
+
+function checkMethods(checker: Checker, path: PathItem[], value: unknown): string[] | undefined {
+  if (value === undefined) return validateMethods(undefined);
+  if (!Array.isArray(value)) return checker.check(path, () => validateMethods(value));
+  const before = checker.issues.length;
+  value.forEach((method, index) => checker.check([...path, index], () => validateMethods([method])));
+  return checker.issues.length > before ? undefined : checker.check(path, () => validateMethods(value));
+}
+
+function checkTraffic(checker: Checker, path: PathItem[], value: unknown): Record<string, number> | undefined {
+  try {
+    return validateTraffic(value);
+  } catch (error) {
+    if (!isFlotillaError(error, 'INVALID_ARGUMENT')) throw error;
+    const named = /'([^']+)'|"([^"]+)"/.exec(error.message);
+    const key = named?.[1] ?? named?.[2];
+    const entry = isPlainObject(value) && key !== undefined && key in value;
+    checker.add(entry ? [...path, key] : path, withoutSubject(error.message), entry && /name/.test(error.message) ? 'key' : 'value');
+    return undefined;
+  }
+}

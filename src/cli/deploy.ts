@@ -1,0 +1,312 @@
+import { isAbsolute, resolve } from 'node:path';
+import type { BackendConfig, BackendInfo, Client, EndpointInfo, RuntimeEnv } from '../api.js';
+import { FlotillaError, isFlotillaError } from '../common/errors.js';
+import { DEFAULT_BACKEND_CONFIG } from '../controller/validation.js';
+import { loadAppFile, type AppSpec, type BackendSpec } from './app-file.js';
+
+/** One client call of a deploy, with what it changes (for messages). */
+export type DeployStep =
+  | { op: 'createBackend'; backend: string; spec: BackendSpec }
+  | { op: 'updateBackendConfig'; backend: string; changes: Partial<BackendConfig>; previous: Partial<BackendConfig> }
+  | { op: 'deleteEndpoint'; endpoint: string; route: string | null; recreate: boolean }
+  | { op: 'createEndpoint'; endpoint: string; backend: string; route: string | null; methods: string[] }
+  | { op: 'setTraffic'; endpoint: string; traffic: Record<string, number>; previous: Record<string, number> }
+  | { op: 'shadowTraffic'; endpoint: string; backend: string; proportion: number; previous: number }
+  | { op: 'deleteBackend'; backend: string };
+
+export interface CurrentState {
+  backends: Record<string, BackendInfo>;
+  endpoints: Record<string, EndpointInfo>;
+}
+
+const CONFIG_KEYS = Object.keys(DEFAULT_BACKEND_CONFIG) as (keyof BackendConfig)[];
+
+/** JSON with object keys sorted, so that equal values compare equal whatever their key order. */
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_key, item: unknown) =>
+    typeof item === 'object' && item !== null && !Array.isArray(item)
+      ? Object.fromEntries(Object.entries(item).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : item,
+  );
+}
+
+function same(a: unknown, b: unknown): boolean {
+  return canonical(a) === canonical(b);
+}
+
+/** A runtimeEnv as the controller reports it, in the form an app file's is parsed to. */
+function normalizeRuntimeEnv(env: RuntimeEnv | undefined): RuntimeEnv {
+  const result: RuntimeEnv = { runtime: env?.runtime ?? 'node' };
+  if (env?.context !== undefined) result.context = isAbsolute(env.context) ? env.context : resolve(env.context);
+  if (env?.packages !== undefined) result.packages = env.packages;
+  if (env?.dockerfile !== undefined) result.dockerfile = env.dockerfile;
+  if (env?.buildArgs !== undefined) result.buildArgs = env.buildArgs;
+  return result;
+}
+
+function describeDefinition(definition: BackendInfo['definition']): string {
+  return definition.kind === 'import' ? `${definition.module}:${definition.exportName}` : `a shipped ${definition.kind} ${definition.name}`;
+}
+
+/** What differs between a running backend and the file, other than its config; these need a new backend. */
+function immutableChanges(spec: BackendSpec, current: BackendInfo): string[] {
+  const changes: string[] = [];
+  const definition = current.definition;
+  if (
+    definition.kind !== 'import' ||
+    definition.module !== spec.definition.module ||
+    definition.exportName !== spec.definition.exportName
+  ) {
+    changes.push(`import ${describeDefinition(definition)} → ${spec.import}`);
+  }
+  if (!same(current.initArgs, spec.initArgs)) changes.push(`initArgs ${canonical(current.initArgs)} → ${canonical(spec.initArgs)}`);
+  const runtimeEnv = normalizeRuntimeEnv(current.runtimeEnv);
+  if (!same(runtimeEnv, spec.runtimeEnv)) changes.push(`runtimeEnv ${canonical(runtimeEnv)} → ${canonical(spec.runtimeEnv)}`);
+  for (const key of ['numCpus', 'memoryMb', 'numGpus', 'env'] as const) {
+    if (!same(current.resources[key], spec.resources[key])) {
+      changes.push(`replicaOptions.${key} ${canonical(current.resources[key])} → ${canonical(spec.resources[key])}`);
+    }
+  }
+  return changes;
+}
+
+function sameMethods(a: string[], b: string[]): boolean {
+  return same([...a].sort(), [...b].sort());
+}
+
+/**
+ * The client calls that take the running state to the app file's, in an order
+ * where nothing is deleted while something still uses it: new backends, config
+ * changes, endpoint removals (and the removal half of endpoints whose route or
+ * methods changed), endpoint creations, traffic and shadow changes, and last
+ * the backends no longer in the file. Pure: the same inputs give the same plan,
+ * and a file that matches the running state gives an empty one.
+ *
+ * A backend whose import, initArgs, runtimeEnv or replicaOptions changed is
+ * refused (INVALID_ARGUMENT, nothing planned): backends are immutable, and
+ * replacing one in place would drop its requests while the new image builds.
+ */
+export function planDeploy(desired: AppSpec, current: CurrentState): DeployStep[] {
+  const refused = Object.entries(desired.backends).flatMap(([name, spec]) => {
+    const running = current.backends[name];
+    const changes = running === undefined ? [] : immutableChanges(spec, running);
+    return changes.length === 0 ? [] : [{ name, changes }];
+  });
+  if (refused.length > 0) {
+    const lines = refused.map(({ name, changes }) => {
+      const line = desired.lines[`backends.${name}`];
+      return `${desired.file}${line === undefined ? '' : `:${line}`}: backends.${name}: ${changes.join('; ')}`;
+    });
+    throw new FlotillaError(
+      'INVALID_ARGUMENT',
+      `${lines.join('\n')}\nA running backend's import, initArgs, runtimeEnv and replicaOptions cannot change in place (only its config can). ` +
+        "Deploy the new version under a new backend name, move the endpoints' traffic to it, and remove the old backend from the file " +
+        '(docs/cli.md, "Changing a backend\'s code"). Nothing was changed.',
+      { backends: refused.map(({ name }) => name) },
+    );
+  }
+
+  const creates: DeployStep[] = [];
+  const updates: DeployStep[] = [];
+  for (const [name, spec] of Object.entries(desired.backends)) {
+    const running = current.backends[name];
+    if (running === undefined) {
+      creates.push({ op: 'createBackend', backend: name, spec });
+      continue;
+    }
+    const changed = CONFIG_KEYS.filter((key) => !same(running[key], spec.config[key]));
+    if (changed.length === 0) continue;
+    const pick = (config: BackendConfig): Partial<BackendConfig> => Object.fromEntries(changed.map((key) => [key, config[key]]));
+    updates.push({ op: 'updateBackendConfig', backend: name, changes: pick(spec.config), previous: pick(running) });
+  }
+
+  const endpointDeletes: DeployStep[] = [];
+  const endpointCreates: DeployStep[] = [];
+  const routing: DeployStep[] = [];
+  for (const [name, info] of Object.entries(current.endpoints)) {
+    if (!(name in desired.endpoints)) endpointDeletes.push({ op: 'deleteEndpoint', endpoint: name, route: info.route, recreate: false });
+  }
+  for (const [name, spec] of Object.entries(desired.endpoints)) {
+    let running = current.endpoints[name];
+    if (running !== undefined && (running.route !== spec.route || !sameMethods(running.methods, spec.methods))) {
+      endpointDeletes.push({ op: 'deleteEndpoint', endpoint: name, route: running.route, recreate: true });
+      running = undefined;
+    }
+    if (running === undefined) {
+      endpointCreates.push({ op: 'createEndpoint', endpoint: name, backend: spec.backend, route: spec.route, methods: spec.methods });
+      running = { route: spec.route, methods: spec.methods, traffic: { [spec.backend]: 1 }, shadows: {} };
+    }
+    if (!same(running.traffic, spec.traffic))
+      routing.push({ op: 'setTraffic', endpoint: name, traffic: spec.traffic, previous: running.traffic });
+    const shadowed = new Set([...Object.keys(running.shadows), ...Object.keys(spec.shadows)]);
+    for (const backend of shadowed) {
+      const proportion = spec.shadows[backend] ?? 0;
+      const previous = running.shadows[backend] ?? 0;
+      if (proportion !== previous) routing.push({ op: 'shadowTraffic', endpoint: name, backend, proportion, previous });
+    }
+  }
+
+  const backendDeletes: DeployStep[] = Object.keys(current.backends)
+    .filter((name) => !(name in desired.backends))
+    .map((name) => ({ op: 'deleteBackend', backend: name }));
+
+  return [...creates, ...updates, ...endpointDeletes, ...endpointCreates, ...routing, ...backendDeletes];
+}
+
+function formatValue(value: unknown): string {
+  return typeof value === 'string' ? value : canonical(value);
+}
+
+function formatWeights(weights: Record<string, number>): string {
+  const entries = Object.entries(weights);
+  return entries.length === 0 ? 'none' : entries.map(([backend, weight]) => `${backend} ${weight}`).join(', ');
+}
+
+function replicas(count: number): string {
+  return `${count} replica${count === 1 ? '' : 's'}`;
+}
+
+/** A human-readable line for a step, e.g. 'echo: numReplicas 1 → 2'. */
+export function describeStep(step: DeployStep): string {
+  switch (step.op) {
+    case 'createBackend':
+      return `creating backend ${step.backend} (building image, starting ${replicas(step.spec.config.numReplicas)})…`;
+    case 'updateBackendConfig':
+      return `${step.backend}: ${Object.entries(step.changes)
+        .map(([key, value]) => `${key} ${formatValue(step.previous[key as keyof BackendConfig])} → ${formatValue(value)}`)
+        .join(', ')}`;
+    case 'deleteEndpoint':
+      return step.recreate
+        ? `endpoint ${step.endpoint}: route or methods changed, recreating it`
+        : `deleting endpoint ${step.endpoint}${step.route === null ? '' : ` (route ${step.route})`}`;
+    case 'createEndpoint':
+      return `creating endpoint ${step.endpoint}${step.route === null ? '' : ` at ${step.methods.join(',')} ${step.route}`} → ${step.backend}`;
+    case 'setTraffic':
+      return `${step.endpoint}: traffic ${formatWeights(step.previous)} → ${formatWeights(step.traffic)}`;
+    case 'shadowTraffic':
+      return step.proportion === 0
+        ? `${step.endpoint}: removing shadow ${step.backend}`
+        : `${step.endpoint}: shadow ${step.backend} ${step.previous} → ${step.proportion}`;
+    case 'deleteBackend':
+      return `deleting backend ${step.backend} (draining its replicas)…`;
+  }
+}
+
+async function run(client: Client, step: DeployStep): Promise<void> {
+  switch (step.op) {
+    case 'createBackend': {
+      const { spec } = step;
+      return client.createBackend(step.backend, spec.import, {
+        initArgs: spec.initArgs,
+        config: spec.config,
+        replicaOptions: { ...spec.resources, runtimeEnv: spec.runtimeEnv },
+      });
+    }
+    case 'updateBackendConfig':
+      return client.updateBackendConfig(step.backend, step.changes);
+    case 'deleteEndpoint':
+      return client.deleteEndpoint(step.endpoint);
+    case 'createEndpoint':
+      return client.createEndpoint(step.endpoint, {
+        backend: step.backend,
+        methods: step.methods,
+        ...(step.route === null ? {} : { route: step.route }),
+      });
+    case 'setTraffic':
+      return client.setTraffic(step.endpoint, step.traffic);
+    case 'shadowTraffic':
+      return client.shadowTraffic(step.endpoint, step.backend, step.proportion);
+    case 'deleteBackend':
+      return client.deleteBackend(step.backend);
+  }
+}
+
+/** A progress line for a step that is still running, or undefined when there is nothing to say. */
+async function progress(client: Client, step: DeployStep, elapsedS: number): Promise<string | undefined> {
+  const target =
+    step.op === 'createBackend' ? step.spec.config.numReplicas : step.op === 'updateBackendConfig' ? step.changes.numReplicas : undefined;
+  if (step.op === 'createBackend' || step.op === 'updateBackendConfig') {
+    try {
+      const list = await client.listReplicas(step.backend);
+      if (target !== undefined)
+        return `  ${step.backend}: ${list.filter((r) => r.state === 'ready').length}/${target} replicas ready (${elapsedS}s)`;
+    } catch (error) {
+      if (step.op === 'createBackend' && isFlotillaError(error, 'BACKEND_NOT_FOUND')) {
+        return `  ${step.backend}: building image and starting replicas (${elapsedS}s)`;
+      }
+    }
+  }
+  if (step.op === 'deleteBackend') return `  ${step.backend}: draining replicas (${elapsedS}s)`;
+  if (step.op === 'deleteEndpoint') return `  ${step.endpoint}: waiting for requests in flight (${elapsedS}s)`;
+  return `  still working (${elapsedS}s)`;
+}
+
+export interface ApplyOptions {
+  /** How often a long step (image build, replicas starting or draining) logs its progress. Default 5000. */
+  progressIntervalMs?: number;
+}
+
+/**
+ * Runs the steps in order, logging a line before each and progress lines
+ * while a long one runs. Stops at the first failure with the step's error
+ * code; what was applied stays applied, and deploying again finishes the job.
+ */
+export async function applyPlan(
+  client: Client,
+  steps: DeployStep[],
+  log: (line: string) => void,
+  options: ApplyOptions = {},
+): Promise<void> {
+  if (steps.length === 0) {
+    log('nothing to change');
+    return;
+  }
+  const intervalMs = options.progressIntervalMs ?? 5000;
+  for (const [index, step] of steps.entries()) {
+    log(describeStep(step));
+    const started = Date.now();
+    let polling = false;
+    const timer = setInterval(() => {
+      if (polling) return;
+      polling = true;
+      progress(client, step, Math.round((Date.now() - started) / 1000))
+        .then((line) => line !== undefined && log(line))
+        .catch(() => undefined)
+        .finally(() => (polling = false));
+    }, intervalMs);
+    try {
+      await run(client, step);
+    } catch (error) {
+      if (!isFlotillaError(error)) throw error;
+      throw new FlotillaError(
+        error.code,
+        `${describeStep(step).replace(/…$/, '')} failed: ${error.message}\n` +
+          `${index} of ${steps.length} changes were applied before it; fix the problem and deploy again to finish.`,
+        error.details,
+      );
+    } finally {
+      clearInterval(timer);
+    }
+  }
+  log(`deployed: ${steps.length} change${steps.length === 1 ? '' : 's'}`);
+}
+
+export interface DeployOptions extends ApplyOptions {
+  log: (line: string) => void;
+  /** Log the plan without applying it. */
+  dryRun?: boolean;
+}
+
+/** `flotilla deploy FILE`: parses the file, plans against what runs, and applies (or, dry, only logs) the plan. */
+export async function deployAppFile(client: Client, path: string, options: DeployOptions): Promise<DeployStep[]> {
+  const desired = loadAppFile(path);
+  const [backends, endpoints] = await Promise.all([client.listBackends(), client.listEndpoints()]);
+  const steps = planDeploy(desired, { backends, endpoints });
+  if (options.dryRun === true) {
+    if (steps.length === 0) options.log('nothing to change');
+    for (const step of steps) options.log(`would: ${describeStep(step)}`);
+    return steps;
+  }
+  await applyPlan(client, steps, options.log, options);
+  return steps;
+}

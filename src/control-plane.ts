@@ -1,0 +1,115 @@
+import type { Client, StartOptions } from './api.js';
+import { AdminServer } from './admin/admin-server.js';
+import { LocalClient } from './client.js';
+import { systemClock } from './common/clock.js';
+import { createLogger, type Logger } from './common/logger.js';
+import { loadConfig, type FlotillaConfig } from './config/config.js';
+import { Controller } from './controller/controller.js';
+import { Scheduler } from './controller/scheduler.js';
+import { Dispatcher } from './proxy/dispatcher.js';
+import { ProxyServer } from './proxy/proxy-server.js';
+import { DockerRuntime } from './runtime/docker-runtime.js';
+import { ImageBuilder } from './runtime/image-builder.js';
+import { machineCapacity } from './runtime/machine.js';
+
+function urlOf(address: { host: string; port: number }): string {
+  return `http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
+}
+
+/**
+ * Flotilla running in this process: controller, HTTP front door and admin
+ * API. `close()` stops this process's part and leaves the replicas running (a
+ * later start adopts them); `shutdown()` drains and removes everything.
+ */
+export class ControlPlane {
+  private closing: Promise<void> | undefined;
+  private readonly exited: Promise<void>;
+  private markExited: () => void = () => undefined;
+
+  private constructor(
+    readonly config: FlotillaConfig,
+    readonly client: LocalClient,
+    readonly adminUrl: string,
+    private readonly controller: Controller,
+    private readonly dispatcher: Dispatcher,
+    private readonly proxy: ProxyServer,
+    private readonly admin: AdminServer,
+    private readonly logger: Logger,
+  ) {
+    this.exited = new Promise((resolve) => (this.markExited = resolve));
+  }
+
+  static async start(options: Omit<StartOptions, 'detached'> = {}): Promise<ControlPlane> {
+    const config = loadConfig(options);
+    const logger = createLogger(config.logLevel).child({ instance: config.instance });
+    const runtime = new DockerRuntime(config.dockerSocket);
+    await runtime.ping();
+    const dispatcher = new Dispatcher(() => void controller.tick());
+    const controller = new Controller({
+      config,
+      runtime,
+      images: new ImageBuilder(runtime, config, logger),
+      scheduler: new Scheduler(machineCapacity(config)),
+      dispatcher,
+      logger,
+      clock: systemClock,
+    });
+    await controller.init();
+    const proxy = new ProxyServer(dispatcher, config.http.maxBodyBytes, logger);
+    const admin = new AdminServer(config.admin.token, runtime, logger);
+    try {
+      const httpUrl = urlOf(await proxy.listen(config.http.host, config.http.port));
+      const adminUrl = urlOf(await admin.listen(config.admin.host, config.admin.port));
+      let plane: ControlPlane | undefined;
+      const client = new LocalClient(httpUrl, controller, dispatcher, () => plane?.shutdown() ?? Promise.resolve());
+      plane = new ControlPlane(config, client, adminUrl, controller, dispatcher, proxy, admin, logger);
+      admin.serve(client, () => plane.shutdown());
+      return plane;
+    } catch (error) {
+      await Promise.allSettled([proxy.close(0), admin.close(), controller.detach()]);
+      throw error;
+    }
+  }
+
+  /** Resolves once the control plane has closed or shut down. */
+  whenExited(): Promise<void> {
+    return this.exited;
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await this.admin.close();
+      await this.proxy.close(this.graceMs());
+      await this.controller.detach();
+      this.dispatcher.close();
+      this.logger.info('control plane closed; replicas keep running');
+      this.markExited();
+    })();
+    return this.closing;
+  }
+
+  shutdown(): Promise<void> {
+    this.closing ??= (async () => {
+      await this.proxy.close(this.graceMs());
+      await this.controller.shutdown();
+      this.dispatcher.close();
+      await this.admin.close();
+      this.markExited();
+    })();
+    return this.closing;
+  }
+
+  private graceMs(): number {
+    return Math.max(0, ...Object.values(this.controller.listBackends()).map((c) => c.gracefulShutdownTimeoutS)) * 1000;
+  }
+}
+
+/** Starts Flotilla in this process (or, detached, in a background process) and returns its client. */
+export async function start(options: StartOptions = {}): Promise<Client> {
+  const { detached, ...settings } = options;
+  if (detached === true) {
+    const { startDetached } = await import('./admin/detached.js');
+    return startDetached(settings);
+  }
+  return (await ControlPlane.start(settings)).client;
+}

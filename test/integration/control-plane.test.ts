@@ -1,0 +1,267 @@
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { serve, type Client } from '../../src/index.js';
+import { shortId } from '../../src/common/ids.js';
+import { LABELS } from '../../src/common/labels.js';
+import { containersOf, startFlotilla } from './harness.js';
+import { startLoad } from './load.js';
+
+const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
+const run = promisify(execFile);
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function settings() {
+  return {
+    instance: `cp-${shortId(3)}`,
+    stateDir: mkdtempSync(join(tmpdir(), 'flt-')),
+    http: { host: '127.0.0.1', port: await freePort() },
+    admin: { host: '127.0.0.1', port: await freePort() },
+    cpuCapacity: 64,
+    logLevel: 'warn',
+  };
+}
+
+type Settings = Awaited<ReturnType<typeof settings>>;
+
+function startProcess(options: Settings): ChildProcess {
+  return spawn(process.execPath, [CLI, 'start', '--options', JSON.stringify(options)], { stdio: 'ignore' });
+}
+
+async function connectWhenUp(options: Settings): Promise<Client> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      return await serve.connect({ address: `http://127.0.0.1:${options.admin.port}` });
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+}
+
+const cli = (options: Settings, ...args: string[]) =>
+  run(process.execPath, [CLI, ...args, '--address', `http://127.0.0.1:${options.admin.port}`]);
+
+describe('crash recovery', () => {
+  it('adopts running replicas after kill -9, removes strays, and serves again', async () => {
+    const options = await settings();
+    const first = startProcess(options);
+    let second: ChildProcess | undefined;
+    try {
+      const client = await connectWhenUp(options);
+      await client.createBackend('survivor', () => `pid ${process.pid}`, { config: { numReplicas: 2 } });
+      await client.createEndpoint('survivor', { backend: 'survivor', route: '/survivor' });
+      expect((await fetch(`${client.httpUrl}/survivor`)).status).toBe(200);
+      const before = containersOf(options.instance, 'survivor').sort();
+      expect(before).toHaveLength(2);
+
+      const load = startLoad(() => fetch(`${client.httpUrl}/survivor`), 4);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      first.kill('SIGKILL');
+      await new Promise((resolve) => first.once('exit', resolve));
+      const servedBeforeKill = (await load.stop()).statuses.get(200) ?? 0;
+      expect(servedBeforeKill).toBeGreaterThan(0);
+      const stray = execFileSync(
+        'docker',
+        [
+          'run',
+          '-d',
+          '--label',
+          `${LABELS.managed}=true`,
+          '--label',
+          `${LABELS.instance}=${options.instance}`,
+          '--label',
+          `${LABELS.backend}=ghost`,
+          'flotilla-local/bookworm-minbase:latest',
+          'sleep',
+          '600',
+        ],
+        { encoding: 'utf8' },
+      ).trim();
+      expect(containersOf(options.instance, 'survivor').sort()).toEqual(before);
+
+      second = startProcess(options);
+      const again = await connectWhenUp(options);
+      expect(Object.keys(await again.listBackends())).toEqual(['survivor']);
+      expect(await again.listEndpoints()).toMatchObject({ survivor: { route: '/survivor' } });
+      const afterRestart = await startLoad(() => fetch(`${again.httpUrl}/survivor`), 4, 1).stop();
+      expect(Object.fromEntries(afterRestart.statuses)).toEqual({ 200: afterRestart.total });
+      expect(containersOf(options.instance, 'survivor').sort()).toEqual(before);
+      expect((await again.listReplicas('survivor')).map((r) => r.containerId).sort()).toEqual(before);
+      expect(containersOf(options.instance, 'ghost')).not.toContain(stray);
+      await again.shutdown();
+      await new Promise((resolve) => second!.once('exit', resolve));
+      expect(containersOf(options.instance)).toEqual([]);
+    } finally {
+      first.kill('SIGKILL');
+      second?.kill('SIGKILL');
+    }
+  });
+});
+
+describe('the remote client and admin API', () => {
+  let local: Client;
+  let remote: Client;
+  let adminUrl: string;
+  const token = 'test-token-1234';
+
+  beforeAll(async () => {
+    const options = await settings();
+    ({ client: local } = await startFlotilla({ admin: { host: '127.0.0.1', port: options.admin.port, token } }));
+    adminUrl = `http://127.0.0.1:${options.admin.port}`;
+    remote = await serve.connect({ address: adminUrl, token });
+  });
+  afterAll(() => local.shutdown());
+
+  it('offers the same interface, shipping functions and classes as source', async () => {
+    class Greeter {
+      constructor(private readonly greeting: string) {}
+      call(request: Request) {
+        return `${this.greeting} ${new URL(request.url).pathname}`;
+      }
+      bytes() {
+        return new Uint8Array([7, 8]);
+      }
+    }
+    await remote.createBackend('greeter', Greeter, { initArgs: ['hi'] });
+    await remote.createEndpoint('greeter', { backend: 'greeter', route: '/greet' });
+    expect(await (await fetch(`${remote.httpUrl}/greet`)).text()).toBe('hi /greet');
+    expect(await remote.getHandle('greeter').remote()).toBe('hi /greet');
+    expect(await remote.getHandle('greeter').options({ methodName: 'bytes' }).remote()).toEqual(Buffer.from([7, 8]));
+    await remote.createBackend('echo', async (request: Request) => request.json());
+    await remote.createEndpoint('echo', { backend: 'echo', route: '/echo', methods: ['POST'] });
+    expect(await remote.getHandle('echo').remote({ nested: [1, 'two'] })).toEqual({ nested: [1, 'two'] });
+    expect(Object.keys(await remote.listBackends()).sort()).toEqual(['echo', 'greeter']);
+    expect(await remote.listEndpoints()).toEqual(await local.listEndpoints());
+    expect(await remote.listReplicas('echo')).toHaveLength(1);
+  });
+
+  it('carries error codes across', async () => {
+    await expect(remote.createBackend('echo', () => 1)).rejects.toMatchObject({ code: 'BACKEND_EXISTS' });
+    await expect(remote.deleteBackend('echo')).rejects.toMatchObject({ code: 'BACKEND_IN_USE', message: expect.stringMatching(/'echo'/) });
+    await expect(remote.getHandle('missing').remote()).rejects.toMatchObject({ code: 'ENDPOINT_NOT_FOUND' });
+    await expect(remote.setTraffic('echo', { echo: 0.5 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  });
+
+  it('requires the token on every call', async () => {
+    await expect(serve.connect({ address: adminUrl })).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
+    await expect(serve.connect({ address: adminUrl, token: 'wrong' })).rejects.toMatchObject({ code: 'UNAUTHORIZED' });
+    const response = await fetch(`${adminUrl}/api/backends`, { method: 'POST', body: '{}' });
+    expect(response.status).toBe(401);
+  });
+
+  it('answers bad input with a 4xx and changes nothing', async () => {
+    const before = { backends: await local.listBackends(), endpoints: await local.listEndpoints() };
+    const post = (path: string, body: string, method = 'POST') =>
+      fetch(`${adminUrl}${path}`, { method, body, headers: { authorization: `Bearer ${token}` } });
+    const cases: Array<[string, string, string, number, RegExp]> = [
+      ['/api/backends', '{"name": "x", ', 'POST', 400, /malformed JSON/],
+      ['/api/backends', '[1, 2]', 'POST', 400, /JSON object/],
+      [
+        '/api/backends',
+        JSON.stringify({ name: 'x', definition: { kind: 'import', module: 'a.js', exportName: 'A' }, extra: 1 }),
+        'POST',
+        400,
+        /unknown field extra/,
+      ],
+      [
+        '/api/backends',
+        JSON.stringify({ name: 42, definition: { kind: 'import', module: 'a.js', exportName: 'A' } }),
+        'POST',
+        400,
+        /name must be a string/,
+      ],
+      [
+        '/api/backends',
+        JSON.stringify({
+          name: 'x',
+          definition: { kind: 'function', name: 'f', source: 'function f( {', hasReconfigure: false, acceptsBatch: false },
+        }),
+        'POST',
+        400,
+        /does not parse/,
+      ],
+      ['/api/backends', JSON.stringify({ name: 'x' }), 'POST', 400, /missing field definition/],
+      ['/api/backends/echo/config', JSON.stringify({ numReplicas: 'many' }), 'PATCH', 400, /numReplicas/],
+      ['/api/endpoints/echo/traffic', JSON.stringify({ weights: 'all' }), 'PUT', 400, /traffic must be an object/],
+      ['/api/nowhere', '{}', 'POST', 404, /no \/api\/nowhere/],
+      ['/api/backends', 'x'.repeat(17 * 1024 * 1024), 'POST', 413, /limited/],
+    ];
+    for (const [path, body, method, status, message] of cases) {
+      const response = await post(path, body, method);
+      expect({ path, status: response.status }).toEqual({ path, status });
+      expect((await response.json()).error.message).toMatch(message);
+    }
+    expect(await local.listBackends()).toEqual(before.backends);
+    expect(await local.listEndpoints()).toEqual(before.endpoints);
+    expect((await fetch(`${remote.httpUrl}/greet`)).status).toBe(200);
+  });
+
+  it('refuses to bind the admin API beyond loopback without a token', async () => {
+    await expect(startFlotilla({ admin: { host: '0.0.0.0', port: 0 } })).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      message: expect.stringMatching(/FLOTILLA_ADMIN_TOKEN/),
+    });
+  });
+});
+
+describe('the flotilla command', () => {
+  it('starts detached, reports status and logs, and shuts down', async () => {
+    const options = await settings();
+    const started = await run(process.execPath, [CLI, 'start', '--detached', '--options', JSON.stringify(options)]);
+    expect(started.stdout).toMatch(/running in the background; HTTP on http:\/\/127.0.0.1:\d+/);
+    const client = await serve.connect({ address: `http://127.0.0.1:${options.admin.port}` });
+    await client.createBackend('talker', (request: Request) => {
+      console.error(`served ${new URL(request.url).pathname}`);
+      return 'ok';
+    });
+    await client.createEndpoint('talker', { backend: 'talker', route: '/talk' });
+    await fetch(`${client.httpUrl}/talk/to-me`);
+
+    const status = await cli(options, 'status');
+    expect(status.stdout).toMatch(/talker\s+\/talk\s+GET\s+talker=1/);
+    expect(status.stdout).toMatch(/talker\s+1\/1 ready/);
+    expect(status.stdout).toMatch(/ready\s+[0-9a-f]{12}\s+restarts=0/);
+
+    const logs = await cli(options, 'logs', 'talker');
+    expect(logs.stdout).toMatch(/\[[0-9a-f]{8}\] served \/talk\/to-me/);
+
+    const missing = await cli(options, 'logs', 'nobody').catch((error: { stderr: string; code: number }) => error);
+    expect(missing).toMatchObject({ code: 1, stderr: expect.stringMatching(/BACKEND_NOT_FOUND: backend 'nobody' does not exist/) });
+
+    const down = await cli(options, 'shutdown');
+    expect(down.stdout).toMatch(/shutting down/);
+    await expect.poll(() => containersOf(options.instance), { timeout: 30_000 }).toEqual([]);
+    await expect
+      .poll(async () => (await fetch(`http://127.0.0.1:${options.admin.port}/api/health`).catch(() => undefined))?.status)
+      .toBeUndefined();
+  });
+
+  it('serve.start({ detached: true }) keeps Flotilla running after the caller exits', async () => {
+    const options = await settings();
+    const script = `
+      const { serve } = await import(${JSON.stringify(join(import.meta.dirname, '..', '..', 'dist', 'src', 'index.js'))});
+      const client = await serve.start({ ...${JSON.stringify(options)}, detached: true });
+      await client.createBackend('kept', () => 'still serving');
+      await client.createEndpoint('kept', { backend: 'kept', route: '/kept' });
+    `;
+    await run(process.execPath, ['--input-type=module', '-e', script]);
+    const client = await serve.connect({ address: `http://127.0.0.1:${options.admin.port}` });
+    expect(await (await fetch(`${client.httpUrl}/kept`)).text()).toBe('still serving');
+    await client.shutdown();
+    await expect.poll(() => containersOf(options.instance), { timeout: 30_000 }).toEqual([]);
+  });
+});

@@ -1,0 +1,169 @@
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadAppFile, parseAppFile } from '../../src/cli/app-file.js';
+import { DEFAULT_BACKEND_CONFIG } from '../../src/controller/validation.js';
+import { isFlotillaError } from '../../src/common/errors.js';
+
+const FIXTURES = join(import.meta.dirname, '..', 'fixtures');
+
+function errorsOf(text: string): string[] {
+  try {
+    parseAppFile(text, { file: 'app.yaml', baseDir: FIXTURES });
+  } catch (error) {
+    if (!isFlotillaError(error, 'INVALID_ARGUMENT')) throw error;
+    return error.message.split('\n');
+  }
+  throw new Error('expected the app file to be refused');
+}
+
+const ECHO = `backends:
+  echo:
+    import: handlers/echo.js:Echo
+endpoints:
+  echo:
+    backend: echo
+    route: /echo
+`;
+
+describe('parseAppFile', () => {
+  it('reads the fixture app, resolving its context against the file and filling in defaults', () => {
+    const spec = loadAppFile(join(FIXTURES, 'app', 'app.yaml'));
+    expect(spec.backends.echo).toEqual({
+      import: 'handlers/echo.js:Echo',
+      definition: { kind: 'import', module: 'handlers/echo.js', exportName: 'Echo' },
+      runtimeEnv: { runtime: 'node', context: join(FIXTURES, 'my-backend') },
+      initArgs: ['hello'],
+      config: { ...DEFAULT_BACKEND_CONFIG, numReplicas: 1, maxConcurrentQueries: 10 },
+      resources: { numCpus: 0.5, memoryMb: 256, numGpus: 0, env: {} },
+    });
+    expect(spec.endpoints.echo).toEqual({ backend: 'echo', route: '/echo', methods: ['GET', 'POST'], traffic: { echo: 1 }, shadows: {} });
+    expect(spec.lines).toEqual({ 'backends.echo': 3, 'endpoints.echo': 10 });
+  });
+
+  it('accepts JSON, normalizes routes and methods, and drops zero shadows', () => {
+    const spec = parseAppFile(
+      JSON.stringify({
+        backends: { v1: { import: 'h.js:V1' }, v2: { import: 'h.js' } },
+        endpoints: {
+          api: { route: '/api/', methods: ['post', 'GET'], traffic: { v1: 0.25, v2: 0.75 }, shadows: { v1: 0 } },
+          inner: { backend: 'v1' },
+        },
+      }),
+    );
+    expect(spec.backends.v2?.definition).toEqual({ kind: 'import', module: 'h.js', exportName: 'default' });
+    expect(spec.endpoints.api).toEqual({
+      backend: 'v2',
+      route: '/api',
+      methods: ['POST', 'GET'],
+      traffic: { v1: 0.25, v2: 0.75 },
+      shadows: {},
+    });
+    expect(spec.endpoints.inner).toEqual({ backend: 'v1', route: null, methods: ['GET'], traffic: { v1: 1 }, shadows: {} });
+  });
+
+  it('takes empty backends and endpoints as "nothing should run"', () => {
+    expect(parseAppFile('backends: {}\nendpoints:\n')).toMatchObject({ backends: {}, endpoints: {} });
+  });
+});
+
+describe('app file errors name the file, the line and the key path', () => {
+  it('a YAML syntax error', () => {
+    expect(errorsOf('backends:\n  echo: [1,\nendpoints: {}\n')).toEqual([expect.stringMatching(/^app\.yaml:3: YAML syntax: /)]);
+  });
+
+  it('a duplicate key', () => {
+    expect(errorsOf(`${ECHO}  echo:\n    backend: echo\n`)).toEqual(['app.yaml:8: YAML syntax: Map keys must be unique']);
+  });
+
+  it('an unknown key, at the key', () => {
+    expect(errorsOf(ECHO.replace('    import:', '    replicas: 2\n    import:'))).toEqual([
+      'app.yaml:3: backends.echo.replicas: unknown key; allowed: import, runtimeEnv, initArgs, config, replicaOptions',
+    ]);
+    expect(
+      errorsOf(ECHO.replace('    import: handlers/echo.js:Echo', '    import: handlers/echo.js:Echo\n    config:\n      replicas: 2'))[0],
+    ).toMatch(/^app\.yaml:5: backends\.echo\.config\.replicas: unknown key; allowed: numReplicas, /);
+  });
+
+  it('a value out of range, with the validator rule', () => {
+    const text = ECHO.replace(
+      '    import: handlers/echo.js:Echo',
+      '    import: handlers/echo.js:Echo\n    config:\n      numReplicas: 5000',
+    );
+    expect(errorsOf(text)).toEqual(['app.yaml:5: backends.echo.config.numReplicas: must be an integer from 0 to 1000, got 5000']);
+  });
+
+  it('a wrong type', () => {
+    expect(errorsOf(ECHO.replace('handlers/echo.js:Echo', '[a, b]'))).toEqual([
+      "app.yaml:3: backends.echo.import: must be an import path such as 'handlers/echo.js:Echo' (a file in the image, and its export)",
+    ]);
+    expect(errorsOf(ECHO.replace('route: /echo', 'route: /echo\n    methods: GET'))).toEqual([
+      'app.yaml:8: endpoints.echo.methods: methods must be a non-empty array of HTTP methods',
+    ]);
+  });
+
+  it('bad values in replicaOptions, runtimeEnv, methods and names', () => {
+    const text = `backends:
+  echo:
+    import: handlers/echo.js:Echo
+    runtimeEnv: { context: ./nowhere }
+    replicaOptions:
+      numCpus: -1
+      env: { FLOTILLA_X: y }
+  bad.name:
+    import: x.js
+endpoints:
+  echo:
+    backend: echo
+    methods: [GET, FETCH]
+`;
+    expect(errorsOf(text)).toEqual([
+      `app.yaml:4: backends.echo.runtimeEnv.context: './nowhere' is not a directory (resolved to ${join(FIXTURES, 'nowhere')})`,
+      'app.yaml:6: backends.echo.replicaOptions.numCpus: must be a number of CPUs from 0 to 1024 (fractions allowed), got -1',
+      "app.yaml:7: backends.echo.replicaOptions.env.FLOTILLA_X: 'FLOTILLA_X' is set by Flotilla and cannot be overridden",
+      expect.stringMatching(/^app\.yaml:8: backends\["bad\.name"\]: backend name "bad\.name" is invalid/),
+      expect.stringMatching(/^app\.yaml:13: endpoints\.echo\.methods\[1\]: "FETCH" is not an HTTP method/),
+    ]);
+  });
+
+  it('a runtimeEnv combination that cannot be built', () => {
+    expect(errorsOf(ECHO.replace('handlers/echo.js:Echo', 'x.js\n    runtimeEnv: { dockerfile: Dockerfile }'))).toEqual([
+      'app.yaml:4: backends.echo.runtimeEnv.dockerfile: needs a context: the directory the Dockerfile is built from',
+    ]);
+  });
+
+  it('an endpoint naming a backend the file does not define', () => {
+    expect(errorsOf(ECHO.replace('backend: echo', 'backend: ech0'))).toEqual([
+      "app.yaml:6: endpoints.echo.backend: backend 'ech0' is not defined under backends",
+    ]);
+    expect(errorsOf(`${ECHO}    traffic: { echo: 0.5, v2: 0.5 }\n    shadows: { v3: 0.1 }\n`)).toEqual([
+      "app.yaml:8: endpoints.echo.traffic.v2: backend 'v2' is not defined under backends",
+      "app.yaml:9: endpoints.echo.shadows.v3: backend 'v3' is not defined under backends",
+    ]);
+  });
+
+  it('traffic weights that do not sum to 1, and a bad shadow proportion', () => {
+    expect(errorsOf(`${ECHO}    traffic:\n      echo: 0.5\n    shadows: { echo: 2 }\n`)).toEqual([
+      'app.yaml:8: endpoints.echo.traffic: weights must sum to 1, they sum to 0.5',
+      'app.yaml:10: endpoints.echo.shadows.echo: shadow proportion must be a number from 0 to 1, got 2',
+    ]);
+    expect(errorsOf(`${ECHO}    traffic: { echo: -1 }\n`)).toEqual([
+      "app.yaml:8: endpoints.echo.traffic.echo: weight of 'echo' must be a number >= 0, got -1",
+    ]);
+  });
+
+  it('missing keys, and two endpoints on one route', () => {
+    expect(errorsOf('backends:\n  echo: {}\nendpoints:\n  a: { route: /a }\n')).toEqual([
+      'app.yaml:2: backends.echo: import is required',
+      'app.yaml:4: endpoints.a: needs a backend, or traffic over backends',
+    ]);
+    expect(errorsOf(`${ECHO}  other:\n    backend: echo\n    route: /echo/\n`)).toEqual([
+      "app.yaml:10: endpoints.other.route: route '/echo' is already used by endpoints.echo",
+    ]);
+    expect(errorsOf('backends: {}\n')).toEqual(['app.yaml:1: endpoints is required']);
+    expect(errorsOf('')).toEqual(['app.yaml:1: must be a mapping of backends, endpoints']);
+  });
+
+  it('a file that cannot be read', () => {
+    expect(() => loadAppFile(join(FIXTURES, 'app', 'missing.yaml'))).toThrow(/cannot read app file .*missing\.yaml/);
+  });
+});

@@ -1,0 +1,238 @@
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import type { BackendInfo, Client, EndpointInfo } from '../../src/api.js';
+import { parseAppFile, type AppSpec } from '../../src/cli/app-file.js';
+import { applyPlan, describeStep, planDeploy, type CurrentState, type DeployStep } from '../../src/cli/deploy.js';
+import { FlotillaError } from '../../src/common/errors.js';
+
+const FIXTURES = join(import.meta.dirname, '..', 'fixtures');
+
+const APP = `backends:
+  echo:
+    import: handlers/echo.js:Echo
+    runtimeEnv: { context: ./my-backend }
+    initArgs: [hello]
+    config: { numReplicas: 1, userConfig: { threshold: 0.5 } }
+    replicaOptions: { numCpus: 0.5 }
+endpoints:
+  echo:
+    backend: echo
+    route: /echo
+    methods: [GET, POST]
+`;
+
+function parse(text: string): AppSpec {
+  return parseAppFile(text, { file: 'app.yaml', baseDir: FIXTURES });
+}
+
+/** What a Flotilla that has applied `spec` reports. */
+function stateOf(spec: AppSpec): CurrentState {
+  const backends: Record<string, BackendInfo> = {};
+  for (const [name, backend] of Object.entries(spec.backends)) {
+    backends[name] = {
+      ...backend.config,
+      definition: backend.definition,
+      initArgs: backend.initArgs,
+      runtimeEnv: backend.runtimeEnv,
+      resources: backend.resources,
+    };
+  }
+  const endpoints: Record<string, EndpointInfo> = {};
+  for (const [name, endpoint] of Object.entries(spec.endpoints)) {
+    endpoints[name] = { route: endpoint.route, methods: endpoint.methods, traffic: endpoint.traffic, shadows: endpoint.shadows };
+  }
+  return { backends, endpoints };
+}
+
+function ops(steps: DeployStep[]): string[] {
+  return steps.map(
+    (step) => `${step.op} ${'backend' in step && step.op.endsWith('Backend') ? step.backend : 'endpoint' in step ? step.endpoint : ''}`,
+  );
+}
+
+const running = stateOf(parse(APP));
+
+describe('planDeploy', () => {
+  it('creates backends, then endpoints, on a fresh Flotilla', () => {
+    const steps = planDeploy(parse(APP), { backends: {}, endpoints: {} });
+    expect(ops(steps)).toEqual(['createBackend echo', 'createEndpoint echo']);
+    expect(steps.map(describeStep)).toEqual([
+      'creating backend echo (building image, starting 1 replica)…',
+      'creating endpoint echo at GET,POST /echo → echo',
+    ]);
+  });
+
+  it('creates an endpoint with its heaviest backend, then sets its traffic and shadows', () => {
+    const text = `backends:\n  v1: { import: a.js }\n  v2: { import: b.js }\nendpoints:\n  api:\n    traffic: { v1: 0.2, v2: 0.8 }\n    shadows: { v1: 0.5 }\n`;
+    const steps = planDeploy(parse(text), { backends: {}, endpoints: {} });
+    expect(steps.slice(2)).toEqual([
+      { op: 'createEndpoint', endpoint: 'api', backend: 'v2', route: null, methods: ['GET'] },
+      { op: 'setTraffic', endpoint: 'api', traffic: { v1: 0.2, v2: 0.8 }, previous: { v2: 1 } },
+      { op: 'shadowTraffic', endpoint: 'api', backend: 'v1', proportion: 0.5, previous: 0 },
+    ]);
+  });
+
+  it('plans nothing for the file that is running', () => {
+    expect(planDeploy(parse(APP), running)).toEqual([]);
+  });
+
+  it('compares contexts as absolute paths and methods as sets', () => {
+    const echo = running.backends.echo as BackendInfo;
+    const relative = join('test', 'fixtures', 'my-backend');
+    const state: CurrentState = {
+      backends: { echo: { ...echo, runtimeEnv: { context: relative } } },
+      endpoints: { echo: { ...(running.endpoints.echo as EndpointInfo), methods: ['POST', 'GET'] } },
+    };
+    expect(planDeploy(parse(APP.replace('./my-backend', join(process.cwd(), relative))), state)).toEqual([]);
+  });
+
+  it('changes only the config keys that changed, without rebuilding', () => {
+    const steps = planDeploy(parse(APP.replace('numReplicas: 1', 'numReplicas: 3')), running);
+    expect(steps).toEqual([{ op: 'updateBackendConfig', backend: 'echo', changes: { numReplicas: 3 }, previous: { numReplicas: 1 } }]);
+    expect(describeStep(steps[0] as DeployStep)).toBe('echo: numReplicas 1 → 3');
+  });
+
+  it('resets a config key the file no longer sets to its default', () => {
+    const steps = planDeploy(parse(APP.replace(', userConfig: { threshold: 0.5 }', '')), running);
+    expect(steps).toEqual([
+      { op: 'updateBackendConfig', backend: 'echo', changes: { userConfig: null }, previous: { userConfig: { threshold: 0.5 } } },
+    ]);
+    expect(describeStep(steps[0] as DeployStep)).toBe('echo: userConfig {"threshold":0.5} → null');
+  });
+
+  it('creates a new backend before moving traffic to it', () => {
+    const text = APP.replace(
+      'endpoints:',
+      '  echo-v2:\n    import: handlers/echo.js:Echo\n    runtimeEnv: { context: ./my-backend }\nendpoints:',
+    );
+    const steps = planDeploy(parse(`${text}    traffic: { echo: 0.9, echo-v2: 0.1 }\n`), running);
+    expect(ops(steps)).toEqual(['createBackend echo-v2', 'setTraffic echo']);
+    expect(describeStep(steps[1] as DeployStep)).toBe('echo: traffic echo 1 → echo 0.9, echo-v2 0.1');
+  });
+
+  it('deletes an endpoint that is no longer in the file, and keeps its backend if the file keeps it', () => {
+    const text = APP.slice(0, APP.indexOf('endpoints:')) + 'endpoints: {}\n';
+    expect(planDeploy(parse(text), running)).toEqual([{ op: 'deleteEndpoint', endpoint: 'echo', route: '/echo', recreate: false }]);
+  });
+
+  it('deletes a removed backend last, after the traffic and shadows that used it are gone', () => {
+    const both = parse(
+      `backends:\n  v1: { import: a.js }\n  v2: { import: b.js }\nendpoints:\n  api:\n    traffic: { v1: 0.5, v2: 0.5 }\n    shadows: { v1: 0.1 }\n  old: { backend: v1, route: /old }\n`,
+    );
+    const onlyV2 = parse(`backends:\n  v2: { import: b.js }\nendpoints:\n  api: { backend: v2 }\n`);
+    const steps = planDeploy(onlyV2, stateOf(both));
+    expect(ops(steps)).toEqual(['deleteEndpoint old', 'setTraffic api', 'shadowTraffic api', 'deleteBackend v1']);
+    expect(steps[2]).toMatchObject({ backend: 'v1', proportion: 0 });
+    expect(describeStep(steps[2] as DeployStep)).toBe('api: removing shadow v1');
+  });
+
+  it('recreates an endpoint whose route changed, freeing routes before taking them', () => {
+    const before = parse(`backends:\n  b: { import: a.js }\nendpoints:\n  x: { backend: b, route: /x }\n  y: { backend: b, route: /y }\n`);
+    const after = parse(`backends:\n  b: { import: a.js }\nendpoints:\n  x: { backend: b, route: /y }\n  y: { backend: b, route: /x }\n`);
+    expect(ops(planDeploy(after, stateOf(before)))).toEqual([
+      'deleteEndpoint x',
+      'deleteEndpoint y',
+      'createEndpoint x',
+      'createEndpoint y',
+    ]);
+  });
+
+  it('restores traffic and shadows on a recreated endpoint', () => {
+    const text = `backends:\n  v1: { import: a.js }\n  v2: { import: b.js }\nendpoints:\n  api:\n    route: /api\n    traffic: { v1: 0.5, v2: 0.5 }\n    shadows: { v2: 0.2 }\n`;
+    const steps = planDeploy(parse(text.replace('/api', '/api2')), stateOf(parse(text)));
+    expect(ops(steps)).toEqual(['deleteEndpoint api', 'createEndpoint api', 'setTraffic api', 'shadowTraffic api']);
+  });
+
+  it.each([
+    ['import', APP.replace('handlers/echo.js:Echo', 'handlers/echo.js:Other'), 'import handlers/echo.js:Echo → handlers/echo.js:Other'],
+    ['initArgs', APP.replace('[hello]', '[bye]'), 'initArgs ["hello"] → ["bye"]'],
+    ['runtimeEnv', APP.replace('./my-backend', './env-ignored'), 'runtimeEnv {"context":'],
+    ['replicaOptions', APP.replace('numCpus: 0.5', 'numCpus: 1'), 'replicaOptions.numCpus 0.5 → 1'],
+  ])('refuses a changed %s, naming the line and what to do instead', (_what, text, change) => {
+    const edited = parse(text.replace('numReplicas: 1', 'numReplicas: 2'));
+    expect(() => planDeploy(edited, running)).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT', details: { backends: ['echo'] } }),
+    );
+    expect(() => planDeploy(edited, running)).toThrow(`app.yaml:2: backends.echo: ${change}`);
+    expect(() => planDeploy(edited, running)).toThrow(/under a new backend name, move the endpoints' traffic to it/);
+  });
+
+  it('refuses to take over a backend that was created from shipped code', () => {
+    const echo = running.backends.echo as BackendInfo;
+    const state = { ...running, backends: { echo: { ...echo, definition: { kind: 'class' as const, name: 'Echo', sourceHash: 'abc' } } } };
+    expect(() => planDeploy(parse(APP), state)).toThrow('import a shipped class Echo → handlers/echo.js:Echo');
+  });
+});
+
+describe('applyPlan', () => {
+  function fakeClient(failOn?: string, delayMs = 0): { client: Client; calls: string[] } {
+    const calls: string[] = [];
+    const call =
+      (name: string) =>
+      async (...args: unknown[]): Promise<void> => {
+        calls.push(`${name} ${JSON.stringify(args)}`);
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        if (name === failOn) throw new FlotillaError('ROUTE_TAKEN', "route '/echo' is already served by endpoint 'other'");
+      };
+    const client = {
+      createBackend: call('createBackend'),
+      updateBackendConfig: call('updateBackendConfig'),
+      deleteBackend: call('deleteBackend'),
+      createEndpoint: call('createEndpoint'),
+      deleteEndpoint: call('deleteEndpoint'),
+      setTraffic: call('setTraffic'),
+      shadowTraffic: call('shadowTraffic'),
+      listReplicas: async () => {
+        throw new FlotillaError('BACKEND_NOT_FOUND', 'not yet');
+      },
+    } as unknown as Client;
+    return { client, calls };
+  }
+
+  it('makes the calls of the plan in order and logs each', async () => {
+    const { client, calls } = fakeClient();
+    const lines: string[] = [];
+    await applyPlan(client, planDeploy(parse(APP), { backends: {}, endpoints: {} }), (line) => lines.push(line));
+    expect(calls[0]).toMatch(/^createBackend \["echo","handlers\/echo.js:Echo",\{"initArgs":\["hello"\],"config":\{"numReplicas":1,/);
+    expect(calls[0]).toContain(
+      `"replicaOptions":{"numCpus":0.5,"memoryMb":null,"numGpus":0,"env":{},"runtimeEnv":{"runtime":"node","context":"${join(FIXTURES, 'my-backend')}"}}`,
+    );
+    expect(calls[1]).toBe('createEndpoint ["echo",{"backend":"echo","methods":["GET","POST"],"route":"/echo"}]');
+    expect(lines).toEqual([
+      'creating backend echo (building image, starting 1 replica)…',
+      'creating endpoint echo at GET,POST /echo → echo',
+      'deployed: 2 changes',
+    ]);
+  });
+
+  it('says so when there is nothing to change', async () => {
+    const lines: string[] = [];
+    await applyPlan(fakeClient().client, [], (line) => lines.push(line));
+    expect(lines).toEqual(['nothing to change']);
+  });
+
+  it('logs progress while a long step runs', async () => {
+    const lines: string[] = [];
+    await applyPlan(
+      fakeClient(undefined, 120).client,
+      planDeploy(parse(APP), { backends: {}, endpoints: {} }).slice(0, 1),
+      (line) => lines.push(line),
+      {
+        progressIntervalMs: 30,
+      },
+    );
+    expect(lines).toContain('  echo: building image and starting replicas (0s)');
+  });
+
+  it('stops at a failed step, keeping its code and saying what was applied', async () => {
+    const { client, calls } = fakeClient('createEndpoint');
+    const plan = planDeploy(parse(APP), { backends: {}, endpoints: {} });
+    await expect(applyPlan(client, plan, () => undefined)).rejects.toThrow(
+      expect.objectContaining({
+        code: 'ROUTE_TAKEN',
+        message: expect.stringMatching(/^creating endpoint echo at GET,POST \/echo → echo failed: route .*\n1 of 2 changes were applied/),
+      }),
+    );
+    expect(calls).toHaveLength(2);
+  });
+});
