@@ -60,9 +60,8 @@ export class ControlPlane {
     try {
       const httpUrl = urlOf(await proxy.listen(config.http.host, config.http.port));
       const adminUrl = urlOf(await admin.listen(config.admin.host, config.admin.port));
-      let plane: ControlPlane | undefined;
-      const client = new LocalClient(httpUrl, controller, dispatcher, () => plane?.shutdown() ?? Promise.resolve());
-      plane = new ControlPlane(config, client, adminUrl, controller, dispatcher, proxy, admin, logger);
+      const client: LocalClient = new LocalClient(httpUrl, controller, dispatcher, (): Promise<void> => plane.shutdown());
+      const plane: ControlPlane = new ControlPlane(config, client, adminUrl, controller, dispatcher, proxy, admin, logger);
       admin.serve(client, () => plane.shutdown());
       return plane;
     } catch (error) {

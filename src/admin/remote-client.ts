@@ -18,17 +18,24 @@ import { ERROR_STATUS, FlotillaError, errorMessage, type ErrorCode } from '../co
 import { toShippable } from '../controller/definition.js';
 import { fromWire, toWire, type WireValue } from './wire.js';
 
-type Call = <T>(method: string, path: string, body?: unknown) => Promise<T>;
+type Call = <T>(method: string, path: string, body?: unknown, timeoutMs?: number) => Promise<T>;
+
+const HEALTH_TIMEOUT_MS = 5000;
 
 function caller(address: string, token: string | undefined): Call {
   const base = address.replace(/\/+$/, '');
-  return async <T>(method: string, path: string, body?: unknown): Promise<T> => {
+  return async <T>(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<T> => {
     const headers: Record<string, string> = {};
     if (token !== undefined) headers.authorization = `Bearer ${token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
     let response: Response;
     try {
-      response = await fetch(`${base}${path}`, { method, headers, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+      response = await fetch(`${base}${path}`, {
+        method,
+        headers,
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        ...(timeoutMs === undefined ? {} : { signal: AbortSignal.timeout(timeoutMs) }),
+      });
     } catch (error) {
       throw new FlotillaError(
         'ENGINE_UNAVAILABLE',
@@ -127,6 +134,6 @@ class RemoteClient implements Client {
 /** Connects to a running Flotilla's admin API. */
 export async function connect(options: ConnectOptions): Promise<Client> {
   const call = caller(options.address, options.token);
-  const { httpUrl } = await call<{ httpUrl: string }>('GET', '/api/health');
+  const { httpUrl } = await call<{ httpUrl: string }>('GET', '/api/health', undefined, HEALTH_TIMEOUT_MS);
   return new RemoteClient(httpUrl, call);
 }

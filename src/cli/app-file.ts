@@ -30,7 +30,7 @@ export interface BackendSpec {
 }
 
 export interface EndpointSpec {
-  /** The backend the endpoint is created with: `backend`, or the heaviest of `traffic`. */
+  /** The backend the endpoint is created with: `backend` unless its traffic weight is 0, else the heaviest of `traffic`. */
   backend: string;
   route: string | null;
   methods: string[];
@@ -82,7 +82,7 @@ export function formatPath(path: readonly PathItem[]): string {
 /** Drops the validator's own subject ('config.numReplicas ', 'traffic ', ...): the key path says it. */
 function withoutSubject(message: string): string {
   return message
-    .replace(/^(?:config|replicaOptions|initArgs|traffic)(?:\.[\w$@/.-]+?)?:? (?=must|has|is|needs|cannot|weights|weight|'|")/, '')
+    .replace(/^(?:config|replicaOptions|initArgs|traffic|methods)(?:\.[\w$@/.-]+?)?:? (?=must|has|is|needs|cannot|weights|weight|'|")/, '')
     .replaceAll('replicaOptions.runtimeEnv.', 'runtimeEnv.');
 }
 
@@ -364,7 +364,7 @@ function checkEndpoint(checker: Checker, name: string, value: unknown, backends:
   if (checker.issues.length > before) return undefined;
   const weights = traffic ?? { [backend as string]: 1 };
   return {
-    backend: backend ?? heaviest(weights),
+    backend: backend !== undefined && (weights[backend] ?? 0) > 0 ? backend : heaviest(weights),
     route: route as string | null,
     methods: methods as string[],
     traffic: weights,

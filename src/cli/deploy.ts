@@ -76,10 +76,11 @@ function sameMethods(a: string[], b: string[]): boolean {
 
 /**
  * The client calls that take the running state to the app file's, in an order
- * where nothing is deleted while something still uses it: new backends, config
- * changes, endpoint removals (and the removal half of endpoints whose route or
- * methods changed), endpoint creations, traffic and shadow changes, and last
- * the backends no longer in the file. Pure: the same inputs give the same plan,
+ * where nothing is deleted or scaled down while something still uses it: new
+ * backends, config changes that do not remove replicas, endpoint removals (and
+ * the removal half of endpoints whose route or methods changed), endpoint
+ * creations, traffic and shadow changes, config changes that remove replicas,
+ * and last the backends no longer in the file. Pure: the same inputs give the same plan,
  * and a file that matches the running state gives an empty one.
  *
  * A backend whose import, initArgs, runtimeEnv or replicaOptions changed is
@@ -101,13 +102,14 @@ export function planDeploy(desired: AppSpec, current: CurrentState): DeployStep[
       'INVALID_ARGUMENT',
       `${lines.join('\n')}\nA running backend's import, initArgs, runtimeEnv and replicaOptions cannot change in place (only its config can). ` +
         "Deploy the new version under a new backend name, move the endpoints' traffic to it, and remove the old backend from the file " +
-        '(docs/cli.md, "Changing a backend\'s code"). Nothing was changed.',
+        '(docs/rollout.md walks through it). Nothing was changed.',
       { backends: refused.map(({ name }) => name) },
     );
   }
 
   const creates: DeployStep[] = [];
   const updates: DeployStep[] = [];
+  const scaleDowns: DeployStep[] = [];
   for (const [name, spec] of Object.entries(desired.backends)) {
     const running = current.backends[name];
     if (running === undefined) {
@@ -117,7 +119,8 @@ export function planDeploy(desired: AppSpec, current: CurrentState): DeployStep[
     const changed = CONFIG_KEYS.filter((key) => !same(running[key], spec.config[key]));
     if (changed.length === 0) continue;
     const pick = (config: BackendConfig): Partial<BackendConfig> => Object.fromEntries(changed.map((key) => [key, config[key]]));
-    updates.push({ op: 'updateBackendConfig', backend: name, changes: pick(spec.config), previous: pick(running) });
+    const fewer = spec.config.numReplicas < running.numReplicas;
+    (fewer ? scaleDowns : updates).push({ op: 'updateBackendConfig', backend: name, changes: pick(spec.config), previous: pick(running) });
   }
 
   const endpointDeletes: DeployStep[] = [];
@@ -150,7 +153,7 @@ export function planDeploy(desired: AppSpec, current: CurrentState): DeployStep[
     .filter((name) => !(name in desired.backends))
     .map((name) => ({ op: 'deleteBackend', backend: name }));
 
-  return [...creates, ...updates, ...endpointDeletes, ...endpointCreates, ...routing, ...backendDeletes];
+  return [...creates, ...updates, ...endpointDeletes, ...endpointCreates, ...routing, ...scaleDowns, ...backendDeletes];
 }
 
 function formatValue(value: unknown): string {
@@ -223,6 +226,9 @@ async function run(client: Client, step: DeployStep): Promise<void> {
 
 /** A progress line for a step that is still running, or undefined when there is nothing to say. */
 async function progress(client: Client, step: DeployStep, elapsedS: number): Promise<string | undefined> {
+  if (step.op === 'updateBackendConfig' && (step.changes.numReplicas ?? 0) < (step.previous.numReplicas ?? 0)) {
+    return `  ${step.backend}: draining replicas (${elapsedS}s)`;
+  }
   const target =
     step.op === 'createBackend' ? step.spec.config.numReplicas : step.op === 'updateBackendConfig' ? step.changes.numReplicas : undefined;
   if (step.op === 'createBackend' || step.op === 'updateBackendConfig') {

@@ -6,6 +6,7 @@ import { connect } from '../admin/remote-client.js';
 import { errorMessage, isFlotillaError } from '../common/errors.js';
 import { loadConfig } from '../config/config.js';
 import { ControlPlane } from '../control-plane.js';
+import { deployAppFile } from './deploy.js';
 import { renderStatus } from './status.js';
 
 interface Connection {
@@ -73,6 +74,15 @@ program
   .option('--detached', 'run in the background and return once it answers')
   .option('--options <json>', 'settings as JSON, e.g. \'{"http":{"port":8080}}\' (FLOTILLA_* variables also apply)')
   .action(startCommand);
+
+connection(
+  program
+    .command('deploy <file>')
+    .description('apply an app file (backends, endpoints, traffic): creates, reconfigures and removes only what differs')
+    .option('--dry-run', 'print the plan without changing anything'),
+).action(async (file: string, flags: Connection & { dryRun?: boolean }) => {
+  await deployAppFile(await connectTo(flags), file, { log: (line) => process.stdout.write(`${line}\n`), dryRun: flags.dryRun === true });
+});
 
 connection(program.command('status').description('endpoints, backends and replicas with their state')).action(async (flags: Connection) => {
   process.stdout.write(await renderStatus(await connectTo(flags)));

@@ -2,7 +2,6 @@ import { chmodSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, posix, resolve } from 'node:path';
 import type {
   BackendConfig,
-  BackendDefinition,
   BackendInfo,
   CreateEndpointOptions,
   EndpointInfo,

@@ -1,5 +1,5 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -241,6 +241,16 @@ describe('the flotilla command', () => {
 
     const missing = await cli(options, 'logs', 'nobody').catch((error: { stderr: string; code: number }) => error);
     expect(missing).toMatchObject({ code: 1, stderr: expect.stringMatching(/BACKEND_NOT_FOUND: backend 'nobody' does not exist/) });
+
+    const appFile = join(import.meta.dirname, '..', 'fixtures', 'app', 'app.yaml');
+    const deployed = await cli(options, 'deploy', appFile);
+    expect(deployed.stdout).toMatch(/creating backend echo/);
+    expect(deployed.stdout).toMatch(/deployed: \d+ changes/);
+    expect((await cli(options, 'deploy', appFile)).stdout).toMatch(/nothing to change/);
+    const broken = join(mkdtempSync(join(tmpdir(), 'flt-app-')), 'app.yaml');
+    writeFileSync(broken, 'backends:\n  echo:\n    import: handlers/echo.js:Echo\n    config: { numReplicas: -1 }\nendpoints: {}\n');
+    const refused = await cli(options, 'deploy', broken).catch((error: { stderr: string; code: number }) => error);
+    expect(refused).toMatchObject({ code: 1, stderr: expect.stringMatching(/app\.yaml:4: backends\.echo\.config\.numReplicas/) });
 
     const down = await cli(options, 'shutdown');
     expect(down.stdout).toMatch(/shutting down/);

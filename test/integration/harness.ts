@@ -58,13 +58,17 @@ afterAll(() => {
   }
 });
 
+/** A container create request body as the Docker API receives it (only the fields tests read). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type RecordedCreate = Record<string, any>;
+
 /**
  * A unix socket that forwards the Docker API to the real engine and records
  * every container create request, so a test can see what Flotilla asked for.
  */
-export async function recordingEngine(): Promise<{ socketPath: string; creates: Array<Record<string, any>>; close(): Promise<void> }> {
+export async function recordingEngine(): Promise<{ socketPath: string; creates: RecordedCreate[]; close(): Promise<void> }> {
   const socketPath = join(mkdtempSync(join(tmpdir(), 'flt-engine-')), 'docker.sock');
-  const creates: Array<Record<string, any>> = [];
+  const creates: RecordedCreate[] = [];
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));

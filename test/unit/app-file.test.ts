@@ -59,6 +59,10 @@ describe('parseAppFile', () => {
       shadows: {},
     });
     expect(spec.endpoints.inner).toEqual({ backend: 'v1', route: null, methods: ['GET'], traffic: { v1: 1 }, shadows: {} });
+    const zero = parseAppFile(
+      'backends: { v1: { import: a.js }, v2: { import: b.js } }\nendpoints: { api: { backend: v2, traffic: { v1: 1, v2: 0 } } }\n',
+    );
+    expect(zero.endpoints.api?.backend).toBe('v1');
   });
 
   it('takes empty backends and endpoints as "nothing should run"', () => {
@@ -97,7 +101,7 @@ describe('app file errors name the file, the line and the key path', () => {
       "app.yaml:3: backends.echo.import: must be an import path such as 'handlers/echo.js:Echo' (a file in the image, and its export)",
     ]);
     expect(errorsOf(ECHO.replace('route: /echo', 'route: /echo\n    methods: GET'))).toEqual([
-      'app.yaml:8: endpoints.echo.methods: methods must be a non-empty array of HTTP methods',
+      'app.yaml:8: endpoints.echo.methods: must be a non-empty array of HTTP methods',
     ]);
   });
 
@@ -165,5 +169,13 @@ endpoints:
 
   it('a file that cannot be read', () => {
     expect(() => loadAppFile(join(FIXTURES, 'app', 'missing.yaml'))).toThrow(/cannot read app file .*missing\.yaml/);
+  });
+});
+
+describe('the compose example app file', () => {
+  it('parses', () => {
+    const spec = loadAppFile(join(import.meta.dirname, '..', '..', 'examples', 'compose', 'app', 'app.yaml'));
+    expect(Object.keys(spec.backends)).toEqual(['hello']);
+    expect(spec.endpoints.hello).toMatchObject({ route: '/hello' });
   });
 });

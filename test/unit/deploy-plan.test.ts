@@ -45,9 +45,7 @@ function stateOf(spec: AppSpec): CurrentState {
 }
 
 function ops(steps: DeployStep[]): string[] {
-  return steps.map(
-    (step) => `${step.op} ${'backend' in step && step.op.endsWith('Backend') ? step.backend : 'endpoint' in step ? step.endpoint : ''}`,
-  );
+  return steps.map((step) => `${step.op} ${'endpoint' in step ? step.endpoint : step.backend}`);
 }
 
 const running = stateOf(parse(APP));
@@ -108,6 +106,19 @@ describe('planDeploy', () => {
     const steps = planDeploy(parse(`${text}    traffic: { echo: 0.9, echo-v2: 0.1 }\n`), running);
     expect(ops(steps)).toEqual(['createBackend echo-v2', 'setTraffic echo']);
     expect(describeStep(steps[1] as DeployStep)).toBe('echo: traffic echo 1 → echo 0.9, echo-v2 0.1');
+  });
+
+  it('scales a backend up before moving traffic to it, and down only after moving traffic away', () => {
+    const text = `backends:\n  v1: { import: a.js, config: { numReplicas: 2 } }\n  v2: { import: b.js, config: { numReplicas: 1 } }\nendpoints:\n  api: { backend: v1 }\n`;
+    const moved = text
+      .replace('numReplicas: 2', 'numReplicas: 0')
+      .replace('numReplicas: 1', 'numReplicas: 2')
+      .replace('backend: v1', 'backend: v2');
+    expect(ops(planDeploy(parse(moved), stateOf(parse(text))))).toEqual([
+      'updateBackendConfig v2',
+      'setTraffic api',
+      'updateBackendConfig v1',
+    ]);
   });
 
   it('deletes an endpoint that is no longer in the file, and keeps its backend if the file keeps it', () => {

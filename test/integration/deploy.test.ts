@@ -1,0 +1,86 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Client } from '../../src/index.js';
+import { deployAppFile } from '../../src/cli/deploy.js';
+import { containersOf, FIXTURES, inspect, startFlotilla } from './harness.js';
+
+const APP_FILE = join(FIXTURES, 'app', 'app.yaml');
+const APP = readFileSync(APP_FILE, 'utf8');
+
+describe('flotilla deploy', () => {
+  let client: Client;
+  let instance: string;
+  const dir = mkdtempSync(join(tmpdir(), 'flt-deploy-'));
+
+  /** Writes a variant of the fixture app beside nothing else, so its context is made absolute. */
+  function variant(name: string, edit: (text: string) => string): string {
+    const path = join(dir, name);
+    writeFileSync(path, edit(APP.replace('../my-backend', join(FIXTURES, 'my-backend'))));
+    return path;
+  }
+
+  async function deploy(path: string): Promise<{ ops: string[]; lines: string[] }> {
+    const lines: string[] = [];
+    const steps = await deployAppFile(client, path, { log: (line) => lines.push(line) });
+    return { ops: steps.map((step) => step.op), lines };
+  }
+
+  const imagesOf = (ids: string[]): string[] => [...new Set(ids.map((id) => inspect(id).Image as string))];
+
+  beforeAll(async () => {
+    ({ client, instance } = await startFlotilla());
+  });
+
+  afterAll(async () => {
+    await client?.shutdown();
+  });
+
+  it('deploys the app, serves its route, and applying it again changes nothing', async () => {
+    const first = await deploy(APP_FILE);
+    expect(first.ops).toEqual(['createBackend', 'createEndpoint']);
+    expect(first.lines[0]).toBe('creating backend echo (building image, starting 1 replica)…');
+
+    const answer = await fetch(`${client.httpUrl}/echo?x=1`, { method: 'POST', body: 'hi' });
+    expect(await answer.json()).toEqual({ arg: 'hello', method: 'POST', path: '/echo', query: { x: '1' } });
+
+    const containers = containersOf(instance);
+    expect(containers).toHaveLength(1);
+    const again = await deploy(APP_FILE);
+    expect(again).toEqual({ ops: [], lines: ['nothing to change'] });
+    expect(containersOf(instance)).toEqual(containers);
+  });
+
+  it('rescales on a numReplicas edit without rebuilding or replacing the running replica', async () => {
+    const before = containersOf(instance, 'echo');
+    const [image] = imagesOf(before);
+    const edited = await deploy(variant('scaled.yaml', (text) => text.replace('numReplicas: 1', 'numReplicas: 2')));
+    expect(edited.ops).toEqual(['updateBackendConfig']);
+    expect(edited.lines).toEqual(['echo: numReplicas 1 → 2', 'deployed: 1 change']);
+
+    const after = containersOf(instance, 'echo');
+    expect(after).toHaveLength(2);
+    expect(after).toEqual(expect.arrayContaining(before));
+    expect(imagesOf(after)).toEqual([image]);
+    expect((await client.listReplicas('echo')).map((replica) => replica.state)).toEqual(['ready', 'ready']);
+    expect((await fetch(`${client.httpUrl}/echo`)).status).toBe(200);
+  });
+
+  it('reports a mistake in the file with its line and key, and changes nothing', async () => {
+    const containers = containersOf(instance);
+    const bad = variant('bad.yaml', (text) => text.replace('numReplicas: 1', 'numReplicas: -2'));
+    await expect(deploy(bad)).rejects.toThrow(`${bad}:7: backends.echo.config.numReplicas: must be an integer from 0 to 1000, got -2`);
+    const changedCode = variant('code.yaml', (text) => text.replace('numReplicas: 1', 'numReplicas: 2').replace('[hello]', '[bye]'));
+    await expect(deploy(changedCode)).rejects.toThrow(/:3: backends\.echo: initArgs \["hello"\] → \["bye"\]/);
+    expect(containersOf(instance)).toEqual(containers);
+  });
+
+  it('removes what the file no longer has, endpoints first', async () => {
+    const empty = join(dir, 'empty.yaml');
+    writeFileSync(empty, 'backends: {}\nendpoints: {}\n');
+    expect((await deploy(empty)).ops).toEqual(['deleteEndpoint', 'deleteBackend']);
+    expect(await client.listBackends()).toEqual({});
+    expect(containersOf(instance)).toEqual([]);
+  });
+});
