@@ -1,13 +1,6 @@
 import { chmodSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, posix, resolve } from 'node:path';
-import type {
-  BackendConfig,
-  BackendInfo,
-  CreateEndpointOptions,
-  EndpointInfo,
-  ReplicaInfo,
-  ReplicaResources,
-} from '../api.js';
+import type { BackendConfig, BackendInfo, CreateEndpointOptions, EndpointInfo, ReplicaInfo, ReplicaResources } from '../api.js';
 import { settlesWithin, type Clock } from '../common/clock.js';
 import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
 import { shortId } from '../common/ids.js';
