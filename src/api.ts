@@ -53,6 +53,12 @@ export interface RuntimeEnv {
   dockerfile?: string;
   /** Build args for `dockerfile` (FLOTILLA_BASE_IMAGE is always passed). */
   buildArgs?: Record<string, string>;
+  /** A prebuilt image on the engine, used as it is: one with the replica runtime, or any HTTP server with `port`. */
+  image?: string;
+  /** With `image`: the port of an HTTP server that does not speak the replica protocol (no reconfigure, no batching). */
+  port?: number;
+  /** With `port`: a path that answers 2xx or 3xx while the container is healthy. Default '/'. */
+  healthPath?: string;
 }
 
 /** What each replica of a backend reserves and gets. */

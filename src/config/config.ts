@@ -10,6 +10,15 @@ function matching(pattern: RegExp, what: string): (value: unknown) => void {
   };
 }
 
+convict.addFormat({
+  name: 'period-seconds',
+  coerce: (value: unknown) => Number(value),
+  validate: (value: unknown) => {
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 3600)
+      throw new Error('must be an integer from 1 to 3600');
+  },
+});
+
 const schema = {
   http: {
     host: { doc: 'Address the HTTP front door binds to.', format: String, default: '127.0.0.1', env: 'FLOTILLA_HTTP_HOST' },
@@ -129,7 +138,7 @@ const schema = {
   },
   healthCheckPeriodS: {
     doc: 'Seconds between liveness checks of every replica; a replica that exits or fails 3 checks in a row is replaced.',
-    format: 'nat',
+    format: 'period-seconds',
     default: 2,
     env: 'FLOTILLA_HEALTH_CHECK_PERIOD_S',
   },

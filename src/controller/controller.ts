@@ -42,6 +42,8 @@ interface ReplicaHistory {
 
 interface ReplicaRecord extends ReplicaHistory {
   id: string;
+  /** For a plain HTTP container, its health path; undefined for replicas that speak the protocol. */
+  healthPath: string | undefined;
   placement: Placement;
   containerId: string;
   target: ReplicaTarget;
@@ -107,6 +109,23 @@ function liveConfigOf(config: BackendConfig, includeUserConfig: boolean): LiveCo
   const live: LiveConfig = { maxBatchSize: config.maxBatchSize, batchWaitTimeoutS: config.batchWaitTimeoutS };
   if (includeUserConfig) live.userConfig = config.userConfig;
   return live;
+}
+
+/** Whether a health answer means alive: 200 from the protocol, any 2xx or 3xx from a plain HTTP container. */
+async function probe(replica: ReplicaRecord, timeoutMs: number): Promise<boolean> {
+  const status = await probeHealth(replica.target, timeoutMs, replica.healthPath);
+  return status !== undefined && (replica.healthPath === undefined ? status === 200 : status >= 200 && status < 400);
+}
+
+/** A plain HTTP container (runtimeEnv image + port) cannot take userConfig or batch. */
+function checkContainerSupports(backend: string, runtimeEnv: ValidatedRuntimeEnv, config: BackendConfig): void {
+  if (runtimeEnv.port === undefined) return;
+  if (config.userConfig !== null || config.maxBatchSize > 1) {
+    throw new FlotillaError(
+      'INVALID_ARGUMENT',
+      `backend '${backend}' is a plain HTTP container (runtimeEnv.port): it cannot take userConfig or batching, which need the replica protocol`,
+    );
+  }
 }
 
 function backoffMs(consecutiveFailures: number): number {
@@ -199,6 +218,7 @@ export class Controller {
     this.deps.scheduler.adopt(id, placement);
     record.replicas.push({
       id,
+      healthPath: record.runtimeEnv.healthPath,
       placement,
       containerId: status.containerId,
       target: status.target,
@@ -232,6 +252,7 @@ export class Controller {
     validateName(name, 'backend');
     const { initArgs, config, contextDir, runtimeEnv, resources } = validateBackendOptions(options);
     checkSupports(name, shippable, config);
+    checkContainerSupports(name, runtimeEnv, config);
     const context = contextDir === undefined ? undefined : resolve(contextDir);
     if (context !== undefined && !statSync(context, { throwIfNoEntry: false })?.isDirectory()) {
       throw new FlotillaError('INVALID_ARGUMENT', `replicaOptions.runtimeEnv.context '${contextDir}' is not a directory`);
@@ -239,15 +260,24 @@ export class Controller {
     return this.serialize(async () => {
       if (this.backends.has(name))
         throw new FlotillaError('BACKEND_EXISTS', `backend '${name}' already exists; delete it or choose another name`);
-      const image = await this.deps.images.backendImage({
-        backend: name,
-        ...(context === undefined ? {} : { contextDir: context }),
-        ...(shippable.kind === 'import' ? {} : { shippedModule: shippedModuleText(shippable) }),
-        runtime: runtimeEnv.runtime,
-        packages: runtimeEnv.packages,
-        dockerfile: runtimeEnv.dockerfile,
-        buildArgs: runtimeEnv.buildArgs,
-      });
+      this.reserve({ name, resources }, config.numReplicas).forEach((slot) => this.deps.scheduler.release(slot.id));
+      if (runtimeEnv.image !== undefined && !(await this.deps.runtime.imageExists(runtimeEnv.image))) {
+        throw new FlotillaError(
+          'INVALID_ARGUMENT',
+          `replicaOptions.runtimeEnv.image '${runtimeEnv.image}' is not on the Docker engine; pull or build it first`,
+        );
+      }
+      const image =
+        runtimeEnv.image ??
+        (await this.deps.images.backendImage({
+          backend: name,
+          ...(context === undefined ? {} : { contextDir: context }),
+          ...(shippable.kind === 'import' ? {} : { shippedModule: shippedModuleText(shippable) }),
+          runtime: runtimeEnv.runtime,
+          packages: runtimeEnv.packages,
+          dockerfile: runtimeEnv.dockerfile,
+          buildArgs: runtimeEnv.buildArgs,
+        }));
       const record: BackendRecord = {
         name,
         definition: shippable,
@@ -318,6 +348,7 @@ export class Controller {
       const previous = record.config;
       const next = { ...previous, ...changes };
       checkSupports(name, record.definition, next);
+      checkContainerSupports(name, record.runtimeEnv, next);
       const userConfigChanged = 'userConfig' in changes && JSON.stringify(next.userConfig) !== JSON.stringify(previous.userConfig);
       const liveChanged =
         userConfigChanged || next.maxBatchSize !== previous.maxBatchSize || next.batchWaitTimeoutS !== previous.batchWaitTimeoutS;
@@ -550,7 +581,7 @@ export class Controller {
       const last = logs.trim().split('\n').pop() ?? '';
       return `exited with code ${status.exitCode ?? 'unknown'}${last === '' ? '' : `; last log line: ${last}`}`;
     }
-    if ((await probeHealth(replica.target, PROBE_TIMEOUT_MS)) === 200) {
+    if (await probe(replica, PROBE_TIMEOUT_MS)) {
       replica.failedProbes = 0;
       return undefined;
     }
@@ -658,7 +689,7 @@ export class Controller {
   }
 
   /** Books resources for `count` new replicas, all or none; a replica that fails to start gives its slot back. */
-  private reserve(record: BackendRecord, count: number): Array<{ id: string; placement: Placement }> {
+  private reserve(record: Pick<BackendRecord, 'name' | 'resources'>, count: number): Array<{ id: string; placement: Placement }> {
     const slots: Array<{ id: string; placement: Placement }> = [];
     const free = this.deps.scheduler.free();
     try {
@@ -704,13 +735,14 @@ export class Controller {
     const settings = this.deps.config;
     let transport: ReplicaTransport;
     let hostDir: string | undefined;
-    if (settings.transport === 'unix') {
+    const httpPort = record.runtimeEnv.port;
+    if (settings.transport === 'unix' && httpPort === undefined) {
       hostDir = join(this.runDir, id);
       mkdirSync(hostDir, { recursive: true });
       chmodSync(hostDir, 0o777);
       transport = { kind: 'unix', hostDir };
     } else {
-      transport = { kind: 'tcp', hostAddress: settings.replicaHost };
+      transport = { kind: 'tcp', hostAddress: settings.replicaHost, containerPort: httpPort ?? PROTOCOL.tcpPort };
     }
     let status: ReplicaStatus;
     try {
@@ -726,9 +758,9 @@ export class Controller {
         env: {
           ...record.resources.env,
           NVIDIA_VISIBLE_DEVICES: placement.gpuIds.length > 0 ? placement.gpuIds.join(',') : 'void',
-          [PROTOCOL.env.entry]: JSON.stringify(this.entryOf(record, config)),
+          ...(httpPort === undefined ? { [PROTOCOL.env.entry]: JSON.stringify(this.entryOf(record, config)) } : {}),
         },
-        user: settings.replicaUser,
+        user: httpPort === undefined ? settings.replicaUser : undefined,
         transport,
         limits: { cpus: placement.cpus, memoryMb: placement.memoryMb, gpuIds: placement.gpuIds },
       });
@@ -739,6 +771,7 @@ export class Controller {
     }
     const replica: ReplicaRecord = {
       id,
+      healthPath: record.runtimeEnv.healthPath,
       placement,
       containerId: status.containerId,
       target: status.target as ReplicaTarget,
@@ -765,7 +798,7 @@ export class Controller {
     const { clock, runtime, config } = this.deps;
     const deadline = clock.now() + config.readyTimeoutS * 1000;
     for (;;) {
-      if ((await probeHealth(replica.target, 1000)) === 200) return;
+      if (await probe(replica, 1000)) return;
       const status = await runtime.inspectReplica(replica.containerId);
       if (status === undefined || !status.running) {
         const logs = await runtime.logsTail(replica.containerId, LOG_TAIL_LINES);

@@ -25,9 +25,13 @@ function call(
 }
 
 /** The replica's health status code, or undefined when it cannot be reached within timeoutMs. */
-export async function probeHealth(target: ReplicaTarget, timeoutMs: number): Promise<number | undefined> {
+export async function probeHealth(
+  target: ReplicaTarget,
+  timeoutMs: number,
+  path: string = PROTOCOL.healthPath,
+): Promise<number | undefined> {
   try {
-    return (await call(target, 'GET', PROTOCOL.healthPath, timeoutMs)).status;
+    return (await call(target, 'GET', path, timeoutMs)).status;
   } catch {
     return undefined;
   }

@@ -11,9 +11,16 @@ export interface ValidatedRuntimeEnv {
   packages: Record<string, string> | undefined;
   dockerfile: string | undefined;
   buildArgs: Record<string, string> | undefined;
+  /** A prebuilt image, used as it is. */
+  image: string | undefined;
+  /** With image: the port of a plain HTTP server that does not speak the replica protocol. */
+  port: number | undefined;
+  /** With port: the path that answers 2xx or 3xx when the container is healthy. */
+  healthPath: string | undefined;
 }
 
-const KEYS = ['runtime', 'context', 'packages', 'dockerfile', 'buildArgs'] as const;
+const KEYS = ['runtime', 'context', 'packages', 'dockerfile', 'buildArgs', 'image', 'port', 'healthPath'] as const;
+const IMAGE = /^[a-z0-9][a-z0-9._/:@-]*$/i;
 const WHAT = 'replicaOptions.runtimeEnv';
 const NPM_NAME = /^(@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*$/;
 const NPM_VERSION = /^[A-Za-z0-9^~<>=*.|+: -]+$/;
@@ -82,5 +89,30 @@ export function validateRuntimeEnv(value: unknown): ValidatedRuntimeEnv {
     if (dockerfile === undefined) throw invalid(`${WHAT}.buildArgs are passed to a user Dockerfile; set ${WHAT}.dockerfile too`);
     buildArgs = stringMap(env.buildArgs, 'buildArgs', (name) => BUILD_ARG.test(name), "{ BASE: 'debian:trixie-slim' }");
   }
-  return { runtime: runtime as ReplicaRuntime, context, packages, dockerfile, buildArgs };
+  const { image, port, healthPath } = validateImage(env);
+  if (image !== undefined && (context !== undefined || packages !== undefined || dockerfile !== undefined)) {
+    throw invalid(`${WHAT}.image is used as it is; it cannot be combined with context, packages or dockerfile`);
+  }
+  return { runtime: runtime as ReplicaRuntime, context, packages, dockerfile, buildArgs, image, port, healthPath };
+}
+
+function validateImage(env: Record<string, unknown>): Pick<ValidatedRuntimeEnv, 'image' | 'port' | 'healthPath'> {
+  const { image, port, healthPath } = env;
+  if (image !== undefined && (typeof image !== 'string' || !IMAGE.test(image)))
+    throw invalid(`${WHAT}.image must be an image name, e.g. 'nginx:1.25'`);
+  if (port !== undefined) {
+    if (image === undefined) throw invalid(`${WHAT}.port is the port of an existing HTTP container; set ${WHAT}.image too`);
+    if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535)
+      throw invalid(`${WHAT}.port must be a TCP port, got ${JSON.stringify(port)}`);
+  }
+  if (healthPath !== undefined) {
+    if (port === undefined)
+      throw invalid(`${WHAT}.healthPath is checked on an existing HTTP container; set ${WHAT}.image and ${WHAT}.port too`);
+    if (typeof healthPath !== 'string' || !healthPath.startsWith('/')) throw invalid(`${WHAT}.healthPath must be a path starting with '/'`);
+  }
+  return {
+    image: image as string | undefined,
+    port: port as number | undefined,
+    healthPath: port === undefined ? undefined : ((healthPath as string | undefined) ?? '/'),
+  };
 }

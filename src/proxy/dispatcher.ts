@@ -52,7 +52,7 @@ export class Dispatcher {
     this.routes = new RouteTable(
       snapshot.endpoints.flatMap(({ name, route, methods }) => (route === null ? [] : [{ endpoint: name, route, methods }])),
     );
-    for (const name of previous.keys()) if (!this.endpoints.has(name)) this.shadows.forget(name);
+    for (const name of previous.keys()) this.shadows.keepOnly(name, this.endpoints.get(name)?.routing.shadows ?? {});
     this.backends = new Map(snapshot.backends.map((backend) => [backend.name, backend]));
     for (const backend of snapshot.backends) {
       let router = this.routers.get(backend.name);

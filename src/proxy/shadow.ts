@@ -108,8 +108,12 @@ export class ShadowMirror {
     );
   }
 
-  forget(endpoint: string): void {
-    this.tallies.delete(endpoint);
+  /** Drops the counts of shadows the endpoint no longer has (all of them when it is gone), so a new shadow starts from zero. */
+  keepOnly(endpoint: string, shadows: Record<string, number>): void {
+    const byBackend = this.tallies.get(endpoint);
+    if (byBackend === undefined) return;
+    for (const backend of byBackend.keys()) if (!(backend in shadows)) byBackend.delete(backend);
+    if (byBackend.size === 0) this.tallies.delete(endpoint);
   }
 
   private tally(endpoint: string, backend: string): Tally {

@@ -3,7 +3,8 @@ import type { Readable } from 'node:stream';
 /** Where the proxy reaches a replica: a unix socket on this host, or a TCP address. */
 export type ReplicaTarget = { socketPath: string } | { host: string; port: number };
 
-export type ReplicaTransport = { kind: 'unix'; hostDir: string } | { kind: 'tcp'; hostAddress: string };
+/** unix: a socket in hostDir; tcp: the container's port (8000 for protocol replicas) published on hostAddress. */
+export type ReplicaTransport = { kind: 'unix'; hostDir: string } | { kind: 'tcp'; hostAddress: string; containerPort: number };
 
 /** What the container may use: CPUs (shares and quota), memory (no swap) and the GPUs it may see. */
 export interface ReplicaLimits {
@@ -17,7 +18,8 @@ export interface ReplicaSpec {
   image: string;
   labels: Record<string, string>;
   env: Record<string, string>;
-  user: string;
+  /** uid:gid to run as; undefined keeps the image's own user (plain HTTP containers). */
+  user: string | undefined;
   transport: ReplicaTransport;
   limits: ReplicaLimits;
 }

@@ -4,7 +4,6 @@ import { FlotillaError, errorMessage } from '../common/errors.js';
 import { PROTOCOL } from '../replica/protocol.js';
 import type { ContainerRuntime, ImageBuild, ReplicaLimits, ReplicaSpec, ReplicaStatus, ReplicaTarget } from './container-runtime.js';
 
-const REPLICA_PORT = `${PROTOCOL.tcpPort}/tcp`;
 const BUILD_LOG_TAIL = 30;
 
 interface BuildEvent {
@@ -52,7 +51,7 @@ function isNotFound(error: unknown): boolean {
 function targetOf(info: Docker.ContainerInspectInfo): ReplicaTarget | undefined {
   const mount = info.Mounts.find((m) => m.Destination === PROTOCOL.socketDir);
   if (mount) return { socketPath: `${mount.Source}/${PROTOCOL.socketName}` };
-  const binding = info.NetworkSettings.Ports?.[REPLICA_PORT]?.[0];
+  const binding = Object.values(info.NetworkSettings.Ports ?? {}).find((bindings) => bindings?.[0] !== undefined)?.[0];
   if (binding) return { host: binding.HostIp || '127.0.0.1', port: Number(binding.HostPort) };
   return undefined;
 }
@@ -139,9 +138,9 @@ export class DockerRuntime implements ContainerRuntime {
   }
 
   async startReplica(spec: ReplicaSpec): Promise<ReplicaStatus> {
-    const tcp = spec.transport.kind === 'tcp';
+    const port = spec.transport.kind === 'tcp' ? `${spec.transport.containerPort}/tcp` : undefined;
     const env = { ...spec.env };
-    if (tcp) env[PROTOCOL.env.port] = String(PROTOCOL.tcpPort);
+    if (spec.transport.kind === 'tcp') env[PROTOCOL.env.port] = String(spec.transport.containerPort);
     else env[PROTOCOL.env.socket] = `${PROTOCOL.socketDir}/${PROTOCOL.socketName}`;
     const container = await this.docker
       .createContainer({
@@ -150,13 +149,15 @@ export class DockerRuntime implements ContainerRuntime {
         User: spec.user,
         Env: Object.entries(env).map(([key, value]) => `${key}=${value}`),
         Labels: spec.labels,
-        ExposedPorts: tcp ? { [REPLICA_PORT]: {} } : undefined,
+        ExposedPorts: port === undefined ? undefined : { [port]: {} },
         HostConfig: {
           ...hostResources(spec.limits),
           SecurityOpt: ['no-new-privileges'],
           Binds: spec.transport.kind === 'unix' ? [`${spec.transport.hostDir}:${PROTOCOL.socketDir}`] : undefined,
           PortBindings:
-            spec.transport.kind === 'tcp' ? { [REPLICA_PORT]: [{ HostIp: spec.transport.hostAddress, HostPort: '' }] } : undefined,
+            spec.transport.kind === 'tcp' && port !== undefined
+              ? { [port]: [{ HostIp: spec.transport.hostAddress, HostPort: '' }] }
+              : undefined,
         },
       })
       .catch((error: unknown) => {

@@ -50,3 +50,17 @@ describe('build settings', () => {
     expect(() => loadConfig({ npmRegistry: 'registry.local' })).toThrow(/npmRegistry: must be an http\(s\) URL/);
   });
 });
+
+describe('healthCheckPeriodS', () => {
+  it('takes whole seconds from 1, from the environment too', () => {
+    expect(() => loadConfig({ healthCheckPeriodS: 0 })).toThrow(/healthCheckPeriodS.*from 1 to 3600/);
+    const previous = process.env.FLOTILLA_HEALTH_CHECK_PERIOD_S;
+    process.env.FLOTILLA_HEALTH_CHECK_PERIOD_S = '5';
+    try {
+      expect(loadConfig().healthCheckPeriodS).toBe(5);
+    } finally {
+      if (previous === undefined) delete process.env.FLOTILLA_HEALTH_CHECK_PERIOD_S;
+      else process.env.FLOTILLA_HEALTH_CHECK_PERIOD_S = previous;
+    }
+  });
+});

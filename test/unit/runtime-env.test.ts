@@ -53,3 +53,20 @@ describe('validateRuntimeEnv', () => {
     });
   });
 });
+
+describe('prebuilt images and plain HTTP containers', () => {
+  it('takes an image as it is, with a port and a health path defaulting to /', () => {
+    expect(validateRuntimeEnv({ image: 'nginx:1.25', port: 80 })).toMatchObject({ image: 'nginx:1.25', port: 80, healthPath: '/' });
+    expect(validateRuntimeEnv({ image: 'registry.example/app@sha256:abc' })).toMatchObject({ port: undefined, healthPath: undefined });
+  });
+  it.each([
+    [{ port: 80 }, /set replicaOptions.runtimeEnv.image too/],
+    [{ image: 'a', healthPath: '/h' }, /set replicaOptions.runtimeEnv.image and replicaOptions.runtimeEnv.port too/],
+    [{ image: 'a', port: 70000 }, /must be a TCP port/],
+    [{ image: 'a', port: 80, healthPath: 'h' }, /starting with '\//],
+    [{ image: 'a b' }, /image name/],
+    [{ image: 'a', context: '/tmp' }, /cannot be combined/],
+  ])('refuses %j', (env, message) => {
+    expect(() => validateRuntimeEnv(env)).toThrow(message);
+  });
+});
