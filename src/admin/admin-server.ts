@@ -1,6 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { PassThrough } from 'node:stream';
 import type { LocalClient } from '../client.js';
 import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
@@ -8,6 +7,7 @@ import type { Logger } from '../common/logger.js';
 import { parseShippable } from '../controller/definition.js';
 import type { ContainerRuntime } from '../runtime/container-runtime.js';
 import { fromWire, toWire, type WireValue } from './wire.js';
+import { invalid, listenOn } from '../common/checks.js';
 
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
@@ -20,10 +20,6 @@ interface Call {
 }
 
 type Route = [method: string, pattern: RegExp, handler: (call: Call) => Promise<unknown>];
-
-function invalid(message: string): FlotillaError {
-  return new FlotillaError('INVALID_ARGUMENT', message);
-}
 
 /** The body's keys must be among `allowed`; `required` ones must be present. */
 function fields(body: Record<string, unknown>, allowed: string[], required: string[] = []): Record<string, unknown> {
@@ -84,18 +80,9 @@ export class AdminServer {
     if (!LOOPBACK.test(host) && this.tokenBytes === undefined) {
       throw invalid(`the admin API may bind to ${host} only with a token: set FLOTILLA_ADMIN_TOKEN (admin.token)`);
     }
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    }).catch((error: NodeJS.ErrnoException) => {
-      throw invalid(`the admin API cannot listen on ${host}:${port}: ${error.code ?? error.message}`);
-    });
-    const address = this.server.address() as AddressInfo;
-    this.logger.info('admin API listening', { component: 'admin', host: address.address, port: address.port });
-    return { host: address.address, port: address.port };
+    const address = await listenOn(this.server, host, port, 'the admin API');
+    this.logger.info('admin API listening', { component: 'admin', ...address });
+    return address;
   }
 
   serve(client: LocalClient, shutdown: () => Promise<void>): void {

@@ -16,6 +16,7 @@ import {
   validateRoute,
   validateTraffic,
 } from '../controller/validation.js';
+import { isPlainObject } from '../common/checks.js';
 
 /** A backend as an app file declares it, checked and with every default filled in. */
 export interface BackendSpec {
@@ -64,10 +65,6 @@ const BACKEND_KEYS = ['import', 'runtimeEnv', 'initArgs', 'config', 'replicaOpti
 const REPLICA_OPTION_KEYS = ['numCpus', 'memoryMb', 'numGpus', 'env'];
 const ENDPOINT_KEYS = ['backend', 'route', 'methods', 'traffic', 'shadows'];
 const CONFIG_KEYS = Object.keys(DEFAULT_BACKEND_CONFIG);
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 export function formatPath(path: readonly PathItem[]): string {
   return path

@@ -1,5 +1,5 @@
 import { posix } from 'node:path';
-import { FlotillaError } from '../common/errors.js';
+import { invalid, isPlainObject } from '../common/checks.js';
 
 export const REPLICA_RUNTIMES = ['node', 'python'] as const;
 export type ReplicaRuntime = (typeof REPLICA_RUNTIMES)[number];
@@ -25,14 +25,6 @@ const WHAT = 'replicaOptions.runtimeEnv';
 const NPM_NAME = /^(@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*$/;
 const NPM_VERSION = /^[A-Za-z0-9^~<>=*.|+: -]+$/;
 const BUILD_ARG = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-function invalid(message: string): FlotillaError {
-  return new FlotillaError('INVALID_ARGUMENT', message);
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype;
-}
 
 function stringMap(value: unknown, key: string, checkName: (name: string) => boolean, example: string): Record<string, string> {
   if (!isPlainObject(value) || Object.keys(value).length === 0) throw invalid(`${WHAT}.${key} must be a non-empty object, e.g. ${example}`);

@@ -1,6 +1,6 @@
-import { FlotillaError } from '../common/errors.js';
 import type { BackendConfig, CreateEndpointOptions, ReplicaResources } from '../api.js';
 import { validateRuntimeEnv, type ValidatedRuntimeEnv } from './runtime-env.js';
+import { invalid, isPlainObject } from '../common/checks.js';
 
 export const DEFAULT_BACKEND_CONFIG: BackendConfig = {
   numReplicas: 1,
@@ -18,14 +18,6 @@ export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'O
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
 const ROUTE = /^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/;
 const MAX_REPLICAS = 1000;
-
-function invalid(message: string): FlotillaError {
-  return new FlotillaError('INVALID_ARGUMENT', message);
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype;
-}
 
 function checkKeys(value: unknown, allowed: readonly string[], what: string): Record<string, unknown> {
   if (!isPlainObject(value)) throw invalid(`${what} must be an object`);

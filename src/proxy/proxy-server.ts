@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenOn } from '../common/checks.js';
 import { settlesWithin } from '../common/clock.js';
 import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -50,18 +50,9 @@ export class ProxyServer {
   }
 
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    }).catch((error: NodeJS.ErrnoException) => {
-      throw new FlotillaError('INVALID_ARGUMENT', `the HTTP front door cannot listen on ${host}:${port}: ${error.code ?? error.message}`);
-    });
-    const address = this.server.address() as AddressInfo;
-    this.logger.info('front door listening', { component: 'proxy', host: address.address, port: address.port });
-    return { host: address.address, port: address.port };
+    const address = await listenOn(this.server, host, port, 'the HTTP front door');
+    this.logger.info('front door listening', { component: 'proxy', ...address });
+    return address;
   }
 
   /** Stops accepting, lets requests in flight finish for up to graceMs, then closes every connection. */

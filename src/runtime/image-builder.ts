@@ -2,15 +2,15 @@ import dockerignore from '@balena/dockerignore';
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative, sep } from 'node:path';
+import { join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import tar, { type Headers, type Pack, type PackOptions } from 'tar-fs';
 import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import type { Logger } from '../common/logger.js';
 import type { FlotillaConfig } from '../config/config.js';
 import type { ContainerRuntime } from './container-runtime.js';
+import { packageRoot } from '../common/package-root.js';
 
 export const APP_DIR = '/app';
 export const SHIPPED_MODULE = `${APP_DIR}/.flotilla/definition.mjs`;
@@ -40,16 +40,6 @@ export interface BackendImageSource {
 }
 
 export type BuildSettings = Pick<FlotillaConfig, 'baseImage' | 'pythonBaseImage' | 'buildCaFile' | 'npmRegistry'>;
-
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) {
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error('cannot find the flotilla package root');
-    dir = parent;
-  }
-  return dir;
-}
 
 function normalizeHeader(prefix: string) {
   return (header: Headers): Headers => {

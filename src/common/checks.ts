@@ -1,0 +1,26 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { FlotillaError } from './errors.js';
+
+export function invalid(message: string): FlotillaError {
+  return new FlotillaError('INVALID_ARGUMENT', message);
+}
+
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype;
+}
+
+/** Starts `server` listening; a taken port or a bad address is an INVALID_ARGUMENT naming `what`. */
+export async function listenOn(server: Server, host: string, port: number, what: string): Promise<{ host: string; port: number }> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  }).catch((error: NodeJS.ErrnoException) => {
+    throw invalid(`${what} cannot listen on ${host}:${port}: ${error.code ?? error.message}`);
+  });
+  const address = server.address() as AddressInfo;
+  return { host: address.address, port: address.port };
+}
