@@ -1,6 +1,7 @@
 import type { Client, StartOptions } from './api.js';
 import { AdminServer } from './admin/admin-server.js';
 import { LocalClient } from './client.js';
+import { urlOf } from './common/checks.js';
 import { systemClock } from './common/clock.js';
 import { createLogger, type Logger } from './common/logger.js';
 import { loadConfig, type FlotillaConfig } from './config/config.js';
@@ -11,10 +12,6 @@ import { ProxyServer } from './proxy/proxy-server.js';
 import { DockerRuntime } from './runtime/docker-runtime.js';
 import { ImageBuilder } from './runtime/image-builder.js';
 import { machineCapacity } from './runtime/machine.js';
-
-function urlOf(address: { host: string; port: number }): string {
-  return `http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
-}
 
 /**
  * Flotilla running in this process: controller, HTTP front door and admin

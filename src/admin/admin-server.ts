@@ -6,7 +6,7 @@ import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.j
 import type { Logger } from '../common/logger.js';
 import { parseShippable } from '../controller/definition.js';
 import type { ContainerRuntime } from '../runtime/container-runtime.js';
-import { fromWire, toWire, type WireValue } from './wire.js';
+import { fromWire, parseWire, toWire } from './wire.js';
 import { invalid, listenOn } from '../common/checks.js';
 
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
@@ -134,7 +134,7 @@ export class AdminServer {
             ...(shardKey === undefined ? {} : { shardKey: text(shardKey, 'shardKey') }),
           };
           const handle = client.getHandle(name(call), options);
-          return toWire(await handle.remote(input === undefined ? undefined : fromWire(input as WireValue)));
+          return toWire(await handle.remote(input === undefined ? undefined : fromWire(parseWire(input))));
         },
       ],
       [
@@ -181,7 +181,7 @@ export class AdminServer {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) });
       res.end(json);
     } catch (error) {
-      const failure = isFlotillaError(error) ? error : new FlotillaError('INVALID_ARGUMENT', errorMessage(error));
+      const failure = isFlotillaError(error) ? error : new FlotillaError('INTERNAL_ERROR', errorMessage(error));
       if (!isFlotillaError(error)) this.logger.error('admin call failed unexpectedly', { component: 'admin', error: errorMessage(error) });
       if (res.headersSent) {
         res.destroy();
@@ -198,6 +198,7 @@ export class AdminServer {
     const replicas = await client.listReplicas(backend);
     const follow = call.query.get('follow') === 'true';
     const tail = Number(call.query.get('tail') ?? 100);
+    if (!Number.isInteger(tail) || tail < 0) throw invalid('tail must be a whole number of lines');
     const streams = await Promise.all(replicas.map((r) => this.runtime.streamLogs(r.containerId, { follow, tail })));
     const out = new PassThrough();
     call.res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });

@@ -6,6 +6,7 @@ import { FlotillaError } from '../common/errors.js';
 import { packageRoot } from '../common/package-root.js';
 import { loadConfig } from '../config/config.js';
 import { connect } from './remote-client.js';
+import { urlOf } from '../common/checks.js';
 
 const READY_TIMEOUT_MS = 60_000;
 
@@ -31,7 +32,7 @@ export async function startDetached(options: Omit<StartOptions, 'detached'>): Pr
   child.unref();
   let exitCode: number | null = null;
   child.once('exit', (code) => (exitCode = code));
-  const address = `http://${config.admin.host}:${config.admin.port}`;
+  const address = urlOf(config.admin);
   const deadline = Date.now() + READY_TIMEOUT_MS;
   for (;;) {
     try {

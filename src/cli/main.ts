@@ -8,6 +8,7 @@ import { loadConfig } from '../config/config.js';
 import { ControlPlane } from '../control-plane.js';
 import { deployAppFile } from './deploy.js';
 import { renderStatus } from './status.js';
+import { urlOf } from '../common/checks.js';
 
 interface Connection {
   address?: string;
@@ -26,7 +27,7 @@ function parseOptions(json: string | undefined): StartOptions {
 function adminAddress(connection: Connection): { address: string; token?: string } {
   const config = loadConfig();
   const token = connection.token ?? (config.admin.token === '' ? undefined : config.admin.token);
-  return { address: connection.address ?? `http://${config.admin.host}:${config.admin.port}`, ...(token === undefined ? {} : { token }) };
+  return { address: connection.address ?? urlOf(config.admin), ...(token === undefined ? {} : { token }) };
 }
 
 function connectTo(connection: Connection): Promise<Client> {
@@ -53,6 +54,8 @@ async function logsCommand(backend: string, flags: Connection & { follow?: boole
   const query = new URLSearchParams({ follow: String(flags.follow === true), tail: flags.tail });
   const response = await fetch(`${address}/api/backends/${encodeURIComponent(backend)}/logs?${query}`, {
     headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+  }).catch((error: Error) => {
+    throw new Error(`no Flotilla admin API answers at ${address} (${errorMessage(error.cause ?? error)}); is it running?`);
   });
   if (!response.ok || response.body === null) {
     const payload = (await response.json().catch(() => ({}))) as { error?: { code: string; message: string } };

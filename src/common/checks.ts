@@ -10,6 +10,11 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
   return typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype;
 }
 
+/** http://host:port, with an IPv6 host in brackets. */
+export function urlOf({ host, port }: { host: string; port: number }): string {
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
 /** Starts `server` listening; a taken port or a bad address is an INVALID_ARGUMENT naming `what`. */
 export async function listenOn(server: Server, host: string, port: number, what: string): Promise<{ host: string; port: number }> {
   await new Promise<void>((resolve, reject) => {

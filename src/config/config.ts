@@ -53,7 +53,7 @@ const schema = {
     env: 'FLOTILLA_INSTANCE',
   },
   stateDir: {
-    doc: 'Directory for replica sockets and (later) the checkpoint.',
+    doc: 'Directory for the desired-state checkpoint (state/), replica sockets (run/) and detached logs.',
     format: matching(/^\//, 'an absolute path'),
     default: join(homedir(), '.flotilla'),
     env: 'FLOTILLA_STATE_DIR',

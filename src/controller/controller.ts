@@ -191,6 +191,10 @@ export class Controller {
     if (strays.length > 0) {
       this.log.warn('removing containers that are not in the desired state', { count: strays.length });
       await Promise.all(strays.map((status) => this.deps.runtime.stopReplica(status.containerId, 0)));
+      for (const status of strays) {
+        const id = status.labels[LABELS.replica];
+        if (id !== undefined) rmSync(join(this.runDir, id), { recursive: true, force: true });
+      }
     }
     const adoptedCount = [...this.backends.values()].reduce((sum, b) => sum + b.replicas.length, 0);
     if (saved !== undefined)

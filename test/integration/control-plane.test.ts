@@ -166,7 +166,7 @@ describe('the remote client and admin API', () => {
   it('answers bad input with a 4xx and changes nothing', async () => {
     const before = { backends: await local.listBackends(), endpoints: await local.listEndpoints() };
     const post = (path: string, body: string, method = 'POST') =>
-      fetch(`${adminUrl}${path}`, { method, body, headers: { authorization: `Bearer ${token}` } });
+      fetch(`${adminUrl}${path}`, { method, ...(method === 'GET' ? {} : { body }), headers: { authorization: `Bearer ${token}` } });
     const cases: Array<[string, string, string, number, RegExp]> = [
       ['/api/backends', '{"name": "x", ', 'POST', 400, /malformed JSON/],
       ['/api/backends', '[1, 2]', 'POST', 400, /JSON object/],
@@ -198,6 +198,8 @@ describe('the remote client and admin API', () => {
       ['/api/backends/echo/config', JSON.stringify({ numReplicas: 'many' }), 'PATCH', 400, /numReplicas/],
       ['/api/endpoints/echo/traffic', JSON.stringify({ weights: 'all' }), 'PUT', 400, /traffic must be an object/],
       ['/api/nowhere', '{}', 'POST', 404, /no \/api\/nowhere/],
+      ['/api/endpoints/echo/call', '{"input": 5}', 'POST', 400, /input must be/],
+      ['/api/backends/echo/logs?tail=lots', '', 'GET', 400, /tail must be/],
       ['/api/backends', 'x'.repeat(17 * 1024 * 1024), 'POST', 413, /limited/],
     ];
     for (const [path, body, method, status, message] of cases) {
