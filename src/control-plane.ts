@@ -1,5 +1,6 @@
 import type { Client, StartOptions } from './api.js';
 import { AdminServer } from './admin/admin-server.js';
+import { PrometheusMetrics } from './admin/metrics.js';
 import { LocalClient } from './client.js';
 import { urlOf } from './common/checks.js';
 import { systemClock } from './common/clock.js';
@@ -41,7 +42,8 @@ export class ControlPlane {
     const logger = createLogger(config.logLevel).child({ instance: config.instance });
     const runtime = new DockerRuntime(config.dockerSocket);
     await runtime.ping();
-    const dispatcher = new Dispatcher(() => void controller.tick());
+    const metrics = new PrometheusMetrics();
+    const dispatcher = new Dispatcher(() => void controller.tick(), metrics);
     const controller = new Controller({
       config,
       runtime,
@@ -52,7 +54,7 @@ export class ControlPlane {
       clock: systemClock,
     });
     await controller.init();
-    const proxy = new ProxyServer(dispatcher, config.http.maxBodyBytes, logger);
+    const proxy = new ProxyServer(dispatcher, config.http.maxBodyBytes, logger, () => metrics.render());
     const admin = new AdminServer(config.admin.token, runtime, logger);
     try {
       const httpUrl = urlOf(await proxy.listen(config.http.host, config.http.port));
@@ -60,6 +62,7 @@ export class ControlPlane {
       const client: LocalClient = new LocalClient(httpUrl, controller, dispatcher, (): Promise<void> => plane.shutdown());
       const plane: ControlPlane = new ControlPlane(config, client, adminUrl, controller, dispatcher, proxy, admin, logger);
       admin.serve(client, () => plane.shutdown());
+      metrics.countReplicasOf(client);
       return plane;
     } catch (error) {
       await Promise.allSettled([proxy.close(0), admin.close(), controller.detach()]);

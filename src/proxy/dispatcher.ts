@@ -4,6 +4,7 @@ import type { ReplicaTarget } from '../runtime/container-runtime.js';
 import { InFlight } from './in-flight.js';
 import { ReplicaRouter, type Lease, type RoutedReplica, type RouterSettings } from './replica-router.js';
 import { RouteTable, type RouteEntry } from './route-table.js';
+import { noMetrics, type ServingMetrics } from './serving-metrics.js';
 import { ShadowMirror } from './shadow.js';
 import { TrafficPolicy } from './traffic-policy.js';
 
@@ -43,8 +44,11 @@ export class Dispatcher {
   private backends = new Map<string, BackendRouting>();
   private readonly routers = new Map<string, ReplicaRouter<ReplicaTarget>>();
 
-  /** Called when a request to a replica failed at the connection level. */
-  constructor(private readonly onReplicaFailure: (backend: string, replicaId: string) => void = () => undefined) {}
+  /** onReplicaFailure is called when a request to a replica failed at the connection level. */
+  constructor(
+    private readonly onReplicaFailure: (backend: string, replicaId: string) => void = () => undefined,
+    readonly metrics: ServingMetrics = noMetrics,
+  ) {}
 
   update(snapshot: RoutingSnapshot): void {
     const previous = this.endpoints;

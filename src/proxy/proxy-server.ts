@@ -43,6 +43,7 @@ export class ProxyServer {
     private readonly dispatcher: Dispatcher,
     private readonly maxBodyBytes: number,
     private readonly logger: Logger,
+    private readonly renderMetrics?: () => Promise<{ contentType: string; body: string }>,
   ) {
     this.engine = new ProxyEngine(dispatcher.agent);
     this.server = createServer((req, res) => void this.handle(req, res));
@@ -68,6 +69,12 @@ export class ProxyServer {
     res.once('close', this.requests.enter(ALL));
     const path = new URL(req.url ?? '/', 'http://front-door').pathname;
     if (path === '/-/healthz') return sendJson(res, 200, { status: 'ok' });
+    if (path === '/-/metrics' && this.renderMetrics !== undefined) {
+      const { contentType, body } = await this.renderMetrics();
+      res.writeHead(200, { 'content-type': contentType });
+      res.end(body);
+      return;
+    }
     if (path === '/-/routes') {
       const routes = Object.fromEntries(this.dispatcher.listRoutes().map((r) => [r.route, { endpoint: r.endpoint, methods: r.methods }]));
       return sendJson(res, 200, routes);
@@ -102,8 +109,10 @@ export class ProxyServer {
       throw error;
     }
     const cancel = new AbortController();
+    const started = performance.now();
     res.once('close', () => {
       if (!res.writableFinished) cancel.abort();
+      this.dispatcher.metrics.request(route.endpoint, backend, res.statusCode, (performance.now() - started) / 1000);
     });
     const timeoutMs = this.dispatcher.requestTimeoutMs(backend);
     const timer =

@@ -145,6 +145,7 @@ export class ShadowMirror {
       lease = await this.dispatcher.acquire(backend, signal);
     } catch {
       tally.dropped += 1;
+      this.dispatcher.metrics.shadow(mirrored.endpoint, backend, 'dropped');
       return;
     }
     tally.sent += 1;
@@ -153,6 +154,7 @@ export class ShadowMirror {
       outcome = await send(this.dispatcher.agent, lease.replica.target, mirrored, signal);
     } catch {
       tally.failed += 1;
+      this.dispatcher.metrics.shadow(mirrored.endpoint, backend, 'failed');
       return;
     } finally {
       lease.release();
@@ -167,5 +169,6 @@ export class ShadowMirror {
     if (statusMatch && bodyMatch) tally.matches += 1;
     if (!statusMatch) tally.statusMismatches += 1;
     if (!bodyMatch) tally.bodyMismatches += 1;
+    this.dispatcher.metrics.shadow(mirrored.endpoint, backend, statusMatch && bodyMatch ? 'match' : 'mismatch');
   }
 }

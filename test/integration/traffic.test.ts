@@ -119,5 +119,13 @@ describe('traffic', () => {
     expect(stats.failing).toMatchObject({ sent: 20, compared: 20, matches: 0, statusMismatches: 20 });
     expect(stats.saturated?.dropped).toBeGreaterThan(0);
     expect((stats.saturated?.sent ?? 0) + (stats.saturated?.dropped ?? 0)).toBe(20);
+
+    const metrics = await (await fetch(`${client.httpUrl}/-/metrics`)).text();
+    expect(metrics).toContain('flotilla_requests_total{endpoint="shadowed",backend="a",code="200"} 20');
+    expect(metrics).toContain('flotilla_shadow_requests_total{endpoint="shadowed",backend="slow",outcome="match"} 20');
+    expect(metrics).toContain('flotilla_shadow_requests_total{endpoint="shadowed",backend="failing",outcome="mismatch"} 20');
+    expect(metrics).toMatch(/flotilla_shadow_requests_total\{endpoint="shadowed",backend="saturated",outcome="dropped"\} [1-9]/);
+    expect(metrics).toContain('flotilla_replicas{backend="a",state="ready"} 1');
+    expect(metrics).toMatch(/flotilla_request_duration_seconds_count\{endpoint="shadowed",backend="a"\} 20/);
   });
 });

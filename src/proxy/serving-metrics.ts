@@ -1,0 +1,9 @@
+export type ShadowOutcome = 'match' | 'mismatch' | 'dropped' | 'failed';
+
+/** What the data plane reports for metrics; src/admin/metrics.ts turns it into Prometheus series. */
+export interface ServingMetrics {
+  request(endpoint: string, backend: string, status: number, seconds: number): void;
+  shadow(endpoint: string, backend: string, outcome: ShadowOutcome): void;
+}
+
+export const noMetrics: ServingMetrics = { request: () => undefined, shadow: () => undefined };
