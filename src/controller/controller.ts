@@ -170,6 +170,18 @@ export class Controller {
    * longer exist are removed. The first reconcile tick fills any gaps.
    */
   async init(): Promise<void> {
+    this.store.lock(this.deps.config.instance);
+    try {
+      await this.restore();
+    } catch (error) {
+      this.store.unlock();
+      throw error;
+    }
+    this.tickTimer = setInterval(() => void this.tick(), this.deps.config.healthCheckPeriodS * 1000);
+    this.tickTimer.unref();
+  }
+
+  private async restore(): Promise<void> {
     const socketPath = join(this.runDir, shortId(), PROTOCOL.socketName);
     if (this.deps.config.transport === 'unix' && socketPath.length > MAX_UNIX_SOCKET_PATH) {
       throw new FlotillaError(
@@ -200,16 +212,15 @@ export class Controller {
     if (saved !== undefined)
       this.log.info('restored state', { backends: this.backends.size, endpoints: this.endpoints.size, adopted: adoptedCount });
     this.publish();
-    this.tickTimer = setInterval(() => void this.tick(), this.deps.config.healthCheckPeriodS * 1000);
-    this.tickTimer.unref();
     if (saved !== undefined) void this.tick();
   }
 
   /** Stops managing replicas without touching them, e.g. when the control plane exits; a later init() adopts them. */
   async detach(): Promise<void> {
-    await this.queue;
+    await this.queue.catch(() => undefined);
     this.stopped = true;
     clearInterval(this.tickTimer);
+    this.store.unlock();
   }
 
   private adopt(status: ReplicaStatus): boolean {
@@ -490,6 +501,7 @@ export class Controller {
       this.stopped = true;
       clearInterval(this.tickTimer);
       this.store.clear();
+      this.store.unlock();
       this.endpoints.clear();
       await Promise.all([...this.backends.values()].map((record) => this.removeReplicas(record, record.replicas, true)));
       this.backends.clear();

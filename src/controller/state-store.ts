@@ -1,6 +1,15 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { FlotillaError, errorMessage } from '../common/errors.js';
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 /**
  * The desired state on disk. `save` writes a temporary file, flushes it and
@@ -49,5 +58,28 @@ export class StateStore<T> {
 
   clear(): void {
     rmSync(this.path, { force: true });
+  }
+
+  /**
+   * Claims the state for this process with a lock file holding its pid, so
+   * two control planes never manage one instance. A lock left by a process
+   * that is gone (kill -9) is taken over.
+   */
+  lock(instance: string): void {
+    mkdirSync(dirname(this.path), { recursive: true });
+    const lockPath = `${this.path}.lock`;
+    const holder = Number(readFileSync(lockPath, { encoding: 'utf8', flag: 'a+' }).trim());
+    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isAlive(holder)) {
+      throw new FlotillaError(
+        'INSTANCE_RUNNING',
+        `instance '${instance}' is already run by process ${holder}; stop it, or pick another instance name`,
+      );
+    }
+    writeFileSync(lockPath, `${process.pid}\n`);
+  }
+
+  unlock(): void {
+    const lockPath = `${this.path}.lock`;
+    if (Number(readFileSync(lockPath, { encoding: 'utf8', flag: 'a+' }).trim()) === process.pid) rmSync(lockPath, { force: true });
   }
 }

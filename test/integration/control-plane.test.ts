@@ -225,6 +225,13 @@ describe('the flotilla command', () => {
     const options = await settings();
     const started = await run(process.execPath, [CLI, 'start', '--detached', '--options', JSON.stringify(options)]);
     expect(started.stdout).toMatch(/running in the background; HTTP on http:\/\/127.0.0.1:\d+/);
+    const twice = await run(process.execPath, [CLI, 'start', '--options', JSON.stringify(options)]).catch(
+      (error: { stderr: string; code: number }) => error,
+    );
+    expect(twice).toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/INSTANCE_RUNNING: instance '.+' is already run by process \d+/),
+    });
     const client = await serve.connect({ address: `http://127.0.0.1:${options.admin.port}` });
     await client.createBackend('talker', (request: Request) => {
       console.error(`served ${new URL(request.url).pathname}`);

@@ -1,4 +1,5 @@
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -33,5 +34,25 @@ describe('StateStore', () => {
     store.save({});
     store.clear();
     expect(store.load()).toBeUndefined();
+  });
+});
+
+describe('StateStore locks', () => {
+  const path = () => join(mkdtempSync(join(tmpdir(), 'flt-lock-')), 'state.json');
+
+  it('refuses an instance that a live process holds, and takes over from a dead one', () => {
+    const file = path();
+    writeFileSync(`${file}.lock`, `${process.ppid}\n`);
+    expect(() => new StateStore(file).lock('demo')).toThrow(
+      expect.objectContaining({ code: 'INSTANCE_RUNNING', message: expect.stringMatching(/already run by process/) }),
+    );
+    const gone = spawnSync(process.execPath, ['-e', '']).pid ?? 0;
+    writeFileSync(`${file}.lock`, `${gone}\n`);
+    const store = new StateStore(file);
+    store.lock('demo');
+    expect(readFileSync(`${file}.lock`, 'utf8').trim()).toBe(String(process.pid));
+    store.lock('demo');
+    store.unlock();
+    expect(readdirSync(join(file, '..'))).toEqual([]);
   });
 });
