@@ -6,4 +6,7 @@ export const LABELS = {
   replica: 'dev.flotilla.replica',
   /** JSON of the replica's resource placement, so that a restarted controller can adopt it. */
   placement: 'dev.flotilla.placement',
+  /** The replica's restart count and its predecessor's failure, kept across controller restarts. */
+  restarts: 'dev.flotilla.restarts',
+  lastError: 'dev.flotilla.last-error',
 } as const;

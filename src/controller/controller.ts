@@ -241,8 +241,8 @@ export class Controller {
       state: 'ready',
       startedAt: status.startedAt,
       failedProbes: 0,
-      restarts: 0,
-      lastError: null,
+      restarts: Number(status.labels[LABELS.restarts] ?? 0) || 0,
+      lastError: status.labels[LABELS.lastError] ?? null,
     });
     return true;
   }
@@ -272,27 +272,33 @@ export class Controller {
     if (context !== undefined && !statSync(context, { throwIfNoEntry: false })?.isDirectory()) {
       throw new FlotillaError('INVALID_ARGUMENT', `replicaOptions.runtimeEnv.context '${contextDir}' is not a directory`);
     }
-    return this.serialize(async () => {
+    const checkFree = (): void => {
+      if (this.stopped) throw new FlotillaError('SHUT_DOWN', 'Flotilla has been shut down; start a new client');
       if (this.backends.has(name))
         throw new FlotillaError('BACKEND_EXISTS', `backend '${name}' already exists; delete it or choose another name`);
       this.reserve({ name, resources }, config.numReplicas).forEach((slot) => this.deps.scheduler.release(slot.id));
-      if (runtimeEnv.image !== undefined && !(await this.deps.runtime.imageExists(runtimeEnv.image))) {
-        throw new FlotillaError(
-          'INVALID_ARGUMENT',
-          `replicaOptions.runtimeEnv.image '${runtimeEnv.image}' is not on the Docker engine; pull or build it first`,
-        );
-      }
-      const image =
-        runtimeEnv.image ??
-        (await this.deps.images.backendImage({
-          backend: name,
-          ...(context === undefined ? {} : { contextDir: context }),
-          ...(shippable.kind === 'import' ? {} : { shippedModule: shippedModuleText(shippable) }),
-          runtime: runtimeEnv.runtime,
-          packages: runtimeEnv.packages,
-          dockerfile: runtimeEnv.dockerfile,
-          buildArgs: runtimeEnv.buildArgs,
-        }));
+    };
+    checkFree();
+    if (runtimeEnv.image !== undefined && !(await this.deps.runtime.imageExists(runtimeEnv.image))) {
+      throw new FlotillaError(
+        'INVALID_ARGUMENT',
+        `replicaOptions.runtimeEnv.image '${runtimeEnv.image}' is not on the Docker engine; pull or build it first`,
+      );
+    }
+    // Built outside the one-at-a-time queue, so that a long build does not hold up other calls or liveness checks.
+    const image =
+      runtimeEnv.image ??
+      (await this.deps.images.backendImage({
+        backend: name,
+        ...(context === undefined ? {} : { contextDir: context }),
+        ...(shippable.kind === 'import' ? {} : { shippedModule: shippedModuleText(shippable) }),
+        runtime: runtimeEnv.runtime,
+        packages: runtimeEnv.packages,
+        dockerfile: runtimeEnv.dockerfile,
+        buildArgs: runtimeEnv.buildArgs,
+      }));
+    return this.serialize(async () => {
+      checkFree();
       const record: BackendRecord = {
         name,
         definition: shippable,
@@ -770,6 +776,8 @@ export class Controller {
           [LABELS.backend]: record.name,
           [LABELS.replica]: id,
           [LABELS.placement]: JSON.stringify(placement),
+          [LABELS.restarts]: String(history.restarts),
+          ...(history.lastError === null ? {} : { [LABELS.lastError]: history.lastError.slice(0, 1000) }),
         },
         env: {
           ...record.resources.env,

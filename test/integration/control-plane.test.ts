@@ -65,6 +65,13 @@ describe('crash recovery', () => {
       await client.createBackend('survivor', () => `pid ${process.pid}`, { config: { numReplicas: 2 } });
       await client.createEndpoint('survivor', { backend: 'survivor', route: '/survivor' });
       expect((await fetch(`${client.httpUrl}/survivor`)).status).toBe(200);
+      const [crashed] = await client.listReplicas('survivor');
+      execFileSync('docker', ['kill', crashed!.containerId]);
+      await expect
+        .poll(async () => (await client.listReplicas('survivor')).filter((r) => r.state === 'ready' && r.restarts === 1), {
+          timeout: 30_000,
+        })
+        .toHaveLength(1);
       const before = containersOf(options.instance, 'survivor').sort();
       expect(before).toHaveLength(2);
 
@@ -101,6 +108,8 @@ describe('crash recovery', () => {
       expect(Object.fromEntries(afterRestart.statuses)).toEqual({ 200: afterRestart.total });
       expect(containersOf(options.instance, 'survivor').sort()).toEqual(before);
       expect((await again.listReplicas('survivor')).map((r) => r.containerId).sort()).toEqual(before);
+      const replaced = (await again.listReplicas('survivor')).find((r) => r.restarts === 1);
+      expect(replaced?.lastError).toMatch(/exited with code 137/);
       expect(containersOf(options.instance, 'ghost')).not.toContain(stray);
       await again.shutdown();
       await new Promise((resolve) => second!.once('exit', resolve));
