@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { PassThrough } from 'node:stream';
 import type { LocalClient } from '../client.js';
 import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
+import { sendError, sendJson } from '../common/http-json.js';
 import type { Logger } from '../common/logger.js';
 import { parseShippable } from '../controller/definition.js';
 import type { ContainerRuntime } from '../runtime/container-runtime.js';
@@ -176,20 +177,10 @@ export class AdminServer {
       const body = req.method === 'GET' || req.method === 'DELETE' ? {} : await readJson(req);
       const params = pattern.exec(url.pathname)?.slice(1) ?? [];
       const result = await handler({ params, query: url.searchParams, body, res });
-      if (res.headersSent) return;
-      const json = JSON.stringify(result ?? {});
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) });
-      res.end(json);
+      if (!res.headersSent) sendJson(res, 200, result ?? {});
     } catch (error) {
-      const failure = isFlotillaError(error) ? error : new FlotillaError('INTERNAL_ERROR', errorMessage(error));
       if (!isFlotillaError(error)) this.logger.error('admin call failed unexpectedly', { component: 'admin', error: errorMessage(error) });
-      if (res.headersSent) {
-        res.destroy();
-        return;
-      }
-      const json = JSON.stringify({ error: failure.toJSON() });
-      res.writeHead(failure.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) });
-      res.end(json);
+      sendError(res, isFlotillaError(error) ? error : new FlotillaError('INTERNAL_ERROR', errorMessage(error)));
     }
   }
 

@@ -1,27 +1,23 @@
-import { request } from 'node:http';
 import { FlotillaError } from '../common/errors.js';
 import { PROTOCOL, type HandlerErrorBody, type LiveConfig } from '../replica/protocol.js';
+import { requestReplica } from '../proxy/replica-request.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
 
-function call(
+async function call(
   target: ReplicaTarget,
   method: string,
   path: string,
   timeoutMs: number,
   body?: string,
 ): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const headers = body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
-    const req = request({ ...target, path, method, headers, timeout: timeoutMs, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', reject);
-    req.end(body);
-  });
+  const headers = body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+  const signal = AbortSignal.timeout(timeoutMs);
+  try {
+    const reply = await requestReplica(target, { method, path, headers, ...(body === undefined ? {} : { body }), agent: false, signal });
+    return { status: reply.status, text: reply.body.toString('utf8') };
+  } catch (error) {
+    throw signal.aborted ? new Error(`no answer within ${timeoutMs} ms`) : error;
+  }
 }
 
 /** The replica's health status code, or undefined when it cannot be reached within timeoutMs. */

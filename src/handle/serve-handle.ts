@@ -1,20 +1,14 @@
-import { request, type IncomingMessage } from 'node:http';
 import type { HandleOptions, ServeHandle as ServeHandleApi } from '../api.js';
 import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import type { Dispatcher } from '../proxy/dispatcher.js';
+import { requestReplica, type ReplicaReply } from '../proxy/replica-request.js';
 import { MAX_ATTEMPTS, mayRetry } from '../proxy/retry.js';
 import { hashBody, type Outcome } from '../proxy/shadow.js';
 import { PROTOCOL, type HandlerErrorBody } from '../replica/protocol.js';
-import type { ReplicaTarget } from '../runtime/container-runtime.js';
 
 interface EncodedBody {
   headers: Record<string, string | number>;
   bytes?: Buffer;
-}
-
-interface Reply {
-  response: IncomingMessage;
-  data: Buffer;
 }
 
 function encodeBody(body: unknown): EncodedBody {
@@ -33,11 +27,11 @@ function encodeBody(body: unknown): EncodedBody {
   return { headers: { 'content-type': contentType, 'content-length': bytes.length }, bytes };
 }
 
-function decodeBody({ response, data }: Reply): unknown {
-  const type = response.headers['content-type'] ?? '';
-  if (type.startsWith('application/json')) return JSON.parse(data.toString('utf8'));
-  if (type.startsWith('text/')) return data.toString('utf8');
-  return data;
+function decodeBody({ headers, body }: ReplicaReply): unknown {
+  const type = headers['content-type'] ?? '';
+  if (type.startsWith('application/json')) return JSON.parse(body.toString('utf8'));
+  if (type.startsWith('text/')) return body.toString('utf8');
+  return body;
 }
 
 function handlerError(data: Buffer): FlotillaError {
@@ -47,25 +41,6 @@ function handlerError(data: Buffer): FlotillaError {
   } catch {
     return new FlotillaError('HANDLER_ERROR', data.toString('utf8'));
   }
-}
-
-function send(
-  agent: Dispatcher['agent'],
-  target: ReplicaTarget,
-  options: { method: string; path: string; headers: EncodedBody['headers'] },
-  bytes: Buffer | undefined,
-  signal: AbortSignal,
-): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = request({ ...target, ...options, agent, signal }, (response) => {
-      const chunks: Buffer[] = [];
-      response.on('data', (chunk: Buffer) => chunks.push(chunk));
-      response.on('end', () => resolve({ response, data: Buffer.concat(chunks) }));
-      response.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(bytes);
-  });
 }
 
 /**
@@ -111,15 +86,16 @@ export class ServeHandle implements ServeHandleApi {
         const lease = await this.dispatcher.acquire(backend, cancel.signal, tried).catch((error: unknown) => {
           throw cancel.signal.aborted ? timedOut() : error;
         });
-        let reply: Reply;
+        let reply: ReplicaReply;
         try {
-          reply = await send(
-            this.dispatcher.agent,
-            lease.replica.target,
-            { method, path: routing.route ?? '/', headers },
-            bytes,
-            cancel.signal,
-          );
+          reply = await requestReplica(lease.replica.target, {
+            method,
+            path,
+            headers,
+            ...(bytes === undefined ? {} : { body: bytes }),
+            agent: this.dispatcher.agent,
+            signal: cancel.signal,
+          });
         } catch (error) {
           if (cancel.signal.aborted) throw timedOut();
           if (isFlotillaError(error)) throw error;
@@ -133,8 +109,8 @@ export class ServeHandle implements ServeHandleApi {
         } finally {
           lease.release();
         }
-        reportPrimary({ status: reply.response.statusCode ?? 0, bodyHash: hashBody(reply.data), latencyMs: performance.now() - started });
-        if (reply.response.statusCode === 500 && reply.response.headers[PROTOCOL.errorHeader] === 'handler') throw handlerError(reply.data);
+        reportPrimary({ status: reply.status, bodyHash: hashBody(reply.body), latencyMs: performance.now() - started });
+        if (reply.status === 500 && reply.headers[PROTOCOL.errorHeader] === 'handler') throw handlerError(reply.body);
         return decodeBody(reply);
       }
     } finally {

@@ -5,7 +5,7 @@ import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { PROTOCOL } from '../replica/protocol.js';
 import type { Dispatcher } from './dispatcher.js';
-import { sendError, sendJson } from './http-errors.js';
+import { sendError, sendJson } from '../common/http-json.js';
 import { InFlight } from './in-flight.js';
 import { ProxyEngine } from './proxy-engine.js';
 import { MAX_ATTEMPTS, mayRetry } from './retry.js';

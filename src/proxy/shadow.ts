@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
-import { request, type Agent, type OutgoingHttpHeaders } from 'node:http';
+import type { OutgoingHttpHeaders } from 'node:http';
 import type { ShadowStats } from '../api.js';
 import type { Dispatcher } from './dispatcher.js';
+import { requestReplica } from './replica-request.js';
 
 /** What a request's answer looked like, for comparing the primary with a shadow. */
 export interface Outcome {
@@ -55,20 +56,6 @@ interface Tally {
   bodyMismatches: number;
   primaryLatency: Samples;
   shadowLatency: Samples;
-}
-
-function send(agent: Agent, target: object, mirrored: MirroredRequest, signal: AbortSignal): Promise<Outcome> {
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const req = request({ ...target, agent, method: mirrored.method, path: mirrored.path, headers: mirrored.headers, signal }, (res) => {
-      const hash = createHash('sha256');
-      res.on('data', (chunk: Buffer) => hash.update(chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, bodyHash: hash.digest('hex'), latencyMs: performance.now() - started }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(mirrored.body);
-  });
 }
 
 /**
@@ -151,7 +138,16 @@ export class ShadowMirror {
     tally.sent += 1;
     let outcome: Outcome;
     try {
-      outcome = await send(this.dispatcher.agent, lease.replica.target, mirrored, signal);
+      const started = performance.now();
+      const reply = await requestReplica(lease.replica.target, {
+        method: mirrored.method,
+        path: mirrored.path,
+        headers: mirrored.headers,
+        body: mirrored.body,
+        agent: this.dispatcher.agent,
+        signal,
+      });
+      outcome = { status: reply.status, bodyHash: hashBody(reply.body), latencyMs: performance.now() - started };
     } catch {
       tally.failed += 1;
       this.dispatcher.metrics.shadow(mirrored.endpoint, backend, 'failed');
