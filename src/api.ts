@@ -61,7 +61,7 @@ export interface RuntimeEnv {
   healthPath?: string;
 }
 
-/** What each replica of a backend reserves and gets. */
+/** What each replica of a backend reserves and gets, and how its container is confined. */
 export interface ReplicaResources {
   /** CPUs: container CPU shares (1024 per CPU) and quota. Fractions allowed. Default 1. */
   numCpus: number;
@@ -71,6 +71,12 @@ export interface ReplicaResources {
   numGpus: number;
   /** Extra environment variables; OMP_NUM_THREADS is 1 unless set here. */
   env: Record<string, string>;
+  /** false lets the replica write to its root filesystem; by default it is read-only, with a tmpfs /tmp. */
+  readOnlyRootfs?: boolean;
+  /** 'isolated' (default): a bridge network without traffic between containers; 'none': no network (unix transport only). */
+  network?: 'isolated' | 'none';
+  /** A plain HTTP container (runtimeEnv.port) runs as replicaUser unless this is true: then as its image's USER. */
+  runAsImageUser?: boolean;
 }
 
 export interface ReplicaOptions extends Partial<ReplicaResources> {

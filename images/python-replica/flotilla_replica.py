@@ -4,7 +4,8 @@ Runs inside each Python replica container. It answers health checks at once
 ('starting'), loads the entry's module, constructs the class (with initArgs) and
 applies the entry's live config (reconfigure, batching), then serves ('ready').
 If any of that fails it prints one JSON line (event init_failed) on stderr and
-exits 1. PUT /-/flotilla/config changes live config without a restart. On
+exits 1. PUT /-/flotilla/config changes live config without a restart, for a
+caller that presents the entry's control secret (403 otherwise). On
 SIGTERM it reports 'draining', stops accepting connections, finishes the
 requests in flight and exits 0. Each connection has its own thread, so health
 checks are answered while handlers run.
@@ -15,6 +16,8 @@ User code may import helpers from this module:
 """
 
 import concurrent.futures
+import hashlib
+import hmac
 import importlib.util
 import inspect
 import json
@@ -33,6 +36,8 @@ HEALTH_PATH = "/-/flotilla/health"
 CONFIG_PATH = "/-/flotilla/config"
 METHOD_HEADER = "x-flotilla-method"
 ERROR_HEADER = "x-flotilla-error"
+CONTROL_SECRET_HEADER = "x-flotilla-control-secret"
+DEFAULT_ENTRY_FILE = "/run/flotilla/entry.json"
 DEFAULT_PORT = 8000
 
 __all__ = ["Request", "Response", "accept_batch"]
@@ -262,6 +267,7 @@ class Replica:
 
     def __init__(self):
         self.state = "starting"
+        self.control_secret = None
         self.backend = None
         self.batcher = None
         self.max_batch_size = 1
@@ -388,6 +394,11 @@ class Handler(BaseHTTPRequestHandler):
         if path == HEALTH_PATH:
             body = _to_json({"state": replica.state})
             return self.send(200 if replica.state == "ready" else 503, "application/json", body)
+        control = path == CONFIG_PATH and self.command == "PUT"
+        if control and not _is_control_caller(self.headers.get(CONTROL_SECRET_HEADER)):
+            self.read_body()
+            message = f"control calls need the replica's secret in {CONTROL_SECRET_HEADER}"
+            return self.send(403, "application/json", _to_json({"error": {"code": "FORBIDDEN", "message": message}}))
         backend = replica.backend
         if backend is None:
             self.read_body()
@@ -396,7 +407,7 @@ class Handler(BaseHTTPRequestHandler):
         replica.begin()
         try:
             body = self.read_body()
-            if path == CONFIG_PATH and self.command == "PUT":
+            if control:
                 return self.serve_config(body)
             method_name = self.headers.get(METHOD_HEADER)
             host = self.headers.get("host") or "replica"
@@ -439,6 +450,15 @@ class TcpThreadingHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
+def _digest(value):
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
+
+
+def _is_control_caller(presented):
+    """Compares digests in constant time, so that neither the secret's length nor its content leaks."""
+    return replica.control_secret is not None and presented is not None and hmac.compare_digest(_digest(presented), replica.control_secret)
+
+
 def _listen():
     socket_path = os.environ.get("FLOTILLA_SOCKET")
     if socket_path:
@@ -469,7 +489,13 @@ def main():
     server = _listen()
     signal.signal(signal.SIGTERM, lambda *_: _start_drain(server))
     try:
-        entry = json.loads(os.environ.get("FLOTILLA_ENTRY") or "")
+        entry_file = os.environ.get("FLOTILLA_ENTRY_FILE") or DEFAULT_ENTRY_FILE
+        with open(entry_file, encoding="utf-8") as file:
+            entry = json.load(file)
+        secret = entry.get("controlSecret")
+        if not isinstance(secret, str) or not secret:
+            raise RuntimeError(f"{entry_file} has no controlSecret")
+        replica.control_secret = _digest(secret)
         backend = LoadedBackend(entry)
         replica.apply_config(backend, entry)
         replica.backend = backend

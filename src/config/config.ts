@@ -109,6 +109,18 @@ const schema = {
     default: '1000:1000',
     env: 'FLOTILLA_REPLICA_USER',
   },
+  replicaPidsLimit: {
+    doc: 'Processes and threads each replica container may have at most (0: no limit).',
+    format: 'nat',
+    default: 1024,
+    env: 'FLOTILLA_REPLICA_PIDS_LIMIT',
+  },
+  replicaNetwork: {
+    doc: 'Docker bridge network replicas join, created with inter-container traffic off (shared by every instance on the engine).',
+    format: matching(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'a Docker network name'),
+    default: 'flotilla-replicas',
+    env: 'FLOTILLA_REPLICA_NETWORK',
+  },
   readyTimeoutS: {
     doc: 'Seconds a new replica may take to become ready before its start fails.',
     format: 'nat',
@@ -158,6 +170,8 @@ export interface FlotillaConfig {
   transport: 'unix' | 'tcp';
   replicaHost: string;
   replicaUser: string;
+  replicaPidsLimit: number;
+  replicaNetwork: string;
   readyTimeoutS: number;
   healthCheckPeriodS: number;
   cpuCapacity: number;

@@ -1,5 +1,5 @@
-import { chmodSync, mkdirSync, rmSync, statSync } from 'node:fs';
-import { dirname, isAbsolute, join, posix, resolve } from 'node:path';
+import { rmSync, statSync } from 'node:fs';
+import { isAbsolute, join, posix, resolve } from 'node:path';
 import type { BackendConfig, BackendInfo, CreateEndpointOptions, EndpointInfo, ReplicaInfo, ReplicaResources } from '../api.js';
 import { settlesWithin, type Clock } from '../common/clock.js';
 import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
@@ -11,8 +11,10 @@ import type { Dispatcher, RoutingSnapshot } from '../proxy/dispatcher.js';
 import { PROTOCOL, type LiveConfig, type ReplicaEntry } from '../replica/protocol.js';
 import type { ContainerRuntime, ReplicaStatus, ReplicaTarget, ReplicaTransport } from '../runtime/container-runtime.js';
 import { APP_DIR, SHIPPED_MODULE, type ImageBuilder } from '../runtime/image-builder.js';
+import { confinementOf } from './confinement.js';
 import { checkSupports, shippedModuleText, summarize, type ShippableDefinition } from './definition.js';
 import { probeHealth, pushConfig } from './replica-client.js';
+import { prepareReplicaFiles, readControlSecret } from './replica-files.js';
 import type { ValidatedRuntimeEnv } from './runtime-env.js';
 import type { Placement, Scheduler } from './scheduler.js';
 import { StateStore } from './state-store.js';
@@ -48,6 +50,8 @@ interface ReplicaRecord extends ReplicaHistory {
   containerId: string;
   target: ReplicaTarget;
   hostDir: string | undefined;
+  /** Sent on every control call; undefined for plain HTTP containers. */
+  controlSecret: string | undefined;
   state: ReplicaInfo['state'];
   startedAt: number;
   failedProbes: number;
@@ -237,7 +241,8 @@ export class Controller {
       placement,
       containerId: status.containerId,
       target: status.target,
-      hostDir: 'socketPath' in status.target ? dirname(status.target.socketPath) : undefined,
+      hostDir: status.hostDir,
+      controlSecret: status.hostDir === undefined ? undefined : readControlSecret(status.hostDir),
       state: 'ready',
       startedAt: status.startedAt,
       failedProbes: 0,
@@ -650,12 +655,16 @@ export class Controller {
 
   private async pushLiveConfig(record: BackendRecord, live: LiveConfig, rollback: LiveConfig | undefined): Promise<void> {
     const targets = record.replicas.filter((replica) => replica.state === 'ready');
-    const results = await Promise.allSettled(targets.map((replica) => pushConfig(replica.target, live, CONFIG_PUSH_TIMEOUT_MS)));
+    const results = await Promise.allSettled(
+      targets.map((replica) => pushConfig(replica.target, replica.controlSecret ?? '', live, CONFIG_PUSH_TIMEOUT_MS)),
+    );
     const failed = results.findIndex((result) => result.status === 'rejected');
     if (failed < 0) return;
     if (rollback !== undefined) {
       const applied = targets.filter((_, index) => results[index]?.status === 'fulfilled');
-      await Promise.allSettled(applied.map((replica) => pushConfig(replica.target, rollback, CONFIG_PUSH_TIMEOUT_MS)));
+      await Promise.allSettled(
+        applied.map((replica) => pushConfig(replica.target, replica.controlSecret ?? '', rollback, CONFIG_PUSH_TIMEOUT_MS)),
+      );
     }
     const reason = (results[failed] as PromiseRejectedResult).reason as unknown;
     const code = isFlotillaError(reason) ? reason.code : 'RECONFIGURE_FAILED';
@@ -734,7 +743,7 @@ export class Controller {
     return slots;
   }
 
-  private entryOf(record: BackendRecord, config: BackendConfig): ReplicaEntry {
+  private entryOf(record: BackendRecord, config: BackendConfig): Omit<ReplicaEntry, 'controlSecret'> {
     const definition = record.definition;
     const module =
       definition.kind !== 'import'
@@ -755,19 +764,17 @@ export class Controller {
   ): Promise<ReplicaRecord> {
     const { runtime } = this.deps;
     const settings = this.deps.config;
-    let transport: ReplicaTransport;
-    let hostDir: string | undefined;
     const httpPort = record.runtimeEnv.port;
-    if (settings.transport === 'unix' && httpPort === undefined) {
-      hostDir = join(this.runDir, id);
-      mkdirSync(hostDir, { recursive: true });
-      chmodSync(hostDir, 0o777);
-      transport = { kind: 'unix', hostDir };
-    } else {
-      transport = { kind: 'tcp', hostAddress: settings.replicaHost, containerPort: httpPort ?? PROTOCOL.tcpPort };
-    }
+    const transport: ReplicaTransport =
+      settings.transport === 'unix' && httpPort === undefined
+        ? { kind: 'unix' }
+        : { kind: 'tcp', hostAddress: settings.replicaHost, containerPort: httpPort ?? PROTOCOL.tcpPort };
+    const hostDir = httpPort === undefined ? join(this.runDir, id) : undefined;
     let status: ReplicaStatus;
+    let controlSecret: string | undefined;
     try {
+      const confinement = confinementOf(record.name, record.resources, settings, httpPort !== undefined);
+      if (hostDir !== undefined) controlSecret = prepareReplicaFiles(hostDir, this.entryOf(record, config), settings.replicaUser);
       status = await runtime.startReplica({
         name: `flotilla-${settings.instance}-${record.name}-${id}`,
         image: record.image,
@@ -782,11 +789,11 @@ export class Controller {
         env: {
           ...record.resources.env,
           NVIDIA_VISIBLE_DEVICES: placement.gpuIds.length > 0 ? placement.gpuIds.join(',') : 'void',
-          ...(httpPort === undefined ? { [PROTOCOL.env.entry]: JSON.stringify(this.entryOf(record, config)) } : {}),
         },
-        user: httpPort === undefined ? settings.replicaUser : undefined,
+        hostDir,
         transport,
         limits: { cpus: placement.cpus, memoryMb: placement.memoryMb, gpuIds: placement.gpuIds },
+        confinement,
       });
     } catch (error) {
       this.deps.scheduler.release(id);
@@ -800,6 +807,7 @@ export class Controller {
       containerId: status.containerId,
       target: status.target as ReplicaTarget,
       hostDir,
+      controlSecret,
       state: 'starting',
       startedAt: this.deps.clock.now(),
       failedProbes: 0,

@@ -9,8 +9,12 @@ async function call(
   path: string,
   timeoutMs: number,
   body?: string,
+  extraHeaders: Record<string, string> = {},
 ): Promise<{ status: number; text: string }> {
-  const headers = body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+  const headers = {
+    ...extraHeaders,
+    ...(body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }),
+  };
   const signal = AbortSignal.timeout(timeoutMs);
   try {
     const reply = await requestReplica(target, { method, path, headers, ...(body === undefined ? {} : { body }), agent: false, signal });
@@ -33,15 +37,22 @@ export async function probeHealth(
   }
 }
 
-/** Applies live config to a running replica; a reconfigure that throws is RECONFIGURE_FAILED. */
-export async function pushConfig(target: ReplicaTarget, config: LiveConfig, timeoutMs: number): Promise<void> {
+/**
+ * Applies live config to a running replica, presenting its control secret; a reconfigure that throws is
+ * RECONFIGURE_FAILED, and so is a replica that refuses the secret (403).
+ */
+export async function pushConfig(target: ReplicaTarget, controlSecret: string, config: LiveConfig, timeoutMs: number): Promise<void> {
   let reply;
   try {
-    reply = await call(target, 'PUT', PROTOCOL.configPath, timeoutMs, JSON.stringify(config));
+    const headers = { [PROTOCOL.controlSecretHeader]: controlSecret };
+    reply = await call(target, 'PUT', PROTOCOL.configPath, timeoutMs, JSON.stringify(config), headers);
   } catch (error) {
     throw new FlotillaError('REPLICA_UNREACHABLE', `could not reconfigure a replica: ${(error as Error).message}`);
   }
   if (reply.status === 200) return;
+  if (reply.status === 403) {
+    throw new FlotillaError('RECONFIGURE_FAILED', `the replica refused Flotilla's control secret (${reply.text}); replace the replica`);
+  }
   let detail: HandlerErrorBody['error'] | undefined;
   try {
     detail = (JSON.parse(reply.text) as HandlerErrorBody).error;

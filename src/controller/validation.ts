@@ -143,7 +143,38 @@ export function validateResources(replicaOptions: Record<string, unknown>): Repl
     if (MANAGED_ENV.test(name)) throw invalid(`replicaOptions.env: '${name}' is set by Flotilla and cannot be overridden`);
     if (typeof value !== 'string') throw invalid(`replicaOptions.env.${name} must be a string, got ${JSON.stringify(value)}`);
   }
-  return { numCpus, memoryMb: memoryMb as number | null, numGpus: numGpus as number, env: { ...(env as Record<string, string>) } };
+  return {
+    numCpus,
+    memoryMb: memoryMb as number | null,
+    numGpus: numGpus as number,
+    env: { ...(env as Record<string, string>) },
+    ...validateConfinement(replicaOptions),
+  };
+}
+
+const NETWORKS = ['isolated', 'none'] as const;
+
+/** readOnlyRootfs, network and runAsImageUser: kept only when given, so that defaults apply otherwise. */
+function validateConfinement(
+  replicaOptions: Record<string, unknown>,
+): Pick<ReplicaResources, 'readOnlyRootfs' | 'network' | 'runAsImageUser'> {
+  const { readOnlyRootfs, network, runAsImageUser } = replicaOptions;
+  if (readOnlyRootfs !== undefined && typeof readOnlyRootfs !== 'boolean') {
+    throw invalid(
+      `replicaOptions.readOnlyRootfs must be true or false (false: the replica may write to its root filesystem), got ${JSON.stringify(readOnlyRootfs)}`,
+    );
+  }
+  if (network !== undefined && !(NETWORKS as readonly unknown[]).includes(network)) {
+    throw invalid(`replicaOptions.network must be 'isolated' or 'none' (no network; unix transport only), got ${JSON.stringify(network)}`);
+  }
+  if (runAsImageUser !== undefined && typeof runAsImageUser !== 'boolean') {
+    throw invalid(`replicaOptions.runAsImageUser must be true or false, got ${JSON.stringify(runAsImageUser)}`);
+  }
+  return {
+    ...(readOnlyRootfs === undefined ? {} : { readOnlyRootfs }),
+    ...(network === undefined ? {} : { network: network as 'isolated' | 'none' }),
+    ...(runAsImageUser === undefined ? {} : { runAsImageUser }),
+  };
 }
 
 export function validateBackendOptions(options: unknown): ValidatedBackendOptions {
@@ -153,9 +184,24 @@ export function validateBackendOptions(options: unknown): ValidatedBackendOption
     throw invalid('initArgs must be an array of JSON values (strings, numbers, booleans, null, arrays, plain objects)');
   }
   const config = { ...DEFAULT_BACKEND_CONFIG, ...validateConfigPatch(value.config) };
-  const replicaOptions = checkKeys(value.replicaOptions ?? {}, ['runtimeEnv', 'numCpus', 'memoryMb', 'numGpus', 'env'], 'replicaOptions');
+  const replicaOptions = checkKeys(
+    value.replicaOptions ?? {},
+    ['runtimeEnv', 'numCpus', 'memoryMb', 'numGpus', 'env', 'readOnlyRootfs', 'network', 'runAsImageUser'],
+    'replicaOptions',
+  );
   const runtimeEnv = validateRuntimeEnv(replicaOptions.runtimeEnv);
-  return { initArgs, config, contextDir: runtimeEnv.context, runtimeEnv, resources: validateResources(replicaOptions) };
+  const resources = validateResources(replicaOptions);
+  if (runtimeEnv.port !== undefined && resources.network === 'none') {
+    throw invalid(
+      "replicaOptions.network 'none' needs the replica protocol over a unix socket; a plain HTTP container (runtimeEnv.port) needs a network",
+    );
+  }
+  if (runtimeEnv.port === undefined && resources.runAsImageUser !== undefined) {
+    throw invalid(
+      'replicaOptions.runAsImageUser is for plain HTTP containers (runtimeEnv.image and port); protocol replicas always run as replicaUser',
+    );
+  }
+  return { initArgs, config, contextDir: runtimeEnv.context, runtimeEnv, resources };
 }
 
 export function validateEndpointOptions(options: unknown): { backend: string; route: string | null; methods: string[] } {

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { chmodSync, rmSync } from 'node:fs';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { chmodSync, readFileSync, rmSync } from 'node:fs';
 import { Batcher } from './batcher.js';
 import { loadBackend, sendHandlerError, sendResult, toRequest, type LoadedBackend } from './handler.js';
 import { PROTOCOL, type HealthBody, type LiveConfig, type ReplicaEntry } from './protocol.js';
@@ -9,10 +10,13 @@ import { PROTOCOL, type HealthBody, type LiveConfig, type ReplicaEntry } from '.
  * once ('starting'), loads the user's code and applies the entry's live config
  * (reconfigure, batching), then serves ('ready'). If any of that fails it
  * prints one JSON line naming the error and exits 1. Live config can be
- * changed with PUT /-/flotilla/config without a restart. On SIGTERM it stops
- * accepting connections, finishes in-flight requests and exits 0.
+ * changed with PUT /-/flotilla/config without a restart, by a caller that
+ * presents the entry's control secret (403 otherwise, before and after ready).
+ * On SIGTERM it stops accepting connections, finishes in-flight requests and
+ * exits 0.
  */
 let state: HealthBody['state'] = 'starting';
+let controlSecret: Buffer | undefined;
 let backend: LoadedBackend | undefined;
 let batcher: Batcher<Request> | undefined;
 let batchSettings = { maxBatchSize: 1, batchWaitTimeoutS: 0 };
@@ -78,18 +82,34 @@ async function serveConfig(req: IncomingMessage, res: ServerResponse, loaded: Lo
   }
 }
 
+function digest(value: string): Buffer {
+  return createHash('sha256').update(value).digest();
+}
+
+/** Compares digests, so that neither the secret's length nor its content leaks through timing. */
+function isControlCaller(req: IncomingMessage): boolean {
+  const presented = req.headers[PROTOCOL.controlSecretHeader];
+  return controlSecret !== undefined && typeof presented === 'string' && timingSafeEqual(digest(presented), controlSecret);
+}
+
+function refuse(req: IncomingMessage, res: ServerResponse, status: number, code: string, message: string): void {
+  req.resume();
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ error: { code, message } }));
+}
+
 async function serveRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
   if (req.url === PROTOCOL.healthPath) {
     res.writeHead(state === 'ready' ? 200 : 503, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ state } satisfies HealthBody));
     return;
   }
-  if (backend === undefined) {
-    res.writeHead(503, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ error: { code: 'REPLICA_NOT_READY', message: 'replica is still starting' } }));
-    return;
+  const control = req.url === PROTOCOL.configPath && req.method === 'PUT';
+  if (control && !isControlCaller(req)) {
+    return refuse(req, res, 403, 'FORBIDDEN', `control calls need the replica's secret in ${PROTOCOL.controlSecretHeader}`);
   }
-  if (req.url === PROTOCOL.configPath && req.method === 'PUT') return serveConfig(req, res, backend);
+  if (backend === undefined) return refuse(req, res, 503, 'REPLICA_NOT_READY', 'replica is still starting');
+  if (control) return serveConfig(req, res, backend);
   try {
     const methodHeader = req.headers[PROTOCOL.methodHeader];
     const methodName = typeof methodHeader === 'string' ? methodHeader : undefined;
@@ -123,7 +143,10 @@ process.on('SIGTERM', () => {
 async function main(): Promise<void> {
   listen();
   try {
-    const entry = JSON.parse(process.env[PROTOCOL.env.entry] ?? '') as ReplicaEntry;
+    const entryFile = process.env[PROTOCOL.env.entryFile] ?? `${PROTOCOL.socketDir}/${PROTOCOL.entryName}`;
+    const entry = JSON.parse(readFileSync(entryFile, 'utf8')) as ReplicaEntry;
+    if (typeof entry.controlSecret !== 'string' || entry.controlSecret === '') throw new Error(`${entryFile} has no controlSecret`);
+    controlSecret = digest(entry.controlSecret);
     const loaded = await loadBackend(entry);
     await applyConfig(loaded, entry);
     backend = loaded;

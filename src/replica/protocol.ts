@@ -8,11 +8,14 @@ export const PROTOCOL = {
   configPath: '/-/flotilla/config',
   methodHeader: 'x-flotilla-method',
   errorHeader: 'x-flotilla-error',
+  /** Sent by the control plane on every control call (PUT configPath): the entry's controlSecret. */
+  controlSecretHeader: 'x-flotilla-control-secret',
   socketDir: '/run/flotilla',
   socketName: 'replica.sock',
+  entryName: 'entry.json',
   tcpPort: 8000,
   env: {
-    entry: 'FLOTILLA_ENTRY',
+    entryFile: 'FLOTILLA_ENTRY_FILE',
     socket: 'FLOTILLA_SOCKET',
     port: 'FLOTILLA_PORT',
   },
@@ -31,6 +34,8 @@ export interface ReplicaEntry extends LiveConfig {
   module: string;
   exportName: string;
   initArgs: unknown[];
+  /** Control calls must carry it in controlSecretHeader; anything else is refused with 403. */
+  controlSecret: string;
 }
 
 export interface HealthBody {

@@ -3,8 +3,22 @@ import type { Readable } from 'node:stream';
 /** Where the proxy reaches a replica: a unix socket on this host, or a TCP address. */
 export type ReplicaTarget = { socketPath: string } | { host: string; port: number };
 
-/** unix: a socket in hostDir; tcp: the container's port (8000 for protocol replicas) published on hostAddress. */
-export type ReplicaTransport = { kind: 'unix'; hostDir: string } | { kind: 'tcp'; hostAddress: string; containerPort: number };
+/** unix: a socket in the spec's hostDir; tcp: the container's port (8000 for protocol replicas) published on hostAddress. */
+export type ReplicaTransport = { kind: 'unix' } | { kind: 'tcp'; hostAddress: string; containerPort: number };
+
+/** isolated: a bridge network (created if missing) on which containers cannot reach each other; none: no network at all. */
+export type ReplicaNetwork = { kind: 'isolated'; name: string } | { kind: 'none' };
+
+/** How the container is confined beyond its resource limits: every replica drops all capabilities and runs under an init. */
+export interface ReplicaConfinement {
+  /** uid:gid to run as; undefined keeps the image's own user. */
+  user: string | undefined;
+  /** The root filesystem is read-only, with a tmpfs /tmp. */
+  readOnlyRootfs: boolean;
+  network: ReplicaNetwork;
+  /** At most this many processes and threads. */
+  pidsLimit: number;
+}
 
 /** What the container may use: CPUs (shares and quota), memory (no swap) and the GPUs it may see. */
 export interface ReplicaLimits {
@@ -18,10 +32,11 @@ export interface ReplicaSpec {
   image: string;
   labels: Record<string, string>;
   env: Record<string, string>;
-  /** uid:gid to run as; undefined keeps the image's own user (plain HTTP containers). */
-  user: string | undefined;
+  /** A host directory bind-mounted at /run/flotilla: the entry file, and the unix socket. */
+  hostDir: string | undefined;
   transport: ReplicaTransport;
   limits: ReplicaLimits;
+  confinement: ReplicaConfinement;
 }
 
 export interface ReplicaStatus {
@@ -34,6 +49,8 @@ export interface ReplicaStatus {
   /** Epoch milliseconds the container last started. */
   startedAt: number;
   target: ReplicaTarget | undefined;
+  /** The host directory mounted at /run/flotilla, if any. */
+  hostDir: string | undefined;
 }
 
 export interface ImageBuild {

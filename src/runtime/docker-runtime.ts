@@ -1,8 +1,17 @@
 import { PassThrough, type Readable } from 'node:stream';
 import Docker from 'dockerode';
-import { FlotillaError, errorMessage } from '../common/errors.js';
+import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
+import { LABELS } from '../common/labels.js';
 import { PROTOCOL } from '../replica/protocol.js';
-import type { ContainerRuntime, ImageBuild, ReplicaLimits, ReplicaSpec, ReplicaStatus, ReplicaTarget } from './container-runtime.js';
+import type {
+  ContainerRuntime,
+  ImageBuild,
+  ReplicaConfinement,
+  ReplicaLimits,
+  ReplicaSpec,
+  ReplicaStatus,
+  ReplicaTarget,
+} from './container-runtime.js';
 
 const BUILD_LOG_TAIL = 30;
 
@@ -32,6 +41,24 @@ export function hostResources(limits: ReplicaLimits): Docker.HostConfig {
   return resources;
 }
 
+const NO_ICC = 'com.docker.network.bridge.enable_icc';
+
+/**
+ * Docker's confinement fields: no capabilities, no privilege gain, an init as PID 1 (reaps zombies, forwards signals),
+ * a pids limit, and optionally a read-only root filesystem with a tmpfs /tmp.
+ */
+export function hostConfinement(confinement: ReplicaConfinement): Docker.HostConfig {
+  return {
+    CapDrop: ['ALL'],
+    SecurityOpt: ['no-new-privileges'],
+    Init: true,
+    PidsLimit: confinement.pidsLimit,
+    ReadonlyRootfs: confinement.readOnlyRootfs,
+    ...(confinement.readOnlyRootfs ? { Tmpfs: { '/tmp': 'rw,nosuid,nodev,mode=1777' } } : {}),
+    NetworkMode: confinement.network.kind === 'none' ? 'none' : confinement.network.name,
+  };
+}
+
 function startFailure(spec: ReplicaSpec, error: unknown): FlotillaError {
   const message = errorMessage(error);
   if (spec.limits.gpuIds.length > 0 && /could not select device driver|nvidia/i.test(message)) {
@@ -48,11 +75,18 @@ function isNotFound(error: unknown): boolean {
   return (error as { statusCode?: number }).statusCode === 404;
 }
 
+function hostDirOf(info: Docker.ContainerInspectInfo): string | undefined {
+  return info.Mounts.find((m) => m.Destination === PROTOCOL.socketDir)?.Source;
+}
+
+/** A published port means tcp; otherwise the socket in the mounted directory. */
 function targetOf(info: Docker.ContainerInspectInfo): ReplicaTarget | undefined {
-  const mount = info.Mounts.find((m) => m.Destination === PROTOCOL.socketDir);
-  if (mount) return { socketPath: `${mount.Source}/${PROTOCOL.socketName}` };
   const binding = Object.values(info.NetworkSettings.Ports ?? {}).find((bindings) => bindings?.[0] !== undefined)?.[0];
   if (binding) return { host: binding.HostIp || '127.0.0.1', port: Number(binding.HostPort) };
+  const hostDir = hostDirOf(info);
+  if (hostDir !== undefined && Object.keys(info.HostConfig.PortBindings ?? {}).length === 0) {
+    return { socketPath: `${hostDir}/${PROTOCOL.socketName}` };
+  }
   return undefined;
 }
 
@@ -66,12 +100,14 @@ function statusOf(info: Docker.ContainerInspectInfo): ReplicaStatus {
     oomKilled: info.State.OOMKilled,
     startedAt: Date.parse(info.State.StartedAt),
     target: targetOf(info),
+    hostDir: hostDirOf(info),
   };
 }
 
 /** The only module that talks to the Docker engine (through dockerode). */
 export class DockerRuntime implements ContainerRuntime {
   private readonly docker: Docker;
+  private networkQueue: Promise<unknown> = Promise.resolve();
 
   constructor(socketPath: string) {
     this.docker = new Docker({ socketPath });
@@ -137,23 +173,71 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
+  /** Creates the isolated network if it is missing; one that exists must be a bridge with inter-container traffic off. */
+  private ensureNetwork(name: string): Promise<void> {
+    const run = this.networkQueue.then(async () => {
+      let info = await this.inspectNetwork(name);
+      if (info === undefined) {
+        await this.docker
+          .createNetwork({
+            Name: name,
+            Driver: 'bridge',
+            CheckDuplicate: true,
+            Options: { [NO_ICC]: 'false' },
+            Labels: { [LABELS.managed]: 'true' },
+          })
+          .catch((error: unknown) => {
+            if ((error as { statusCode?: number }).statusCode !== 409) throw error;
+          });
+        info = await this.inspectNetwork(name);
+      }
+      if (info?.Driver !== 'bridge' || info.Options?.[NO_ICC] !== 'false') {
+        throw new FlotillaError(
+          'INVALID_ARGUMENT',
+          `Docker network '${name}' lets containers reach each other (it needs driver bridge and ${NO_ICC}=false); ` +
+            'remove it (docker network rm) so that Flotilla creates it, or set replicaNetwork to another name',
+        );
+      }
+    });
+    this.networkQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async inspectNetwork(name: string): Promise<Docker.NetworkInspectInfo | undefined> {
+    try {
+      return (await this.docker.getNetwork(name).inspect()) as Docker.NetworkInspectInfo;
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
   async startReplica(spec: ReplicaSpec): Promise<ReplicaStatus> {
     const port = spec.transport.kind === 'tcp' ? `${spec.transport.containerPort}/tcp` : undefined;
     const env = { ...spec.env };
     if (spec.transport.kind === 'tcp') env[PROTOCOL.env.port] = String(spec.transport.containerPort);
     else env[PROTOCOL.env.socket] = `${PROTOCOL.socketDir}/${PROTOCOL.socketName}`;
+    if (spec.hostDir !== undefined) env[PROTOCOL.env.entryFile] = `${PROTOCOL.socketDir}/${PROTOCOL.entryName}`;
+    const { network } = spec.confinement;
+    if (network.kind === 'isolated') {
+      await this.ensureNetwork(network.name).catch((error: unknown) => {
+        throw isFlotillaError(error)
+          ? error
+          : new FlotillaError('REPLICA_START_FAILED', `preparing network ${network.name} failed: ${errorMessage(error)}`);
+      });
+    }
     const container = await this.docker
       .createContainer({
         name: spec.name,
         Image: spec.image,
-        User: spec.user,
+        User: spec.confinement.user,
         Env: Object.entries(env).map(([key, value]) => `${key}=${value}`),
         Labels: spec.labels,
         ExposedPorts: port === undefined ? undefined : { [port]: {} },
         HostConfig: {
           ...hostResources(spec.limits),
-          SecurityOpt: ['no-new-privileges'],
-          Binds: spec.transport.kind === 'unix' ? [`${spec.transport.hostDir}:${PROTOCOL.socketDir}`] : undefined,
+          ...hostConfinement(spec.confinement),
+          Binds: spec.hostDir === undefined ? undefined : [`${spec.hostDir}:${PROTOCOL.socketDir}`],
           PortBindings:
             spec.transport.kind === 'tcp' && port !== undefined
               ? { [port]: [{ HostIp: spec.transport.hostAddress, HostPort: '' }] }
