@@ -13,6 +13,8 @@ export type ReplicaNetwork = { kind: 'isolated'; name: string } | { kind: 'none'
 export interface ReplicaConfinement {
   /** uid:gid to run as; undefined keeps the image's own user. */
   user: string | undefined;
+  /** Capabilities given back after dropping all, e.g. SETUID for an image that switches to its own user. */
+  capAdd: string[];
   /** The root filesystem is read-only, with a tmpfs /tmp. */
   readOnlyRootfs: boolean;
   network: ReplicaNetwork;

@@ -50,6 +50,7 @@ const NO_ICC = 'com.docker.network.bridge.enable_icc';
 export function hostConfinement(confinement: ReplicaConfinement): Docker.HostConfig {
   return {
     CapDrop: ['ALL'],
+    ...(confinement.capAdd.length > 0 ? { CapAdd: confinement.capAdd } : {}),
     SecurityOpt: ['no-new-privileges'],
     Init: true,
     PidsLimit: confinement.pidsLimit,

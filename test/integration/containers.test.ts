@@ -137,6 +137,28 @@ describe('replica containers (unix transport)', () => {
     expect(await straight(socket, 'GET', '/')).toMatchObject({ status: 200, text: expect.stringContaining('intruder') });
   });
 
+  it('run the Python runtime with the same entry file and control secret', async () => {
+    const runtimeEnv = { runtime: 'python' as const, context: join(FIXTURES, 'env-python') };
+    await client.createBackend('py', 'model.py:Predictor', {
+      initArgs: [BIG.length],
+      config: { userConfig: { weights: [1, 0, 0] } },
+      replicaOptions: { runtimeEnv },
+    });
+    const [id] = containersOf(instance, 'py');
+    expect(inspect(id!).HostConfig).toMatchObject({ CapDrop: ['ALL'], ReadonlyRootfs: true, Init: true });
+    const hostDir = hostDirOf(id!);
+    const socket = { socketPath: join(hostDir, 'replica.sock') };
+    const predict = async () =>
+      JSON.parse((await straight(socket, 'POST', '/', {}, JSON.stringify({ features: [1, 1, 1] }))).text) as { score: number };
+    expect((await predict()).score).toBe(BIG.length + 1);
+    const body = JSON.stringify({ userConfig: { weights: [0, 0, 0] } });
+    expect((await straight(socket, 'PUT', '/-/flotilla/config', { 'x-flotilla-control-secret': 'guess' }, body)).status).toBe(403);
+    expect((await predict()).score).toBe(BIG.length + 1);
+    const secret = { 'x-flotilla-control-secret': secretIn(hostDir) };
+    expect((await straight(socket, 'PUT', '/-/flotilla/config', secret, body)).status).toBe(200);
+    expect((await predict()).score).toBe(BIG.length);
+  });
+
   it('run under an init that reaps orphaned children', async () => {
     await client.createBackend('spawner', spawnsOrphan);
     await client.createEndpoint('spawner', { backend: 'spawner', route: '/spawn' });
@@ -193,6 +215,8 @@ describe('replica containers (unix transport)', () => {
     expect(dockerExec(id!, 'id -u').trim()).toBe('1000');
     const [rootId] = containersOf(instance, 'web-root');
     expect(dockerExec(rootId!, 'id -u').trim()).toBe('0');
+    expect(inspect(rootId!).HostConfig).toMatchObject({ CapDrop: ['ALL'], CapAdd: ['CHOWN', 'SETUID', 'SETGID'] });
+    expect(dockerExec(rootId!, 'setpriv --reuid=65534 --regid=65534 --clear-groups id -u').trim()).toBe('65534');
     await expect(client.createBackend('nope', 'web', { replicaOptions: { ...web, network: 'none' } })).rejects.toMatchObject({
       code: 'INVALID_ARGUMENT',
     });

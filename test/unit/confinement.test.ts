@@ -36,12 +36,16 @@ describe('confinement options', () => {
   it('default to replicaUser, a read-only root and the isolated network', () => {
     expect(confinementOf('b', resources, settings, false)).toEqual({
       user: '1000:1000',
+      capAdd: [],
       readOnlyRootfs: true,
       network: { kind: 'isolated', name: 'replicas' },
       pidsLimit: 64,
     });
     expect(confinementOf('b', resources, settings, true).user).toBe('1000:1000');
-    expect(confinementOf('b', { ...resources, runAsImageUser: true }, settings, true).user).toBeUndefined();
+    expect(confinementOf('b', { ...resources, runAsImageUser: true }, settings, true)).toMatchObject({
+      user: undefined,
+      capAdd: ['CHOWN', 'SETUID', 'SETGID'],
+    });
     expect(confinementOf('b', { ...resources, readOnlyRootfs: false, network: 'none' }, settings, false)).toMatchObject({
       readOnlyRootfs: false,
       network: { kind: 'none' },
