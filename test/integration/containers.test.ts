@@ -1,8 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { request } from 'node:http';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { shortId } from '../../src/common/ids.js';
+import { ControlPlane } from '../../src/control-plane.js';
 import type { Client } from '../../src/index.js';
 import { containersOf, FIXTURES, inspect, startFlotilla } from './harness.js';
 
@@ -253,5 +256,33 @@ describe('replica containers (tcp transport)', () => {
       code: 'INVALID_ARGUMENT',
       message: expect.stringMatching(/needs the unix transport/),
     });
+  });
+});
+
+describe('control secrets across a control-plane restart', () => {
+  it('are read back from the entry files of adopted replicas', async () => {
+    const settings = {
+      instance: `test-${shortId(3)}`,
+      stateDir: mkdtempSync(join(tmpdir(), 'flt-')),
+      http: { host: '127.0.0.1', port: 0 },
+      admin: { host: '127.0.0.1', port: 0 },
+      logLevel: 'warn' as const,
+      cpuCapacity: 64,
+    };
+    const first = await ControlPlane.start(settings);
+    await first.client.createBackend('big', Big, { initArgs: [BIG], config: { userConfig: { blob: '', tag: 'before' } } });
+    const [before] = await first.client.listReplicas('big');
+    await first.close();
+
+    const second = await ControlPlane.start(settings);
+    try {
+      await second.client.createEndpoint('big', { backend: 'big', route: '/big' });
+      await second.client.updateBackendConfig('big', { userConfig: { blob: '', tag: 'after' } });
+      expect(await (await fetch(`${second.client.httpUrl}/big`)).json()).toMatchObject({ tag: 'after' });
+      expect((await second.client.listReplicas('big')).map((r) => r.containerId)).toEqual([before!.containerId]);
+    } finally {
+      await second.shutdown();
+    }
+    expect(containersOf(settings.instance)).toEqual([]);
   });
 });
