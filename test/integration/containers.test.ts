@@ -1,8 +1,9 @@
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { shortId } from '../../src/common/ids.js';
 import { ControlPlane } from '../../src/control-plane.js';
@@ -162,7 +163,7 @@ describe('replica containers (unix transport)', () => {
     expect((await predict()).score).toBe(BIG.length);
   });
 
-  it('run under an init that reaps orphaned children', async () => {
+  it('run under an init that reaps orphaned children and passes SIGTERM on to the drain', async () => {
     await client.createBackend('spawner', spawnsOrphan);
     await client.createEndpoint('spawner', { backend: 'spawner', route: '/spawn' });
     for (let i = 0; i < 3; i++) expect(await (await fetch(`${client.httpUrl}/spawn`)).text()).toBe('spawned');
@@ -179,6 +180,13 @@ describe('replica containers (unix transport)', () => {
         },
       )
       .toEqual([]);
+
+    // Exit code 0 (not 143, nor 137 after the grace period): SIGTERM reached the runtime's drain through the init.
+    const exitCode = promisify(execFile)('docker', ['wait', id!]);
+    const stopping = Date.now();
+    execFileSync('docker', ['stop', '-t', '20', id!]);
+    expect(Date.now() - stopping).toBeLessThan(10_000);
+    expect((await exitCode).stdout.trim()).toBe('0');
   });
 
   it('write only to /tmp unless the backend opts out of the read-only root filesystem', async () => {
