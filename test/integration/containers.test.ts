@@ -259,6 +259,22 @@ describe('replica containers (tcp transport)', () => {
     expect(await (await fetch(`${client.httpUrl}/big`)).json()).toMatchObject({ tag: 'changed' });
   });
 
+  it('cannot be reached from another container on their network', async () => {
+    const [id] = containersOf(instance, 'big');
+    const networks = (inspect(id!).NetworkSettings as { Networks: Record<string, { IPAddress: string }> }).Networks;
+    const address = networks['flotilla-replicas']!.IPAddress;
+    const probe = `const s = require('net').connect(8000, '${address}'); s.setTimeout(2000);
+      s.on('connect', () => { console.log('connected'); process.exit(0); });
+      s.on('timeout', () => { console.log('timeout'); process.exit(0); });
+      s.on('error', (e) => { console.log(e.code); process.exit(0); });`;
+    const image = process.env.FLOTILLA_BASE_IMAGE ?? 'node:20-bookworm-slim';
+    const run = (network: string) =>
+      execFileSync('docker', ['run', '--rm', '--network', network, image, 'node', '-e', probe], { encoding: 'utf8' }).trim();
+    expect(run('flotilla-replicas')).toBe('timeout');
+    expect(run('bridge')).toBe('timeout');
+    expect((await fetch(`http://${address}:8000/-/flotilla/health`)).status).toBe(200);
+  });
+
   it('refuse a backend that asks for no network', async () => {
     await expect(client.createBackend('offline', () => 'x', { replicaOptions: { network: 'none' } })).rejects.toMatchObject({
       code: 'INVALID_ARGUMENT',
