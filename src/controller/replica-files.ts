@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { PROTOCOL, type ReplicaEntry } from '../replica/protocol.js';
 
 /**
@@ -9,7 +9,8 @@ import { PROTOCOL, type ReplicaEntry } from '../replica/protocol.js';
  * the replica user with modes 0700 and 0600 when the control plane runs as root (root, and so the front door in the
  * same process, still reaches the socket), or when it runs as the replica user itself. Otherwise the replica user
  * could not create its socket in a 0700 directory of ours: the directory is 0733 (others may enter and create, not
- * list) and the entry 0644. The secret stays in the entry file, so a restarted control plane reads it back with
+ * list) and the entry 0644, while the parent directory, ours, is 0700 in every case, so other local users cannot reach
+ * either (the container sees only its bind mount). The secret stays in the entry file, so a restarted control plane reads it back with
  * readControlSecret when it adopts the replica.
  */
 export function prepareReplicaFiles(hostDir: string, entry: Omit<ReplicaEntry, 'controlSecret'>, replicaUser: string): string {
@@ -19,6 +20,7 @@ export function prepareReplicaFiles(hostDir: string, entry: Omit<ReplicaEntry, '
   const shared = ownUid !== 0 && ownUid !== uid;
   const file = join(hostDir, PROTOCOL.entryName);
   mkdirSync(hostDir, { recursive: true, mode: 0o700 });
+  chmodSync(dirname(hostDir), 0o700);
   writeFileSync(file, JSON.stringify({ ...entry, controlSecret } satisfies ReplicaEntry), { mode: 0o600, flag: 'wx' });
   if (ownUid === 0) {
     chownSync(file, uid, gid);

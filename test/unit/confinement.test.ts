@@ -77,5 +77,6 @@ describe('replica files', () => {
     if (own === 0) expect([dir.uid, dir.gid, file.uid, file.gid]).toEqual([1000, 1000, 1000, 1000]);
     const privateModes = own === 0 || own === 1000;
     expect([dir.mode & 0o777, file.mode & 0o777]).toEqual(privateModes ? [0o700, 0o600] : [0o733, 0o644]);
+    expect(statSync(root).mode & 0o777).toBe(0o700);
   });
 });
