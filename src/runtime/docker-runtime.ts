@@ -47,7 +47,7 @@ const NO_ICC = 'com.docker.network.bridge.enable_icc';
  * Docker's confinement fields: no capabilities, no privilege gain, an init as PID 1 (reaps zombies, forwards signals),
  * a pids limit, and optionally a read-only root filesystem with a tmpfs /tmp.
  */
-export function hostConfinement(confinement: ReplicaConfinement): Docker.HostConfig {
+function hostConfinement(confinement: ReplicaConfinement): Docker.HostConfig {
   return {
     CapDrop: ['ALL'],
     ...(confinement.capAdd.length > 0 ? { CapAdd: confinement.capAdd } : {}),
