@@ -62,7 +62,7 @@ function hostConfinement(confinement: ReplicaConfinement): Docker.HostConfig {
 
 function startFailure(spec: ReplicaSpec, error: unknown): FlotillaError {
   const message = errorMessage(error);
-  if (spec.limits.gpuIds.length > 0 && /could not select device driver|nvidia/i.test(message)) {
+  if (spec.limits.gpuIds.length > 0 && /could not select device driver "nvidia"|unknown or invalid runtime name: nvidia/i.test(message)) {
     return new FlotillaError(
       'GPU_RUNTIME_MISSING',
       `replica ${spec.name} asks for GPU ${spec.limits.gpuIds.join(', ')}, but the Docker engine has no NVIDIA container runtime; ` +

@@ -353,7 +353,10 @@ export class ImageBuilder {
         context: Readable.from([context]),
         labels: { [LABELS.managed]: 'true' },
         ...options,
-        onLog: (line) => (/^Step \d+\/\d+ :/.test(line) ? log.info(line) : log.debug(line)),
+        onLog: (raw) => {
+          const line = raw.replace(/(\w+:\/\/)[^/@\s]+@/g, '$1***@');
+          return /^Step \d+\/\d+ :/.test(line) ? log.info(line) : log.debug(line);
+        },
       });
     } catch (error) {
       throw this.explainBuildFailure(error);
