@@ -198,6 +198,13 @@ export type StartOptions = ConfigOverrides & {
 export interface ConnectOptions {
   /** Base URL of a Flotilla admin API, e.g. http://127.0.0.1:8001. */
   address: string;
-  /** Required when the admin API was started with a token. */
+  /**
+   * Required when the admin API has a token, unless `address` is on this machine (loopback): then the token the
+   * control plane generated is read from `<stateDir>/admin/<instance>.token`.
+   */
   token?: string;
+  /** Whose generated token to read; default the configured instance (FLOTILLA_INSTANCE, else 'default'). */
+  instance?: string;
+  /** Where to read it; default the configured state directory (FLOTILLA_STATE_DIR, else ~/.flotilla). */
+  stateDir?: string;
 }

@@ -1,8 +1,10 @@
 import type { Client, StartOptions } from './api.js';
+import { randomUUID } from 'node:crypto';
 import { AdminServer } from './admin/admin-server.js';
 import { PrometheusMetrics } from './admin/metrics.js';
+import { generateToken, removeToken } from './admin/token-file.js';
 import { LocalClient } from './client.js';
-import { urlOf } from './common/checks.js';
+import { invalid, urlOf } from './common/checks.js';
 import { systemClock } from './common/clock.js';
 import { createLogger, type Logger } from './common/logger.js';
 import { loadConfig, type FlotillaConfig } from './config/config.js';
@@ -14,10 +16,31 @@ import { DockerRuntime } from './runtime/docker-runtime.js';
 import { ImageBuilder } from './runtime/image-builder.js';
 import { machineCapacity } from './runtime/machine.js';
 
+/** How a start was asked for: a detached start passes the nonce that its /api/health must report. */
+export interface Launch {
+  nonce?: string;
+}
+
+/**
+ * The admin token: the configured one, none with admin.auth=none, else one
+ * generated now and stored in <stateDir>/admin/<instance>.token (mode 0600).
+ */
+function adminToken(config: FlotillaConfig): { token: string | undefined; generated: boolean } {
+  if (config.admin.auth === 'none') {
+    if (config.admin.token !== '')
+      throw invalid('admin.auth is none but admin.token is set: drop one of FLOTILLA_ADMIN_AUTH=none and FLOTILLA_ADMIN_TOKEN');
+    return { token: undefined, generated: false };
+  }
+  if (config.admin.token !== '') return { token: config.admin.token, generated: false };
+  return { token: generateToken(config.stateDir, config.instance), generated: true };
+}
+
 /**
  * Flotilla running in this process: controller, HTTP front door and admin
  * API. `close()` stops this process's part and leaves the replicas running (a
- * later start adopts them); `shutdown()` drains and removes everything.
+ * later start adopts them); `shutdown()` drains and removes everything. A
+ * generated admin token lives as long as the process: it is removed when the
+ * control plane closes or shuts down.
  */
 export class ControlPlane {
   private closing: Promise<void> | undefined;
@@ -33,11 +56,12 @@ export class ControlPlane {
     private readonly proxy: ProxyServer,
     private readonly admin: AdminServer,
     private readonly logger: Logger,
+    private readonly generatedToken: string | undefined,
   ) {
     this.exited = new Promise((resolve) => (this.markExited = resolve));
   }
 
-  static async start(options: Omit<StartOptions, 'detached'> = {}): Promise<ControlPlane> {
+  static async start(options: Omit<StartOptions, 'detached'> = {}, launch: Launch = {}): Promise<ControlPlane> {
     const config = loadConfig(options);
     const logger = createLogger(config.logLevel).child({ instance: config.instance });
     const runtime = new DockerRuntime(config.dockerSocket);
@@ -55,17 +79,36 @@ export class ControlPlane {
     });
     await controller.init();
     const proxy = new ProxyServer(dispatcher, config.http.maxBodyBytes, logger, () => metrics.render());
-    const admin = new AdminServer(config.admin.token, runtime, logger);
+    const { token, generated } = adminToken(config);
+    const allowedHosts = config.admin.allowedHosts
+      .split(',')
+      .filter((name) => name !== '')
+      .map((name) => name.toLowerCase());
+    const admin = new AdminServer({ token, allowedHosts }, runtime, logger);
+    const forget = () => {
+      if (generated && token !== undefined) removeToken(config.stateDir, config.instance, token);
+    };
     try {
       const httpUrl = urlOf(await proxy.listen(config.http.host, config.http.port));
       const adminUrl = urlOf(await admin.listen(config.admin.host, config.admin.port));
       const client: LocalClient = new LocalClient(httpUrl, controller, dispatcher, (): Promise<void> => plane.shutdown());
-      const plane: ControlPlane = new ControlPlane(config, client, adminUrl, controller, dispatcher, proxy, admin, logger);
-      admin.serve(client, () => plane.shutdown());
+      const plane: ControlPlane = new ControlPlane(
+        config,
+        client,
+        adminUrl,
+        controller,
+        dispatcher,
+        proxy,
+        admin,
+        logger,
+        generated ? token : undefined,
+      );
+      admin.serve(client, () => plane.shutdown(), { instance: config.instance, nonce: launch.nonce ?? randomUUID() });
       metrics.countReplicasOf(client);
       return plane;
     } catch (error) {
       await Promise.allSettled([proxy.close(0), admin.close(), controller.detach()]);
+      forget();
       throw error;
     }
   }
@@ -81,6 +124,7 @@ export class ControlPlane {
       await this.proxy.close(this.graceMs());
       await this.controller.detach();
       this.dispatcher.close();
+      this.forgetToken();
       this.logger.info('control plane closed; replicas keep running');
       this.markExited();
     })();
@@ -93,9 +137,14 @@ export class ControlPlane {
       await this.controller.shutdown();
       this.dispatcher.close();
       await this.admin.close();
+      this.forgetToken();
       this.markExited();
     })();
     return this.closing;
+  }
+
+  private forgetToken(): void {
+    if (this.generatedToken !== undefined) removeToken(this.config.stateDir, this.config.instance, this.generatedToken);
   }
 
   private graceMs(): number {

@@ -1,6 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { PassThrough } from 'node:stream';
+import { isIP } from 'node:net';
+import type { Readable } from 'node:stream';
 import type { LocalClient } from '../client.js';
 import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
 import { sendError, sendJson } from '../common/http-json.js';
@@ -12,6 +13,42 @@ import { invalid, listenOn } from '../common/checks.js';
 
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+const WILDCARD = /^(0\.0\.0\.0|::)$/;
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
+const BAD_REQUEST = JSON.stringify({ error: { code: 'INVALID_ARGUMENT', message: 'malformed HTTP request' } });
+
+export interface AdminSettings {
+  /** Every request must carry it as `Authorization: Bearer <token>`; undefined for none (loopback only). */
+  token: string | undefined;
+  /** Host names accepted in `Host` besides IP addresses and localhost. */
+  allowedHosts: string[];
+}
+
+/** Which control plane this is, as GET /api/health tells a client that wants to be sure. */
+export interface Identity {
+  instance: string;
+  nonce: string;
+}
+
+/** The host name of a Host header or an origin, lowercased, without brackets or a trailing dot; undefined if malformed. */
+function hostnameOf(host: string): string | undefined {
+  try {
+    return new URL(`http://${host}`).hostname
+      .replace(/^\[(.*)\]$/, '$1')
+      .replace(/\.$/, '')
+      .toLowerCase();
+  } catch {
+    return undefined;
+  }
+}
+
+function decodeName(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw invalid(`the path segment '${segment}' is not valid percent-encoding`);
+  }
+}
 
 interface Call {
   params: string[];
@@ -67,29 +104,47 @@ export class AdminServer {
   private readonly server: Server;
   private routes: Route[] = [];
   private readonly tokenBytes: Buffer | undefined;
+  private boundHost = '127.0.0.1';
 
   constructor(
-    token: string,
+    private readonly settings: AdminSettings,
     private readonly runtime: ContainerRuntime,
     private readonly logger: Logger,
   ) {
-    this.tokenBytes = token === '' ? undefined : Buffer.from(token);
-    this.server = createServer((req, res) => void this.handle(req, res));
+    this.tokenBytes = settings.token === undefined || settings.token === '' ? undefined : Buffer.from(settings.token);
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((error: unknown) => {
+        this.logger.error('admin call failed while answering', { component: 'admin', error: errorMessage(error) });
+        res.destroy();
+      });
+    });
+    this.server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+      if (!socket.writable || error.code === 'ECONNRESET') {
+        socket.destroy();
+        return;
+      }
+      socket.end(
+        `HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${BAD_REQUEST.length}\r\n\r\n${BAD_REQUEST}`,
+      );
+    });
   }
 
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
     if (!LOOPBACK.test(host) && this.tokenBytes === undefined) {
-      throw invalid(`the admin API may bind to ${host} only with a token: set FLOTILLA_ADMIN_TOKEN (admin.token)`);
+      throw invalid(
+        `the admin API may bind to ${host} only with a token: set FLOTILLA_ADMIN_TOKEN (admin.token), or drop FLOTILLA_ADMIN_AUTH=none to have one generated`,
+      );
     }
     const address = await listenOn(this.server, host, port, 'the admin API');
+    this.boundHost = address.host;
     this.logger.info('admin API listening', { component: 'admin', ...address });
     return address;
   }
 
-  serve(client: LocalClient, shutdown: () => Promise<void>): void {
-    const name = (call: Call, index = 0) => decodeURIComponent(call.params[index] ?? '');
+  serve(client: LocalClient, shutdown: () => Promise<void>, identity: Identity): void {
+    const name = (call: Call, index = 0) => decodeName(call.params[index] ?? '');
     this.routes = [
-      ['GET', /^\/api\/health$/, async () => ({ status: 'ok', httpUrl: client.httpUrl })],
+      ['GET', /^\/api\/health$/, async () => ({ status: 'ok', httpUrl: client.httpUrl, ...identity })],
       ['GET', /^\/api\/backends$/, () => client.listBackends()],
       [
         'POST',
@@ -142,7 +197,9 @@ export class AdminServer {
         'POST',
         /^\/api\/shutdown$/,
         async ({ res }) => {
-          res.once('finish', () => void shutdown());
+          res.once('finish', () => {
+            shutdown().catch((error: unknown) => this.logger.error('shutdown failed', { component: 'admin', error: errorMessage(error) }));
+          });
         },
       ],
     ];
@@ -157,15 +214,62 @@ export class AdminServer {
 
   private authorized(req: IncomingMessage): boolean {
     if (this.tokenBytes === undefined) return true;
-    const presented = Buffer.from((req.headers.authorization ?? '').replace(/^Bearer /, ''));
+    const presented = Buffer.from(/^bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1] ?? '');
     return presented.length === this.tokenBytes.length && timingSafeEqual(presented, this.tokenBytes);
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** A host name this API answers to: its own address, localhost or an IP address when it binds to one or all, or an allowed name. */
+  private isOwnHost(hostname: string | undefined): boolean {
+    if (hostname === undefined || hostname === '') return false;
+    if (this.settings.allowedHosts.includes(hostname)) return true;
+    if (hostname === this.boundHost.toLowerCase()) return true;
+    if (LOOPBACK.test(this.boundHost)) return LOOPBACK.test(hostname);
+    return WILDCARD.test(this.boundHost) && (hostname === 'localhost' || isIP(hostname) !== 0);
+  }
+
+  /**
+   * What keeps web pages out: a Host that is not this API's (DNS rebinding), an Origin other than the
+   * API's own (a cross-site request), and bodies that are not JSON (a form or text/plain POST, which
+   * browsers send cross-site without asking first).
+   */
+  private refuseForeign(req: IncomingMessage): void {
+    const host = req.headers.host ?? '';
+    if (!this.isOwnHost(hostnameOf(host)))
+      throw new FlotillaError(
+        'FORBIDDEN',
+        `the admin API does not answer to Host '${host}': use its IP address or localhost, or list the name in FLOTILLA_ADMIN_ALLOWED_HOSTS (admin.allowedHosts)`,
+      );
+    const origin = req.headers.origin;
+    if (origin === undefined) return;
+    let originHost = '';
     try {
+      originHost = new URL(origin).host.toLowerCase();
+    } catch {
+      // 'null' and other opaque origins are foreign
+    }
+    if (originHost !== host.toLowerCase())
+      throw new FlotillaError(
+        'FORBIDDEN',
+        `the admin API refuses requests from web pages (Origin ${origin}); call it from a program or the CLI`,
+      );
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    req.on('error', () => res.destroy());
+    res.on('error', () => undefined);
+    try {
+      let url: URL;
+      try {
+        url = new URL(req.url ?? '/', 'http://admin');
+      } catch {
+        throw invalid(`the request target ${JSON.stringify(req.url)} is not a valid path`);
+      }
+      this.refuseForeign(req);
       if (!this.authorized(req))
-        throw new FlotillaError('UNAUTHORIZED', 'this admin API needs the token: Authorization: Bearer <FLOTILLA_ADMIN_TOKEN>');
-      const url = new URL(req.url ?? '/', 'http://admin');
+        throw new FlotillaError(
+          'UNAUTHORIZED',
+          'this admin API needs the token: Authorization: Bearer <token> (FLOTILLA_ADMIN_TOKEN, or the file <stateDir>/admin/<instance>.token)',
+        );
       const matches = this.routes.filter(([, pattern]) => pattern.test(url.pathname));
       if (matches.length === 0) throw new FlotillaError('ROUTE_NOT_FOUND', `the admin API has no ${url.pathname}`);
       const route = matches.find(([method]) => method === req.method);
@@ -174,40 +278,82 @@ export class AdminServer {
         throw new FlotillaError('METHOD_NOT_ALLOWED', `${url.pathname} accepts ${matches.map(([method]) => method).join(', ')}`);
       }
       const [, pattern, handler] = route;
-      const body = req.method === 'GET' || req.method === 'DELETE' ? {} : await readJson(req);
+      let body: Record<string, unknown> = {};
+      if (BODY_METHODS.has(req.method ?? '')) {
+        const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+        if (type !== 'application/json')
+          throw new FlotillaError(
+            'UNSUPPORTED_MEDIA_TYPE',
+            `${req.method} ${url.pathname} takes content-type: application/json (even without a body), not '${req.headers['content-type'] ?? ''}'`,
+          );
+        body = await readJson(req);
+      }
       const params = pattern.exec(url.pathname)?.slice(1) ?? [];
       const result = await handler({ params, query: url.searchParams, body, res });
       if (!res.headersSent) sendJson(res, 200, result ?? {});
     } catch (error) {
       if (!isFlotillaError(error)) this.logger.error('admin call failed unexpectedly', { component: 'admin', error: errorMessage(error) });
-      sendError(res, isFlotillaError(error) ? error : new FlotillaError('INTERNAL_ERROR', errorMessage(error)));
+      if (res.headersSent) res.destroy();
+      else sendError(res, isFlotillaError(error) ? error : new FlotillaError('INTERNAL_ERROR', errorMessage(error)));
     }
   }
 
-  /** Streams every replica's log of the backend, each line prefixed with the replica id. */
+  /**
+   * Streams every replica's log of the backend, each line prefixed with the replica id. A replica whose
+   * log cannot be opened, or whose stream fails, gets one line saying so and ends its part; the others go on.
+   */
   private async streamLogs(client: LocalClient, backend: string, call: Call): Promise<void> {
     const replicas = await client.listReplicas(backend);
     const follow = call.query.get('follow') === 'true';
     const tail = Number(call.query.get('tail') ?? 100);
     if (!Number.isInteger(tail) || tail < 0) throw invalid('tail must be a whole number of lines');
-    const streams = await Promise.all(replicas.map((r) => this.runtime.streamLogs(r.containerId, { follow, tail })));
-    const out = new PassThrough();
-    call.res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
-    out.pipe(call.res);
-    let open = streams.length;
-    if (open === 0) out.end();
-    streams.forEach((stream, index) => {
+    const opened = await Promise.allSettled(replicas.map((r) => this.runtime.streamLogs(r.containerId, { follow, tail })));
+    const { res } = call;
+    const write = (text: string) => {
+      if (!res.writableEnded && !res.destroyed) res.write(text);
+    };
+    res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+    let open = replicas.length;
+    const partDone = () => {
+      if (--open === 0 && !res.writableEnded) res.end();
+    };
+    if (open === 0) res.end();
+    const streams: Readable[] = [];
+    opened.forEach((result, index) => {
+      const prefix = `[${replicas[index]?.id}] `;
+      if (result.status === 'rejected') {
+        write(`${prefix}(no log: ${errorMessage(result.reason)})\n`);
+        partDone();
+        return;
+      }
+      const stream = result.value;
+      streams.push(stream);
       let partial = '';
+      let ended = false;
+      const end = (error?: unknown) => {
+        if (ended) return;
+        ended = true;
+        if (partial !== '') write(`${prefix}${partial}\n`);
+        if (error !== undefined) write(`${prefix}(log ended: ${errorMessage(error)})\n`);
+        partDone();
+      };
       stream.on('data', (chunk: Buffer) => {
         const lines = (partial + chunk.toString('utf8')).split('\n');
         partial = lines.pop() ?? '';
-        for (const line of lines) out.write(`[${replicas[index]?.id}] ${line}\n`);
+        for (const line of lines) write(`${prefix}${line}\n`);
       });
-      stream.on('close', () => {
-        if (partial !== '') out.write(`[${replicas[index]?.id}] ${partial}\n`);
-        if (--open === 0) out.end();
+      stream.on('error', (error) => {
+        this.logger.warn('a replica log stream failed', {
+          component: 'admin',
+          backend,
+          replica: replicas[index]?.id,
+          error: errorMessage(error),
+        });
+        end(error);
       });
+      stream.on('end', () => end());
+      stream.on('close', () => end());
     });
-    call.res.once('close', () => streams.forEach((stream) => stream.destroy()));
+    res.once('close', () => streams.forEach((stream) => stream.destroy()));
   }
 }

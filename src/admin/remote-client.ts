@@ -13,43 +13,92 @@ import type {
   ServeHandle,
   ShadowStats,
 } from '../api.js';
+import type { Readable } from 'node:stream';
 import { withAbsoluteContext } from '../client.js';
 import { ERROR_STATUS, FlotillaError, errorMessage, type ErrorCode } from '../common/errors.js';
+import { loadConfig } from '../config/config.js';
 import { toShippable } from '../controller/definition.js';
+import { exchange, readBody } from './http-transport.js';
+import { readToken, tokenPath } from './token-file.js';
 import { fromWire, toWire, type WireValue } from './wire.js';
 
 type Call = <T>(method: string, path: string, body?: unknown, timeoutMs?: number) => Promise<T>;
 
 const HEALTH_TIMEOUT_MS = 5000;
+const LOOPBACK_HOST = /^(127\.\d+\.\d+\.\d+|\[::1\]|localhost)$/i;
 
-function caller(address: string, token: string | undefined): Call {
-  const base = address.replace(/\/+$/, '');
+/** What GET /api/health answers: which control plane this is. */
+export interface Health {
+  status: string;
+  httpUrl: string;
+  instance: string;
+  nonce: string;
+}
+
+function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && code in ERROR_STATUS;
+}
+
+/** The server's error as it sent it: a code this client does not know (a newer server) keeps its code and status. */
+function remoteError(base: string, status: number, text: string): FlotillaError {
+  let payload: { error?: { code?: unknown; message?: unknown; details?: Record<string, unknown> } } = {};
+  try {
+    payload = JSON.parse(text) as typeof payload;
+  } catch {
+    // not a Flotilla answer; handled below
+  }
+  const { code, message, details } = payload.error ?? {};
+  if (typeof code !== 'string' || typeof message !== 'string') {
+    return new FlotillaError('ADMIN_UNREACHABLE', `${base} answered ${status} without a Flotilla error; is a Flotilla admin API there?`);
+  }
+  const error = new FlotillaError(isErrorCode(code) ? code : 'INTERNAL_ERROR', message, details);
+  return isErrorCode(code) ? error : Object.assign(error, { code, status });
+}
+
+function unreachable(base: string, error: unknown): FlotillaError {
+  return new FlotillaError('ADMIN_UNREACHABLE', `no Flotilla admin API answers at ${base} (${errorMessage(error)}); is it running?`);
+}
+
+/** Sends one admin API call; resolves with the response once its status is a success. */
+async function send(base: string, token: string | undefined, method: string, path: string, body?: unknown, timeoutMs?: number) {
+  const headers: Record<string, string> = {};
+  if (token !== undefined) headers.authorization = `Bearer ${token}`;
+  const hasBody = method === 'POST' || method === 'PUT' || method === 'PATCH';
+  if (hasBody) headers['content-type'] = 'application/json';
+  let url: URL;
+  try {
+    url = new URL(`${base}${path}`);
+  } catch {
+    throw new FlotillaError('INVALID_ARGUMENT', `the admin API address ${base} is not a URL; give one like http://127.0.0.1:8001`);
+  }
+  const res = await exchange({
+    method,
+    url,
+    headers,
+    ...(hasBody ? { body: JSON.stringify(body ?? {}) } : {}),
+    ...(timeoutMs === undefined ? {} : { timeoutMs }),
+  }).catch((error: unknown) => {
+    throw unreachable(base, error);
+  });
+  const status = res.statusCode ?? 0;
+  if (status >= 200 && status < 300) return res;
+  throw remoteError(base, status, await readBody(res).catch(() => ''));
+}
+
+function caller(base: string, token: string | undefined): Call {
   return async <T>(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<T> => {
-    const headers: Record<string, string> = {};
-    if (token !== undefined) headers.authorization = `Bearer ${token}`;
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    let response: Response;
+    const res = await send(base, token, method, path, body, timeoutMs);
+    const text = await readBody(res).catch((error: unknown) => {
+      throw unreachable(base, error);
+    });
     try {
-      response = await fetch(`${base}${path}`, {
-        method,
-        headers,
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-        ...(timeoutMs === undefined ? {} : { signal: AbortSignal.timeout(timeoutMs) }),
-      });
-    } catch (error) {
+      return (text === '' ? {} : JSON.parse(text)) as T;
+    } catch {
       throw new FlotillaError(
-        'ENGINE_UNAVAILABLE',
-        `no Flotilla admin API answers at ${base} (${errorMessage((error as Error).cause ?? error)}); is it running?`,
+        'ADMIN_UNREACHABLE',
+        `${base} answered ${method} ${path} with something that is not JSON; is a Flotilla admin API there?`,
       );
     }
-    const payload = (await response.json().catch(() => ({}))) as {
-      error?: { code?: string; message?: string; details?: Record<string, unknown> };
-    };
-    if (!response.ok) {
-      const code = (payload.error?.code ?? '') in ERROR_STATUS ? (payload.error?.code as ErrorCode) : 'INVALID_ARGUMENT';
-      throw new FlotillaError(code, payload.error?.message ?? `admin API answered ${response.status}`, payload.error?.details);
-    }
-    return payload as T;
   };
 }
 
@@ -131,9 +180,67 @@ class RemoteClient implements Client {
   }
 }
 
+interface Target {
+  base: string;
+  token: string | undefined;
+  /** Where the token was looked up, for the UNAUTHORIZED message. */
+  tokenFile: string | undefined;
+}
+
+/**
+ * The address and token to use. Without a token, an address on this machine
+ * (loopback) gets the token the instance stored in its state directory
+ * (`instance` and `stateDir` default to the configuration's).
+ */
+function target(options: ConnectOptions): Target {
+  const base = options.address.replace(/\/+$/, '');
+  if (options.token !== undefined) return { base, token: options.token, tokenFile: undefined };
+  let host = '';
+  try {
+    host = new URL(base).hostname;
+  } catch {
+    throw new FlotillaError('INVALID_ARGUMENT', `the admin API address ${base} is not a URL; give one like http://127.0.0.1:8001`);
+  }
+  if (!LOOPBACK_HOST.test(host)) return { base, token: undefined, tokenFile: undefined };
+  const config = loadConfig({
+    ...(options.instance === undefined ? {} : { instance: options.instance }),
+    ...(options.stateDir === undefined ? {} : { stateDir: options.stateDir }),
+  });
+  return { base, token: readToken(config.stateDir, config.instance), tokenFile: tokenPath(config.stateDir, config.instance) };
+}
+
+function explained(error: unknown, { tokenFile }: Target): unknown {
+  if (!(error instanceof FlotillaError) || error.code !== 'UNAUTHORIZED' || tokenFile === undefined) return error;
+  return new FlotillaError(
+    'UNAUTHORIZED',
+    `${error.message} (looked for a generated token in ${tokenFile}: pass the instance and stateDir the control plane runs with, or its token)`,
+  );
+}
+
+/** Connects to a running Flotilla's admin API and says which control plane answered. */
+export async function openRemote(options: ConnectOptions): Promise<{ client: Client; health: Health }> {
+  const where = target(options);
+  const call = caller(where.base, where.token);
+  const health = await call<Health>('GET', '/api/health', undefined, HEALTH_TIMEOUT_MS).catch((error: unknown) => {
+    throw explained(error, where);
+  });
+  return { client: new RemoteClient(health.httpUrl, call), health };
+}
+
 /** Connects to a running Flotilla's admin API. */
 export async function connect(options: ConnectOptions): Promise<Client> {
-  const call = caller(options.address, options.token);
-  const { httpUrl } = await call<{ httpUrl: string }>('GET', '/api/health', undefined, HEALTH_TIMEOUT_MS);
-  return new RemoteClient(httpUrl, call);
+  return (await openRemote(options)).client;
+}
+
+/** The log stream of a backend's replicas (GET /api/backends/:name/logs), as `flotilla logs` prints it. */
+export async function streamBackendLogs(
+  options: ConnectOptions,
+  backend: string,
+  query: { follow: boolean; tail: string },
+): Promise<Readable> {
+  const where = target(options);
+  const search = new URLSearchParams({ follow: String(query.follow), tail: query.tail });
+  return send(where.base, where.token, 'GET', `/api/backends/${encodeURIComponent(backend)}/logs?${search}`).catch((error: unknown) => {
+    throw explained(error, where);
+  });
 }

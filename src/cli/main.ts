@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-import { Command } from 'commander';
-import type { Client, StartOptions } from '../api.js';
-import { startDetached } from '../admin/detached.js';
-import { connect } from '../admin/remote-client.js';
+import { Command, Option } from 'commander';
+import type { Client, ConnectOptions, StartOptions } from '../api.js';
+import { startDetached, takeStartFile } from '../admin/detached.js';
+import { connect, streamBackendLogs } from '../admin/remote-client.js';
 import { errorMessage, isFlotillaError } from '../common/errors.js';
 import { loadConfig } from '../config/config.js';
 import { ControlPlane } from '../control-plane.js';
@@ -13,6 +13,8 @@ import { urlOf } from '../common/checks.js';
 interface Connection {
   address?: string;
   token?: string;
+  instance?: string;
+  stateDir?: string;
 }
 
 function parseOptions(json: string | undefined): StartOptions {
@@ -24,58 +26,66 @@ function parseOptions(json: string | undefined): StartOptions {
   }
 }
 
-function adminAddress(connection: Connection): { address: string; token?: string } {
-  const config = loadConfig();
+/** The admin API to talk to: flags, then FLOTILLA_* settings; without a token, connect() reads the instance's stored one. */
+function connectOptions(connection: Connection): ConnectOptions {
+  const config = loadConfig({
+    ...(connection.instance === undefined ? {} : { instance: connection.instance }),
+    ...(connection.stateDir === undefined ? {} : { stateDir: connection.stateDir }),
+  });
   const token = connection.token ?? (config.admin.token === '' ? undefined : config.admin.token);
-  return { address: connection.address ?? urlOf(config.admin), ...(token === undefined ? {} : { token }) };
+  return {
+    address: connection.address ?? urlOf(config.admin),
+    instance: config.instance,
+    stateDir: config.stateDir,
+    ...(token === undefined ? {} : { token }),
+  };
 }
 
 function connectTo(connection: Connection): Promise<Client> {
-  return connect(adminAddress(connection));
+  return connect(connectOptions(connection));
 }
 
-async function startCommand(flags: { detached?: boolean; options?: string }): Promise<void> {
-  const options = parseOptions(flags.options);
+async function startCommand(flags: { detached?: boolean; options?: string; optionsFile?: string }): Promise<void> {
+  const fromFile = flags.optionsFile === undefined ? undefined : takeStartFile(flags.optionsFile);
+  const options = fromFile?.options ?? parseOptions(flags.options);
   if (flags.detached === true) {
     const client = await startDetached(options);
     process.stdout.write(`Flotilla is running in the background; HTTP on ${client.httpUrl}\n`);
     return;
   }
-  const plane = await ControlPlane.start(options);
+  const plane = await ControlPlane.start(options, fromFile === undefined ? {} : { nonce: fromFile.nonce });
   process.stdout.write(
     `Flotilla is serving HTTP on ${plane.client.httpUrl}; admin API on ${plane.adminUrl} (instance ${plane.config.instance})\n`,
   );
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void plane.close());
+  for (const signal of ['SIGINT', 'SIGTERM'] as const)
+    process.once(signal, () => {
+      plane.close().catch((error: unknown) => {
+        process.stderr.write(`flotilla: closing failed: ${errorMessage(error)}\n`);
+        process.exit(1);
+      });
+    });
   await plane.whenExited();
 }
 
 async function logsCommand(backend: string, flags: Connection & { follow?: boolean; tail: string }): Promise<void> {
-  const { address, token } = adminAddress(flags);
-  const query = new URLSearchParams({ follow: String(flags.follow === true), tail: flags.tail });
-  const response = await fetch(`${address}/api/backends/${encodeURIComponent(backend)}/logs?${query}`, {
-    headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
-  }).catch((error: Error) => {
-    throw new Error(`no Flotilla admin API answers at ${address} (${errorMessage(error.cause ?? error)}); is it running?`);
-  });
-  if (!response.ok || response.body === null) {
-    const payload = (await response.json().catch(() => ({}))) as { error?: { code: string; message: string } };
-    throw new Error(payload.error ? `${payload.error.code}: ${payload.error.message}` : `admin API answered ${response.status}`);
-  }
-  const reader = response.body.getReader();
-  for (let read = await reader.read(); !read.done; read = await reader.read()) process.stdout.write(read.value);
+  const stream = await streamBackendLogs(connectOptions(flags), backend, { follow: flags.follow === true, tail: flags.tail });
+  for await (const chunk of stream) process.stdout.write(chunk as Buffer);
 }
 
 const program = new Command('flotilla').description('Serve backends and endpoints on Docker, one container per replica.');
 const connection = (command: Command) =>
   command
     .option('--address <url>', 'admin API of the Flotilla to talk to (default from FLOTILLA_ADMIN_HOST/PORT)')
-    .option('--token <token>', 'admin API token (default FLOTILLA_ADMIN_TOKEN)');
+    .option('--token <token>', 'admin API token (default FLOTILLA_ADMIN_TOKEN, else the one the instance stored in its state dir)')
+    .option('--instance <name>', 'instance whose stored token to use on this machine (default FLOTILLA_INSTANCE)')
+    .option('--state-dir <dir>', 'state directory to find that token in (default FLOTILLA_STATE_DIR)');
 
 program
   .command('start')
   .description('start Flotilla: HTTP front door, admin API and controller (foreground unless --detached)')
   .option('--detached', 'run in the background and return once it answers')
   .option('--options <json>', 'settings as JSON, e.g. \'{"http":{"port":8080}}\' (FLOTILLA_* variables also apply)')
+  .addOption(new Option('--options-file <path>', 'settings from a start file that a detached start wrote (read, then removed)').hideHelp())
   .action(startCommand);
 
 connection(

@@ -39,11 +39,23 @@ const schema = {
     },
     port: { doc: 'Port of the admin API (0 picks a free one).', format: 'port', default: 8001, env: 'FLOTILLA_ADMIN_PORT' },
     token: {
-      doc: 'Bearer token every admin API call must present; empty for none (loopback only).',
+      doc: 'Bearer token every admin API call must present; empty to use a generated one (see admin.auth).',
       format: String,
       default: '',
       env: 'FLOTILLA_ADMIN_TOKEN',
       sensitive: true,
+    },
+    auth: {
+      doc: "'token': without admin.token, a token is generated at start and stored in <stateDir>/admin/<instance>.token; 'none': no token (loopback only).",
+      format: ['token', 'none'],
+      default: 'token',
+      env: 'FLOTILLA_ADMIN_AUTH',
+    },
+    allowedHosts: {
+      doc: 'Comma-separated host names the admin API answers to besides IP addresses and localhost, e.g. the name of a TLS terminator in front of it.',
+      format: matching(/^([A-Za-z0-9.-]+(,[A-Za-z0-9.-]+)*)?$/, 'host names separated by commas, or empty'),
+      default: '',
+      env: 'FLOTILLA_ADMIN_ALLOWED_HOSTS',
     },
   },
   instance: {
@@ -159,7 +171,7 @@ const schema = {
 
 export interface FlotillaConfig {
   http: { host: string; port: number; maxBodyBytes: number };
-  admin: { host: string; port: number; token: string };
+  admin: { host: string; port: number; token: string; auth: 'token' | 'none'; allowedHosts: string };
   instance: string;
   stateDir: string;
   dockerSocket: string;
