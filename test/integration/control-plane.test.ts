@@ -1,5 +1,5 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,7 +30,7 @@ async function settings() {
     http: { host: '127.0.0.1', port: await freePort() },
     admin: { host: '127.0.0.1', port: await freePort() },
     cpuCapacity: 64,
-    logLevel: 'warn',
+    logLevel: 'warn' as const,
   };
 }
 
@@ -44,7 +44,7 @@ async function connectWhenUp(options: Settings): Promise<Client> {
   const deadline = Date.now() + 30_000;
   for (;;) {
     try {
-      return await serve.connect({ address: `http://127.0.0.1:${options.admin.port}` });
+      return await serve.connect({ address: `http://127.0.0.1:${options.admin.port}`, instance: options.instance, stateDir: options.stateDir });
     } catch (error) {
       if (Date.now() > deadline) throw error;
       await new Promise((resolve) => setTimeout(resolve, 200));
@@ -53,7 +53,16 @@ async function connectWhenUp(options: Settings): Promise<Client> {
 }
 
 const cli = (options: Settings, ...args: string[]) =>
-  run(process.execPath, [CLI, ...args, '--address', `http://127.0.0.1:${options.admin.port}`]);
+  run(process.execPath, [
+    CLI,
+    ...args,
+    '--address',
+    `http://127.0.0.1:${options.admin.port}`,
+    '--instance',
+    options.instance,
+    '--state-dir',
+    options.stateDir,
+  ]);
 
 describe('crash recovery', () => {
   it('adopts running replicas after kill -9, removes strays, and serves again', async () => {
@@ -175,7 +184,11 @@ describe('the remote client and admin API', () => {
   it('answers bad input with a 4xx and changes nothing', async () => {
     const before = { backends: await local.listBackends(), endpoints: await local.listEndpoints() };
     const post = (path: string, body: string, method = 'POST') =>
-      fetch(`${adminUrl}${path}`, { method, ...(method === 'GET' ? {} : { body }), headers: { authorization: `Bearer ${token}` } });
+      fetch(`${adminUrl}${path}`, {
+        method,
+        ...(method === 'GET' ? {} : { body }),
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      });
     const cases: Array<[string, string, string, number, RegExp]> = [
       ['/api/backends', '{"name": "x", ', 'POST', 400, /malformed JSON/],
       ['/api/backends', '[1, 2]', 'POST', 400, /JSON object/],
@@ -210,6 +223,8 @@ describe('the remote client and admin API', () => {
       ['/api/endpoints/echo/call', '{"input": 5}', 'POST', 400, /input must be/],
       ['/api/backends/echo/logs?tail=lots', '', 'GET', 400, /tail must be/],
       ['/api/backends', 'x'.repeat(17 * 1024 * 1024), 'POST', 413, /limited/],
+      ['/api/backends/%E0%A4%A', '', 'GET', 400, /percent-encoding/],
+      ['/api/endpoints/%zz/traffic', '{"weights": {}}', 'PUT', 400, /percent-encoding/],
     ];
     for (const [path, body, method, status, message] of cases) {
       const response = await post(path, body, method);
@@ -222,7 +237,7 @@ describe('the remote client and admin API', () => {
   });
 
   it('refuses to bind the admin API beyond loopback without a token', async () => {
-    await expect(startFlotilla({ admin: { host: '0.0.0.0', port: 0 } })).rejects.toMatchObject({
+    await expect(startFlotilla({ admin: { host: '0.0.0.0', port: 0, auth: 'none' } })).rejects.toMatchObject({
       code: 'INVALID_ARGUMENT',
       message: expect.stringMatching(/FLOTILLA_ADMIN_TOKEN/),
     });
@@ -241,7 +256,27 @@ describe('the flotilla command', () => {
       code: 1,
       stderr: expect.stringMatching(/INSTANCE_RUNNING: instance '.+' is already run by process \d+/),
     });
-    const client = await serve.connect({ address: `http://127.0.0.1:${options.admin.port}` });
+    const tokenFile = join(options.stateDir, 'admin', `${options.instance}.token`);
+    expect(statSync(tokenFile).mode & 0o777).toBe(0o600);
+    expect(statSync(join(options.stateDir, 'admin')).mode & 0o777).toBe(0o700);
+    await expect(serve.connect({ address: `http://127.0.0.1:${options.admin.port}` })).rejects.toMatchObject({
+      code: 'UNAUTHORIZED',
+      message: expect.stringMatching(/default\.token/),
+    });
+    const client = await serve.connect({
+      address: `http://127.0.0.1:${options.admin.port}`,
+      instance: options.instance,
+      stateDir: options.stateDir,
+    });
+    const fromEnv = await run(process.execPath, [CLI, 'status'], {
+      env: {
+        ...process.env,
+        FLOTILLA_INSTANCE: options.instance,
+        FLOTILLA_STATE_DIR: options.stateDir,
+        FLOTILLA_ADMIN_PORT: String(options.admin.port),
+      },
+    });
+    expect(fromEnv.stdout).toMatch(/^HTTP: http:\/\/127\.0\.0\.1:\d+/);
     await client.createBackend('talker', (request: Request) => {
       console.error(`served ${new URL(request.url).pathname}`);
       return 'ok';
@@ -276,10 +311,12 @@ describe('the flotilla command', () => {
     await expect
       .poll(async () => (await fetch(`http://127.0.0.1:${options.admin.port}/api/health`).catch(() => undefined))?.status)
       .toBeUndefined();
+    expect(readdirSync(join(options.stateDir, 'admin'))).toEqual([]);
   });
 
-  it('serve.start({ detached: true }) keeps Flotilla running after the caller exits', async () => {
-    const options = await settings();
+  it('serve.start({ detached: true }) keeps Flotilla running after the caller exits, its token off every command line', async () => {
+    const token = `explicit-${shortId(8)}`;
+    const options = { ...(await settings()), admin: { host: '127.0.0.1', port: await freePort(), token } };
     const script = `
       const { serve } = await import(${JSON.stringify(join(import.meta.dirname, '..', '..', 'dist', 'src', 'index.js'))});
       const client = await serve.start({ ...${JSON.stringify(options)}, detached: true });
@@ -287,9 +324,37 @@ describe('the flotilla command', () => {
       await client.createEndpoint('kept', { backend: 'kept', route: '/kept' });
     `;
     await run(process.execPath, ['--input-type=module', '-e', script]);
-    const client = await serve.connect({ address: `http://127.0.0.1:${options.admin.port}` });
+    const detached = readdirSync('/proc')
+      .filter((entry) => /^\d+$/.test(entry))
+      .map((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+        } catch {
+          return '';
+        }
+      })
+      .filter((cmdline) => cmdline.includes(`${options.instance}.`) && cmdline.includes('--options-file'));
+    expect(detached).toHaveLength(1);
+    expect(detached[0]).not.toContain(token);
+    expect(readdirSync(join(options.stateDir, 'admin'))).toEqual([]);
+    const client = await serve.connect({ address: `http://127.0.0.1:${options.admin.port}`, token });
     expect(await (await fetch(`${client.httpUrl}/kept`)).text()).toBe('still serving');
     await client.shutdown();
     await expect.poll(() => containersOf(options.instance), { timeout: 30_000 }).toEqual([]);
+  });
+
+  it('a detached start never takes another control plane on its admin port for its own', async () => {
+    const options = await settings();
+    const other = await startFlotilla({ instance: options.instance, admin: { host: '127.0.0.1', port: options.admin.port, auth: 'none' } });
+    try {
+      await expect(serve.start({ ...options, admin: { ...options.admin, auth: 'none' }, detached: true })).rejects.toMatchObject({
+        code: 'ADMIN_UNREACHABLE',
+        message: expect.stringMatching(/exited with code 1/),
+      });
+      expect(readFileSync(join(options.stateDir, `${options.instance}.log`), 'utf8')).toMatch(/cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE/);
+      expect(await other.client.listBackends()).toEqual({});
+    } finally {
+      await other.client.shutdown();
+    }
   });
 });
