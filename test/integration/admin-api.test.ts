@@ -40,7 +40,8 @@ interface Sent {
 /** One request with exactly these headers (Host and Origin included), as a browser or a script could send it. */
 function send(port: number, { method, path, headers, body }: Sent): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method, path, headers, agent, setHost: false }, (res) => {
+    const framed = body === undefined ? headers : { 'content-length': String(Buffer.byteLength(body)), ...headers };
+    const req = request({ host: '127.0.0.1', port, method, path, headers: framed, agent, setHost: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
@@ -150,13 +151,30 @@ describe('the admin API with admin.auth=none (the loopback opt-out)', () => {
       '/$',
     ];
     const path = fc
-      .tuple(fc.constantFrom(...templates), name, name, fc.dictionary(fc.constantFrom('tail', 'force', 'x'), fc.stringMatching(/^[A-Za-z0-9%-]{0,6}$/)))
+      .tuple(
+        fc.constantFrom(...templates),
+        name,
+        name,
+        fc.dictionary(fc.constantFrom('tail', 'force', 'x'), fc.stringMatching(/^[A-Za-z0-9%-]{0,6}$/)),
+      )
       .map(([template, first, second, query]) => {
         const filled = template.replace('$', first).replace('$', second);
         const search = new URLSearchParams(query).toString();
         return search === '' ? filled : `${filled}?${search}`;
       });
-    const fieldNames = fc.constantFrom('name', 'definition', 'options', 'backend', 'route', 'methods', 'weights', 'proportion', 'input', 'numReplicas', 'userConfig');
+    const fieldNames = fc.constantFrom(
+      'name',
+      'definition',
+      'options',
+      'backend',
+      'route',
+      'methods',
+      'weights',
+      'proportion',
+      'input',
+      'numReplicas',
+      'userConfig',
+    );
     const body = fc.oneof(
       fc.constant(undefined),
       fc.string({ maxLength: 40 }),
@@ -169,7 +187,14 @@ describe('the admin API with admin.auth=none (the loopback opt-out)', () => {
       host: fc.constantFrom(own, `localhost:${port}`, `[::1]:${port}`, `evil.example:${port}`, 'fuzzed', ''),
       origin: fc.option(fc.constantFrom('http://evil.example', 'null', `http://${own}`, 'not a url'), { nil: undefined }),
       contentType: fc.option(
-        fc.constantFrom('application/json', 'APPLICATION/JSON; charset=utf-8', 'text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', ''),
+        fc.constantFrom(
+          'application/json',
+          'APPLICATION/JSON; charset=utf-8',
+          'text/plain',
+          'application/x-www-form-urlencoded',
+          'multipart/form-data; boundary=x',
+          '',
+        ),
         { nil: undefined },
       ),
       authorization: fc.option(fc.constantFrom('Bearer x', 'bearer', 'Basic Zm9vOmJhcg=='), { nil: undefined }),
@@ -198,7 +223,8 @@ describe('the admin API with admin.auth=none (the loopback opt-out)', () => {
       if (!trusted) return false;
       if (r.method === 'DELETE') return decoded.includes('fuzzed');
       if (r.method === 'POST' && decoded === '/api/shutdown') return r.body === undefined || isJson(r.body);
-      if (['POST', 'PUT', 'PATCH'].includes(r.method)) return !(r.body?.includes('"__fuzz"') ?? false) && isJson(r.body) && r.body?.trim().startsWith('{') === true;
+      if (['POST', 'PUT', 'PATCH'].includes(r.method))
+        return !(r.body?.includes('"__fuzz"') ?? false) && isJson(r.body) && r.body?.trim().startsWith('{') === true;
       return false;
     };
     await fc.assert(
@@ -261,6 +287,8 @@ describe('the admin API by default', () => {
     expect(cross.status).toBe(403);
     const rebound = await send(port, { method: 'GET', path: '/api/backends', headers: { host: `evil.example:${port}`, authorization } });
     expect(rebound.status).toBe(403);
-    expect((await send(port, { method: 'GET', path: '/api/health', headers: { host: `127.0.0.1:${port}`, authorization } })).status).toBe(200);
+    expect((await send(port, { method: 'GET', path: '/api/health', headers: { host: `127.0.0.1:${port}`, authorization } })).status).toBe(
+      200,
+    );
   });
 });

@@ -44,7 +44,11 @@ async function connectWhenUp(options: Settings): Promise<Client> {
   const deadline = Date.now() + 30_000;
   for (;;) {
     try {
-      return await serve.connect({ address: `http://127.0.0.1:${options.admin.port}`, instance: options.instance, stateDir: options.stateDir });
+      return await serve.connect({
+        address: `http://127.0.0.1:${options.admin.port}`,
+        instance: options.instance,
+        stateDir: options.stateDir,
+      });
     } catch (error) {
       if (Date.now() > deadline) throw error;
       await new Promise((resolve) => setTimeout(resolve, 200));
@@ -351,7 +355,9 @@ describe('the flotilla command', () => {
         code: 'ADMIN_UNREACHABLE',
         message: expect.stringMatching(/exited with code 1/),
       });
-      expect(readFileSync(join(options.stateDir, `${options.instance}.log`), 'utf8')).toMatch(/cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE/);
+      expect(readFileSync(join(options.stateDir, `${options.instance}.log`), 'utf8')).toMatch(
+        /cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE/,
+      );
       expect(await other.client.listBackends()).toEqual({});
     } finally {
       await other.client.shutdown();

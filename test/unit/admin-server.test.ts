@@ -106,7 +106,9 @@ describe('the admin API guards', () => {
       code: 'FORBIDDEN',
     });
     expect(
-      await status(head(['POST /api/shutdown HTTP/1.1', `Host: 127.0.0.1:${port}`, 'content-type: text/plain', 'content-length: 2']) + '{}'),
+      await status(
+        head(['POST /api/shutdown HTTP/1.1', `Host: 127.0.0.1:${port}`, 'content-type: text/plain', 'content-length: 2']) + '{}',
+      ),
     ).toEqual({ status: 415, code: 'UNSUPPORTED_MEDIA_TYPE' });
     expect(await status(head(['POST /api/shutdown HTTP/1.1', `Host: 127.0.0.1:${port}`, 'content-length: 0']))).toEqual({
       status: 415,
