@@ -1,6 +1,6 @@
 import type { Client, StartOptions } from './api.js';
 import { randomUUID } from 'node:crypto';
-import { AdminServer } from './admin/admin-server.js';
+import { AdminServer, isLoopbackHost } from './admin/admin-server.js';
 import { PrometheusMetrics } from './admin/metrics.js';
 import { generateToken, removeToken } from './admin/token-file.js';
 import { LocalClient } from './client.js';
@@ -21,16 +21,23 @@ export interface Launch {
   nonce?: string;
 }
 
+/** Refuses admin settings that cannot be served, before anything (containers, state, token file) is touched. */
+function checkAdminSettings({ admin }: FlotillaConfig): void {
+  if (admin.auth !== 'none') return;
+  if (admin.token !== '')
+    throw invalid('admin.auth is none but admin.token is set: drop one of FLOTILLA_ADMIN_AUTH=none and FLOTILLA_ADMIN_TOKEN');
+  if (!isLoopbackHost(admin.host))
+    throw invalid(
+      `the admin API may bind to ${admin.host} only with a token: set FLOTILLA_ADMIN_TOKEN (admin.token), or drop FLOTILLA_ADMIN_AUTH=none to have one generated`,
+    );
+}
+
 /**
  * The admin token: the configured one, none with admin.auth=none, else one
  * generated now and stored in <stateDir>/admin/<instance>.token (mode 0600).
  */
 function adminToken(config: FlotillaConfig): { token: string | undefined; generated: boolean } {
-  if (config.admin.auth === 'none') {
-    if (config.admin.token !== '')
-      throw invalid('admin.auth is none but admin.token is set: drop one of FLOTILLA_ADMIN_AUTH=none and FLOTILLA_ADMIN_TOKEN');
-    return { token: undefined, generated: false };
-  }
+  if (config.admin.auth === 'none') return { token: undefined, generated: false };
   if (config.admin.token !== '') return { token: config.admin.token, generated: false };
   return { token: generateToken(config.stateDir, config.instance), generated: true };
 }
@@ -63,6 +70,7 @@ export class ControlPlane {
 
   static async start(options: Omit<StartOptions, 'detached'> = {}, launch: Launch = {}): Promise<ControlPlane> {
     const config = loadConfig(options);
+    checkAdminSettings(config);
     const logger = createLogger(config.logLevel).child({ instance: config.instance });
     const runtime = new DockerRuntime(config.dockerSocket);
     await runtime.ping();

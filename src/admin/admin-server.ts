@@ -13,6 +13,10 @@ import { invalid, listenOn } from '../common/checks.js';
 
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+
+export function isLoopbackHost(host: string): boolean {
+  return LOOPBACK.test(host);
+}
 const WILDCARD = /^(0\.0\.0\.0|::)$/;
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
 const BAD_REQUEST = JSON.stringify({ error: { code: 'INVALID_ARGUMENT', message: 'malformed HTTP request' } });
@@ -130,11 +134,6 @@ export class AdminServer {
   }
 
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
-    if (!LOOPBACK.test(host) && this.tokenBytes === undefined) {
-      throw invalid(
-        `the admin API may bind to ${host} only with a token: set FLOTILLA_ADMIN_TOKEN (admin.token), or drop FLOTILLA_ADMIN_AUTH=none to have one generated`,
-      );
-    }
     const address = await listenOn(this.server, host, port, 'the admin API');
     this.boundHost = address.host;
     this.logger.info('admin API listening', { component: 'admin', ...address });

@@ -133,34 +133,43 @@ describe('the admin API with admin.auth=none (the loopback opt-out)', () => {
       fc.constantFrom('fuzzed', 'nobody', '%', '%E0%A4%A', '%zz', '..', '%2F', '%00', 'fuzz%65d', ''),
       fc.stringMatching(/^[A-Za-z0-9%._~-]{1,12}$/),
     );
-    const templates = [
-      '/api/health',
-      '/api/backends',
-      '/api/backends/$',
-      '/api/backends/$/config',
-      '/api/backends/$/replicas',
-      '/api/backends/$/logs',
-      '/api/endpoints',
-      '/api/endpoints/$',
-      '/api/endpoints/$/traffic',
-      '/api/endpoints/$/shadows/$',
-      '/api/endpoints/$/shadow-stats',
-      '/api/endpoints/$/call',
-      '/api/shutdown',
-      '/api/$',
-      '/$',
+    /** Every route with its method, and paths it does not have. */
+    const routes: Array<[string, string]> = [
+      ['GET', '/api/health'],
+      ['GET', '/api/backends'],
+      ['POST', '/api/backends'],
+      ['GET', '/api/backends/$'],
+      ['PATCH', '/api/backends/$/config'],
+      ['DELETE', '/api/backends/$'],
+      ['GET', '/api/backends/$/replicas'],
+      ['GET', '/api/backends/$/logs'],
+      ['GET', '/api/endpoints'],
+      ['POST', '/api/endpoints'],
+      ['DELETE', '/api/endpoints/$'],
+      ['PUT', '/api/endpoints/$/traffic'],
+      ['PUT', '/api/endpoints/$/shadows/$'],
+      ['GET', '/api/endpoints/$/shadow-stats'],
+      ['POST', '/api/endpoints/$/call'],
+      ['POST', '/api/shutdown'],
+      ['GET', '/api/$'],
+      ['POST', '/$'],
     ];
-    const path = fc
+    const otherMethod = fc.oneof(
+      { arbitrary: fc.constant(undefined), weight: 4 },
+      { arbitrary: fc.constantFrom('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'HEAD', 'TRACE', 'PROPFIND'), weight: 1 },
+    );
+    const target = fc
       .tuple(
-        fc.constantFrom(...templates),
+        fc.constantFrom(...routes),
+        otherMethod,
         name,
         name,
         fc.dictionary(fc.constantFrom('tail', 'force', 'x'), fc.stringMatching(/^[A-Za-z0-9%-]{0,6}$/)),
       )
-      .map(([template, first, second, query]) => {
+      .map(([[method, template], other, first, second, query]) => {
         const filled = template.replace('$', first).replace('$', second);
         const search = new URLSearchParams(query).toString();
-        return search === '' ? filled : `${filled}?${search}`;
+        return { method: other ?? method, path: search === '' ? filled : `${filled}?${search}` };
       });
     const fieldNames = fc.constantFrom(
       'name',
@@ -181,25 +190,34 @@ describe('the admin API with admin.auth=none (the loopback opt-out)', () => {
       fc.jsonValue({ maxDepth: 2 }).map((value) => JSON.stringify(value)),
       fc.dictionary(fieldNames, fc.jsonValue({ maxDepth: 2 }), { maxKeys: 4 }).map((value) => JSON.stringify({ ...value, __fuzz: 1 })),
     );
-    const requestArb: fc.Arbitrary<FuzzRequest> = fc.record({
-      method: fc.constantFrom('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'HEAD', 'TRACE', 'PROPFIND'),
-      path,
-      host: fc.constantFrom(own, `localhost:${port}`, `[::1]:${port}`, `evil.example:${port}`, 'fuzzed', ''),
-      origin: fc.option(fc.constantFrom('http://evil.example', 'null', `http://${own}`, 'not a url'), { nil: undefined }),
-      contentType: fc.option(
-        fc.constantFrom(
-          'application/json',
-          'APPLICATION/JSON; charset=utf-8',
-          'text/plain',
-          'application/x-www-form-urlencoded',
-          'multipart/form-data; boundary=x',
-          '',
+    const requestArb: fc.Arbitrary<FuzzRequest> = fc
+      .record({
+        target,
+        host: fc.oneof(
+          { arbitrary: fc.constant(own), weight: 3 },
+          { arbitrary: fc.constantFrom(`localhost:${port}`, `[::1]:${port}`, `evil.example:${port}`, 'fuzzed', ''), weight: 2 },
         ),
-        { nil: undefined },
-      ),
-      authorization: fc.option(fc.constantFrom('Bearer x', 'bearer', 'Basic Zm9vOmJhcg=='), { nil: undefined }),
-      body,
-    });
+        origin: fc.oneof(
+          { arbitrary: fc.constant(undefined), weight: 5 },
+          { arbitrary: fc.constantFrom('http://evil.example', 'null', `http://${own}`, 'not a url'), weight: 2 },
+        ),
+        contentType: fc.option(
+          fc.constantFrom(
+            'application/json',
+            'application/json',
+            'application/json',
+            'APPLICATION/JSON; charset=utf-8',
+            'text/plain',
+            'application/x-www-form-urlencoded',
+            'multipart/form-data; boundary=x',
+            '',
+          ),
+          { nil: undefined },
+        ),
+        authorization: fc.option(fc.constantFrom('Bearer x', 'bearer', 'Basic Zm9vOmJhcg=='), { nil: undefined }),
+        body,
+      })
+      .map(({ target: { method, path }, ...rest }) => ({ method, path, ...rest }));
     const isJson = (text: string | undefined) => {
       try {
         return text !== undefined && text !== '' && JSON.parse(text) !== undefined;
@@ -227,6 +245,7 @@ describe('the admin API with admin.auth=none (the loopback opt-out)', () => {
         return !(r.body?.includes('"__fuzz"') ?? false) && isJson(r.body) && r.body?.trim().startsWith('{') === true;
       return false;
     };
+    const statuses = new Map<number, number>();
     await fc.assert(
       fc.asyncProperty(requestArb, async (r) => {
         fc.pre(!couldAct(r));
@@ -236,12 +255,15 @@ describe('the admin API with admin.auth=none (the loopback opt-out)', () => {
         if (r.authorization !== undefined) headers.authorization = r.authorization;
         const before = await snapshot(client);
         const answer = await send(port, { method: r.method, path: r.path, headers, ...(r.body === undefined ? {} : { body: r.body }) });
+        statuses.set(answer.status, (statuses.get(answer.status) ?? 0) + 1);
         expect(answer.status, `${r.method} ${r.path} ${JSON.stringify(headers)}: ${answer.text}`).toBeLessThan(500);
         if (answer.status >= 400 || r.method !== 'GET') expect(await snapshot(client)).toEqual(before);
         if (answer.status >= 400 && r.method !== 'HEAD') expect(JSON.parse(answer.text).error.code).toMatch(/^[A-Z_]+$/);
       }),
       { seed: 20261201, numRuns: 300 },
     );
+    const pastTheGuards = [...statuses].filter(([status]) => ![401, 403, 415].includes(status)).reduce((sum, [, count]) => sum + count, 0);
+    expect(pastTheGuards).toBeGreaterThan(100);
     await fc.assert(
       fc.asyncProperty(fc.uint8Array({ minLength: 1, maxLength: 200 }), async (bytes) => {
         const answer = await raw(port, Buffer.concat([Buffer.from(bytes), Buffer.from('\r\n\r\n')]));
