@@ -14,12 +14,13 @@ import { invalid, listenOn } from '../common/checks.js';
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 
-export function isLoopbackHost(host: string): boolean {
-  return LOOPBACK.test(host);
-}
 const WILDCARD = /^(0\.0\.0\.0|::)$/;
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
 const BAD_REQUEST = JSON.stringify({ error: { code: 'INVALID_ARGUMENT', message: 'malformed HTTP request' } });
+
+export function isLoopbackHost(host: string): boolean {
+  return LOOPBACK.test(host);
+}
 
 export interface AdminSettings {
   /** Every request must carry it as `Authorization: Bearer <token>`; undefined for none (loopback only). */
@@ -102,7 +103,10 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
 /**
  * The admin REST API: every client call as JSON in, JSON out; errors carry
  * their code and HTTP status. Bad input never changes state: each call is
- * checked here for shape and by the controller for meaning.
+ * checked here for shape and by the controller for meaning. Every request is
+ * answered (a malformed one with 400) and none can stop the process. Before
+ * the token, each request must name this API in Host, come from no foreign
+ * Origin, and send bodies as JSON: what keeps web pages out (docs/security.md).
  */
 export class AdminServer {
   private readonly server: Server;
