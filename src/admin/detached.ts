@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { openSync, readFileSync, rmSync } from 'node:fs';
+import { fstatSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Client, StartOptions } from '../api.js';
 import { urlOf } from '../common/checks.js';
@@ -34,6 +34,16 @@ export function takeStartFile(path: string): StartFile {
   }
 }
 
+/** ': <the last line the process wrote>', or nothing. */
+function lastLine(logPath: string, from: number): string {
+  try {
+    const line = readFileSync(logPath).subarray(from).toString('utf8').trim().split('\n').at(-1) ?? '';
+    return line === '' ? '' : `: ${line}`;
+  } catch {
+    return '';
+  }
+}
+
 /**
  * Starts the control plane in a background process (`flotilla start`) that
  * outlives the caller, waits for its admin API, and returns a remote client.
@@ -50,6 +60,7 @@ export async function startDetached(options: Omit<StartOptions, 'detached'>): Pr
   writePrivateFile(startFile, JSON.stringify({ options, nonce } satisfies StartFile));
   const logPath = join(config.stateDir, `${config.instance}.log`);
   const log = openSync(logPath, 'a');
+  const logStart = fstatSync(log).size;
   const child = spawn(process.execPath, [join(packageRoot(), 'dist', 'src', 'cli', 'main.js'), 'start', '--options-file', startFile], {
     detached: true,
     stdio: ['ignore', log, log],
@@ -64,7 +75,10 @@ export async function startDetached(options: Omit<StartOptions, 'detached'>): Pr
   try {
     for (;;) {
       if (exitCode !== null)
-        throw new FlotillaError('ADMIN_UNREACHABLE', `the detached Flotilla exited with code ${exitCode}; see ${logPath}`);
+        throw new FlotillaError(
+          'ADMIN_UNREACHABLE',
+          `the detached Flotilla exited with code ${exitCode}${lastLine(logPath, logStart)}; see ${logPath}`,
+        );
       try {
         const { client, health } = await openRemote({
           address,

@@ -353,7 +353,7 @@ describe('the flotilla command', () => {
     try {
       await expect(serve.start({ ...options, admin: { ...options.admin, auth: 'none' }, detached: true })).rejects.toMatchObject({
         code: 'ADMIN_UNREACHABLE',
-        message: expect.stringMatching(/exited with code 1/),
+        message: expect.stringMatching(/exited with code 1: flotilla: INVALID_ARGUMENT: the admin API cannot listen on .*EADDRINUSE/),
       });
       expect(readFileSync(join(options.stateDir, `${options.instance}.log`), 'utf8')).toMatch(
         /cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE/,
