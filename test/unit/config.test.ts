@@ -17,6 +17,8 @@ describe('loadConfig', () => {
     [{ stateDir: '' }],
     [{ stateDir: 'relative/dir' }],
     [{ nosuchkey: 1 }],
+    [{ admin: { auth: 'maybe' } }],
+    [{ admin: { allowedHosts: 'a b' } }],
   ])('refuses %j with INVALID_ARGUMENT', (overrides) => {
     expect(() => loadConfig(overrides as never)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
   });
@@ -62,5 +64,12 @@ describe('healthCheckPeriodS', () => {
       if (previous === undefined) delete process.env.FLOTILLA_HEALTH_CHECK_PERIOD_S;
       else process.env.FLOTILLA_HEALTH_CHECK_PERIOD_S = previous;
     }
+  });
+});
+
+describe('admin settings', () => {
+  it('take token or none, and host names separated by commas', () => {
+    expect(loadConfig({ admin: { auth: 'none' } }).admin.auth).toBe('none');
+    expect(loadConfig({ admin: { allowedHosts: 'flotilla,admin.example.com' } }).admin.allowedHosts).toBe('flotilla,admin.example.com');
   });
 });
