@@ -1,33 +1,33 @@
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Range } from 'yaml';
-import type { BackendConfig, ReplicaResources, RuntimeEnv } from '../api.js';
-import { errorMessage, FlotillaError, isFlotillaError } from '../common/errors.js';
+import type { BackendConfig, ReplicaOptions, ReplicaResources, RuntimeEnv } from '../api.js';
+import { errorMessage, FlotillaError } from '../common/errors.js';
+import { formatPath, issuesOf, type Issue, type PathItem } from '../common/issues.js';
 import { toShippable } from '../controller/definition.js';
-import { validateRuntimeEnv } from '../controller/runtime-env.js';
 import {
-  DEFAULT_BACKEND_CONFIG,
   validateBackendOptions,
-  validateConfigPatch,
   validateMethods,
   validateName,
   validateProportion,
-  validateResources,
   validateRoute,
   validateTraffic,
 } from '../controller/validation.js';
 import { isPlainObject } from '../common/checks.js';
+import { contextDirProblem } from '../runtime/build-context.js';
 
 /** A backend as an app file declares it, checked and with every default filled in. */
 export interface BackendSpec {
   /** The import path as written, e.g. 'handlers/echo.js:Echo'. */
   import: string;
   definition: { kind: 'import'; module: string; exportName: string };
-  /** `runtime` is always set; `context` is an absolute path. */
+  /** Every key the file sets, checked; `runtime` is always set, `context` is an absolute path. */
   runtimeEnv: RuntimeEnv;
   initArgs: unknown[];
   config: BackendConfig;
   resources: ReplicaResources;
+  /** What createBackend gets as replicaOptions: every key the file's replicaOptions has, and runtimeEnv. */
+  replicaOptions: ReplicaOptions;
 }
 
 export interface EndpointSpec {
@@ -49,38 +49,21 @@ export interface AppSpec {
   lines: Record<string, number>;
 }
 
-export interface AppFileIssue {
+/** An Issue of the file: `path` from its root, e.g. ['backends', 'echo', 'config', 'numReplicas']; [] for the file itself. */
+export interface AppFileIssue extends Issue {
   file: string;
   line: number;
-  /** Key path, e.g. 'backends.echo.config.numReplicas'; '' for the file itself. */
-  path: string;
-  message: string;
 }
 
-type PathItem = string | number;
 type Part = 'key' | 'value';
 
 const ROOT_KEYS = ['backends', 'endpoints'];
 const BACKEND_KEYS = ['import', 'runtimeEnv', 'initArgs', 'config', 'replicaOptions'];
-const REPLICA_OPTION_KEYS = ['numCpus', 'memoryMb', 'numGpus', 'env'];
 const ENDPOINT_KEYS = ['backend', 'route', 'methods', 'traffic', 'shadows'];
-const CONFIG_KEYS = Object.keys(DEFAULT_BACKEND_CONFIG);
 
-export function formatPath(path: readonly PathItem[]): string {
-  return path
-    .map((item, index) => {
-      if (typeof item === 'number') return `[${item}]`;
-      if (/^[A-Za-z0-9_$-]+$/.test(item)) return index === 0 ? item : `.${item}`;
-      return `[${JSON.stringify(item)}]`;
-    })
-    .join('');
-}
-
-/** Drops the validator's own subject ('config.numReplicas ', 'traffic ', ...): the key path says it. */
-function withoutSubject(message: string): string {
-  return message
-    .replace(/^(?:config|replicaOptions|initArgs|traffic|methods)(?:\.[\w$@/.-]+?)?:? (?=must|has|is|needs|cannot|weights|weight|'|")/, '')
-    .replaceAll('replicaOptions.runtimeEnv.', 'runtimeEnv.');
+/** Where an issue of createBackend's options is in an app file's backend: runtimeEnv sits beside replicaOptions there. */
+function backendPath(path: readonly PathItem[]): PathItem[] {
+  return path[0] === 'replicaOptions' && path[1] === 'runtimeEnv' ? path.slice(1) : [...path];
 }
 
 /** Collects every problem of an app file, each with its key path and line. */
@@ -94,16 +77,20 @@ class Checker {
   ) {}
 
   add(path: readonly PathItem[], message: string, part: Part = 'value'): void {
-    this.issues.push({ file: this.file, line: this.lineOf(path, part), path: formatPath(path), message });
+    this.issues.push({ file: this.file, line: this.lineOf(path, part), path: [...path], message });
   }
 
-  /** Runs a validator; an INVALID_ARGUMENT it throws becomes an issue at `path`. */
-  check<T>(path: readonly PathItem[], run: () => T, part: Part = 'value'): T | undefined {
+  /**
+   * Runs a validator; each issue of an INVALID_ARGUMENT it throws is added at
+   * `at` + the issue's path (mapped by `map`). Returns undefined when it threw.
+   */
+  check<T>(at: readonly PathItem[], run: () => T, part: Part = 'value', map = (path: readonly PathItem[]) => [...path]): T | undefined {
     try {
       return run();
     } catch (error) {
-      if (!isFlotillaError(error, 'INVALID_ARGUMENT')) throw error;
-      this.add(path, withoutSubject(error.message), part);
+      const issues = issuesOf(error);
+      if (issues === undefined) throw error;
+      for (const issue of issues) this.add([...at, ...map(issue.path)], issue.message, issue.path.length === 0 ? part : 'value');
       return undefined;
     }
   }
@@ -161,7 +148,7 @@ class Checker {
 }
 
 export function formatIssue(issue: AppFileIssue): string {
-  return `${issue.file}:${issue.line}: ${issue.path === '' ? '' : `${issue.path}: `}${issue.message}`;
+  return `${issue.file}:${issue.line}: ${issue.path.length === 0 ? '' : `${formatPath(issue.path)}: `}${issue.message}`;
 }
 
 export interface ParseOptions {
@@ -185,7 +172,7 @@ export function parseAppFile(text: string, options: ParseOptions = {}): AppSpec 
   if (doc.errors.length > 0) {
     for (const error of doc.errors) {
       const message = error.message.split('\n')[0] ?? error.message;
-      checker.issues.push({ file, line: lineCounter.linePos(error.pos[0]).line, path: '', message: `YAML syntax: ${message}` });
+      checker.issues.push({ file, line: lineCounter.linePos(error.pos[0]).line, path: [], message: `YAML syntax: ${message}` });
     }
     throw checker.error();
   }
@@ -247,81 +234,41 @@ function checkBackend(checker: Checker, name: string, value: unknown, baseDir: s
       definition = checker.check([...path, 'import'], () => toShippable(value.import as string)) as BackendSpec['definition'] | undefined;
     }
   }
-  const runtimeEnv = checkRuntimeEnv(checker, [...path, 'runtimeEnv'], value.runtimeEnv, baseDir);
-  const initArgs = checker.check([...path, 'initArgs'], () => validateBackendOptions({ initArgs: value.initArgs ?? [] }).initArgs);
-  const config = checkConfig(checker, [...path, 'config'], value.config ?? {});
-  const resources = checkResources(checker, [...path, 'replicaOptions'], value.replicaOptions ?? {});
+  const replicaOptions = value.replicaOptions ?? {};
+  if (isPlainObject(replicaOptions) && replicaOptions.runtimeEnv !== undefined) {
+    checker.add(
+      [...path, 'replicaOptions', 'runtimeEnv'],
+      `goes beside replicaOptions in an app file: ${formatPath([...path, 'runtimeEnv'])}`,
+      'key',
+    );
+  }
+  const written = isPlainObject(value.runtimeEnv) ? value.runtimeEnv.context : undefined;
+  const context = typeof written === 'string' && written !== '' ? resolve(baseDir, written) : undefined;
+  const runtimeEnv = context === undefined ? value.runtimeEnv : { ...(value.runtimeEnv as object), context };
+  const options = {
+    initArgs: value.initArgs,
+    config: value.config,
+    replicaOptions: isPlainObject(replicaOptions) ? { ...replicaOptions, runtimeEnv } : replicaOptions,
+  };
+  const validated = checker.check(path, () => validateBackendOptions(options), 'value', backendPath);
+  if (context !== undefined) {
+    const problem = statSync(context, { throwIfNoEntry: false })?.isDirectory()
+      ? contextDirProblem(context)
+      : `'${written as string}' is not a directory (resolved to ${context})`;
+    if (problem !== undefined) checker.add([...path, 'runtimeEnv', 'context'], problem);
+  }
 
-  if (checker.issues.length > before) return undefined;
+  if (checker.issues.length > before || validated === undefined) return undefined;
+  const checkedEnv = Object.fromEntries(Object.entries(validated.runtimeEnv).filter(([, item]) => item !== undefined)) as RuntimeEnv;
   return {
     import: (value.import as string).trim(),
     definition: definition as BackendSpec['definition'],
-    runtimeEnv: runtimeEnv as RuntimeEnv,
-    initArgs: initArgs as unknown[],
-    config: config as BackendConfig,
-    resources: resources as ReplicaResources,
+    runtimeEnv: checkedEnv,
+    initArgs: validated.initArgs,
+    config: validated.config,
+    resources: validated.resources,
+    replicaOptions: { ...(replicaOptions as ReplicaOptions), runtimeEnv: checkedEnv },
   };
-}
-
-function checkRuntimeEnv(checker: Checker, path: PathItem[], value: unknown, baseDir: string): RuntimeEnv | undefined {
-  let validated;
-  try {
-    validated = validateRuntimeEnv(value);
-  } catch (error) {
-    if (!isFlotillaError(error, 'INVALID_ARGUMENT')) throw error;
-    const unknownKeys = /has unknown keys? ([^;]+); allowed: (.*)$/.exec(error.message);
-    if (unknownKeys !== null) {
-      for (const key of (unknownKeys[1] ?? '').split(', ')) checker.add([...path, key], `unknown key; allowed: ${unknownKeys[2]}`, 'key');
-      return undefined;
-    }
-    const subject = /^replicaOptions\.runtimeEnv\.(\w+)(?:\.(\S+?))?:? /.exec(error.message);
-    const at = subject === null ? path : [...path, subject[1] as string, ...(subject[2] === undefined ? [] : [subject[2]])];
-    const message = subject === null ? withoutSubject(error.message) : error.message.slice(subject[0].length);
-    checker.add(at, message.replaceAll('replicaOptions.runtimeEnv.', 'runtimeEnv.'));
-    return undefined;
-  }
-  const runtimeEnv: RuntimeEnv = { runtime: validated.runtime };
-  if (validated.context !== undefined) {
-    const context = resolve(baseDir, validated.context);
-    if (!statSync(context, { throwIfNoEntry: false })?.isDirectory()) {
-      checker.add([...path, 'context'], `'${validated.context}' is not a directory (resolved to ${context})`);
-      return undefined;
-    }
-    runtimeEnv.context = context;
-  }
-  if (validated.packages !== undefined) runtimeEnv.packages = validated.packages;
-  if (validated.dockerfile !== undefined) runtimeEnv.dockerfile = validated.dockerfile;
-  if (validated.buildArgs !== undefined) runtimeEnv.buildArgs = validated.buildArgs;
-  return runtimeEnv;
-}
-
-function checkConfig(checker: Checker, path: PathItem[], value: unknown): BackendConfig | undefined {
-  const before = checker.issues.length;
-  if (!checker.mapping(path, value, CONFIG_KEYS)) return undefined;
-  for (const [key, item] of Object.entries(value)) {
-    if (CONFIG_KEYS.includes(key)) checker.check([...path, key], () => validateConfigPatch({ [key]: item }));
-  }
-  return checker.issues.length > before ? undefined : { ...DEFAULT_BACKEND_CONFIG, ...validateConfigPatch(value) };
-}
-
-function checkResources(checker: Checker, path: PathItem[], value: unknown): ReplicaResources | undefined {
-  const before = checker.issues.length;
-  if (!checker.mapping(path, value, REPLICA_OPTION_KEYS)) return undefined;
-  for (const [key, item] of Object.entries(value)) {
-    if (!REPLICA_OPTION_KEYS.includes(key)) continue;
-    if (key !== 'env' || !isPlainObject(item)) {
-      checker.check([...path, key], () => validateResources({ [key]: item }));
-      continue;
-    }
-    for (const [name, setting] of Object.entries(item)) {
-      checker.check(
-        [...path, 'env', name],
-        () => validateResources({ env: { [name]: setting } }),
-        typeof setting === 'string' ? 'key' : 'value',
-      );
-    }
-  }
-  return checker.issues.length > before ? undefined : validateResources(value);
 }
 
 function checkEndpoint(checker: Checker, name: string, value: unknown, backends: string[]): EndpointSpec | undefined {
@@ -339,11 +286,11 @@ function checkEndpoint(checker: Checker, name: string, value: unknown, backends:
   if (backend !== undefined) known([...path, 'backend'], backend, 'value');
   const route =
     value.route === undefined || value.route === null ? null : checker.check([...path, 'route'], () => validateRoute(value.route));
-  const methods = checkMethods(checker, [...path, 'methods'], value.methods);
+  const methods = checker.check([...path, 'methods'], () => validateMethods(value.methods));
 
   let traffic: Record<string, number> | undefined;
   if (value.traffic !== undefined) {
-    traffic = checkTraffic(checker, [...path, 'traffic'], value.traffic);
+    traffic = checker.check([...path, 'traffic'], () => validateTraffic(value.traffic));
     for (const target of Object.keys(traffic ?? {})) known([...path, 'traffic', target], target, 'key');
     if (traffic !== undefined && backend !== undefined && !(backend in traffic)) {
       checker.add([...path, 'backend'], `'${backend}' is not one of traffic's backends (${Object.keys(traffic).join(', ')})`);
@@ -371,25 +318,4 @@ function checkEndpoint(checker: Checker, name: string, value: unknown, backends:
 
 function heaviest(weights: Record<string, number>): string {
   return Object.entries(weights).reduce((best, entry) => (entry[1] > best[1] ? entry : best))[0];
-}
-
-function checkMethods(checker: Checker, path: PathItem[], value: unknown): string[] | undefined {
-  if (value === undefined) return validateMethods(undefined);
-  if (!Array.isArray(value)) return checker.check(path, () => validateMethods(value));
-  const before = checker.issues.length;
-  value.forEach((method, index) => checker.check([...path, index], () => validateMethods([method])));
-  return checker.issues.length > before ? undefined : checker.check(path, () => validateMethods(value));
-}
-
-function checkTraffic(checker: Checker, path: PathItem[], value: unknown): Record<string, number> | undefined {
-  try {
-    return validateTraffic(value);
-  } catch (error) {
-    if (!isFlotillaError(error, 'INVALID_ARGUMENT')) throw error;
-    const named = /'([^']+)'|"([^"]+)"/.exec(error.message);
-    const key = named?.[1] ?? named?.[2];
-    const entry = isPlainObject(value) && key !== undefined && key in value;
-    checker.add(entry ? [...path, key] : path, withoutSubject(error.message), entry && /name/.test(error.message) ? 'key' : 'value');
-    return undefined;
-  }
 }

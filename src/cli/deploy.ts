@@ -34,13 +34,10 @@ function same(a: unknown, b: unknown): boolean {
   return canonical(a) === canonical(b);
 }
 
-/** A runtimeEnv as the controller reports it, in the form an app file's is parsed to. */
+/** A runtimeEnv as the controller reports it, in the form an app file's is parsed to (every key it has; context absolute). */
 function normalizeRuntimeEnv(env: RuntimeEnv | undefined): RuntimeEnv {
-  const result: RuntimeEnv = { runtime: env?.runtime ?? 'node' };
-  if (env?.context !== undefined) result.context = isAbsolute(env.context) ? env.context : resolve(env.context);
-  if (env?.packages !== undefined) result.packages = env.packages;
-  if (env?.dockerfile !== undefined) result.dockerfile = env.dockerfile;
-  if (env?.buildArgs !== undefined) result.buildArgs = env.buildArgs;
+  const result: RuntimeEnv = { runtime: 'node', ...Object.fromEntries(Object.entries(env ?? {}).filter(([, item]) => item !== undefined)) };
+  if (result.context !== undefined && !isAbsolute(result.context)) result.context = resolve(result.context);
   return result;
 }
 
@@ -62,10 +59,10 @@ function immutableChanges(spec: BackendSpec, current: BackendInfo): string[] {
   if (!same(current.initArgs, spec.initArgs)) changes.push(`initArgs ${canonical(current.initArgs)} → ${canonical(spec.initArgs)}`);
   const runtimeEnv = normalizeRuntimeEnv(current.runtimeEnv);
   if (!same(runtimeEnv, spec.runtimeEnv)) changes.push(`runtimeEnv ${canonical(runtimeEnv)} → ${canonical(spec.runtimeEnv)}`);
-  for (const key of ['numCpus', 'memoryMb', 'numGpus', 'env'] as const) {
-    if (!same(current.resources[key], spec.resources[key])) {
-      changes.push(`replicaOptions.${key} ${canonical(current.resources[key])} → ${canonical(spec.resources[key])}`);
-    }
+  const resources = (info: { resources: object }) => info.resources as Record<string, unknown>;
+  for (const key of new Set([...Object.keys(current.resources), ...Object.keys(spec.resources)])) {
+    const [before, after] = [resources(current)[key], resources(spec)[key]];
+    if (!same(before, after)) changes.push(`replicaOptions.${key} ${canonical(before)} → ${canonical(after)}`);
   }
   return changes;
 }
@@ -202,7 +199,7 @@ async function run(client: Client, step: DeployStep): Promise<void> {
       return client.createBackend(step.backend, spec.import, {
         initArgs: spec.initArgs,
         config: spec.config,
-        replicaOptions: { ...spec.resources, runtimeEnv: spec.runtimeEnv },
+        replicaOptions: spec.replicaOptions,
       });
     }
     case 'updateBackendConfig':

@@ -103,6 +103,12 @@ const schema = {
     default: '',
     env: 'FLOTILLA_NPM_REGISTRY',
   },
+  maxContextMb: {
+    doc: 'Largest build context (MB, after .dockerignore) an image build sends to the engine; 0 for no limit.',
+    format: 'nat',
+    default: 2048,
+    env: 'FLOTILLA_MAX_CONTEXT_MB',
+  },
   transport: {
     doc: 'How the proxy reaches replicas: unix (a socket in a per-replica host directory) or tcp (a port published on replicaHost).',
     format: ['unix', 'tcp'],
@@ -179,6 +185,7 @@ export interface FlotillaConfig {
   pythonBaseImage: string;
   buildCaFile: string;
   npmRegistry: string;
+  maxContextMb: number;
   transport: 'unix' | 'tcp';
   replicaHost: string;
   replicaUser: string;

@@ -1,5 +1,6 @@
 import { posix } from 'node:path';
-import { invalid, isPlainObject } from '../common/checks.js';
+import { isPlainObject } from '../common/checks.js';
+import { checked, type Issues } from '../common/issues.js';
 
 export const REPLICA_RUNTIMES = ['node', 'python'] as const;
 export type ReplicaRuntime = (typeof REPLICA_RUNTIMES)[number];
@@ -19,88 +20,124 @@ export interface ValidatedRuntimeEnv {
   healthPath: string | undefined;
 }
 
-const KEYS = ['runtime', 'context', 'packages', 'dockerfile', 'buildArgs', 'image', 'port', 'healthPath'] as const;
+export const RUNTIME_ENV_KEYS = ['runtime', 'context', 'packages', 'dockerfile', 'buildArgs', 'image', 'port', 'healthPath'] as const;
 const IMAGE = /^[a-z0-9][a-z0-9._/:@-]*$/i;
-const WHAT = 'replicaOptions.runtimeEnv';
 const NPM_NAME = /^(@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*$/;
 const NPM_VERSION = /^[A-Za-z0-9^~<>=*.|+: -]+$/;
 const BUILD_ARG = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
-function stringMap(value: unknown, key: string, checkName: (name: string) => boolean, example: string): Record<string, string> {
-  if (!isPlainObject(value) || Object.keys(value).length === 0) throw invalid(`${WHAT}.${key} must be a non-empty object, e.g. ${example}`);
-  for (const [name, item] of Object.entries(value)) {
-    if (!checkName(name)) throw invalid(`${WHAT}.${key} has an invalid name ${JSON.stringify(name)}`);
-    if (typeof item !== 'string' || item.trim() === '') {
-      throw invalid(`${WHAT}.${key}.${name} must be a non-empty string, got ${JSON.stringify(item)}`);
-    }
+function stringMap(
+  issues: Issues,
+  value: unknown,
+  checkName: (name: string) => boolean,
+  example: string,
+): Record<string, string> | undefined {
+  if (!isPlainObject(value) || Object.keys(value).length === 0) {
+    issues.add(`must be a non-empty object, e.g. ${example}`);
+    return undefined;
   }
-  return { ...(value as Record<string, string>) };
+  const before = issues.count;
+  for (const [name, item] of Object.entries(value)) {
+    if (!checkName(name)) issues.add(`has an invalid name ${JSON.stringify(name)}`, name);
+    else if (typeof item !== 'string' || item.trim() === '') issues.add(`must be a non-empty string, got ${JSON.stringify(item)}`, name);
+  }
+  return issues.count > before ? undefined : { ...(value as Record<string, string>) };
 }
 
-/** Checks runtimeEnv: unknown keys and bad values are refused, and so are combinations that cannot be built. */
-export function validateRuntimeEnv(value: unknown): ValidatedRuntimeEnv {
+/**
+ * Checks runtimeEnv into `issues` (paths relative to runtimeEnv): unknown keys
+ * and bad values, and combinations that cannot be built. Messages name other
+ * keys as runtimeEnv.<key>, which reads right in the API and in app files.
+ */
+export function checkRuntimeEnv(issues: Issues, value: unknown): ValidatedRuntimeEnv {
   const env = value ?? {};
-  if (!isPlainObject(env)) throw invalid(`${WHAT} must be an object`);
-  const unknown = Object.keys(env).filter((key) => !(KEYS as readonly string[]).includes(key));
-  if (unknown.length > 0) {
-    throw invalid(`${WHAT} has unknown key${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}; allowed: ${KEYS.join(', ')}`);
+  const none: ValidatedRuntimeEnv = {
+    runtime: 'node',
+    context: undefined,
+    packages: undefined,
+    dockerfile: undefined,
+    buildArgs: undefined,
+    image: undefined,
+    port: undefined,
+    healthPath: undefined,
+  };
+  if (!isPlainObject(env)) {
+    issues.add(`must be an object with any of ${RUNTIME_ENV_KEYS.join(', ')}`);
+    return none;
+  }
+  for (const key of Object.keys(env).filter((key) => !(RUNTIME_ENV_KEYS as readonly string[]).includes(key))) {
+    issues.add(`unknown key; allowed: ${RUNTIME_ENV_KEYS.join(', ')}`, key);
   }
   const runtime = env.runtime ?? 'node';
   if (!(REPLICA_RUNTIMES as readonly unknown[]).includes(runtime)) {
-    throw invalid(`${WHAT}.runtime must be one of ${REPLICA_RUNTIMES.join(', ')}, got ${JSON.stringify(runtime)}`);
+    issues.add(`must be one of ${REPLICA_RUNTIMES.join(', ')}, got ${JSON.stringify(runtime)}`, 'runtime');
   }
-  if (env.context !== undefined && (typeof env.context !== 'string' || env.context === '')) {
-    throw invalid(`${WHAT}.context must be a directory path`);
+  let context: string | undefined;
+  if (env.context !== undefined) {
+    if (typeof env.context !== 'string' || env.context === '') issues.add('must be a directory path', 'context');
+    else context = env.context;
   }
-  const context = env.context as string | undefined;
   let packages: Record<string, string> | undefined;
   if (env.packages !== undefined) {
     if (runtime !== 'node') {
-      throw invalid(
-        `${WHAT}.packages installs npm packages (node runtime only); a Python backend lists apt.txt or requirements.txt in its context`,
+      issues.add(
+        'installs npm packages (node runtime only); a Python backend lists apt.txt or requirements.txt in its context',
+        'packages',
       );
-    }
-    packages = stringMap(env.packages, 'packages', (name) => NPM_NAME.test(name), "{ 'is-number': '^7.0.0' }");
-    for (const [name, version] of Object.entries(packages)) {
-      if (!NPM_VERSION.test(version)) throw invalid(`${WHAT}.packages.${name}: '${version}' is not an npm version or range`);
+    } else {
+      packages = stringMap(issues.at('packages'), env.packages, (name) => NPM_NAME.test(name), "{ 'is-number': '^7.0.0' }");
+      for (const [name, version] of Object.entries(packages ?? {})) {
+        if (!NPM_VERSION.test(version)) issues.add(`'${version}' is not an npm version or range`, 'packages', name);
+      }
     }
   }
   let dockerfile: string | undefined;
   if (env.dockerfile !== undefined) {
-    if (typeof env.dockerfile !== 'string' || env.dockerfile === '') throw invalid(`${WHAT}.dockerfile must be a file name in the context`);
-    if (context === undefined) throw invalid(`${WHAT}.dockerfile needs a context: the directory the Dockerfile is built from`);
-    const normalized = posix.normalize(env.dockerfile.replaceAll('\\', '/'));
-    if (posix.isAbsolute(normalized) || normalized === '..' || normalized.startsWith('../')) {
-      throw invalid(`${WHAT}.dockerfile '${env.dockerfile}' must be a path inside the context`);
-    }
-    if (packages !== undefined) throw invalid(`${WHAT}.packages cannot be combined with a dockerfile: install them in the Dockerfile`);
-    dockerfile = normalized;
+    const normalized = typeof env.dockerfile === 'string' ? posix.normalize(env.dockerfile.replaceAll('\\', '/')) : '';
+    if (typeof env.dockerfile !== 'string' || env.dockerfile === '') issues.add('must be a file name in the context', 'dockerfile');
+    else if (env.context === undefined) issues.add('needs a context: the directory the Dockerfile is built from', 'dockerfile');
+    else if (posix.isAbsolute(normalized) || normalized === '..' || normalized.startsWith('../')) {
+      issues.add(`'${env.dockerfile}' must be a path inside the context`, 'dockerfile');
+    } else if (env.packages !== undefined) {
+      issues.add('cannot be combined with a dockerfile: install them in the Dockerfile', 'packages');
+    } else dockerfile = normalized;
   }
   let buildArgs: Record<string, string> | undefined;
   if (env.buildArgs !== undefined) {
-    if (dockerfile === undefined) throw invalid(`${WHAT}.buildArgs are passed to a user Dockerfile; set ${WHAT}.dockerfile too`);
-    buildArgs = stringMap(env.buildArgs, 'buildArgs', (name) => BUILD_ARG.test(name), "{ BASE: 'debian:trixie-slim' }");
+    if (env.dockerfile === undefined) issues.add('are passed to a user Dockerfile; set runtimeEnv.dockerfile too', 'buildArgs');
+    else buildArgs = stringMap(issues.at('buildArgs'), env.buildArgs, (name) => BUILD_ARG.test(name), "{ BASE: 'debian:trixie-slim' }");
   }
-  const { image, port, healthPath } = validateImage(env);
-  if (image !== undefined && (context !== undefined || packages !== undefined || dockerfile !== undefined)) {
-    throw invalid(`${WHAT}.image is used as it is; it cannot be combined with context, packages or dockerfile`);
+  const { image, port, healthPath } = checkImage(issues, env);
+  if (env.image !== undefined) {
+    for (const key of ['context', 'packages', 'dockerfile'].filter((key) => env[key] !== undefined)) {
+      issues.add(`cannot be combined with runtimeEnv.image: an image is used as it is`, key);
+    }
   }
   return { runtime: runtime as ReplicaRuntime, context, packages, dockerfile, buildArgs, image, port, healthPath };
 }
 
-function validateImage(env: Record<string, unknown>): Pick<ValidatedRuntimeEnv, 'image' | 'port' | 'healthPath'> {
+/** Checks runtimeEnv: unknown keys and bad values are refused, and so are combinations that cannot be built. */
+export function validateRuntimeEnv(value: unknown): ValidatedRuntimeEnv {
+  return checked((issues) => checkRuntimeEnv(issues, value), 'replicaOptions.runtimeEnv');
+}
+
+function checkImage(issues: Issues, env: Record<string, unknown>): Pick<ValidatedRuntimeEnv, 'image' | 'port' | 'healthPath'> {
   const { image, port, healthPath } = env;
-  if (image !== undefined && (typeof image !== 'string' || !IMAGE.test(image)))
-    throw invalid(`${WHAT}.image must be an image name, e.g. 'nginx:1.25'`);
+  if (image !== undefined && (typeof image !== 'string' || !IMAGE.test(image))) {
+    issues.add(`must be an image name, e.g. 'nginx:1.25', got ${JSON.stringify(image)}`, 'image');
+  }
   if (port !== undefined) {
-    if (image === undefined) throw invalid(`${WHAT}.port is the port of an existing HTTP container; set ${WHAT}.image too`);
-    if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535)
-      throw invalid(`${WHAT}.port must be a TCP port, got ${JSON.stringify(port)}`);
+    if (image === undefined) issues.add('is the port of an existing HTTP container; set runtimeEnv.image too', 'port');
+    else if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) {
+      issues.add(`must be a TCP port, got ${JSON.stringify(port)}`, 'port');
+    }
   }
   if (healthPath !== undefined) {
-    if (port === undefined)
-      throw invalid(`${WHAT}.healthPath is checked on an existing HTTP container; set ${WHAT}.image and ${WHAT}.port too`);
-    if (typeof healthPath !== 'string' || !healthPath.startsWith('/')) throw invalid(`${WHAT}.healthPath must be a path starting with '/'`);
+    if (port === undefined) {
+      issues.add('is checked on an existing HTTP container; set runtimeEnv.image and runtimeEnv.port too', 'healthPath');
+    } else if (typeof healthPath !== 'string' || !healthPath.startsWith('/')) {
+      issues.add(`must be a path starting with '/', got ${JSON.stringify(healthPath)}`, 'healthPath');
+    }
   }
   return {
     image: image as string | undefined,

@@ -1,7 +1,14 @@
 import type { BackendConfig, CreateEndpointOptions, ReplicaResources } from '../api.js';
-import { validateRuntimeEnv, type ValidatedRuntimeEnv } from './runtime-env.js';
-import { invalid, isPlainObject } from '../common/checks.js';
+import { checkRuntimeEnv, type ValidatedRuntimeEnv } from './runtime-env.js';
+import { isPlainObject } from '../common/checks.js';
+import { checked, type Issues } from '../common/issues.js';
 
+/**
+ * The rules of every API argument. Each validate* function checks all of its
+ * argument and throws one INVALID_ARGUMENT whose `details.issues` lists every
+ * problem as `{ path, message }` (common/issues.ts), the path relative to the
+ * argument it checks; the admin API, the CLI and the in-process client share them.
+ */
 export const DEFAULT_BACKEND_CONFIG: BackendConfig = {
   numReplicas: 1,
   maxConcurrentQueries: 100,
@@ -19,91 +26,132 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
 const ROUTE = /^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/;
 const MAX_REPLICAS = 1000;
 
-function checkKeys(value: unknown, allowed: readonly string[], what: string): Record<string, unknown> {
-  if (!isPlainObject(value)) throw invalid(`${what} must be an object`);
-  const unknown = Object.keys(value).filter((key) => !allowed.includes(key));
-  if (unknown.length > 0) {
-    throw invalid(`${what} has unknown key${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}; allowed: ${allowed.join(', ')}`);
+/** A value in a message: JSON, except numbers JSON cannot show (Infinity, NaN). */
+function shown(value: unknown): string {
+  return typeof value === 'number' ? String(value) : JSON.stringify(value);
+}
+
+/** Checks one value; reports at the scope it is given. */
+type FieldCheck = (value: unknown, issues: Issues) => void;
+
+/** `value` as an object, its unknown keys reported; undefined (reported) when it is not an object. */
+function objectWith(issues: Issues, value: unknown, allowed: readonly string[]): Record<string, unknown> | undefined {
+  if (!isPlainObject(value)) {
+    issues.add(`must be an object with any of ${allowed.join(', ')}`);
+    return undefined;
+  }
+  for (const key of Object.keys(value)) {
+    if (!allowed.includes(key)) issues.add(`unknown key; allowed: ${allowed.join(', ')}`, key);
   }
   return value;
 }
 
-export function validateName(name: unknown, kind: 'backend' | 'endpoint'): string {
-  if (typeof name !== 'string' || !NAME.test(name)) {
-    throw invalid(`${kind} name ${JSON.stringify(name)} is invalid: use 1-63 letters, digits, '_' or '-', starting with a letter or digit`);
+/** Runs the check of each key `value` has; returns those that passed. */
+function checkFields(issues: Issues, value: Record<string, unknown>, fields: Record<string, FieldCheck>): Record<string, unknown> {
+  const result: Record<string, unknown> = {};
+  for (const [key, check] of Object.entries(fields)) {
+    if (value[key] === undefined) continue;
+    const before = issues.count;
+    check(value[key], issues.at(key));
+    if (issues.count === before) result[key] = value[key];
   }
-  return name;
+  return result;
+}
+
+function checkName(issues: Issues, name: unknown, kind: 'backend' | 'endpoint'): string {
+  if (typeof name !== 'string' || !NAME.test(name)) {
+    issues.add(`${kind} name ${JSON.stringify(name)} is invalid: use 1-63 letters, digits, '_' or '-', starting with a letter or digit`);
+  }
+  return name as string;
+}
+
+export function validateName(name: unknown, kind: 'backend' | 'endpoint'): string {
+  return checked((issues) => checkName(issues, name, kind));
+}
+
+function checkRoute(issues: Issues, route: unknown): string {
+  if (typeof route !== 'string' || !route.startsWith('/')) {
+    issues.add(`${JSON.stringify(route)} is invalid: a route is a path starting with '/'`);
+    return '';
+  }
+  if (!ROUTE.test(route) || route.includes('//')) {
+    issues.add(`'${route}' is invalid: use a plain URL path without query, fragment, spaces or empty segments`);
+    return '';
+  }
+  const normalized = route.length > 1 ? route.replace(/\/+$/, '') : route;
+  if (normalized === '/-' || normalized.startsWith('/-/')) issues.add(`'${route}' is reserved for Flotilla ('/-/...')`);
+  return normalized;
 }
 
 /** '/a/' and '/a' are the same route; '/-/' is reserved for Flotilla's own paths. */
 export function validateRoute(route: unknown): string {
-  if (typeof route !== 'string' || !route.startsWith('/')) {
-    throw invalid(`route ${JSON.stringify(route)} is invalid: a route is a path starting with '/'`);
-  }
-  if (!ROUTE.test(route) || route.includes('//')) {
-    throw invalid(`route '${route}' is invalid: use a plain URL path without query, fragment, spaces or empty segments`);
-  }
-  const normalized = route.length > 1 ? route.replace(/\/+$/, '') : route;
-  if (normalized === '/-' || normalized.startsWith('/-/')) throw invalid(`route '${route}' is reserved for Flotilla ('/-/...')`);
-  return normalized;
+  return checked((issues) => checkRoute(issues, route), 'route');
 }
 
-export function validateMethods(methods: unknown): string[] {
+function checkMethods(issues: Issues, methods: unknown): string[] {
   if (methods === undefined) return ['GET'];
-  if (!Array.isArray(methods) || methods.length === 0) throw invalid('methods must be a non-empty array of HTTP methods');
-  const normalized = methods.map((method) => {
+  if (typeof methods === 'string') {
+    issues.add(`must be a list of HTTP methods, e.g. [${methods.toUpperCase() || 'GET'}], not the string ${JSON.stringify(methods)}`);
+    return [];
+  }
+  if (!Array.isArray(methods) || methods.length === 0) {
+    issues.add('must be a non-empty list of HTTP methods, e.g. [GET, POST]');
+    return [];
+  }
+  const normalized = methods.map((method, index) => {
     const upper = typeof method === 'string' ? method.toUpperCase() : '';
     if (!(HTTP_METHODS as readonly string[]).includes(upper)) {
-      throw invalid(`${JSON.stringify(method)} is not an HTTP method; use one of ${HTTP_METHODS.join(', ')}`);
+      issues.add(`${JSON.stringify(method)} is not an HTTP method; use one of ${HTTP_METHODS.join(', ')}`, index);
     }
     return upper;
   });
   return [...new Set(normalized)];
 }
 
-function integerIn(min: number, max: number) {
-  return (value: unknown, key: string): number => {
+export function validateMethods(methods: unknown): string[] {
+  return checked((issues) => checkMethods(issues, methods), 'methods');
+}
+
+function integerIn(min: number, max: number): FieldCheck {
+  return (value, issues) => {
     if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-      throw invalid(`config.${key} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
+      issues.add(`must be an integer from ${min} to ${max}, got ${shown(value)}`);
     }
-    return value;
   };
 }
 
-function secondsIn(min: number, max: number, exclusiveMin = false) {
-  return (value: unknown, key: string): number => {
+function secondsIn(min: number, max: number, exclusiveMin = false): FieldCheck {
+  return (value, issues) => {
     const low = exclusiveMin ? typeof value === 'number' && value > min : typeof value === 'number' && value >= min;
     if (typeof value !== 'number' || !Number.isFinite(value) || !low || value > max) {
-      throw invalid(
-        `config.${key} must be a number of seconds ${exclusiveMin ? 'above' : 'from'} ${min} ${exclusiveMin ? 'up ' : ''}to ${max}, got ${JSON.stringify(value)}`,
+      issues.add(
+        `must be a number of seconds ${exclusiveMin ? 'above' : 'from'} ${min} ${exclusiveMin ? 'up ' : ''}to ${max}, got ${shown(value)}`,
       );
     }
-    return value;
   };
 }
 
-const CONFIG_FIELDS: { [K in keyof BackendConfig]: (value: unknown, key: string) => BackendConfig[K] } = {
+const CONFIG_FIELDS: Record<keyof BackendConfig, FieldCheck> = {
   numReplicas: integerIn(0, MAX_REPLICAS),
   maxConcurrentQueries: integerIn(1, 1_000_000),
-  userConfig: (value, key) => {
-    if (!isJsonValue(value)) throw invalid(`config.${key} must be a JSON value (or null for none)`);
-    return value;
+  userConfig: (value, issues) => {
+    if (!isJsonValue(value)) issues.add('must be a JSON value (or null for none)');
   },
   maxBatchSize: integerIn(1, 10_000),
   batchWaitTimeoutS: secondsIn(0, 3600),
   maxQueuedRequests: integerIn(0, 1_000_000),
-  requestTimeoutS: (value, key) => (value === null ? null : secondsIn(0, 86_400, true)(value, key)),
+  requestTimeoutS: (value, issues) => value === null || secondsIn(0, 86_400, true)(value, issues),
   gracefulShutdownTimeoutS: secondsIn(0, 3600),
 };
 
+function checkConfigPatch(issues: Issues, patch: unknown): Partial<BackendConfig> {
+  const value = objectWith(issues, patch ?? {}, Object.keys(CONFIG_FIELDS));
+  return value === undefined ? {} : (checkFields(issues, value, CONFIG_FIELDS) as Partial<BackendConfig>);
+}
+
 /** Checks a partial BackendConfig: unknown keys and bad values are refused. */
 export function validateConfigPatch(patch: unknown): Partial<BackendConfig> {
-  const value = checkKeys(patch ?? {}, Object.keys(CONFIG_FIELDS), 'config');
-  const result: Record<string, unknown> = {};
-  for (const [key, check] of Object.entries(CONFIG_FIELDS)) {
-    if (value[key] !== undefined) result[key] = check(value[key], key);
-  }
-  return result as Partial<BackendConfig>;
+  return checked((issues) => checkConfigPatch(issues, patch), 'config');
 }
 
 function isJsonValue(value: unknown): boolean {
@@ -121,119 +169,145 @@ export interface ValidatedBackendOptions {
   resources: ReplicaResources;
 }
 
+const NETWORKS = ['isolated', 'none'] as const;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const MANAGED_ENV = /^(FLOTILLA_|NVIDIA_VISIBLE_DEVICES$)/;
 
+/** replicaOptions other than runtimeEnv, each checked on its own. */
+const RESOURCE_FIELDS: Record<keyof ReplicaResources, FieldCheck> = {
+  numCpus: (value, issues) => {
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > 1024) {
+      issues.add(`must be a number of CPUs from 0 to 1024 (fractions allowed), got ${shown(value)}`);
+    }
+  },
+  memoryMb: (value, issues) => {
+    if (value !== null && (typeof value !== 'number' || !Number.isInteger(value) || value < 6)) {
+      issues.add(`must be a whole number of megabytes, at least 6, got ${shown(value)}`);
+    }
+  },
+  numGpus: (value, issues) => {
+    const wholeOrFraction = typeof value === 'number' && (Number.isInteger(value) ? value >= 0 : value > 0 && value < 1);
+    if (!wholeOrFraction || value > 64) {
+      issues.add(`must be a whole number of GPUs or a fraction below 1 (e.g. 0.5), got ${shown(value)}`);
+    }
+  },
+  env: (value, issues) => {
+    if (!isPlainObject(value)) {
+      issues.add('must be an object of environment variable names to string values');
+      return;
+    }
+    for (const [name, setting] of Object.entries(value)) {
+      if (!ENV_NAME.test(name)) issues.add(`'${name}' is not a valid environment variable name`, name);
+      else if (MANAGED_ENV.test(name)) issues.add(`'${name}' is set by Flotilla and cannot be overridden`, name);
+      else if (typeof setting !== 'string') issues.add(`must be a string, got ${JSON.stringify(setting)}`, name);
+    }
+  },
+  readOnlyRootfs: (value, issues) => {
+    if (typeof value !== 'boolean') {
+      issues.add(`must be true or false (false: the replica may write to its root filesystem), got ${JSON.stringify(value)}`);
+    }
+  },
+  network: (value, issues) => {
+    if (!(NETWORKS as readonly unknown[]).includes(value)) {
+      issues.add(`must be 'isolated' or 'none' (no network; unix transport only), got ${JSON.stringify(value)}`);
+    }
+  },
+  runAsImageUser: (value, issues) => {
+    if (typeof value !== 'boolean') issues.add(`must be true or false, got ${JSON.stringify(value)}`);
+  },
+};
+
+const REPLICA_OPTION_KEYS = ['runtimeEnv', ...Object.keys(RESOURCE_FIELDS)];
+
+const RESOURCE_DEFAULTS: ReplicaResources = { numCpus: 1, memoryMb: null, numGpus: 0, env: {} };
+
+/** The defaults, and every field given (optional fields without a default are kept only when given). */
+function checkResources(issues: Issues, replicaOptions: Record<string, unknown>): ReplicaResources {
+  const given = checkFields(issues, replicaOptions, RESOURCE_FIELDS) as Partial<ReplicaResources>;
+  return { ...RESOURCE_DEFAULTS, ...given, env: { ...given.env } };
+}
+
 /** numCpus (default 1), memoryMb (default none), numGpus (whole numbers, or a fraction below 1) and env. */
 export function validateResources(replicaOptions: Record<string, unknown>): ReplicaResources {
-  const { numCpus = 1, memoryMb = null, numGpus = 0, env = {} } = replicaOptions;
-  if (typeof numCpus !== 'number' || !Number.isFinite(numCpus) || numCpus < 0 || numCpus > 1024) {
-    throw invalid(`replicaOptions.numCpus must be a number of CPUs from 0 to 1024 (fractions allowed), got ${JSON.stringify(numCpus)}`);
-  }
-  if (memoryMb !== null && (typeof memoryMb !== 'number' || !Number.isInteger(memoryMb) || memoryMb < 6)) {
-    throw invalid(`replicaOptions.memoryMb must be a whole number of megabytes, at least 6, got ${JSON.stringify(memoryMb)}`);
-  }
-  const wholeOrFraction = typeof numGpus === 'number' && (Number.isInteger(numGpus) ? numGpus >= 0 : numGpus > 0 && numGpus < 1);
-  if (!wholeOrFraction || (numGpus as number) > 64) {
-    throw invalid(`replicaOptions.numGpus must be a whole number of GPUs or a fraction below 1 (e.g. 0.5), got ${JSON.stringify(numGpus)}`);
-  }
-  if (!isPlainObject(env)) throw invalid('replicaOptions.env must be an object of environment variable names to string values');
-  for (const [name, value] of Object.entries(env)) {
-    if (!ENV_NAME.test(name)) throw invalid(`replicaOptions.env: '${name}' is not a valid environment variable name`);
-    if (MANAGED_ENV.test(name)) throw invalid(`replicaOptions.env: '${name}' is set by Flotilla and cannot be overridden`);
-    if (typeof value !== 'string') throw invalid(`replicaOptions.env.${name} must be a string, got ${JSON.stringify(value)}`);
-  }
-  return {
-    numCpus,
-    memoryMb: memoryMb as number | null,
-    numGpus: numGpus as number,
-    env: { ...(env as Record<string, string>) },
-    ...validateConfinement(replicaOptions),
-  };
+  return checked((issues) => checkResources(issues, replicaOptions), 'replicaOptions');
 }
 
-const NETWORKS = ['isolated', 'none'] as const;
-
-/** readOnlyRootfs, network and runAsImageUser: kept only when given, so that defaults apply otherwise. */
-function validateConfinement(
-  replicaOptions: Record<string, unknown>,
-): Pick<ReplicaResources, 'readOnlyRootfs' | 'network' | 'runAsImageUser'> {
-  const { readOnlyRootfs, network, runAsImageUser } = replicaOptions;
-  if (readOnlyRootfs !== undefined && typeof readOnlyRootfs !== 'boolean') {
-    throw invalid(
-      `replicaOptions.readOnlyRootfs must be true or false (false: the replica may write to its root filesystem), got ${JSON.stringify(readOnlyRootfs)}`,
-    );
-  }
-  if (network !== undefined && !(NETWORKS as readonly unknown[]).includes(network)) {
-    throw invalid(`replicaOptions.network must be 'isolated' or 'none' (no network; unix transport only), got ${JSON.stringify(network)}`);
-  }
-  if (runAsImageUser !== undefined && typeof runAsImageUser !== 'boolean') {
-    throw invalid(`replicaOptions.runAsImageUser must be true or false, got ${JSON.stringify(runAsImageUser)}`);
-  }
-  return {
-    ...(readOnlyRootfs === undefined ? {} : { readOnlyRootfs }),
-    ...(network === undefined ? {} : { network: network as 'isolated' | 'none' }),
-    ...(runAsImageUser === undefined ? {} : { runAsImageUser }),
-  };
-}
-
-export function validateBackendOptions(options: unknown): ValidatedBackendOptions {
-  const value = checkKeys(options ?? {}, ['initArgs', 'config', 'replicaOptions'], 'createBackend options');
+function checkBackendOptions(issues: Issues, options: unknown): ValidatedBackendOptions {
+  const value = objectWith(issues, options ?? {}, ['initArgs', 'config', 'replicaOptions']) ?? {};
   const initArgs = value.initArgs ?? [];
   if (!Array.isArray(initArgs) || !isJsonValue(initArgs)) {
-    throw invalid('initArgs must be an array of JSON values (strings, numbers, booleans, null, arrays, plain objects)');
+    issues.add('must be an array of JSON values (strings, numbers, booleans, null, arrays, plain objects)', 'initArgs');
   }
-  const config = { ...DEFAULT_BACKEND_CONFIG, ...validateConfigPatch(value.config) };
-  const replicaOptions = checkKeys(
-    value.replicaOptions ?? {},
-    ['runtimeEnv', 'numCpus', 'memoryMb', 'numGpus', 'env', 'readOnlyRootfs', 'network', 'runAsImageUser'],
-    'replicaOptions',
-  );
-  const runtimeEnv = validateRuntimeEnv(replicaOptions.runtimeEnv);
-  const resources = validateResources(replicaOptions);
+  const config = { ...DEFAULT_BACKEND_CONFIG, ...checkConfigPatch(issues.at('config'), value.config) };
+  const replicaOptions = objectWith(issues.at('replicaOptions'), value.replicaOptions ?? {}, REPLICA_OPTION_KEYS) ?? {};
+  const runtimeEnv = checkRuntimeEnv(issues.at('replicaOptions', 'runtimeEnv'), replicaOptions.runtimeEnv);
+  const resources = checkResources(issues.at('replicaOptions'), replicaOptions);
   if (runtimeEnv.port !== undefined && resources.network === 'none') {
-    throw invalid(
-      "replicaOptions.network 'none' needs the replica protocol over a unix socket; a plain HTTP container (runtimeEnv.port) needs a network",
+    issues.add(
+      "'none' needs the replica protocol over a unix socket; a plain HTTP container (runtimeEnv.port) needs a network",
+      'replicaOptions',
+      'network',
     );
   }
   if (runtimeEnv.port === undefined && resources.runAsImageUser !== undefined) {
-    throw invalid(
-      'replicaOptions.runAsImageUser is for plain HTTP containers (runtimeEnv.image and port); protocol replicas always run as replicaUser',
+    issues.add(
+      'is for plain HTTP containers (runtimeEnv.image and port); protocol replicas always run as replicaUser',
+      'replicaOptions',
+      'runAsImageUser',
     );
   }
-  return { initArgs, config, contextDir: runtimeEnv.context, runtimeEnv, resources };
+  return { initArgs: initArgs as unknown[], config, contextDir: runtimeEnv.context, runtimeEnv, resources };
+}
+
+/** createBackend's options, every default filled in; issue paths start at the options ('config', 'replicaOptions', ...). */
+export function validateBackendOptions(options: unknown): ValidatedBackendOptions {
+  return checked((issues) => checkBackendOptions(issues, options));
+}
+
+function checkEndpointOptions(issues: Issues, options: unknown): { backend: string; route: string | null; methods: string[] } {
+  const value = (objectWith(issues, options, ['backend', 'route', 'methods']) ?? {}) as Partial<CreateEndpointOptions>;
+  if (value.backend === undefined) issues.add('is required: the name of the backend that serves the endpoint', 'backend');
+  return {
+    backend: value.backend === undefined ? '' : checkName(issues.at('backend'), value.backend, 'backend'),
+    route: value.route === undefined ? null : checkRoute(issues.at('route'), value.route),
+    methods: checkMethods(issues.at('methods'), value.methods),
+  };
 }
 
 export function validateEndpointOptions(options: unknown): { backend: string; route: string | null; methods: string[] } {
-  const value = checkKeys(options, ['backend', 'route', 'methods'], 'createEndpoint options') as Partial<CreateEndpointOptions>;
-  return {
-    backend: validateName(value.backend, 'backend'),
-    route: value.route === undefined ? null : validateRoute(value.route),
-    methods: validateMethods(value.methods),
-  };
+  return checked((issues) => checkEndpointOptions(issues, options));
 }
 
 const WEIGHT_SUM_TOLERANCE = 1e-8;
 
-/** Traffic weights: a non-empty map of backend names to numbers >= 0 that sum to 1. */
-export function validateTraffic(weights: unknown): Record<string, number> {
+function checkTraffic(issues: Issues, weights: unknown): Record<string, number> {
   if (!isPlainObject(weights) || Object.keys(weights).length === 0) {
-    throw invalid('traffic must be an object mapping backend names to weights, e.g. { v1: 0.9, v2: 0.1 }');
+    issues.add('must be an object mapping backend names to weights, e.g. { v1: 0.9, v2: 0.1 }');
+    return {};
   }
+  const before = issues.count;
   for (const [backend, weight] of Object.entries(weights)) {
-    validateName(backend, 'backend');
+    checkName(issues.at(backend), backend, 'backend');
     if (typeof weight !== 'number' || !Number.isFinite(weight) || weight < 0) {
-      throw invalid(`traffic weight of '${backend}' must be a number >= 0, got ${JSON.stringify(weight)}`);
+      issues.add(`must be a number >= 0, got ${shown(weight)}`, backend);
     }
   }
+  if (issues.count > before) return {};
   const sum = Object.values(weights as Record<string, number>).reduce((a, b) => a + b, 0);
-  if (Math.abs(sum - 1) > WEIGHT_SUM_TOLERANCE) throw invalid(`traffic weights must sum to 1, they sum to ${sum}`);
+  if (Math.abs(sum - 1) > WEIGHT_SUM_TOLERANCE) issues.add(`weights must sum to 1, they sum to ${sum}`);
   return { ...(weights as Record<string, number>) };
 }
 
+/** Traffic weights: a non-empty map of backend names to numbers >= 0 that sum to 1; issue paths are backend names. */
+export function validateTraffic(weights: unknown): Record<string, number> {
+  return checked((issues) => checkTraffic(issues, weights), 'traffic');
+}
+
 export function validateProportion(proportion: unknown): number {
-  if (typeof proportion !== 'number' || !Number.isFinite(proportion) || proportion < 0 || proportion > 1) {
-    throw invalid(`shadow proportion must be a number from 0 to 1, got ${JSON.stringify(proportion)}`);
-  }
-  return proportion;
+  return checked((issues) => {
+    if (typeof proportion !== 'number' || !Number.isFinite(proportion) || proportion < 0 || proportion > 1) {
+      issues.add(`must be a number from 0 to 1, got ${shown(proportion)}`);
+    }
+    return proportion as number;
+  }, 'shadow proportion');
 }

@@ -1,16 +1,13 @@
-import dockerignore from '@balena/dockerignore';
-import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative, sep } from 'node:path';
-import { Readable } from 'node:stream';
-import tar, { type Headers, type Pack, type PackOptions } from 'tar-fs';
+import { join } from 'node:path';
 import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import type { Logger } from '../common/logger.js';
 import type { FlotillaConfig } from '../config/config.js';
 import type { ContainerRuntime } from './container-runtime.js';
 import { packageRoot } from '../common/package-root.js';
+import { checkContextDir, contextFilter, packContext, type ContextPart, type PackedContext } from './build-context.js';
 
 export const APP_DIR = '/app';
 export const SHIPPED_MODULE = `${APP_DIR}/.flotilla/definition.mjs`;
@@ -39,66 +36,7 @@ export interface BackendImageSource {
   buildArgs?: Record<string, string>;
 }
 
-export type BuildSettings = Pick<FlotillaConfig, 'baseImage' | 'pythonBaseImage' | 'buildCaFile' | 'npmRegistry'>;
-
-function normalizeHeader(prefix: string) {
-  return (header: Headers): Headers => {
-    const executable = ((header.mode ?? 0) & 0o111) !== 0;
-    if (prefix !== '') header.name = header.name === '.' ? prefix : `${prefix}/${header.name}`;
-    header.uid = 0;
-    header.gid = 0;
-    header.mtime = new Date(0);
-    header.mode = header.type === 'directory' || executable ? 0o755 : 0o644;
-    return header;
-  };
-}
-
-/** A directory packed under `prefix`; `ignore` gets paths relative to `dir`, with '/' separators. */
-type ContextPart = { dir: string; prefix: string; ignore?: (path: string) => boolean };
-
-/** Packs each part in turn into one tar stream; tar-fs's `finish` hands the stream on. */
-function packParts(parts: ContextPart[], pack?: Pack): Pack {
-  const [first, ...rest] = parts;
-  if (first === undefined) throw new Error('empty build context');
-  const ignore = first.ignore;
-  const options: PackOptions & { sort: boolean } = {
-    sort: true,
-    map: normalizeHeader(first.prefix),
-    finalize: rest.length === 0,
-    ...(ignore ? { ignore: (name: string) => ignore(relative(first.dir, name).split(sep).join('/')) } : {}),
-    ...(pack ? { pack } : {}),
-    ...(rest.length > 0 ? { finish: (next: Pack) => void packParts(rest, next) } : {}),
-  };
-  return tar.pack(first.dir, options);
-}
-
-/** A reproducible tar of the given directories (each under its prefix) and its content hash (with `salt`: what else goes into the build). */
-async function packContext(parts: ContextPart[], salt: string): Promise<{ tar: Buffer; hash: string }> {
-  const pack = packParts(parts);
-  const chunks: Buffer[] = [];
-  for await (const chunk of pack) chunks.push(chunk as Buffer);
-  const bytes = Buffer.concat(chunks);
-  return { tar: bytes, hash: createHash('sha256').update(bytes).update(salt).digest('hex').slice(0, 16) };
-}
-
-/**
- * The context's .dockerignore as a filter (Docker's own matching rules). Paths
- * in `keep` are always sent; with `!` exceptions, excluded directories are still
- * walked so that an exception inside them can bring a file back.
- */
-function contextFilter(contextDir: string, keep: string[], alsoIgnore: (path: string) => boolean): (path: string) => boolean {
-  const file = join(contextDir, '.dockerignore');
-  const patterns = existsSync(file) ? readFileSync(file, 'utf8').split(/\r?\n/) : [];
-  // The package is CommonJS typed as an ES default export; its function is also its own `.default`.
-  const matcher = dockerignore.default().add(patterns);
-  const hasExceptions = patterns.some((line) => line.trim().startsWith('!'));
-  return (path) => {
-    if (path === '' || keep.includes(path)) return false;
-    if (alsoIgnore(path)) return true;
-    if (!matcher.ignores(path)) return false;
-    return !(hasExceptions && statSync(join(contextDir, path)).isDirectory());
-  };
-}
+export type BuildSettings = Pick<FlotillaConfig, 'baseImage' | 'pythonBaseImage' | 'buildCaFile' | 'npmRegistry' | 'maxContextMb'>;
 
 function isFile(path: string): boolean {
   return statSync(path, { throwIfNoEntry: false })?.isFile() === true;
@@ -157,6 +95,7 @@ export class ImageBuilder {
         `backend '${source.backend}': a Python backend is an import path such as 'model.py:Predictor' in its context, not a JavaScript function or class`,
       );
     }
+    if (source.contextDir !== undefined) checkContextDir(source.contextDir);
     if (source.dockerfile !== undefined) return this.userDockerfileImage(kind, source);
     return this.withStaging(async (staging) => {
       const runtimeTag = await this.runtimeImage(kind);
@@ -338,8 +277,22 @@ export class ImageBuilder {
     backend: string,
     options: { dockerfile?: string; buildArgs?: Record<string, string> } = {},
   ): Promise<string> {
-    const { tar: context, hash } = await packContext(parts, JSON.stringify(options));
-    const tag = `${repository}:${hash}`;
+    const maxBytes = this.settings.maxContextMb * 1024 * 1024;
+    const packed = await packContext(parts, { salt: JSON.stringify(options), maxBytes, what: `backend '${backend}'` });
+    try {
+      return await this.buildPacked(repository, packed, backend, options);
+    } finally {
+      packed.dispose();
+    }
+  }
+
+  private async buildPacked(
+    repository: string,
+    packed: PackedContext,
+    backend: string,
+    options: { dockerfile?: string; buildArgs?: Record<string, string> },
+  ): Promise<string> {
+    const tag = `${repository}:${packed.hash}`;
     const log = this.logger.child({ component: 'image-builder', backend, image: tag });
     if (await this.runtime.imageExists(tag)) {
       log.debug('image up to date');
@@ -350,7 +303,7 @@ export class ImageBuilder {
     try {
       await this.runtime.buildImage({
         tag,
-        context: Readable.from([context]),
+        context: packed.open(),
         labels: { [LABELS.managed]: 'true' },
         ...options,
         onLog: (raw) => {

@@ -35,6 +35,7 @@ describe('parseAppFile', () => {
       initArgs: ['hello'],
       config: { ...DEFAULT_BACKEND_CONFIG, numReplicas: 1, maxConcurrentQueries: 10 },
       resources: { numCpus: 0.5, memoryMb: 256, numGpus: 0, env: {} },
+      replicaOptions: { numCpus: 0.5, memoryMb: 256, runtimeEnv: { runtime: 'node', context: join(FIXTURES, 'my-backend') } },
     });
     expect(spec.endpoints.echo).toEqual({ backend: 'echo', route: '/echo', methods: ['GET', 'POST'], traffic: { echo: 1 }, shadows: {} });
     expect(spec.lines).toEqual({ 'backends.echo': 3, 'endpoints.echo': 10 });
@@ -63,6 +64,23 @@ describe('parseAppFile', () => {
       'backends: { v1: { import: a.js }, v2: { import: b.js } }\nendpoints: { api: { backend: v2, traffic: { v1: 1, v2: 0 } } }\n',
     );
     expect(zero.endpoints.api?.backend).toBe('v1');
+  });
+
+  it('carries every runtimeEnv and replicaOptions key to createBackend: an existing HTTP container', () => {
+    const spec = parseAppFile(
+      'backends:\n  web:\n    import: server\n    runtimeEnv: { image: web:1, port: 8080, healthPath: /healthz }\n    replicaOptions: { env: { A: b } }\nendpoints: {}\n',
+    );
+    const runtimeEnv = { runtime: 'node', image: 'web:1', port: 8080, healthPath: '/healthz' };
+    expect(spec.backends.web).toMatchObject({ runtimeEnv, replicaOptions: { env: { A: 'b' }, runtimeEnv } });
+    expect(
+      parseAppFile('backends:\n  web:\n    import: server\n    runtimeEnv: { image: web:1, port: 80 }\nendpoints: {}\n').backends.web
+        ?.runtimeEnv,
+    ).toEqual({
+      runtime: 'node',
+      image: 'web:1',
+      port: 80,
+      healthPath: '/',
+    });
   });
 
   it('takes empty backends and endpoints as "nothing should run"', () => {
@@ -101,7 +119,7 @@ describe('app file errors name the file, the line and the key path', () => {
       "app.yaml:3: backends.echo.import: must be an import path such as 'handlers/echo.js:Echo' (a file in the image, and its export)",
     ]);
     expect(errorsOf(ECHO.replace('route: /echo', 'route: /echo\n    methods: GET'))).toEqual([
-      'app.yaml:8: endpoints.echo.methods: must be a non-empty array of HTTP methods',
+      'app.yaml:8: endpoints.echo.methods: must be a list of HTTP methods, e.g. [GET], not the string "GET"',
     ]);
   });
 
@@ -129,6 +147,53 @@ endpoints:
     ]);
   });
 
+  it('every issue as data: the key path as a list, and the line', () => {
+    let thrown: unknown;
+    try {
+      parseAppFile(ECHO.replace('route: /echo', 'route: /echo\n    methods: [GET,\n      FETCH]'), { file: 'app.yaml' });
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      details: {
+        issues: [
+          { file: 'app.yaml', line: 9, path: ['endpoints', 'echo', 'methods', 1], message: expect.stringMatching(/^"FETCH" is not/) },
+        ],
+      },
+    });
+  });
+
+  it('runtimeEnv and replicaOptions problems, at the line of the key in the file', () => {
+    const text = `backends:
+  web:
+    import: server
+    runtimeEnv:
+      port: 8080
+      healthPath: /healthz
+      imagee: web:1
+    replicaOptions:
+      numCpus: 1
+      cpuShares: 2
+      runtimeEnv: { image: web:1 }
+endpoints: {}
+`;
+    expect(errorsOf(text)).toEqual([
+      'app.yaml:5: backends.web.runtimeEnv.port: is the port of an existing HTTP container; set runtimeEnv.image too',
+      expect.stringMatching(
+        /^app\.yaml:7: backends\.web\.runtimeEnv\.imagee: unknown key; allowed: runtime, context, packages, dockerfile, buildArgs, image, port, healthPath$/,
+      ),
+      expect.stringMatching(/^app\.yaml:10: backends\.web\.replicaOptions\.cpuShares: unknown key; allowed: runtimeEnv, numCpus, /),
+      'app.yaml:11: backends.web.replicaOptions.runtimeEnv: goes beside replicaOptions in an app file: backends.web.runtimeEnv',
+    ]);
+  });
+
+  it('a context that is the filesystem root', () => {
+    expect(errorsOf(ECHO.replace('handlers/echo.js:Echo', 'x.js\n    runtimeEnv: { context: / }'))).toEqual([
+      "app.yaml:4: backends.echo.runtimeEnv.context: '/' is the filesystem root; a context is a directory of the backend's own files",
+    ]);
+  });
+
   it('a runtimeEnv combination that cannot be built', () => {
     expect(errorsOf(ECHO.replace('handlers/echo.js:Echo', 'x.js\n    runtimeEnv: { dockerfile: Dockerfile }'))).toEqual([
       'app.yaml:4: backends.echo.runtimeEnv.dockerfile: needs a context: the directory the Dockerfile is built from',
@@ -148,10 +213,10 @@ endpoints:
   it('traffic weights that do not sum to 1, and a bad shadow proportion', () => {
     expect(errorsOf(`${ECHO}    traffic:\n      echo: 0.5\n    shadows: { echo: 2 }\n`)).toEqual([
       'app.yaml:8: endpoints.echo.traffic: weights must sum to 1, they sum to 0.5',
-      'app.yaml:10: endpoints.echo.shadows.echo: shadow proportion must be a number from 0 to 1, got 2',
+      'app.yaml:10: endpoints.echo.shadows.echo: must be a number from 0 to 1, got 2',
     ]);
     expect(errorsOf(`${ECHO}    traffic: { echo: -1 }\n`)).toEqual([
-      "app.yaml:8: endpoints.echo.traffic.echo: weight of 'echo' must be a number >= 0, got -1",
+      'app.yaml:8: endpoints.echo.traffic.echo: must be a number >= 0, got -1',
     ]);
   });
 

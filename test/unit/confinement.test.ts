@@ -22,14 +22,18 @@ describe('confinement options', () => {
   });
 
   it.each([
-    [{ readOnlyRootfs: 'no' }, /readOnlyRootfs must be true or false/],
-    [{ network: 'host' }, /network must be 'isolated' or 'none'/],
-    [{ runAsImageUser: 1 }, /runAsImageUser must be true or false/],
-    [{ runAsImageUser: true }, /runAsImageUser is for plain HTTP containers/],
-    [{ network: 'none', runtimeEnv: web }, /plain HTTP container .* needs a network/],
-  ])('refuse %j', (replicaOptions, message) => {
+    [{ readOnlyRootfs: 'no' }, 'readOnlyRootfs', /^must be true or false/],
+    [{ network: 'host' }, 'network', /^must be 'isolated' or 'none'/],
+    [{ runAsImageUser: 1 }, 'runAsImageUser', /^must be true or false/],
+    [{ runAsImageUser: true }, 'runAsImageUser', /^is for plain HTTP containers/],
+    [{ network: 'none', runtimeEnv: web }, 'network', /plain HTTP container .* needs a network/],
+  ])('refuse %j at replicaOptions.%s', (replicaOptions, key, message) => {
     expect(() => validateBackendOptions({ replicaOptions })).toThrow(
-      expect.objectContaining({ ...invalid, message: expect.stringMatching(message) }),
+      expect.objectContaining({
+        ...invalid,
+        message: expect.stringMatching(`^replicaOptions.${key}: `),
+        details: { issues: [{ path: ['replicaOptions', key], message: expect.stringMatching(message) }] },
+      }),
     );
   });
 

@@ -168,6 +168,16 @@ describe('planDeploy', () => {
     expect(() => planDeploy(edited, running)).toThrow(/under a new backend name, move the endpoints' traffic to it/);
   });
 
+  it('compares every runtimeEnv key of an existing HTTP container backend', () => {
+    const text = 'backends:\n  web:\n    import: server\n    runtimeEnv: { image: web:1, port: 8080 }\nendpoints: {}\n';
+    const web = stateOf(parse(text));
+    web.backends.web = { ...(web.backends.web as BackendInfo), runtimeEnv: { image: 'web:1', port: 8080, healthPath: '/' } };
+    expect(planDeploy(parse(text), web)).toEqual([]);
+    expect(() => planDeploy(parse(text.replace('8080', '8081')), web)).toThrow(
+      'app.yaml:2: backends.web: runtimeEnv {"healthPath":"/","image":"web:1","port":8080,"runtime":"node"} → {"healthPath":"/","image":"web:1","port":8081,"runtime":"node"}',
+    );
+  });
+
   it('refuses to take over a backend that was created from shipped code', () => {
     const echo = running.backends.echo as BackendInfo;
     const state = { ...running, backends: { echo: { ...echo, definition: { kind: 'class' as const, name: 'Echo', sourceHash: 'abc' } } } };
@@ -206,7 +216,7 @@ describe('applyPlan', () => {
     await applyPlan(client, planDeploy(parse(APP), { backends: {}, endpoints: {} }), (line) => lines.push(line));
     expect(calls[0]).toMatch(/^createBackend \["echo","handlers\/echo.js:Echo",\{"initArgs":\["hello"\],"config":\{"numReplicas":1,/);
     expect(calls[0]).toContain(
-      `"replicaOptions":{"numCpus":0.5,"memoryMb":null,"numGpus":0,"env":{},"runtimeEnv":{"runtime":"node","context":"${join(FIXTURES, 'my-backend')}"}}`,
+      `"replicaOptions":{"numCpus":0.5,"runtimeEnv":{"runtime":"node","context":"${join(FIXTURES, 'my-backend')}"}}`,
     );
     expect(calls[1]).toBe('createEndpoint ["echo",{"backend":"echo","methods":["GET","POST"],"route":"/echo"}]');
     expect(lines).toEqual([
@@ -214,6 +224,14 @@ describe('applyPlan', () => {
       'creating endpoint echo at GET,POST /echo → echo',
       'deployed: 2 changes',
     ]);
+  });
+
+  it('creates an existing HTTP container backend with its image, port and health path', async () => {
+    const { client, calls } = fakeClient();
+    const text =
+      'backends:\n  web:\n    import: server\n    runtimeEnv: { image: web:1, port: 8080, healthPath: /healthz }\nendpoints: {}\n';
+    await applyPlan(client, planDeploy(parse(text), { backends: {}, endpoints: {} }), () => undefined);
+    expect(calls[0]).toContain('"replicaOptions":{"runtimeEnv":{"runtime":"node","image":"web:1","port":8080,"healthPath":"/healthz"}}');
   });
 
   it('says so when there is nothing to change', async () => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { validateRuntimeEnv } from '../../src/controller/runtime-env.js';
+import { issuesOf } from '../../src/common/issues.js';
 import { validateBackendOptions } from '../../src/controller/validation.js';
 
 describe('validateRuntimeEnv', () => {
@@ -10,6 +11,9 @@ describe('validateRuntimeEnv', () => {
       packages: undefined,
       dockerfile: undefined,
       buildArgs: undefined,
+      image: undefined,
+      port: undefined,
+      healthPath: undefined,
     });
   });
 
@@ -24,29 +28,46 @@ describe('validateRuntimeEnv', () => {
     ).toMatchObject({ dockerfile: 'docker/Dockerfile', buildArgs: { BASE: 'debian:trixie-slim' } });
   });
 
-  it('refuses unknown keys and bad values with INVALID_ARGUMENT', () => {
-    const refuses = (value: unknown, message: RegExp) =>
-      expect(() => validateRuntimeEnv(value)).toThrow(
-        expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(message) }),
-      );
-    refuses({ contxt: '.' }, /unknown key contxt; allowed: runtime, context, packages, dockerfile, buildArgs/);
-    refuses({ runtime: 'ruby' }, /runtime must be one of node, python/);
-    refuses({ context: '' }, /context must be a directory path/);
-    refuses({ packages: [] }, /packages must be a non-empty object/);
-    refuses({ packages: { 'Bad Name': '1' } }, /invalid name "Bad Name"/);
-    refuses({ packages: { 'is-number': 7 } }, /packages.is-number must be a non-empty string/);
-    refuses({ packages: { 'is-number': '7; rm -rf /' } }, /not an npm version/);
-    refuses({ runtime: 'python', packages: { numpy: '1' } }, /node runtime only/);
-    refuses({ dockerfile: 'Dockerfile' }, /needs a context/);
-    refuses({ context: '.', dockerfile: '../Dockerfile' }, /must be a path inside the context/);
-    refuses({ context: '.', dockerfile: '/etc/Dockerfile' }, /must be a path inside the context/);
-    refuses({ context: '.', dockerfile: 'Dockerfile', packages: { a: '1' } }, /cannot be combined with a dockerfile/);
-    refuses({ context: '.', buildArgs: { A: 'b' } }, /set replicaOptions.runtimeEnv.dockerfile too/);
-    refuses({ context: '.', dockerfile: 'Dockerfile', buildArgs: { 'A-B': 'b' } }, /invalid name "A-B"/);
+  it('refuses unknown keys and bad values with INVALID_ARGUMENT, each at its path', () => {
+    const refuses = (value: unknown, path: (string | number)[], message: RegExp) => {
+      let thrown: unknown;
+      try {
+        validateRuntimeEnv(value);
+      } catch (error) {
+        thrown = error;
+      }
+      expect(thrown).toMatchObject({ code: 'INVALID_ARGUMENT' });
+      expect(issuesOf(thrown)).toEqual([{ path, message: expect.stringMatching(message) }]);
+    };
+    refuses(
+      { contxt: '.' },
+      ['contxt'],
+      /^unknown key; allowed: runtime, context, packages, dockerfile, buildArgs, image, port, healthPath$/,
+    );
+    refuses({ runtime: 'ruby' }, ['runtime'], /must be one of node, python/);
+    refuses({ context: '' }, ['context'], /must be a directory path/);
+    refuses({ packages: [] }, ['packages'], /must be a non-empty object/);
+    refuses({ packages: { 'Bad Name': '1' } }, ['packages', 'Bad Name'], /invalid name "Bad Name"/);
+    refuses({ packages: { 'is-number': 7 } }, ['packages', 'is-number'], /must be a non-empty string/);
+    refuses({ packages: { 'is-number': '7; rm -rf /' } }, ['packages', 'is-number'], /not an npm version/);
+    refuses({ runtime: 'python', packages: { numpy: '1' } }, ['packages'], /node runtime only/);
+    refuses({ dockerfile: 'Dockerfile' }, ['dockerfile'], /needs a context/);
+    refuses({ context: '.', dockerfile: '../Dockerfile' }, ['dockerfile'], /must be a path inside the context/);
+    refuses({ context: '.', dockerfile: '/etc/Dockerfile' }, ['dockerfile'], /must be a path inside the context/);
+    refuses({ context: '.', dockerfile: 'Dockerfile', packages: { a: '1' } }, ['packages'], /cannot be combined with a dockerfile/);
+    refuses({ context: '.', buildArgs: { A: 'b' } }, ['buildArgs'], /set runtimeEnv.dockerfile too/);
+    refuses({ context: '.', dockerfile: 'Dockerfile', buildArgs: { 'A-B': 'b' } }, ['buildArgs', 'A-B'], /invalid name "A-B"/);
+    expect(() => validateRuntimeEnv({ runtime: 'ruby' })).toThrow(
+      'replicaOptions.runtimeEnv.runtime: must be one of node, python, got "ruby"',
+    );
   });
 
   it('is what validateBackendOptions checks', () => {
-    expect(() => validateBackendOptions({ replicaOptions: { runtimeEnv: { runtime: 'java' } } })).toThrow(/runtime must be one of/);
+    expect(() => validateBackendOptions({ replicaOptions: { runtimeEnv: { runtime: 'java' } } })).toThrow(
+      expect.objectContaining({
+        details: { issues: [{ path: ['replicaOptions', 'runtimeEnv', 'runtime'], message: expect.any(String) }] },
+      }),
+    );
     expect(validateBackendOptions({ replicaOptions: { runtimeEnv: { runtime: 'python', context: 'm' } } })).toMatchObject({
       contextDir: 'm',
       runtimeEnv: { runtime: 'python', context: 'm' },
@@ -60,13 +81,16 @@ describe('prebuilt images and plain HTTP containers', () => {
     expect(validateRuntimeEnv({ image: 'registry.example/app@sha256:abc' })).toMatchObject({ port: undefined, healthPath: undefined });
   });
   it.each([
-    [{ port: 80 }, /set replicaOptions.runtimeEnv.image too/],
-    [{ image: 'a', healthPath: '/h' }, /set replicaOptions.runtimeEnv.image and replicaOptions.runtimeEnv.port too/],
-    [{ image: 'a', port: 70000 }, /must be a TCP port/],
-    [{ image: 'a', port: 80, healthPath: 'h' }, /starting with '\//],
-    [{ image: 'a b' }, /image name/],
-    [{ image: 'a', context: '/tmp' }, /cannot be combined/],
-  ])('refuses %j', (env, message) => {
+    [{ port: 80 }, 'port', /set runtimeEnv.image too/],
+    [{ image: 'a', healthPath: '/h' }, 'healthPath', /set runtimeEnv.image and runtimeEnv.port too/],
+    [{ image: 'a', port: 70000 }, 'port', /must be a TCP port/],
+    [{ image: 'a', port: 80, healthPath: 'h' }, 'healthPath', /starting with '\//],
+    [{ image: 'a b' }, 'image', /image name/],
+    [{ image: 'a', context: '/tmp' }, 'context', /cannot be combined with runtimeEnv.image/],
+  ])('refuses %j at %s', (env, key, message) => {
     expect(() => validateRuntimeEnv(env)).toThrow(message);
+    expect(() => validateRuntimeEnv(env)).toThrow(
+      expect.objectContaining({ details: { issues: [{ path: [key], message: expect.any(String) }] } }),
+    );
   });
 });

@@ -10,8 +10,21 @@ import {
   validateRoute,
   validateTraffic,
 } from '../../src/controller/validation.js';
+import { issuesOf, type Issue } from '../../src/common/issues.js';
 
 const invalid = { code: 'INVALID_ARGUMENT' };
+
+/** The issues a validator reports, or [] when it accepts. */
+function issues(run: () => unknown): Issue[] {
+  try {
+    run();
+    return [];
+  } catch (error) {
+    const found = issuesOf(error);
+    if (found === undefined) throw error;
+    return found;
+  }
+}
 
 describe('names', () => {
   it('accepts letters, digits, _ and -', () => {
@@ -40,6 +53,12 @@ describe('methods', () => {
   it.each([[[]], [['FETCH']], ['GET'], [[1]]])('refuses %j', (methods) => {
     expect(() => validateMethods(methods)).toThrow(expect.objectContaining(invalid));
   });
+  it('says it got a string when given one method instead of a list', () => {
+    expect(issues(() => validateMethods('get'))).toEqual([
+      { path: [], message: 'must be a list of HTTP methods, e.g. [GET], not the string "get"' },
+    ]);
+    expect(() => validateMethods('GET')).toThrow('methods: must be a list of HTTP methods, e.g. [GET], not the string "GET"');
+  });
 });
 
 describe('backend config', () => {
@@ -65,25 +84,55 @@ describe('backend config', () => {
     });
   });
   it.each([
-    [{ numReplicas: -1 }, /numReplicas/],
-    [{ numReplicas: 1.5 }, /numReplicas/],
-    [{ numReplicas: '2' }, /numReplicas/],
-    [{ maxConcurrentQueries: 0 }, /maxConcurrentQueries/],
-    [{ replicas: 2 }, /unknown key replicas/],
-    [{ userConfig: { f: () => 1 } }, /userConfig must be a JSON value/],
-    [{ maxBatchSize: 0 }, /maxBatchSize/],
-    [{ batchWaitTimeoutS: -0.1 }, /batchWaitTimeoutS/],
-    [{ maxQueuedRequests: -1 }, /maxQueuedRequests/],
-    [{ requestTimeoutS: 0 }, /requestTimeoutS must be a number of seconds above 0/],
-    [{ gracefulShutdownTimeoutS: Infinity }, /gracefulShutdownTimeoutS/],
-  ])('refuses %j', (patch, message) => {
-    expect(() => validateConfigPatch(patch)).toThrow(message);
+    [{ numReplicas: -1 }, ['numReplicas'], 'must be an integer from 0 to 1000, got -1'],
+    [{ numReplicas: 1.5 }, ['numReplicas'], 'must be an integer from 0 to 1000, got 1.5'],
+    [{ numReplicas: '2' }, ['numReplicas'], 'must be an integer from 0 to 1000, got "2"'],
+    [{ maxConcurrentQueries: 0 }, ['maxConcurrentQueries'], 'must be an integer from 1 to 1000000, got 0'],
+    [{ replicas: 2 }, ['replicas'], expect.stringMatching(/^unknown key; allowed: numReplicas, maxConcurrentQueries, /)],
+    [{ userConfig: { f: () => 1 } }, ['userConfig'], 'must be a JSON value (or null for none)'],
+    [{ maxBatchSize: 0 }, ['maxBatchSize'], 'must be an integer from 1 to 10000, got 0'],
+    [{ batchWaitTimeoutS: -0.1 }, ['batchWaitTimeoutS'], 'must be a number of seconds from 0 to 3600, got -0.1'],
+    [{ maxQueuedRequests: -1 }, ['maxQueuedRequests'], 'must be an integer from 0 to 1000000, got -1'],
+    [{ requestTimeoutS: 0 }, ['requestTimeoutS'], 'must be a number of seconds above 0 up to 86400, got 0'],
+    [{ gracefulShutdownTimeoutS: Infinity }, ['gracefulShutdownTimeoutS'], 'must be a number of seconds from 0 to 3600, got Infinity'],
+  ])('refuses %j, reporting the key as the path', (patch, path, message) => {
+    expect(issues(() => validateConfigPatch(patch))).toEqual([{ path, message }]);
+    expect(() => validateConfigPatch(patch)).toThrow(
+      expect.objectContaining({ ...invalid, message: expect.stringMatching(`^config.${path[0]}: `) }),
+    );
   });
-  it('refuses unknown options and non-JSON init args', () => {
-    expect(() => validateBackendOptions({ initArgz: [] })).toThrow(/unknown key initArgz/);
-    expect(() => validateBackendOptions({ initArgs: [() => 1] })).toThrow(/JSON values/);
-    expect(() => validateBackendOptions({ initArgs: 'x' })).toThrow(/array/);
-    expect(() => validateBackendOptions({ replicaOptions: { runtimeEnv: { contxt: '.' } } })).toThrow(/unknown key contxt/);
+  it('reports every problem of the options at once, each with its path from the options', () => {
+    const options = {
+      initArgz: [],
+      initArgs: [() => 1],
+      config: { numReplicas: -1, replicas: 2 },
+      replicaOptions: { numCpus: 'two', env: { FLOTILLA_X: 'y', OK: 3 }, runtimeEnv: { port: 80, contxt: '.' } },
+    };
+    expect(issues(() => validateBackendOptions(options))).toEqual([
+      { path: ['initArgz'], message: 'unknown key; allowed: initArgs, config, replicaOptions' },
+      { path: ['initArgs'], message: expect.stringMatching(/^must be an array of JSON values/) },
+      { path: ['config', 'replicas'], message: expect.stringMatching(/^unknown key/) },
+      { path: ['config', 'numReplicas'], message: 'must be an integer from 0 to 1000, got -1' },
+      { path: ['replicaOptions', 'runtimeEnv', 'contxt'], message: expect.stringMatching(/^unknown key; allowed: runtime, context, /) },
+      { path: ['replicaOptions', 'runtimeEnv', 'port'], message: 'is the port of an existing HTTP container; set runtimeEnv.image too' },
+      { path: ['replicaOptions', 'numCpus'], message: 'must be a number of CPUs from 0 to 1024 (fractions allowed), got "two"' },
+      { path: ['replicaOptions', 'env', 'FLOTILLA_X'], message: "'FLOTILLA_X' is set by Flotilla and cannot be overridden" },
+      { path: ['replicaOptions', 'env', 'OK'], message: 'must be a string, got 3' },
+    ]);
+    expect(() => validateBackendOptions(options)).toThrow(
+      /^initArgz: unknown key; .*; replicaOptions\.runtimeEnv\.port: is the port .*; replicaOptions\.env\.OK: must be a string, got 3$/,
+    );
+  });
+  it('refuses options that are not an object, and a replicaOptions key it does not know', () => {
+    expect(issues(() => validateBackendOptions('x'))).toEqual([
+      { path: [], message: 'must be an object with any of initArgs, config, replicaOptions' },
+    ]);
+    expect(issues(() => validateBackendOptions({ replicaOptions: { cpus: 1 } }))).toEqual([
+      {
+        path: ['replicaOptions', 'cpus'],
+        message: expect.stringMatching(/^unknown key; allowed: runtimeEnv, numCpus, memoryMb, numGpus, env/),
+      },
+    ]);
   });
 });
 
@@ -93,8 +142,14 @@ describe('endpoint options', () => {
     expect(validateEndpointOptions({ backend: 'b' }).route).toBeNull();
   });
   it('refuses unknown keys and a missing backend', () => {
-    expect(() => validateEndpointOptions({ backend: 'b', path: '/x' })).toThrow(/unknown key path/);
-    expect(() => validateEndpointOptions({ route: '/x' })).toThrow(/backend name/);
+    expect(issues(() => validateEndpointOptions({ backend: 'b', path: '/x' }))).toEqual([
+      { path: ['path'], message: 'unknown key; allowed: backend, route, methods' },
+    ]);
+    expect(issues(() => validateEndpointOptions({ route: 'x', methods: ['GET', 'FETCH'] }))).toEqual([
+      { path: ['backend'], message: 'is required: the name of the backend that serves the endpoint' },
+      { path: ['route'], message: `"x" is invalid: a route is a path starting with '/'` },
+      { path: ['methods', 1], message: expect.stringMatching(/^"FETCH" is not an HTTP method; use one of GET, /) },
+    ]);
   });
 });
 
@@ -106,6 +161,14 @@ describe('traffic', () => {
   });
   it.each([[{}], [{ a: 0.5 }], [{ a: 1.1, b: -0.1 }], [{ a: '1' }], [{ 'bad name': 1 }], [[1]], [null]])('refuses %j', (weights) => {
     expect(() => validateTraffic(weights)).toThrow(expect.objectContaining(invalid));
+  });
+  it('reports a bad weight at its backend, and a bad sum at the weights', () => {
+    expect(issues(() => validateTraffic({ a: 1.1, 'bad name': -0.1 }))).toEqual([
+      { path: ['bad name'], message: expect.stringMatching(/^backend name "bad name" is invalid/) },
+      { path: ['bad name'], message: 'must be a number >= 0, got -0.1' },
+    ]);
+    expect(issues(() => validateTraffic({ a: 0.5 }))).toEqual([{ path: [], message: 'weights must sum to 1, they sum to 0.5' }]);
+    expect(() => validateTraffic({ a: -1 })).toThrow('traffic.a: must be a number >= 0, got -1');
   });
   it('checks shadow proportions', () => {
     expect(validateProportion(0)).toBe(0);

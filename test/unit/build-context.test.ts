@@ -1,0 +1,95 @@
+import { execFileSync } from 'node:child_process';
+import { createWriteStream, mkdirSync, mkdtempSync, utimesSync, writeFileSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { describe, expect, it } from 'vitest';
+import { checkContextDir, contextFilter, packContext, type ContextPart } from '../../src/runtime/build-context.js';
+
+function context(files: Record<string, string>): string {
+  const dir = mkdtempSync(join(tmpdir(), 'flt-ctx-'));
+  for (const [name, text] of Object.entries(files)) {
+    mkdirSync(join(dir, name, '..'), { recursive: true });
+    writeFileSync(join(dir, name), text);
+  }
+  return dir;
+}
+
+const options = { salt: '', maxBytes: 0, what: "backend 'b'" };
+
+async function pack(parts: ContextPart[], salt = ''): Promise<{ hash: string; entries: string[] }> {
+  const packed = await packContext(parts, { ...options, salt });
+  try {
+    const file = join(mkdtempSync(join(tmpdir(), 'flt-tar-')), 'out.tar');
+    await pipeline(packed.open(), createWriteStream(file));
+    const entries = execFileSync('tar', ['-tvf', file], { encoding: 'utf8' }).trim().split('\n');
+    return { hash: packed.hash, entries };
+  } finally {
+    packed.dispose();
+  }
+}
+
+describe('packContext', () => {
+  it('gives the same hash for the same files, whatever their times, and another for other contents or salt', async () => {
+    const a = context({ 'x.js': 'one', 'sub/y.js': 'two' });
+    const b = context({ 'sub/y.js': 'two', 'x.js': 'one' });
+    utimesSync(join(b, 'x.js'), new Date(2001, 1, 1), new Date(2001, 1, 1));
+    const first = await pack([{ dir: a, prefix: 'app' }]);
+    expect(first.hash).toMatch(/^[0-9a-f]{16}$/);
+    expect((await pack([{ dir: b, prefix: 'app' }])).hash).toBe(first.hash);
+    expect((await pack([{ dir: a, prefix: 'app' }], '{"dockerfile":"D"}')).hash).not.toBe(first.hash);
+    writeFileSync(join(b, 'x.js'), 'ONE');
+    expect((await pack([{ dir: b, prefix: 'app' }])).hash).not.toBe(first.hash);
+  });
+
+  it('packs each part under its prefix, owned by root with normalized modes, honouring .dockerignore', async () => {
+    const staging = context({ Dockerfile: 'FROM x' });
+    const app = context({ 'keep.js': 'k', 'secret.env': 's', 'logs/a.log': 'l', '.dockerignore': 'secret.env\nlogs\n' });
+    const { entries } = await pack([
+      { dir: staging, prefix: '' },
+      { dir: app, prefix: 'app', ignore: contextFilter(app, [], () => false) },
+    ]);
+    const names = entries.map((line) => line.split(/\s+/).pop());
+    expect(names).toEqual(expect.arrayContaining(['Dockerfile', 'app/keep.js', 'app/.dockerignore']));
+    expect(names.filter((name) => /secret|logs/.test(name ?? ''))).toEqual([]);
+    expect(entries.every((line) => line.includes(' 0/0 ') && line.includes('1970-01-01'))).toBe(true);
+    expect(entries.find((line) => line.endsWith(' app/keep.js'))).toMatch(/^-rw-r--r-- /);
+  });
+
+  it('refuses a context larger than the limit, naming the setting, and leaves no temporary tar', async () => {
+    const big = context({ 'weights.bin': 'x'.repeat(64 * 1024) });
+    const tmpBefore = execFileSync('ls', [tmpdir()], { encoding: 'utf8' })
+      .split('\n')
+      .filter((name) => name.startsWith('flotilla-context-'));
+    await expect(packContext([{ dir: big, prefix: 'app' }], { ...options, maxBytes: 16 * 1024 })).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      message: expect.stringMatching(
+        /^the build context of backend 'b' is larger than FLOTILLA_MAX_CONTEXT_MB \(option maxContextMb, 0\.015625 MB\)/,
+      ),
+      details: { issues: [{ path: ['replicaOptions', 'runtimeEnv', 'context'], message: expect.any(String) }] },
+    });
+    const tmpAfter = execFileSync('ls', [tmpdir()], { encoding: 'utf8' })
+      .split('\n')
+      .filter((name) => name.startsWith('flotilla-context-'));
+    expect(tmpAfter).toEqual(tmpBefore);
+    const packed = await packContext([{ dir: big, prefix: 'app' }], { ...options, maxBytes: 1024 * 1024 });
+    expect(packed.bytes).toBeGreaterThan(64 * 1024);
+    packed.dispose();
+  });
+});
+
+describe('checkContextDir', () => {
+  it('refuses the filesystem root and the home directory, and accepts a directory of files', () => {
+    const refused = (dir: string, what: RegExp) =>
+      expect(() => checkContextDir(dir)).toThrow(
+        expect.objectContaining({
+          code: 'INVALID_ARGUMENT',
+          message: expect.stringMatching(what),
+          details: { issues: [expect.objectContaining({ path: ['replicaOptions', 'runtimeEnv', 'context'] })] },
+        }),
+      );
+    refused('/', /is the filesystem root/);
+    refused(join(homedir(), '.'), /is the home directory/);
+    expect(() => checkContextDir(context({ 'a.js': '' }))).not.toThrow();
+  });
+});
