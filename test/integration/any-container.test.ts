@@ -62,7 +62,8 @@ describe('an existing HTTP container as a backend', () => {
     ).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/not on the Docker engine/) });
     await expect(client.createBackend('portless', 'x', { replicaOptions: { runtimeEnv: { port: 80 } } })).rejects.toMatchObject({
       code: 'INVALID_ARGUMENT',
-      message: expect.stringMatching(/set replicaOptions.runtimeEnv.image too/),
+      message: expect.stringMatching(/replicaOptions\.runtimeEnv\.port: .*; set runtimeEnv\.image too/),
+      details: { issues: [{ path: ['replicaOptions', 'runtimeEnv', 'port'], message: expect.stringMatching(/^is the port of/) }] },
     });
   });
 });

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,10 +77,35 @@ describe('flotilla deploy', () => {
     expect(containersOf(instance)).toEqual(containers);
   });
 
+  it('deploys an existing HTTP container from the file with its image, port and health path', async () => {
+    const image = 'flotilla-test/http-server:1';
+    const base = process.env.FLOTILLA_BASE_IMAGE ?? 'node:20-bookworm-slim';
+    execFileSync('docker', ['build', '-q', '-t', image, '--build-arg', `BASE=${base}`, join(FIXTURES, 'http-server')]);
+    const web = join(dir, 'web.yaml');
+    const text = `${APP.replace('../my-backend', join(FIXTURES, 'my-backend')).replace('numReplicas: 1', 'numReplicas: 2')}  web:
+    backend: web
+    route: /web
+`.replace(
+      'endpoints:',
+      `  web:\n    import: server\n    runtimeEnv: { image: ${image}, port: 8080, healthPath: /healthz }\n    config: { gracefulShutdownTimeoutS: 1 }\n    replicaOptions: { numCpus: 0.25 }\nendpoints:`,
+    );
+    writeFileSync(web, text);
+    expect((await deploy(web)).ops).toEqual(['createBackend', 'createEndpoint']);
+    const answer = await fetch(`${client.httpUrl}/web/page`);
+    expect(answer.status).toBe(200);
+    expect(await answer.json()).toMatchObject({ path: '/web/page' });
+    const [container] = containersOf(instance, 'web');
+    expect(inspect(container as string).Config.Image).toBe(image);
+    expect((await client.getBackendConfig('web')).runtimeEnv).toMatchObject({ image, port: 8080, healthPath: '/healthz' });
+    expect(await deploy(web)).toEqual({ ops: [], lines: ['nothing to change'] });
+    const moved = variant('web-moved.yaml', () => text.replace('port: 8080', 'port: 8081'));
+    await expect(deploy(moved)).rejects.toThrow(/:\d+: backends\.web: runtimeEnv .*"port":8080.* → .*"port":8081/);
+  });
+
   it('removes what the file no longer has, endpoints first', async () => {
     const empty = join(dir, 'empty.yaml');
     writeFileSync(empty, 'backends: {}\nendpoints: {}\n');
-    expect((await deploy(empty)).ops).toEqual(['deleteEndpoint', 'deleteBackend']);
+    expect((await deploy(empty)).ops).toEqual(['deleteEndpoint', 'deleteEndpoint', 'deleteBackend', 'deleteBackend']);
     expect(await client.listBackends()).toEqual({});
     expect(containersOf(instance)).toEqual([]);
   });

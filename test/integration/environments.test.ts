@@ -195,3 +195,44 @@ describe('builds without a CA setting', () => {
     ).rejects.toMatchObject({ code: 'BUILD_FAILED', message: expect.stringMatching(/FLOTILLA_BUILD_CA_FILE[\s\S]*CERT/) });
   });
 });
+
+describe('build context limits', () => {
+  let client: Client;
+  let instance: string;
+
+  beforeAll(async () => {
+    ({ client, instance } = await startFlotilla({ maxContextMb: 1 }));
+  });
+  afterAll(() => client.shutdown());
+
+  it('refuses a context larger than FLOTILLA_MAX_CONTEXT_MB, and counts only what .dockerignore lets through', async () => {
+    const context = mkdtempSync(join(tmpdir(), 'flt-big-'));
+    cpSync(join(FIXTURES, 'my-backend'), context, { recursive: true });
+    writeFileSync(join(context, 'weights.bin'), Buffer.alloc(2 * 1024 * 1024, 7));
+    const options = { replicaOptions: { runtimeEnv: { context } } };
+    await expect(client.createBackend('big', 'handlers/echo.js:Echo', options)).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      message: expect.stringMatching(
+        /^the build context of backend 'big' is larger than FLOTILLA_MAX_CONTEXT_MB \(option maxContextMb, 1 MB\)/,
+      ),
+      details: { issues: [{ path: ['replicaOptions', 'runtimeEnv', 'context'], message: expect.any(String) }] },
+    });
+    expect(await client.listBackends()).toEqual({});
+    expect(containersOf(instance)).toEqual([]);
+
+    writeFileSync(join(context, '.dockerignore'), 'weights.bin\n');
+    await client.createBackend('big', 'handlers/echo.js:Echo', { ...options, initArgs: ['small'] });
+    await client.createEndpoint('big', { backend: 'big', route: '/big' });
+    expect(await (await fetch(`${client.httpUrl}/big`)).json()).toMatchObject({ arg: 'small' });
+    rmSync(context, { recursive: true, force: true });
+  });
+
+  it('refuses the filesystem root as a context', async () => {
+    await expect(client.createBackend('root', 'x.js', { replicaOptions: { runtimeEnv: { context: '/' } } })).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      message: expect.stringMatching(/'\/' is the filesystem root/),
+      details: { issues: [{ path: ['replicaOptions', 'runtimeEnv', 'context'], message: expect.any(String) }] },
+    });
+    expect(Object.keys(await client.listBackends())).toEqual(['big']);
+  });
+});

@@ -74,7 +74,7 @@ describe('errors', () => {
       'an unknown config key',
       () => client.updateBackendConfig('steady', { replicas: 2 } as never),
       'INVALID_ARGUMENT',
-      /unknown key replicas/,
+      /replicas: unknown key/,
     ],
     [
       'a bad config update',
