@@ -265,7 +265,8 @@ export function validateBackendOptions(options: unknown): ValidatedBackendOption
 }
 
 function checkEndpointOptions(issues: Issues, options: unknown): { backend: string; route: string | null; methods: string[] } {
-  const value = (objectWith(issues, options, ['backend', 'route', 'methods']) ?? {}) as Partial<CreateEndpointOptions>;
+  const value = objectWith(issues, options, ['backend', 'route', 'methods']) as Partial<CreateEndpointOptions> | undefined;
+  if (value === undefined) return { backend: '', route: null, methods: [] };
   if (value.backend === undefined) issues.add('is required: the name of the backend that serves the endpoint', 'backend');
   return {
     backend: value.backend === undefined ? '' : checkName(issues.at('backend'), value.backend, 'backend'),

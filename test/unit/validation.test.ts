@@ -141,6 +141,11 @@ describe('endpoint options', () => {
     expect(validateEndpointOptions({ backend: 'b', route: '/x/' })).toEqual({ backend: 'b', route: '/x', methods: ['GET'] });
     expect(validateEndpointOptions({ backend: 'b' }).route).toBeNull();
   });
+  it('refuses options that are not an object', () => {
+    expect(issues(() => validateEndpointOptions(undefined))).toEqual([
+      { path: [], message: 'must be an object with any of backend, route, methods' },
+    ]);
+  });
   it('refuses unknown keys and a missing backend', () => {
     expect(issues(() => validateEndpointOptions({ backend: 'b', path: '/x' }))).toEqual([
       { path: ['path'], message: 'unknown key; allowed: backend, route, methods' },
