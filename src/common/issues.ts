@@ -45,14 +45,15 @@ export class Issues {
 
   /**
    * Throws INVALID_ARGUMENT with `details.issues` when any were found. The
-   * message lists them as `subject.path: message`, joined with '; '.
+   * message lists them joined with '; ', each as `subject.path: message`, or
+   * `subject message` for the argument itself ('traffic weights must sum to 1').
    */
   throwIfAny(subject = ''): void {
     if (this.list.length === 0) return;
     const lines = this.list.map(({ path, message }) => {
+      if (path.length === 0) return subject === '' ? message : `${subject} ${message}`;
       const at = formatPath(path);
-      const where = subject === '' || at === '' || at.startsWith('[') ? `${subject}${at}` : `${subject}.${at}`;
-      return where === '' ? message : `${where}: ${message}`;
+      return `${subject === '' || at.startsWith('[') ? `${subject}${at}` : `${subject}.${at}`}: ${message}`;
     });
     throw new FlotillaError('INVALID_ARGUMENT', lines.join('; '), { issues: this.list });
   }

@@ -20,7 +20,7 @@ export interface ValidatedRuntimeEnv {
   healthPath: string | undefined;
 }
 
-export const RUNTIME_ENV_KEYS = ['runtime', 'context', 'packages', 'dockerfile', 'buildArgs', 'image', 'port', 'healthPath'] as const;
+const RUNTIME_ENV_KEYS = ['runtime', 'context', 'packages', 'dockerfile', 'buildArgs', 'image', 'port', 'healthPath'] as const;
 const IMAGE = /^[a-z0-9][a-z0-9._/:@-]*$/i;
 const NPM_NAME = /^(@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*$/;
 const NPM_VERSION = /^[A-Za-z0-9^~<>=*.|+: -]+$/;

@@ -34,10 +34,10 @@ function shown(value: unknown): string {
 /** Checks one value; reports at the scope it is given. */
 type FieldCheck = (value: unknown, issues: Issues) => void;
 
-/** `value` as an object, its unknown keys reported; undefined (reported) when it is not an object. */
-function objectWith(issues: Issues, value: unknown, allowed: readonly string[]): Record<string, unknown> | undefined {
+/** `value` as an object, its unknown keys reported; undefined (reported, `what` leading the message) when it is not an object. */
+function objectWith(issues: Issues, value: unknown, allowed: readonly string[], what = ''): Record<string, unknown> | undefined {
   if (!isPlainObject(value)) {
-    issues.add(`must be an object with any of ${allowed.join(', ')}`);
+    issues.add(`${what === '' ? '' : `${what} `}must be an object with any of ${allowed.join(', ')}`);
     return undefined;
   }
   for (const key of Object.keys(value)) {
@@ -233,7 +233,7 @@ export function validateResources(replicaOptions: Record<string, unknown>): Repl
 }
 
 function checkBackendOptions(issues: Issues, options: unknown): ValidatedBackendOptions {
-  const value = objectWith(issues, options ?? {}, ['initArgs', 'config', 'replicaOptions']) ?? {};
+  const value = objectWith(issues, options ?? {}, ['initArgs', 'config', 'replicaOptions'], 'createBackend options') ?? {};
   const initArgs = value.initArgs ?? [];
   if (!Array.isArray(initArgs) || !isJsonValue(initArgs)) {
     issues.add('must be an array of JSON values (strings, numbers, booleans, null, arrays, plain objects)', 'initArgs');
@@ -265,7 +265,8 @@ export function validateBackendOptions(options: unknown): ValidatedBackendOption
 }
 
 function checkEndpointOptions(issues: Issues, options: unknown): { backend: string; route: string | null; methods: string[] } {
-  const value = objectWith(issues, options, ['backend', 'route', 'methods']) as Partial<CreateEndpointOptions> | undefined;
+  const value = objectWith(issues, options, ['backend', 'route', 'methods'], 'createEndpoint options') as
+    Partial<CreateEndpointOptions> | undefined;
   if (value === undefined) return { backend: '', route: null, methods: [] };
   if (value.backend === undefined) issues.add('is required: the name of the backend that serves the endpoint', 'backend');
   return {

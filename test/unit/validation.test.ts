@@ -57,7 +57,7 @@ describe('methods', () => {
     expect(issues(() => validateMethods('get'))).toEqual([
       { path: [], message: 'must be a list of HTTP methods, e.g. [GET], not the string "get"' },
     ]);
-    expect(() => validateMethods('GET')).toThrow('methods: must be a list of HTTP methods, e.g. [GET], not the string "GET"');
+    expect(() => validateMethods('GET')).toThrow('methods must be a list of HTTP methods, e.g. [GET], not the string "GET"');
   });
 });
 
@@ -125,7 +125,7 @@ describe('backend config', () => {
   });
   it('refuses options that are not an object, and a replicaOptions key it does not know', () => {
     expect(issues(() => validateBackendOptions('x'))).toEqual([
-      { path: [], message: 'must be an object with any of initArgs, config, replicaOptions' },
+      { path: [], message: 'createBackend options must be an object with any of initArgs, config, replicaOptions' },
     ]);
     expect(issues(() => validateBackendOptions({ replicaOptions: { cpus: 1 } }))).toEqual([
       {
@@ -143,7 +143,7 @@ describe('endpoint options', () => {
   });
   it('refuses options that are not an object', () => {
     expect(issues(() => validateEndpointOptions(undefined))).toEqual([
-      { path: [], message: 'must be an object with any of backend, route, methods' },
+      { path: [], message: 'createEndpoint options must be an object with any of backend, route, methods' },
     ]);
   });
   it('refuses unknown keys and a missing backend', () => {
@@ -174,6 +174,7 @@ describe('traffic', () => {
     ]);
     expect(issues(() => validateTraffic({ a: 0.5 }))).toEqual([{ path: [], message: 'weights must sum to 1, they sum to 0.5' }]);
     expect(() => validateTraffic({ a: -1 })).toThrow('traffic.a: must be a number >= 0, got -1');
+    expect(() => validateTraffic({ a: 0.5 })).toThrow('traffic weights must sum to 1, they sum to 0.5');
   });
   it('checks shadow proportions', () => {
     expect(validateProportion(0)).toBe(0);
