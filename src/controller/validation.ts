@@ -1,14 +1,14 @@
-import type { BackendConfig, CreateEndpointOptions, ReplicaResources } from '../api.js';
-import { checkRuntimeEnv, type ValidatedRuntimeEnv } from './runtime-env.js';
-import { isPlainObject } from '../common/checks.js';
-import { checked, type Issues } from '../common/issues.js';
-
 /**
  * The rules of every API argument. Each validate* function checks all of its
  * argument and throws one INVALID_ARGUMENT whose `details.issues` lists every
  * problem as `{ path, message }` (common/issues.ts), the path relative to the
  * argument it checks; the admin API, the CLI and the in-process client share them.
  */
+import type { BackendConfig, CreateEndpointOptions, ReplicaResources } from '../api.js';
+import { checkRuntimeEnv, type ValidatedRuntimeEnv } from './runtime-env.js';
+import { isPlainObject } from '../common/checks.js';
+import { checked, type Issues } from '../common/issues.js';
+
 export const DEFAULT_BACKEND_CONFIG: BackendConfig = {
   numReplicas: 1,
   maxConcurrentQueries: 100,

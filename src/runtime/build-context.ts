@@ -1,3 +1,11 @@
+/**
+ * Build contexts. A context is packed once, as a stream, into a temporary tar
+ * file while it is hashed and measured, so memory stays flat whatever its size
+ * and the tag names exactly the bytes the engine gets. The tar is reproducible
+ * (sorted entries, uid/gid 0, mtime 0, modes 0644/0755), so the same files give
+ * the same hash and an unchanged context never rebuilds. Contexts larger than
+ * the limit, the filesystem root and the home directory are refused.
+ */
 import dockerignore from '@balena/dockerignore';
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
@@ -7,15 +15,6 @@ import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar, { type Headers, type Pack, type PackOptions } from 'tar-fs';
 import { FlotillaError } from '../common/errors.js';
-
-/**
- * Build contexts. A context is packed once, as a stream, into a temporary tar
- * file while it is hashed and measured, so memory stays flat whatever its size
- * and the tag names exactly the bytes the engine gets. The tar is reproducible
- * (sorted entries, uid/gid 0, mtime 0, modes 0644/0755), so the same files give
- * the same hash and an unchanged context never rebuilds. Contexts larger than
- * the limit, the filesystem root and the home directory are refused.
- */
 
 /** A directory packed under `prefix`; `ignore` gets paths relative to `dir`, with '/' separators. */
 export type ContextPart = { dir: string; prefix: string; ignore?: (path: string) => boolean };
