@@ -59,10 +59,10 @@ function immutableChanges(spec: BackendSpec, current: BackendInfo): string[] {
   if (!same(current.initArgs, spec.initArgs)) changes.push(`initArgs ${canonical(current.initArgs)} → ${canonical(spec.initArgs)}`);
   const runtimeEnv = normalizeRuntimeEnv(current.runtimeEnv);
   if (!same(runtimeEnv, spec.runtimeEnv)) changes.push(`runtimeEnv ${canonical(runtimeEnv)} → ${canonical(spec.runtimeEnv)}`);
-  const resources = (info: { resources: object }) => info.resources as Record<string, unknown>;
-  for (const key of new Set([...Object.keys(current.resources), ...Object.keys(spec.resources)])) {
-    const [before, after] = [resources(current)[key], resources(spec)[key]];
-    if (!same(before, after)) changes.push(`replicaOptions.${key} ${canonical(before)} → ${canonical(after)}`);
+  const before: Record<string, unknown> = { ...current.resources };
+  const after: Record<string, unknown> = { ...spec.resources };
+  for (const key of new Set([...Object.keys(before), ...Object.keys(after)])) {
+    if (!same(before[key], after[key])) changes.push(`replicaOptions.${key} ${canonical(before[key])} → ${canonical(after[key])}`);
   }
   return changes;
 }
