@@ -204,16 +204,16 @@ const RESOURCE_FIELDS: Record<keyof ReplicaResources, FieldCheck> = {
   },
   readOnlyRootfs: (value, issues) => {
     if (typeof value !== 'boolean') {
-      issues.add(`must be true or false (false: the replica may write to its root filesystem), got ${JSON.stringify(value)}`);
+      issues.add(`must be true or false (false: the replica may write to its root filesystem), got ${shown(value)}`);
     }
   },
   network: (value, issues) => {
     if (!(NETWORKS as readonly unknown[]).includes(value)) {
-      issues.add(`must be 'isolated' or 'none' (no network; unix transport only), got ${JSON.stringify(value)}`);
+      issues.add(`must be 'isolated' or 'none' (no network; unix transport only), got ${shown(value)}`);
     }
   },
   runAsImageUser: (value, issues) => {
-    if (typeof value !== 'boolean') issues.add(`must be true or false, got ${JSON.stringify(value)}`);
+    if (typeof value !== 'boolean') issues.add(`must be true or false, got ${shown(value)}`);
   },
 };
 

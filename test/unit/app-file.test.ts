@@ -83,6 +83,17 @@ describe('parseAppFile', () => {
     });
   });
 
+  it('passes every replicaOptions key the API takes, with no list of its own', () => {
+    const text = 'backends:\n  w:\n    import: a.js\n    replicaOptions: { readOnlyRootfs: false, network: none }\nendpoints: {}\n';
+    expect(parseAppFile(text).backends.w).toMatchObject({
+      resources: { readOnlyRootfs: false, network: 'none' },
+      replicaOptions: { readOnlyRootfs: false, network: 'none' },
+    });
+    expect(errorsOf(text.replace('network: none', 'network: host'))).toEqual([
+      "app.yaml:4: backends.w.replicaOptions.network: must be 'isolated' or 'none' (no network; unix transport only), got \"host\"",
+    ]);
+  });
+
   it('takes empty backends and endpoints as "nothing should run"', () => {
     expect(parseAppFile('backends: {}\nendpoints:\n')).toMatchObject({ backends: {}, endpoints: {} });
   });
