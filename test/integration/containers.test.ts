@@ -210,7 +210,7 @@ describe('replica containers (unix transport)', () => {
     expect(dockerExec(id!, 'ls /sys/class/net').split(/\s+/).filter(Boolean)).toEqual(['lo']);
     await expect(client.createBackend('bad', () => 'x', { replicaOptions: { network: 'host' as 'none' } })).rejects.toMatchObject({
       code: 'INVALID_ARGUMENT',
-      message: expect.stringMatching(/network must be 'isolated' or 'none'/),
+      message: expect.stringMatching(/replicaOptions\.network: must be 'isolated' or 'none'/),
     });
   });
 
