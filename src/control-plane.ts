@@ -86,7 +86,7 @@ export class ControlPlane {
       clock: systemClock,
     });
     await controller.init();
-    const proxy = new ProxyServer(dispatcher, config.http.maxBodyBytes, logger, () => metrics.render());
+    const proxy = new ProxyServer(dispatcher, config.http, logger, () => metrics.render());
     const { token, generated } = adminToken(config);
     const allowedHosts = config.admin.allowedHosts
       .split(',')

@@ -28,6 +28,12 @@ export class PrometheusMetrics implements ServingMetrics {
     labelNames: ['endpoint', 'backend', 'outcome'],
     registers: [this.registry],
   });
+  private readonly replicaFailures = new Counter({
+    name: 'flotilla_replica_failures_total',
+    help: 'Requests whose replica failed at the connection level (refused, reset, died mid-response), by backend.',
+    labelNames: ['backend'],
+    registers: [this.registry],
+  });
 
   private client: Client | undefined;
 
@@ -58,6 +64,10 @@ export class PrometheusMetrics implements ServingMetrics {
 
   shadow(endpoint: string, backend: string, outcome: ShadowOutcome): void {
     this.shadows.inc({ endpoint, backend, outcome });
+  }
+
+  replicaFailure(backend: string): void {
+    this.replicaFailures.inc({ backend });
   }
 
   async render(): Promise<{ contentType: string; body: string }> {

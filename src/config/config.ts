@@ -1,5 +1,6 @@
 import convict from 'convict';
 import { existsSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { FlotillaError } from '../common/errors.js';
@@ -28,6 +29,39 @@ const schema = {
       format: 'nat',
       default: 10 * 1024 * 1024,
       env: 'FLOTILLA_MAX_BODY_BYTES',
+    },
+    maxBufferedBytes: {
+      doc: 'Request body bytes the front door holds at once, over all requests; a request beyond it gets 503 OVERLOADED.',
+      format: 'nat',
+      default: 128 * 1024 * 1024,
+      env: 'FLOTILLA_MAX_BUFFERED_BYTES',
+    },
+    maxConnections: {
+      doc: 'Open client connections the front door accepts; further ones are closed at once.',
+      format: 'nat',
+      default: 4096,
+      env: 'FLOTILLA_MAX_CONNECTIONS',
+    },
+    headersTimeoutS: {
+      doc: 'Seconds a client may take to send its request headers; slower ones get 408.',
+      format: 'period-seconds',
+      default: 30,
+      env: 'FLOTILLA_HEADERS_TIMEOUT_S',
+    },
+    bodyTimeoutS: {
+      doc: 'Seconds a client may take to send its whole body once its request is admitted; slower ones get 408.',
+      format: 'period-seconds',
+      default: 60,
+      env: 'FLOTILLA_BODY_TIMEOUT_S',
+    },
+    trustedProxies: {
+      doc: 'Comma-separated IP addresses of proxies in front of Flotilla whose X-Forwarded-* headers are kept; empty: always replaced.',
+      format: (value: unknown) => {
+        if (typeof value !== 'string' || !value.split(',').every((entry) => entry.trim() === '' || isIP(entry.trim()) !== 0))
+          throw new Error('must be a comma-separated list of IP addresses');
+      },
+      default: '',
+      env: 'FLOTILLA_TRUSTED_PROXIES',
     },
   },
   admin: {
@@ -176,7 +210,16 @@ const schema = {
 };
 
 export interface FlotillaConfig {
-  http: { host: string; port: number; maxBodyBytes: number };
+  http: {
+    host: string;
+    port: number;
+    maxBodyBytes: number;
+    maxBufferedBytes: number;
+    maxConnections: number;
+    headersTimeoutS: number;
+    bodyTimeoutS: number;
+    trustedProxies: string;
+  };
   admin: { host: string; port: number; token: string; auth: 'token' | 'none'; allowedHosts: string };
   instance: string;
   stateDir: string;

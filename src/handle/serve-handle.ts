@@ -1,9 +1,9 @@
 import type { HandleOptions, ServeHandle as ServeHandleApi } from '../api.js';
-import { FlotillaError, isFlotillaError } from '../common/errors.js';
+import { FlotillaError } from '../common/errors.js';
 import type { Dispatcher } from '../proxy/dispatcher.js';
+import { sendWithRetries, startShadows } from '../proxy/pipeline.js';
 import { requestReplica, type ReplicaReply } from '../proxy/replica-request.js';
-import { MAX_ATTEMPTS, mayRetry } from '../proxy/retry.js';
-import { hashBody, type Outcome } from '../proxy/shadow.js';
+import { hashBody } from '../proxy/shadow.js';
 import { PROTOCOL, type HandlerErrorBody } from '../replica/protocol.js';
 
 interface EncodedBody {
@@ -43,10 +43,13 @@ function handlerError(data: Buffer): FlotillaError {
   }
 }
 
+/** A class method name: a JavaScript (or Python) identifier, so it is safe in a header and names a method. */
+const METHOD_NAME = /^[A-Za-z_$][A-Za-z0-9_$]{0,127}$/;
+
 /**
- * Calls an endpoint from code, through the same traffic policy and replica
- * router as the HTTP front door (queueing, limits, retries, timeouts), but
- * straight to the replica.
+ * Calls an endpoint from code, through the same traffic policy, replica
+ * router and request pipeline as the HTTP front door (queueing, limits,
+ * retries, shadows, timeouts), but straight to the replica.
  */
 export class ServeHandle implements ServeHandleApi {
   constructor(
@@ -55,7 +58,15 @@ export class ServeHandle implements ServeHandleApi {
     private readonly handleOptions: HandleOptions = {},
   ) {}
 
+  /** Throws INVALID_ARGUMENT for a methodName that is not an identifier (it travels in a header). */
   options(options: HandleOptions): ServeHandle {
+    const { methodName } = options;
+    if (methodName !== undefined && (typeof methodName !== 'string' || !METHOD_NAME.test(methodName))) {
+      throw new FlotillaError(
+        'INVALID_ARGUMENT',
+        `methodName must name a method of the backend class (letters, digits, _ and $, not starting with a digit, at most 128), got ${JSON.stringify(methodName)}`,
+      );
+    }
     return new ServeHandle(this.dispatcher, this.endpoint, { ...this.handleOptions, ...options });
   }
 
@@ -65,58 +76,38 @@ export class ServeHandle implements ServeHandleApi {
     const { headers, bytes } = encodeBody(body);
     headers.host = 'serve-handle';
     if (this.handleOptions.methodName !== undefined) headers[PROTOCOL.methodHeader] = this.handleOptions.methodName;
-    const method = bytes === undefined ? 'GET' : 'POST';
+    const cancel = new AbortController();
+    const call = { endpoint: this.endpoint, backend, method: bytes === undefined ? 'GET' : 'POST', signal: cancel.signal };
     const path = routing.route ?? '/';
     const started = performance.now();
-    let reportPrimary: (outcome: Outcome | undefined) => void = () => undefined;
-    if (Object.keys(routing.shadows).length > 0) {
-      const primary = new Promise<Outcome | undefined>((resolve) => (reportPrimary = resolve));
-      const mirrored = { endpoint: this.endpoint, primaryBackend: backend, method, path, headers, body: bytes ?? Buffer.alloc(0), primary };
-      this.dispatcher.shadows.mirror(mirrored, routing.shadows);
-    }
-    const cancel = new AbortController();
+    const reportPrimary = startShadows(this.dispatcher, call, path, headers, bytes ?? Buffer.alloc(0));
     const timeoutMs = this.dispatcher.requestTimeoutMs(backend);
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => cancel.abort(), timeoutMs);
     const leave = this.dispatcher.endpointRequests.enter(this.endpoint);
-    const timedOut = () =>
-      new FlotillaError('REQUEST_TIMEOUT', `backend '${backend}' did not answer within ${(timeoutMs ?? 0) / 1000} s (requestTimeoutS)`);
+    let reply: ReplicaReply | undefined;
     try {
-      const tried = new Set<string>();
-      for (let attempt = 1; ; attempt++) {
-        const lease = await this.dispatcher.acquire(backend, cancel.signal, tried).catch((error: unknown) => {
-          throw cancel.signal.aborted ? timedOut() : error;
-        });
-        let reply: ReplicaReply;
-        try {
-          reply = await requestReplica(lease.replica.target, {
-            method,
-            path,
-            headers,
-            ...(bytes === undefined ? {} : { body: bytes }),
-            agent: this.dispatcher.agent,
-            signal: cancel.signal,
-          });
-        } catch (error) {
-          if (cancel.signal.aborted) throw timedOut();
-          if (isFlotillaError(error)) throw error;
-          this.dispatcher.reportFailure(backend, lease.replica.id);
-          tried.add(lease.replica.id);
-          if (attempt < MAX_ATTEMPTS && mayRetry(error as Error, method)) continue;
-          throw new FlotillaError(
-            'REPLICA_UNREACHABLE',
-            `replica ${lease.replica.id} of endpoint '${this.endpoint}' failed: ${(error as Error).message}`,
-          );
-        } finally {
-          lease.release();
-        }
-        reportPrimary({ status: reply.status, bodyHash: hashBody(reply.body), latencyMs: performance.now() - started });
-        if (reply.status === 500 && reply.headers[PROTOCOL.errorHeader] === 'handler') throw handlerError(reply.body);
-        return decodeBody(reply);
-      }
+      reply = await sendWithRetries(this.dispatcher, call, (replica) =>
+        requestReplica(replica.target, {
+          method: call.method,
+          path,
+          headers,
+          ...(bytes === undefined ? {} : { body: bytes }),
+          agent: this.dispatcher.agent,
+          signal: cancel.signal,
+        }),
+      );
+    } catch (error) {
+      if (!cancel.signal.aborted) throw error;
+      throw new FlotillaError(
+        'REQUEST_TIMEOUT',
+        `backend '${backend}' did not answer within ${(timeoutMs ?? 0) / 1000} s (requestTimeoutS)`,
+      );
     } finally {
-      reportPrimary(undefined);
+      reportPrimary?.(reply && { status: reply.status, bodyHash: hashBody(reply.body), latencyMs: performance.now() - started });
       clearTimeout(timer);
       leave();
     }
+    if (reply.status === 500 && reply.headers[PROTOCOL.errorHeader] === 'handler') throw handlerError(reply.body);
+    return decodeBody(reply);
   }
 }

@@ -38,7 +38,7 @@ export class Dispatcher {
   readonly agent = new Agent({ keepAlive: true, maxSockets: Infinity });
   /** Requests in flight per endpoint, so that deleting one can wait for them. */
   readonly endpointRequests = new InFlight();
-  readonly shadows = new ShadowMirror(this);
+  readonly shadows: ShadowMirror;
   private routes = new RouteTable([]);
   private endpoints = new Map<string, { routing: EndpointRouting; policy: TrafficPolicy }>();
   private backends = new Map<string, BackendRouting>();
@@ -48,7 +48,9 @@ export class Dispatcher {
   constructor(
     private readonly onReplicaFailure: (backend: string, replicaId: string) => void = () => undefined,
     readonly metrics: ServingMetrics = noMetrics,
-  ) {}
+  ) {
+    this.shadows = new ShadowMirror((backend, signal) => this.acquire(backend, signal), this.agent, metrics);
+  }
 
   update(snapshot: RoutingSnapshot): void {
     const previous = this.endpoints;
@@ -56,7 +58,7 @@ export class Dispatcher {
     this.routes = new RouteTable(
       snapshot.endpoints.flatMap(({ name, route, methods }) => (route === null ? [] : [{ endpoint: name, route, methods }])),
     );
-    for (const name of previous.keys()) this.shadows.keepOnly(name, this.endpoints.get(name)?.routing.shadows ?? {});
+    for (const name of previous.keys()) if (!this.endpoints.has(name)) this.shadows.dropEndpoint(name);
     this.backends = new Map(snapshot.backends.map((backend) => [backend.name, backend]));
     for (const backend of snapshot.backends) {
       let router = this.routers.get(backend.name);
@@ -111,7 +113,10 @@ export class Dispatcher {
     return this.routers.get(backend)?.drained(replicaId) ?? Promise.resolve();
   }
 
+  /** A request to the replica failed at the connection level: out of rotation at once (see ReplicaRouter.eject), and the controller is told. */
   reportFailure(backend: string, replicaId: string): void {
+    this.routers.get(backend)?.eject(replicaId);
+    this.metrics.replicaFailure(backend);
     this.onReplicaFailure(backend, replicaId);
   }
 

@@ -1,30 +1,60 @@
 import { createHash } from 'node:crypto';
 import type { Agent, ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
-import { Readable } from 'node:stream';
 import httpProxy from 'http-proxy';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
+import { stripHopByHop } from './request-guard.js';
+
+interface Forwarding {
+  res: ServerResponse;
+  signal: AbortSignal;
+  observe: ((status: number, bodyHash: string) => void) | undefined;
+  settle(error?: Error): void;
+}
+
+/** What http-proxy pipes into the upstream request: the already-read body, without a stream per request. */
+class BufferedBody {
+  constructor(private readonly body: Buffer) {}
+
+  pipe(upstream: ClientRequest): ClientRequest {
+    upstream.end(this.body);
+    return upstream;
+  }
+}
 
 /**
  * The only module that uses http-proxy. `forward` sends an already-read body
  * (so that a request can be retried or replayed) and resolves when the
  * client's response has closed (undefined) or the upstream failed (the
- * error). Aborting `signal` destroys the upstream request: http-proxy itself
- * does not do that once the request body has been read.
+ * error). It always settles: an upstream that resets or dies after its
+ * headers were relayed destroys the client's response at once (the client
+ * sees a cut connection, never a hang) and settles with the error. Aborting
+ * `signal` destroys the upstream request: http-proxy itself does not do that
+ * once the request body has been read. Response hop-by-hop headers are not
+ * relayed.
  */
 export class ProxyEngine {
   private readonly proxy: httpProxy;
-  private readonly signals = new WeakMap<IncomingMessage, AbortSignal>();
-  private readonly observers = new WeakMap<IncomingMessage, (status: number, bodyHash: string) => void>();
+  private readonly forwarding = new WeakMap<IncomingMessage, Forwarding>();
+  private readonly targets = new WeakMap<ReplicaTarget, httpProxy.ProxyTarget>();
 
   constructor(agent: Agent) {
-    this.proxy = httpProxy.createProxyServer({ agent, xfwd: true, ws: false });
+    this.proxy = httpProxy.createProxyServer({ agent, xfwd: false, ws: false });
+    this.proxy.on('error', () => undefined);
     this.proxy.on('proxyReq', (proxyReq: ClientRequest, req: IncomingMessage) => {
-      const signal = this.signals.get(req);
+      const signal = this.forwarding.get(req)?.signal;
       if (signal?.aborted) proxyReq.destroy();
       else signal?.addEventListener('abort', () => proxyReq.destroy(), { once: true });
     });
     this.proxy.on('proxyRes', (proxyRes: IncomingMessage, req: IncomingMessage) => {
-      const observe = this.observers.get(req);
+      const forwarding = this.forwarding.get(req);
+      if (forwarding === undefined) return;
+      stripHopByHop(proxyRes.headers);
+      proxyRes.headers.connection = forwarding.res.shouldKeepAlive ? 'keep-alive' : 'close';
+      proxyRes.once('error', (error: Error) => {
+        forwarding.res.destroy();
+        forwarding.settle(error);
+      });
+      const observe = forwarding.observe;
       if (observe === undefined) return;
       const hash = createHash('sha256');
       proxyRes.on('data', (chunk: Buffer) => hash.update(chunk));
@@ -51,16 +81,24 @@ export class ProxyEngine {
       };
       const onClose = (): void => settle();
       res.once('close', onClose);
-      this.signals.set(req, signal);
-      if (observe !== undefined) this.observers.set(req, observe);
-      const proxyTarget = 'socketPath' in target ? { socketPath: target.socketPath } : { ...target, protocol: 'http:' };
-      this.proxy.web(req, res, { target: proxyTarget as unknown as httpProxy.ProxyTarget, buffer: Readable.from([body]) }, (error: Error) =>
-        settle(error),
-      );
+      this.forwarding.set(req, { res, signal, observe, settle });
+      const options = { target: this.proxyTarget(target), buffer: new BufferedBody(body) as unknown as httpProxy.ServerOptions['buffer'] };
+      this.proxy.web(req, res, options, (error: Error) => settle(error));
     });
   }
 
   close(): void {
     this.proxy.close();
+  }
+
+  private proxyTarget(target: ReplicaTarget): httpProxy.ProxyTarget {
+    let found = this.targets.get(target);
+    if (found === undefined) {
+      found = ('socketPath' in target
+        ? { socketPath: target.socketPath }
+        : { ...target, protocol: 'http:' }) as unknown as httpProxy.ProxyTarget;
+      this.targets.set(target, found);
+    }
+    return found;
   }
 }

@@ -1,53 +1,101 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { listenOn } from '../common/checks.js';
 import { settlesWithin } from '../common/clock.js';
-import { FlotillaError, isFlotillaError } from '../common/errors.js';
+import { errorMessage, FlotillaError, isFlotillaError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import { PROTOCOL } from '../replica/protocol.js';
-import type { Dispatcher } from './dispatcher.js';
 import { sendError, sendJson } from '../common/http-json.js';
+import { BodyBudget, readBody } from './body.js';
+import type { Dispatcher } from './dispatcher.js';
 import { InFlight } from './in-flight.js';
+import { sendWithRetries, startShadows, type Call } from './pipeline.js';
 import { ProxyEngine } from './proxy-engine.js';
-import { MAX_ATTEMPTS, mayRetry } from './retry.js';
+import { isProtocolPath, parseTrustedProxies, prepareForwardHeaders, requestPath } from './request-guard.js';
 import type { Outcome } from './shadow.js';
-import type { RouteEntry } from './route-table.js';
 
 export const SHARD_KEY_HEADER = 'x-serve-shard-key';
 const ALL = '*';
+const EMPTY = Buffer.alloc(0);
+/** How long a connection whose body was refused keeps reading (and dropping) it, so the client sees the answer before the close. */
+const LINGER_MS = 2_000;
 
-/** Reads the whole body, or answers undefined as soon as it is known to exceed `limit` bytes. */
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
-  if (Number(req.headers['content-length'] ?? 0) > limit) return undefined;
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) return undefined;
-    chunks.push(chunk as Buffer);
+/** The front door's limits (config http.*). */
+export interface FrontDoorSettings {
+  /** Largest request body; larger ones get 413. */
+  maxBodyBytes: number;
+  /** Request body bytes buffered at once, over all requests; beyond it a request gets 503 OVERLOADED. */
+  maxBufferedBytes: number;
+  /** Open client connections; beyond it new ones are closed at once. */
+  maxConnections: number;
+  /** Seconds a client may take to send its request headers (408 after). */
+  headersTimeoutS: number;
+  /** Seconds a client may take to send its body once the request is admitted (408 after). */
+  bodyTimeoutS: number;
+  /** Comma-separated addresses of proxies whose X-Forwarded-* headers are kept; empty for none. */
+  trustedProxies: string;
+}
+
+const CLIENT_ERROR_STATUS: Record<string, [number, string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout'],
+};
+
+function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+  if (!socket.writable || (error.code === 'ECONNRESET' && socket.readableEnded)) {
+    socket.destroy();
+    return;
   }
-  return Buffer.concat(chunks);
+  const [status, reason] = CLIENT_ERROR_STATUS[error.code ?? ''] ?? [400, 'Bad Request'];
+  const code = status === 431 ? 'HEADERS_TOO_LARGE' : status === 408 ? 'CLIENT_TIMEOUT' : 'INVALID_ARGUMENT';
+  const body = JSON.stringify({ error: { code, message: `the front door could not parse the request (${error.code ?? 'bad request'})` } });
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
 }
 
 /**
- * The HTTP front door: route, method check, body limit, traffic policy,
- * replica router, forward. A request whose replica fails at the connection
- * level is sent to another replica when that is safe (see retry.ts) and
- * answered 502 otherwise; it never hangs.
+ * The HTTP front door: guard, route, method check, admission, body, traffic
+ * policy, forward. Every request is answered, even one Node cannot parse
+ * (400, 408, 431), and no request can throw out of its handler: unexpected
+ * failures answer 500 and are logged. Paths under /-/ other than the front
+ * door's own are never forwarded (they are the replica protocol's). A request
+ * takes its replica slot (or queue place) before its body is read, and the
+ * body counts against maxBufferedBytes while the request runs. A request
+ * whose replica fails at the connection level is sent to another replica when
+ * that is safe (see pipeline.ts) and answered 502 otherwise; it never hangs.
  */
 export class ProxyServer {
   private readonly server: Server;
   private readonly engine: ProxyEngine;
   private readonly requests = new InFlight();
+  private readonly budget: BodyBudget;
+  private readonly trusted: ReadonlySet<string>;
 
   constructor(
     private readonly dispatcher: Dispatcher,
-    private readonly maxBodyBytes: number,
+    private readonly settings: FrontDoorSettings,
     private readonly logger: Logger,
     private readonly renderMetrics?: () => Promise<{ contentType: string; body: string }>,
   ) {
+    try {
+      this.trusted = parseTrustedProxies(settings.trustedProxies);
+    } catch (error) {
+      throw new FlotillaError('INVALID_ARGUMENT', `http.trustedProxies (FLOTILLA_TRUSTED_PROXIES): ${errorMessage(error)}`);
+    }
+    this.budget = new BodyBudget(settings.maxBufferedBytes);
     this.engine = new ProxyEngine(dispatcher.agent);
-    this.server = createServer((req, res) => void this.handle(req, res));
-    this.server.keepAliveTimeout = 65_000;
+    this.server = createServer(
+      {
+        headersTimeout: settings.headersTimeoutS * 1000,
+        requestTimeout: 0,
+        connectionsCheckingInterval: 1000,
+        keepAliveTimeout: 65_000,
+      },
+      (req, res) => this.handle(req, res),
+    );
+    this.server.maxConnections = settings.maxConnections;
+    this.server.on('clientError', answerClientError);
+    this.server.on('error', (error) => this.logger.error('front door server error', { component: 'proxy', error: error.message }));
   }
 
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
@@ -65,9 +113,40 @@ export class ProxyServer {
     this.engine.close();
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private handle(req: IncomingMessage, res: ServerResponse): void {
     res.once('close', this.requests.enter(ALL));
-    const path = new URL(req.url ?? '/', 'http://front-door').pathname;
+    this.route(req, res).catch((error: unknown) => {
+      if (isFlotillaError(error)) return sendError(res, error);
+      this.logger.error('front door request failed', { component: 'proxy', path: req.url, error: errorMessage(error) });
+      sendError(res, new FlotillaError('INTERNAL_ERROR', `the front door failed on this request: ${errorMessage(error)}`));
+    });
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = requestPath(req);
+    if (path === undefined) {
+      const error = new FlotillaError('INVALID_ARGUMENT', "the request target must be an absolute path without '.' or '..' segments");
+      return sendError(res, error, { connection: 'close' });
+    }
+    if (isProtocolPath(path)) return this.serveOwn(res, path);
+    const route = this.dispatcher.matchRoute(path);
+    if (route === undefined) {
+      return sendError(res, new FlotillaError('ROUTE_NOT_FOUND', `no endpoint serves ${path}; GET /-/routes lists the routes`));
+    }
+    const method = req.method ?? 'GET';
+    if (!route.methods.includes(method)) {
+      const error = new FlotillaError('METHOD_NOT_ALLOWED', `${route.route} accepts ${route.methods.join(', ')}, not ${method}`);
+      return sendError(res, error, { allow: route.methods.join(', ') });
+    }
+    res.once('close', this.dispatcher.endpointRequests.enter(route.endpoint));
+    const shardKey = req.headers[SHARD_KEY_HEADER];
+    const backend = this.dispatcher.pickBackend(route.endpoint, typeof shardKey === 'string' ? shardKey : undefined);
+    const cancel = this.cancelOnClose(res);
+    await this.dispatch(req, res, { endpoint: route.endpoint, backend, method, signal: cancel.signal }, cancel);
+  }
+
+  /** The front door's own paths; anything else under /-/ belongs to the replica protocol and is not found here. */
+  private async serveOwn(res: ServerResponse, path: string): Promise<void> {
     if (path === '/-/healthz') return sendJson(res, 200, { status: 'ok' });
     if (path === '/-/metrics' && this.renderMetrics !== undefined) {
       const { contentType, body } = await this.renderMetrics();
@@ -79,41 +158,24 @@ export class ProxyServer {
       const routes = Object.fromEntries(this.dispatcher.listRoutes().map((r) => [r.route, { endpoint: r.endpoint, methods: r.methods }]));
       return sendJson(res, 200, routes);
     }
-    const route = this.dispatcher.matchRoute(path);
-    if (route === undefined) {
-      return sendError(res, new FlotillaError('ROUTE_NOT_FOUND', `no endpoint serves ${path}; GET /-/routes lists the routes`));
-    }
-    const method = req.method ?? 'GET';
-    if (!route.methods.includes(method)) {
-      const error = new FlotillaError('METHOD_NOT_ALLOWED', `${route.route} accepts ${route.methods.join(', ')}, not ${method}`);
-      return sendError(res, error, { allow: route.methods.join(', ') });
-    }
-    res.once('close', this.dispatcher.endpointRequests.enter(route.endpoint));
-    const body = await readBody(req, this.maxBodyBytes).catch(() => undefined);
-    if (body === undefined) {
-      if (req.destroyed) return;
-      const error = new FlotillaError('PAYLOAD_TOO_LARGE', `request bodies are limited to ${this.maxBodyBytes} bytes (maxBodyBytes)`);
-      return sendError(res, error, { connection: 'close' });
-    }
-    delete req.headers[PROTOCOL.methodHeader];
-    await this.dispatch(req, res, route, body);
+    sendError(
+      res,
+      new FlotillaError('ROUTE_NOT_FOUND', `${path} is not served: paths under /-/ are reserved (GET /-/routes lists the routes)`),
+    );
   }
 
-  private async dispatch(req: IncomingMessage, res: ServerResponse, route: RouteEntry, body: Buffer): Promise<void> {
-    let backend: string;
-    try {
-      const shardKey = req.headers[SHARD_KEY_HEADER];
-      backend = this.dispatcher.pickBackend(route.endpoint, typeof shardKey === 'string' ? shardKey : undefined);
-    } catch (error) {
-      if (isFlotillaError(error)) return sendError(res, error);
-      throw error;
-    }
+  /** Aborts when the client leaves before its answer is complete. */
+  private cancelOnClose(res: ServerResponse): AbortController {
     const cancel = new AbortController();
-    const started = performance.now();
     res.once('close', () => {
       if (!res.writableFinished) cancel.abort();
-      this.dispatcher.metrics.request(route.endpoint, backend, res.statusCode, (performance.now() - started) / 1000);
     });
+    return cancel;
+  }
+
+  private async dispatch(req: IncomingMessage, res: ServerResponse, call: Call, cancel: AbortController): Promise<void> {
+    const { endpoint, backend } = call;
+    const started = performance.now();
     const timeoutMs = this.dispatcher.requestTimeoutMs(backend);
     const timer =
       timeoutMs === undefined
@@ -125,79 +187,74 @@ export class ProxyServer {
             );
             cancel.abort();
           }, timeoutMs);
-    res.once('close', () => clearTimeout(timer));
-
-    const observe = this.mirror(req, route.endpoint, backend, body);
+    let body: Buffer | undefined;
+    let report: ((outcome: Outcome | undefined) => void) | undefined;
+    let observe: ((status: number, bodyHash: string) => void) | undefined;
+    res.once('close', () => {
+      clearTimeout(timer);
+      if (body !== undefined) this.budget.release(body.length);
+      report?.(undefined);
+      this.dispatcher.metrics.request(endpoint, backend, res.statusCode, (performance.now() - started) / 1000);
+    });
     try {
-      await this.forwardWithRetries(req, res, route, backend, body, cancel, observe?.record);
-    } finally {
-      observe?.done();
+      await sendWithRetries(
+        this.dispatcher,
+        call,
+        async (replica) => {
+          if (body === undefined) {
+            body = await this.body(req, call.signal);
+            prepareForwardHeaders(req, body.length, this.trusted);
+            report = startShadows(this.dispatcher, call, req.url ?? '/', req.headers, body);
+            if (report !== undefined) {
+              const reportTo = report;
+              observe = (status, bodyHash) => reportTo({ status, bodyHash, latencyMs: performance.now() - started });
+            }
+          }
+          const error = await this.engine.forward(req, res, replica.target, body, call.signal, observe);
+          if (error !== undefined) throw error;
+        },
+        () => !res.headersSent,
+      );
+    } catch (error) {
+      if (call.signal.aborted) return;
+      if (!isFlotillaError(error)) throw error;
+      if (error.code === 'REPLICA_UNREACHABLE')
+        this.logger.warn('replica failed a request', { component: 'proxy', backend, error: error.message });
+      if (error.code === 'QUEUE_FULL' || error.code === 'OVERLOADED') return this.refuse(req, res, error, { 'retry-after': '1' });
+      if (error.code === 'PAYLOAD_TOO_LARGE' || error.code === 'CLIENT_TIMEOUT') return this.refuse(req, res, error, {});
+      sendError(res, error);
     }
   }
 
-  /** Starts the endpoint's shadow copies, if it has shadows, and returns how to report the primary's outcome to them. */
-  private mirror(req: IncomingMessage, endpoint: string, backend: string, body: Buffer) {
-    const shadows = this.dispatcher.endpoint(endpoint).shadows;
-    if (Object.keys(shadows).length === 0) return undefined;
-    const started = performance.now();
-    let report: (outcome: Outcome | undefined) => void = () => undefined;
-    const primary = new Promise<Outcome | undefined>((resolve) => (report = resolve));
-    const headers = { ...req.headers, 'content-length': String(body.length) };
-    delete headers['transfer-encoding'];
-    delete headers.connection;
-    this.dispatcher.shadows.mirror(
-      { endpoint, primaryBackend: backend, method: req.method ?? 'GET', path: req.url ?? '/', headers, body, primary },
-      shadows,
-    );
-    return {
-      record: (status: number, bodyHash: string) => report({ status, bodyHash, latencyMs: performance.now() - started }),
-      done: () => report(undefined),
+  /** Reads the body within the budget and the body timeout; a request without one costs nothing. */
+  private async body(req: IncomingMessage, signal: AbortSignal): Promise<Buffer> {
+    if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) return EMPTY;
+    if (req.headers['content-length'] === '0') return EMPTY;
+    return readBody(req, signal, this.budget, this.settings.maxBodyBytes, this.settings.bodyTimeoutS * 1000);
+  }
+
+  /**
+   * Answers a request whose body will not be read with Connection: close. The
+   * rest of the body is read and dropped for up to LINGER_MS first, so the
+   * close does not reset the connection before the client has the answer.
+   */
+  private refuse(req: IncomingMessage, res: ServerResponse, error: FlotillaError, headers: Record<string, string>): void {
+    if (req.complete || res.headersSent) return sendError(res, error, { ...headers, connection: 'close' });
+    const text = JSON.stringify({ error: error.toJSON() });
+    res.writeHead(error.status, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(text),
+      connection: 'close',
+      ...headers,
+    });
+    res.write(text);
+    const end = (): void => {
+      clearTimeout(timer);
+      res.end();
     };
-  }
-
-  private async forwardWithRetries(
-    req: IncomingMessage,
-    res: ServerResponse,
-    route: RouteEntry,
-    backend: string,
-    body: Buffer,
-    cancel: AbortController,
-    observe: ((status: number, bodyHash: string) => void) | undefined,
-  ): Promise<void> {
-    const method = req.method ?? 'GET';
-    const tried = new Set<string>();
-    for (let attempt = 1; ; attempt++) {
-      let lease;
-      try {
-        lease = await this.dispatcher.acquire(backend, cancel.signal, tried);
-      } catch (error) {
-        if (cancel.signal.aborted) return;
-        if (!isFlotillaError(error)) throw error;
-        return sendError(res, error, error.code === 'QUEUE_FULL' ? { 'retry-after': '1' } : {});
-      }
-      const replica = lease.replica;
-      const error = await this.engine.forward(req, res, replica.target, body, cancel.signal, observe);
-      lease.release();
-      if (error === undefined || cancel.signal.aborted) return;
-      this.dispatcher.reportFailure(backend, replica.id);
-      tried.add(replica.id);
-      const retry = !res.headersSent && attempt < MAX_ATTEMPTS && mayRetry(error, method);
-      this.logger.warn('replica failed a request', {
-        component: 'proxy',
-        backend,
-        replica: replica.id,
-        error: error.message,
-        retry,
-      });
-      if (!retry) {
-        return sendError(
-          res,
-          new FlotillaError(
-            'REPLICA_UNREACHABLE',
-            `replica ${replica.id} of backend '${backend}' failed while serving ${method} ${route.route}: ${error.message}`,
-          ),
-        );
-      }
-    }
+    const timer = setTimeout(end, LINGER_MS);
+    req.once('end', end);
+    req.once('error', end);
+    req.resume();
   }
 }

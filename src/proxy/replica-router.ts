@@ -18,9 +18,16 @@ export interface RouterSettings {
   noReplicaWaitMs: number;
 }
 
+/** How long a replica that failed a connection stays out of rotation, unless a routing update comes first. */
+export const QUARANTINE_MS = 5_000;
+
+const NONE: ReadonlySet<string> = new Set();
+
 interface Slot<T> {
   replica: RoutedReplica<T>;
   inFlight: number;
+  /** performance.now() until which the replica is out of rotation; 0 when it is in. */
+  ejectedUntil: number;
 }
 
 interface Waiter<T> {
@@ -37,12 +44,22 @@ interface Waiter<T> {
  * beyond that a request is refused with QUEUE_FULL. A waiter whose signal
  * aborts leaves the queue; a lease releases exactly once. A replica removed by
  * update() keeps counting its leases until they are released (drained()).
+ *
+ * Preferences, never dead ends: a retry excludes the replicas it already
+ * tried, and eject() takes a replica that failed a connection out of
+ * rotation until the next update() or QUARANTINE_MS, whichever comes first.
+ * Both only narrow the choice while another candidate exists: when every
+ * replica is tried or ejected, those are used again, so no request waits for
+ * a replica that cannot come. A waiter that cannot be served never holds up
+ * later ones that can.
  */
 export class ReplicaRouter<T> {
   private slots: Slot<T>[] = [];
   private readonly queue: Waiter<T>[] = [];
   private readonly leases = new InFlight();
   private nextStart = 0;
+  private ejected = 0;
+  private ejectionTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly backend: string,
@@ -51,7 +68,13 @@ export class ReplicaRouter<T> {
 
   update(replicas: RoutedReplica<T>[], settings: RouterSettings): void {
     const previous = new Map(this.slots.map((slot) => [slot.replica.id, slot]));
-    this.slots = replicas.map((replica) => previous.get(replica.id) ?? { replica, inFlight: 0 });
+    this.slots = replicas.map((replica) => {
+      const slot = previous.get(replica.id) ?? { replica, inFlight: 0, ejectedUntil: 0 };
+      slot.ejectedUntil = 0;
+      return slot;
+    });
+    this.ejected = 0;
+    clearTimeout(this.ejectionTimer);
     this.settings = settings;
     if (this.slots.length === 0 && settings.noReplicaWaitMs === 0) this.rejectAll(() => this.noReplicas());
     if (this.slots.length === 0)
@@ -72,7 +95,23 @@ export class ReplicaRouter<T> {
     return this.leases.idle(replicaId);
   }
 
-  acquire(signal?: AbortSignal, exclude: ReadonlySet<string> = new Set()): Promise<Lease<T>> {
+  /** Takes the replica out of rotation (see the class comment); unknown ids are ignored. */
+  eject(replicaId: string): void {
+    const slot = this.slots.find((s) => s.replica.id === replicaId);
+    if (slot === undefined) return;
+    if (slot.ejectedUntil === 0) this.ejected++;
+    slot.ejectedUntil = performance.now() + QUARANTINE_MS;
+    clearTimeout(this.ejectionTimer);
+    this.ejectionTimer = setTimeout(() => this.drainQueue(), QUARANTINE_MS + 1);
+    this.ejectionTimer.unref();
+  }
+
+  isEjected(replicaId: string): boolean {
+    const slot = this.slots.find((s) => s.replica.id === replicaId);
+    return slot !== undefined && this.inQuarantine(slot, performance.now());
+  }
+
+  acquire(signal?: AbortSignal, exclude: ReadonlySet<string> = NONE): Promise<Lease<T>> {
     if (this.slots.length === 0 && this.settings.noReplicaWaitMs === 0) return Promise.reject(this.noReplicas());
     const slot = this.queue.length === 0 ? this.freeSlot(exclude) : undefined;
     if (slot !== undefined) return Promise.resolve(this.lease(slot));
@@ -89,11 +128,13 @@ export class ReplicaRouter<T> {
       this.queue.push(waiter);
       if (this.slots.length === 0) this.armNoReplicaTimer(waiter);
       signal?.addEventListener('abort', () => this.leave(waiter, new Error('request aborted while queued')), { once: true });
+      if (this.queue.length > 1) this.drainQueue();
     });
   }
 
   close(): void {
     this.slots = [];
+    clearTimeout(this.ejectionTimer);
     this.rejectAll(() => this.noReplicas());
   }
 
@@ -112,16 +153,35 @@ export class ReplicaRouter<T> {
     waiter.reject(error);
   }
 
+  private inQuarantine(slot: Slot<T>, now: number): boolean {
+    if (slot.ejectedUntil === 0) return false;
+    if (slot.ejectedUntil > now) return true;
+    slot.ejectedUntil = 0;
+    this.ejected--;
+    return false;
+  }
+
+  /**
+   * The least loaded replica with room, among the best class that has any
+   * replica at all: untried and in rotation, else untried, else any.
+   */
   private freeSlot(exclude: ReadonlySet<string>): Slot<T> | undefined {
-    let best: Slot<T> | undefined;
     const count = this.slots.length;
+    const now = this.ejected > 0 ? performance.now() : 0;
+    const best: Array<Slot<T> | undefined> = [undefined, undefined, undefined];
+    let bestClass = 2;
     for (let i = 0; i < count; i++) {
       const slot = this.slots[(this.nextStart + i) % count];
-      if (slot === undefined || slot.inFlight >= this.settings.maxConcurrentQueries || exclude.has(slot.replica.id)) continue;
-      if (best === undefined || slot.inFlight < best.inFlight) best = slot;
+      if (slot === undefined) continue;
+      const tried = exclude.size > 0 && exclude.has(slot.replica.id);
+      const rank = tried ? 2 : this.ejected > 0 && this.inQuarantine(slot, now) ? 1 : 0;
+      if (rank < bestClass) bestClass = rank;
+      if (slot.inFlight >= this.settings.maxConcurrentQueries) continue;
+      const current = best[rank];
+      if (current === undefined || slot.inFlight < current.inFlight) best[rank] = slot;
     }
     this.nextStart = count === 0 ? 0 : (this.nextStart + 1) % count;
-    return best;
+    return best[bestClass];
   }
 
   private lease(slot: Slot<T>): Lease<T> {
@@ -146,7 +206,7 @@ export class ReplicaRouter<T> {
       if (waiter === undefined) return;
       const slot = this.freeSlot(waiter.exclude);
       if (slot === undefined) {
-        if (waiter.exclude.size === 0) return;
+        if (waiter.exclude.size === 0 && this.ejected === 0) return;
         i++;
         continue;
       }

@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
-import type { OutgoingHttpHeaders } from 'node:http';
+import type { Agent, OutgoingHttpHeaders } from 'node:http';
 import type { ShadowStats } from '../api.js';
-import type { Dispatcher } from './dispatcher.js';
+import type { ReplicaTarget } from '../runtime/container-runtime.js';
+import type { Lease } from './replica-router.js';
 import { requestReplica } from './replica-request.js';
+import type { ServingMetrics } from './serving-metrics.js';
 
 /** What a request's answer looked like, for comparing the primary with a shadow. */
 export interface Outcome {
@@ -67,7 +69,11 @@ interface Tally {
 export class ShadowMirror {
   private readonly tallies = new Map<string, Map<string, Tally>>();
 
-  constructor(private readonly dispatcher: Dispatcher) {}
+  constructor(
+    private readonly acquire: (backend: string, signal: AbortSignal) => Promise<Lease<ReplicaTarget>>,
+    private readonly agent: Agent,
+    private readonly metrics: ServingMetrics,
+  ) {}
 
   mirror(mirrored: MirroredRequest, shadows: Record<string, number>, random: () => number = Math.random): void {
     for (const [backend, proportion] of Object.entries(shadows)) {
@@ -95,12 +101,9 @@ export class ShadowMirror {
     );
   }
 
-  /** Drops the counts of shadows the endpoint no longer has (all of them when it is gone), so a new shadow starts from zero. */
-  keepOnly(endpoint: string, shadows: Record<string, number>): void {
-    const byBackend = this.tallies.get(endpoint);
-    if (byBackend === undefined) return;
-    for (const backend of byBackend.keys()) if (!(backend in shadows)) byBackend.delete(backend);
-    if (byBackend.size === 0) this.tallies.delete(endpoint);
+  /** Drops the counts of a deleted endpoint. A shadow set to 0 keeps its counts, and setting it again continues them. */
+  dropEndpoint(endpoint: string): void {
+    this.tallies.delete(endpoint);
   }
 
   private tally(endpoint: string, backend: string): Tally {
@@ -129,10 +132,10 @@ export class ShadowMirror {
     const signal = AbortSignal.timeout(SHADOW_TIMEOUT_MS);
     let lease;
     try {
-      lease = await this.dispatcher.acquire(backend, signal);
+      lease = await this.acquire(backend, signal);
     } catch {
       tally.dropped += 1;
-      this.dispatcher.metrics.shadow(mirrored.endpoint, backend, 'dropped');
+      this.metrics.shadow(mirrored.endpoint, backend, 'dropped');
       return;
     }
     tally.sent += 1;
@@ -144,13 +147,13 @@ export class ShadowMirror {
         path: mirrored.path,
         headers: mirrored.headers,
         body: mirrored.body,
-        agent: this.dispatcher.agent,
+        agent: this.agent,
         signal,
       });
       outcome = { status: reply.status, bodyHash: hashBody(reply.body), latencyMs: performance.now() - started };
     } catch {
       tally.failed += 1;
-      this.dispatcher.metrics.shadow(mirrored.endpoint, backend, 'failed');
+      this.metrics.shadow(mirrored.endpoint, backend, 'failed');
       return;
     } finally {
       lease.release();
@@ -165,6 +168,6 @@ export class ShadowMirror {
     if (statusMatch && bodyMatch) tally.matches += 1;
     if (!statusMatch) tally.statusMismatches += 1;
     if (!bodyMatch) tally.bodyMismatches += 1;
-    this.dispatcher.metrics.shadow(mirrored.endpoint, backend, statusMatch && bodyMatch ? 'match' : 'mismatch');
+    this.metrics.shadow(mirrored.endpoint, backend, statusMatch && bodyMatch ? 'match' : 'mismatch');
   }
 }

@@ -4,9 +4,21 @@ import { loadConfig } from '../../src/config/config.js';
 describe('loadConfig', () => {
   it('applies overrides over defaults', () => {
     const config = loadConfig({ http: { port: 0 }, transport: 'tcp', instance: 'ci-1' });
-    expect(config.http).toEqual({ host: '127.0.0.1', port: 0, maxBodyBytes: 10 * 1024 * 1024 });
+    expect(config.http).toMatchObject({ host: '127.0.0.1', port: 0, maxBodyBytes: 10 * 1024 * 1024 });
     expect(config.transport).toBe('tcp');
     expect(config.instance).toBe('ci-1');
+  });
+
+  it('bounds the front door by default, and refuses trusted proxies that are not IP addresses', () => {
+    expect(loadConfig().http).toMatchObject({
+      maxBufferedBytes: 128 * 1024 * 1024,
+      maxConnections: 4096,
+      headersTimeoutS: 30,
+      bodyTimeoutS: 60,
+      trustedProxies: '',
+    });
+    expect(loadConfig({ http: { trustedProxies: '10.0.0.1, ::1' } }).http.trustedProxies).toBe('10.0.0.1, ::1');
+    expect(() => loadConfig({ http: { trustedProxies: 'proxy.example' } })).toThrow(/trustedProxies: must be a comma-separated list/);
   });
 
   it.each([

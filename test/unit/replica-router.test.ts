@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import { isFlotillaError } from '../../src/common/errors.js';
-import { ReplicaRouter } from '../../src/proxy/replica-router.js';
+import { QUARANTINE_MS, ReplicaRouter } from '../../src/proxy/replica-router.js';
 
 const replicas = (...ids: string[]) => ids.map((id) => ({ id, target: id }));
 const limits = (maxConcurrentQueries: number, maxQueuedRequests = 100, noReplicaWaitMs = 0) => ({
@@ -78,13 +78,88 @@ describe('ReplicaRouter', () => {
     void queued;
   });
 
-  it('skips excluded replicas, waiting for another one', async () => {
-    const router = new ReplicaRouter<string>('b', limits(5));
-    router.update(replicas('r1'), limits(5));
+  it('prefers a replica not yet tried, waiting for one that is busy', async () => {
+    const router = new ReplicaRouter<string>('b', limits(1));
+    router.update(replicas('r1', 'r2'), limits(1));
+    const held = await router.acquire(undefined, new Set(['r1']));
+    expect(held.replica.id).toBe('r2');
     const waiting = router.acquire(undefined, new Set(['r1']));
     expect(router.queued).toBe(1);
-    router.update(replicas('r1', 'r2'), limits(5));
+    held.release();
     expect((await waiting).replica.id).toBe('r2');
+  });
+
+  it('uses a tried replica when the untried ones are gone, instead of waiting forever', async () => {
+    const router = new ReplicaRouter<string>('b', limits(5));
+    router.update(replicas('r1', 'r2'), limits(5));
+    const waiting = router.acquire(undefined, new Set(['r2']));
+    expect((await waiting).replica.id).toBe('r1');
+    router.update(replicas('r2'), limits(5));
+    const retry = await router.acquire(undefined, new Set(['r2']));
+    expect(retry.replica.id).toBe('r2');
+  });
+
+  it('serves a queued retry with a tried replica once the untried one is removed', async () => {
+    const router = new ReplicaRouter<string>('b', limits(1));
+    router.update(replicas('r1', 'r2'), limits(1));
+    const busy = await router.acquire(undefined, new Set(['r1']));
+    const retry = router.acquire(undefined, new Set(['r1']));
+    expect(router.queued).toBe(1);
+    router.update(replicas('r1'), limits(1));
+    expect((await retry).replica.id).toBe('r1');
+    busy.release();
+  });
+
+  it('never lets a waiting retry block later requests that can take a free slot (retry wedge)', async () => {
+    const router = new ReplicaRouter<string>('b', limits(1));
+    router.update(replicas('r1', 'r2'), limits(1));
+    const onR2 = await router.acquire(undefined, new Set(['r1']));
+    const retry = router.acquire(undefined, new Set(['r1']));
+    const onR1 = await Promise.race([
+      router.acquire(),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('a free slot was held up by the waiting retry')), 200)),
+    ]);
+    expect(onR1.replica.id).toBe('r1');
+    onR2.release();
+    expect((await retry).replica.id).toBe('r2');
+  });
+
+  it('takes an ejected replica out of rotation until the next update', async () => {
+    const router = new ReplicaRouter<string>('b', limits(10));
+    router.update(replicas('r1', 'r2'), limits(10));
+    router.eject('r1');
+    expect(router.isEjected('r1')).toBe(true);
+    const leases = await Promise.all(Array.from({ length: 4 }, () => router.acquire()));
+    expect(leases.map((l) => l.replica.id)).toEqual(['r2', 'r2', 'r2', 'r2']);
+    router.update(replicas('r1', 'r2'), limits(10));
+    expect(router.isEjected('r1')).toBe(false);
+    expect((await router.acquire()).replica.id).toBe('r1');
+  });
+
+  it('lets an ejected replica back after its quarantine, serving requests that waited meanwhile', async () => {
+    vi.useFakeTimers();
+    try {
+      const router = new ReplicaRouter<string>('b', limits(1));
+      router.update(replicas('r1', 'r2'), limits(1));
+      router.eject('r1');
+      await router.acquire();
+      const waiting = router.acquire();
+      expect(router.queued).toBe(1);
+      vi.advanceTimersByTime(QUARANTINE_MS + 10);
+      expect((await waiting).replica.id).toBe('r1');
+      expect(router.isEjected('r1')).toBe(false);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('still uses ejected replicas when every replica is ejected', async () => {
+    const router = new ReplicaRouter<string>('b', limits(5));
+    router.update(replicas('r1', 'r2'), limits(5));
+    router.eject('r1');
+    router.eject('r2');
+    const lease = await router.acquire();
+    expect(['r1', 'r2']).toContain(lease.replica.id);
   });
 
   it('tells when a removed replica has no lease left', async () => {

@@ -1,0 +1,96 @@
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import { isIP } from 'node:net';
+
+/** Hop-by-hop headers (RFC 9110 7.6.1, plus the Proxy-* family): they describe one connection and are never passed on. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
+
+/**
+ * The path of a request, or undefined when its request target is not one
+ * the front door forwards: not origin-form or absolute-form http(s), or with
+ * '.'/'..' segments (raw or percent-encoded), which a replica could resolve
+ * to another path than the one routed. An absolute-form target is rewritten
+ * to origin-form in req.url, so the replica sees the same path.
+ */
+export function requestPath(req: IncomingMessage): string | undefined {
+  let url = req.url ?? '';
+  if (url.charCodeAt(0) !== 47 /* / */) {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      return undefined;
+    }
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return undefined;
+    url = req.url = `${parsed.pathname}${parsed.search}`;
+  }
+  const query = url.indexOf('?');
+  const path = query < 0 ? url : url.slice(0, query);
+  return DOT_SEGMENT.test(path) ? undefined : path;
+}
+
+/** Whether the path is in the replica protocol's namespace (/-/...), counting leading slashes as one as some servers do. */
+export function isProtocolPath(path: string): boolean {
+  let i = 0;
+  while (path.charCodeAt(i) === 47) i++;
+  return i > 0 && path.charCodeAt(i) === 45 /* - */ && (i + 1 === path.length || path.charCodeAt(i + 1) === 47);
+}
+
+/** Parses a comma-separated list of IP addresses; throws naming the first entry that is not one. */
+export function parseTrustedProxies(list: string): Set<string> {
+  const addresses = list
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== '');
+  const bad = addresses.find((address) => isIP(address) === 0);
+  if (bad !== undefined) throw new Error(`'${bad}' is not an IP address`);
+  return new Set(addresses);
+}
+
+function unmapped(address: string): string {
+  return address.startsWith('::ffff:') ? address.slice(7) : address;
+}
+
+/**
+ * Rewrites req.headers, once, into what a replica receives: hop-by-hop headers
+ * (and those named by Connection), Expect and the replica protocol's own
+ * x-flotilla-* headers removed; X-Forwarded-For/Proto/Host/Port set from this
+ * connection, replacing the client's, unless the client is one of `trusted`
+ * (then its X-Forwarded-* and Forwarded are kept and its address appended to
+ * X-Forwarded-For). The body travels with a Content-Length.
+ */
+export function prepareForwardHeaders(req: IncomingMessage, bodyLength: number, trusted: ReadonlySet<string>): void {
+  const headers: IncomingHttpHeaders = req.headers;
+  const remote = unmapped(req.socket.remoteAddress ?? '');
+  const fromTrusted = trusted.size > 0 && trusted.has(remote);
+  const connection = headers.connection;
+  if (connection !== undefined) for (const token of connection.split(',')) delete headers[token.trim().toLowerCase()];
+  const chunked = headers['transfer-encoding'] !== undefined;
+  for (const name in headers) {
+    if (HOP_BY_HOP.has(name) || name === 'expect' || name.startsWith('x-flotilla-')) delete headers[name];
+    else if (!fromTrusted && (name === 'forwarded' || name.startsWith('x-forwarded-'))) delete headers[name];
+  }
+  if (chunked || bodyLength > 0) headers['content-length'] = String(bodyLength);
+  const forwardedFor = fromTrusted ? headers['x-forwarded-for'] : undefined;
+  headers['x-forwarded-for'] = forwardedFor === undefined ? remote : `${forwardedFor}, ${remote}`;
+  if (!fromTrusted || headers['x-forwarded-proto'] === undefined) headers['x-forwarded-proto'] = 'http';
+  if (!fromTrusted || headers['x-forwarded-host'] === undefined) headers['x-forwarded-host'] = headers.host ?? '';
+  if (!fromTrusted || headers['x-forwarded-port'] === undefined) headers['x-forwarded-port'] = String(req.socket.localPort ?? '');
+}
+
+/** Removes a response's hop-by-hop headers (and those its Connection names) before it is relayed. */
+export function stripHopByHop(headers: IncomingHttpHeaders): void {
+  const connection = headers.connection;
+  if (connection !== undefined) for (const token of connection.split(',')) delete headers[token.trim().toLowerCase()];
+  for (const name in headers) if (HOP_BY_HOP.has(name)) delete headers[name];
+}
