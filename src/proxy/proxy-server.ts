@@ -40,16 +40,32 @@ const CLIENT_ERROR_STATUS: Record<string, [number, string]> = {
   ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout'],
 };
 
+/** Answers on a socket that has no ServerResponse (a request Node could not parse, CONNECT) and closes it. */
+function answerRaw(socket: Duplex, status: number, reason: string, code: string, message: string): void {
+  socket.on('error', () => undefined);
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const body = JSON.stringify({ error: { code, message } });
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+}
+
 function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
-  if (!socket.writable || (error.code === 'ECONNRESET' && socket.readableEnded)) {
+  if (error.code === 'ECONNRESET') {
     socket.destroy();
     return;
   }
   const [status, reason] = CLIENT_ERROR_STATUS[error.code ?? ''] ?? [400, 'Bad Request'];
   const code = status === 431 ? 'HEADERS_TOO_LARGE' : status === 408 ? 'CLIENT_TIMEOUT' : 'INVALID_ARGUMENT';
-  const body = JSON.stringify({ error: { code, message: `the front door could not parse the request (${error.code ?? 'bad request'})` } });
-  socket.end(
-    `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  answerRaw(
+    socket,
+    status,
+    reason,
+    code,
+    `the front door could not parse the request (${error.code ?? 'bad request'}); send valid HTTP/1.1`,
   );
 }
 
@@ -95,6 +111,9 @@ export class ProxyServer {
     );
     this.server.maxConnections = settings.maxConnections;
     this.server.on('clientError', answerClientError);
+    this.server.on('connect', (_req: IncomingMessage, socket: Duplex) =>
+      answerRaw(socket, 405, 'Method Not Allowed', 'METHOD_NOT_ALLOWED', 'the front door is not a forward proxy: CONNECT is not served'),
+    );
     this.server.on('error', (error) => this.logger.error('front door server error', { component: 'proxy', error: error.message }));
   }
 
