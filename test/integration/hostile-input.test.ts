@@ -1,0 +1,131 @@
+import { execFileSync } from 'node:child_process';
+import { connect } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Client } from '../../src/index.js';
+import { startFlotilla } from './harness.js';
+
+class Configured {
+  private config: unknown = null;
+
+  reconfigure(userConfig: unknown) {
+    this.config = userConfig;
+  }
+
+  call(request: Request) {
+    return { path: new URL(request.url).pathname, config: this.config };
+  }
+
+  echo(request: Request) {
+    return request.text();
+  }
+}
+
+function raw(url: string, parts: Buffer[], waitMs = 10_000): Promise<{ text: string; closed: boolean }> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = connect(Number(port), hostname);
+    const chunks: Buffer[] = [];
+    let closed = false;
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ text: Buffer.concat(chunks).toString('latin1'), closed });
+    };
+    const timer = setTimeout(done, waitMs);
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      closed = true;
+      done();
+    });
+    const write = (index: number): void => {
+      const part = parts[index];
+      if (part === undefined || socket.destroyed) return;
+      if (socket.write(part)) write(index + 1);
+      else socket.once('drain', () => write(index + 1));
+    };
+    socket.on('connect', () => write(0));
+  });
+}
+
+async function replicaFailures(client: Client, backend: string): Promise<number> {
+  const text = await (await fetch(`${client.httpUrl}/-/metrics`)).text();
+  return Number(new RegExp(`^flotilla_replica_failures_total\\{backend="${backend}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+}
+
+describe('the front door and handles under hostile input', () => {
+  let client: Client;
+
+  beforeAll(async () => {
+    ({ client } = await startFlotilla({ healthCheckPeriodS: 60 }));
+    await client.createBackend('conf', Configured, { config: { userConfig: { v: 1 } } });
+    await client.createEndpoint('all', { backend: 'conf', route: '/', methods: ['GET', 'POST', 'PUT'] });
+  });
+  afterAll(() => client.shutdown());
+
+  const works = async () => {
+    const response = await fetch(`${client.httpUrl}/still/here`);
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ path: '/still/here', config: { v: 1 } });
+  };
+
+  it('answers a malformed request line with 400 and keeps running', async () => {
+    for (const line of ['GET http://[ HTTP/1.1', 'GET /a b HTTP/1.1', 'G\u0000T / HTTP/1.1']) {
+      const answer = await raw(client.httpUrl, [Buffer.from(`${line}\r\nHost: x\r\n\r\n`, 'latin1')]);
+      expect(answer.text).toMatch(/^HTTP\/1\.1 400 /);
+      expect(answer.closed).toBe(true);
+    }
+    await works();
+  });
+
+  it("never forwards the replica protocol's paths, even with a catch-all route", async () => {
+    for (const path of ['/-/flotilla/config', '//-/flotilla/config']) {
+      const response = await fetch(`${client.httpUrl}${path}`, { method: 'PUT', body: JSON.stringify({ userConfig: { v: 666 } }) });
+      expect(response.status).toBe(404);
+      expect(await response.json()).toMatchObject({ error: { code: 'ROUTE_NOT_FOUND' } });
+    }
+    const dotted = await raw(client.httpUrl, [
+      Buffer.from('PUT /x/../-/flotilla/config HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}'),
+    ]);
+    expect(dotted.text).toMatch(/^HTTP\/1\.1 400 /);
+    await works();
+  });
+
+  it('answers an 11 MiB chunked body with 413 and closes the connection', async () => {
+    const chunk = Buffer.concat([Buffer.from(`10000\r\n`), Buffer.alloc(0x10000, 120), Buffer.from('\r\n')]);
+    const parts = [Buffer.from('POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n')];
+    for (let i = 0; i < 176; i++) parts.push(chunk);
+    parts.push(Buffer.from('0\r\n\r\n'));
+    const started = Date.now();
+    const answer = await raw(client.httpUrl, parts);
+    expect(answer.text).toMatch(/^HTTP\/1\.1 413 /);
+    expect(answer.text).toMatch(/\r\nconnection: close\r\n/i);
+    expect(answer.closed).toBe(true);
+    expect(Date.now() - started).toBeLessThan(8000);
+    await works();
+  });
+
+  it('refuses a CR/LF method name with INVALID_ARGUMENT, and normal traffic still works', async () => {
+    const handle = client.getHandle('all');
+    for (const methodName of ['echo\r\nx-flotilla-method: reconfigure', 'echo\n', 'no such', '__proto__.x'])
+      expect(() => handle.options({ methodName })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    expect(await handle.options({ methodName: 'echo' }).remote('hi')).toBe('hi');
+    const answers = await Promise.all(Array.from({ length: 10 }, () => handle.remote()));
+    expect(answers).toEqual(Array(10).fill({ path: '/', config: { v: 1 } }));
+    await works();
+    const [replica] = await client.listReplicas('conf');
+    expect(replica).toMatchObject({ state: 'ready', restarts: 0 });
+    expect(await replicaFailures(client, 'conf')).toBe(0);
+  });
+
+  it('takes a replica that refuses connections out of rotation at once', async () => {
+    await client.createBackend('pair', (request: Request) => new URL(request.url).pathname, { config: { numReplicas: 2 } });
+    await client.createEndpoint('pair', { backend: 'pair', route: '/pair' });
+    const [victim] = await client.listReplicas('pair');
+    execFileSync('docker', ['kill', victim!.containerId]);
+    const statuses: number[] = [];
+    for (let i = 0; i < 30; i++) statuses.push((await fetch(`${client.httpUrl}/pair/${i}`)).status);
+    expect(statuses).toEqual(Array(30).fill(200));
+    expect(await replicaFailures(client, 'pair')).toBe(1);
+  });
+});
