@@ -75,6 +75,16 @@ describe('the front door under bad input', () => {
     expect(await healthy(door)).toBe(200);
   });
 
+  it('answers 408 to headers that do not arrive within headersTimeoutS', async () => {
+    door = await startFrontDoor({ settings: { headersTimeoutS: 1 } });
+    const started = Date.now();
+    const answer = await rawRequest(door.port, 'GET /slow HTTP/1.1\r\nHost: x\r\n', 5000);
+    expect(answer.status).toBe(408);
+    expect(answer.closed).toBe(true);
+    expect(Date.now() - started).toBeLessThan(4000);
+    expect(await healthy(door)).toBe(200);
+  });
+
   it('answers 408 to a body that does not arrive within bodyTimeoutS, and frees the replica slot', async () => {
     door = await startFrontDoor({ settings: { bodyTimeoutS: 1 }, backend: { maxConcurrentQueries: 1 } });
     const answer = await rawRequest(door.port, 'POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part', 4000);
