@@ -1,6 +1,6 @@
 import { request } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
-import { echo, rawRequest, startFrontDoor, type FrontDoor, type Seen } from './front-door-harness.js';
+import { backendRouting, echo, rawRequest, startFrontDoor, type FrontDoor, type Seen } from './front-door-harness.js';
 
 let door: FrontDoor | undefined;
 afterEach(async () => {
@@ -252,5 +252,30 @@ describe('replica failures', () => {
     expect(Date.now() - started).toBeLessThan(2000);
     expect(door.failures).toEqual(['r1', 'r1', 'r1']);
     expect(await healthy(door)).toBe(200);
+  });
+});
+
+describe('shadow counts', () => {
+  it('are kept when a shadow is set to 0, continue when it is set again, and go with the endpoint', async () => {
+    door = await startFrontDoor({ handlers: { r1: echo('r1', []), s1: echo('s1', []) } });
+    const routing = (shadows: Record<string, number>, endpoints = true) => ({
+      endpoints: endpoints ? [{ name: 'echo', route: '/', methods: ['GET'], traffic: { echo: 1 }, shadows }] : [],
+      backends: [
+        backendRouting('echo', [{ id: 'r1', socketPath: door!.socketOf('r1') }]),
+        backendRouting('shadow', [{ id: 's1', socketPath: door!.socketOf('s1') }]),
+      ],
+    });
+    const compared = () => door!.dispatcher.shadows.stats('echo').shadow?.compared;
+    door.route(routing({ shadow: 1 }));
+    for (let i = 0; i < 3; i++) await (await fetch(`${door.url}/x`)).text();
+    await expect.poll(compared).toBe(3);
+    door.route(routing({}));
+    await (await fetch(`${door.url}/x`)).text();
+    expect(door.dispatcher.shadows.stats('echo').shadow).toMatchObject({ sent: 3, compared: 3 });
+    door.route(routing({ shadow: 1 }));
+    await (await fetch(`${door.url}/x`)).text();
+    await expect.poll(compared).toBe(4);
+    door.route(routing({}, false));
+    expect(door.dispatcher.shadows.stats('echo')).toEqual({});
   });
 });
