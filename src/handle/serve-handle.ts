@@ -52,21 +52,22 @@ const METHOD_NAME = /^[A-Za-z_$][A-Za-z0-9_$]{0,127}$/;
  * retries, shadows, timeouts), but straight to the replica.
  */
 export class ServeHandle implements ServeHandleApi {
+  /** Throws INVALID_ARGUMENT for a methodName that is not an identifier (it travels in a header). */
   constructor(
     private readonly dispatcher: Dispatcher,
     readonly endpoint: string,
     private readonly handleOptions: HandleOptions = {},
-  ) {}
-
-  /** Throws INVALID_ARGUMENT for a methodName that is not an identifier (it travels in a header). */
-  options(options: HandleOptions): ServeHandle {
-    const { methodName } = options;
+  ) {
+    const { methodName } = handleOptions;
     if (methodName !== undefined && (typeof methodName !== 'string' || !METHOD_NAME.test(methodName))) {
       throw new FlotillaError(
         'INVALID_ARGUMENT',
         `methodName must name a method of the backend class (letters, digits, _ and $, not starting with a digit, at most 128), got ${JSON.stringify(methodName)}`,
       );
     }
+  }
+
+  options(options: HandleOptions): ServeHandle {
     return new ServeHandle(this.dispatcher, this.endpoint, { ...this.handleOptions, ...options });
   }
 

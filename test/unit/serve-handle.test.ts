@@ -17,6 +17,9 @@ describe('ServeHandle', () => {
       door = await startFrontDoor();
       const handle = new ServeHandle(door.dispatcher, 'echo');
       expect(() => handle.options({ methodName })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+      expect(() => new ServeHandle(door!.dispatcher, 'echo', { methodName })).toThrow(
+        expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+      );
       expect(await handle.options({ methodName: 'stats' }).remote('after')).toMatchObject({ headers: { 'x-flotilla-method': 'stats' } });
       expect(door.seen.length).toBe(1);
       expect(door.failures).toEqual([]);
