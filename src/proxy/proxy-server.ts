@@ -253,12 +253,15 @@ export class ProxyServer {
   }
 
   /**
-   * Answers a request whose body will not be read with Connection: close. The
-   * rest of the body is read and dropped for up to LINGER_MS first, so the
-   * close does not reset the connection before the client has the answer.
+   * Answers a request whose body will not be read (or was refused) with
+   * Connection: close. The rest of the body is read and dropped for up to
+   * LINGER_MS first, so the close does not reset the connection before the
+   * client has the answer. A 503 to a request without a body to drop keeps
+   * the connection.
    */
   private refuse(req: IncomingMessage, res: ServerResponse, error: FlotillaError, headers: Record<string, string>): void {
-    if (req.complete || res.headersSent) return sendError(res, error, { ...headers, connection: 'close' });
+    if (res.headersSent) return sendError(res, error);
+    if (req.complete) return sendError(res, error, error.status === 503 ? headers : { ...headers, connection: 'close' });
     const text = JSON.stringify({ error: error.toJSON() });
     res.writeHead(error.status, {
       'content-type': 'application/json',

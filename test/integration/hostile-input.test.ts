@@ -1,5 +1,7 @@
-import { execFileSync } from 'node:child_process';
+import { mkdtempSync, renameSync } from 'node:fs';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
 import { startFlotilla } from './harness.js';
@@ -55,9 +57,11 @@ async function replicaFailures(client: Client, backend: string): Promise<number>
 
 describe('the front door and handles under hostile input', () => {
   let client: Client;
+  let instance: string;
+  const stateDir = mkdtempSync(join(tmpdir(), 'flt-'));
 
   beforeAll(async () => {
-    ({ client } = await startFlotilla({ healthCheckPeriodS: 60 }));
+    ({ client, instance } = await startFlotilla({ healthCheckPeriodS: 60, stateDir }));
     await client.createBackend('conf', Configured, { config: { userConfig: { v: 1 } } });
     await client.createEndpoint('all', { backend: 'conf', route: '/', methods: ['GET', 'POST', 'PUT'] });
   });
@@ -118,14 +122,19 @@ describe('the front door and handles under hostile input', () => {
     expect(await replicaFailures(client, 'conf')).toBe(0);
   });
 
-  it('takes a replica that refuses connections out of rotation at once', async () => {
+  it('takes a replica that fails connections out of rotation at once, while its container still runs', async () => {
     await client.createBackend('pair', (request: Request) => new URL(request.url).pathname, { config: { numReplicas: 2 } });
     await client.createEndpoint('pair', { backend: 'pair', route: '/pair' });
     const [victim] = await client.listReplicas('pair');
-    execFileSync('docker', ['kill', victim!.containerId]);
-    const statuses: number[] = [];
-    for (let i = 0; i < 30; i++) statuses.push((await fetch(`${client.httpUrl}/pair/${i}`)).status);
-    expect(statuses).toEqual(Array(30).fill(200));
-    expect(await replicaFailures(client, 'pair')).toBe(1);
+    const socket = join(stateDir, 'run', instance, victim!.id, 'replica.sock');
+    renameSync(socket, `${socket}.away`);
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 30; i++) statuses.push((await fetch(`${client.httpUrl}/pair/${i}`)).status);
+      expect(statuses).toEqual(Array(30).fill(200));
+      expect(await replicaFailures(client, 'pair')).toBe(1);
+    } finally {
+      renameSync(`${socket}.away`, socket);
+    }
   });
 });
