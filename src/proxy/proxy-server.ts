@@ -40,11 +40,20 @@ const CLIENT_ERROR_STATUS: Record<string, [number, string]> = {
   ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout'],
 };
 
-/** Answers on a socket that has no ServerResponse (a request Node could not parse, CONNECT) and closes it. */
+/**
+ * Answers on a socket that has no ServerResponse (a request Node could not
+ * parse, CONNECT) and closes it. A socket whose answer to an earlier request
+ * has begun is only closed, as Node itself does: anything written now would
+ * corrupt that answer.
+ */
 function answerRaw(socket: Duplex, status: number, reason: string, code: string, message: string): void {
   socket.on('error', () => undefined);
   if (!socket.writable) {
     socket.destroy();
+    return;
+  }
+  if ((socket as { _httpMessage?: { headersSent: boolean } | null })._httpMessage?.headersSent === true) {
+    socket.end();
     return;
   }
   const body = JSON.stringify({ error: { code, message } });
@@ -111,6 +120,10 @@ export class ProxyServer {
     );
     this.server.maxConnections = settings.maxConnections;
     this.server.on('clientError', answerClientError);
+    this.server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+      const error = new FlotillaError('EXPECTATION_FAILED', `the front door only meets Expect: 100-continue, not ${req.headers.expect}`);
+      sendError(res, error, { connection: 'close' });
+    });
     this.server.on('connect', (_req: IncomingMessage, socket: Duplex) =>
       answerRaw(socket, 405, 'Method Not Allowed', 'METHOD_NOT_ALLOWED', 'the front door is not a forward proxy: CONNECT is not served'),
     );

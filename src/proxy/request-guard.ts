@@ -17,9 +17,10 @@ const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
 
 /**
  * The path of a request, or undefined when its request target is not one
- * the front door forwards: not origin-form or absolute-form http(s), or with
- * '.'/'..' segments (raw or percent-encoded), which a replica could resolve
- * to another path than the one routed. An absolute-form target is rewritten
+ * the front door forwards: not origin-form or absolute-form http(s), with
+ * '.'/'..' segments (raw or percent-encoded), or starting with '//': a
+ * replica could resolve those to another path than the one routed (some
+ * servers merge slashes, '//x' reads as a host to URL parsers). An absolute-form target is rewritten
  * to origin-form in req.url, so the replica sees the same path.
  */
 export function requestPath(req: IncomingMessage): string | undefined {
@@ -36,14 +37,12 @@ export function requestPath(req: IncomingMessage): string | undefined {
   }
   const query = url.indexOf('?');
   const path = query < 0 ? url : url.slice(0, query);
-  return DOT_SEGMENT.test(path) ? undefined : path;
+  return path.charCodeAt(1) === 47 || DOT_SEGMENT.test(path) ? undefined : path;
 }
 
-/** Whether the path is in the replica protocol's namespace (/-/...), counting leading slashes as one as some servers do. */
+/** Whether the path is in the replica protocol's namespace: /- or under /-/. */
 export function isProtocolPath(path: string): boolean {
-  let i = 0;
-  while (path.charCodeAt(i) === 47) i++;
-  return i > 0 && path.charCodeAt(i) === 45 /* - */ && (i + 1 === path.length || path.charCodeAt(i + 1) === 47);
+  return path.charCodeAt(1) === 45 /* - */ && (path.length === 2 || path.charCodeAt(2) === 47);
 }
 
 /** Parses a comma-separated list of IP addresses; throws naming the first entry that is not one. */

@@ -97,7 +97,9 @@ function rawPayload(c: Case): Buffer {
 
 function httpCall(door: FrontDoor, c: Case): Promise<number> {
   return new Promise((resolve, reject) => {
-    const req = request(`${door.url}${c.path}`, { method: c.method, headers: Object.fromEntries(c.headers) }, (res) => {
+    // Framing set explicitly: Node's client sends a GET or DELETE body without Content-Length otherwise.
+    const framing = c.chunked ? { 'transfer-encoding': 'chunked' } : { 'content-length': String(c.body.length) };
+    const req = request(`${door.url}${c.path}`, { method: c.method, headers: { ...Object.fromEntries(c.headers), ...framing } }, (res) => {
       res.resume();
       res.on('end', () => resolve(res.statusCode ?? 0));
       res.on('error', reject);
