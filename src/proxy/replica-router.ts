@@ -106,11 +106,6 @@ export class ReplicaRouter<T> {
     this.ejectionTimer.unref();
   }
 
-  isEjected(replicaId: string): boolean {
-    const slot = this.slots.find((s) => s.replica.id === replicaId);
-    return slot !== undefined && this.inQuarantine(slot, performance.now());
-  }
-
   acquire(signal?: AbortSignal, exclude: ReadonlySet<string> = NONE): Promise<Lease<T>> {
     if (this.slots.length === 0 && this.settings.noReplicaWaitMs === 0) return Promise.reject(this.noReplicas());
     const slot = this.queue.length === 0 ? this.freeSlot(exclude) : undefined;
