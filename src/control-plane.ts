@@ -9,12 +9,12 @@ import { systemClock } from './common/clock.js';
 import { createLogger, type Logger } from './common/logger.js';
 import { loadConfig, type FlotillaConfig } from './config/config.js';
 import { Controller } from './controller/controller.js';
-import { Scheduler } from './controller/scheduler.js';
+import { Scheduler } from './resources/scheduler.js';
 import { Dispatcher } from './proxy/dispatcher.js';
 import { ProxyServer } from './proxy/proxy-server.js';
 import { DockerRuntime } from './runtime/docker-runtime.js';
 import { ImageBuilder } from './runtime/image-builder.js';
-import { machineCapacity } from './runtime/machine.js';
+import { machineCapacity } from './resources/machine.js';
 
 /** How a start was asked for: a detached start passes the nonce that its /api/health must report. */
 export interface Launch {

@@ -16,7 +16,7 @@ import { checkSupports, shippedModuleText, summarize, type ShippableDefinition }
 import { probeHealth, pushConfig } from './replica-client.js';
 import { prepareReplicaFiles, readControlSecret } from './replica-files.js';
 import type { ValidatedRuntimeEnv } from './runtime-env.js';
-import type { Placement, Scheduler } from './scheduler.js';
+import type { Placement, Scheduler } from '../resources/scheduler.js';
 import { StateStore } from './state-store.js';
 import {
   validateBackendOptions,

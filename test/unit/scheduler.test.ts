@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Scheduler, type ResourceRequest } from '../../src/controller/scheduler.js';
+import { Scheduler, type ResourceRequest } from '../../src/resources/scheduler.js';
 
 const ask = (numCpus: number, numGpus = 0, memoryMb: number | null = null): ResourceRequest => ({ numCpus, numGpus, memoryMb });
 const twoGpus = () => new Scheduler({ cpus: 8, memoryMb: 4096, gpus: [{ id: '0' }, { id: '1' }] });

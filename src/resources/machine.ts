@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { availableParallelism, totalmem } from 'node:os';
-import type { Capacity, Gpu } from '../controller/scheduler.js';
+import type { Capacity, Gpu } from './scheduler.js';
 
 function parseGpuList(list: string): Gpu[] {
   return list.split(',').map((item) => {
