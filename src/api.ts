@@ -22,7 +22,8 @@ export interface BackendConfig {
 
 export interface ReplicaInfo {
   id: string;
-  state: 'starting' | 'ready' | 'draining';
+  /** docs/operations.md: starting → ready → draining, or failed (being replaced). */
+  state: 'starting' | 'ready' | 'draining' | 'failed';
   containerId: string;
   /** ISO 8601 time the container was started. */
   startedAt: string;

@@ -13,6 +13,7 @@ import { Scheduler } from './resources/scheduler.js';
 import { Dispatcher } from './proxy/dispatcher.js';
 import { ProxyServer } from './proxy/proxy-server.js';
 import { DockerRuntime } from './runtime/docker-runtime.js';
+import { TimedRuntime } from './runtime/timed-runtime.js';
 import { ImageBuilder } from './runtime/image-builder.js';
 import { machineCapacity } from './resources/machine.js';
 
@@ -72,7 +73,7 @@ export class ControlPlane {
     const config = loadConfig(options);
     checkAdminSettings(config);
     const logger = createLogger(config.logLevel).child({ instance: config.instance });
-    const runtime = new DockerRuntime(config.dockerSocket);
+    const runtime = new TimedRuntime(new DockerRuntime(config.dockerSocket), config.engineTimeoutS * 1000);
     await runtime.ping();
     const metrics = new PrometheusMetrics();
     const dispatcher = new Dispatcher(() => void controller.tick(), metrics);

@@ -9,4 +9,7 @@ export const LABELS = {
   /** The replica's restart count and its predecessor's failure, kept across controller restarts. */
   restarts: 'dev.flotilla.restarts',
   lastError: 'dev.flotilla.last-error',
+  /** Hashes of the image and of the live config the replica was started with, compared with the saved state on adoption. */
+  imageHash: 'dev.flotilla.image-hash',
+  configHash: 'dev.flotilla.config-hash',
 } as const;

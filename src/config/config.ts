@@ -179,6 +179,18 @@ const schema = {
     default: 120,
     env: 'FLOTILLA_READY_TIMEOUT_S',
   },
+  engineTimeoutS: {
+    doc: 'Seconds any one call to the Docker engine may take (a stop also gets its grace period); one that takes longer fails with ENGINE_UNAVAILABLE.',
+    format: 'period-seconds',
+    default: 30,
+    env: 'FLOTILLA_ENGINE_TIMEOUT_S',
+  },
+  maxConcurrentReplicaOps: {
+    doc: 'Container starts and stops that may run at once, across all backends (readiness waits and drains do not count).',
+    format: 'period-seconds',
+    default: 8,
+    env: 'FLOTILLA_MAX_CONCURRENT_REPLICA_OPS',
+  },
   cpuCapacity: {
     doc: "CPUs that replicas may reserve in all; 0 detects the machine's CPUs.",
     format: 'nat',
@@ -235,6 +247,8 @@ export interface FlotillaConfig {
   replicaPidsLimit: number;
   replicaNetwork: string;
   readyTimeoutS: number;
+  engineTimeoutS: number;
+  maxConcurrentReplicaOps: number;
   healthCheckPeriodS: number;
   cpuCapacity: number;
   memoryCapacityMb: number;

@@ -1,23 +1,27 @@
 import { rmSync, statSync } from 'node:fs';
-import { isAbsolute, join, posix, resolve } from 'node:path';
-import type { BackendConfig, BackendInfo, CreateEndpointOptions, EndpointInfo, ReplicaInfo, ReplicaResources } from '../api.js';
+import { join, resolve } from 'node:path';
+import type { BackendConfig, BackendInfo, CreateEndpointOptions, EndpointInfo, ReplicaInfo } from '../api.js';
 import { settlesWithin, type Clock } from '../common/clock.js';
 import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
 import { shortId } from '../common/ids.js';
-import { LABELS } from '../common/labels.js';
+import { Limiter } from '../common/limiter.js';
 import type { Logger } from '../common/logger.js';
 import type { FlotillaConfig } from '../config/config.js';
 import type { Dispatcher, RoutingSnapshot } from '../proxy/dispatcher.js';
-import { PROTOCOL, type LiveConfig, type ReplicaEntry } from '../replica/protocol.js';
-import type { ContainerRuntime, ReplicaStatus, ReplicaTarget, ReplicaTransport } from '../runtime/container-runtime.js';
-import { APP_DIR, SHIPPED_MODULE, type ImageBuilder } from '../runtime/image-builder.js';
-import { confinementOf } from './confinement.js';
-import { checkSupports, shippedModuleText, summarize, type ShippableDefinition } from './definition.js';
-import { probeHealth, pushConfig } from './replica-client.js';
-import { prepareReplicaFiles, readControlSecret } from './replica-files.js';
+import { PROTOCOL, type LiveConfig } from '../replica/protocol.js';
+import type { Scheduler } from '../resources/scheduler.js';
+import type { ContainerRuntime } from '../runtime/container-runtime.js';
+import type { ImageBuilder } from '../runtime/image-builder.js';
+import { BackendState, liveConfigOf, targetOf, type BackendTarget } from './backend-state.js';
+import { adoptContainers, CHECKPOINT_VERSION, parseCheckpoint, type SavedBackend } from './checkpoint.js';
+import { checkSupports, shippedModuleText, type ShippableDefinition } from './definition.js';
+import { EndpointState, type EndpointRecord } from './endpoint-state.js';
+import { TIMING } from './constants.js';
+import { instanceLabels, ReplicaLauncher, runDirOf, type ReplicaClient } from './launcher.js';
+import { Reconciler } from './reconciler.js';
+import * as replicaClient from './replica-client.js';
 import type { ValidatedRuntimeEnv } from './runtime-env.js';
-import type { Placement, Scheduler } from '../resources/scheduler.js';
-import { StateStore } from './state-store.js';
+import { InstanceLock, StateStore } from './state-store.js';
 import {
   validateBackendOptions,
   validateConfigPatch,
@@ -27,98 +31,18 @@ import {
   validateTraffic,
 } from './validation.js';
 
-const READY_POLL_MS = 100;
-const LOG_TAIL_LINES = 20;
 const MAX_UNIX_SOCKET_PATH = 107;
-const PROBE_TIMEOUT_MS = 2000;
-const FAILED_PROBES_TO_REPLACE = 3;
-const CONFIG_PUSH_TIMEOUT_MS = 60_000;
-const NO_REPLICA_WAIT_MS = 30_000;
-const STABLE_UPTIME_MS = 60_000;
-const MAX_BACKOFF_MS = 30_000;
-
-interface ReplicaHistory {
-  restarts: number;
-  lastError: string | null;
-}
-
-interface ReplicaRecord extends ReplicaHistory {
-  id: string;
-  /** For a plain HTTP container, its health path; undefined for replicas that speak the protocol. */
-  healthPath: string | undefined;
-  placement: Placement;
-  containerId: string;
-  target: ReplicaTarget;
-  hostDir: string | undefined;
-  /** Sent on every control call; undefined for plain HTTP containers. */
-  controlSecret: string | undefined;
-  state: ReplicaInfo['state'];
-  startedAt: number;
-  failedProbes: number;
-}
-
-interface BackendRecord {
-  name: string;
-  definition: ShippableDefinition;
-  initArgs: unknown[];
-  config: BackendConfig;
-  resources: ReplicaResources;
-  runtimeEnv: ValidatedRuntimeEnv;
-  image: string;
-  replicas: ReplicaRecord[];
-  /** Histories of failed replicas whose replacements have not started yet. */
-  replacements: ReplicaHistory[];
-  consecutiveFailures: number;
-  retryAt: number;
-}
-
-interface PersistedState {
-  version: 1;
-  backends: Array<Omit<BackendRecord, 'replicas' | 'replacements' | 'consecutiveFailures' | 'retryAt'>>;
-  endpoints: EndpointRecord[];
-}
-
-interface EndpointRecord {
-  name: string;
-  route: string | null;
-  methods: string[];
-  traffic: Record<string, number>;
-  shadows: Record<string, number>;
-}
 
 export interface ControllerDeps {
   config: FlotillaConfig;
   runtime: ContainerRuntime;
-  images: ImageBuilder;
+  images: Pick<ImageBuilder, 'backendImage'>;
   scheduler: Scheduler;
-  dispatcher: Dispatcher;
+  dispatcher: Pick<Dispatcher, 'update' | 'drained' | 'endpointRequests'>;
   logger: Logger;
   clock: Clock;
-}
-
-function failureFromLogs(logs: string): string {
-  const lines = logs.trim().split('\n');
-  for (const line of lines.reverse()) {
-    try {
-      const event = JSON.parse(line) as { event?: string; message?: string };
-      if (event.event === 'init_failed' && event.message !== undefined) return event.message;
-    } catch {
-      continue;
-    }
-  }
-  return `last log lines:\n${logs.trim()}`;
-}
-
-function liveConfigOf(config: BackendConfig, includeUserConfig: boolean): LiveConfig {
-  const live: LiveConfig = { maxBatchSize: config.maxBatchSize, batchWaitTimeoutS: config.batchWaitTimeoutS };
-  if (includeUserConfig) live.userConfig = config.userConfig;
-  return live;
-}
-
-/** Whether a health answer means alive: 200 from the protocol, any 2xx or 3xx from a plain HTTP container. */
-async function probe(replica: ReplicaRecord, timeoutMs: number): Promise<boolean> {
-  const status = await probeHealth(replica.target, timeoutMs, replica.healthPath);
-  return status !== undefined && (replica.healthPath === undefined ? status === 200 : status >= 200 && status < 400);
+  /** How replicas are probed and reconfigured; replica-client.ts unless a test fakes it. */
+  replicaClient?: ReplicaClient;
 }
 
 /** A plain HTTP container (runtimeEnv image + port) cannot take userConfig or batch. */
@@ -132,140 +56,115 @@ function checkContainerSupports(backend: string, runtimeEnv: ValidatedRuntimeEnv
   }
 }
 
-function backoffMs(consecutiveFailures: number): number {
-  return consecutiveFailures <= 1 ? 0 : Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (consecutiveFailures - 2));
-}
+const shutDown = (): FlotillaError => new FlotillaError('SHUT_DOWN', 'Flotilla has been shut down; start a new client');
 
 /**
- * Owns the desired state (backends, endpoints, traffic) and the replicas that
- * serve it. API calls are validated first, then run one at a time; a call that
- * fails undoes what it started, so what was already running is untouched.
- * After every change the routing snapshot is pushed to the dispatcher, which
- * only ever routes to ready replicas. A periodic reconcile tick replaces
- * replicas that exited or stopped answering (with backoff when they keep
- * failing) and removes containers that are not in the desired state.
+ * The API facade. Every change is validated, the next desired state is saved,
+ * and only then is memory changed (a failed save changes nothing); then the
+ * reconciler converges on it. Calls wait on their goal (replicas ready,
+ * drained, gone), never on each other: no call holds a lock while replicas
+ * boot or drain. Only calls that push a live config to one backend wait for
+ * each other, per backend.
  */
 export class Controller {
-  private readonly backends = new Map<string, BackendRecord>();
-  private readonly endpoints = new Map<string, EndpointRecord>();
+  private readonly backends = new Map<string, BackendState>();
+  private endpoints = new EndpointState();
   private readonly log: Logger;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly store: StateStore;
+  private readonly lock: InstanceLock;
+  private readonly launcher: ReplicaLauncher;
+  private readonly reconciler: Reconciler;
+  private readonly creating = new Set<string>();
+  private readonly perBackend = new Map<string, Promise<unknown>>();
   private stopped = false;
-  private tickTimer: NodeJS.Timeout | undefined;
-  private tickPending = false;
-  private readonly store: StateStore<PersistedState>;
+  private shuttingDown: Promise<void> | undefined;
+  private published = '';
 
   constructor(private readonly deps: ControllerDeps) {
-    this.log = deps.logger.child({ component: 'controller' });
-    this.store = new StateStore(join(deps.config.stateDir, 'state', `${deps.config.instance}.json`));
-  }
-
-  private get instanceLabels(): Record<string, string> {
-    return { [LABELS.managed]: 'true', [LABELS.instance]: this.deps.config.instance };
-  }
-
-  private get runDir(): string {
-    return join(this.deps.config.stateDir, 'run', this.deps.config.instance);
+    const { config, runtime, scheduler, clock, logger, dispatcher } = deps;
+    this.log = logger.child({ component: 'controller' });
+    const statePath = join(config.stateDir, 'state', `${config.instance}.json`);
+    this.store = new StateStore(statePath);
+    this.lock = new InstanceLock(`${statePath}.lock`, clock);
+    this.launcher = new ReplicaLauncher({
+      settings: config,
+      runtime,
+      client: deps.replicaClient ?? replicaClient,
+      scheduler,
+      clock,
+      logger,
+      limiter: new Limiter(config.maxConcurrentReplicaOps),
+      drained: (backend, id) => dispatcher.drained(backend, id),
+    });
+    this.reconciler = new Reconciler({
+      backends: this.backends,
+      runtime,
+      driver: this.launcher,
+      scheduler,
+      clock,
+      logger,
+      labels: instanceLabels(config.instance),
+      settings: config,
+      onStep: () => this.publish(),
+      onConfigsChanged: () => this.saveQuietly(),
+    });
   }
 
   /**
-   * Restores the checkpointed desired state and adopts the running containers
-   * that serve it (no container is restarted); containers of backends that no
-   * longer exist are removed. The first reconcile tick fills any gaps.
+   * Claims the instance, restores the saved desired state (refusing a file it
+   * cannot read before touching any container) and adopts the running
+   * containers that serve it; others are removed. The reconciler fills gaps.
    */
   async init(): Promise<void> {
-    this.store.lock(this.deps.config.instance);
+    this.lock.acquire(this.deps.config.instance);
     try {
       await this.restore();
     } catch (error) {
-      this.store.unlock();
+      this.lock.release();
       throw error;
     }
-    this.tickTimer = setInterval(() => void this.tick(), this.deps.config.healthCheckPeriodS * 1000);
-    this.tickTimer.unref();
+    this.reconciler.start();
   }
 
   private async restore(): Promise<void> {
-    const socketPath = join(this.runDir, shortId(), PROTOCOL.socketName);
-    if (this.deps.config.transport === 'unix' && socketPath.length > MAX_UNIX_SOCKET_PATH) {
+    const { config, runtime, scheduler, clock } = this.deps;
+    const socketPath = join(runDirOf(config), shortId(), PROTOCOL.socketName);
+    if (config.transport === 'unix' && socketPath.length > MAX_UNIX_SOCKET_PATH) {
       throw new FlotillaError(
         'INVALID_ARGUMENT',
-        `replica sockets under ${this.deps.config.stateDir} would be longer than ${MAX_UNIX_SOCKET_PATH} characters; use a shorter stateDir or the tcp transport`,
+        `replica sockets under ${config.stateDir} would be longer than ${MAX_UNIX_SOCKET_PATH} characters; use a shorter stateDir or the tcp transport`,
       );
     }
-    const saved = this.store.load();
+    const saved = parseCheckpoint(this.store.path, this.store.load());
     for (const backend of saved?.backends ?? []) {
-      this.backends.set(backend.name, { ...backend, replicas: [], replacements: [], consecutiveFailures: 0, retryAt: 0 });
+      this.backends.set(backend.name, new BackendState(targetOf(backend), backend.replicaConfigs));
     }
-    for (const endpoint of saved?.endpoints ?? []) this.endpoints.set(endpoint.name, endpoint);
-    const running = await this.deps.runtime.listReplicas(this.instanceLabels);
-    const strays: ReplicaStatus[] = [];
-    for (const status of running) {
-      const adopted = this.adopt(status);
-      if (!adopted) strays.push(status);
-    }
+    this.endpoints = new EndpointState(saved?.endpoints);
+    const strays = adoptContainers(this.backends, await runtime.listReplicas(instanceLabels(config.instance)), scheduler, clock.now());
     if (strays.length > 0) {
       this.log.warn('removing containers that are not in the desired state', { count: strays.length });
-      await Promise.all(strays.map((status) => this.deps.runtime.stopReplica(status.containerId, 0)));
-      for (const status of strays) {
-        const id = status.labels[LABELS.replica];
-        if (id !== undefined) rmSync(join(this.runDir, id), { recursive: true, force: true });
-      }
+      await Promise.all(strays.map((status) => runtime.stopReplica(status.containerId, 0)));
     }
-    const adoptedCount = [...this.backends.values()].reduce((sum, b) => sum + b.replicas.length, 0);
-    if (saved !== undefined)
-      this.log.info('restored state', { backends: this.backends.size, endpoints: this.endpoints.size, adopted: adoptedCount });
+    if (saved !== undefined) {
+      const adopted = [...this.backends.values()].reduce((sum, b) => sum + b.replicas.length, 0);
+      this.log.info('restored state', { backends: this.backends.size, endpoints: this.endpoints.size, adopted });
+    }
     this.publish();
-    if (saved !== undefined) void this.tick();
+    this.reconciler.kick();
   }
 
   /** Stops managing replicas without touching them, e.g. when the control plane exits; a later init() adopts them. */
-  async detach(): Promise<void> {
-    await this.queue.catch(() => undefined);
+  detach(): Promise<void> {
     this.stopped = true;
-    clearInterval(this.tickTimer);
-    this.store.unlock();
+    this.reconciler.stop();
+    for (const backend of this.backends.values()) backend.abandon(shutDown());
+    this.lock.release();
+    return Promise.resolve();
   }
 
-  private adopt(status: ReplicaStatus): boolean {
-    const record = this.backends.get(status.labels[LABELS.backend] ?? '');
-    const id = status.labels[LABELS.replica];
-    const placementLabel = status.labels[LABELS.placement];
-    if (record === undefined || id === undefined || placementLabel === undefined || !status.running || status.target === undefined)
-      return false;
-    const placement = JSON.parse(placementLabel) as Placement;
-    this.deps.scheduler.adopt(id, placement);
-    record.replicas.push({
-      id,
-      healthPath: record.runtimeEnv.healthPath,
-      placement,
-      containerId: status.containerId,
-      target: status.target,
-      hostDir: status.hostDir,
-      controlSecret: status.hostDir === undefined ? undefined : readControlSecret(status.hostDir),
-      state: 'ready',
-      startedAt: status.startedAt,
-      failedProbes: 0,
-      restarts: Number(status.labels[LABELS.restarts] ?? 0) || 0,
-      lastError: status.labels[LABELS.lastError] ?? null,
-    });
-    return true;
-  }
-
-  private persist(): void {
-    this.store.save({
-      version: 1,
-      backends: [...this.backends.values()].map(({ name, definition, initArgs, config, resources, runtimeEnv, image }) => ({
-        name,
-        definition,
-        initArgs,
-        config,
-        resources,
-        runtimeEnv,
-        image,
-      })),
-      endpoints: [...this.endpoints.values()],
-    });
+  /** Runs a reconcile observation soon, e.g. after the proxy saw a replica fail. */
+  async tick(): Promise<void> {
+    if (!this.stopped || this.shuttingDown !== undefined) await this.reconciler.observe();
   }
 
   async createBackend(name: string, shippable: ShippableDefinition, options?: unknown): Promise<void> {
@@ -278,136 +177,190 @@ export class Controller {
       throw new FlotillaError('INVALID_ARGUMENT', `replicaOptions.runtimeEnv.context '${contextDir}' is not a directory`);
     }
     const checkFree = (): void => {
-      if (this.stopped) throw new FlotillaError('SHUT_DOWN', 'Flotilla has been shut down; start a new client');
-      if (this.backends.has(name))
+      if (this.stopped) throw shutDown();
+      if (this.backends.has(name) || this.creating.has(name))
         throw new FlotillaError('BACKEND_EXISTS', `backend '${name}' already exists; delete it or choose another name`);
-      this.reserve({ name, resources }, config.numReplicas).forEach((slot) => this.deps.scheduler.release(slot.id));
+      this.checkFits(name, resources, config.numReplicas);
     };
     checkFree();
-    if (runtimeEnv.image !== undefined && !(await this.deps.runtime.imageExists(runtimeEnv.image))) {
-      throw new FlotillaError(
-        'INVALID_ARGUMENT',
-        `replicaOptions.runtimeEnv.image '${runtimeEnv.image}' is not on the Docker engine; pull or build it first`,
-      );
-    }
-    // Built outside the one-at-a-time queue, so that a long build does not hold up other calls or liveness checks.
-    const image =
-      runtimeEnv.image ??
-      (await this.deps.images.backendImage({
-        backend: name,
-        ...(context === undefined ? {} : { contextDir: context }),
-        ...(shippable.kind === 'import' ? {} : { shippedModule: shippedModuleText(shippable) }),
-        runtime: runtimeEnv.runtime,
-        packages: runtimeEnv.packages,
-        dockerfile: runtimeEnv.dockerfile,
-        buildArgs: runtimeEnv.buildArgs,
-      }));
-    return this.serialize(async () => {
-      checkFree();
-      const record: BackendRecord = {
-        name,
-        definition: shippable,
-        initArgs,
-        config,
-        resources,
-        runtimeEnv: { ...runtimeEnv, context },
-        image,
-        replicas: [],
-        replacements: [],
-        consecutiveFailures: 0,
-        retryAt: 0,
-      };
-      this.backends.set(name, record);
-      this.persist();
-      try {
-        await this.addReplicas(record, config.numReplicas, config);
-      } catch (error) {
-        this.backends.delete(name);
-        this.persist();
-        throw error;
+    this.creating.add(name);
+    let state: BackendState;
+    try {
+      if (runtimeEnv.image !== undefined && !(await this.deps.runtime.imageExists(runtimeEnv.image))) {
+        throw new FlotillaError(
+          'INVALID_ARGUMENT',
+          `replicaOptions.runtimeEnv.image '${runtimeEnv.image}' is not on the Docker engine; pull or build it first`,
+        );
       }
-      this.publish();
-      this.log.info('backend created', { backend: name, image, replicas: config.numReplicas });
-    });
+      const image =
+        runtimeEnv.image ??
+        (await this.deps.images.backendImage({
+          backend: name,
+          ...(context === undefined ? {} : { contextDir: context }),
+          ...(shippable.kind === 'import' ? {} : { shippedModule: shippedModuleText(shippable) }),
+          runtime: runtimeEnv.runtime,
+          packages: runtimeEnv.packages,
+          dockerfile: runtimeEnv.dockerfile,
+          buildArgs: runtimeEnv.buildArgs,
+        }));
+      this.creating.delete(name);
+      checkFree();
+      state = new BackendState(
+        targetOf({ name, definition: shippable, initArgs, config, resources, runtimeEnv: { ...runtimeEnv, context }, image }),
+      );
+      this.save([...this.savedBackends(), state.saved()]);
+      this.backends.set(name, state);
+    } finally {
+      this.creating.delete(name);
+    }
+    this.reconciler.kick();
+    try {
+      await this.convergence(state);
+    } catch (error) {
+      await this.abandonCreate(state);
+      throw error;
+    }
+    this.log.info('backend created', { backend: name, image: state.target.image, replicas: config.numReplicas });
+  }
+
+  /** Undoes a createBackend whose replicas failed: forgets the backend and waits until its containers are gone. */
+  private async abandonCreate(state: BackendState): Promise<void> {
+    if (this.backends.get(state.name) !== state || state.deleting !== undefined) return;
+    try {
+      this.save(this.savedBackends().filter((b) => b.name !== state.name));
+    } catch (error) {
+      this.log.error('could not forget a backend whose replicas failed', { backend: state.name, error: errorMessage(error) });
+      return;
+    }
+    state.deleting = { drain: false };
+    this.reconciler.kick();
+    await state.converged().catch(() => undefined);
   }
 
   listBackends(): Record<string, BackendInfo> {
-    return Object.fromEntries([...this.backends.values()].map((backend) => [backend.name, this.info(backend)]));
+    return Object.fromEntries(this.liveBackends().map((backend) => [backend.name, backend.info()]));
   }
 
   getBackendConfig(name: string): BackendInfo {
-    return this.info(this.backend(name));
-  }
-
-  private info(backend: BackendRecord): BackendInfo {
-    const runtimeEnv = Object.fromEntries(Object.entries(backend.runtimeEnv).filter(([, value]) => value !== undefined));
-    return {
-      ...structuredClone(backend.config),
-      definition: summarize(backend.definition),
-      initArgs: structuredClone(backend.initArgs),
-      runtimeEnv: structuredClone(runtimeEnv),
-      resources: structuredClone(backend.resources),
-    };
+    return this.backend(name).info();
   }
 
   listReplicas(name: string): ReplicaInfo[] {
-    return this.backend(name).replicas.map((replica) => ({
-      id: replica.id,
-      state: replica.state,
-      containerId: replica.containerId,
-      startedAt: new Date(replica.startedAt).toISOString(),
-      restarts: replica.restarts,
-      lastError: replica.lastError,
-      placement: { ...replica.placement, gpuIds: [...replica.placement.gpuIds] },
-    }));
+    return this.backend(name).replicaInfo();
   }
 
   /**
    * Applies a partial config. Live settings (userConfig, batching) are pushed
-   * to every replica first; if any replica refuses, those that took it get the
-   * old settings back and the call fails with the config unchanged.
+   * to every ready replica first; if any replica refuses, those that took it
+   * get the old settings back and the call fails with the config unchanged.
+   * A new replica count resolves once the backend runs exactly that many.
    */
   async updateBackendConfig(name: string, patch: unknown): Promise<void> {
     const changes = validateConfigPatch(patch);
-    return this.serialize(async () => {
-      const record = this.backend(name);
-      const previous = record.config;
-      const next = { ...previous, ...changes };
-      checkSupports(name, record.definition, next);
-      checkContainerSupports(name, record.runtimeEnv, next);
-      const userConfigChanged = 'userConfig' in changes && JSON.stringify(next.userConfig) !== JSON.stringify(previous.userConfig);
-      const liveChanged =
-        userConfigChanged || next.maxBatchSize !== previous.maxBatchSize || next.batchWaitTimeoutS !== previous.batchWaitTimeoutS;
-      const rollback = liveConfigOf(previous, userConfigChanged && previous.userConfig !== null);
-      record.config = next;
-      this.persist();
-      const current = record.replicas.length;
-      try {
-        if (liveChanged) await this.pushLiveConfig(record, liveConfigOf(next, userConfigChanged), rollback);
-        if (next.numReplicas > current) {
-          try {
-            await this.addReplicas(record, next.numReplicas - current, next);
-          } catch (error) {
-            if (liveChanged) await this.pushLiveConfig(record, rollback, undefined).catch(() => undefined);
-            throw error;
-          }
-        }
-      } catch (error) {
-        record.config = previous;
-        this.persist();
-        throw error;
+    return this.exclusive(name, async () => {
+      const state = this.backend(name);
+      const previous = state.target;
+      const next = { ...previous.config, ...changes };
+      checkSupports(name, previous.definition, next);
+      checkContainerSupports(name, previous.runtimeEnv, next);
+      if (next.numReplicas > previous.config.numReplicas) {
+        this.checkFits(name, previous.resources, next.numReplicas - state.replicas.filter((r) => r.state !== 'draining').length);
       }
-      if (next.numReplicas < current) await this.removeReplicas(record, record.replicas.slice(next.numReplicas), true);
-      this.publish();
+      const userConfigChanged = 'userConfig' in changes && JSON.stringify(next.userConfig) !== JSON.stringify(previous.config.userConfig);
+      const liveChanged =
+        userConfigChanged ||
+        next.maxBatchSize !== previous.config.maxBatchSize ||
+        next.batchWaitTimeoutS !== previous.config.batchWaitTimeoutS;
+      const target = targetOf({ ...previous, config: next });
+      this.retarget(state, target);
+      if (liveChanged) {
+        const rollback = liveConfigOf(previous.config, userConfigChanged && previous.config.userConfig !== null);
+        try {
+          await this.pushLive(state, liveConfigOf(next, userConfigChanged), rollback, previous);
+        } catch (error) {
+          this.retarget(state, previous);
+          throw error;
+        }
+      }
+      this.reconciler.kick();
+      if (next.numReplicas !== previous.config.numReplicas) {
+        try {
+          await this.convergence(state);
+        } catch (error) {
+          if (this.backends.get(name) === state && state.deleting === undefined) {
+            if (liveChanged) await this.pushLive(state, rollback(previous, userConfigChanged), undefined, target).catch(() => undefined);
+            this.retarget(state, previous);
+            this.reconciler.kick();
+          }
+          throw error;
+        }
+      }
       this.log.info('backend config updated', { backend: name, changes: Object.keys(changes) });
     });
   }
 
+  /** Saves the backend with a new target, then sets it. */
+  private retarget(state: BackendState, target: BackendTarget): void {
+    this.save(this.savedBackends().map((b) => (b.name === state.name ? { ...state.saved(), ...savedTarget(target) } : b)));
+    state.target = target;
+  }
+
+  /**
+   * Pushes `live` to every ready replica; on a failure, those that took it get
+   * `rollback` (when given) and the call fails. Each replica's saved config hash
+   * follows what it holds, 'unknown' when a rollback failed too, so that the
+   * reconciler (and a control plane adopting it later) pushes it again.
+   */
+  private async pushLive(state: BackendState, live: LiveConfig, rollback: LiveConfig | undefined, previous: BackendTarget): Promise<void> {
+    state.pushing = true;
+    try {
+      const targets = state.replicas.filter((r) => r.state === 'ready' && r.container !== undefined);
+      const push = (config: LiveConfig) =>
+        Promise.allSettled(targets.map((r) => this.launcherClient().pushConfig(r.container!.target, config, TIMING.configPushTimeoutMs)));
+      const results = await push(live);
+      const failed = results.findIndex((result) => result.status === 'rejected');
+      const hashes: Record<string, string> = {};
+      targets.forEach((replica, index) => {
+        if (results[index]?.status === 'fulfilled') hashes[replica.id] = state.target.liveHash;
+      });
+      if (failed >= 0) {
+        const applied = targets.filter((r) => r.id in hashes);
+        const undone =
+          rollback === undefined
+            ? []
+            : await Promise.allSettled(
+                applied.map((r) => this.launcherClient().pushConfig(r.container!.target, rollback, TIMING.configPushTimeoutMs)),
+              );
+        applied.forEach((replica, index) => (hashes[replica.id] = undone[index]?.status === 'fulfilled' ? previous.liveHash : 'unknown'));
+      }
+      for (const replica of targets) {
+        if (hashes[replica.id] === undefined) continue;
+        replica.liveHash = hashes[replica.id]!;
+        state.replicaConfigs[replica.id] = replica.liveHash;
+      }
+      this.saveQuietly();
+      if (failed < 0) return;
+      const reason = (results[failed] as PromiseRejectedResult).reason as unknown;
+      const code = isFlotillaError(reason) ? reason.code : 'RECONFIGURE_FAILED';
+      throw new FlotillaError(
+        code,
+        `reconfiguring backend '${state.name}' failed on replica ${targets[failed]?.id}: ${errorMessage(reason)}; the previous config stays in force`,
+      );
+    } finally {
+      state.pushing = false;
+    }
+  }
+
+  private launcherClient(): ReplicaClient {
+    return this.deps.replicaClient ?? replicaClient;
+  }
+
+  /** Stops routing to the backend's replicas, lets their requests finish (unless forced), then removes them. */
   async deleteBackend(name: string, options: { force?: boolean } = {}): Promise<void> {
     const force = options.force === true;
-    return this.serialize(async () => {
-      const record = this.backend(name);
-      const users = [...this.endpoints.values()].filter((e) => name in e.traffic || name in e.shadows).map((e) => e.name);
+    return this.exclusive(name, async () => {
+      const state = this.backend(name);
+      const users = this.endpoints.usersOf(name);
       if (users.length > 0) {
         throw new FlotillaError(
           'BACKEND_IN_USE',
@@ -415,74 +368,71 @@ export class Controller {
           { endpoints: users },
         );
       }
-      this.backends.delete(name);
-      this.persist();
-      await this.removeReplicas(record, record.replicas, !force);
-      this.publish();
+      this.save(this.savedBackends().filter((b) => b.name !== name));
+      state.deleting = { drain: !force };
+      this.reconciler.kick();
+      await this.convergence(state);
       this.log.info('backend deleted', { backend: name, force });
     });
   }
 
-  async createEndpoint(name: string, options: CreateEndpointOptions): Promise<void> {
-    validateName(name, 'endpoint');
-    const { backend, route, methods } = validateEndpointOptions(options);
-    return this.serialize(async () => {
+  createEndpoint(name: string, options: CreateEndpointOptions): Promise<void> {
+    return this.change(() => {
+      validateName(name, 'endpoint');
+      const { backend, route, methods } = validateEndpointOptions(options);
       if (this.endpoints.has(name))
         throw new FlotillaError('ENDPOINT_EXISTS', `endpoint '${name}' already exists; delete it or choose another name`);
-      if (!this.backends.has(backend)) {
+      if (!this.isLive(backend)) {
         throw new FlotillaError(
           'BACKEND_NOT_FOUND',
           `endpoint '${name}' names backend '${backend}', which does not exist; create it first`,
         );
       }
-      const owner = [...this.endpoints.values()].find((e) => route !== null && e.route === route);
-      if (owner !== undefined) throw new FlotillaError('ROUTE_TAKEN', `route '${route}' is already served by endpoint '${owner.name}'`);
-      this.endpoints.set(name, { name, route, methods, traffic: { [backend]: 1 }, shadows: {} });
-      this.persist();
-      this.publish();
+      const owner = this.endpoints.routeOwner(route);
+      if (owner !== undefined) throw new FlotillaError('ROUTE_TAKEN', `route '${route}' is already served by endpoint '${owner}'`);
+      const record: EndpointRecord = { name, route, methods, traffic: { [backend]: 1 }, shadows: {} };
+      this.save(this.savedBackends(), this.endpoints.with(record));
+      this.endpoints.set(record);
       this.log.info('endpoint created', { endpoint: name, route, backend });
     });
   }
 
   listEndpoints(): Record<string, EndpointInfo> {
-    return Object.fromEntries(
-      [...this.endpoints.values()].map((e) => [
-        e.name,
-        { route: e.route, methods: [...e.methods], traffic: { ...e.traffic }, shadows: { ...e.shadows } },
-      ]),
-    );
+    return this.endpoints.info();
   }
 
-  async setTraffic(name: string, weights: unknown): Promise<void> {
-    validateName(name, 'endpoint');
-    const traffic = validateTraffic(weights);
-    return this.serialize(async () => {
-      const endpoint = this.endpoint(name);
-      const missing = Object.keys(traffic).filter((backend) => !this.backends.has(backend));
+  setTraffic(name: string, weights: unknown): Promise<void> {
+    return this.change(() => {
+      validateName(name, 'endpoint');
+      const traffic = validateTraffic(weights);
+      const endpoint = this.endpoints.get(name);
+      const missing = Object.keys(traffic).filter((backend) => !this.isLive(backend));
       if (missing.length > 0) {
         throw new FlotillaError(
           'BACKEND_NOT_FOUND',
           `traffic of endpoint '${name}' names backend ${missing.map((m) => `'${m}'`).join(', ')}, which does not exist`,
         );
       }
-      endpoint.traffic = traffic;
-      this.persist();
-      this.publish();
+      const record = { ...endpoint, traffic };
+      this.save(this.savedBackends(), this.endpoints.with(record));
+      this.endpoints.set(record);
       this.log.info('traffic set', { endpoint: name, traffic });
     });
   }
 
-  async shadowTraffic(name: string, backend: string, proportion: unknown): Promise<void> {
-    validateName(name, 'endpoint');
-    validateName(backend, 'backend');
-    const share = validateProportion(proportion);
-    return this.serialize(async () => {
-      const endpoint = this.endpoint(name);
-      if (!this.backends.has(backend)) throw new FlotillaError('BACKEND_NOT_FOUND', `shadow backend '${backend}' does not exist`);
-      if (share === 0) delete endpoint.shadows[backend];
-      else endpoint.shadows[backend] = share;
-      this.persist();
-      this.publish();
+  shadowTraffic(name: string, backend: string, proportion: unknown): Promise<void> {
+    return this.change(() => {
+      validateName(name, 'endpoint');
+      validateName(backend, 'backend');
+      const share = validateProportion(proportion);
+      const endpoint = this.endpoints.get(name);
+      if (!this.isLive(backend)) throw new FlotillaError('BACKEND_NOT_FOUND', `shadow backend '${backend}' does not exist`);
+      const shadows = { ...endpoint.shadows };
+      if (share === 0) delete shadows[backend];
+      else shadows[backend] = share;
+      const record = { ...endpoint, shadows };
+      this.save(this.savedBackends(), this.endpoints.with(record));
+      this.endpoints.set(record);
       this.log.info('shadow traffic set', { endpoint: name, backend, proportion: share });
     });
   }
@@ -492,361 +442,162 @@ export class Controller {
   }
 
   /** Stops routing to the endpoint, then waits (up to its backends' grace period) for its requests in flight. */
-  deleteEndpoint(name: string): Promise<void> {
-    return this.serialize(async () => {
-      const endpoint = this.endpoints.get(name);
-      if (endpoint === undefined) throw new FlotillaError('ENDPOINT_NOT_FOUND', `endpoint '${name}' does not exist`);
+  async deleteEndpoint(name: string): Promise<void> {
+    let endpoint: EndpointRecord | undefined;
+    await this.change(() => {
+      endpoint = this.endpoints.get(name);
+      this.save(this.savedBackends(), this.endpoints.without(name));
       this.endpoints.delete(name);
-      this.persist();
-      this.publish();
-      const graceS = Math.max(0, ...Object.keys(endpoint.traffic).map((b) => this.backends.get(b)?.config.gracefulShutdownTimeoutS ?? 0));
-      await settlesWithin(this.deps.dispatcher.endpointRequests.idle(name), graceS * 1000);
-      this.log.info('endpoint deleted', { endpoint: name });
     });
+    const graceS = Math.max(
+      0,
+      ...Object.keys(endpoint!.traffic).map((b) => this.backends.get(b)?.target.config.gracefulShutdownTimeoutS ?? 0),
+    );
+    await settlesWithin(this.deps.dispatcher.endpointRequests.idle(name), graceS * 1000);
+    this.log.info('endpoint deleted', { endpoint: name });
   }
 
   /** Drains and stops every replica this instance started, including any not in the desired state. Idempotent. */
-  async shutdown(): Promise<void> {
-    if (this.stopped) return this.queue.then(() => undefined);
-    return this.serialize(async () => {
+  shutdown(): Promise<void> {
+    this.shuttingDown ??= (async () => {
       this.stopped = true;
-      clearInterval(this.tickTimer);
       this.store.clear();
-      this.store.unlock();
       this.endpoints.clear();
-      await Promise.all([...this.backends.values()].map((record) => this.removeReplicas(record, record.replicas, true)));
-      this.backends.clear();
+      const backends = [...this.backends.values()];
+      for (const backend of backends) {
+        backend.abandon(shutDown());
+        backend.deleting = { drain: true };
+      }
       this.publish();
-      const leftovers = await this.deps.runtime.listReplicas(this.instanceLabels);
-      await Promise.all(leftovers.map((replica) => this.deps.runtime.stopReplica(replica.containerId, 0)));
-      rmSync(this.runDir, { recursive: true, force: true });
+      this.reconciler.kick();
+      await Promise.all(backends.map((backend) => this.convergence(backend).catch(() => undefined)));
+      this.reconciler.stop();
+      const { runtime, config } = this.deps;
+      const leftovers = await runtime.listReplicas(instanceLabels(config.instance)).catch(() => []);
+      await Promise.all(leftovers.map((replica) => runtime.stopReplica(replica.containerId, 0).catch(() => undefined)));
+      rmSync(runDirOf(config), { recursive: true, force: true });
+      this.lock.release();
       this.log.info('shut down');
-    });
+    })();
+    return this.shuttingDown;
   }
 
-  /** Runs a reconcile tick soon, e.g. after the proxy saw a replica fail. */
-  async tick(): Promise<void> {
-    if (this.tickPending || this.stopped) return;
-    this.tickPending = true;
+  /** Waits until the backend's replicas match its target (or it is gone, when deleting). */
+  private async convergence(state: BackendState): Promise<void> {
+    if (!state.isConverged()) await state.converged();
+  }
+
+  /** Runs a change to the desired state that has nothing to wait for: it is atomic, since it never awaits. */
+  private change(apply: () => void): Promise<void> {
     try {
-      await this.serialize(() => this.reconcile());
+      if (this.stopped) throw shutDown();
+      apply();
+      this.publish();
+      return Promise.resolve();
     } catch (error) {
-      if (!isFlotillaError(error, 'SHUT_DOWN')) this.log.error('reconcile tick failed', { error: errorMessage(error) });
-    } finally {
-      this.tickPending = false;
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
   }
 
-  private endpoint(name: string): EndpointRecord {
-    const record = this.endpoints.get(name);
-    if (record === undefined) throw new FlotillaError('ENDPOINT_NOT_FOUND', `endpoint '${name}' does not exist`);
-    return record;
-  }
-
-  private backend(name: string): BackendRecord {
-    const record = this.backends.get(name);
-    if (record === undefined) throw new FlotillaError('BACKEND_NOT_FOUND', `backend '${name}' does not exist`);
-    return record;
-  }
-
-  private serialize<T>(operation: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(() => {
-      if (this.stopped) throw new FlotillaError('SHUT_DOWN', 'Flotilla has been shut down; start a new client');
+  /** Runs `operation` after the earlier ones on the same backend; calls on other backends do not wait. */
+  private exclusive<T>(name: string, operation: () => Promise<T>): Promise<T> {
+    const run = (this.perBackend.get(name) ?? Promise.resolve()).then(() => {
+      if (this.stopped) throw shutDown();
       return operation();
     });
-    this.queue = run.catch(() => undefined);
+    const tail = run.catch(() => undefined);
+    this.perBackend.set(name, tail);
+    void tail.then(() => {
+      if (this.perBackend.get(name) === tail) this.perBackend.delete(name);
+    });
     return run;
+  }
+
+  /** Throws INSUFFICIENT_RESOURCES unless `count` more replicas fit now; books nothing. */
+  private checkFits(name: string, resources: BackendTarget['resources'], count: number): void {
+    const { scheduler } = this.deps;
+    const free = scheduler.free();
+    const ids: string[] = [];
+    try {
+      for (let i = 0; i < count; i++) {
+        const id = `check-${shortId()}`;
+        scheduler.reserve(id, resources);
+        ids.push(id);
+      }
+    } catch (error) {
+      if (!isFlotillaError(error)) throw error;
+      const before = `${free.cpus} CPUs and ${free.memoryMb} MB were free before this request`;
+      throw new FlotillaError(error.code, `backend '${name}' cannot add ${count} replica(s): ${error.message}; ${before}`, error.details);
+    } finally {
+      ids.forEach((id) => scheduler.release(id));
+    }
+  }
+
+  private liveBackends(): BackendState[] {
+    return [...this.backends.values()].filter((b) => b.deleting === undefined);
+  }
+
+  private isLive(name: string): boolean {
+    return this.backends.get(name)?.deleting === undefined && this.backends.has(name);
+  }
+
+  private backend(name: string): BackendState {
+    const state = this.backends.get(name);
+    if (state === undefined || state.deleting !== undefined)
+      throw new FlotillaError('BACKEND_NOT_FOUND', `backend '${name}' does not exist`);
+    return state;
+  }
+
+  private savedBackends(): SavedBackend[] {
+    return this.liveBackends().map((b) => b.saved());
+  }
+
+  private save(backends: SavedBackend[], endpoints: EndpointRecord[] = this.endpoints.list()): void {
+    if (this.stopped) throw shutDown();
+    try {
+      this.store.save({ version: CHECKPOINT_VERSION, backends, endpoints });
+    } catch (error) {
+      throw new FlotillaError(
+        'STATE_SAVE_FAILED',
+        `saving the state file ${this.store.path} failed (${errorMessage(error)}); nothing was changed. Check the disk and the permissions of stateDir`,
+      );
+    }
+  }
+
+  /** Saves what memory holds, for bookkeeping the reconciler changed (config hashes); a failure is logged. */
+  private saveQuietly(): void {
+    if (this.stopped) return;
+    try {
+      this.save(this.savedBackends());
+    } catch (error) {
+      this.log.error('could not save the state file', { error: errorMessage(error) });
+    }
   }
 
   private publish(): void {
     const snapshot: RoutingSnapshot = {
-      endpoints: [...this.endpoints.values()].map(({ name, route, methods, traffic, shadows }) => ({
-        name,
-        route,
-        methods,
-        traffic,
-        shadows,
-      })),
+      endpoints: this.endpoints.routing(),
       backends: [...this.backends.values()].map((b) => ({
         name: b.name,
-        maxConcurrentQueries: b.config.maxConcurrentQueries,
-        maxQueuedRequests: b.config.maxQueuedRequests,
-        requestTimeoutS: b.config.requestTimeoutS,
-        noReplicaWaitMs: b.config.numReplicas > 0 ? NO_REPLICA_WAIT_MS : 0,
-        replicas: b.replicas.filter((r) => r.state === 'ready').map(({ id, target }) => ({ id, target })),
+        maxConcurrentQueries: b.target.config.maxConcurrentQueries,
+        maxQueuedRequests: b.target.config.maxQueuedRequests,
+        requestTimeoutS: b.target.config.requestTimeoutS,
+        noReplicaWaitMs: b.noReplicaWaitMs(),
+        replicas: b.routable(),
       })),
     };
+    const text = JSON.stringify(snapshot);
+    if (text === this.published) return;
+    this.published = text;
     this.deps.dispatcher.update(snapshot);
   }
+}
 
-  private async reconcile(): Promise<void> {
-    const observed = new Map((await this.deps.runtime.listReplicas(this.instanceLabels)).map((s) => [s.containerId, s]));
-    const known = new Set<string>();
-    for (const record of this.backends.values()) {
-      record.replicas.forEach((replica) => known.add(replica.containerId));
-      const ready = record.replicas.filter((replica) => replica.state === 'ready');
-      const failures = await Promise.all(ready.map((replica) => this.checkLiveness(replica, observed.get(replica.containerId))));
-      for (const [index, failure] of failures.entries()) {
-        const replica = ready[index];
-        if (failure !== undefined && replica !== undefined) await this.replaceFailed(record, replica, failure);
-      }
-      await this.restoreReplicaCount(record);
-    }
-    for (const [containerId, status] of observed) {
-      if (known.has(containerId)) continue;
-      this.log.warn('removing a container that is not in the desired state', { container: containerId.slice(0, 12), name: status.name });
-      await this.deps.runtime.stopReplica(containerId, 0);
-    }
-  }
+function savedTarget(target: BackendTarget): Omit<SavedBackend, 'replicaConfigs'> {
+  const { name, definition, initArgs, config, resources, runtimeEnv, image } = target;
+  return { name, definition, initArgs, config, resources, runtimeEnv, image };
+}
 
-  /** Why a ready replica must be replaced, or undefined while it is alive. */
-  private async checkLiveness(replica: ReplicaRecord, status: ReplicaStatus | undefined): Promise<string | undefined> {
-    if (status === undefined) return 'disappeared (its container was removed)';
-    if (!status.running) {
-      if (status.oomKilled) return 'was killed for exceeding its memory limit (OOM)';
-      const logs = await this.deps.runtime.logsTail(status.containerId, 3);
-      const last = logs.trim().split('\n').pop() ?? '';
-      return `exited with code ${status.exitCode ?? 'unknown'}${last === '' ? '' : `; last log line: ${last}`}`;
-    }
-    if (await probe(replica, PROBE_TIMEOUT_MS)) {
-      replica.failedProbes = 0;
-      return undefined;
-    }
-    replica.failedProbes += 1;
-    return replica.failedProbes >= FAILED_PROBES_TO_REPLACE
-      ? `stopped answering health checks (${replica.failedProbes} in a row)`
-      : undefined;
-  }
-
-  private async replaceFailed(record: BackendRecord, replica: ReplicaRecord, reason: string): Promise<void> {
-    const now = this.deps.clock.now();
-    this.log.warn('replica failed; replacing it', { backend: record.name, replica: replica.id, reason });
-    record.replicas = record.replicas.filter((r) => r !== replica);
-    this.publish();
-    await this.stopReplica(replica, 0);
-    record.consecutiveFailures = now - replica.startedAt > STABLE_UPTIME_MS ? 1 : record.consecutiveFailures + 1;
-    record.retryAt = now + backoffMs(record.consecutiveFailures);
-    record.replacements.push({ restarts: replica.restarts + 1, lastError: `replica ${replica.id} ${reason}` });
-  }
-
-  private async restoreReplicaCount(record: BackendRecord): Promise<void> {
-    while (record.replicas.length < record.config.numReplicas && this.deps.clock.now() >= record.retryAt) {
-      const history = record.replacements.shift() ?? { restarts: 0, lastError: null };
-      try {
-        const [slot] = this.reserve(record, 1);
-        await this.startReplica(record, record.config, history, slot!);
-        this.publish();
-      } catch (error) {
-        record.replacements.unshift({ restarts: history.restarts + 1, lastError: errorMessage(error) });
-        record.consecutiveFailures += 1;
-        record.retryAt = this.deps.clock.now() + backoffMs(record.consecutiveFailures);
-        this.log.error('replacement replica failed to start', {
-          backend: record.name,
-          error: errorMessage(error),
-          retryInMs: record.retryAt,
-        });
-        return;
-      }
-    }
-    if (record.replicas.length >= record.config.numReplicas) record.replacements = [];
-    const surplus = record.replicas.filter((r) => r.state === 'ready').slice(record.config.numReplicas);
-    if (surplus.length > 0) await this.removeReplicas(record, surplus, true);
-  }
-
-  private async pushLiveConfig(record: BackendRecord, live: LiveConfig, rollback: LiveConfig | undefined): Promise<void> {
-    const targets = record.replicas.filter((replica) => replica.state === 'ready');
-    const results = await Promise.allSettled(
-      targets.map((replica) => pushConfig(replica.target, replica.controlSecret ?? '', live, CONFIG_PUSH_TIMEOUT_MS)),
-    );
-    const failed = results.findIndex((result) => result.status === 'rejected');
-    if (failed < 0) return;
-    if (rollback !== undefined) {
-      const applied = targets.filter((_, index) => results[index]?.status === 'fulfilled');
-      await Promise.allSettled(
-        applied.map((replica) => pushConfig(replica.target, replica.controlSecret ?? '', rollback, CONFIG_PUSH_TIMEOUT_MS)),
-      );
-    }
-    const reason = (results[failed] as PromiseRejectedResult).reason as unknown;
-    const code = isFlotillaError(reason) ? reason.code : 'RECONFIGURE_FAILED';
-    throw new FlotillaError(
-      code,
-      `reconfiguring backend '${record.name}' failed on replica ${targets[failed]?.id}: ${errorMessage(reason)}; the previous config stays in force`,
-    );
-  }
-
-  /** Starts `count` replicas with `config`; if any fails, stops the others it started and throws the first failure. */
-  private async addReplicas(record: BackendRecord, count: number, config: BackendConfig): Promise<void> {
-    const history = { restarts: 0, lastError: null };
-    const slots = this.reserve(record, count);
-    const results = await Promise.allSettled(slots.map((slot) => this.startReplica(record, config, history, slot)));
-    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failure === undefined) return;
-    const started = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
-    await this.removeReplicas(record, started, false);
-    throw failure.reason;
-  }
-
-  /**
-   * Takes replicas out of routing first; with `drain`, waits for their requests
-   * in flight (up to gracefulShutdownTimeoutS) before stopping them.
-   */
-  private async removeReplicas(record: BackendRecord, replicas: ReplicaRecord[], drain: boolean): Promise<void> {
-    if (replicas.length === 0) return;
-    const leaving = new Set(replicas);
-    replicas.forEach((replica) => (replica.state = 'draining'));
-    this.publish();
-    const graceMs = record.config.gracefulShutdownTimeoutS * 1000;
-    await Promise.all(
-      replicas.map(async (replica) => {
-        if (!drain) return this.stopReplica(replica, 0);
-        const started = this.deps.clock.now();
-        await settlesWithin(this.deps.dispatcher.drained(record.name, replica.id), graceMs);
-        const leftS = Math.ceil((graceMs - (this.deps.clock.now() - started)) / 1000);
-        return this.stopReplica(replica, Math.max(1, leftS));
-      }),
-    );
-    record.replicas = record.replicas.filter((replica) => !leaving.has(replica));
-    this.publish();
-  }
-
-  private async stopReplica(replica: ReplicaRecord, timeoutS: number): Promise<void> {
-    try {
-      await this.deps.runtime.stopReplica(replica.containerId, timeoutS);
-    } catch (error) {
-      this.log.error('stopping replica failed', { replica: replica.id, container: replica.containerId, error: errorMessage(error) });
-    }
-    this.deps.scheduler.release(replica.id);
-    if (replica.hostDir !== undefined) rmSync(replica.hostDir, { recursive: true, force: true });
-  }
-
-  /** Books resources for `count` new replicas, all or none; a replica that fails to start gives its slot back. */
-  private reserve(record: Pick<BackendRecord, 'name' | 'resources'>, count: number): Array<{ id: string; placement: Placement }> {
-    const slots: Array<{ id: string; placement: Placement }> = [];
-    const free = this.deps.scheduler.free();
-    try {
-      for (let i = 0; i < count; i++) {
-        const id = shortId();
-        slots.push({ id, placement: this.deps.scheduler.reserve(id, record.resources) });
-      }
-    } catch (error) {
-      slots.forEach((slot) => this.deps.scheduler.release(slot.id));
-      if (isFlotillaError(error)) {
-        const before = `${free.cpus} CPUs and ${free.memoryMb} MB were free before this request`;
-        throw new FlotillaError(
-          error.code,
-          `backend '${record.name}' cannot add ${count} replica(s): ${error.message}; ${before}`,
-          error.details,
-        );
-      }
-      throw error;
-    }
-    return slots;
-  }
-
-  private entryOf(record: BackendRecord, config: BackendConfig): Omit<ReplicaEntry, 'controlSecret'> {
-    const definition = record.definition;
-    const module =
-      definition.kind !== 'import'
-        ? SHIPPED_MODULE
-        : isAbsolute(definition.module)
-          ? definition.module
-          : posix.join(APP_DIR, definition.module);
-    const exportName = definition.kind === 'import' ? definition.exportName : 'default';
-    return { module, exportName, initArgs: record.initArgs, ...liveConfigOf(config, config.userConfig !== null) };
-  }
-
-  /** Starts one replica and waits until it is ready; it is listed as 'starting' meanwhile, and removed if it fails. */
-  private async startReplica(
-    record: BackendRecord,
-    config: BackendConfig,
-    history: ReplicaHistory,
-    { id, placement }: { id: string; placement: Placement },
-  ): Promise<ReplicaRecord> {
-    const { runtime } = this.deps;
-    const settings = this.deps.config;
-    const httpPort = record.runtimeEnv.port;
-    const transport: ReplicaTransport =
-      settings.transport === 'unix' && httpPort === undefined
-        ? { kind: 'unix' }
-        : { kind: 'tcp', hostAddress: settings.replicaHost, containerPort: httpPort ?? PROTOCOL.tcpPort };
-    const hostDir = httpPort === undefined ? join(this.runDir, id) : undefined;
-    let status: ReplicaStatus;
-    let controlSecret: string | undefined;
-    try {
-      const confinement = confinementOf(record.name, record.resources, settings, httpPort !== undefined);
-      if (hostDir !== undefined) controlSecret = prepareReplicaFiles(hostDir, this.entryOf(record, config), settings.replicaUser);
-      status = await runtime.startReplica({
-        name: `flotilla-${settings.instance}-${record.name}-${id}`,
-        image: record.image,
-        labels: {
-          ...this.instanceLabels,
-          [LABELS.backend]: record.name,
-          [LABELS.replica]: id,
-          [LABELS.placement]: JSON.stringify(placement),
-          [LABELS.restarts]: String(history.restarts),
-          ...(history.lastError === null ? {} : { [LABELS.lastError]: history.lastError.slice(0, 1000) }),
-        },
-        env: {
-          ...record.resources.env,
-          NVIDIA_VISIBLE_DEVICES: placement.gpuIds.length > 0 ? placement.gpuIds.join(',') : 'void',
-        },
-        hostDir,
-        transport,
-        limits: { cpus: placement.cpus, memoryMb: placement.memoryMb, gpuIds: placement.gpuIds },
-        confinement,
-      });
-    } catch (error) {
-      this.deps.scheduler.release(id);
-      if (hostDir !== undefined) rmSync(hostDir, { recursive: true, force: true });
-      throw error;
-    }
-    const replica: ReplicaRecord = {
-      id,
-      healthPath: record.runtimeEnv.healthPath,
-      placement,
-      containerId: status.containerId,
-      target: status.target as ReplicaTarget,
-      hostDir,
-      controlSecret,
-      state: 'starting',
-      startedAt: this.deps.clock.now(),
-      failedProbes: 0,
-      ...history,
-    };
-    record.replicas.push(replica);
-    try {
-      await this.waitReady(record.name, replica);
-    } catch (error) {
-      record.replicas = record.replicas.filter((r) => r !== replica);
-      await this.stopReplica(replica, 0);
-      throw error;
-    }
-    replica.state = 'ready';
-    this.log.info('replica ready', { backend: record.name, replica: id, container: status.containerId.slice(0, 12) });
-    return replica;
-  }
-
-  private async waitReady(backend: string, replica: ReplicaRecord): Promise<void> {
-    const { clock, runtime, config } = this.deps;
-    const deadline = clock.now() + config.readyTimeoutS * 1000;
-    for (;;) {
-      if (await probe(replica, 1000)) return;
-      const status = await runtime.inspectReplica(replica.containerId);
-      if (status === undefined || !status.running) {
-        const logs = await runtime.logsTail(replica.containerId, LOG_TAIL_LINES);
-        throw new FlotillaError(
-          'REPLICA_START_FAILED',
-          `a replica of backend '${backend}' exited while starting (exit code ${status?.exitCode ?? 'unknown'}): ${failureFromLogs(logs)}`,
-        );
-      }
-      if (clock.now() > deadline) {
-        const logs = await runtime.logsTail(replica.containerId, LOG_TAIL_LINES);
-        throw new FlotillaError(
-          'REPLICA_START_FAILED',
-          `a replica of backend '${backend}' was not ready within ${config.readyTimeoutS} s; last log lines:\n${logs.trim()}`,
-        );
-      }
-      await clock.sleep(READY_POLL_MS);
-    }
-  }
+function rollback(previous: BackendTarget, userConfigChanged: boolean): LiveConfig {
+  return liveConfigOf(previous.config, userConfigChanged && previous.config.userConfig !== null);
 }

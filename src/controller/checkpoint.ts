@@ -1,0 +1,150 @@
+import { dirname } from 'node:path';
+import type { BackendConfig, ReplicaResources } from '../api.js';
+import { FlotillaError } from '../common/errors.js';
+import { LABELS } from '../common/labels.js';
+import type { Placement, Scheduler } from '../resources/scheduler.js';
+import type { ReplicaStatus } from '../runtime/container-runtime.js';
+import type { BackendState } from './backend-state.js';
+import { Replica } from './replica.js';
+import type { ShippableDefinition } from './definition.js';
+import type { EndpointRecord } from './endpoint-state.js';
+import type { ValidatedRuntimeEnv } from './runtime-env.js';
+
+export const CHECKPOINT_VERSION = 2;
+
+/** A backend's desired state as it is saved. */
+export interface SavedBackend {
+  name: string;
+  definition: ShippableDefinition;
+  initArgs: unknown[];
+  config: BackendConfig;
+  resources: ReplicaResources;
+  runtimeEnv: ValidatedRuntimeEnv;
+  image: string;
+  /**
+   * Per replica id, the hash of the live config the controller last pushed to it, or 'unknown' after a push that
+   * may have half-applied. Replicas not listed still hold what they were started with (their config-hash label).
+   */
+  replicaConfigs: Record<string, string>;
+}
+
+/**
+ * Version 2. Version 1 (Flotilla 0.1) had no replicaConfigs; its replicas are
+ * taken to hold what their labels say.
+ */
+export interface SavedState {
+  version: typeof CHECKPOINT_VERSION;
+  backends: SavedBackend[];
+  endpoints: EndpointRecord[];
+}
+
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+function wrongShape(path: string, what: string): FlotillaError {
+  return new FlotillaError(
+    'STATE_INVALID',
+    `the state file ${path} is not a Flotilla state file (${what}); nothing was changed. Move it away to start empty, ` +
+      'or restore it from a backup',
+  );
+}
+
+function checkBackend(path: string, value: unknown, index: number): void {
+  const where = `backends[${index}]`;
+  if (!isObject(value)) throw wrongShape(path, `${where} is not an object`);
+  if (typeof value.name !== 'string') throw wrongShape(path, `${where}.name is not a string`);
+  if (typeof value.image !== 'string') throw wrongShape(path, `${where}.image is not a string`);
+  for (const key of ['definition', 'config', 'resources', 'runtimeEnv'] as const) {
+    if (!isObject(value[key])) throw wrongShape(path, `${where}.${key} is not an object`);
+  }
+  if (!Array.isArray(value.initArgs)) throw wrongShape(path, `${where}.initArgs is not an array`);
+  if (!Number.isInteger((value.config as Record<string, unknown>).numReplicas))
+    throw wrongShape(path, `${where}.config.numReplicas is not an integer`);
+  if (value.replicaConfigs !== undefined && !isObject(value.replicaConfigs))
+    throw wrongShape(path, `${where}.replicaConfigs is not an object`);
+}
+
+function checkEndpoint(path: string, value: unknown, index: number): void {
+  const where = `endpoints[${index}]`;
+  if (!isObject(value)) throw wrongShape(path, `${where} is not an object`);
+  if (typeof value.name !== 'string') throw wrongShape(path, `${where}.name is not a string`);
+  if (value.route !== null && typeof value.route !== 'string') throw wrongShape(path, `${where}.route is neither a string nor null`);
+  if (!Array.isArray(value.methods)) throw wrongShape(path, `${where}.methods is not an array`);
+  if (!isObject(value.traffic) || !isObject(value.shadows)) throw wrongShape(path, `${where}.traffic or .shadows is not an object`);
+}
+
+/**
+ * Reads what StateStore.load returned: checks the version and the shape, and
+ * migrates an older version to the current one. Anything it cannot vouch for
+ * is refused with STATE_INVALID before a single container is touched.
+ */
+export function parseCheckpoint(path: string, raw: unknown): SavedState | undefined {
+  if (raw === undefined) return undefined;
+  if (!isObject(raw)) throw wrongShape(path, 'it is not a JSON object');
+  const version = raw.version;
+  if (typeof version !== 'number' || !Number.isInteger(version) || version < 1)
+    throw wrongShape(path, `its version is ${JSON.stringify(version)}`);
+  if (version > CHECKPOINT_VERSION) {
+    throw new FlotillaError(
+      'STATE_INVALID',
+      `the state file ${path} has version ${version}, written by a newer Flotilla (this one reads up to ${CHECKPOINT_VERSION}); ` +
+        'run that version, or move the file away to start empty',
+    );
+  }
+  if (!Array.isArray(raw.backends)) throw wrongShape(path, 'backends is not an array');
+  if (!Array.isArray(raw.endpoints)) throw wrongShape(path, 'endpoints is not an array');
+  raw.backends.forEach((backend, index) => checkBackend(path, backend, index));
+  raw.endpoints.forEach((endpoint, index) => checkEndpoint(path, endpoint, index));
+  const backends = (raw.backends as Array<Omit<SavedBackend, 'replicaConfigs'> & { replicaConfigs?: Record<string, string> }>).map(
+    (backend) => ({ ...backend, replicaConfigs: backend.replicaConfigs ?? {} }),
+  );
+  return { version: CHECKPOINT_VERSION, backends, endpoints: raw.endpoints as EndpointRecord[] };
+}
+
+/**
+ * Takes over the running containers that serve the restored backends: each
+ * becomes a 'starting' replica that must answer a health check before it is
+ * routed to. Its image hash and live-config hash come from its labels, the
+ * live-config hash overridden by the saved replicaConfigs, so that the
+ * reconcile step reconfigures a replica that holds another live config and
+ * replaces one on another image. Returns the containers nobody adopted.
+ */
+export function adoptContainers(
+  backends: ReadonlyMap<string, BackendState>,
+  statuses: ReplicaStatus[],
+  scheduler: Scheduler,
+  now: number,
+): ReplicaStatus[] {
+  const strays: ReplicaStatus[] = [];
+  for (const status of statuses) {
+    const backend = backends.get(status.labels[LABELS.backend] ?? '');
+    const id = status.labels[LABELS.replica];
+    const placement = parsePlacement(status.labels[LABELS.placement]);
+    if (backend === undefined || id === undefined || placement === undefined || !status.running || status.target === undefined) {
+      strays.push(status);
+      continue;
+    }
+    scheduler.adopt(id, placement);
+    const target = backend.target;
+    const imageHash = status.labels[LABELS.imageHash] ?? target.imageHash;
+    const liveHash = target.liveHash === 'none' ? 'none' : (backend.replicaConfigs[id] ?? status.labels[LABELS.configHash] ?? 'unknown');
+    const history = { restarts: Number(status.labels[LABELS.restarts] ?? 0) || 0, lastError: status.labels[LABELS.lastError] ?? null };
+    const container = {
+      containerId: status.containerId,
+      target: status.target,
+      hostDir: 'socketPath' in status.target ? dirname(status.target.socketPath) : undefined,
+      startedAt: status.startedAt,
+    };
+    backend.replicas.push(new Replica(id, placement, history, imageHash, liveHash, now, container));
+  }
+  return strays;
+}
+
+function parsePlacement(label: string | undefined): Placement | undefined {
+  if (label === undefined) return undefined;
+  try {
+    const placement = JSON.parse(label) as Placement;
+    return isObject(placement) && typeof placement.cpus === 'number' && Array.isArray(placement.gpuIds) ? placement : undefined;
+  } catch {
+    return undefined;
+  }
+}

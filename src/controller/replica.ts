@@ -1,0 +1,265 @@
+import type { ReplicaInfo } from '../api.js';
+import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
+import type { Placement } from '../resources/scheduler.js';
+import type { ReplicaStatus, ReplicaTarget } from '../runtime/container-runtime.js';
+import type { BackendTarget } from './backend-state.js';
+import { TIMING } from './constants.js';
+
+export type ReplicaState = ReplicaInfo['state'] | 'stopped';
+
+export interface ReplicaHistory {
+  restarts: number;
+  lastError: string | null;
+}
+
+/** A container that runs (or ran) a replica. */
+export interface Started {
+  containerId: string;
+  target: ReplicaTarget;
+  hostDir: string | undefined;
+  /** Epoch milliseconds the container started. */
+  startedAt: number;
+}
+
+/** The I/O a replica needs; ReplicaLauncher is the real one. Every call may take long, none is awaited by the step. */
+export interface ReplicaDriver {
+  start(target: BackendTarget, replica: Replica): Promise<Started>;
+  /** 'ready' once the replica answers its health check, 'waiting' before; throws why it will never be ready. */
+  checkStarting(target: BackendTarget, replica: Replica, deadline: number): Promise<'ready' | 'waiting'>;
+  probe(target: BackendTarget, replica: Replica): Promise<boolean>;
+  /** Why a container that is gone or exited stopped, in words for lastError. */
+  exitReason(status: ReplicaStatus | undefined): Promise<string>;
+  push(target: BackendTarget, replica: Replica): Promise<void>;
+  /** Waits for the replica's requests in flight (at most graceMs), then stops it with the grace that is left. */
+  drain(target: BackendTarget, replica: Replica, graceMs: number): Promise<void>;
+  stop(replica: Replica): Promise<void>;
+  /** Gives back the replica's resources and host directory. */
+  release(replica: Replica): void;
+}
+
+/** What the reconcile step hands each replica. */
+export interface StepContext {
+  now: number;
+  target: BackendTarget;
+  /** The engine's last listing of this instance's containers, by replica id, and when it was asked for. */
+  observed: { at: number; replicas: ReadonlyMap<string, ReplicaStatus> } | undefined;
+  driver: ReplicaDriver;
+  readyTimeoutMs: number;
+  healthCheckPeriodMs: number;
+  /** False while the controller pushes a new live config itself (it rolls back on failure). */
+  mayPush: boolean;
+  onFailed(replica: Replica): void;
+  onPushed(replica: Replica): void;
+  /** Runs the step again soon, e.g. when an operation finished. */
+  kick(): void;
+}
+
+type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+interface Task {
+  done: boolean;
+  finish(): void;
+}
+
+/**
+ * One replica's state machine:
+ *
+ *   starting ──probe ok──► ready ──(scale down, delete, outdated)──► draining ──► stopped
+ *      │                     │                                                    ▲
+ *      └──start/probe fails──┴──exited, gone, 3 failed probes──► failed ──────────┘
+ *
+ * Only `update()` (called by the reconcile step) moves it, and `update()`
+ * never waits: it looks at the outcome of the one operation the replica may
+ * have in flight, moves at most one state, and launches the next operation.
+ * A replica that is 'starting' is never routed to; an adopted one starts
+ * there too and must pass a health check (and get the current live config)
+ * before it is 'ready'.
+ */
+export class Replica {
+  state: ReplicaState = 'starting';
+  container: Started | undefined;
+  /** When this control plane learnt of the container (its start returned, or it was adopted). */
+  knownAt = 0;
+  failedProbes = 0;
+  failure: { error: FlotillaError; lastError: string } | undefined;
+  private since: number;
+  private lastProbeAt = Number.NEGATIVE_INFINITY;
+  private healthy = false;
+  private stopWith: { drain: boolean } | undefined;
+  private task: Task | undefined;
+
+  constructor(
+    readonly id: string,
+    readonly placement: Placement,
+    readonly history: ReplicaHistory,
+    /** Hash of the image it runs. */
+    readonly imageHash: string,
+    /** Hash of the live config it holds ('unknown' when a push may have half-applied). */
+    public liveHash: string,
+    now: number,
+    adopted?: Started,
+  ) {
+    this.since = now;
+    if (adopted !== undefined) {
+      this.container = adopted;
+      this.knownAt = now;
+    }
+  }
+
+  get busy(): boolean {
+    return this.task !== undefined && !this.task.done;
+  }
+
+  /** Asks the replica to leave; the step drains it (or stops it at once) when it gets to it. */
+  retire(drain: boolean): void {
+    if (this.state === 'starting' || this.state === 'ready') this.stopWith ??= { drain: drain && this.state === 'ready' };
+  }
+
+  update(ctx: StepContext): void {
+    if (this.task !== undefined) {
+      if (!this.task.done) return;
+      const task = this.task;
+      this.task = undefined;
+      task.finish();
+      return;
+    }
+    if (this.stopWith !== undefined && (this.state === 'starting' || this.state === 'ready')) {
+      this.move(ctx, 'draining');
+      return;
+    }
+    switch (this.state) {
+      case 'starting':
+        return this.stepStarting(ctx);
+      case 'ready':
+        return this.stepReady(ctx);
+      case 'draining': {
+        const drain = this.stopWith?.drain ?? true;
+        const graceMs = drain && this.container !== undefined ? ctx.target.config.gracefulShutdownTimeoutS * 1000 : 0;
+        return this.launch(
+          ctx,
+          () => ctx.driver.drain(ctx.target, this, graceMs),
+          () => this.move(ctx, 'stopped'),
+        );
+      }
+      case 'failed':
+        return this.launch(
+          ctx,
+          () => ctx.driver.stop(this),
+          () => this.move(ctx, 'stopped'),
+        );
+      case 'stopped':
+        return;
+    }
+  }
+
+  private stepStarting(ctx: StepContext): void {
+    if (this.container === undefined) {
+      this.launch(
+        ctx,
+        () => ctx.driver.start(ctx.target, this),
+        (outcome) => {
+          if (!outcome.ok) return this.fail(ctx, outcome.error);
+          this.container = outcome.value;
+          this.knownAt = ctx.now;
+        },
+      );
+      return;
+    }
+    if (this.healthy) {
+      if (this.liveHash === ctx.target.liveHash) return this.move(ctx, 'ready');
+      if (!ctx.mayPush) return;
+      this.launch(
+        ctx,
+        () => ctx.driver.push(ctx.target, this),
+        (outcome) => (outcome.ok ? this.pushed(ctx) : this.fail(ctx, outcome.error)),
+      );
+      return;
+    }
+    if (ctx.now - this.lastProbeAt < TIMING.startingProbeMs) return;
+    this.lastProbeAt = ctx.now;
+    const deadline = this.since + ctx.readyTimeoutMs;
+    this.launch(
+      ctx,
+      () => ctx.driver.checkStarting(ctx.target, this, deadline),
+      (outcome) => {
+        if (!outcome.ok) return this.fail(ctx, outcome.error);
+        if (outcome.value === 'ready') this.healthy = true;
+      },
+    );
+  }
+
+  private stepReady(ctx: StepContext): void {
+    const observed = ctx.observed;
+    if (observed !== undefined && observed.at > this.knownAt) {
+      const status = observed.replicas.get(this.id);
+      if (status === undefined || !status.running || status.containerId !== this.container?.containerId) {
+        this.launch(
+          ctx,
+          () => ctx.driver.exitReason(status?.containerId === this.container?.containerId ? status : undefined),
+          (outcome) => this.fail(ctx, outcome.ok ? `replica ${this.id} ${outcome.value}` : outcome.error),
+        );
+        return;
+      }
+    }
+    if (ctx.mayPush && this.liveHash !== ctx.target.liveHash) {
+      this.launch(
+        ctx,
+        () => ctx.driver.push(ctx.target, this),
+        (outcome) => (outcome.ok ? this.pushed(ctx) : this.fail(ctx, outcome.error)),
+      );
+      return;
+    }
+    if (ctx.now - this.lastProbeAt < ctx.healthCheckPeriodMs) return;
+    this.lastProbeAt = ctx.now;
+    this.launch(
+      ctx,
+      () => ctx.driver.probe(ctx.target, this),
+      (outcome) => {
+        if (outcome.ok && outcome.value) {
+          this.failedProbes = 0;
+          return;
+        }
+        this.failedProbes += 1;
+        if (this.failedProbes >= TIMING.failedProbesToReplace)
+          this.fail(ctx, `replica ${this.id} stopped answering health checks (${this.failedProbes} in a row)`);
+      },
+    );
+  }
+
+  private pushed(ctx: StepContext): void {
+    this.liveHash = ctx.target.liveHash;
+    ctx.onPushed(this);
+  }
+
+  /** `reason` is an error (a failed start) or the words for lastError (a failed ready replica). */
+  private fail(ctx: StepContext, reason: unknown): void {
+    const lastError = typeof reason === 'string' ? reason : errorMessage(reason);
+    const error = isFlotillaError(reason)
+      ? reason
+      : new FlotillaError('REPLICA_START_FAILED', `a replica of backend '${ctx.target.name}' failed: ${lastError}`);
+    this.failure = { error, lastError };
+    this.move(ctx, 'failed');
+    ctx.onFailed(this);
+  }
+
+  private move(ctx: StepContext, state: ReplicaState): void {
+    this.state = state;
+    this.since = ctx.now;
+    if (state === 'stopped') ctx.driver.release(this);
+  }
+
+  private launch<T>(ctx: StepContext, run: () => Promise<T>, then: (outcome: Outcome<T>) => void): void {
+    let outcome: Outcome<T> | undefined;
+    const task: Task = { done: false, finish: () => then(outcome!) };
+    this.task = task;
+    run()
+      .then(
+        (value) => (outcome = { ok: true, value }),
+        (error: unknown) => (outcome = { ok: false, error }),
+      )
+      .finally(() => {
+        task.done = true;
+        ctx.kick();
+      });
+  }
+}
