@@ -115,6 +115,7 @@ export class BackendState {
         ctx.onConfigsChanged(this);
       },
     };
+    if (this.deleting !== undefined) this.replicas.forEach((r) => r.retire(this.deleting!.drain));
     for (const replica of this.replicas) replica.update(step);
     const leaving = this.replicas.filter((r) => r.state === 'stopped');
     if (leaving.length > 0) {
@@ -124,22 +125,22 @@ export class BackendState {
         ctx.onConfigsChanged(this);
       }
     }
-    if (this.deleting !== undefined) {
-      this.replicas.forEach((r) => r.retire(this.deleting!.drain));
-    } else {
-      this.converge(ctx);
-    }
+    if (this.deleting === undefined) this.converge(ctx, step);
     if (this.isConverged()) this.settle();
   }
 
-  private converge(ctx: BackendStepContext): void {
+  private converge(ctx: BackendStepContext, step: StepContext): void {
     const want = this.target.config.numReplicas;
     let active = this.replicas.filter((r) => r.state === 'starting' || r.state === 'ready');
-    for (const outdated of active.filter((r) => r.imageHash !== this.target.imageHash)) outdated.retire(true);
+    const retire = (replica: Replica): void => {
+      replica.retire(true);
+      replica.update(step);
+    };
+    active.filter((r) => r.imageHash !== this.target.imageHash).forEach(retire);
     active = active.filter((r) => r.imageHash === this.target.imageHash);
     if (active.length > want) {
       const order = [...active.filter((r) => r.state === 'starting'), ...active.filter((r) => r.state === 'ready').reverse()];
-      order.slice(0, active.length - want).forEach((r) => r.retire(true));
+      order.slice(0, active.length - want).forEach(retire);
       return;
     }
     if (active.length === want) {
@@ -152,7 +153,9 @@ export class BackendState {
       const id = shortId();
       try {
         const placement = ctx.scheduler.reserve(id, this.target.resources);
-        this.replicas.push(new Replica(id, placement, history, this.target.imageHash, this.target.liveHash, ctx.now));
+        const replica = new Replica(id, placement, history, this.target.imageHash, this.target.liveHash, ctx.now);
+        this.replicas.push(replica);
+        replica.update(step);
       } catch (error) {
         this.replacements.unshift(history);
         this.backOff(ctx.now);

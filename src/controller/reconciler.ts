@@ -97,8 +97,14 @@ export class Reconciler {
     this.deps.onStep();
   }
 
+  /** Ids of every replica in memory; one that stopped while a listing ran is no stray. */
+  private knownIds(): Set<string> {
+    return new Set([...this.deps.backends.values()].flatMap((b) => b.replicas.map((r) => r.id)));
+  }
+
   private async list(): Promise<void> {
     const at = this.deps.clock.now();
+    const knownBefore = this.knownIds();
     let statuses: ReplicaStatus[];
     try {
       statuses = await this.deps.runtime.listReplicas(this.deps.labels);
@@ -108,11 +114,11 @@ export class Reconciler {
     }
     const replicas = new Map<string, ReplicaStatus>();
     const strays: ReplicaStatus[] = [];
-    const known = new Set([...this.deps.backends.values()].flatMap((b) => b.replicas.map((r) => r.id)));
+    const known = this.knownIds();
     for (const status of statuses) {
-      const id = status.labels[LABELS.replica];
-      if (id !== undefined && known.has(id)) replicas.set(id, status);
-      else strays.push(status);
+      const id = status.labels[LABELS.replica] ?? '';
+      if (known.has(id)) replicas.set(id, status);
+      else if (!knownBefore.has(id)) strays.push(status);
     }
     this.observed = { at, replicas };
     await Promise.all(

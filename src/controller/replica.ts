@@ -69,8 +69,8 @@ interface Task {
  *      └──start/probe fails──┴──exited, gone, 3 failed probes──► failed ──────────┘
  *
  * Only `update()` (called by the reconcile step) moves it, and `update()`
- * never waits: it looks at the outcome of the one operation the replica may
- * have in flight, moves at most one state, and launches the next operation.
+ * never waits: it takes the outcome of the one operation the replica may
+ * have had in flight, moves on, and launches the next operation.
  * A replica that is 'starting' is never routed to; an adopted one starts
  * there too and must pass a health check (and get the current live config)
  * before it is 'ready'.
@@ -121,12 +121,8 @@ export class Replica {
       const task = this.task;
       this.task = undefined;
       task.finish();
-      return;
     }
-    if (this.stopWith !== undefined && (this.state === 'starting' || this.state === 'ready')) {
-      this.move(ctx, 'draining');
-      return;
-    }
+    if (this.stopWith !== undefined && (this.state === 'starting' || this.state === 'ready')) this.move(ctx, 'draining');
     switch (this.state) {
       case 'starting':
         return this.stepStarting(ctx);

@@ -1,0 +1,358 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { LABELS } from '../../src/common/labels.js';
+import { Limiter } from '../../src/common/limiter.js';
+import { BackendState, targetOf } from '../../src/controller/backend-state.js';
+import { adoptContainers } from '../../src/controller/checkpoint.js';
+import { ReplicaLauncher } from '../../src/controller/launcher.js';
+import type { ReplicaState } from '../../src/controller/replica.js';
+import { DEFAULT_BACKEND_CONFIG } from '../../src/controller/validation.js';
+import { Scheduler } from '../../src/resources/scheduler.js';
+import type { ContainerRuntime, ReplicaStatus } from '../../src/runtime/container-runtime.js';
+import { TimedRuntime } from '../../src/runtime/timed-runtime.js';
+import { FakeReplicaClient, FakeRuntime, ManualClock, silentLogger } from './fakes/fake-runtime.js';
+
+const HEALTH_PERIOD_MS = 2000;
+const READY_TIMEOUT_MS = 10_000;
+
+function saved(numReplicas: number, userConfig: unknown = null) {
+  return {
+    name: 'model',
+    definition: { kind: 'import' as const, module: 'model.js', exportName: 'Model' },
+    initArgs: [],
+    config: { ...DEFAULT_BACKEND_CONFIG, numReplicas, userConfig, gracefulShutdownTimeoutS: 5 },
+    resources: { numCpus: 1, memoryMb: null, numGpus: 0, env: {} },
+    runtimeEnv: {
+      runtime: 'node' as const,
+      context: undefined,
+      packages: undefined,
+      dockerfile: undefined,
+      buildArgs: undefined,
+      image: 'model:1',
+      port: undefined,
+      healthPath: undefined,
+    },
+    image: 'model:1',
+  };
+}
+
+/** One backend stepped by hand, as the reconciler steps it, with a fake engine, fake replicas and a manual clock. */
+function harness(numReplicas: number, options: { runtime?: ContainerRuntime; limit?: number; userConfig?: unknown } = {}) {
+  const clock = new ManualClock();
+  const fake = new FakeRuntime(clock);
+  const runtime = options.runtime ?? fake;
+  const client = new FakeReplicaClient();
+  const scheduler = new Scheduler({ cpus: 8, memoryMb: 8192, gpus: [] });
+  const inFlight = new Map<string, { promise: Promise<void>; finish: () => void }>();
+  const launcher = new ReplicaLauncher({
+    settings: {
+      instance: 't',
+      stateDir: mkdtempSync(join(tmpdir(), 'flt-bs-')),
+      transport: 'tcp',
+      replicaHost: '127.0.0.1',
+      replicaUser: '1000:1000',
+    },
+    runtime,
+    client,
+    scheduler,
+    clock,
+    logger: silentLogger,
+    limiter: new Limiter(options.limit ?? 8),
+    drained: (_backend, id) => inFlight.get(id)?.promise ?? Promise.resolve(),
+  });
+  const backend = new BackendState(targetOf(saved(numReplicas, options.userConfig ?? null)));
+  let observed: { at: number; replicas: Map<string, ReplicaStatus> } | undefined;
+  const flush = async () => {
+    for (let i = 0; i < 10; i++) await new Promise((resolve) => setImmediate(resolve));
+  };
+  /** One reconcile step, 100 ms after the previous one, and the operations it launched get their answers. */
+  const step = async (times = 1) => {
+    for (let i = 0; i < times; i++) {
+      clock.advance(100);
+      await flush();
+      backend.update({
+        now: clock.now(),
+        observed,
+        driver: launcher,
+        scheduler,
+        log: silentLogger,
+        readyTimeoutMs: READY_TIMEOUT_MS,
+        healthCheckPeriodMs: HEALTH_PERIOD_MS,
+        kick: () => undefined,
+        onConfigsChanged: () => undefined,
+      });
+      await flush();
+    }
+  };
+  const observe = async () => {
+    clock.advance(1);
+    const replicas = new Map<string, ReplicaStatus>();
+    for (const status of await fake.listReplicas({})) replicas.set(status.labels[LABELS.replica]!, status);
+    observed = { at: clock.now(), replicas };
+  };
+  const counts = (): Partial<Record<ReplicaState, number>> => {
+    const result: Partial<Record<ReplicaState, number>> = {};
+    for (const replica of backend.replicas) result[replica.state] = (result[replica.state] ?? 0) + 1;
+    return result;
+  };
+  const ready = (code: number | undefined = 200) => {
+    for (const replica of backend.replicas) if (replica.container !== undefined) client.setHealth(replica.container, code);
+  };
+  /** Keeps a request in flight on the replica until the returned function is called. */
+  const holdRequest = (id: string) => {
+    let finish = () => undefined as void;
+    const promise = new Promise<void>((resolve) => (finish = resolve));
+    inFlight.set(id, { promise, finish });
+    return finish;
+  };
+  return { clock, fake, client, scheduler, backend, step, observe, counts, ready, holdRequest };
+}
+
+describe('a backend stepped by the reconciler', () => {
+  it('starts replicas, waits for their health check, then routes to them', async () => {
+    const h = harness(2);
+    let converged = false;
+    void h.backend.converged().then(() => (converged = true));
+    await h.step();
+    expect(h.counts()).toEqual({ starting: 2 });
+    expect(h.fake.containers.size).toBe(2);
+    await h.step(3);
+    expect(h.counts()).toEqual({ starting: 2 });
+    expect(h.backend.routable()).toEqual([]);
+    h.ready();
+    await h.step(2);
+    expect(h.counts()).toEqual({ ready: 2 });
+    expect(h.backend.routable()).toHaveLength(2);
+    expect(converged).toBe(true);
+    expect(h.scheduler.free().cpus).toBe(6);
+  });
+
+  it('fails a replica whose container exits while starting, with its init error, and backs off before the next', async () => {
+    const h = harness(1);
+    h.fake.logsFor = () => '{"event":"init_failed","message":"model weights missing"}\n';
+    const goal = h.backend.converged();
+    await h.step(2);
+    const [first] = h.backend.replicas;
+    h.fake.exit(first!.container!.containerId, 1);
+    await h.step(2);
+    await expect(goal).rejects.toMatchObject({ code: 'REPLICA_START_FAILED', message: expect.stringMatching(/model weights missing/) });
+    // The first replacement starts at once, while the failed replica's container is removed.
+    expect(h.counts()).toEqual({ failed: 1, starting: 1 });
+    await h.step();
+    expect(h.counts()).toEqual({ starting: 1 });
+    const second = h.backend.replicas[0]!;
+    expect(second.history).toEqual({ restarts: 1, lastError: expect.stringMatching(/model weights missing/) });
+    expect(h.fake.containers.has(first!.container!.containerId)).toBe(false);
+    expect(h.scheduler.free().cpus).toBe(7);
+
+    h.fake.exit(second.container!.containerId, 1);
+    await h.step(2);
+    expect(h.counts()).toEqual({ failed: 1 });
+    const failedAt = h.clock.now() - 100;
+    await h.step();
+    expect(h.counts()).toEqual({});
+    while (h.clock.now() < failedAt + 900) {
+      // second failure in a row: 1 s of backoff
+      await h.step();
+      expect(h.counts()).toEqual({});
+    }
+    await h.step(2);
+    expect(h.counts()).toEqual({ starting: 1 });
+    expect(h.backend.replicas[0]!.history.restarts).toBe(2);
+  });
+
+  it('fails a replica that is not ready within the ready timeout', async () => {
+    const h = harness(1);
+    const goal = h.backend.converged();
+    await h.step(3);
+    expect(h.counts()).toEqual({ starting: 1 });
+    h.clock.advance(READY_TIMEOUT_MS);
+    await h.step(2);
+    await expect(goal).rejects.toMatchObject({ code: 'REPLICA_START_FAILED', message: expect.stringMatching(/not ready within 10 s/) });
+    expect(h.counts()).toEqual({ failed: 1, starting: 1 });
+  });
+
+  it('replaces a ready replica whose container exited, keeping why in lastError', async () => {
+    const h = harness(2);
+    await h.step(2);
+    h.ready();
+    await h.step(2);
+    expect(h.counts()).toEqual({ ready: 2 });
+    const victim = h.backend.replicas[0]!;
+    h.fake.exit(victim.container!.containerId, 137);
+    await h.step();
+    expect(h.counts()).toEqual({ ready: 2 });
+    await h.observe();
+    await h.step(2);
+    expect(h.counts()).toEqual({ ready: 1, failed: 1, starting: 1 });
+    expect(h.backend.routable().map((r) => r.id)).not.toContain(victim.id);
+    await h.step();
+    expect(h.counts()).toEqual({ ready: 1, starting: 1 });
+    const replacement = h.backend.replicas.find((r) => r.state === 'starting')!;
+    expect(replacement.history).toEqual({ restarts: 1, lastError: `replica ${victim.id} exited with code 137` });
+  });
+
+  it('replaces a ready replica after three failed health checks in a row, not after two', async () => {
+    const h = harness(1);
+    await h.step(2);
+    h.ready();
+    await h.step(2);
+    expect(h.counts()).toEqual({ ready: 1 });
+    h.ready(503);
+    for (let probe = 1; probe <= 2; probe++) {
+      h.clock.advance(HEALTH_PERIOD_MS);
+      await h.step(2);
+      expect(h.counts()).toEqual({ ready: 1 });
+    }
+    h.clock.advance(HEALTH_PERIOD_MS);
+    await h.step(2);
+    expect(h.counts()).toEqual({ failed: 1, starting: 1 });
+    expect(h.backend.replicas[0]!.failure?.lastError).toMatch(/stopped answering health checks \(3 in a row\)/);
+  });
+
+  it('drains surplus replicas on scale-down: out of routing at once, stopped when their requests are done', async () => {
+    const h = harness(2);
+    await h.step(2);
+    h.ready();
+    await h.step(2);
+    expect(h.counts()).toEqual({ ready: 2 });
+    h.backend.target = targetOf(saved(1));
+    const leaving = h.backend.replicas[1]!;
+    const finish = h.holdRequest(leaving.id);
+    let converged = false;
+    void h.backend.converged().then(() => (converged = true));
+    await h.step(3);
+    expect(h.counts()).toEqual({ ready: 1, draining: 1 });
+    expect(h.backend.routable().map((r) => r.id)).toEqual([h.backend.replicas[0]!.id]);
+    expect(h.fake.containers.size).toBe(2);
+    finish();
+    await h.step();
+    expect(h.counts()).toEqual({ ready: 1 });
+    expect(h.fake.stops).toEqual([{ containerId: leaving.container!.containerId, timeoutS: 5 }]);
+    expect(converged).toBe(true);
+  });
+
+  it('drains every replica when deleted, or stops them at once when forced', async () => {
+    const h = harness(2);
+    await h.step(2);
+    h.ready();
+    await h.step(2);
+    const [busy, idle] = h.backend.replicas;
+    const finish = h.holdRequest(busy!.id);
+    h.backend.deleting = { drain: true };
+    await h.step();
+    expect(h.counts()).toEqual({ draining: 2 });
+    expect(h.backend.routable()).toEqual([]);
+    await h.step();
+    expect(h.counts()).toEqual({ draining: 1 });
+    expect(h.fake.containers.has(idle!.container!.containerId)).toBe(false);
+    finish();
+    await h.step();
+    expect(h.counts()).toEqual({});
+    expect(h.fake.containers.size).toBe(0);
+    expect(h.scheduler.free().cpus).toBe(8);
+
+    const forced = harness(1);
+    await forced.step(2);
+    forced.ready();
+    await forced.step(2);
+    forced.holdRequest(forced.backend.replicas[0]!.id);
+    forced.backend.deleting = { drain: false };
+    await forced.step(2);
+    expect(forced.counts()).toEqual({});
+    expect(forced.fake.stops.map((s) => s.timeoutS)).toEqual([0]);
+  });
+
+  it('bounds concurrent container starts with the limiter', async () => {
+    const h = harness(4, { limit: 2 });
+    let open = () => undefined as void;
+    h.fake.startGate = new Promise<void>((resolve) => (open = resolve));
+    await h.step(2);
+    expect(h.counts()).toEqual({ starting: 4 });
+    expect(h.fake.startsInFlight).toBe(2);
+    open();
+    await h.step(2);
+    expect(h.fake.containers.size).toBe(4);
+    expect(h.fake.maxStartsInFlight).toBe(2);
+  });
+
+  it('fails starts with ENGINE_UNAVAILABLE when the engine stops answering, and carries on', async () => {
+    const fake = new FakeRuntime(new ManualClock());
+    fake.hang = true;
+    const h = harness(1, { runtime: new TimedRuntime(fake, 50) });
+    const goal = h.backend.converged();
+    await h.step();
+    await new Promise((resolve) => setTimeout(resolve, 80));
+    await h.step();
+    await expect(goal).rejects.toMatchObject({ code: 'ENGINE_UNAVAILABLE', message: expect.stringMatching(/did not answer/) });
+    expect(h.counts()).toMatchObject({ failed: 1 });
+  });
+
+  it('pushes a changed live config to ready replicas and counts the backend converged only after', async () => {
+    const h = harness(1, { userConfig: { v: 1 } });
+    await h.step(2);
+    h.ready();
+    await h.step(2);
+    expect(h.backend.isConverged()).toBe(true);
+    h.backend.target = targetOf(saved(1, { v: 2 }));
+    expect(h.backend.isConverged()).toBe(false);
+    await h.step(2);
+    expect(h.client.pushes.map((p) => p.config)).toEqual([{ maxBatchSize: 1, batchWaitTimeoutS: 0, userConfig: { v: 2 } }]);
+    expect(h.backend.isConverged()).toBe(true);
+  });
+});
+
+describe('adoption', () => {
+  function labelsFor(h: ReturnType<typeof harness>, id: string, hashes: { image?: string; config?: string }) {
+    return {
+      [LABELS.managed]: 'true',
+      [LABELS.instance]: 't',
+      [LABELS.backend]: 'model',
+      [LABELS.replica]: id,
+      [LABELS.placement]: JSON.stringify({ cpus: 1, memoryMb: null, gpuIds: [], gpuShare: 0 }),
+      [LABELS.restarts]: '2',
+      ...(hashes.image === undefined ? {} : { [LABELS.imageHash]: hashes.image }),
+      ...(hashes.config === undefined ? {} : { [LABELS.configHash]: hashes.config }),
+    };
+  }
+
+  it('adopts running containers as starting, probes them before routing, and removes none that match', async () => {
+    const h = harness(1);
+    const { imageHash, liveHash } = h.backend.target;
+    const status = h.fake.add(labelsFor(h, 'aaaa', { image: imageHash, config: liveHash }));
+    const strays = adoptContainers(new Map([['model', h.backend]]), [status], h.scheduler, h.clock.now());
+    expect(strays).toEqual([]);
+    expect(h.counts()).toEqual({ starting: 1 });
+    expect(h.backend.routable()).toEqual([]);
+    expect(h.scheduler.free().cpus).toBe(7);
+    h.client.setHealth(status, 200);
+    await h.step(3);
+    expect(h.counts()).toEqual({ ready: 1 });
+    expect(h.backend.replicas[0]!.history.restarts).toBe(2);
+    expect(h.client.pushes).toEqual([]);
+    expect(h.fake.containers.size).toBe(1);
+  });
+
+  it('reconfigures an adopted replica whose live config differs before it is ready, and replaces one on another image', async () => {
+    const h = harness(2, { userConfig: { v: 2 } });
+    const { imageHash } = h.backend.target;
+    const stale = h.fake.add(labelsFor(h, 'stale', { image: imageHash, config: 'old-config' }));
+    const oldImage = h.fake.add(labelsFor(h, 'oldimg', { image: 'old-image', config: h.backend.target.liveHash }));
+    const foreign = h.fake.add({ ...labelsFor(h, 'x', {}), [LABELS.backend]: 'ghost' });
+    const strays = adoptContainers(new Map([['model', h.backend]]), [stale, oldImage, foreign], h.scheduler, h.clock.now());
+    expect(strays.map((s) => s.containerId)).toEqual([foreign.containerId]);
+    h.client.setHealth(stale, 200);
+    h.client.setHealth(oldImage, 200);
+    await h.step();
+    expect(h.counts()).toEqual({ starting: 3 });
+    await h.step();
+    expect(h.counts()).toEqual({ starting: 2, draining: 1 });
+    await h.step(4);
+    expect(h.client.pushes.map((p) => p.config)).toEqual([{ maxBatchSize: 1, batchWaitTimeoutS: 0, userConfig: { v: 2 } }]);
+    expect(h.backend.replicas.find((r) => r.id === 'stale')?.state).toBe('ready');
+    expect(h.backend.replicas.some((r) => r.id === 'oldimg')).toBe(false);
+    expect(h.fake.containers.has(oldImage.containerId)).toBe(false);
+  });
+});

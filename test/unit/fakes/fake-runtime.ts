@@ -1,0 +1,146 @@
+import type { Readable } from 'node:stream';
+import type { Clock } from '../../../src/common/clock.js';
+import type { Logger } from '../../../src/common/logger.js';
+import type { ReplicaClient } from '../../../src/controller/launcher.js';
+import type { LiveConfig } from '../../../src/replica/protocol.js';
+import type { ContainerRuntime, ReplicaSpec, ReplicaStatus, ReplicaTarget } from '../../../src/runtime/container-runtime.js';
+
+/** A clock that moves only when the test says so. */
+export class ManualClock implements Clock {
+  constructor(private time = 1_000_000) {}
+  now(): number {
+    return this.time;
+  }
+  advance(ms: number): void {
+    this.time += ms;
+  }
+  sleep(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+export const silentLogger: Logger = {
+  debug: () => undefined,
+  info: () => undefined,
+  warn: () => undefined,
+  error: () => undefined,
+  child: () => silentLogger,
+};
+
+interface FakeContainer {
+  status: ReplicaStatus;
+  spec: ReplicaSpec | undefined;
+  logs: string;
+}
+
+/** Containers in memory; each gets a TCP target 127.0.0.1:<n>. `hang` makes every call wait forever, like a stuck engine. */
+export class FakeRuntime implements ContainerRuntime {
+  readonly containers = new Map<string, FakeContainer>();
+  readonly stops: Array<{ containerId: string; timeoutS: number }> = [];
+  startsInFlight = 0;
+  maxStartsInFlight = 0;
+  hang = false;
+  /** While set, starts wait for it. */
+  startGate: Promise<void> | undefined;
+  /** Logs a container started from a spec gets, e.g. an init_failed event. */
+  logsFor: (spec: ReplicaSpec) => string = () => '';
+  private next = 1;
+
+  constructor(private readonly clock: Clock) {}
+
+  private async call<T>(value: () => T): Promise<T> {
+    if (this.hang) await new Promise(() => undefined);
+    return value();
+  }
+
+  ping(): Promise<void> {
+    return this.call(() => undefined);
+  }
+  imageExists(): Promise<boolean> {
+    return this.call(() => true);
+  }
+  buildImage(): Promise<void> {
+    return this.call(() => undefined);
+  }
+
+  async startReplica(spec: ReplicaSpec): Promise<ReplicaStatus> {
+    this.startsInFlight += 1;
+    this.maxStartsInFlight = Math.max(this.maxStartsInFlight, this.startsInFlight);
+    try {
+      if (this.startGate !== undefined) await this.startGate;
+      return await this.call(() => this.add(spec.labels, spec));
+    } finally {
+      this.startsInFlight -= 1;
+    }
+  }
+
+  /** A container as if started by an earlier control plane. */
+  add(labels: Record<string, string>, spec?: ReplicaSpec): ReplicaStatus {
+    const n = this.next++;
+    const status: ReplicaStatus = {
+      containerId: `c${n}`.padEnd(64, '0'),
+      name: spec?.name ?? `container-${n}`,
+      labels,
+      running: true,
+      exitCode: undefined,
+      oomKilled: false,
+      startedAt: this.clock.now(),
+      target: { host: '127.0.0.1', port: 10_000 + n },
+    };
+    this.containers.set(status.containerId, { status, spec, logs: spec === undefined ? '' : this.logsFor(spec) });
+    return { ...status };
+  }
+
+  exit(containerId: string, exitCode: number): void {
+    const container = this.containers.get(containerId)!;
+    container.status = { ...container.status, running: false, exitCode };
+  }
+
+  inspectReplica(containerId: string): Promise<ReplicaStatus | undefined> {
+    return this.call(() => {
+      const found = this.containers.get(containerId);
+      return found === undefined ? undefined : { ...found.status };
+    });
+  }
+  listReplicas(labels: Record<string, string>): Promise<ReplicaStatus[]> {
+    return this.call(() =>
+      [...this.containers.values()]
+        .map((c) => ({ ...c.status }))
+        .filter((s) => Object.entries(labels).every(([key, value]) => s.labels[key] === value)),
+    );
+  }
+  stopReplica(containerId: string, timeoutS: number): Promise<void> {
+    return this.call(() => {
+      this.stops.push({ containerId, timeoutS });
+      this.containers.delete(containerId);
+    });
+  }
+  logsTail(containerId: string): Promise<string> {
+    return this.call(() => this.containers.get(containerId)?.logs ?? '');
+  }
+  streamLogs(): Promise<Readable> {
+    return Promise.reject(new Error('not in the fake'));
+  }
+}
+
+const keyOf = (target: ReplicaTarget): string => ('port' in target ? String(target.port) : target.socketPath);
+
+/** Replicas' answers: each target is 'starting' (no answer) until the test marks it ready; pushes are recorded. */
+export class FakeReplicaClient implements ReplicaClient {
+  readonly health = new Map<string, number | undefined>();
+  readonly pushes: Array<{ port: string; config: LiveConfig }> = [];
+  /** Ports whose config pushes fail. */
+  readonly refuse = new Set<string>();
+
+  setHealth(status: ReplicaStatus | { target?: ReplicaTarget }, code: number | undefined): void {
+    this.health.set(keyOf(status.target!), code);
+  }
+  probeHealth(target: ReplicaTarget): Promise<number | undefined> {
+    return Promise.resolve(this.health.get(keyOf(target)));
+  }
+  pushConfig(target: ReplicaTarget, config: LiveConfig): Promise<void> {
+    const port = keyOf(target);
+    this.pushes.push({ port, config });
+    return this.refuse.has(port) ? Promise.reject(new Error('reconfigure threw')) : Promise.resolve();
+  }
+}
