@@ -133,6 +133,7 @@ describe('a backend stepped by the reconciler', () => {
     const h = harness(1);
     h.fake.logsFor = () => '{"event":"init_failed","message":"model weights missing"}\n';
     const goal = h.backend.converged();
+    goal.catch(() => undefined);
     await h.step(2);
     const [first] = h.backend.replicas;
     h.fake.exit(first!.container!.containerId, 1);
@@ -166,6 +167,7 @@ describe('a backend stepped by the reconciler', () => {
   it('fails a replica that is not ready within the ready timeout', async () => {
     const h = harness(1);
     const goal = h.backend.converged();
+    goal.catch(() => undefined);
     await h.step(3);
     expect(h.counts()).toEqual({ starting: 1 });
     h.clock.advance(READY_TIMEOUT_MS);
@@ -283,6 +285,7 @@ describe('a backend stepped by the reconciler', () => {
     fake.hang = true;
     const h = harness(1, { runtime: new TimedRuntime(fake, 50) });
     const goal = h.backend.converged();
+    goal.catch(() => undefined);
     await h.step();
     await new Promise((resolve) => setTimeout(resolve, 80));
     await h.step();

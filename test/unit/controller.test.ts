@@ -1,0 +1,173 @@
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { systemClock } from '../../src/common/clock.js';
+import { LABELS } from '../../src/common/labels.js';
+import { loadConfig } from '../../src/config/config.js';
+import { Controller } from '../../src/controller/controller.js';
+import { InFlight } from '../../src/proxy/in-flight.js';
+import type { RoutingSnapshot } from '../../src/proxy/dispatcher.js';
+import { Scheduler } from '../../src/resources/scheduler.js';
+import { FakeReplicaClient, FakeRuntime, silentLogger } from './fakes/fake-runtime.js';
+
+const running: Controller[] = [];
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((c) => c.detach()));
+});
+
+function setup(stateDir = mkdtempSync(join(tmpdir(), 'flt-ctl-'))) {
+  const config = loadConfig({
+    instance: 'unit',
+    stateDir,
+    transport: 'tcp',
+    logLevel: 'error',
+    cpuCapacity: 8,
+    memoryCapacityMb: 8192,
+    gpus: 'none',
+  });
+  const runtime = new FakeRuntime(systemClock);
+  const client = new FakeReplicaClient();
+  const snapshots: RoutingSnapshot[] = [];
+  const controller = new Controller({
+    config,
+    runtime,
+    images: { backendImage: () => Promise.resolve('built:1') },
+    scheduler: new Scheduler({ cpus: 8, memoryMb: 8192, gpus: [] }),
+    dispatcher: { update: (s) => snapshots.push(s), drained: () => Promise.resolve(), endpointRequests: new InFlight() },
+    logger: silentLogger,
+    clock: systemClock,
+    replicaClient: client,
+  });
+  running.push(controller);
+  const statePath = join(stateDir, 'state', 'unit.json');
+  /** Replicas answer their health checks as soon as their container runs. */
+  const healthy = setInterval(() => {
+    for (const { status } of runtime.containers.values()) client.setHealth(status, 200);
+  }, 20);
+  healthy.unref();
+  return { controller, runtime, client, stateDir, statePath, snapshots };
+}
+
+const fn = { kind: 'function' as const, name: 'f', source: '() => 1', hasReconfigure: false, acceptsBatch: false };
+const klass = {
+  kind: 'class' as const,
+  name: 'C',
+  source: 'class C { reconfigure() {} call() {} }',
+  hasReconfigure: true,
+  acceptsBatch: false,
+};
+
+describe('the controller facade', () => {
+  it('keeps memory and containers as they were when the state cannot be saved', async () => {
+    const { controller, runtime, statePath } = setup();
+    await controller.init();
+    await controller.createBackend('a', fn);
+    await controller.createEndpoint('a', { backend: 'a', route: '/a' });
+    const containers = [...runtime.containers.keys()];
+    mkdirSync(`${statePath}.${process.pid}.tmp`, { recursive: true });
+    await expect(controller.setTraffic('a', { a: 1, missing: 0 })).rejects.toMatchObject({ code: 'BACKEND_NOT_FOUND' });
+    await expect(controller.createEndpoint('b', { backend: 'a', route: '/b' })).rejects.toMatchObject({
+      code: 'STATE_SAVE_FAILED',
+      message: expect.stringMatching(/nothing was changed/),
+    });
+    await expect(controller.createBackend('c', fn)).rejects.toMatchObject({ code: 'STATE_SAVE_FAILED' });
+    await expect(controller.updateBackendConfig('a', { numReplicas: 3 })).rejects.toMatchObject({ code: 'STATE_SAVE_FAILED' });
+    await expect(controller.deleteBackend('a', { force: true })).rejects.toMatchObject({ code: 'BACKEND_IN_USE' });
+    await expect(controller.deleteEndpoint('a')).rejects.toMatchObject({ code: 'STATE_SAVE_FAILED' });
+    expect(Object.keys(controller.listEndpoints())).toEqual(['a']);
+    expect(Object.keys(controller.listBackends())).toEqual(['a']);
+    expect(controller.getBackendConfig('a').numReplicas).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect([...runtime.containers.keys()]).toEqual(containers);
+  });
+
+  it('answers other calls while a backend waits for its replicas', async () => {
+    const { controller, client, runtime } = setup();
+    await controller.init();
+    await controller.createBackend('fast', fn);
+    await controller.createEndpoint('fast', { backend: 'fast', route: '/fast' });
+    client.health.clear();
+    const stuck = new FakeReplicaClient();
+    Object.assign(client, { probeHealth: stuck.probeHealth.bind(stuck) });
+    let created = false;
+    const slow = controller.createBackend('slow', fn).then(() => (created = true));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(controller.listReplicas('slow').map((r) => r.state)).toEqual(['starting']);
+    await controller.setTraffic('fast', { fast: 1 });
+    await controller.createEndpoint('other', { backend: 'fast', route: '/other' });
+    expect(created).toBe(false);
+    for (const { status } of runtime.containers.values()) stuck.setHealth(status, 200);
+    await slow;
+    expect(controller.listReplicas('slow').map((r) => r.state)).toEqual(['ready']);
+  });
+});
+
+describe('the state file', () => {
+  function stray(runtime: FakeRuntime) {
+    return runtime.add({ [LABELS.managed]: 'true', [LABELS.instance]: 'unit', [LABELS.backend]: 'ghost', [LABELS.replica]: 'r1' });
+  }
+
+  it.each([
+    ['a newer version', JSON.stringify({ version: 99, backends: [], endpoints: [] }), /version 99, written by a newer Flotilla/],
+    ['a wrong shape', JSON.stringify({ version: 2, backends: [{ name: 'a' }], endpoints: [] }), /backends\[0\]\.image is not a string/],
+    ['a torn file', '{"version": 2, "backends": [', /not valid JSON/],
+  ])('refuses %s before touching any container', async (_what, text, message) => {
+    const { controller, runtime, statePath } = setup();
+    mkdirSync(join(statePath, '..'), { recursive: true });
+    writeFileSync(statePath, text);
+    const container = stray(runtime);
+    await expect(controller.init()).rejects.toMatchObject({ code: 'STATE_INVALID', message: expect.stringMatching(message) });
+    expect(runtime.containers.has(container.containerId)).toBe(true);
+    expect(runtime.stops).toEqual([]);
+    const again = setup(join(statePath, '..', '..'));
+    writeFileSync(statePath, JSON.stringify({ version: 2, backends: [], endpoints: [] }));
+    await again.controller.init();
+  });
+
+  it('migrates version 1 and reconfigures adopted replicas whose live config it cannot vouch for', async () => {
+    const { controller, runtime, client, statePath } = setup();
+    const config = {
+      numReplicas: 1,
+      maxConcurrentQueries: 100,
+      userConfig: { v: 3 },
+      maxBatchSize: 1,
+      batchWaitTimeoutS: 0,
+      maxQueuedRequests: 1000,
+      requestTimeoutS: null,
+      gracefulShutdownTimeoutS: 20,
+    };
+    const backend = {
+      name: 'm',
+      definition: klass,
+      initArgs: [],
+      config,
+      resources: { numCpus: 1, memoryMb: null, numGpus: 0, env: {} },
+      runtimeEnv: { runtime: 'node' },
+      image: 'built:1',
+    };
+    mkdirSync(join(statePath, '..'), { recursive: true });
+    writeFileSync(
+      statePath,
+      JSON.stringify({
+        version: 1,
+        backends: [backend],
+        endpoints: [{ name: 'm', route: '/m', methods: ['GET'], traffic: { m: 1 }, shadows: {} }],
+      }),
+    );
+    const old = runtime.add({
+      [LABELS.managed]: 'true',
+      [LABELS.instance]: 'unit',
+      [LABELS.backend]: 'm',
+      [LABELS.replica]: 'old1',
+      [LABELS.placement]: JSON.stringify({ cpus: 1, memoryMb: null, gpuIds: [], gpuShare: 0 }),
+    });
+    client.setHealth(old, 200);
+    await controller.init();
+    expect(controller.listReplicas('m').map((r) => [r.containerId, r.state])).toEqual([[old.containerId, 'starting']]);
+    await expect.poll(() => controller.listReplicas('m')[0]?.state).toBe('ready');
+    expect(client.pushes.map((p) => p.config)).toEqual([{ maxBatchSize: 1, batchWaitTimeoutS: 0, userConfig: { v: 3 } }]);
+    expect(runtime.containers.has(old.containerId)).toBe(true);
+    await expect.poll(() => JSON.parse(readFileSync(statePath, 'utf8')).version).toBe(2);
+  });
+});
