@@ -1,11 +1,10 @@
+/** Time, handed in through constructors so that tests can move it by hand. */
 export interface Clock {
   now(): number;
-  sleep(ms: number): Promise<void>;
 }
 
 export const systemClock: Clock = {
   now: () => Date.now(),
-  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
 };
 
 /** Waits for `promise` at most `ms`; true when it settled in time. The timer never outlives the wait. */

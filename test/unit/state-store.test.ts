@@ -40,7 +40,7 @@ describe('StateStore', () => {
 
 describe('InstanceLock', () => {
   const path = () => join(mkdtempSync(join(tmpdir(), 'flt-lock-')), 'state.json.lock');
-  const clock = { now: () => Date.now(), sleep: () => Promise.resolve() };
+  const clock = { now: () => Date.now() };
   const holder = (pid: number, host = hostname()) =>
     JSON.stringify({
       pid,

@@ -14,9 +14,6 @@ export class ManualClock implements Clock {
   advance(ms: number): void {
     this.time += ms;
   }
-  sleep(): Promise<void> {
-    return Promise.resolve();
-  }
 }
 
 export const silentLogger: Logger = {
