@@ -59,6 +59,8 @@ export interface BackendStepContext extends Omit<StepContext, 'target' | 'mayPus
  * starts replicas that are missing (after a backoff when they keep failing),
  * retires surplus ones (starting before ready) and ones on an outdated image.
  * A target change (config, count) is only a new target; the step does the rest.
+ * A failure that fails a waiting call holds the backend (no new replicas)
+ * until the controller undoes the call with a new target or deletes it.
  * `converged()` resolves when every replica is ready on the current target
  * and their number is the target's; it rejects with the error of a replica
  * that failed to start meanwhile.
@@ -69,19 +71,31 @@ export class BackendState {
   deleting: { drain: boolean } | undefined;
   /** True while the controller pushes a live config itself. */
   pushing = false;
+  /** After a failure that failed a waiting call: no new replicas until the controller sets a target again. */
+  private held = false;
   private consecutiveFailures = 0;
   private retryAt = 0;
   private replacements: ReplicaHistory[] = [];
   private waiters: Waiter[] = [];
 
   constructor(
-    public target: BackendTarget,
+    private current: BackendTarget,
     /** See SavedBackend.replicaConfigs. */
     public replicaConfigs: Record<string, string> = {},
   ) {}
 
   get name(): string {
-    return this.target.name;
+    return this.current.name;
+  }
+
+  get target(): BackendTarget {
+    return this.current;
+  }
+
+  /** A new target; the reconcile step converges on it (and starts replicas again after a failed call). */
+  retarget(target: BackendTarget): void {
+    this.current = target;
+    this.held = false;
   }
 
   saved(): SavedBackend {
@@ -147,7 +161,7 @@ export class BackendState {
       this.replacements = [];
       return;
     }
-    if (ctx.now < this.retryAt) return;
+    if (this.held || ctx.now < this.retryAt) return;
     for (let i = active.length; i < want; i++) {
       const history = this.replacements.shift() ?? { restarts: 0, lastError: null };
       const id = shortId();
@@ -190,9 +204,10 @@ export class BackendState {
     this.settle(error);
   }
 
-  /** Resolves the waiters, or rejects them with `error`. */
+  /** Resolves the waiters, or rejects them with `error` (and holds the backend, so that the failed call can undo itself). */
   private settle(error?: unknown): void {
     const waiters = this.waiters;
+    if (error !== undefined && waiters.length > 0) this.held = true;
     this.waiters = [];
     for (const waiter of waiters) {
       if (error === undefined) waiter.resolve();

@@ -302,7 +302,7 @@ export class Controller {
   /** Saves the backend with a new target, then sets it. */
   private retarget(state: BackendState, target: BackendTarget): void {
     this.save(this.savedBackends().map((b) => (b.name === state.name ? { ...state.saved(), ...savedTarget(target) } : b)));
-    state.target = target;
+    state.retarget(target);
   }
 
   /**

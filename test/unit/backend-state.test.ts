@@ -139,8 +139,11 @@ describe('a backend stepped by the reconciler', () => {
     h.fake.exit(first!.container!.containerId, 1);
     await h.step(2);
     await expect(goal).rejects.toMatchObject({ code: 'REPLICA_START_FAILED', message: expect.stringMatching(/model weights missing/) });
-    // The first replacement starts at once, while the failed replica's container is removed.
-    expect(h.counts()).toEqual({ failed: 1, starting: 1 });
+    // The failure failed a waiting call: no replacement until the controller decides (a new target, or deletion).
+    expect(h.counts()).toEqual({ failed: 1 });
+    await h.step(3);
+    expect(h.counts()).toEqual({});
+    h.backend.retarget(h.backend.target);
     await h.step();
     expect(h.counts()).toEqual({ starting: 1 });
     const second = h.backend.replicas[0]!;
@@ -148,6 +151,7 @@ describe('a backend stepped by the reconciler', () => {
     expect(h.fake.containers.has(first!.container!.containerId)).toBe(false);
     expect(h.scheduler.free().cpus).toBe(7);
 
+    await h.step();
     h.fake.exit(second.container!.containerId, 1);
     await h.step(2);
     expect(h.counts()).toEqual({ failed: 1 });
@@ -173,7 +177,7 @@ describe('a backend stepped by the reconciler', () => {
     h.clock.advance(READY_TIMEOUT_MS);
     await h.step(2);
     await expect(goal).rejects.toMatchObject({ code: 'REPLICA_START_FAILED', message: expect.stringMatching(/not ready within 10 s/) });
-    expect(h.counts()).toEqual({ failed: 1, starting: 1 });
+    expect(h.counts()).toEqual({ failed: 1 });
   });
 
   it('replaces a ready replica whose container exited, keeping why in lastError', async () => {
@@ -220,7 +224,7 @@ describe('a backend stepped by the reconciler', () => {
     h.ready();
     await h.step(2);
     expect(h.counts()).toEqual({ ready: 2 });
-    h.backend.target = targetOf(saved(1));
+    h.backend.retarget(targetOf(saved(1)));
     const leaving = h.backend.replicas[1]!;
     const finish = h.holdRequest(leaving.id);
     let converged = false;
@@ -299,7 +303,7 @@ describe('a backend stepped by the reconciler', () => {
     h.ready();
     await h.step(2);
     expect(h.backend.isConverged()).toBe(true);
-    h.backend.target = targetOf(saved(1, { v: 2 }));
+    h.backend.retarget(targetOf(saved(1, { v: 2 })));
     expect(h.backend.isConverged()).toBe(false);
     await h.step(2);
     expect(h.client.pushes.map((p) => p.config)).toEqual([{ maxBatchSize: 1, batchWaitTimeoutS: 0, userConfig: { v: 2 } }]);
