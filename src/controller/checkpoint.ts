@@ -1,4 +1,3 @@
-import { dirname } from 'node:path';
 import type { BackendConfig, ReplicaResources } from '../api.js';
 import { FlotillaError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
@@ -6,6 +5,7 @@ import type { Placement, Scheduler } from '../resources/scheduler.js';
 import type { ReplicaStatus } from '../runtime/container-runtime.js';
 import type { BackendState } from './backend-state.js';
 import { Replica } from './replica.js';
+import { readControlSecret } from './replica-files.js';
 import type { ShippableDefinition } from './definition.js';
 import type { EndpointRecord } from './endpoint-state.js';
 import type { ValidatedRuntimeEnv } from './runtime-env.js';
@@ -131,7 +131,8 @@ export function adoptContainers(
     const container = {
       containerId: status.containerId,
       target: status.target,
-      hostDir: 'socketPath' in status.target ? dirname(status.target.socketPath) : undefined,
+      hostDir: status.hostDir,
+      controlSecret: status.hostDir === undefined ? undefined : readControlSecret(status.hostDir),
       startedAt: status.startedAt,
     };
     backend.replicas.push(new Replica(id, placement, history, imageHash, liveHash, now, container));

@@ -19,6 +19,7 @@ import { EndpointState, type EndpointRecord } from './endpoint-state.js';
 import { TIMING } from './constants.js';
 import { instanceLabels, ReplicaLauncher, runDirOf, type ReplicaClient } from './launcher.js';
 import { Reconciler } from './reconciler.js';
+import type { Replica, Started } from './replica.js';
 import * as replicaClient from './replica-client.js';
 import type { ValidatedRuntimeEnv } from './runtime-env.js';
 import { InstanceLock, StateStore } from './state-store.js';
@@ -73,6 +74,7 @@ export class Controller {
   private readonly store: StateStore;
   private readonly lock: InstanceLock;
   private readonly launcher: ReplicaLauncher;
+  private readonly client: ReplicaClient;
   private readonly reconciler: Reconciler;
   private readonly creating = new Set<string>();
   private readonly perBackend = new Map<string, Promise<unknown>>();
@@ -86,10 +88,11 @@ export class Controller {
     const statePath = join(config.stateDir, 'state', `${config.instance}.json`);
     this.store = new StateStore(statePath);
     this.lock = new InstanceLock(`${statePath}.lock`, clock);
+    this.client = deps.replicaClient ?? replicaClient;
     this.launcher = new ReplicaLauncher({
       settings: config,
       runtime,
-      client: deps.replicaClient ?? replicaClient,
+      client: this.client,
       scheduler,
       clock,
       logger,
@@ -273,10 +276,14 @@ export class Controller {
         next.batchWaitTimeoutS !== previous.config.batchWaitTimeoutS;
       const target = targetOf({ ...previous, config: next });
       this.retarget(state, target);
+      const forward = { live: liveConfigOf(next, userConfigChanged), hash: target.liveHash };
+      const back = {
+        live: liveConfigOf(previous.config, userConfigChanged && previous.config.userConfig !== null),
+        hash: previous.liveHash,
+      };
       if (liveChanged) {
-        const rollback = liveConfigOf(previous.config, userConfigChanged && previous.config.userConfig !== null);
         try {
-          await this.pushLive(state, liveConfigOf(next, userConfigChanged), rollback, previous);
+          await this.pushLive(state, forward, back);
         } catch (error) {
           this.retarget(state, previous);
           throw error;
@@ -288,7 +295,7 @@ export class Controller {
           await this.convergence(state);
         } catch (error) {
           if (this.backends.get(name) === state && state.deleting === undefined) {
-            if (liveChanged) await this.pushLive(state, rollback(previous, userConfigChanged), undefined, target).catch(() => undefined);
+            if (liveChanged) await this.pushLive(state, back, undefined).catch(() => undefined);
             this.retarget(state, previous);
             this.reconciler.kick();
           }
@@ -306,37 +313,29 @@ export class Controller {
   }
 
   /**
-   * Pushes `live` to every ready replica; on a failure, those that took it get
-   * `rollback` (when given) and the call fails. Each replica's saved config hash
-   * follows what it holds, 'unknown' when a rollback failed too, so that the
+   * Pushes `push` to every ready replica; on a failure, those that took it get
+   * `undo` (when given) and the call fails. Each replica's saved config hash
+   * follows what it holds, 'unknown' when an undo failed too, so that the
    * reconciler (and a control plane adopting it later) pushes it again.
    */
-  private async pushLive(state: BackendState, live: LiveConfig, rollback: LiveConfig | undefined, previous: BackendTarget): Promise<void> {
+  private async pushLive(state: BackendState, push: LivePush, undo: LivePush | undefined): Promise<void> {
     state.pushing = true;
     try {
       const targets = state.replicas.filter((r) => r.state === 'ready' && r.container !== undefined);
-      const push = (config: LiveConfig) =>
-        Promise.allSettled(targets.map((r) => this.launcherClient().pushConfig(r.container!.target, config, TIMING.configPushTimeoutMs)));
-      const results = await push(live);
+      const results = await Promise.allSettled(targets.map((r) => this.pushTo(r.container!, push.live)));
       const failed = results.findIndex((result) => result.status === 'rejected');
-      const hashes: Record<string, string> = {};
+      const hashes = new Map<Replica, string>();
       targets.forEach((replica, index) => {
-        if (results[index]?.status === 'fulfilled') hashes[replica.id] = state.target.liveHash;
+        if (results[index]?.status === 'fulfilled') hashes.set(replica, push.hash);
       });
-      if (failed >= 0) {
-        const applied = targets.filter((r) => r.id in hashes);
-        const undone =
-          rollback === undefined
-            ? []
-            : await Promise.allSettled(
-                applied.map((r) => this.launcherClient().pushConfig(r.container!.target, rollback, TIMING.configPushTimeoutMs)),
-              );
-        applied.forEach((replica, index) => (hashes[replica.id] = undone[index]?.status === 'fulfilled' ? previous.liveHash : 'unknown'));
+      if (failed >= 0 && undo !== undefined) {
+        const applied = [...hashes.keys()];
+        const undone = await Promise.allSettled(applied.map((r) => this.pushTo(r.container!, undo.live)));
+        applied.forEach((replica, index) => hashes.set(replica, undone[index]?.status === 'fulfilled' ? undo.hash : 'unknown'));
       }
-      for (const replica of targets) {
-        if (hashes[replica.id] === undefined) continue;
-        replica.liveHash = hashes[replica.id]!;
-        state.replicaConfigs[replica.id] = replica.liveHash;
+      for (const [replica, hash] of hashes) {
+        replica.liveHash = hash;
+        state.replicaConfigs[replica.id] = hash;
       }
       this.saveQuietly();
       if (failed < 0) return;
@@ -351,8 +350,8 @@ export class Controller {
     }
   }
 
-  private launcherClient(): ReplicaClient {
-    return this.deps.replicaClient ?? replicaClient;
+  private pushTo(container: Started, config: LiveConfig): Promise<void> {
+    return this.client.pushConfig(container.target, container.controlSecret ?? '', config, TIMING.configPushTimeoutMs);
   }
 
   /** Stops routing to the backend's replicas, lets their requests finish (unless forced), then removes them. */
@@ -598,6 +597,8 @@ function savedTarget(target: BackendTarget): Omit<SavedBackend, 'replicaConfigs'
   return { name, definition, initArgs, config, resources, runtimeEnv, image };
 }
 
-function rollback(previous: BackendTarget, userConfigChanged: boolean): LiveConfig {
-  return liveConfigOf(previous.config, userConfigChanged && previous.config.userConfig !== null);
+/** A live config to push, and the hash of the config a replica holds once it took it. */
+interface LivePush {
+  live: LiveConfig;
+  hash: string;
 }

@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { isAbsolute, join, posix } from 'node:path';
 import { settlesWithin, type Clock } from '../common/clock.js';
 import { FlotillaError, errorMessage } from '../common/errors.js';
@@ -11,16 +11,21 @@ import type { Scheduler } from '../resources/scheduler.js';
 import type { ContainerRuntime, ReplicaSpec, ReplicaStatus, ReplicaTarget, ReplicaTransport } from '../runtime/container-runtime.js';
 import { APP_DIR, SHIPPED_MODULE } from '../runtime/image-builder.js';
 import { liveConfigOf, type BackendTarget } from './backend-state.js';
+import { confinementOf } from './confinement.js';
 import { TIMING } from './constants.js';
 import type { Replica, ReplicaDriver, Started } from './replica.js';
+import { prepareReplicaFiles } from './replica-files.js';
 
 /** How the launcher talks to a replica over its transport (replica-client.ts; a fake in unit tests). */
 export interface ReplicaClient {
   probeHealth(target: ReplicaTarget, timeoutMs: number, path?: string): Promise<number | undefined>;
-  pushConfig(target: ReplicaTarget, config: LiveConfig, timeoutMs: number): Promise<void>;
+  pushConfig(target: ReplicaTarget, controlSecret: string, config: LiveConfig, timeoutMs: number): Promise<void>;
 }
 
-export type LauncherSettings = Pick<FlotillaConfig, 'instance' | 'stateDir' | 'transport' | 'replicaHost' | 'replicaUser'>;
+export type LauncherSettings = Pick<
+  FlotillaConfig,
+  'instance' | 'stateDir' | 'transport' | 'replicaHost' | 'replicaUser' | 'replicaPidsLimit' | 'replicaNetwork'
+>;
 
 export interface LauncherDeps {
   settings: LauncherSettings;
@@ -63,7 +68,7 @@ export function runDirOf(settings: Pick<LauncherSettings, 'stateDir' | 'instance
 export class ReplicaLauncher implements ReplicaDriver {
   constructor(private readonly deps: LauncherDeps) {}
 
-  entryOf(target: BackendTarget): ReplicaEntry {
+  entryOf(target: BackendTarget): Omit<ReplicaEntry, 'controlSecret'> {
     const definition = target.definition;
     const module =
       definition.kind !== 'import'
@@ -75,10 +80,15 @@ export class ReplicaLauncher implements ReplicaDriver {
     return { module, exportName, initArgs: target.initArgs, ...liveConfigOf(target.config, target.config.userConfig !== null) };
   }
 
-  specOf(target: BackendTarget, replica: Replica, transport: ReplicaTransport): ReplicaSpec {
+  /** The container spec; `hostDir` holds the entry file (protocol replicas) and, with the unix transport, the socket. */
+  specOf(target: BackendTarget, replica: Replica, hostDir: string | undefined): ReplicaSpec {
     const { settings } = this.deps;
     const httpPort = target.runtimeEnv.port;
     const { placement, history } = replica;
+    const transport: ReplicaTransport =
+      settings.transport === 'unix' && httpPort === undefined
+        ? { kind: 'unix' }
+        : { kind: 'tcp', hostAddress: settings.replicaHost, containerPort: httpPort ?? PROTOCOL.tcpPort };
     return {
       name: `flotilla-${settings.instance}-${target.name}-${replica.id}`,
       image: target.image,
@@ -95,32 +105,23 @@ export class ReplicaLauncher implements ReplicaDriver {
       env: {
         ...target.resources.env,
         NVIDIA_VISIBLE_DEVICES: placement.gpuIds.length > 0 ? placement.gpuIds.join(',') : 'void',
-        ...(httpPort === undefined ? { [PROTOCOL.env.entry]: JSON.stringify(this.entryOf(target)) } : {}),
       },
-      user: httpPort === undefined ? settings.replicaUser : undefined,
+      hostDir,
       transport,
       limits: { cpus: placement.cpus, memoryMb: placement.memoryMb, gpuIds: placement.gpuIds },
+      confinement: confinementOf(target.name, target.resources, settings, httpPort !== undefined),
     };
   }
 
   async start(target: BackendTarget, replica: Replica): Promise<Started> {
     const { settings, runtime, clock } = this.deps;
-    let transport: ReplicaTransport;
-    let hostDir: string | undefined;
-    const httpPort = target.runtimeEnv.port;
-    if (settings.transport === 'unix' && httpPort === undefined) {
-      hostDir = join(runDirOf(settings), replica.id);
-      mkdirSync(hostDir, { recursive: true });
-      chmodSync(hostDir, 0o777);
-      transport = { kind: 'unix', hostDir };
-    } else {
-      transport = { kind: 'tcp', hostAddress: settings.replicaHost, containerPort: httpPort ?? PROTOCOL.tcpPort };
-    }
+    const hostDir = target.runtimeEnv.port === undefined ? join(runDirOf(settings), replica.id) : undefined;
     try {
-      const spec = this.specOf(target, replica, transport);
+      const spec = this.specOf(target, replica, hostDir);
+      const controlSecret = hostDir === undefined ? undefined : prepareReplicaFiles(hostDir, this.entryOf(target), settings.replicaUser);
       const status = await this.deps.limiter.run(() => runtime.startReplica(spec));
       if (status.target === undefined) throw new FlotillaError('REPLICA_START_FAILED', `container ${status.name} has no address`);
-      return { containerId: status.containerId, target: status.target, hostDir, startedAt: clock.now() };
+      return { containerId: status.containerId, target: status.target, hostDir, controlSecret, startedAt: clock.now() };
     } catch (error) {
       if (hostDir !== undefined) rmSync(hostDir, { recursive: true, force: true });
       throw error;
@@ -163,7 +164,8 @@ export class ReplicaLauncher implements ReplicaDriver {
 
   push(target: BackendTarget, replica: Replica): Promise<void> {
     const live = liveConfigOf(target.config, target.config.userConfig !== null);
-    return this.deps.client.pushConfig(replica.container!.target, live, TIMING.configPushTimeoutMs);
+    const { target: address, controlSecret } = replica.container!;
+    return this.deps.client.pushConfig(address, controlSecret ?? '', live, TIMING.configPushTimeoutMs);
   }
 
   async drain(target: BackendTarget, replica: Replica, graceMs: number): Promise<void> {

@@ -17,6 +17,8 @@ export interface Started {
   containerId: string;
   target: ReplicaTarget;
   hostDir: string | undefined;
+  /** Sent on every control call (replica-files.ts); undefined for plain HTTP containers. */
+  controlSecret: string | undefined;
   /** Epoch milliseconds the container started. */
   startedAt: number;
 }

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LABELS } from '../../src/common/labels.js';
+import { loadConfig } from '../../src/config/config.js';
 import { Limiter } from '../../src/common/limiter.js';
 import { BackendState, targetOf } from '../../src/controller/backend-state.js';
 import { adoptContainers } from '../../src/controller/checkpoint.js';
@@ -47,13 +48,7 @@ function harness(numReplicas: number, options: { runtime?: ContainerRuntime; lim
   const scheduler = new Scheduler({ cpus: 8, memoryMb: 8192, gpus: [] });
   const inFlight = new Map<string, { promise: Promise<void>; finish: () => void }>();
   const launcher = new ReplicaLauncher({
-    settings: {
-      instance: 't',
-      stateDir: mkdtempSync(join(tmpdir(), 'flt-bs-')),
-      transport: 'tcp',
-      replicaHost: '127.0.0.1',
-      replicaUser: '1000:1000',
-    },
+    settings: loadConfig({ instance: 't', stateDir: mkdtempSync(join(tmpdir(), 'flt-bs-')), transport: 'tcp' }),
     runtime,
     client,
     scheduler,

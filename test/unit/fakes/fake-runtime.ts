@@ -83,6 +83,7 @@ export class FakeRuntime implements ContainerRuntime {
       oomKilled: false,
       startedAt: this.clock.now(),
       target: { host: '127.0.0.1', port: 10_000 + n },
+      hostDir: spec?.hostDir,
     };
     this.containers.set(status.containerId, { status, spec, logs: spec === undefined ? '' : this.logsFor(spec) });
     return { ...status };
@@ -135,7 +136,7 @@ export class FakeReplicaClient implements ReplicaClient {
   probeHealth(target: ReplicaTarget): Promise<number | undefined> {
     return Promise.resolve(this.health.get(keyOf(target)));
   }
-  pushConfig(target: ReplicaTarget, config: LiveConfig): Promise<void> {
+  pushConfig(target: ReplicaTarget, _controlSecret: string, config: LiveConfig): Promise<void> {
     const port = keyOf(target);
     this.pushes.push({ port, config });
     return this.refuse.has(port) ? Promise.reject(new Error('reconfigure threw')) : Promise.resolve();
