@@ -171,7 +171,7 @@ export class BackendState {
         this.replicas.push(replica);
         replica.update(step);
       } catch (error) {
-        this.replacements.unshift(history);
+        this.replacements.unshift({ restarts: history.restarts + 1, lastError: errorMessage(error) });
         this.backOff(ctx.now);
         const failure = isFlotillaError(error)
           ? new FlotillaError(error.code, `backend '${this.name}' cannot start a replica: ${error.message}`, error.details)

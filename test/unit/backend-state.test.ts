@@ -266,6 +266,21 @@ describe('a backend stepped by the reconciler', () => {
     expect(forced.fake.stops.map((s) => s.timeoutS)).toEqual([0]);
   });
 
+  it('fails the waiting call when a replica does not fit, and holds the backend until it gets a new target', async () => {
+    const h = harness(9);
+    const goal = h.backend.converged();
+    goal.catch(() => undefined);
+    await h.step();
+    await expect(goal).rejects.toMatchObject({ code: 'INSUFFICIENT_RESOURCES', message: expect.stringMatching(/cannot start a replica/) });
+    expect(h.counts()).toEqual({ starting: 8 });
+    await h.step(20);
+    expect(h.backend.replicas).toHaveLength(8);
+    h.backend.retarget(targetOf(saved(8)));
+    h.ready();
+    await h.step(2);
+    expect(h.counts()).toEqual({ ready: 8 });
+  });
+
   it('bounds concurrent container starts with the limiter', async () => {
     const h = harness(4, { limit: 2 });
     let open = () => undefined as void;
