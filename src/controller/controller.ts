@@ -14,6 +14,7 @@ import type { ContainerRuntime } from '../runtime/container-runtime.js';
 import type { ImageBuilder } from '../runtime/image-builder.js';
 import { BackendState, liveConfigOf, targetOf, type BackendTarget } from './backend-state.js';
 import { adoptContainers, CHECKPOINT_VERSION, parseCheckpoint, type SavedBackend } from './checkpoint.js';
+import { confinementOf } from './confinement.js';
 import { checkSupports, shippedModuleText, type ShippableDefinition } from './definition.js';
 import { EndpointState, type EndpointRecord } from './endpoint-state.js';
 import { TIMING } from './constants.js';
@@ -175,6 +176,7 @@ export class Controller {
     const { initArgs, config, contextDir, runtimeEnv, resources } = validateBackendOptions(options);
     checkSupports(name, shippable, config);
     checkContainerSupports(name, runtimeEnv, config);
+    confinementOf(name, resources, this.deps.config, runtimeEnv.port !== undefined);
     const context = contextDir === undefined ? undefined : resolve(contextDir);
     if (context !== undefined && !statSync(context, { throwIfNoEntry: false })?.isDirectory()) {
       throw new FlotillaError('INVALID_ARGUMENT', `replicaOptions.runtimeEnv.context '${contextDir}' is not a directory`);
