@@ -230,7 +230,7 @@ export class Controller {
 
   /** Undoes a createBackend whose replicas failed: forgets the backend and waits until its containers are gone. */
   private async abandonCreate(state: BackendState): Promise<void> {
-    if (this.backends.get(state.name) !== state || state.deleting !== undefined) return;
+    if (this.stopped || this.backends.get(state.name) !== state || state.deleting !== undefined) return;
     try {
       this.save(this.savedBackends().filter((b) => b.name !== state.name));
     } catch (error) {

@@ -1,6 +1,12 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { shortId } from '../../src/common/ids.js';
+import { LABELS } from '../../src/common/labels.js';
+import { ControlPlane } from '../../src/control-plane.js';
 import type { Client } from '../../src/index.js';
-import { containersOf, startFlotilla } from './harness.js';
+import { containersOf, inspect, startFlotilla } from './harness.js';
 
 class SlowToLoad {
   constructor() {
@@ -16,6 +22,16 @@ class Slow {
     const ms = Number(new URL(request.url).searchParams.get('ms') ?? '0');
     await new Promise((resolve) => setTimeout(resolve, ms));
     return 'done';
+  }
+}
+
+class Tagged {
+  private tag = 'none';
+  reconfigure(config: { tag: string }) {
+    this.tag = config.tag;
+  }
+  call() {
+    return { tag: this.tag };
   }
 }
 
@@ -72,5 +88,42 @@ describe('the controller as a reconciler', () => {
     expect(Date.now() - deleting).toBeGreaterThanOrEqual(1000);
     expect(containersOf(instance, 'old')).toEqual([]);
     expect(Object.keys(await client.listBackends())).not.toContain('old');
+  });
+});
+
+describe('adoption after a restart', () => {
+  it('reconfigures an adopted replica whose live config differs from the saved state, without replacing it', async () => {
+    const settings = {
+      instance: `test-${shortId(3)}`,
+      stateDir: mkdtempSync(join(tmpdir(), 'flt-')),
+      http: { host: '127.0.0.1', port: 0 },
+      admin: { host: '127.0.0.1', port: 0 },
+      logLevel: 'warn' as const,
+      cpuCapacity: 64,
+    };
+    const first = await ControlPlane.start(settings);
+    await first.client.createBackend('tagged', Tagged, { config: { userConfig: { tag: 'v1' } } });
+    await first.client.createEndpoint('tagged', { backend: 'tagged', route: '/tagged' });
+    await first.client.updateBackendConfig('tagged', { userConfig: { tag: 'v2' } });
+    const [replica] = await first.client.listReplicas('tagged');
+    expect(inspect(replica!.containerId).Config.Labels).toHaveProperty([LABELS.configHash]);
+    await first.close();
+
+    // As if the control plane died after saving v3 and before pushing it.
+    const statePath = join(settings.stateDir, 'state', `${settings.instance}.json`);
+    const state = JSON.parse(readFileSync(statePath, 'utf8'));
+    expect(state.version).toBe(2);
+    state.backends[0].config.userConfig = { tag: 'v3' };
+    writeFileSync(statePath, JSON.stringify(state));
+
+    const second = await ControlPlane.start(settings);
+    try {
+      await expect.poll(async () => (await second.client.listReplicas('tagged')).map((r) => r.state)).toEqual(['ready']);
+      expect(await (await fetch(`${second.client.httpUrl}/tagged`)).json()).toEqual({ tag: 'v3' });
+      expect((await second.client.listReplicas('tagged')).map((r) => r.containerId)).toEqual([replica!.containerId]);
+    } finally {
+      await second.shutdown();
+    }
+    expect(containersOf(settings.instance)).toEqual([]);
   });
 });
