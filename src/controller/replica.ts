@@ -80,10 +80,10 @@ interface Task {
 export class Replica {
   state: ReplicaState = 'starting';
   container: Started | undefined;
-  /** When this control plane learnt of the container (its start returned, or it was adopted). */
-  knownAt = 0;
-  failedProbes = 0;
   failure: { error: FlotillaError; lastError: string } | undefined;
+  /** When this control plane learnt of the container (its start returned, or it was adopted). */
+  private knownAt = 0;
+  private failedProbes = 0;
   private since: number;
   private lastProbeAt = Number.NEGATIVE_INFINITY;
   private healthy = false;
@@ -106,10 +106,6 @@ export class Replica {
       this.container = adopted;
       this.knownAt = now;
     }
-  }
-
-  get busy(): boolean {
-    return this.task !== undefined && !this.task.done;
   }
 
   /** Asks the replica to leave; the step drains it (or stops it at once) when it gets to it. */
