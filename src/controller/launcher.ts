@@ -154,8 +154,10 @@ export class ReplicaLauncher implements ReplicaDriver {
     return this.healthy(target, replica.container!.target, TIMING.probeTimeoutMs);
   }
 
-  async exitReason(status: ReplicaStatus | undefined): Promise<string> {
+  async exitReason(replica: Replica, listed: ReplicaStatus | undefined): Promise<string | undefined> {
+    const status = listed ?? (await this.deps.runtime.inspectReplica(replica.container!.containerId));
     if (status === undefined) return 'disappeared (its container was removed)';
+    if (status.running) return undefined;
     if (status.oomKilled) return 'was killed for exceeding its memory limit (OOM)';
     const logs = await this.deps.runtime.logsTail(status.containerId, 3).catch(() => '');
     const last = logs.trim().split('\n').pop() ?? '';

@@ -29,8 +29,11 @@ export interface ReplicaDriver {
   /** 'ready' once the replica answers its health check, 'waiting' before; throws why it will never be ready. */
   checkStarting(target: BackendTarget, replica: Replica, deadline: number): Promise<'ready' | 'waiting'>;
   probe(target: BackendTarget, replica: Replica): Promise<boolean>;
-  /** Why a container that is gone or exited stopped, in words for lastError. */
-  exitReason(status: ReplicaStatus | undefined): Promise<string>;
+  /**
+   * Why the replica's container stopped, in words for lastError, or undefined when asking the engine directly shows it
+   * running after all (a listing can miss a container that is changing state).
+   */
+  exitReason(replica: Replica, listed: ReplicaStatus | undefined): Promise<string | undefined>;
   push(target: BackendTarget, replica: Replica): Promise<void>;
   /** Waits for the replica's requests in flight (at most graceMs), then stops it with the grace that is left. */
   drain(target: BackendTarget, replica: Replica, graceMs: number): Promise<void>;
@@ -187,10 +190,15 @@ export class Replica {
     if (observed !== undefined && observed.at > this.knownAt) {
       const status = observed.replicas.get(this.id);
       if (status === undefined || !status.running || status.containerId !== this.container?.containerId) {
+        const listed = status?.containerId === this.container?.containerId ? status : undefined;
         this.launch(
           ctx,
-          () => ctx.driver.exitReason(status?.containerId === this.container?.containerId ? status : undefined),
-          (outcome) => this.fail(ctx, outcome.ok ? `replica ${this.id} ${outcome.value}` : outcome.error),
+          () => ctx.driver.exitReason(this, listed),
+          (outcome) => {
+            if (!outcome.ok) this.fail(ctx, outcome.error);
+            else if (outcome.value !== undefined) this.fail(ctx, `replica ${this.id} ${outcome.value}`);
+            else this.knownAt = ctx.now;
+          },
         );
         return;
       }

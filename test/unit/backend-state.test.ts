@@ -81,10 +81,12 @@ function harness(numReplicas: number, options: { runtime?: ContainerRuntime; lim
       await flush();
     }
   };
-  const observe = async () => {
+  /** A listing of the engine's containers, leaving out the given replicas as a listing that raced a change may. */
+  const observe = async (...missing: string[]) => {
     clock.advance(1);
     const replicas = new Map<string, ReplicaStatus>();
     for (const status of await fake.listReplicas({})) replicas.set(status.labels[LABELS.replica]!, status);
+    for (const id of missing) replicas.delete(id);
     observed = { at: clock.now(), replicas };
   };
   const counts = (): Partial<Record<ReplicaState, number>> => {
@@ -193,6 +195,16 @@ describe('a backend stepped by the reconciler', () => {
     expect(h.counts()).toEqual({ ready: 1, starting: 1 });
     const replacement = h.backend.replicas.find((r) => r.state === 'starting')!;
     expect(replacement.history).toEqual({ restarts: 1, lastError: `replica ${victim.id} exited with code 137` });
+  });
+
+  it('keeps a ready replica that a listing missed while the engine says it runs', async () => {
+    const h = harness(1);
+    await h.step(2);
+    h.ready();
+    await h.step(2);
+    await h.observe(h.backend.replicas[0]!.id);
+    await h.step(4);
+    expect(h.counts()).toEqual({ ready: 1 });
   });
 
   it('replaces a ready replica after three failed health checks in a row, not after two', async () => {
