@@ -240,6 +240,7 @@ describe('a backend stepped by the reconciler', () => {
     expect(h.counts()).toEqual({ ready: 1, draining: 1 });
     expect(h.backend.routable().map((r) => r.id)).toEqual([h.backend.replicas[0]!.id]);
     expect(h.fake.containers.size).toBe(2);
+    expect(converged).toBe(false);
     finish();
     await h.step();
     expect(h.counts()).toEqual({ ready: 1 });
