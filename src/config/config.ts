@@ -111,15 +111,15 @@ const schema = {
     env: 'FLOTILLA_DOCKER_SOCKET',
   },
   baseImage: {
-    doc: 'Node.js base image of replicas: node:20-bookworm-slim, or flotilla-local/node:20-bookworm-slim built offline by scripts/base-image.sh.',
+    doc: 'Node.js base image of replicas; empty picks node:20-bookworm-slim when the engine has or can pull it, else flotilla-local/node:20-bookworm-slim (built offline by scripts/base-image.sh).',
     format: String,
-    default: 'node:20-bookworm-slim',
+    default: '',
     env: 'FLOTILLA_BASE_IMAGE',
   },
   pythonBaseImage: {
-    doc: 'Debian-based image that Python replica images start from (python3 is installed with apt unless it has one): debian:bookworm-slim, or flotilla-local/bookworm-minbase:latest built offline by scripts/base-image.sh.',
+    doc: 'Debian-based image that Python replica images start from (python3 is installed with apt unless it has one); empty picks debian:bookworm-slim when the engine has or can pull it, else flotilla-local/bookworm-minbase:latest (built offline by scripts/base-image.sh).',
     format: String,
-    default: 'debian:bookworm-slim',
+    default: '',
     env: 'FLOTILLA_PYTHON_BASE_IMAGE',
   },
   buildCaFile: {

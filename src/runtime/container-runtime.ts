@@ -72,6 +72,8 @@ export interface ImageBuild {
 export interface ContainerRuntime {
   ping(): Promise<void>;
   imageExists(tag: string): Promise<boolean>;
+  /** Pulls an image from its registry; rejects when that fails or takes longer than timeoutMs. */
+  pullImage(tag: string, timeoutMs: number): Promise<void>;
   buildImage(build: ImageBuild): Promise<void>;
   startReplica(spec: ReplicaSpec): Promise<ReplicaStatus>;
   inspectReplica(containerId: string): Promise<ReplicaStatus | undefined>;

@@ -135,6 +135,24 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
+  async pullImage(tag: string, timeoutMs: number): Promise<void> {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), timeoutMs);
+    try {
+      const stream = await this.docker.pull(tag, { abortSignal: abort.signal });
+      await new Promise<void>((resolve, reject) => {
+        abort.signal.addEventListener('abort', () => reject(new Error(`no answer within ${timeoutMs / 1000} s`)));
+        this.docker.modem.followProgress(stream, (error: Error | null, events: BuildEvent[] = []) => {
+          const failed = events.find((event) => event.error !== undefined);
+          if (error ?? failed) reject(error ?? new Error(failed?.error));
+          else resolve();
+        });
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   async buildImage(build: ImageBuild): Promise<void> {
     const log: string[] = [];
     let failure: string | undefined;

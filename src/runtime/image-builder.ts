@@ -8,6 +8,7 @@ import type { FlotillaConfig } from '../config/config.js';
 import type { ContainerRuntime } from './container-runtime.js';
 import { packageRoot } from '../common/package-root.js';
 import { checkContextDir, contextFilter, packContext, type ContextPart, type PackedContext } from './build-context.js';
+import { BaseImages } from './base-images.js';
 
 export const APP_DIR = '/app';
 export const SHIPPED_MODULE = `${APP_DIR}/.flotilla/definition.mjs`;
@@ -80,12 +81,15 @@ const APT_CLEAN = 'rm -rf /var/lib/apt/lists/*';
  */
 export class ImageBuilder {
   private readonly runtimeTags = new Map<ReplicaRuntimeKind, Promise<string>>();
+  private readonly bases: BaseImages;
 
   constructor(
     private readonly runtime: ContainerRuntime,
     private readonly settings: BuildSettings,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.bases = new BaseImages(runtime, { node: settings.baseImage, python: settings.pythonBaseImage }, logger);
+  }
 
   backendImage(source: BackendImageSource): Promise<string> {
     const kind = source.runtime ?? 'node';
@@ -205,7 +209,7 @@ export class ImageBuilder {
     if (!isFile(join(context, dockerfile))) {
       throw new FlotillaError('INVALID_ARGUMENT', `replicaOptions.runtimeEnv.dockerfile '${dockerfile}' is not a file in ${context}`);
     }
-    const buildArgs = { FLOTILLA_BASE_IMAGE: this.baseOf(kind), ...source.buildArgs };
+    const buildArgs = { FLOTILLA_BASE_IMAGE: await this.bases.of(kind), ...source.buildArgs };
     const userTag = await this.build(
       'flotilla/user',
       [{ dir: context, prefix: '', ignore: contextFilter(context, [dockerfile, '.dockerignore'], () => false) }],
@@ -221,10 +225,6 @@ export class ImageBuilder {
       writeFileSync(join(staging, 'Dockerfile'), [`FROM ${userTag}`, ...this.runtimeLayer(kind)].join('\n') + '\n');
       return this.build('flotilla/backend', [{ dir: staging, prefix: '' }], source.backend);
     });
-  }
-
-  private baseOf(kind: ReplicaRuntimeKind): string {
-    return kind === 'node' ? this.settings.baseImage : this.settings.pythonBaseImage;
   }
 
   /** Writes the runtime's files into `dir`. */
@@ -262,7 +262,10 @@ export class ImageBuilder {
         this.stageRuntime(kind, join(staging, 'replica'));
         mkdirSync(join(staging, 'app'));
         const install = kind === 'python' ? [`RUN command -v python3 >/dev/null || { ${APT_INSTALL} python3 && ${APT_CLEAN}; }`] : [];
-        writeFileSync(join(staging, 'Dockerfile'), [`FROM ${this.baseOf(kind)}`, ...install, ...this.runtimeLayer(kind)].join('\n') + '\n');
+        writeFileSync(
+          join(staging, 'Dockerfile'),
+          [`FROM ${await this.bases.of(kind)}`, ...install, ...this.runtimeLayer(kind)].join('\n') + '\n',
+        );
         return this.build(`flotilla/replica-${kind}`, [{ dir: staging, prefix: '' }], 'runtime');
       });
       this.runtimeTags.set(kind, tag);
