@@ -27,6 +27,11 @@ export interface Placement {
 
 const EPSILON = 1e-9;
 
+/** '1 CPU', '0.5 CPU', '2 CPUs'. */
+function plural(amount: number, unit: string): string {
+  return `${amount} ${unit}${amount > 1 ? 's' : ''}`;
+}
+
 function round(value: number): number {
   return Math.round(value * 1e6) / 1e6;
 }
@@ -48,14 +53,16 @@ export class Scheduler {
   reserve(replicaId: string, request: ResourceRequest): Placement {
     const free = this.free();
     const shortOf: string[] = [];
-    if (request.numCpus > free.cpus + EPSILON) shortOf.push(`${request.numCpus} CPUs (${free.cpus} free of ${this.capacity.cpus})`);
+    if (request.numCpus > free.cpus + EPSILON) {
+      shortOf.push(`${plural(request.numCpus, 'CPU')}, ${free.cpus} of ${this.capacity.cpus} free`);
+    }
     if (request.memoryMb !== null && request.memoryMb > free.memoryMb + EPSILON) {
-      shortOf.push(`${request.memoryMb} MB of memory (${free.memoryMb} MB free of ${this.capacity.memoryMb})`);
+      shortOf.push(`${request.memoryMb} MB of memory, ${free.memoryMb} of ${this.capacity.memoryMb} MB free`);
     }
     const gpuIds = request.numGpus > 0 ? this.pickGpus(request.numGpus) : [];
-    if (gpuIds === undefined) shortOf.push(`${request.numGpus} GPUs (${this.describeFreeGpus()})`);
+    if (gpuIds === undefined) shortOf.push(`${plural(request.numGpus, 'GPU')} (${this.describeFreeGpus()})`);
     if (shortOf.length > 0) {
-      throw new FlotillaError('INSUFFICIENT_RESOURCES', `not enough resources for a replica that asks for ${shortOf.join(' and ')}`, {
+      throw new FlotillaError('INSUFFICIENT_RESOURCES', `not enough resources: a replica needs ${shortOf.join(' and ')}`, {
         asked: request,
         free,
       });

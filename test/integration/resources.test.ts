@@ -53,7 +53,7 @@ describe('CPU and memory', () => {
     await expect(client.updateBackendConfig('limited', { numReplicas: 4 })).rejects.toMatchObject({
       code: 'INSUFFICIENT_RESOURCES',
       message: expect.stringMatching(
-        /backend 'limited' cannot add 3 replica\(s\): .*asks for 0.5 CPUs \(0 free of 2\).*; 1 CPUs and 896 MB were free/,
+        /backend 'limited' cannot add 3 replica\(s\): not enough resources: a replica needs 0.5 CPU, 0 of 2 free; 1 CPUs and 896 MB were free/,
       ),
     });
     expect(containersOf(instance).sort()).toEqual(running);
@@ -114,7 +114,7 @@ describe('GPUs', () => {
       expect(engine.creates.at(-1)?.HostConfig.DeviceRequests ?? null).toBeNull();
       await expect(client.createBackend('three', threads, { replicaOptions: { numGpus: 3 } })).rejects.toMatchObject({
         code: 'INSUFFICIENT_RESOURCES',
-        message: expect.stringMatching(/3 GPUs \(GPU 0: 1 free, GPU 1: 1 free\)/),
+        message: expect.stringMatching(/a replica needs 3 GPUs \(GPU 0: 1 free, GPU 1: 1 free\)/),
       });
     } finally {
       await client.shutdown();

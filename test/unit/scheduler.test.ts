@@ -43,7 +43,7 @@ describe('Scheduler', () => {
     scheduler.reserve('a', ask(1.5, 0, 600));
     const before = scheduler.free();
     expect(() => scheduler.reserve('b', ask(1, 0, 500))).toThrow(
-      'not enough resources for a replica that asks for 1 CPUs (0.5 free of 2) and 500 MB of memory (400 MB free of 1000)',
+      'not enough resources: a replica needs 1 CPU, 0.5 of 2 free and 500 MB of memory, 400 of 1000 MB free',
     );
     expect(() => scheduler.reserve('c', ask(0.5, 1))).toThrow(/this machine has no GPUs/);
     expect(scheduler.free()).toEqual(before);
