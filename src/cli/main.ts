@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Client, ConnectOptions, StartOptions } from '../api.js';
 import { startDetached, takeStartFile } from '../admin/detached.js';
 import { connect, streamBackendLogs } from '../admin/remote-client.js';
@@ -9,6 +9,7 @@ import { ControlPlane } from '../control-plane.js';
 import { deployAppFile } from './deploy.js';
 import { renderStatus } from './status.js';
 import { urlOf } from '../common/checks.js';
+import { checkAppFile, offlinePlan, type MachineSize } from './offline-check.js';
 
 interface Connection {
   address?: string;
@@ -88,13 +89,70 @@ program
   .addOption(new Option('--options-file <path>', 'settings from a start file that a detached start wrote (read, then removed)').hideHelp())
   .action(startCommand);
 
-connection(
+type MachineFlags = { cpus?: number; memoryMb?: number; gpus?: number };
+
+function amount(integer: boolean) {
+  return (value: string): number => {
+    const number = Number(value);
+    if (value.trim() === '' || !Number.isFinite(number) || number < 0 || (integer && !Number.isInteger(number))) {
+      throw new InvalidArgumentError(integer ? 'must be a whole number of 0 or more' : 'must be a number of 0 or more');
+    }
+    return number;
+  };
+}
+
+const machine = (command: Command) =>
+  command
+    .option('--cpus <n>', 'check that every replica fits on a machine with this many CPUs', amount(false))
+    .option('--memory-mb <n>', 'check that every replica fits in this much memory (MB)', amount(true))
+    .option('--gpus <n>', 'check that every replica fits on this many GPUs', amount(true));
+
+const machineOf = (flags: MachineFlags): MachineSize => ({ cpus: flags.cpus, memoryMb: flags.memoryMb, gpus: flags.gpus });
+const print = (line: string) => process.stdout.write(`${line}\n`);
+
+machine(
   program
-    .command('deploy <file>')
-    .description('apply an app file (backends, endpoints, traffic): creates, reconfigures and removes only what differs')
-    .option('--dry-run', 'print the plan without changing anything'),
-).action(async (file: string, flags: Connection & { dryRun?: boolean }) => {
-  await deployAppFile(await connectTo(flags), file, { log: (line) => process.stdout.write(`${line}\n`), dryRun: flags.dryRun === true });
+    .command('validate <file>')
+    .description('check an app file without a control plane: syntax, keys, types, contexts, and capacity when a machine is given'),
+).action((file: string, flags: MachineFlags) => {
+  const spec = checkAppFile(file, machineOf(flags));
+  const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+  print(
+    `${file}: valid (${count(Object.keys(spec.backends).length, 'backend')}, ${count(Object.keys(spec.endpoints).length, 'endpoint')})`,
+  );
+});
+
+/** A dry run plans against the running control plane, or offline (against an empty instance) when none answers. */
+async function dryRun(file: string, flags: Connection & MachineFlags & { offline?: boolean }): Promise<void> {
+  const spec = checkAppFile(file, machineOf(flags));
+  let client: Client | undefined;
+  if (flags.offline !== true) {
+    client = await connectTo(flags).catch((error: unknown) => {
+      if (!isFlotillaError(error, 'ADMIN_UNREACHABLE')) throw error;
+      print(`no control plane answers (${errorMessage(error)}); planning against an empty instance`);
+      return undefined;
+    });
+  }
+  if (client === undefined) {
+    for (const line of offlinePlan(spec)) print(line);
+    return;
+  }
+  await deployAppFile(client, file, { log: print, dryRun: true });
+}
+
+connection(
+  machine(
+    program
+      .command('deploy <file>')
+      .description('apply an app file (backends, endpoints, traffic): creates, reconfigures and removes only what differs')
+      .option('--dry-run', 'print the plan without changing anything')
+      .option('--offline', 'with --dry-run: plan against an empty instance, without asking a control plane'),
+  ),
+).action(async (file: string, flags: Connection & MachineFlags & { dryRun?: boolean; offline?: boolean }) => {
+  if (flags.dryRun === true) return dryRun(file, flags);
+  if (flags.offline === true) throw new Error('--offline needs --dry-run: a deploy changes a running control plane');
+  if (Object.values(machineOf(flags)).some((value) => value !== undefined)) checkAppFile(file, machineOf(flags));
+  await deployAppFile(await connectTo(flags), file, { log: print });
 });
 
 connection(program.command('status').description('endpoints, backends and replicas with their state')).action(async (flags: Connection) => {

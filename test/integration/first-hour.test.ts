@@ -1,14 +1,27 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { serve, type Client } from '../../src/index.js';
 import { shortId } from '../../src/common/ids.js';
 import { containersOf } from './harness.js';
 
 const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
+const run = promisify(execFile);
+
+/** Runs the flotilla command; resolves with its exit code and output whether it succeeds or not. */
+async function flotilla(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env: userEnv() });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code: number; stdout: string; stderr: string };
+    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+  }
+}
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -96,5 +109,66 @@ describe('the base image', () => {
     expect(await response.text()).toBe('hello from the picked base');
     expect(output()).toContain(`node base image ${expected}`);
     await client.shutdown();
+  });
+});
+
+const GOOD = `backends:
+  echo:
+    import: handlers/echo.js:Echo
+    runtimeEnv: { context: ./echo }
+    config: { numReplicas: 2 }
+    replicaOptions: { numCpus: 0.75 }
+endpoints:
+  echo: { backend: echo, route: /echo }
+`;
+
+describe('offline checks, with no control plane running', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flt-app-'));
+  mkdirSync(join(dir, 'echo'));
+  writeFileSync(join(dir, 'good.yaml'), GOOD);
+  writeFileSync(
+    join(dir, 'bad.yaml'),
+    GOOD.replace('./echo', './missing').replace('numReplicas: 2', 'numReplicas: two').replace('route: /echo', 'route: /echo, methods: GET'),
+  );
+  writeFileSync(join(dir, 'broken.yaml'), 'backends: [\n');
+  let nobody = '';
+
+  it('validate passes a good file and checks capacity against a given machine', async () => {
+    nobody = `http://127.0.0.1:${await freePort()}`;
+    expect(await flotilla('validate', join(dir, 'good.yaml'))).toMatchObject({
+      code: 0,
+      stdout: expect.stringMatching(/valid \(1 backend, 1 endpoint\)/),
+    });
+    expect(await flotilla('validate', join(dir, 'good.yaml'), '--cpus', '2', '--memory-mb', '4096')).toMatchObject({ code: 0 });
+    expect(await flotilla('validate', join(dir, 'good.yaml'), '--cpus', '1', '--memory-mb', '4096')).toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/good\.yaml:2: backends\.echo: replica 2 of 2 does not fit .*needs 0\.75 CPU, 0\.25 of 1 free/),
+    });
+  });
+
+  it('validate reports every problem of a bad file with its line, and exits 1', async () => {
+    const bad = await flotilla('validate', join(dir, 'bad.yaml'));
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/bad\.yaml:4: backends\.echo\.runtimeEnv\.context: '\.\/missing' is not a directory/);
+    expect(bad.stderr).toMatch(/bad\.yaml:5: backends\.echo\.config\.numReplicas: /);
+    expect(bad.stderr).toMatch(/bad\.yaml:8: endpoints\.echo\.methods: .*got the string "GET"/);
+    expect(await flotilla('validate', join(dir, 'broken.yaml'))).toMatchObject({ code: 1, stderr: expect.stringMatching(/YAML syntax/) });
+    expect(await flotilla('validate', join(dir, 'none.yaml'))).toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/cannot read app file/),
+    });
+  });
+
+  it('deploy --dry-run plans against an empty instance when no control plane answers', async () => {
+    const dry = await flotilla('deploy', join(dir, 'good.yaml'), '--dry-run', '--address', nobody);
+    expect(dry.code).toBe(0);
+    expect(dry.stdout).toMatch(/no control plane answers .*planning against an empty instance/);
+    expect(dry.stdout).toMatch(/would: creating backend echo \(building image, starting 2 replicas\)/);
+    expect(dry.stdout).toMatch(/would: creating endpoint echo at GET \/echo → echo/);
+    expect(await flotilla('deploy', join(dir, 'good.yaml'), '--dry-run', '--offline', '--cpus', '1')).toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/does not fit/),
+    });
+    expect(await flotilla('deploy', join(dir, 'bad.yaml'), '--dry-run', '--offline')).toMatchObject({ code: 1 });
   });
 });

@@ -1,0 +1,56 @@
+import { FlotillaError, isFlotillaError } from '../common/errors.js';
+import { Scheduler } from '../controller/scheduler.js';
+import { formatIssue, loadAppFile, type AppFileIssue, type AppSpec } from './app-file.js';
+import { describeStep, planDeploy } from './deploy.js';
+
+/** The machine to check an app file's capacity against; a resource left out is not checked. */
+export interface MachineSize {
+  cpus?: number;
+  memoryMb?: number;
+  gpus?: number;
+}
+
+/** Whether every replica of the file fits on the machine, placed as the scheduler would place them. */
+export function capacityIssues(spec: AppSpec, machine: MachineSize): AppFileIssue[] {
+  const scheduler = new Scheduler({
+    cpus: machine.cpus ?? Number.POSITIVE_INFINITY,
+    memoryMb: machine.memoryMb ?? Number.POSITIVE_INFINITY,
+    gpus: Array.from({ length: machine.gpus ?? 0 }, (_, index) => ({ id: String(index) })),
+  });
+  const issues: AppFileIssue[] = [];
+  for (const [name, backend] of Object.entries(spec.backends)) {
+    const { numCpus, memoryMb, numGpus } = backend.resources;
+    const request = { numCpus, memoryMb: memoryMb ?? null, numGpus: machine.gpus === undefined ? 0 : numGpus };
+    for (let replica = 0; replica < backend.config.numReplicas; replica++) {
+      try {
+        scheduler.reserve(`${name}#${replica}`, request);
+      } catch (error) {
+        if (!isFlotillaError(error, 'INSUFFICIENT_RESOURCES')) throw error;
+        issues.push({
+          file: spec.file,
+          line: spec.lines[`backends.${name}`] ?? 1,
+          path: ['backends', name],
+          message: `replica ${replica + 1} of ${backend.config.numReplicas} does not fit on the machine: ${error.message}`,
+        });
+        break;
+      }
+    }
+  }
+  return issues;
+}
+
+/**
+ * Every check of an app file that needs no control plane: syntax, keys, types, context directories and, when a machine
+ * is given, capacity. Throws INVALID_ARGUMENT listing every problem; returns the parsed file.
+ */
+export function checkAppFile(path: string, machine: MachineSize = {}): AppSpec {
+  const spec = loadAppFile(path);
+  const issues = Object.values(machine).some((value) => value !== undefined) ? capacityIssues(spec, machine) : [];
+  if (issues.length > 0) throw new FlotillaError('INVALID_ARGUMENT', issues.map(formatIssue).join('\n'), { issues });
+  return spec;
+}
+
+/** A dry run without a control plane: the plan that a deploy to an empty instance would make. */
+export function offlinePlan(spec: AppSpec): string[] {
+  return planDeploy(spec, { backends: {}, endpoints: {} }).map((step) => `would: ${describeStep(step)}`);
+}
