@@ -64,8 +64,10 @@ export interface RuntimeEnv {
 
 /** What each replica of a backend reserves and gets, and how its container is confined. */
 export interface ReplicaResources {
-  /** CPUs: container CPU shares (1024 per CPU) and quota. Fractions allowed. Default 1. */
+  /** CPUs the replica reserves: scheduling and its CPU shares (1024 per CPU), not a cap. Fractions allowed. Default 1. */
   numCpus: number;
+  /** A hard cap in CPUs (a CFS quota), at least numCpus; none unless given. */
+  cpuLimit?: number;
   /** Memory limit in MB, with no swap; null for no limit. Default null. */
   memoryMb: number | null;
   /** GPUs: a whole number, or a fraction below 1 that shares a device. Default 0. */

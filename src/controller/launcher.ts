@@ -108,7 +108,12 @@ export class ReplicaLauncher implements ReplicaDriver {
       },
       hostDir,
       transport,
-      limits: { cpus: placement.cpus, memoryMb: placement.memoryMb, gpuIds: placement.gpuIds },
+      limits: {
+        cpus: placement.cpus,
+        cpuLimit: target.resources.cpuLimit ?? null,
+        memoryMb: placement.memoryMb,
+        gpuIds: placement.gpuIds,
+      },
       confinement: confinementOf(target.name, target.resources, settings, httpPort !== undefined),
     };
   }

@@ -180,6 +180,11 @@ const RESOURCE_FIELDS: Record<keyof ReplicaResources, FieldCheck> = {
       issues.add(`must be a number of CPUs from 0 to 1024 (fractions allowed), got ${shown(value)}`);
     }
   },
+  cpuLimit: (value, issues) => {
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0.01 || value > 1024) {
+      issues.add(`must be a number of CPUs from 0.01 to 1024 (a hard cap), got ${shown(value)}`);
+    }
+  },
   memoryMb: (value, issues) => {
     if (value !== null && (typeof value !== 'number' || !Number.isInteger(value) || value < 6)) {
       issues.add(`must be a whole number of megabytes, at least 6, got ${shown(value)}`);
@@ -224,10 +229,17 @@ const RESOURCE_DEFAULTS: ReplicaResources = { numCpus: 1, memoryMb: null, numGpu
 /** The defaults, and every field given (optional fields without a default are kept only when given). */
 function checkResources(issues: Issues, replicaOptions: Record<string, unknown>): ReplicaResources {
   const given = checkFields(issues, replicaOptions, RESOURCE_FIELDS) as Partial<ReplicaResources>;
-  return { ...RESOURCE_DEFAULTS, ...given, env: { ...given.env } };
+  const resources = { ...RESOURCE_DEFAULTS, ...given, env: { ...given.env } };
+  if (resources.cpuLimit !== undefined && resources.cpuLimit < resources.numCpus) {
+    issues.add(
+      `${resources.cpuLimit} is below numCpus (${resources.numCpus}): a replica cannot be capped below what it reserves`,
+      'cpuLimit',
+    );
+  }
+  return resources;
 }
 
-/** numCpus (default 1), memoryMb (default none), numGpus (whole numbers, or a fraction below 1) and env. */
+/** numCpus (default 1), cpuLimit (kept only when given), memoryMb (default none), numGpus (whole numbers, or a fraction below 1) and env. */
 export function validateResources(replicaOptions: Record<string, unknown>): ReplicaResources {
   return checked((issues) => checkResources(issues, replicaOptions), 'replicaOptions');
 }

@@ -22,9 +22,12 @@ export interface ReplicaConfinement {
   pidsLimit: number;
 }
 
-/** What the container may use: CPUs (shares and quota), memory (no swap) and the GPUs it may see. */
+/** What the container may use: CPUs (shares, and a quota only with cpuLimit), memory (no swap) and the GPUs it may see. */
 export interface ReplicaLimits {
+  /** CPUs reserved: the container's CPU shares. */
   cpus: number;
+  /** A hard cap in CPUs (CFS quota); null for none. */
+  cpuLimit: number | null;
   memoryMb: number | null;
   gpuIds: string[];
 }

@@ -24,12 +24,15 @@ interface BuildEvent {
 
 const CPU_PERIOD_US = 100_000;
 
-/** Docker's resource fields for the limits: 1024 CPU shares per CPU, a CFS quota, memory without swap, GPUs by id. */
+/**
+ * Docker's resource fields for the limits: 1024 CPU shares per reserved CPU (a weight under contention, no cap), a CFS
+ * quota only for a cpuLimit, memory without swap, GPUs by id.
+ */
 export function hostResources(limits: ReplicaLimits): Docker.HostConfig {
   const resources: Docker.HostConfig = { CpuShares: Math.max(2, Math.round(1024 * limits.cpus)) };
-  if (limits.cpus > 0) {
+  if (limits.cpuLimit !== null) {
     resources.CpuPeriod = CPU_PERIOD_US;
-    resources.CpuQuota = Math.max(1000, Math.round(limits.cpus * CPU_PERIOD_US));
+    resources.CpuQuota = Math.max(1000, Math.round(limits.cpuLimit * CPU_PERIOD_US));
   }
   if (limits.memoryMb !== null) {
     resources.Memory = limits.memoryMb * 1024 * 1024;

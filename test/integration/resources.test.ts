@@ -20,14 +20,14 @@ describe('CPU and memory', () => {
   });
   afterAll(() => client.shutdown());
 
-  it('turns numCpus and memoryMb into container limits, and shows them', async () => {
+  it('turns numCpus into CPU shares without a cap, memoryMb into a limit, and shows them', async () => {
     await client.createBackend('limited', threads, { replicaOptions: { numCpus: 0.5, memoryMb: 128 } });
     const [id] = containersOf(instance, 'limited');
     const host = inspect(id!).HostConfig;
     expect(host).toMatchObject({
       CpuShares: 512,
-      CpuPeriod: 100000,
-      CpuQuota: 50000,
+      CpuPeriod: 0,
+      CpuQuota: 0,
       Memory: 128 * 1024 * 1024,
       MemorySwap: 128 * 1024 * 1024,
     });
@@ -35,6 +35,19 @@ describe('CPU and memory', () => {
     expect((await client.getBackendConfig('limited')).resources).toEqual({ numCpus: 0.5, memoryMb: 128, numGpus: 0, env: {} });
     const [replica] = await client.listReplicas('limited');
     expect(replica?.placement).toEqual({ cpus: 0.5, memoryMb: 128, gpuIds: [], gpuShare: 0 });
+  });
+
+  it('caps a replica at cpuLimit with a CFS quota, reserving only numCpus', async () => {
+    await client.createBackend('capped', threads, { replicaOptions: { numCpus: 0.25, cpuLimit: 0.5 } });
+    const [id] = containersOf(instance, 'capped');
+    expect(inspect(id!).HostConfig).toMatchObject({ CpuShares: 256, CpuPeriod: 100000, CpuQuota: 50000 });
+    expect((await client.getBackendConfig('capped')).resources).toMatchObject({ numCpus: 0.25, cpuLimit: 0.5 });
+    expect((await client.listReplicas('capped'))[0]?.placement.cpus).toBe(0.25);
+    await expect(client.createBackend('inverted', threads, { replicaOptions: { numCpus: 0.5, cpuLimit: 0.25 } })).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      message: expect.stringMatching(/cpuLimit: 0.25 is below numCpus \(0.5\)/),
+    });
+    await client.deleteBackend('capped');
   });
 
   it('sets OMP_NUM_THREADS=1 and hides GPUs by default, and lets env override', async () => {

@@ -7,6 +7,7 @@ import {
   validateMethods,
   validateName,
   validateProportion,
+  validateResources,
   validateRoute,
   validateTraffic,
 } from '../../src/controller/validation.js';
@@ -130,7 +131,7 @@ describe('backend config', () => {
     expect(issues(() => validateBackendOptions({ replicaOptions: { cpus: 1 } }))).toEqual([
       {
         path: ['replicaOptions', 'cpus'],
-        message: expect.stringMatching(/^unknown key; allowed: runtimeEnv, numCpus, memoryMb, numGpus, env/),
+        message: expect.stringMatching(/^unknown key; allowed: runtimeEnv, numCpus, cpuLimit, memoryMb, numGpus, env/),
       },
     ]);
   });
@@ -181,5 +182,16 @@ describe('traffic', () => {
     expect(validateProportion(1)).toBe(1);
     expect(() => validateProportion(1.01)).toThrow(/from 0 to 1/);
     expect(() => validateProportion(Number.NaN)).toThrow(/from 0 to 1/);
+  });
+});
+
+describe('replica resources', () => {
+  it('keeps cpuLimit only when given, as a cap at or above numCpus', () => {
+    expect(validateResources({ numCpus: 0.1 })).toEqual({ numCpus: 0.1, memoryMb: null, numGpus: 0, env: {} });
+    expect(validateResources({ numCpus: 0.1, cpuLimit: 0.1 })).toMatchObject({ numCpus: 0.1, cpuLimit: 0.1 });
+    expect(validateResources({ numCpus: 0, cpuLimit: 2 })).toMatchObject({ numCpus: 0, cpuLimit: 2 });
+  });
+  it.each([[{ cpuLimit: 0 }], [{ cpuLimit: '1' }], [{ cpuLimit: 2000 }], [{ numCpus: 1, cpuLimit: 0.5 }]])('refuses %j', (options) => {
+    expect(() => validateResources(options)).toThrow(expect.objectContaining(invalid));
   });
 });
