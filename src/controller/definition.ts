@@ -59,10 +59,14 @@ function parseImportPath(path: string): ShippableDefinition {
   return { kind: 'import', module: match[1], exportName: match[2] ?? 'default' };
 }
 
+/** esbuild's keepNames helper (tsx, esbuild-based runners), which their output calls as __name(fn, "name"). */
+const NAME_HELPER = "const __name = (target, value) => Object.defineProperty(target, 'name', { value, configurable: true });\n";
+
 export function shippedModuleText(definition: ShippableDefinition): string | undefined {
   if (definition.kind === 'import') return undefined;
+  const prelude = /\b__name\(/.test(definition.source) ? NAME_HELPER : '';
   const mark = definition.acceptsBatch ? 'backend.acceptsBatch = true;\n' : '';
-  return `const backend = (${definition.source});\n${mark}export default backend;\n`;
+  return `${prelude}const backend = (${definition.source});\n${mark}export default backend;\n`;
 }
 
 /** Refuses a config that a shipped definition cannot honour; import paths are checked by the replica. */

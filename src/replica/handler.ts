@@ -15,8 +15,34 @@ function isClass(value: unknown): value is new (...args: unknown[]) => Record<st
   return typeof value === 'function' && /^class[\s{]/.test(Function.prototype.toString.call(value));
 }
 
+const SELF_CONTAINED = 'docs/getting-started.md#shipped-code-must-be-self-contained';
+
+/** A name that shipped code uses but does not define (a closure, an import, a runner's helper) says where to read why. */
+function explainShipped<T>(entry: ReplicaEntry, run: () => Promise<T>): Promise<T> {
+  if (!entry.module.endsWith('/.flotilla/definition.mjs')) return run();
+  return run().catch((error: unknown) => {
+    if (error instanceof ReferenceError && !error.message.includes(SELF_CONTAINED)) {
+      error.message +=
+        ' (a shipped function or class can use only what it defines itself: no outer variables, imports or helpers ' +
+        `a transformer added; see ${SELF_CONTAINED})`;
+    }
+    throw error;
+  });
+}
+
 /** Imports the entry's module and wraps its export; a class is constructed once, with the entry's initArgs. */
 export async function loadBackend(entry: ReplicaEntry): Promise<LoadedBackend> {
+  const loaded = await explainShipped(entry, () => load(entry));
+  const { reconfigure } = loaded;
+  return {
+    ...loaded,
+    call: (request, methodName) => explainShipped(entry, () => loaded.call(request, methodName)),
+    callBatch: (requests) => explainShipped(entry, () => loaded.callBatch(requests)),
+    reconfigure: reconfigure && ((userConfig) => explainShipped(entry, () => reconfigure(userConfig))),
+  };
+}
+
+async function load(entry: ReplicaEntry): Promise<LoadedBackend> {
   const module = (await import(pathToFileURL(entry.module).href)) as Record<string, unknown>;
   const exported = module[entry.exportName];
   if (typeof exported !== 'function') {

@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { serve, type Client } from '../../src/index.js';
 import { shortId } from '../../src/common/ids.js';
-import { containersOf } from './harness.js';
+import { containersOf, startFlotilla } from './harness.js';
 
 const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
 const run = promisify(execFile);
@@ -170,5 +170,24 @@ describe('offline checks, with no control plane running', () => {
       stderr: expect.stringMatching(/does not fit/),
     });
     expect(await flotilla('deploy', join(dir, 'bad.yaml'), '--dry-run', '--offline')).toMatchObject({ code: 1 });
+  });
+});
+
+describe('TypeScript run by tsx', () => {
+  it('serves a class backend shipped from a file that npx tsx runs, and names the docs for an outer helper', async () => {
+    const adminPort = await freePort();
+    const adminUrl = `http://127.0.0.1:${adminPort}`;
+    const { client } = await startFlotilla({ admin: { host: '127.0.0.1', port: adminPort } });
+    try {
+      const tsx = join(import.meta.dirname, '..', '..', 'node_modules', '.bin', 'tsx');
+      const { stdout } = await run(tsx, [join(import.meta.dirname, '..', 'fixtures', 'tsx-app', 'app.ts'), adminUrl]);
+      expect(stdout).toContain('deployed');
+      expect(await (await fetch(`${client.httpUrl}/counter/x`)).text()).toBe('Counter 42 at /counter/x');
+      const careless = await fetch(`${client.httpUrl}/careless`);
+      expect(careless.status).toBe(500);
+      expect(await careless.text()).toMatch(/shout is not defined.*docs\/getting-started\.md#shipped-code-must-be-self-contained/);
+    } finally {
+      await client.shutdown();
+    }
   });
 });

@@ -81,3 +81,20 @@ describe('toShippable', () => {
     expect(() => toShippable(42 as never)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
   });
 });
+
+describe('code from esbuild-based runners (tsx)', () => {
+  const evaluate = (text: string) =>
+    new Function(text.replace('export default backend;', 'return backend;'))() as new () => { call(): string };
+
+  it("defines esbuild's __name helper for a shipped class that calls it", () => {
+    const source = 'class Counter{static{__name(this,"Counter")}call(){const step=__name(n=>n+1,"step");return `${step(1)} ${step.name}`}}';
+    const text = shippedModuleText({ kind: 'class', name: 'Counter', source, hasReconfigure: false, acceptsBatch: false }) as string;
+    const Counter = evaluate(text);
+    expect(Counter.name).toBe('Counter');
+    expect(new Counter().call()).toBe('2 step');
+  });
+
+  it('adds nothing to code that does not call it', () => {
+    expect(shippedModuleText(toShippable(handleRequest))).not.toMatch(/__name/);
+  });
+});
