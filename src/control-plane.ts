@@ -9,6 +9,7 @@ import { systemClock } from './common/clock.js';
 import { createLogger, type Logger } from './common/logger.js';
 import { loadConfig, type FlotillaConfig } from './config/config.js';
 import { Controller } from './controller/controller.js';
+import { InstanceClaim } from './controller/instance-claim.js';
 import { Scheduler } from './resources/scheduler.js';
 import { Dispatcher } from './proxy/dispatcher.js';
 import { ProxyServer } from './proxy/proxy-server.js';
@@ -65,6 +66,7 @@ export class ControlPlane {
     private readonly admin: AdminServer,
     private readonly logger: Logger,
     private readonly generatedToken: string | undefined,
+    private readonly claim: InstanceClaim,
   ) {
     this.exited = new Promise((resolve) => (this.markExited = resolve));
   }
@@ -75,6 +77,7 @@ export class ControlPlane {
     const logger = createLogger(config.logLevel).child({ instance: config.instance });
     const runtime = new TimedRuntime(new DockerRuntime(config.dockerSocket), config.engineTimeoutS * 1000);
     await runtime.ping();
+    const claim = await InstanceClaim.check(runtime, config.instance);
     const metrics = new PrometheusMetrics();
     const dispatcher = new Dispatcher(() => void controller.tick(), metrics);
     const controller = new Controller({
@@ -111,8 +114,10 @@ export class ControlPlane {
         admin,
         logger,
         generated ? token : undefined,
+        claim,
       );
       admin.serve(client, () => plane.shutdown(), { instance: config.instance, nonce: launch.nonce ?? randomUUID() });
+      await claim.take(adminUrl, httpUrl);
       metrics.countReplicasOf(client);
       return plane;
     } catch (error) {
@@ -134,6 +139,7 @@ export class ControlPlane {
       await this.controller.detach();
       this.dispatcher.close();
       this.forgetToken();
+      await this.claim.release();
       this.logger.info('control plane closed; replicas keep running');
       this.markExited();
     })();
@@ -147,6 +153,7 @@ export class ControlPlane {
       this.dispatcher.close();
       await this.admin.close();
       this.forgetToken();
+      await this.claim.release();
       this.markExited();
     })();
     return this.closing;

@@ -12,4 +12,6 @@ export const LABELS = {
   /** Hashes of the image and of the live config the replica was started with, compared with the saved state on adoption. */
   imageHash: 'dev.flotilla.image-hash',
   configHash: 'dev.flotilla.config-hash',
+  /** On an instance's marker volume: JSON of the control plane that serves the instance (InstanceOwner). */
+  owner: 'dev.flotilla.owner',
 } as const;

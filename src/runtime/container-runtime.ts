@@ -58,6 +58,15 @@ export interface ReplicaStatus {
   hostDir: string | undefined;
 }
 
+/** The control plane that serves an instance on an engine, as its marker records it. */
+export interface InstanceOwner {
+  adminUrl: string;
+  httpUrl: string;
+  pid: number;
+  /** Tells this start of a control plane from any other. */
+  nonce: string;
+}
+
 export interface ImageBuild {
   tag: string;
   context: Readable;
@@ -81,6 +90,12 @@ export interface ContainerRuntime {
   startReplica(spec: ReplicaSpec): Promise<ReplicaStatus>;
   inspectReplica(containerId: string): Promise<ReplicaStatus | undefined>;
   listReplicas(labels: Record<string, string>): Promise<ReplicaStatus[]>;
+  /** The owner recorded in the instance's marker on this engine, if there is one. */
+  readInstanceOwner(instance: string): Promise<InstanceOwner | undefined>;
+  /** Records `owner` in the instance's marker, replacing any other. */
+  writeInstanceOwner(instance: string, owner: InstanceOwner): Promise<void>;
+  /** Removes the instance's marker if it still records the owner with this nonce. */
+  removeInstanceOwner(instance: string, nonce: string): Promise<void>;
   /** Sends SIGTERM, waits up to timeoutS for the replica to exit, then removes the container. */
   stopReplica(containerId: string, timeoutS: number): Promise<void>;
   logsTail(containerId: string, lines: number): Promise<string>;

@@ -6,6 +6,7 @@ import { PROTOCOL } from '../replica/protocol.js';
 import type {
   ContainerRuntime,
   ImageBuild,
+  InstanceOwner,
   ReplicaConfinement,
   ReplicaLimits,
   ReplicaSpec,
@@ -232,6 +233,43 @@ export class DockerRuntime implements ContainerRuntime {
       if (isNotFound(error)) return undefined;
       throw error;
     }
+  }
+
+  /** An instance's marker is a labelled volume, which costs the engine nothing but a directory. */
+  private markerOf(instance: string): Docker.Volume {
+    return this.docker.getVolume(`flotilla-instance-${instance}`);
+  }
+
+  async readInstanceOwner(instance: string): Promise<InstanceOwner | undefined> {
+    try {
+      const info = (await this.markerOf(instance).inspect()) as { Labels?: Record<string, string> | null };
+      const owner = info.Labels?.[LABELS.owner];
+      return owner === undefined ? undefined : (JSON.parse(owner) as InstanceOwner);
+    } catch (error) {
+      if (isNotFound(error) || error instanceof SyntaxError) return undefined;
+      throw error;
+    }
+  }
+
+  async writeInstanceOwner(instance: string, owner: InstanceOwner): Promise<void> {
+    await this.markerOf(instance)
+      .remove()
+      .catch((error: unknown) => {
+        if (!isNotFound(error)) throw error;
+      });
+    await this.docker.createVolume({
+      Name: `flotilla-instance-${instance}`,
+      Labels: { [LABELS.managed]: 'true', [LABELS.instance]: instance, [LABELS.owner]: JSON.stringify(owner) },
+    });
+  }
+
+  async removeInstanceOwner(instance: string, nonce: string): Promise<void> {
+    if ((await this.readInstanceOwner(instance))?.nonce !== nonce) return;
+    await this.markerOf(instance)
+      .remove()
+      .catch((error: unknown) => {
+        if (!isNotFound(error)) throw error;
+      });
   }
 
   async startReplica(spec: ReplicaSpec): Promise<ReplicaStatus> {

@@ -191,3 +191,33 @@ describe('TypeScript run by tsx', () => {
     }
   });
 });
+
+describe('one control plane per instance on an engine', () => {
+  it("refuses a second control plane of the instance from another state dir, and takes over a dead one's marker", async () => {
+    const options = await settings();
+    const { child } = startProcess(options);
+    const first = await connectWhenUp(options);
+    await first.createBackend('kept', () => 'still here');
+    await first.createEndpoint('kept', { backend: 'kept', route: '/kept' });
+    const containers = containersOf(options.instance);
+
+    const second = { ...(await settings(options.instance)), logLevel: 'warn' as const };
+    await expect(serve.start(second)).rejects.toMatchObject({
+      code: 'INSTANCE_RUNNING',
+      message: expect.stringContaining(`admin API http://127.0.0.1:${options.admin.port}`),
+    });
+    expect(containersOf(options.instance)).toEqual(containers);
+    expect(await (await fetch(`${first.httpUrl}/kept`)).text()).toBe('still here');
+
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.once('exit', resolve));
+    const takeover = await serve.start(second);
+    expect(
+      execFileSync('docker', ['volume', 'ls', '-q', '--filter', `name=flotilla-instance-${options.instance}`], { encoding: 'utf8' }),
+    ).toContain(options.instance);
+    await takeover.shutdown();
+    expect(
+      execFileSync('docker', ['volume', 'ls', '-q', '--filter', `name=flotilla-instance-${options.instance}`], { encoding: 'utf8' }),
+    ).toBe('');
+  });
+});
