@@ -1,13 +1,13 @@
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
-import type { Readable } from 'node:stream';
 import type { LocalClient } from '../client.js';
 import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
 import { sendError, sendJson } from '../common/http-json.js';
 import type { Logger } from '../common/logger.js';
 import { parseShippable } from '../controller/definition.js';
 import type { ContainerRuntime } from '../runtime/container-runtime.js';
+import { replicaLogs } from './replica-logs.js';
 import { fromWire, parseWire, toWire } from './wire.js';
 import { invalid, listenOn } from '../common/checks.js';
 
@@ -301,62 +301,20 @@ export class AdminServer {
     }
   }
 
-  /**
-   * Streams every replica's log of the backend, each line prefixed with the replica id. A replica whose
-   * log cannot be opened, or whose stream fails, gets one line saying so and ends its part; the others go on.
-   */
+  /** Streams every replica's log of the backend, each line with its time and the replica id, merged by time. */
   private async streamLogs(client: LocalClient, backend: string, call: Call): Promise<void> {
     const replicas = await client.listReplicas(backend);
     const follow = call.query.get('follow') === 'true';
     const tail = Number(call.query.get('tail') ?? 100);
     if (!Number.isInteger(tail) || tail < 0) throw invalid('tail must be a whole number of lines');
-    const opened = await Promise.allSettled(replicas.map((r) => this.runtime.streamLogs(r.containerId, { follow, tail })));
-    const { res } = call;
-    const write = (text: string) => {
-      if (!res.writableEnded && !res.destroyed) res.write(text);
-    };
-    res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
-    let open = replicas.length;
-    const partDone = () => {
-      if (--open === 0 && !res.writableEnded) res.end();
-    };
-    if (open === 0) res.end();
-    const streams: Readable[] = [];
-    opened.forEach((result, index) => {
-      const prefix = `[${replicas[index]?.id}] `;
-      if (result.status === 'rejected') {
-        write(`${prefix}(no log: ${errorMessage(result.reason)})\n`);
-        partDone();
-        return;
-      }
-      const stream = result.value;
-      streams.push(stream);
-      let partial = '';
-      let ended = false;
-      const end = (error?: unknown) => {
-        if (ended) return;
-        ended = true;
-        if (partial !== '') write(`${prefix}${partial}\n`);
-        if (error !== undefined) write(`${prefix}(log ended: ${errorMessage(error)})\n`);
-        partDone();
-      };
-      stream.on('data', (chunk: Buffer) => {
-        const lines = (partial + chunk.toString('utf8')).split('\n');
-        partial = lines.pop() ?? '';
-        for (const line of lines) write(`${prefix}${line}\n`);
-      });
-      stream.on('error', (error) => {
-        this.logger.warn('a replica log stream failed', {
-          component: 'admin',
-          backend,
-          replica: replicas[index]?.id,
-          error: errorMessage(error),
-        });
-        end(error);
-      });
-      stream.on('end', () => end());
-      stream.on('close', () => end());
+    const out = await replicaLogs(this.runtime, replicas, {
+      follow,
+      tail,
+      onStreamError: (replica, error) =>
+        this.logger.warn('a replica log stream failed', { component: 'admin', backend, replica, error: errorMessage(error) }),
     });
-    res.once('close', () => streams.forEach((stream) => stream.destroy()));
+    call.res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+    out.pipe(call.res);
+    call.res.once('close', () => out.destroy());
   }
 }

@@ -9,7 +9,12 @@ import { ControlPlane } from '../control-plane.js';
 import { deployAppFile } from './deploy.js';
 import { renderStatus } from './status.js';
 import { urlOf } from '../common/checks.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { packageRoot } from '../common/package-root.js';
 import { checkAppFile, offlinePlan, type MachineSize } from './offline-check.js';
+import { pruneImages } from './prune.js';
+import { DockerRuntime } from '../runtime/docker-runtime.js';
 
 interface Connection {
   address?: string;
@@ -73,7 +78,10 @@ async function logsCommand(backend: string, flags: Connection & { follow?: boole
   for await (const chunk of stream) process.stdout.write(chunk as Buffer);
 }
 
-const program = new Command('flotilla').description('Serve backends and endpoints on Docker, one container per replica.');
+const { version } = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
+const program = new Command('flotilla')
+  .description('Serve backends and endpoints on Docker, one container per replica.')
+  .version(version, '-V, --version', "print Flotilla's version");
 const connection = (command: Command) =>
   command
     .option('--address <url>', 'admin API of the Flotilla to talk to (default from FLOTILLA_ADMIN_HOST/PORT)')
@@ -173,6 +181,24 @@ connection(program.command('shutdown').description('drain and remove every endpo
     process.stdout.write('Flotilla is shutting down\n');
   },
 );
+
+function labelPairs(value: string, previous: Record<string, string> = {}): Record<string, string> {
+  const match = /^([^=]+)=(.*)$/.exec(value);
+  if (match === null) throw new InvalidArgumentError('must be key=value');
+  return { ...previous, [match[1] as string]: match[2] as string };
+}
+
+program
+  .command('prune')
+  .description("remove the images Flotilla built that no container uses (every backend's images and their bases stay)")
+  .option('--label <key=value>', 'only images that also carry this label (repeatable)', labelPairs)
+  .action(async (flags: { label?: Record<string, string> }) => {
+    const runtime = new DockerRuntime(loadConfig().dockerSocket);
+    await runtime.ping();
+    const { removed, kept } = await pruneImages(runtime, flags.label);
+    for (const image of removed) print(`removed ${image.tags.join(', ') || image.id}`);
+    print(`removed ${removed.length} image${removed.length === 1 ? '' : 's'}; kept ${kept.length} in use`);
+  });
 
 program.parseAsync().catch((error: unknown) => {
   process.stderr.write(`flotilla: ${isFlotillaError(error) ? `${error.code}: ` : ''}${errorMessage(error)}\n`);

@@ -67,6 +67,21 @@ export interface InstanceOwner {
   nonce: string;
 }
 
+export interface LogOptions {
+  follow: boolean;
+  /** Lines of history; 'all' for every line (with since: every line since then). */
+  tail: number | 'all';
+  timestamps?: boolean;
+  since?: number;
+}
+
+export interface ImageSummary {
+  id: string;
+  tags: string[];
+  /** The image it was built on; '' for none (or when the builder did not record it). */
+  parentId: string;
+}
+
 export interface ImageBuild {
   tag: string;
   context: Readable;
@@ -90,6 +105,12 @@ export interface ContainerRuntime {
   startReplica(spec: ReplicaSpec): Promise<ReplicaStatus>;
   inspectReplica(containerId: string): Promise<ReplicaStatus | undefined>;
   listReplicas(labels: Record<string, string>): Promise<ReplicaStatus[]>;
+  /** Images, intermediate ones too, that carry all these labels. */
+  listImages(labels: Record<string, string>): Promise<ImageSummary[]>;
+  /** Ids of the images of every container on the engine, running or not. */
+  imagesOfContainers(): Promise<Set<string>>;
+  /** Removes an image (all its tags) and the untagged layers only it used; false when the engine refuses (in use). */
+  removeImage(id: string): Promise<boolean>;
   /** The owner recorded in the instance's marker on this engine, if there is one. */
   readInstanceOwner(instance: string): Promise<InstanceOwner | undefined>;
   /** Records `owner` in the instance's marker, replacing any other. */
@@ -99,6 +120,9 @@ export interface ContainerRuntime {
   /** Sends SIGTERM, waits up to timeoutS for the replica to exit, then removes the container. */
   stopReplica(containerId: string, timeoutS: number): Promise<void>;
   logsTail(containerId: string, lines: number): Promise<string>;
-  /** The container's stdout and stderr as one text stream; with follow, it stays open until the container stops. */
-  streamLogs(containerId: string, options: { follow: boolean; tail: number }): Promise<Readable>;
+  /**
+   * The container's stdout and stderr as one text stream; with follow, it stays open until the container stops. With
+   * timestamps, each line starts with its RFC 3339 time and a space; since (epoch seconds) skips older lines.
+   */
+  streamLogs(containerId: string, options: LogOptions): Promise<Readable>;
 }

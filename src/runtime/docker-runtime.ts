@@ -6,7 +6,9 @@ import { PROTOCOL } from '../replica/protocol.js';
 import type {
   ContainerRuntime,
   ImageBuild,
+  ImageSummary,
   InstanceOwner,
+  LogOptions,
   ReplicaConfinement,
   ReplicaLimits,
   ReplicaSpec,
@@ -235,6 +237,36 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
+  async listImages(labels: Record<string, string>): Promise<ImageSummary[]> {
+    const images = await this.docker.listImages({
+      all: true,
+      filters: { label: Object.entries(labels).map(([key, value]) => `${key}=${value}`) },
+    });
+    return images.map((image) => ({
+      id: image.Id,
+      tags: (image.RepoTags ?? []).filter((tag) => tag !== '<none>:<none>'),
+      parentId: image.ParentId,
+    }));
+  }
+
+  async imagesOfContainers(): Promise<Set<string>> {
+    return new Set((await this.docker.listContainers({ all: true })).map((container) => container.ImageID));
+  }
+
+  async removeImage(id: string): Promise<boolean> {
+    try {
+      const { RepoTags: tags } = await this.docker.getImage(id).inspect();
+      // Tag by tag, never forced: the engine refuses (409) while a container uses it.
+      for (const reference of tags.length > 0 ? tags : [id]) await this.docker.getImage(reference).remove();
+      return true;
+    } catch (error) {
+      const status = (error as { statusCode?: number }).statusCode;
+      if (status === 404) return true;
+      if (status === 409) return false;
+      throw error;
+    }
+  }
+
   /** An instance's marker is a labelled volume, which costs the engine nothing but a directory. */
   private markerOf(instance: string): Docker.Volume {
     return this.docker.getVolume(`flotilla-instance-${instance}`);
@@ -349,14 +381,21 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
-  async streamLogs(containerId: string, options: { follow: boolean; tail: number }): Promise<Readable> {
+  async streamLogs(containerId: string, options: LogOptions): Promise<Readable> {
     const container = this.docker.getContainer(containerId);
     const output = new PassThrough();
+    const query = {
+      stdout: true,
+      stderr: true,
+      ...(options.tail === 'all' ? {} : { tail: options.tail }),
+      timestamps: options.timestamps === true,
+      ...(options.since === undefined ? {} : { since: options.since }),
+    };
     if (!options.follow) {
-      output.end(demultiplex(await container.logs({ stdout: true, stderr: true, tail: options.tail, follow: false })));
+      output.end(demultiplex(await container.logs({ ...query, follow: false })));
       return output;
     }
-    const stream = await container.logs({ stdout: true, stderr: true, tail: options.tail, follow: true });
+    const stream = await container.logs({ ...query, follow: true });
     this.docker.modem.demuxStream(stream, output, output);
     stream.on('end', () => output.end());
     stream.on('error', (error: Error) => output.destroy(error));

@@ -221,3 +221,67 @@ describe('one control plane per instance on an engine', () => {
     ).toBe('');
   });
 });
+
+describe('flotilla prune', () => {
+  it("removes the images Flotilla built that nothing uses, and keeps a live backend's image and its base", async () => {
+    const label = `flotilla-test.prune=${shortId(4)}`;
+    const base = hasImage('node:20-bookworm-slim') ? 'node:20-bookworm-slim' : 'flotilla-local/node:20-bookworm-slim';
+    const tag = (name: string) => `flotilla-test/prune-${name}:${label.split('=')[1]}`;
+    const dir = mkdtempSync(join(tmpdir(), 'flt-prune-'));
+    const build = (name: string, dockerfile: string) => {
+      writeFileSync(join(dir, 'Dockerfile'), dockerfile);
+      execFileSync('docker', ['build', '-q', '-t', tag(name), '--label', 'dev.flotilla.managed=true', '--label', label, dir], {
+        env: { ...process.env, DOCKER_BUILDKIT: '0' },
+      });
+    };
+    execFileSync('cp', [join(import.meta.dirname, '..', 'fixtures', 'http-server', 'server.js'), dir]);
+    build('base', `FROM ${base}\nCOPY server.js /srv/server.js\nCMD ["node", "/srv/server.js"]\n`);
+    build('used', `FROM ${tag('base')}\nENV ROLE=used\n`);
+    build('unused', `FROM ${base}\nCOPY server.js /srv/server.js\nENV ROLE=unused\nCMD ["node", "/srv/server.js"]\n`);
+    const { client } = await startFlotilla();
+    try {
+      await client.createBackend('web', 'server', {
+        replicaOptions: { runtimeEnv: { image: tag('used'), port: 8080, healthPath: '/healthz' } },
+      });
+      const pruned = await flotilla('prune', '--label', label);
+      expect(pruned).toMatchObject({ code: 0, stdout: expect.stringContaining(`removed ${tag('unused')}`) });
+      expect(pruned.stdout).toMatch(/removed 1 image; kept 2 in use/);
+      expect([hasImage(tag('used')), hasImage(tag('base')), hasImage(tag('unused'))]).toEqual([true, true, false]);
+    } finally {
+      await client.shutdown();
+      execFileSync('docker', ['rmi', '-f', tag('used'), tag('base'), tag('unused')], { stdio: 'ignore' });
+    }
+  });
+});
+
+describe('flotilla logs', () => {
+  it('prints every line with its time, the replicas of a backend merged in time order', async () => {
+    const adminPort = await freePort();
+    const { client } = await startFlotilla({ admin: { host: '127.0.0.1', port: adminPort } });
+    try {
+      await client.createBackend(
+        'talker',
+        (request: Request) => {
+          console.log(`served ${new URL(request.url).searchParams.get('n')}`);
+          return 'ok';
+        },
+        { config: { numReplicas: 2 } },
+      );
+      await client.createEndpoint('talker', { backend: 'talker', route: '/talk' });
+      for (let n = 1; n <= 8; n++) await fetch(`${client.httpUrl}/talk?n=${n}`);
+      const { code, stdout } = await flotilla('logs', 'talker', '--address', `http://127.0.0.1:${adminPort}`);
+      expect(code).toBe(0);
+      const lines = stdout.trim().split('\n');
+      const stamped = lines.map((line) => /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) \[([0-9a-f]{8})\] (.*)$/.exec(line));
+      expect(stamped.every((match) => match !== null)).toBe(true);
+      const times = stamped.map((match) => match![1]!);
+      expect(times).toEqual([...times].sort());
+      expect(new Set(stamped.map((match) => match![2])).size).toBe(2);
+      const served = stamped.flatMap((match) => (/^served (\d+)$/.exec(match![3]!) ? [Number(match![3]!.slice(7))] : []));
+      expect(served).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+      expect(new Set(stamped.filter((match) => match![3]!.startsWith('served')).map((match) => match![2])).size).toBe(2);
+    } finally {
+      await client.shutdown();
+    }
+  });
+});
