@@ -4,6 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FLOTILLA_BASE_IMAGE="$(bash scripts/prepare.sh)"
+# The terminal tests (test/integration/terminal.test.ts) run commands in tmux sessions.
+if ! command -v tmux >/dev/null 2>&1; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "test: tmux is missing and cannot be installed without root; install it (apt-get install tmux)" >&2
+    exit 1
+  fi
+  echo "test: installing tmux" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null 2>&1 \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null; }
+fi
 export FLOTILLA_BASE_IMAGE
 # Python replicas start from the offline bookworm when the Node base is the offline one.
 if [ -z "${FLOTILLA_PYTHON_BASE_IMAGE:-}" ]; then

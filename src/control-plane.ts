@@ -74,7 +74,7 @@ export class ControlPlane {
   static async start(options: Omit<StartOptions, 'detached'> = {}, launch: Launch = {}): Promise<ControlPlane> {
     const config = loadConfig(options);
     checkAdminSettings(config);
-    const logger = createLogger(config.logLevel).child({ instance: config.instance });
+    const logger = createLogger(config.logLevel, config.logFormat).child({ instance: config.instance });
     const runtime = new TimedRuntime(new DockerRuntime(config.dockerSocket), config.engineTimeoutS * 1000);
     await runtime.ping();
     const claim = await InstanceClaim.check(runtime, config.instance);

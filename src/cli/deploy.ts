@@ -232,10 +232,10 @@ async function progress(client: Client, step: DeployStep, elapsedS: number): Pro
     try {
       const list = await client.listReplicas(step.backend);
       if (target !== undefined)
-        return `  ${step.backend}: ${list.filter((r) => r.state === 'ready').length}/${target} replicas ready (${elapsedS}s)`;
+        return `  ${step.backend}: starting ${replicas(target)}, ${list.filter((r) => r.state === 'ready').length} ready (${elapsedS}s)`;
     } catch (error) {
       if (step.op === 'createBackend' && isFlotillaError(error, 'BACKEND_NOT_FOUND')) {
-        return `  ${step.backend}: building image and starting replicas (${elapsedS}s)`;
+        return `  ${step.backend}: building image (${elapsedS}s)`;
       }
     }
   }
@@ -245,7 +245,7 @@ async function progress(client: Client, step: DeployStep, elapsedS: number): Pro
 }
 
 export interface ApplyOptions {
-  /** How often a long step (image build, replicas starting or draining) logs its progress. Default 5000. */
+  /** How often a long step (image build, replicas starting or draining) logs its progress; 0 for never. Default 5000. */
   progressIntervalMs?: number;
 }
 
@@ -269,14 +269,15 @@ export async function applyPlan(
     log(describeStep(step));
     const started = Date.now();
     let polling = false;
-    const timer = setInterval(() => {
+    const poll = (): void => {
       if (polling) return;
       polling = true;
       progress(client, step, Math.round((Date.now() - started) / 1000))
         .then((line) => line !== undefined && log(line))
         .catch(() => undefined)
         .finally(() => (polling = false));
-    }, intervalMs);
+    };
+    const timer = intervalMs > 0 ? setInterval(poll, intervalMs) : undefined;
     try {
       await run(client, step);
     } catch (error) {

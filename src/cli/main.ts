@@ -160,7 +160,8 @@ connection(
   if (flags.dryRun === true) return dryRun(file, flags);
   if (flags.offline === true) throw new Error('--offline needs --dry-run: a deploy changes a running control plane');
   if (Object.values(machineOf(flags)).some((value) => value !== undefined)) checkAppFile(file, machineOf(flags));
-  await deployAppFile(await connectTo(flags), file, { log: print });
+  // Progress lines (stage, elapsed) only on a terminal; a CI log gets one line per change.
+  await deployAppFile(await connectTo(flags), file, { log: print, progressIntervalMs: process.stdout.isTTY ? 1000 : 0 });
 });
 
 connection(program.command('status').description('endpoints, backends and replicas with their state')).action(async (flags: Connection) => {

@@ -36,12 +36,37 @@ class WinstonLogger implements Logger {
   }
 }
 
-/** JSON lines on stderr, so that stdout stays free for a CLI's own output. */
-export function createLogger(level: string): Logger {
+export type LogFormat = 'auto' | 'json' | 'text';
+
+const FIRST_FIELDS = ['component', 'backend', 'replica', 'container'];
+
+function fieldValue(value: unknown): string {
+  const text = typeof value === 'string' ? value : JSON.stringify(value);
+  return /^[^\s"=]+$/.test(text) ? text : JSON.stringify(text);
+}
+
+/** `2026-12-01T22:24:00.123Z info  image-builder  building image  backend=hello image=…`: one readable line per entry. */
+const textLine = winston.format.printf((entry) => {
+  const { timestamp, level, message, component, ...fields } = entry as Record<string, unknown>;
+  const keys = Object.keys(fields).sort((a, b) => {
+    const rank = (key: string) => (FIRST_FIELDS.includes(key) ? FIRST_FIELDS.indexOf(key) : FIRST_FIELDS.length);
+    return rank(a) - rank(b);
+  });
+  const pairs = keys.filter((key) => fields[key] !== undefined).map((key) => `${key}=${fieldValue(fields[key])}`);
+  const head = `${String(timestamp)} ${String(level).padEnd(5)} ${String(component ?? '-').padEnd(13)} ${String(message)}`;
+  return pairs.length === 0 ? head : `${head}  ${pairs.join(' ')}`;
+});
+
+/**
+ * Log entries on stderr, so that stdout stays free for a CLI's own output: readable lines (time, level, component,
+ * message, fields) on a terminal, JSON lines otherwise; `json` or `text` choose one.
+ */
+export function createLogger(level: string, format: LogFormat = 'auto'): Logger {
+  const text = format === 'text' || (format === 'auto' && process.stderr.isTTY === true);
   return new WinstonLogger(
     winston.createLogger({
       level,
-      format: winston.format.combine(winston.format.timestamp(), winston.format.json()),
+      format: winston.format.combine(winston.format.timestamp(), text ? textLine : winston.format.json()),
       transports: [new winston.transports.Console({ stderrLevels: Object.keys(winston.config.npm.levels) })],
     }),
   );

@@ -219,6 +219,12 @@ const schema = {
     env: 'FLOTILLA_HEALTH_CHECK_PERIOD_S',
   },
   logLevel: { doc: 'winston log level.', format: ['error', 'warn', 'info', 'debug'], default: 'info', env: 'FLOTILLA_LOG_LEVEL' },
+  logFormat: {
+    doc: 'Log lines: text (readable) or json; auto is text when stderr is a terminal, else json.',
+    format: ['auto', 'json', 'text'],
+    default: 'auto',
+    env: 'FLOTILLA_LOG_FORMAT',
+  },
 };
 
 export interface FlotillaConfig {
@@ -254,6 +260,7 @@ export interface FlotillaConfig {
   memoryCapacityMb: number;
   gpus: string;
   logLevel: 'error' | 'warn' | 'info' | 'debug';
+  logFormat: 'auto' | 'json' | 'text';
 }
 
 export type ConfigOverrides = Partial<Omit<FlotillaConfig, 'http' | 'admin'>> & {

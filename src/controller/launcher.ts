@@ -124,6 +124,7 @@ export class ReplicaLauncher implements ReplicaDriver {
     try {
       const spec = this.specOf(target, replica, hostDir);
       const controlSecret = hostDir === undefined ? undefined : prepareReplicaFiles(hostDir, this.entryOf(target), settings.replicaUser);
+      this.deps.logger.info('starting replica', { backend: target.name, replica: replica.id });
       const status = await this.deps.limiter.run(() => runtime.startReplica(spec));
       if (status.target === undefined) throw new FlotillaError('REPLICA_START_FAILED', `container ${status.name} has no address`);
       return { containerId: status.containerId, target: status.target, hostDir, controlSecret, startedAt: clock.now() };
@@ -136,7 +137,10 @@ export class ReplicaLauncher implements ReplicaDriver {
   async checkStarting(target: BackendTarget, replica: Replica, deadline: number): Promise<'ready' | 'waiting'> {
     const { runtime, clock } = this.deps;
     const container = replica.container!;
-    if (await this.healthy(target, container.target, 1000)) return 'ready';
+    if (await this.healthy(target, container.target, 1000)) {
+      this.deps.logger.info('replica ready', { backend: target.name, replica: replica.id, container: container.containerId.slice(0, 12) });
+      return 'ready';
+    }
     const status = await runtime.inspectReplica(container.containerId);
     if (status === undefined || !status.running) {
       const logs = await runtime.logsTail(container.containerId, TIMING.logTailLines).catch(() => '');

@@ -17,6 +17,8 @@ import type {
 } from './container-runtime.js';
 
 const BUILD_LOG_TAIL = 30;
+// eslint-disable-next-line no-control-regex
+const ANSI_ESCAPE = /\x1b\[[0-9;?]*[A-Za-z]/g;
 
 interface BuildEvent {
   stream?: string;
@@ -179,7 +181,7 @@ export class DockerRuntime implements ContainerRuntime {
           if (event.error !== undefined || event.errorDetail !== undefined) {
             failure = event.errorDetail?.message ?? event.error;
           }
-          for (const line of (text ?? '').split('\n')) {
+          for (const line of (text ?? '').replace(ANSI_ESCAPE, '').split('\n')) {
             if (line.trim() === '') continue;
             log.push(line);
             if (log.length > BUILD_LOG_TAIL) log.shift();

@@ -311,7 +311,9 @@ export class ImageBuilder {
         ...options,
         onLog: (raw) => {
           const line = raw.replace(/(\w+:\/\/)[^/@\s]+@/g, '$1***@');
-          return /^Step \d+\/\d+ :/.test(line) ? log.info(line) : log.debug(line);
+          return /^Step \d+\/\d+ :/.test(line)
+            ? log.info(line, { seconds: Math.round((Date.now() - started) / 100) / 10 })
+            : log.debug(line);
         },
       });
     } catch (error) {

@@ -250,7 +250,7 @@ describe('applyPlan', () => {
         progressIntervalMs: 30,
       },
     );
-    expect(lines).toContain('  echo: building image and starting replicas (0s)');
+    expect(lines).toContain('  echo: building image (0s)');
   });
 
   it('stops at a failed step, keeping its code and saying what was applied', async () => {
