@@ -72,7 +72,11 @@ async function connectWhenUp(options: Settings): Promise<Client> {
   const deadline = Date.now() + 30_000;
   for (;;) {
     try {
-      return await serve.connect({ address: `http://127.0.0.1:${options.admin.port}` });
+      return await serve.connect({
+        address: `http://127.0.0.1:${options.admin.port}`,
+        instance: options.instance,
+        stateDir: options.stateDir,
+      });
     } catch (error) {
       if (Date.now() > deadline) throw error;
       await new Promise((resolve) => setTimeout(resolve, 200));
@@ -151,7 +155,7 @@ describe('offline checks, with no control plane running', () => {
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/bad\.yaml:4: backends\.echo\.runtimeEnv\.context: '\.\/missing' is not a directory/);
     expect(bad.stderr).toMatch(/bad\.yaml:5: backends\.echo\.config\.numReplicas: /);
-    expect(bad.stderr).toMatch(/bad\.yaml:8: endpoints\.echo\.methods: .*got the string "GET"/);
+    expect(bad.stderr).toMatch(/bad\.yaml:8: endpoints\.echo\.methods: .*not the string "GET"/);
     expect(await flotilla('validate', join(dir, 'broken.yaml'))).toMatchObject({ code: 1, stderr: expect.stringMatching(/YAML syntax/) });
     expect(await flotilla('validate', join(dir, 'none.yaml'))).toMatchObject({
       code: 1,
@@ -177,7 +181,7 @@ describe('TypeScript run by tsx', () => {
   it('serves a class backend shipped from a file that npx tsx runs, and names the docs for an outer helper', async () => {
     const adminPort = await freePort();
     const adminUrl = `http://127.0.0.1:${adminPort}`;
-    const { client } = await startFlotilla({ admin: { host: '127.0.0.1', port: adminPort } });
+    const { client } = await startFlotilla({ admin: { host: '127.0.0.1', port: adminPort, auth: 'none' } });
     try {
       const tsx = join(import.meta.dirname, '..', '..', 'node_modules', '.bin', 'tsx');
       const { stdout } = await run(tsx, [join(import.meta.dirname, '..', 'fixtures', 'tsx-app', 'app.ts'), adminUrl]);
@@ -257,7 +261,7 @@ describe('flotilla prune', () => {
 describe('flotilla logs', () => {
   it('prints every line with its time, the replicas of a backend merged in time order', async () => {
     const adminPort = await freePort();
-    const { client } = await startFlotilla({ admin: { host: '127.0.0.1', port: adminPort } });
+    const { client } = await startFlotilla({ admin: { host: '127.0.0.1', port: adminPort, auth: 'none' } });
     try {
       await client.createBackend(
         'talker',

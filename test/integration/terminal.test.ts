@@ -82,7 +82,7 @@ describe('in a terminal', () => {
 
   it('flotilla deploy shows progress lines with the stage and elapsed time, and none without a terminal', async () => {
     const adminPort = await freePort();
-    const { client } = await startFlotilla({ admin: { host: '127.0.0.1', port: adminPort } });
+    const { client } = await startFlotilla({ admin: { host: '127.0.0.1', port: adminPort, auth: 'none' } });
     try {
       const dir = mkdtempSync(join(tmpdir(), 'flt-term-'));
       mkdirSync(join(dir, 'slow'));
