@@ -101,7 +101,8 @@ export class ControlPlane {
       if (generated && token !== undefined) removeToken(config.stateDir, config.instance, token);
     };
     try {
-      const httpUrl = urlOf(await proxy.listen(config.http.host, config.http.port));
+      const listening = urlOf(await proxy.listen(config.http.host, config.http.port));
+      const httpUrl = config.http.publicUrl === '' ? listening : config.http.publicUrl.replace(/\/+$/, '');
       const adminUrl = urlOf(await admin.listen(config.admin.host, config.admin.port));
       const client: LocalClient = new LocalClient(httpUrl, controller, dispatcher, (): Promise<void> => plane.shutdown());
       const plane: ControlPlane = new ControlPlane(

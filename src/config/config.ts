@@ -24,6 +24,12 @@ const schema = {
   http: {
     host: { doc: 'Address the HTTP front door binds to.', format: String, default: '127.0.0.1', env: 'FLOTILLA_HTTP_HOST' },
     port: { doc: 'Port of the HTTP front door (0 picks a free one).', format: 'port', default: 8000, env: 'FLOTILLA_HTTP_PORT' },
+    publicUrl: {
+      doc: "The front door's address as clients reach it (a published port, a proxy): reported as httpUrl and by flotilla status; empty for the address it listens on.",
+      format: matching(/^(https?:\/\/\S+)?$/, 'an http(s) URL, or empty'),
+      default: '',
+      env: 'FLOTILLA_HTTP_PUBLIC_URL',
+    },
     maxBodyBytes: {
       doc: 'Largest request body the front door accepts; larger ones get 413.',
       format: 'nat',
@@ -231,6 +237,7 @@ export interface FlotillaConfig {
   http: {
     host: string;
     port: number;
+    publicUrl: string;
     maxBodyBytes: number;
     maxBufferedBytes: number;
     maxConnections: number;

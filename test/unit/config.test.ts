@@ -85,3 +85,11 @@ describe('admin settings', () => {
     expect(loadConfig({ admin: { allowedHosts: 'flotilla,admin.example.com' } }).admin.allowedHosts).toBe('flotilla,admin.example.com');
   });
 });
+
+describe('http.publicUrl', () => {
+  it('is empty by default and takes an http(s) URL only', () => {
+    expect(loadConfig().http.publicUrl).toBe('');
+    expect(loadConfig({ http: { publicUrl: 'http://127.0.0.1:18000' } }).http.publicUrl).toBe('http://127.0.0.1:18000');
+    expect(() => loadConfig({ http: { publicUrl: '127.0.0.1:18000' } })).toThrow(/http\.publicUrl: must be an http\(s\) URL/);
+  });
+});
