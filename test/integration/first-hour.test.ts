@@ -289,3 +289,38 @@ describe('flotilla logs', () => {
     }
   });
 });
+
+describe('what a user is told', () => {
+  it('reports the front door at http.publicUrl, as flotilla status shows it', async () => {
+    const adminPort = await freePort();
+    const { client } = await startFlotilla({
+      http: { host: '127.0.0.1', port: 0, publicUrl: 'http://127.0.0.1:18000/' },
+      admin: { host: '127.0.0.1', port: adminPort, auth: 'none' },
+    });
+    try {
+      expect(client.httpUrl).toBe('http://127.0.0.1:18000');
+      const status = await flotilla('status', '--address', `http://127.0.0.1:${adminPort}`);
+      expect(status).toMatchObject({ code: 0, stdout: expect.stringMatching(/^HTTP: http:\/\/127\.0\.0\.1:18000$/m) });
+    } finally {
+      await client.shutdown();
+    }
+  });
+
+  it("shows a failed build step's output without terminal colour codes", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flt-colour-'));
+    writeFileSync(
+      join(dir, 'Dockerfile'),
+      `ARG FLOTILLA_BASE_IMAGE\nFROM \${FLOTILLA_BASE_IMAGE}\nRUN printf '\\033[31mnpm ERR! red failure ${shortId(4)}\\033[0m\\n' && exit 3\n`,
+    );
+    const { client } = await startFlotilla();
+    try {
+      const error = await client
+        .createBackend('colourful', () => 1, { replicaOptions: { runtimeEnv: { context: dir, dockerfile: 'Dockerfile' } } })
+        .catch((e: unknown) => e as Error);
+      expect(error).toMatchObject({ code: 'BUILD_FAILED', message: expect.stringContaining('npm ERR! red failure') });
+      expect((error as Error).message).not.toContain('\u001b');
+    } finally {
+      await client.shutdown();
+    }
+  });
+});
