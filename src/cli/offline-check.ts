@@ -1,5 +1,5 @@
 import { FlotillaError, isFlotillaError } from '../common/errors.js';
-import { Scheduler } from '../controller/scheduler.js';
+import { Scheduler } from '../resources/scheduler.js';
 import { formatIssue, loadAppFile, type AppFileIssue, type AppSpec } from './app-file.js';
 import { describeStep, planDeploy } from './deploy.js';
 

@@ -1,6 +1,14 @@
 import type { Readable } from 'node:stream';
 import { FlotillaError } from '../common/errors.js';
-import type { ContainerRuntime, ImageBuild, ReplicaSpec, ReplicaStatus } from './container-runtime.js';
+import type {
+  ContainerRuntime,
+  ImageBuild,
+  ImageSummary,
+  InstanceOwner,
+  LogOptions,
+  ReplicaSpec,
+  ReplicaStatus,
+} from './container-runtime.js';
 
 /**
  * A ContainerRuntime whose every call gives up after a timeout with
@@ -64,7 +72,36 @@ export class TimedRuntime implements ContainerRuntime {
     return this.timed(`a log read of container ${containerId.slice(0, 12)}`, this.inner.logsTail(containerId, lines));
   }
 
-  streamLogs(containerId: string, options: { follow: boolean; tail: number }): Promise<Readable> {
+  streamLogs(containerId: string, options: LogOptions): Promise<Readable> {
     return this.timed(`a log stream of container ${containerId.slice(0, 12)}`, this.inner.streamLogs(containerId, options));
+  }
+
+  /** Bounded by its own timeout. */
+  pullImage(tag: string, timeoutMs: number): Promise<void> {
+    return this.inner.pullImage(tag, timeoutMs);
+  }
+
+  listImages(labels: Record<string, string>): Promise<ImageSummary[]> {
+    return this.timed('an image listing', this.inner.listImages(labels));
+  }
+
+  imagesOfContainers(): Promise<Set<string>> {
+    return this.timed('a container listing', this.inner.imagesOfContainers());
+  }
+
+  removeImage(id: string): Promise<boolean> {
+    return this.timed(`the removal of image ${id.slice(0, 19)}`, this.inner.removeImage(id));
+  }
+
+  readInstanceOwner(instance: string): Promise<InstanceOwner | undefined> {
+    return this.timed(`a read of instance ${instance}'s marker`, this.inner.readInstanceOwner(instance));
+  }
+
+  writeInstanceOwner(instance: string, owner: InstanceOwner): Promise<void> {
+    return this.timed(`a write of instance ${instance}'s marker`, this.inner.writeInstanceOwner(instance, owner));
+  }
+
+  removeInstanceOwner(instance: string, nonce: string): Promise<void> {
+    return this.timed(`the removal of instance ${instance}'s marker`, this.inner.removeInstanceOwner(instance, nonce));
   }
 }

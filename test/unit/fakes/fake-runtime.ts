@@ -3,7 +3,14 @@ import type { Clock } from '../../../src/common/clock.js';
 import type { Logger } from '../../../src/common/logger.js';
 import type { ReplicaClient } from '../../../src/controller/launcher.js';
 import type { LiveConfig } from '../../../src/replica/protocol.js';
-import type { ContainerRuntime, ReplicaSpec, ReplicaStatus, ReplicaTarget } from '../../../src/runtime/container-runtime.js';
+import type {
+  ContainerRuntime,
+  ImageSummary,
+  InstanceOwner,
+  ReplicaSpec,
+  ReplicaStatus,
+  ReplicaTarget,
+} from '../../../src/runtime/container-runtime.js';
 
 /** A clock that moves only when the test says so. */
 export class ManualClock implements Clock {
@@ -42,6 +49,7 @@ export class FakeRuntime implements ContainerRuntime {
   /** Logs a container started from a spec gets, e.g. an init_failed event. */
   logsFor: (spec: ReplicaSpec) => string = () => '';
   private next = 1;
+  private readonly owners = new Map<string, InstanceOwner>();
 
   constructor(private readonly clock: Clock) {}
 
@@ -118,6 +126,29 @@ export class FakeRuntime implements ContainerRuntime {
   }
   streamLogs(): Promise<Readable> {
     return Promise.reject(new Error('not in the fake'));
+  }
+  pullImage(): Promise<void> {
+    return Promise.reject(new Error('no registry in the fake'));
+  }
+  listImages(): Promise<ImageSummary[]> {
+    return this.call(() => []);
+  }
+  imagesOfContainers(): Promise<Set<string>> {
+    return this.call(() => new Set([...this.containers.values()].map((c) => c.spec?.image ?? '')));
+  }
+  removeImage(): Promise<boolean> {
+    return this.call(() => true);
+  }
+  readInstanceOwner(instance: string): Promise<InstanceOwner | undefined> {
+    return this.call(() => this.owners.get(instance));
+  }
+  writeInstanceOwner(instance: string, owner: InstanceOwner): Promise<void> {
+    return this.call(() => void this.owners.set(instance, owner));
+  }
+  removeInstanceOwner(instance: string, nonce: string): Promise<void> {
+    return this.call(() => {
+      if (this.owners.get(instance)?.nonce === nonce) this.owners.delete(instance);
+    });
   }
 }
 
