@@ -124,7 +124,7 @@ export class ReplicaLauncher implements ReplicaDriver {
     try {
       const spec = this.specOf(target, replica, hostDir);
       const controlSecret = hostDir === undefined ? undefined : prepareReplicaFiles(hostDir, this.entryOf(target), settings.replicaUser);
-      this.deps.logger.info('starting replica', { backend: target.name, replica: replica.id });
+      this.deps.logger.info('starting replica', { component: 'controller', backend: target.name, replica: replica.id });
       const status = await this.deps.limiter.run(() => runtime.startReplica(spec));
       if (status.target === undefined) throw new FlotillaError('REPLICA_START_FAILED', `container ${status.name} has no address`);
       return { containerId: status.containerId, target: status.target, hostDir, controlSecret, startedAt: clock.now() };
@@ -138,7 +138,12 @@ export class ReplicaLauncher implements ReplicaDriver {
     const { runtime, clock } = this.deps;
     const container = replica.container!;
     if (await this.healthy(target, container.target, 1000)) {
-      this.deps.logger.info('replica ready', { backend: target.name, replica: replica.id, container: container.containerId.slice(0, 12) });
+      this.deps.logger.info('replica ready', {
+        component: 'controller',
+        backend: target.name,
+        replica: replica.id,
+        container: container.containerId.slice(0, 12),
+      });
       return 'ready';
     }
     const status = await runtime.inspectReplica(container.containerId);
