@@ -98,6 +98,8 @@ afterEach(() => {
   for (const instance of instances.splice(0)) {
     const ids = containersOf(instance);
     if (ids.length > 0) execFileSync('docker', ['rm', '-f', ...ids]);
+    // A control plane killed before its shutdown finished leaves its instance marker behind.
+    execFileSync('docker', ['volume', 'rm', '-f', `flotilla-instance-${instance}`], { stdio: 'ignore' });
   }
 });
 

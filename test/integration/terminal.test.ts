@@ -77,6 +77,7 @@ describe('in a terminal', () => {
     } finally {
       const left = containersOf(instance);
       if (left.length > 0) execFileSync('docker', ['rm', '-f', ...left]);
+      execFileSync('docker', ['volume', 'rm', '-f', `flotilla-instance-${instance}`], { stdio: 'ignore' });
     }
   });
 
