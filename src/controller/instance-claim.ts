@@ -5,7 +5,7 @@ import type { ContainerRuntime, InstanceOwner } from '../runtime/container-runti
 const PROBE_TIMEOUT_MS = 2000;
 
 /** Whether the recorded owner still serves: its admin API answers, with the owner's front door (or asks for a token). */
-export async function ownerAnswers(owner: InstanceOwner, timeoutMs = PROBE_TIMEOUT_MS): Promise<boolean> {
+async function ownerAnswers(owner: InstanceOwner, timeoutMs = PROBE_TIMEOUT_MS): Promise<boolean> {
   try {
     const response = await fetch(`${owner.adminUrl}/api/health`, { signal: AbortSignal.timeout(timeoutMs) });
     if (response.status === 401 || response.status === 403) return true;

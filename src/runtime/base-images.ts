@@ -19,7 +19,7 @@ const CHOICES: Record<BaseImageKind, { setting: string; variable: string; online
   },
 };
 
-export const PULL_TIMEOUT_MS = 20_000;
+const PULL_TIMEOUT_MS = 20_000;
 
 /**
  * Picks each runtime's base image once, when it is first needed: the configured one; else the online image when the
