@@ -20,6 +20,7 @@ export default tseslint.config(
             { name: 'yaml', message: 'App files are parsed in src/cli/app-file.ts.' },
             { name: 'prom-client', message: 'Metrics are defined in src/admin/metrics.ts.' },
             { name: '@balena/dockerignore', message: 'Build contexts are packed in src/runtime/build-context.ts.' },
+            { name: 'playwright-core', message: 'Only test/integration/browser.ts drives the browser.' },
           ],
         },
       ],
@@ -35,7 +36,15 @@ export default tseslint.config(
       'src/cli/main.ts',
       'src/cli/app-file.ts',
       'src/admin/metrics.ts',
+      'test/integration/browser.ts',
     ],
     rules: { 'no-restricted-imports': 'off' },
+  },
+  {
+    files: ['dashboard/**/*.js'],
+    languageOptions: {
+      sourceType: 'module',
+      globals: { document: 'readonly', fetch: 'readonly', setTimeout: 'readonly' },
+    },
   },
 );

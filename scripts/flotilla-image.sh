@@ -14,6 +14,7 @@ mkdir -p "$context/dist"
 cp package.json package-lock.json "$context/"
 cp -r dist/src "$context/dist/src"
 cp -r images "$context/images"
+cp -r dashboard "$context/dashboard"
 ca="${FLOTILLA_BUILD_CA_FILE:-${NODE_EXTRA_CA_CERTS:-}}"
 if [ -n "$ca" ] && [ -f "$ca" ]; then cp "$ca" "$context/build-ca.pem"; fi
 base="${FLOTILLA_BASE_IMAGE:-}"

@@ -15,6 +15,7 @@ if ! command -v tmux >/dev/null 2>&1; then
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null; }
 fi
 export FLOTILLA_BASE_IMAGE
+bash scripts/test-tools.sh
 # Python replicas start from the offline bookworm when the Node base is the offline one.
 if [ -z "${FLOTILLA_PYTHON_BASE_IMAGE:-}" ]; then
   case "$FLOTILLA_BASE_IMAGE" in

@@ -164,6 +164,49 @@ export interface ShadowStats {
   shadowLatencyMs: LatencySummary;
 }
 
+/** What an event is about; docs/admin-api.md lists when each is recorded. */
+export type EventKind =
+  | 'backend.created'
+  | 'backend.updated'
+  | 'backend.scaled'
+  | 'backend.reconfigured'
+  | 'backend.deleted'
+  | 'endpoint.created'
+  | 'endpoint.deleted'
+  | 'traffic.set'
+  | 'shadow.set'
+  | 'replica.started'
+  | 'replica.ready'
+  | 'replica.failed'
+  | 'replica.replaced'
+  | 'replica.stopped';
+
+/** One entry of the control plane's event history. */
+export interface FlotillaEvent {
+  /** Increases by one with each event of this instance, across restarts. */
+  seq: number;
+  /** ISO 8601 time it was recorded. */
+  time: string;
+  kind: EventKind;
+  backend?: string;
+  endpoint?: string;
+  replica?: string;
+  message: string;
+}
+
+export interface EventQuery {
+  /** Only events after this seq, oldest first; without it, the newest ones. */
+  since?: number;
+  /** At most this many (default 100, at most 1000). */
+  limit?: number;
+}
+
+export interface EventPage {
+  events: FlotillaEvent[];
+  /** The seq of the newest event kept (0 when there is none): pass it as `since` to wait for what comes next. */
+  latest: number;
+}
+
 export interface ServeHandle {
   readonly endpoint: string;
   /** Calls the endpoint's backend with `body` as the request body; resolves to the handler's value. */
@@ -190,6 +233,8 @@ export interface Client {
   getShadowStats(endpoint: string): Promise<Record<string, ShadowStats>>;
   deleteEndpoint(name: string): Promise<void>;
   getHandle(endpoint: string): ServeHandle;
+  /** The control plane's recent events: what was created, changed, scaled, started, failed or replaced. */
+  listEvents(query?: EventQuery): Promise<EventPage>;
   shutdown(): Promise<void>;
 }
 

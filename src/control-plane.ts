@@ -1,7 +1,9 @@
 import type { Client, StartOptions } from './api.js';
 import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
 import { AdminServer, isLoopbackHost } from './admin/admin-server.js';
 import { PrometheusMetrics } from './admin/metrics.js';
+import { fanOut, ServingSeries } from './admin/serving-series.js';
 import { generateToken, removeToken } from './admin/token-file.js';
 import { LocalClient } from './client.js';
 import { invalid, urlOf } from './common/checks.js';
@@ -10,6 +12,7 @@ import { createLogger, type Logger } from './common/logger.js';
 import { loadConfig, type FlotillaConfig } from './config/config.js';
 import { Controller } from './controller/controller.js';
 import { InstanceClaim } from './controller/instance-claim.js';
+import { EventLog } from './controller/event-log.js';
 import { Scheduler } from './resources/scheduler.js';
 import { Dispatcher } from './proxy/dispatcher.js';
 import { ProxyServer } from './proxy/proxy-server.js';
@@ -42,6 +45,10 @@ function adminToken(config: FlotillaConfig): { token: string | undefined; genera
   if (config.admin.auth === 'none') return { token: undefined, generated: false };
   if (config.admin.token !== '') return { token: config.admin.token, generated: false };
   return { token: generateToken(config.stateDir, config.instance), generated: true };
+}
+
+function eventsPath({ stateDir, instance }: FlotillaConfig): string {
+  return join(stateDir, 'state', `${instance}.events.jsonl`);
 }
 
 /**
@@ -79,7 +86,9 @@ export class ControlPlane {
     await runtime.ping();
     const claim = await InstanceClaim.check(runtime, config.instance);
     const metrics = new PrometheusMetrics();
-    const dispatcher = new Dispatcher(() => void controller.tick(), metrics);
+    const series = new ServingSeries(systemClock);
+    const events = new EventLog(eventsPath(config), config.eventHistory, systemClock, logger);
+    const dispatcher = new Dispatcher(() => void controller.tick(), fanOut(metrics, series));
     const controller = new Controller({
       config,
       runtime,
@@ -88,6 +97,7 @@ export class ControlPlane {
       dispatcher,
       logger,
       clock: systemClock,
+      events,
     });
     await controller.init();
     const proxy = new ProxyServer(dispatcher, config.http, logger, () => metrics.render());
@@ -104,7 +114,7 @@ export class ControlPlane {
       const listening = urlOf(await proxy.listen(config.http.host, config.http.port));
       const httpUrl = config.http.publicUrl === '' ? listening : config.http.publicUrl.replace(/\/+$/, '');
       const adminUrl = urlOf(await admin.listen(config.admin.host, config.admin.port));
-      const client: LocalClient = new LocalClient(httpUrl, controller, dispatcher, (): Promise<void> => plane.shutdown());
+      const client: LocalClient = new LocalClient(httpUrl, controller, dispatcher, (): Promise<void> => plane.shutdown(), events);
       const plane: ControlPlane = new ControlPlane(
         config,
         client,
@@ -117,7 +127,7 @@ export class ControlPlane {
         generated ? token : undefined,
         claim,
       );
-      admin.serve(client, () => plane.shutdown(), { instance: config.instance, nonce: launch.nonce ?? randomUUID() });
+      admin.serve(client, () => plane.shutdown(), { instance: config.instance, nonce: launch.nonce ?? randomUUID() }, series);
       await claim.take(adminUrl, httpUrl);
       metrics.countReplicasOf(client);
       return plane;
@@ -151,6 +161,7 @@ export class ControlPlane {
     this.closing ??= (async () => {
       await this.proxy.close(this.graceMs());
       await this.controller.shutdown();
+      this.client.events.clear();
       this.dispatcher.close();
       await this.admin.close();
       this.forgetToken();

@@ -10,6 +10,10 @@ import type { ContainerRuntime } from '../runtime/container-runtime.js';
 import { replicaLogs } from './replica-logs.js';
 import { fromWire, parseWire, toWire } from './wire.js';
 import { invalid, listenOn } from '../common/checks.js';
+import { systemClock, type Clock } from '../common/clock.js';
+import { DashboardAccess } from './dashboard-access.js';
+import { dashboardAsset } from './dashboard-assets.js';
+import type { ServingSeries } from './serving-series.js';
 
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
@@ -79,6 +83,35 @@ function text(value: unknown, what: string): string {
   return value;
 }
 
+/** What the dashboard shows besides series and events, in one answer; a backend or endpoint deleted meanwhile is left out. */
+async function overview(client: LocalClient, identity: Identity) {
+  const [endpoints, backends] = await Promise.all([client.listEndpoints(), client.listBackends()]);
+  const replicas = await Promise.all(Object.keys(backends).map((name) => client.listReplicas(name).catch(() => undefined)));
+  const shadows = await Promise.all(
+    Object.entries(endpoints).map(([name, e]) =>
+      Object.keys(e.shadows).length === 0 ? {} : client.getShadowStats(name).catch(() => ({})),
+    ),
+  );
+  return {
+    instance: identity.instance,
+    httpUrl: client.httpUrl,
+    endpoints: Object.fromEntries(Object.entries(endpoints).map(([name, e], i) => [name, { ...e, shadowStats: shadows[i] ?? {} }])),
+    backends: Object.fromEntries(
+      Object.entries(backends).flatMap(([name, config], i) =>
+        replicas[i] === undefined ? [] : [[name, { ...config, replicas: replicas[i] }]],
+      ),
+    ),
+  };
+}
+
+/** A query parameter that must be a whole number, or undefined when absent. */
+function whole(query: URLSearchParams, key: string): number | undefined {
+  const value = query.get(key);
+  if (value === null) return undefined;
+  if (!/^\d+$/.test(value)) throw invalid(`${key} must be a whole number, not '${value}'`);
+  return Number(value);
+}
+
 async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
   if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES)
     throw new FlotillaError('PAYLOAD_TOO_LARGE', `admin API bodies are limited to ${MAX_BODY_BYTES} bytes`);
@@ -113,12 +146,16 @@ export class AdminServer {
   private routes: Route[] = [];
   private readonly tokenBytes: Buffer | undefined;
   private boundHost = '127.0.0.1';
+  private boundPort = 0;
+  private readonly access: DashboardAccess;
 
   constructor(
     private readonly settings: AdminSettings,
     private readonly runtime: ContainerRuntime,
     private readonly logger: Logger,
+    clock: Clock = systemClock,
   ) {
+    this.access = new DashboardAccess(clock);
     this.tokenBytes = settings.token === undefined || settings.token === '' ? undefined : Buffer.from(settings.token);
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((error: unknown) => {
@@ -140,11 +177,12 @@ export class AdminServer {
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
     const address = await listenOn(this.server, host, port, 'the admin API');
     this.boundHost = address.host;
+    this.boundPort = address.port;
     this.logger.info('admin API listening', { component: 'admin', ...address });
     return address;
   }
 
-  serve(client: LocalClient, shutdown: () => Promise<void>, identity: Identity): void {
+  serve(client: LocalClient, shutdown: () => Promise<void>, identity: Identity, series?: ServingSeries): void {
     const name = (call: Call, index = 0) => decodeName(call.params[index] ?? '');
     this.routes = [
       ['GET', /^\/api\/health$/, async () => ({ status: 'ok', httpUrl: client.httpUrl, ...identity })],
@@ -184,6 +222,17 @@ export class AdminServer {
       ],
       ['GET', /^\/api\/endpoints\/([^/]+)\/shadow-stats$/, (call) => client.getShadowStats(name(call))],
       [
+        'GET',
+        /^\/api\/series$/,
+        async ({ query }) => {
+          if (series === undefined) throw new FlotillaError('ROUTE_NOT_FOUND', 'this admin API keeps no time series');
+          return series.snapshot(whole(query, 'minutes'));
+        },
+      ],
+      ['POST', /^\/api\/dashboard\/codes$/, async () => this.access.issueCode()],
+      ['GET', /^\/api\/overview$/, () => overview(client, identity)],
+      ['GET', /^\/api\/events$/, ({ query }) => client.listEvents({ since: whole(query, 'since'), limit: whole(query, 'limit') })],
+      [
         'POST',
         /^\/api\/endpoints\/([^/]+)\/call$/,
         async (call) => {
@@ -215,8 +264,24 @@ export class AdminServer {
     });
   }
 
+  private cookieName(): string {
+    return `flotilla_dashboard_${this.boundPort}`;
+  }
+
+  /** A GET with a dashboard session cookie: what the page's own requests carry. */
+  private hasSession(req: IncomingMessage): boolean {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return false;
+    const prefix = `${this.cookieName()}=`;
+    const value = (req.headers.cookie ?? '')
+      .split(';')
+      .map((part) => part.trim())
+      .find((part) => part.startsWith(prefix))
+      ?.slice(prefix.length);
+    return value !== undefined && this.access.isSession(value);
+  }
+
   private authorized(req: IncomingMessage): boolean {
-    if (this.tokenBytes === undefined) return true;
+    if (this.tokenBytes === undefined || this.hasSession(req)) return true;
     const presented = Buffer.from(/^bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1] ?? '');
     return presented.length === this.tokenBytes.length && timingSafeEqual(presented, this.tokenBytes);
   }
@@ -268,6 +333,12 @@ export class AdminServer {
         throw invalid(`the request target ${JSON.stringify(req.url)} is not a valid path`);
       }
       this.refuseForeign(req);
+      if (url.pathname === '/dashboard' || url.pathname.startsWith('/dashboard/')) return this.serveDashboard(req, res, url);
+      if (url.pathname === '/favicon.ico' && req.method === 'GET') {
+        res.writeHead(204, { 'cache-control': 'max-age=86400' });
+        res.end();
+        return;
+      }
       if (!this.authorized(req))
         throw new FlotillaError(
           'UNAUTHORIZED',
@@ -299,6 +370,51 @@ export class AdminServer {
       if (res.headersSent) res.destroy();
       else sendError(res, isFlotillaError(error) ? error : new FlotillaError('INTERNAL_ERROR', errorMessage(error)));
     }
+  }
+
+  /**
+   * The dashboard page and its assets, for a browser with a session cookie. `?code=` redeems a one-time
+   * code from POST /api/dashboard/codes: the answer sets the cookie (HTTP-only, SameSite=Strict) and
+   * redirects to the page without the code.
+   */
+  private serveDashboard(req: IncomingMessage, res: ServerResponse, url: URL): void {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('allow', 'GET, HEAD');
+      throw new FlotillaError('METHOD_NOT_ALLOWED', `${url.pathname} accepts GET, HEAD`);
+    }
+    const code = url.searchParams.get('code');
+    if (code !== null) {
+      const redeemed = this.access.redeem(code);
+      if (redeemed === undefined)
+        throw new FlotillaError('UNAUTHORIZED', 'this dashboard code is unknown, used or expired: run `flotilla dashboard` for a new one');
+      res.writeHead(303, {
+        location: '/dashboard/',
+        'set-cookie': `${this.cookieName()}=${redeemed.session}; Path=/; Max-Age=${redeemed.maxAgeS}; HttpOnly; SameSite=Strict`,
+        'cache-control': 'no-store',
+        'referrer-policy': 'no-referrer',
+      });
+      res.end();
+      return;
+    }
+    if (!this.authorized(req))
+      throw new FlotillaError('UNAUTHORIZED', 'the dashboard needs a session: open the URL that `flotilla dashboard` prints');
+    if (url.pathname === '/dashboard') {
+      res.writeHead(308, { location: '/dashboard/' });
+      res.end();
+      return;
+    }
+    const asset = dashboardAsset(url.pathname.slice('/dashboard/'.length));
+    if (asset === undefined) throw new FlotillaError('ROUTE_NOT_FOUND', `the dashboard has no ${url.pathname}`);
+    res.writeHead(200, {
+      'content-type': asset.contentType,
+      'content-length': asset.body.length,
+      'cache-control': 'no-store',
+      'content-security-policy':
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+      'x-content-type-options': 'nosniff',
+      'referrer-policy': 'no-referrer',
+    });
+    res.end(req.method === 'HEAD' ? undefined : asset.body);
   }
 
   /** Streams every replica's log of the backend, each line with its time and the replica id, merged by time. */

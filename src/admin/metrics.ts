@@ -1,23 +1,29 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { Client } from '../api.js';
+import type { Client, ReplicaInfo } from '../api.js';
 import type { ServingMetrics, ShadowOutcome } from '../proxy/serving-metrics.js';
 
 /**
- * Prometheus metrics (the only module that uses prom-client): requests and
- * latency per endpoint and backend, shadow comparisons, and replicas by state,
+ * Prometheus metrics (the only module that uses prom-client), as docs/metrics.md lists them: Ray Serve's
+ * `serve_*` names where Ray Serve has the metric, `flotilla_*` where it has none. Replica series are
  * read from the client when scraped.
  */
 export class PrometheusMetrics implements ServingMetrics {
   readonly registry = new Registry();
   private readonly requests = new Counter({
-    name: 'flotilla_requests_total',
-    help: 'Requests answered through the front door, by endpoint, backend and status code.',
-    labelNames: ['endpoint', 'backend', 'code'],
+    name: 'serve_num_http_requests_total',
+    help: 'HTTP requests answered through the front door, by endpoint, backend and status code.',
+    labelNames: ['endpoint', 'backend', 'status_code'],
+    registers: [this.registry],
+  });
+  private readonly errors = new Counter({
+    name: 'serve_num_http_error_requests_total',
+    help: 'HTTP requests answered through the front door with a status of 400 or above, by endpoint, backend and status code.',
+    labelNames: ['endpoint', 'backend', 'error_code'],
     registers: [this.registry],
   });
   private readonly latency = new Histogram({
-    name: 'flotilla_request_duration_seconds',
-    help: 'Time from a request reaching the front door to its response ending.',
+    name: 'serve_http_request_latency_seconds',
+    help: 'Time from a request reaching the front door to its response ending, queueing included.',
     labelNames: ['endpoint', 'backend'],
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [this.registry],
@@ -40,16 +46,41 @@ export class PrometheusMetrics implements ServingMetrics {
   constructor() {
     const replicas: Gauge<'backend' | 'state'> = new Gauge({
       name: 'flotilla_replicas',
-      help: 'Replicas by backend and state.',
+      help: 'Replicas by backend and state (starting, ready, draining).',
       labelNames: ['backend', 'state'],
       registers: [this.registry],
       collect: async () => {
         replicas.reset();
-        if (this.client === undefined) return;
-        for (const backend of Object.keys(await this.client.listBackends())) {
-          for (const replica of await this.client.listReplicas(backend).catch(() => [])) replicas.inc({ backend, state: replica.state });
-        }
+        for (const [backend, replica] of await this.replicas()) replicas.inc({ backend, state: replica.state });
       },
+    });
+    const healthy: Gauge<'backend' | 'replica'> = new Gauge({
+      name: 'serve_deployment_replica_healthy',
+      help: 'One series per replica: 1 while it is ready to serve, 0 while it starts or drains.',
+      labelNames: ['backend', 'replica'],
+      registers: [this.registry],
+      collect: async () => {
+        healthy.reset();
+        for (const [backend, replica] of await this.replicas())
+          healthy.set({ backend, replica: replica.id }, replica.state === 'ready' ? 1 : 0);
+      },
+    });
+  }
+
+  /** Every replica with its backend, as the client reports them now. */
+  private async replicas(): Promise<Array<[string, ReplicaInfo]>> {
+    if (this.client === undefined) return [];
+    const client = this.client;
+    const backends = Object.keys(await client.listBackends());
+    const lists = await Promise.all(backends.map((backend) => client.listReplicas(backend).catch(() => [])));
+    return backends.flatMap((backend, i) => (lists[i] ?? []).map((replica): [string, ReplicaInfo] => [backend, replica]));
+  }
+
+  /** Every metric this exports: name, type, labels and help (docs/metrics.md lists the same). */
+  catalogue(): Array<{ name: string; type: string; labels: string[]; help: string }> {
+    return this.registry.getMetricsAsArray().map((metric) => {
+      const { name, type, labelNames, help } = metric as unknown as { name: string; type: string; labelNames: string[]; help: string };
+      return { name, type, labels: [...labelNames], help };
     });
   }
 
@@ -58,7 +89,8 @@ export class PrometheusMetrics implements ServingMetrics {
   }
 
   request(endpoint: string, backend: string, status: number, seconds: number): void {
-    this.requests.inc({ endpoint, backend, code: String(status) });
+    this.requests.inc({ endpoint, backend, status_code: String(status) });
+    if (status >= 400) this.errors.inc({ endpoint, backend, error_code: String(status) });
     this.latency.observe({ endpoint, backend }, seconds);
   }
 

@@ -8,6 +8,8 @@ import type {
   CreateEndpointOptions,
   DeleteBackendOptions,
   EndpointInfo,
+  EventPage,
+  EventQuery,
   HandleOptions,
   ReplicaInfo,
   ServeHandle,
@@ -175,6 +177,12 @@ class RemoteClient implements Client {
   getHandle(endpoint: string): ServeHandle {
     return new RemoteServeHandle(this.call, endpoint, {});
   }
+  listEvents(query: EventQuery = {}): Promise<EventPage> {
+    const search = new URLSearchParams();
+    if (query.since !== undefined) search.set('since', String(query.since));
+    if (query.limit !== undefined) search.set('limit', String(query.limit));
+    return this.call('GET', `/api/events${search.size > 0 ? `?${search}` : ''}`);
+  }
   async shutdown(): Promise<void> {
     await this.call('POST', '/api/shutdown');
   }
@@ -243,4 +251,16 @@ export async function streamBackendLogs(
   return send(where.base, where.token, 'GET', `/api/backends/${encodeURIComponent(backend)}/logs?${search}`).catch((error: unknown) => {
     throw explained(error, where);
   });
+}
+
+/** A dashboard URL with a fresh one-time code (POST /api/dashboard/codes), as `flotilla dashboard` prints it. */
+export async function dashboardUrl(options: ConnectOptions): Promise<{ url: string; expiresInS: number }> {
+  const where = target(options);
+  const { code, expiresInS } = await caller(where.base, where.token)<{ code: string; expiresInS: number }>(
+    'POST',
+    '/api/dashboard/codes',
+  ).catch((error: unknown) => {
+    throw explained(error, where);
+  });
+  return { url: `${where.base}/dashboard/?code=${encodeURIComponent(code)}`, expiresInS };
 }

@@ -2,19 +2,21 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Client, ConnectOptions, StartOptions } from '../api.js';
 import { startDetached, takeStartFile } from '../admin/detached.js';
-import { connect, streamBackendLogs } from '../admin/remote-client.js';
+import { connect, dashboardUrl, streamBackendLogs } from '../admin/remote-client.js';
 import { errorMessage, isFlotillaError } from '../common/errors.js';
 import { loadConfig } from '../config/config.js';
 import { ControlPlane } from '../control-plane.js';
 import { deployAppFile } from './deploy.js';
 import { renderStatus } from './status.js';
-import { urlOf } from '../common/checks.js';
+import { invalid, urlOf } from '../common/checks.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../common/package-root.js';
 import { checkAppFile, offlinePlan, type MachineSize } from './offline-check.js';
 import { pruneImages } from './prune.js';
 import { DockerRuntime } from '../runtime/docker-runtime.js';
+import { printEvents } from './events.js';
+import { spawn } from 'node:child_process';
 
 interface Connection {
   address?: string;
@@ -175,6 +177,46 @@ connection(
     .option('-f, --follow', 'keep printing new lines')
     .option('--tail <lines>', 'lines of history per replica', '100'),
 ).action(logsCommand);
+
+connection(
+  program
+    .command('events')
+    .description("print the control plane's recent events: changes, scaling, replicas started, failed and replaced")
+    .option('--since <seq>', 'only events after this seq, oldest first')
+    .option('--limit <n>', 'at most this many events', '50')
+    .option('-f, --follow', 'keep printing new events')
+    .option('--json', 'one JSON object per line'),
+).action(async (flags: Connection & { since?: string; limit: string; follow?: boolean; json?: boolean }) => {
+  const number = (value: string, what: string) => {
+    if (!/^\d+$/.test(value)) throw invalid(`${what} must be a whole number, not '${value}'`);
+    return Number(value);
+  };
+  await printEvents(
+    await connectTo(flags),
+    {
+      ...(flags.since === undefined ? {} : { since: number(flags.since, '--since') }),
+      limit: number(flags.limit, '--limit'),
+      follow: flags.follow === true,
+      json: flags.json === true,
+    },
+    (line) => process.stdout.write(`${line}\n`),
+  );
+});
+
+connection(
+  program
+    .command('dashboard')
+    .description('print the URL of the dashboard page, with a one-time code that logs the browser in')
+    .option('--open', 'also try to open it in a browser (xdg-open, or open on macOS)'),
+).action(async (flags: Connection & { open?: boolean }) => {
+  const { url, expiresInS } = await dashboardUrl(connectOptions(flags));
+  process.stdout.write(`${url}\n(the code works once, within ${expiresInS / 60} minutes)\n`);
+  if (flags.open === true) {
+    const opener = spawn(process.platform === 'darwin' ? 'open' : 'xdg-open', [url], { stdio: 'ignore', detached: true });
+    opener.on('error', () => process.stderr.write('flotilla: no browser could be opened; open the URL above\n'));
+    opener.unref();
+  }
+});
 
 connection(program.command('shutdown').description('drain and remove every endpoint, backend and replica, and stop Flotilla')).action(
   async (flags: Connection) => {

@@ -224,6 +224,15 @@ const schema = {
     default: 2,
     env: 'FLOTILLA_HEALTH_CHECK_PERIOD_S',
   },
+  eventHistory: {
+    doc: 'Events the control plane keeps (in memory and in <stateDir>/state/<instance>.events.jsonl); older ones are dropped.',
+    format: (value: unknown) => {
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < 10 || value > 100_000)
+        throw new Error('must be an integer from 10 to 100000');
+    },
+    default: 1000,
+    env: 'FLOTILLA_EVENT_HISTORY',
+  },
   logLevel: { doc: 'winston log level.', format: ['error', 'warn', 'info', 'debug'], default: 'info', env: 'FLOTILLA_LOG_LEVEL' },
   logFormat: {
     doc: 'Log lines: text (readable) or json; auto is text when stderr is a terminal, else json.',
@@ -266,6 +275,7 @@ export interface FlotillaConfig {
   cpuCapacity: number;
   memoryCapacityMb: number;
   gpus: string;
+  eventHistory: number;
   logLevel: 'error' | 'warn' | 'info' | 'debug';
   logFormat: 'auto' | 'json' | 'text';
 }

@@ -8,7 +8,8 @@ import type { Scheduler } from '../resources/scheduler.js';
 import type { SavedBackend } from './checkpoint.js';
 import { backoffMs, TIMING } from './constants.js';
 import { summarize } from './definition.js';
-import { Replica, type ReplicaHistory, type StepContext } from './replica.js';
+import type { EventRecorder } from './event-log.js';
+import { Replica, type ReplicaHistory, type ReplicaState, type StepContext } from './replica.js';
 
 /** What a backend should run: the saved desired state, with the hashes its replicas are compared against. */
 export interface BackendTarget extends Omit<SavedBackend, 'replicaConfigs'> {
@@ -50,6 +51,8 @@ export interface BackendStepContext extends Omit<StepContext, 'target' | 'mayPus
   log: Logger;
   /** Called when the replicas' saved live-config hashes changed. */
   onConfigsChanged(backend: BackendState): void;
+  /** Where replica events (started, ready, failed, replaced, stopped) go. */
+  events?: EventRecorder;
 }
 
 /**
@@ -129,6 +132,7 @@ export class BackendState {
         ctx.onConfigsChanged(this);
       },
     };
+    const before = new Map(this.replicas.map((r) => [r, { state: r.state, started: r.container !== undefined }]));
     if (this.deleting !== undefined) this.replicas.forEach((r) => r.retire(this.deleting!.drain));
     for (const replica of this.replicas) replica.update(step);
     const leaving = this.replicas.filter((r) => r.state === 'stopped');
@@ -140,7 +144,29 @@ export class BackendState {
       }
     }
     if (this.deleting === undefined) this.converge(ctx, step);
+    if (ctx.events !== undefined) this.recordChanges(ctx.events, before);
     if (this.isConverged()) this.settle();
+  }
+
+  /** The events of what the step changed in each replica it began with, then of the replacements it started. */
+  private recordChanges(events: EventRecorder, before: Map<Replica, { state: ReplicaState; started: boolean }>): void {
+    for (const [replica, was] of before) {
+      const subject = { backend: this.name, replica: replica.id };
+      const what = `replica ${replica.id} of ${this.name}`;
+      if (!was.started && replica.container !== undefined)
+        events.record('replica.started', subject, `${what} started in container ${replica.container.containerId.slice(0, 12)}`);
+      if (was.state === replica.state) continue;
+      if (replica.state === 'ready') events.record('replica.ready', subject, `${what} is ready`);
+      if (replica.state === 'failed')
+        events.record('replica.failed', subject, `${what} failed: ${replica.failure?.lastError ?? 'unknown'}`);
+      if (replica.state === 'stopped' && was.state === 'draining') events.record('replica.stopped', subject, `${what} stopped`);
+    }
+    for (const replica of this.replicas) {
+      const { restarts, lastError } = replica.history;
+      if (before.has(replica) || restarts === 0) continue;
+      const message = `replica ${replica.id} of ${this.name} replaces a failed one (restart ${restarts}): ${lastError}`;
+      events.record('replica.replaced', { backend: this.name, replica: replica.id }, message);
+    }
   }
 
   private converge(ctx: BackendStepContext, step: StepContext): void {

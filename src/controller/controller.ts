@@ -19,6 +19,7 @@ import { checkSupports, shippedModuleText, type ShippableDefinition } from './de
 import { EndpointState, type EndpointRecord } from './endpoint-state.js';
 import { TIMING } from './constants.js';
 import { instanceLabels, ReplicaLauncher, runDirOf, type ReplicaClient } from './launcher.js';
+import type { EventRecorder } from './event-log.js';
 import { Reconciler } from './reconciler.js';
 import type { Replica, Started } from './replica.js';
 import * as replicaClient from './replica-client.js';
@@ -45,6 +46,8 @@ export interface ControllerDeps {
   clock: Clock;
   /** How replicas are probed and reconfigured; replica-client.ts unless a test fakes it. */
   replicaClient?: ReplicaClient;
+  /** Where replica events go (docs/metrics.md#events). */
+  events?: EventRecorder;
 }
 
 /** A plain HTTP container (runtimeEnv image + port) cannot take userConfig or batch. */
@@ -111,6 +114,7 @@ export class Controller {
       settings: config,
       onStep: () => this.publish(),
       onConfigsChanged: () => this.saveQuietly(),
+      ...(deps.events === undefined ? {} : { events: deps.events }),
     });
   }
 

@@ -5,6 +5,7 @@ import type { Logger } from '../common/logger.js';
 import type { Scheduler } from '../resources/scheduler.js';
 import type { ContainerRuntime, ReplicaStatus } from '../runtime/container-runtime.js';
 import type { BackendState } from './backend-state.js';
+import type { EventRecorder } from './event-log.js';
 import { TIMING } from './constants.js';
 import type { ReplicaDriver } from './replica.js';
 
@@ -20,6 +21,7 @@ export interface ReconcilerDeps {
   /** Called after a step that may have changed what is routable. */
   onStep(): void;
   onConfigsChanged(backend: BackendState): void;
+  events?: EventRecorder;
 }
 
 /**
@@ -88,6 +90,7 @@ export class Reconciler {
           healthCheckPeriodMs: settings.healthCheckPeriodS * 1000,
           kick: () => this.kick(),
           onConfigsChanged: (changed) => this.deps.onConfigsChanged(changed),
+          ...(this.deps.events === undefined ? {} : { events: this.deps.events }),
         });
       } catch (error) {
         this.log.error('reconcile step failed', { backend: backend.name, error: errorMessage(error) });

@@ -71,6 +71,14 @@ describe('Flotilla in a container', () => {
     const response = await fetch(`http://127.0.0.1:${port(8000)}/boxed/x`);
     expect(response.status).toBe(200);
     expect(await response.text()).toBe('served /boxed/x from a replica');
+    const code = await fetch(`${address}/api/dashboard/codes`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    });
+    const redeemed = await fetch(`${address}/dashboard/?code=${(await code.json()).code}`, { redirect: 'manual' });
+    const page = await fetch(`${address}/dashboard/`, { headers: { cookie: redeemed.headers.get('set-cookie')?.split(';')[0] ?? '' } });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('<title>Flotilla dashboard</title>');
     await client.shutdown();
     await expect.poll(() => containersOf(instance, 'boxed'), { timeout: 30_000 }).toEqual([]);
   });

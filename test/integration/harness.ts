@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { createServer, request } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,6 +36,16 @@ export async function startFlotilla(options: StartOptions = {}): Promise<Started
     ...options,
   });
   return { client, instance };
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createNetServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
 }
 
 /** Ids of the running and stopped containers of an instance, as `docker ps` reports them. */

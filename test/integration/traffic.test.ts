@@ -121,11 +121,11 @@ describe('traffic', () => {
     expect((stats.saturated?.sent ?? 0) + (stats.saturated?.dropped ?? 0)).toBe(20);
 
     const metrics = await (await fetch(`${client.httpUrl}/-/metrics`)).text();
-    expect(metrics).toContain('flotilla_requests_total{endpoint="shadowed",backend="a",code="200"} 20');
+    expect(metrics).toContain('serve_num_http_requests_total{endpoint="shadowed",backend="a",status_code="200"} 20');
     expect(metrics).toContain('flotilla_shadow_requests_total{endpoint="shadowed",backend="slow",outcome="match"} 20');
     expect(metrics).toContain('flotilla_shadow_requests_total{endpoint="shadowed",backend="failing",outcome="mismatch"} 20');
     expect(metrics).toMatch(/flotilla_shadow_requests_total\{endpoint="shadowed",backend="saturated",outcome="dropped"\} [1-9]/);
     expect(metrics).toContain('flotilla_replicas{backend="a",state="ready"} 1');
-    expect(metrics).toMatch(/flotilla_request_duration_seconds_count\{endpoint="shadowed",backend="a"\} 20/);
+    expect(metrics).toMatch(/serve_http_request_latency_seconds_count\{endpoint="shadowed",backend="a"\} 20/);
   });
 });

@@ -127,3 +127,61 @@ describe('the admin API guards', () => {
     expect((await fetch(`${base}/api/health`)).status).toBe(200);
   });
 });
+
+describe('the dashboard', () => {
+  const auth = { authorization: 'Bearer s3cret' };
+  const json = { 'content-type': 'application/json' };
+
+  async function code(base: string): Promise<string> {
+    const response = await fetch(`${base}/api/dashboard/codes`, { method: 'POST', headers: { ...auth, ...json } });
+    expect(response.status).toBe(200);
+    const body = await response.json();
+    expect(body.expiresInS).toBe(120);
+    return body.code;
+  }
+
+  it('answers 401 to the page and its data calls without a code or a session cookie', async () => {
+    const base = await start('s3cret');
+    for (const path of ['/dashboard/', '/dashboard', '/dashboard/dashboard.js', '/api/overview', '/api/events', '/api/backends']) {
+      const response = await fetch(`${base}${path}`, { redirect: 'manual' });
+      expect([path, response.status]).toEqual([path, 401]);
+    }
+    const wrong = await fetch(`${base}/dashboard/?code=not-a-code`, { redirect: 'manual' });
+    expect(wrong.status).toBe(401);
+    expect((await wrong.json()).error.message).toMatch(/flotilla dashboard/);
+    const forged = await fetch(`${base}/dashboard/`, { headers: { cookie: `flotilla_dashboard_${new URL(base).port}=forged` } });
+    expect(forged.status).toBe(401);
+  });
+
+  it('trades a one-time code for an HTTP-only, SameSite=Strict cookie that opens the page and its GET calls only', async () => {
+    const base = await start('s3cret');
+    const oneTime = await code(base);
+    const redeemed = await fetch(`${base}/dashboard/?code=${oneTime}`, { redirect: 'manual' });
+    expect(redeemed.status).toBe(303);
+    expect(redeemed.headers.get('location')).toBe('/dashboard/');
+    const setCookie = redeemed.headers.get('set-cookie') ?? '';
+    expect(setCookie).toMatch(
+      new RegExp(`^flotilla_dashboard_${new URL(base).port}=[A-Za-z0-9_-]{32}; Path=/; Max-Age=43200; HttpOnly; SameSite=Strict$`),
+    );
+    const cookie = { cookie: setCookie.split(';')[0] ?? '' };
+
+    expect((await fetch(`${base}/dashboard/?code=${oneTime}`, { redirect: 'manual' })).status).toBe(401);
+
+    const page = await fetch(`${base}/dashboard/`, { headers: cookie });
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toBe('text/html; charset=utf-8');
+    expect(page.headers.get('content-security-policy')).toMatch(/default-src 'none'; script-src 'self'/);
+    expect(await page.text()).toMatch(/<title>Flotilla dashboard<\/title>/);
+    expect((await fetch(`${base}/dashboard/dashboard.js`, { headers: cookie })).headers.get('content-type')).toBe(
+      'text/javascript; charset=utf-8',
+    );
+    expect((await fetch(`${base}/dashboard/dashboard.css`, { headers: cookie })).status).toBe(200);
+    expect((await fetch(`${base}/dashboard/package.json`, { headers: cookie })).status).toBe(404);
+    expect((await fetch(`${base}/api/backends`, { headers: cookie })).status).toBe(200);
+
+    const post = await fetch(`${base}/api/dashboard/codes`, { method: 'POST', headers: { ...cookie, ...json } });
+    expect(post.status).toBe(401);
+    const foreign = await fetch(`${base}/dashboard/`, { headers: { ...cookie, origin: 'http://evil.example' } });
+    expect(foreign.status).toBe(403);
+  });
+});

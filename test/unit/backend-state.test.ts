@@ -41,6 +41,7 @@ function saved(numReplicas: number, userConfig: unknown = null) {
 
 /** One backend stepped by hand, as the reconciler steps it, with a fake engine, fake replicas and a manual clock. */
 function harness(numReplicas: number, options: { runtime?: ContainerRuntime; limit?: number; userConfig?: unknown } = {}) {
+  const events: string[] = [];
   const clock = new ManualClock();
   const fake = new FakeRuntime(clock);
   const runtime = options.runtime ?? fake;
@@ -77,6 +78,7 @@ function harness(numReplicas: number, options: { runtime?: ContainerRuntime; lim
         healthCheckPeriodMs: HEALTH_PERIOD_MS,
         kick: () => undefined,
         onConfigsChanged: () => undefined,
+        events: { record: (kind, subject, message) => (events.push(`${kind} ${subject.replica}: ${message}`), {} as never) },
       });
       await flush();
     }
@@ -104,7 +106,7 @@ function harness(numReplicas: number, options: { runtime?: ContainerRuntime; lim
     inFlight.set(id, { promise, finish });
     return finish;
   };
-  return { clock, fake, client, scheduler, backend, step, observe, counts, ready, holdRequest };
+  return { clock, fake, client, scheduler, backend, step, observe, counts, ready, holdRequest, events };
 }
 
 describe('a backend stepped by the reconciler', () => {
@@ -195,6 +197,38 @@ describe('a backend stepped by the reconciler', () => {
     expect(h.counts()).toEqual({ ready: 1, starting: 1 });
     const replacement = h.backend.replicas.find((r) => r.state === 'starting')!;
     expect(replacement.history).toEqual({ restarts: 1, lastError: `replica ${victim.id} exited with code 137` });
+  });
+
+  it('records each replica transition as an event: started, ready, failed, replaced, stopped', async () => {
+    const h = harness(2);
+    await h.step(2);
+    h.ready();
+    await h.step(2);
+    const [victim, other] = h.backend.replicas;
+    const started = (r: typeof victim) => `started in container ${r!.container!.containerId.slice(0, 12)}`;
+    expect(h.events.sort()).toEqual(
+      [
+        `replica.started ${victim!.id}: replica ${victim!.id} of model ${started(victim)}`,
+        `replica.started ${other!.id}: replica ${other!.id} of model ${started(other)}`,
+        `replica.ready ${victim!.id}: replica ${victim!.id} of model is ready`,
+        `replica.ready ${other!.id}: replica ${other!.id} of model is ready`,
+      ].sort(),
+    );
+    h.events.length = 0;
+    h.fake.exit(victim!.container!.containerId, 137);
+    await h.observe();
+    await h.step(2);
+    const replacement = h.backend.replicas.find((r) => r.state === 'starting')!;
+    for (let i = 0; i < 30 && replacement.container === undefined; i++) await h.step();
+    expect(h.events).toEqual([
+      `replica.failed ${victim!.id}: replica ${victim!.id} of model failed: replica ${victim!.id} exited with code 137`,
+      `replica.replaced ${replacement.id}: replica ${replacement.id} of model replaces a failed one (restart 1): replica ${victim!.id} exited with code 137`,
+      `replica.started ${replacement.id}: replica ${replacement.id} of model ${started(replacement)}`,
+    ]);
+    h.events.length = 0;
+    h.backend.retarget(targetOf(saved(1)));
+    await h.step(3);
+    expect(h.events).toContainEqual(expect.stringMatching(/^replica\.stopped \w+: replica \w+ of model stopped$/));
   });
 
   it('keeps a ready replica that a listing missed while the engine says it runs', async () => {
