@@ -100,7 +100,8 @@ describe('the dashboard page in Chromium', () => {
     expect(await page.evaluate(() => document.activeElement?.textContent)).toBe('Skip to content');
     await page.getByRole('button', { name: `Show log of replica ${replica?.id}` }).focus();
     await page.keyboard.press('Enter');
-    await expect.poll(() => page.locator('#log-text').innerText(), soon).toMatch(/"event":"ready"/);
+    await expect.poll(() => page.locator('#log-text').innerText(), soon).toMatch(/^\d{4}-\d\d-\d\dT\S+Z .*"event":"ready"/m);
+    await page.locator('#log').screenshot({ path: join(ARTIFACTS, 'dashboard-log.png') });
     expect(browser.errors).toEqual([]);
   });
 });
