@@ -157,7 +157,7 @@ export class Replica {
         (outcome) => {
           if (!outcome.ok) return this.fail(ctx, outcome.error);
           this.container = outcome.value;
-          this.knownAt = ctx.now;
+          this.knownAt = outcome.value.startedAt;
         },
       );
       return;

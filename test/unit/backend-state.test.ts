@@ -231,6 +231,19 @@ describe('a backend stepped by the reconciler', () => {
     expect(h.events).toContainEqual(expect.stringMatching(/^replica\.stopped \w+: replica \w+ of model stopped$/));
   });
 
+  it('keeps a replica that a listing saw only created, while its start was still under way', async () => {
+    const h = harness(1);
+    let open = () => undefined as void;
+    h.fake.startGate = new Promise<void>((resolve) => (open = resolve));
+    await h.step(2);
+    await h.observe();
+    open();
+    await h.step(2);
+    h.ready();
+    await h.step(4);
+    expect(h.counts()).toEqual({ ready: 1 });
+  });
+
   it('keeps a ready replica that a listing missed while the engine says it runs', async () => {
     const h = harness(1);
     await h.step(2);

@@ -72,22 +72,23 @@ export class FakeRuntime implements ContainerRuntime {
     this.startsInFlight += 1;
     this.maxStartsInFlight = Math.max(this.maxStartsInFlight, this.startsInFlight);
     try {
+      const created = await this.call(() => this.add(spec.labels, spec, false));
       if (this.startGate !== undefined) await this.startGate;
-      return await this.call(() => this.add(spec.labels, spec));
+      return await this.call(() => this.run(created.containerId));
     } finally {
       this.startsInFlight -= 1;
     }
   }
 
-  /** A container as if started by an earlier control plane. */
-  add(labels: Record<string, string>, spec?: ReplicaSpec): ReplicaStatus {
+  /** A container as if started by an earlier control plane; not `running`, it is only created (Docker reports exit code 0). */
+  add(labels: Record<string, string>, spec?: ReplicaSpec, running = true): ReplicaStatus {
     const n = this.next++;
     const status: ReplicaStatus = {
       containerId: `c${n}`.padEnd(64, '0'),
       name: spec?.name ?? `container-${n}`,
       labels,
-      running: true,
-      exitCode: undefined,
+      running,
+      exitCode: running ? undefined : 0,
       oomKilled: false,
       startedAt: this.clock.now(),
       target: { host: '127.0.0.1', port: 10_000 + n },
@@ -95,6 +96,12 @@ export class FakeRuntime implements ContainerRuntime {
     };
     this.containers.set(status.containerId, { status, spec, logs: spec === undefined ? '' : this.logsFor(spec) });
     return { ...status };
+  }
+
+  private run(containerId: string): ReplicaStatus {
+    const container = this.containers.get(containerId)!;
+    container.status = { ...container.status, running: true, exitCode: undefined, startedAt: this.clock.now() };
+    return { ...container.status };
   }
 
   exit(containerId: string, exitCode: number): void {
