@@ -211,6 +211,11 @@ export interface ServeHandle {
   readonly endpoint: string;
   /** Calls the endpoint's backend with `body` as the request body; resolves to the handler's value. */
   remote(body?: unknown): Promise<unknown>;
+  /**
+   * Calls the endpoint's backend and yields its answer as it comes: text as strings, NDJSON as one value a line,
+   * anything else as Buffers (docs/streaming.md). Leaving the loop early ends the handler's stream.
+   */
+  stream(body?: unknown): AsyncIterable<unknown>;
   options(options: HandleOptions): ServeHandle;
 }
 

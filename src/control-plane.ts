@@ -88,7 +88,7 @@ export class ControlPlane {
     const metrics = new PrometheusMetrics();
     const series = new ServingSeries(systemClock);
     const events = new EventLog(eventsPath(config), config.eventHistory, systemClock, logger);
-    const dispatcher = new Dispatcher(() => void controller.tick(), fanOut(metrics, series));
+    const dispatcher = new Dispatcher(() => void controller.tick(), fanOut(metrics, series), config.http.streamIdleTimeoutS * 1000);
     const controller = new Controller({
       config,
       runtime,

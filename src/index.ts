@@ -1,8 +1,9 @@
 import { connect } from './admin/remote-client.js';
 import { start } from './control-plane.js';
 import { acceptBatch } from './controller/definition.js';
+import { sse } from './replica/sse.js';
 
-export const serve = { start, connect, acceptBatch };
+export const serve = { start, connect, acceptBatch, sse };
 
 export type {
   BackendConfig,

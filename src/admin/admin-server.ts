@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import type { LocalClient } from '../client.js';
+import type { StreamedAnswer } from '../handle/serve-handle.js';
 import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
 import { sendError, sendJson } from '../common/http-json.js';
 import type { Logger } from '../common/logger.js';
@@ -14,6 +15,7 @@ import { systemClock, type Clock } from '../common/clock.js';
 import { DashboardAccess } from './dashboard-access.js';
 import { dashboardAsset } from './dashboard-assets.js';
 import type { ServingSeries } from './serving-series.js';
+import { errorTrailer, PROTOCOL } from '../replica/protocol.js';
 
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
@@ -247,6 +249,19 @@ export class AdminServer {
       ],
       [
         'POST',
+        /^\/api\/endpoints\/([^/]+)\/stream$/,
+        async (call) => {
+          const { input, methodName, shardKey } = fields(call.body, ['input', 'methodName', 'shardKey']);
+          const options = {
+            ...(methodName === undefined ? {} : { methodName: text(methodName, 'methodName') }),
+            ...(shardKey === undefined ? {} : { shardKey: text(shardKey, 'shardKey') }),
+          };
+          const handle = client.getHandle(name(call), options);
+          await this.streamCall(await handle.openStream(input === undefined ? undefined : fromWire(parseWire(input))), call.res);
+        },
+      ],
+      [
+        'POST',
         /^\/api\/shutdown$/,
         async ({ res }) => {
           res.once('finish', () => {
@@ -415,6 +430,32 @@ export class AdminServer {
       'referrer-policy': 'no-referrer',
     });
     res.end(req.method === 'HEAD' ? undefined : asset.body);
+  }
+
+  /**
+   * Relays a handle's streamed answer as it comes, pausing it while the
+   * caller is slow; a caller that leaves ends it. A failure midway ends the
+   * body with the error trailer (the FlotillaError as JSON), which the remote
+   * client throws.
+   */
+  private async streamCall(answer: StreamedAnswer, res: ServerResponse): Promise<void> {
+    res.writeHead(200, { 'content-type': answer.contentType, 'x-accel-buffering': 'no' });
+    let gone = false;
+    res.once('close', () => {
+      gone = !res.writableFinished;
+      if (gone) answer.cancel();
+    });
+    try {
+      for await (const chunk of answer.chunks) {
+        if (gone) return;
+        if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve).once('close', resolve));
+      }
+    } catch (error) {
+      if (gone) return;
+      const failure = isFlotillaError(error) ? error : new FlotillaError('INTERNAL_ERROR', errorMessage(error));
+      res.addTrailers({ [PROTOCOL.errorHeader]: errorTrailer(JSON.stringify({ error: failure.toJSON() })) });
+    }
+    res.end();
   }
 
   /** Streams every replica's log of the backend, each line with its time and the replica id, merged by time. */

@@ -15,16 +15,23 @@ import type {
   ServeHandle,
   ShadowStats,
 } from '../api.js';
+import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import { withAbsoluteContext } from '../client.js';
 import { ERROR_STATUS, FlotillaError, errorMessage, type ErrorCode } from '../common/errors.js';
 import { loadConfig } from '../config/config.js';
 import { toShippable } from '../controller/definition.js';
+import { decodeStream } from '../handle/stream.js';
+import { PROTOCOL, readErrorTrailer } from '../replica/protocol.js';
 import { exchange, readBody } from './http-transport.js';
 import { readToken, tokenPath } from './token-file.js';
 import { fromWire, toWire, type WireValue } from './wire.js';
 
-type Call = <T>(method: string, path: string, body?: unknown, timeoutMs?: number) => Promise<T>;
+type Call = (<T>(method: string, path: string, body?: unknown, timeoutMs?: number) => Promise<T>) & {
+  /** Sends the call and resolves with the successful response, its body unread. */
+  open(method: string, path: string, body?: unknown): Promise<IncomingMessage>;
+  base: string;
+};
 
 const HEALTH_TIMEOUT_MS = 5000;
 const LOOPBACK_HOST = /^(127\.\d+\.\d+\.\d+|\[::1\]|localhost)$/i;
@@ -88,7 +95,7 @@ async function send(base: string, token: string | undefined, method: string, pat
 }
 
 function caller(base: string, token: string | undefined): Call {
-  return async <T>(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<T> => {
+  const call = async <T>(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<T> => {
     const res = await send(base, token, method, path, body, timeoutMs);
     const text = await readBody(res).catch((error: unknown) => {
       throw unreachable(base, error);
@@ -102,6 +109,20 @@ function caller(base: string, token: string | undefined): Call {
       );
     }
   };
+  return Object.assign(call, { open: (method: string, path: string, body?: unknown) => send(base, token, method, path, body), base });
+}
+
+/** A streamed answer from POST /api/endpoints/:name/stream: a failure midway arrives as the error trailer (a FlotillaError as JSON). */
+async function* remoteChunks(base: string, res: IncomingMessage): AsyncGenerator<Buffer> {
+  try {
+    for await (const chunk of res) yield chunk as Buffer;
+  } catch (error) {
+    throw new FlotillaError('ADMIN_UNREACHABLE', `the stream from ${base} broke midway: ${errorMessage(error)}`);
+  } finally {
+    if (!res.complete) res.destroy();
+  }
+  const failure = res.trailers[PROTOCOL.errorHeader];
+  if (failure !== undefined) throw remoteError(base, 500, readErrorTrailer(failure));
 }
 
 class RemoteServeHandle implements ServeHandle {
@@ -122,6 +143,15 @@ class RemoteServeHandle implements ServeHandle {
       ...this.handleOptions,
     });
     return fromWire(result);
+  }
+
+  async *stream(body?: unknown): AsyncGenerator<unknown> {
+    const input = body === undefined ? undefined : toWire(body);
+    const res = await this.call.open('POST', `/api/endpoints/${encodeURIComponent(this.endpoint)}/stream`, {
+      input,
+      ...this.handleOptions,
+    });
+    yield* decodeStream(res.headers['content-type'] ?? 'application/octet-stream', remoteChunks(this.call.base, res));
   }
 }
 

@@ -80,6 +80,29 @@ async function logsCommand(backend: string, flags: Connection & { follow?: boole
   for await (const chunk of stream) process.stdout.write(chunk as Buffer);
 }
 
+function parseInput(input: string | undefined): unknown {
+  if (input === undefined) return undefined;
+  try {
+    return JSON.parse(input);
+  } catch {
+    return input;
+  }
+}
+
+function printed(value: unknown): string | Uint8Array {
+  return typeof value === 'string' || value instanceof Uint8Array ? value : `${JSON.stringify(value)}\n`;
+}
+
+async function callCommand(endpoint: string, input: string | undefined, flags: Connection & { method?: string; stream?: boolean }) {
+  const client = await connectTo(flags);
+  const handle = client.getHandle(endpoint).options(flags.method === undefined ? {} : { methodName: flags.method });
+  if (flags.stream !== true) {
+    process.stdout.write(printed(await handle.remote(parseInput(input))));
+    return;
+  }
+  for await (const chunk of handle.stream(parseInput(input))) process.stdout.write(printed(chunk));
+}
+
 const { version } = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
 const program = new Command('flotilla')
   .description('Serve backends and endpoints on Docker, one container per replica.')
@@ -217,6 +240,14 @@ connection(
     opener.unref();
   }
 });
+
+connection(
+  program
+    .command('call <endpoint> [input]')
+    .description('call an endpoint through a handle and print its answer (input: JSON, else text)')
+    .option('--method <name>', 'method of a class backend to call')
+    .option('--stream', 'print the answer as it comes'),
+).action(callCommand);
 
 connection(program.command('shutdown').description('drain and remove every endpoint, backend and replica, and stop Flotilla')).action(
   async (flags: Connection) => {

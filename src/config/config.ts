@@ -60,6 +60,12 @@ const schema = {
       default: 60,
       env: 'FLOTILLA_BODY_TIMEOUT_S',
     },
+    streamIdleTimeoutS: {
+      doc: 'Seconds a streamed answer may go without a chunk once its head arrived (front door and handles); then it is cut.',
+      format: 'period-seconds',
+      default: 60,
+      env: 'FLOTILLA_STREAM_IDLE_TIMEOUT_S',
+    },
     trustedProxies: {
       doc: 'Comma-separated IP addresses of proxies in front of Flotilla whose X-Forwarded-* headers are kept; empty: always replaced.',
       format: (value: unknown) => {
@@ -252,6 +258,7 @@ export interface FlotillaConfig {
     maxConnections: number;
     headersTimeoutS: number;
     bodyTimeoutS: number;
+    streamIdleTimeoutS: number;
     trustedProxies: string;
   };
   admin: { host: string; port: number; token: string; auth: 'token' | 'none'; allowedHosts: string };

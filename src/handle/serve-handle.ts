@@ -1,10 +1,13 @@
 import type { HandleOptions, ServeHandle as ServeHandleApi } from '../api.js';
-import { FlotillaError } from '../common/errors.js';
+import { createHash } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { errorMessage, FlotillaError, isFlotillaError } from '../common/errors.js';
 import type { Dispatcher } from '../proxy/dispatcher.js';
-import { sendWithRetries, startShadows } from '../proxy/pipeline.js';
-import { requestReplica, type ReplicaReply } from '../proxy/replica-request.js';
+import { sendWithRetries, startShadows, type Call } from '../proxy/pipeline.js';
+import { openReplica, requestReplica, type ReplicaReply, type ReplicaRequest } from '../proxy/replica-request.js';
 import { hashBody } from '../proxy/shadow.js';
-import { PROTOCOL, type HandlerErrorBody } from '../replica/protocol.js';
+import { PROTOCOL, readErrorTrailer, type HandlerErrorBody } from '../replica/protocol.js';
+import { decodeStream } from './stream.js';
 
 interface EncodedBody {
   headers: Record<string, string | number>;
@@ -43,6 +46,13 @@ function handlerError(data: Buffer): FlotillaError {
   }
 }
 
+export interface StreamedAnswer {
+  contentType: string;
+  chunks: AsyncGenerator<Buffer>;
+  /** Ends the call at once, even while `chunks` waits for the next chunk. */
+  cancel(): void;
+}
+
 /** A class method name: a JavaScript (or Python) identifier, so it is safe in a header and names a method. */
 const METHOD_NAME = /^[A-Za-z_$][A-Za-z0-9_$]{0,127}$/;
 
@@ -72,37 +82,19 @@ export class ServeHandle implements ServeHandleApi {
   }
 
   async remote(body?: unknown): Promise<unknown> {
-    const routing = this.dispatcher.endpoint(this.endpoint);
-    const backend = this.dispatcher.pickBackend(this.endpoint, this.handleOptions.shardKey);
-    const { headers, bytes } = encodeBody(body);
-    headers.host = 'serve-handle';
-    if (this.handleOptions.methodName !== undefined) headers[PROTOCOL.methodHeader] = this.handleOptions.methodName;
-    const cancel = new AbortController();
-    const call = { endpoint: this.endpoint, backend, method: bytes === undefined ? 'GET' : 'POST', signal: cancel.signal };
-    const path = routing.route ?? '/';
+    const { call, backend, path, headers, bytes, cancel, timeoutMs } = this.prepare(body);
     const started = performance.now();
     const reportPrimary = startShadows(this.dispatcher, call, path, headers, bytes ?? Buffer.alloc(0));
-    const timeoutMs = this.dispatcher.requestTimeoutMs(backend);
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => cancel.abort(), timeoutMs);
     const leave = this.dispatcher.endpointRequests.enter(this.endpoint);
     let reply: ReplicaReply | undefined;
     try {
       reply = await sendWithRetries(this.dispatcher, call, (replica) =>
-        requestReplica(replica.target, {
-          method: call.method,
-          path,
-          headers,
-          ...(bytes === undefined ? {} : { body: bytes }),
-          agent: this.dispatcher.agent,
-          signal: cancel.signal,
-        }),
+        requestReplica(replica.target, this.replicaRequest(call, path, headers, bytes)),
       );
     } catch (error) {
       if (!cancel.signal.aborted) throw error;
-      throw new FlotillaError(
-        'REQUEST_TIMEOUT',
-        `backend '${backend}' did not answer within ${(timeoutMs ?? 0) / 1000} s (requestTimeoutS)`,
-      );
+      throw timedOut(backend, timeoutMs);
     } finally {
       reportPrimary?.(reply && { status: reply.status, bodyHash: hashBody(reply.body), latencyMs: performance.now() - started });
       clearTimeout(timer);
@@ -111,4 +103,126 @@ export class ServeHandle implements ServeHandleApi {
     if (reply.status === 500 && reply.headers[PROTOCOL.errorHeader] === 'handler') throw handlerError(reply.body);
     return decodeBody(reply);
   }
+
+  /** The answer's chunks as they come (see decodeStream); a whole answer is one stream too. */
+  async *stream(body?: unknown): AsyncGenerator<unknown> {
+    const { contentType, chunks } = await this.openStream(body);
+    yield* decodeStream(contentType, chunks);
+  }
+
+  /**
+   * Sends the call and resolves at the answer's head, holding the replica's
+   * slot until its body has been read, abandoned (return() on `chunks`) or
+   * failed. requestTimeoutS bounds the time to the head, streamIdleTimeoutS
+   * each gap between chunks after it. Retries happen only before the head.
+   * A body that fails midway throws from `chunks`: HANDLER_ERROR when the
+   * handler failed, REPLICA_UNREACHABLE when the connection broke,
+   * REQUEST_TIMEOUT when it went quiet.
+   */
+  async openStream(body?: unknown): Promise<StreamedAnswer> {
+    const { call, backend, path, headers, bytes, cancel, timeoutMs } = this.prepare(body);
+    const started = performance.now();
+    const reportPrimary = startShadows(this.dispatcher, call, path, headers, bytes ?? Buffer.alloc(0));
+    const timer = timeoutMs === undefined ? undefined : setTimeout(() => cancel.abort(), timeoutMs);
+    const leave = this.dispatcher.endpointRequests.enter(this.endpoint);
+    let deliver: (res: IncomingMessage) => void = () => undefined;
+    const head = new Promise<IncomingMessage>((resolve) => (deliver = resolve));
+    let headed = false;
+    const done = sendWithRetries(
+      this.dispatcher,
+      call,
+      async (replica) => {
+        const res = await openReplica(replica.target, this.replicaRequest(call, path, headers, bytes));
+        headed = true;
+        clearTimeout(timer);
+        deliver(res);
+        if (!res.closed) await new Promise((resolve) => res.once('close', resolve));
+      },
+      () => !headed,
+    );
+    done
+      .catch(() => undefined)
+      .finally(() => {
+        clearTimeout(timer);
+        leave();
+      });
+    let res: IncomingMessage;
+    try {
+      res = await Promise.race([head, done.then(() => head)]);
+    } catch (error) {
+      reportPrimary?.(undefined);
+      if (!cancel.signal.aborted) throw error;
+      throw timedOut(backend, timeoutMs);
+    }
+    if (res.statusCode === 500 && res.headers[PROTOCOL.errorHeader] === 'handler') {
+      reportPrimary?.(undefined);
+      const parts: Buffer[] = [];
+      for await (const chunk of res) parts.push(chunk as Buffer);
+      throw handlerError(Buffer.concat(parts));
+    }
+    const hash = reportPrimary === undefined ? undefined : createHash('sha256');
+    const idleMs = this.dispatcher.streamIdleTimeoutMs;
+    const chunks = async function* (): AsyncGenerator<Buffer> {
+      let idle: NodeJS.Timeout | undefined;
+      const arm = (): void => {
+        idle = setTimeout(() => {
+          res.destroy(
+            new FlotillaError('REQUEST_TIMEOUT', `backend '${backend}' sent no chunk for ${idleMs / 1000} s (streamIdleTimeoutS)`),
+          );
+        }, idleMs);
+      };
+      let complete = false;
+      try {
+        arm();
+        for await (const chunk of res) {
+          clearTimeout(idle);
+          hash?.update(chunk as Buffer);
+          yield chunk as Buffer;
+          arm();
+        }
+        const failure = res.trailers[PROTOCOL.errorHeader];
+        if (failure !== undefined) throw new FlotillaError('HANDLER_ERROR', readErrorTrailer(failure));
+        complete = true;
+      } catch (error) {
+        if (isFlotillaError(error)) throw error;
+        throw new FlotillaError('REPLICA_UNREACHABLE', `the stream from backend '${backend}' broke midway: ${errorMessage(error)}`);
+      } finally {
+        clearTimeout(idle);
+        if (!res.complete) cancel.abort();
+        const bodyHash = hash?.digest('hex');
+        reportPrimary?.(
+          complete && bodyHash !== undefined
+            ? { status: res.statusCode ?? 0, bodyHash, latencyMs: performance.now() - started }
+            : undefined,
+        );
+      }
+    };
+    return { contentType: res.headers['content-type'] ?? 'application/octet-stream', chunks: chunks(), cancel: () => cancel.abort() };
+  }
+
+  private prepare(body: unknown) {
+    const routing = this.dispatcher.endpoint(this.endpoint);
+    const backend = this.dispatcher.pickBackend(this.endpoint, this.handleOptions.shardKey);
+    const { headers, bytes } = encodeBody(body);
+    headers.host = 'serve-handle';
+    if (this.handleOptions.methodName !== undefined) headers[PROTOCOL.methodHeader] = this.handleOptions.methodName;
+    const cancel = new AbortController();
+    const call = { endpoint: this.endpoint, backend, method: bytes === undefined ? 'GET' : 'POST', signal: cancel.signal };
+    return { call, backend, path: routing.route ?? '/', headers, bytes, cancel, timeoutMs: this.dispatcher.requestTimeoutMs(backend) };
+  }
+
+  private replicaRequest(call: Call, path: string, headers: EncodedBody['headers'], bytes: Buffer | undefined): ReplicaRequest {
+    return {
+      method: call.method,
+      path,
+      headers,
+      ...(bytes === undefined ? {} : { body: bytes }),
+      agent: this.dispatcher.agent,
+      signal: call.signal,
+    };
+  }
+}
+
+function timedOut(backend: string, timeoutMs: number | undefined): FlotillaError {
+  return new FlotillaError('REQUEST_TIMEOUT', `backend '${backend}' did not answer within ${(timeoutMs ?? 0) / 1000} s (requestTimeoutS)`);
 }

@@ -44,10 +44,11 @@ export class Dispatcher {
   private backends = new Map<string, BackendRouting>();
   private readonly routers = new Map<string, ReplicaRouter<ReplicaTarget>>();
 
-  /** onReplicaFailure is called when a request to a replica failed at the connection level. */
+  /** onReplicaFailure is called when a request to a replica failed at the connection level; streamIdleTimeoutMs bounds a handle's gaps between chunks. */
   constructor(
     private readonly onReplicaFailure: (backend: string, replicaId: string) => void = () => undefined,
     readonly metrics: ServingMetrics = noMetrics,
+    readonly streamIdleTimeoutMs = 60_000,
   ) {
     this.shadows = new ShadowMirror((backend, signal) => this.acquire(backend, signal), this.agent, metrics);
   }

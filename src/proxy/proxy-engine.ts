@@ -1,13 +1,25 @@
 import { createHash } from 'node:crypto';
 import type { Agent, ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import httpProxy from 'http-proxy';
+import { FlotillaError } from '../common/errors.js';
+import { PROTOCOL, readErrorTrailer } from '../replica/protocol.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
 import { stripHopByHop } from './request-guard.js';
+
+/** What the front door learns of an answer while it is relayed. */
+export interface ForwardWatch {
+  /** The head arrived, and then each chunk of the body. */
+  progress(): void;
+  /** The answer failed after its head was relayed (status for metrics); the client's response is destroyed right after. */
+  failed(status: number): void;
+  /** When given, told the upstream's status and body hash once its response has ended (shadow comparison). */
+  observe?: (status: number, bodyHash: string) => void;
+}
 
 interface Forwarding {
   res: ServerResponse;
   signal: AbortSignal;
-  observe: ((status: number, bodyHash: string) => void) | undefined;
+  watch: ForwardWatch;
   settle(error?: Error): void;
 }
 
@@ -30,7 +42,11 @@ class BufferedBody {
  * sees a cut connection, never a hang) and settles with the error. Aborting
  * `signal` destroys the upstream request: http-proxy itself does not do that
  * once the request body has been read. Response hop-by-hop headers are not
- * relayed.
+ * relayed. Bodies are relayed chunk by chunk as they come (piped, so a slow
+ * client pauses the upstream); event streams get `X-Accel-Buffering: no` for
+ * proxies in front. A replica that ends its body with the error trailer (its
+ * handler failed midway) gets the client's response destroyed too, so the
+ * client sees an incomplete body, never a complete-looking one.
  */
 export class ProxyEngine {
   private readonly proxy: httpProxy;
@@ -48,28 +64,43 @@ export class ProxyEngine {
     this.proxy.on('proxyRes', (proxyRes: IncomingMessage, req: IncomingMessage) => {
       const forwarding = this.forwarding.get(req);
       if (forwarding === undefined) return;
+      const { res, watch } = forwarding;
       stripHopByHop(proxyRes.headers);
-      proxyRes.headers.connection = forwarding.res.shouldKeepAlive ? 'keep-alive' : 'close';
+      proxyRes.headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
+      if (/^text\/event-stream/i.test(proxyRes.headers['content-type'] ?? '')) proxyRes.headers['x-accel-buffering'] = 'no';
+      watch.progress();
       proxyRes.once('error', (error: Error) => {
-        forwarding.res.destroy();
+        watch.failed(502);
+        res.destroy();
         forwarding.settle(error);
       });
-      const observe = forwarding.observe;
-      if (observe === undefined) return;
-      const hash = createHash('sha256');
-      proxyRes.on('data', (chunk: Buffer) => hash.update(chunk));
-      proxyRes.on('end', () => observe(proxyRes.statusCode ?? 0, hash.digest('hex')));
+      const hash = watch.observe === undefined ? undefined : createHash('sha256');
+      proxyRes.on('data', (chunk: Buffer) => {
+        hash?.update(chunk);
+        watch.progress();
+      });
+      proxyRes.on('end', () => {
+        const failure = proxyRes.trailers[PROTOCOL.errorHeader];
+        if (failure !== undefined) {
+          watch.failed(500);
+          res.destroy();
+          forwarding.settle(
+            new FlotillaError('HANDLER_ERROR', `the handler failed midway through its answer: ${readErrorTrailer(failure)}`),
+          );
+          return;
+        }
+        if (hash !== undefined) watch.observe?.(proxyRes.statusCode ?? 0, hash.digest('hex'));
+      });
     });
   }
 
-  /** `observe`, when given, is told the upstream's status and body hash once its response has ended. */
   forward(
     req: IncomingMessage,
     res: ServerResponse,
     target: ReplicaTarget,
     body: Buffer,
     signal: AbortSignal,
-    observe?: (status: number, bodyHash: string) => void,
+    watch: ForwardWatch,
   ): Promise<Error | undefined> {
     return new Promise((resolve) => {
       let settled = false;
@@ -81,7 +112,7 @@ export class ProxyEngine {
       };
       const onClose = (): void => settle();
       res.once('close', onClose);
-      this.forwarding.set(req, { res, signal, observe, settle });
+      this.forwarding.set(req, { res, signal, watch, settle });
       const options = { target: this.proxyTarget(target), buffer: new BufferedBody(body) as unknown as httpProxy.ServerOptions['buffer'] };
       this.proxy.web(req, res, options, (error: Error) => settle(error));
     });

@@ -9,7 +9,7 @@ import { BodyBudget, readBody } from './body.js';
 import type { Dispatcher } from './dispatcher.js';
 import { InFlight } from './in-flight.js';
 import { sendWithRetries, startShadows, type Call } from './pipeline.js';
-import { ProxyEngine } from './proxy-engine.js';
+import { ProxyEngine, type ForwardWatch } from './proxy-engine.js';
 import { isProtocolPath, parseTrustedProxies, prepareForwardHeaders, requestPath } from './request-guard.js';
 import type { Outcome } from './shadow.js';
 
@@ -31,6 +31,8 @@ export interface FrontDoorSettings {
   headersTimeoutS: number;
   /** Seconds a client may take to send its body once the request is admitted (408 after). */
   bodyTimeoutS: number;
+  /** Seconds a streamed answer may go without a chunk once its head arrived; then the connection is cut. */
+  streamIdleTimeoutS: number;
   /** Comma-separated addresses of proxies whose X-Forwarded-* headers are kept; empty for none. */
   trustedProxies: string;
 }
@@ -205,28 +207,46 @@ export class ProxyServer {
     return cancel;
   }
 
+  /**
+   * requestTimeoutS bounds the time to the answer's head (queueing included:
+   * 504 REQUEST_TIMEOUT), streamIdleTimeoutS each gap between its chunks after
+   * that (the connection is cut). An answer that fails after its head is
+   * counted in metrics with the failure's status, not the head's.
+   */
   private async dispatch(req: IncomingMessage, res: ServerResponse, call: Call, cancel: AbortController): Promise<void> {
     const { endpoint, backend } = call;
     const started = performance.now();
     const timeoutMs = this.dispatcher.requestTimeoutMs(backend);
-    const timer =
-      timeoutMs === undefined
-        ? undefined
-        : setTimeout(() => {
-            sendError(
-              res,
-              new FlotillaError('REQUEST_TIMEOUT', `backend '${backend}' did not answer within ${timeoutMs / 1000} s (requestTimeoutS)`),
-            );
-            cancel.abort();
-          }, timeoutMs);
+    const idleMs = this.settings.streamIdleTimeoutS * 1000;
+    let failedStatus: number | undefined;
+    const timedOut = (): void => {
+      sendError(
+        res,
+        new FlotillaError('REQUEST_TIMEOUT', `backend '${backend}' did not answer within ${(timeoutMs ?? 0) / 1000} s (requestTimeoutS)`),
+      );
+      cancel.abort();
+    };
+    const idle = (): void => {
+      failedStatus = 504;
+      this.logger.warn('stream idle too long', { component: 'proxy', backend, idleTimeoutS: this.settings.streamIdleTimeoutS });
+      res.destroy();
+      cancel.abort();
+    };
+    let timer = timeoutMs === undefined ? undefined : setTimeout(timedOut, timeoutMs);
     let body: Buffer | undefined;
     let report: ((outcome: Outcome | undefined) => void) | undefined;
-    let observe: ((status: number, bodyHash: string) => void) | undefined;
+    const watch: ForwardWatch = {
+      progress: () => {
+        clearTimeout(timer);
+        timer = setTimeout(idle, idleMs);
+      },
+      failed: (status) => (failedStatus ??= status),
+    };
     res.once('close', () => {
       clearTimeout(timer);
       if (body !== undefined) this.budget.release(body.length);
       report?.(undefined);
-      this.dispatcher.metrics.request(endpoint, backend, res.statusCode, (performance.now() - started) / 1000);
+      this.dispatcher.metrics.request(endpoint, backend, failedStatus ?? res.statusCode, (performance.now() - started) / 1000);
     });
     try {
       await sendWithRetries(
@@ -239,10 +259,10 @@ export class ProxyServer {
             report = startShadows(this.dispatcher, call, req.url ?? '/', req.headers, body);
             if (report !== undefined) {
               const reportTo = report;
-              observe = (status, bodyHash) => reportTo({ status, bodyHash, latencyMs: performance.now() - started });
+              watch.observe = (status, bodyHash) => reportTo({ status, bodyHash, latencyMs: performance.now() - started });
             }
           }
-          const error = await this.engine.forward(req, res, replica.target, body, call.signal, observe);
+          const error = await this.engine.forward(req, res, replica.target, body, call.signal, watch);
           if (error !== undefined) throw error;
         },
         () => !res.headersSent,

@@ -1,4 +1,6 @@
-import { request, type Agent, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
+import { createHash } from 'node:crypto';
+import { request, type Agent, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
+import { PROTOCOL } from '../replica/protocol.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
 
 export interface ReplicaReply {
@@ -30,4 +32,26 @@ export function requestReplica(target: ReplicaTarget, call: ReplicaRequest): Pro
     req.on('error', reject);
     req.end(body);
   });
+}
+
+/** Sends one request straight to a replica and resolves with the answer's head; its body is the caller's to read. */
+export function openReplica(target: ReplicaTarget, call: ReplicaRequest): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const { body, ...options } = call;
+    const req = request({ ...target, ...options }, (res) => {
+      res.on('error', () => undefined);
+      resolve(res);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** Sends one request straight to a replica and hashes its answer as it comes, holding none of it. */
+export async function hashReplica(target: ReplicaTarget, call: ReplicaRequest): Promise<{ status: number; bodyHash: string }> {
+  const res = await openReplica(target, call);
+  const hash = createHash('sha256');
+  for await (const chunk of res) hash.update(chunk as Buffer);
+  if (res.trailers[PROTOCOL.errorHeader] !== undefined) throw new Error('the answer failed midway');
+  return { status: res.statusCode ?? 0, bodyHash: hash.digest('hex') };
 }

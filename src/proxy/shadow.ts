@@ -3,7 +3,7 @@ import type { Agent, OutgoingHttpHeaders } from 'node:http';
 import type { ShadowStats } from '../api.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
 import type { Lease } from './replica-router.js';
-import { requestReplica } from './replica-request.js';
+import { hashReplica } from './replica-request.js';
 import type { ServingMetrics } from './serving-metrics.js';
 
 /** What a request's answer looked like, for comparing the primary with a shadow. */
@@ -62,7 +62,8 @@ interface Tally {
 
 /**
  * Sends copies of an endpoint's requests to its shadow backends and compares
- * their answers with the primary's. Nothing here is awaited by the primary:
+ * their answers with the primary's: status and body hash, a streamed body
+ * read to its end and hashed as it comes. Nothing here is awaited by the primary:
  * a shadow that is slow, failing or saturated (its queue full) only shows up
  * in the counts, never in the caller's response.
  */
@@ -142,7 +143,7 @@ export class ShadowMirror {
     let outcome: Outcome;
     try {
       const started = performance.now();
-      const reply = await requestReplica(lease.replica.target, {
+      const reply = await hashReplica(lease.replica.target, {
         method: mirrored.method,
         path: mirrored.path,
         headers: mirrored.headers,
@@ -150,7 +151,7 @@ export class ShadowMirror {
         agent: this.agent,
         signal,
       });
-      outcome = { status: reply.status, bodyHash: hashBody(reply.body), latencyMs: performance.now() - started };
+      outcome = { ...reply, latencyMs: performance.now() - started };
     } catch {
       tally.failed += 1;
       this.metrics.shadow(mirrored.endpoint, backend, 'failed');

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pathToFileURL } from 'node:url';
-import { PROTOCOL, type HandlerErrorBody, type ReplicaEntry } from './protocol.js';
+import { errorTrailer, PROTOCOL, type HandlerErrorBody, type ReplicaEntry } from './protocol.js';
 
 /** The user's code, loaded: one call, batches (when it accepts them) and reconfigure (when it has one). */
 export interface LoadedBackend {
@@ -109,23 +109,98 @@ function sendBody(res: ServerResponse, status: number, contentType: string, body
   res.end(bytes);
 }
 
-/** Maps a handler's value onto the response: Response as is, text, bytes, or JSON. */
-export async function sendResult(res: ServerResponse, result: unknown): Promise<void> {
+export function isStream(value: unknown): value is AsyncIterable<unknown> {
+  return typeof value === 'object' && value !== null && typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function';
+}
+
+function streamContentType(first: unknown): string {
+  if (typeof first === 'string') return 'text/plain; charset=utf-8';
+  return first instanceof Uint8Array ? 'application/octet-stream' : 'application/x-ndjson';
+}
+
+/** A chunk as it goes on the wire: strings and bytes as they are, any other value as one NDJSON line. */
+function encodeChunk(value: unknown): Buffer | string {
+  if (typeof value === 'string') return value;
+  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  return `${JSON.stringify(value ?? null)}\n`;
+}
+
+function copyHeaders(res: ServerResponse, headers: Headers): void {
+  headers.forEach((value, name) => {
+    if (name !== 'content-length' && name !== 'set-cookie') res.setHeader(name, value);
+  });
+  const cookies = headers.getSetCookie();
+  if (cookies.length > 0) res.setHeader('set-cookie', cookies);
+}
+
+/**
+ * Streams an iterator's chunks as they come, chunked, pulling the next one only
+ * once the client has taken the last (write() false waits for drain). The head
+ * goes out with the first chunk, so a failure before it is an ordinary 500. A
+ * client that leaves ends the iteration at once (return()). A failure midway
+ * ends the body with the error trailer, which the front door turns into a cut
+ * connection.
+ */
+async function streamChunks(
+  res: ServerResponse,
+  iterator: AsyncIterator<unknown>,
+  head: (first: unknown) => void,
+  onError: (error: unknown) => void,
+): Promise<void> {
+  let gone = false;
+  const leave = (): void => {
+    gone = true;
+    void Promise.resolve(iterator.return?.()).catch(() => undefined);
+  };
+  let step = await iterator.next();
+  if (res.destroyed) return leave();
+  head(step.value);
+  res.once('close', () => {
+    if (!res.writableFinished) leave();
+  });
+  try {
+    for (; step.done !== true && !gone; step = await iterator.next()) {
+      if (!res.write(encodeChunk(step.value)) && !gone) await new Promise((resolve) => res.once('drain', resolve).once('close', resolve));
+    }
+  } catch (error) {
+    if (gone) return;
+    onError(error);
+    res.addTrailers({ [PROTOCOL.errorHeader]: errorTrailer(errorText(error)) });
+  }
+  if (!gone) res.end();
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
+
+/** Maps a handler's value onto the response: a Response (its body streamed), a stream of chunks, text, bytes, or JSON. */
+export async function sendResult(
+  res: ServerResponse,
+  result: unknown,
+  onStreamError: (error: unknown) => void = () => undefined,
+): Promise<void> {
   if (result instanceof Response) {
-    const body = Buffer.from(await result.arrayBuffer());
-    result.headers.forEach((value, name) => {
-      if (name !== 'content-length' && name !== 'set-cookie') res.setHeader(name, value);
-    });
-    const cookies = result.headers.getSetCookie();
-    if (cookies.length > 0) res.setHeader('set-cookie', cookies);
-    res.setHeader('content-length', body.length);
-    res.writeHead(result.status);
-    res.end(body);
-    return;
+    if (result.body === null) {
+      copyHeaders(res, result.headers);
+      res.setHeader('content-length', 0);
+      res.writeHead(result.status);
+      res.end();
+      return;
+    }
+    const head = (): void => {
+      copyHeaders(res, result.headers);
+      res.writeHead(result.status);
+    };
+    return streamChunks(res, (result.body as unknown as AsyncIterable<Uint8Array>)[Symbol.asyncIterator](), head, onStreamError);
   }
   if (typeof result === 'string') return sendBody(res, 200, 'text/plain; charset=utf-8', result);
   if (result instanceof Uint8Array) return sendBody(res, 200, 'application/octet-stream', Buffer.from(result));
   if (result instanceof ArrayBuffer) return sendBody(res, 200, 'application/octet-stream', Buffer.from(result));
+  if (isStream(result)) {
+    const head = (first: unknown): void => void res.writeHead(200, { 'content-type': streamContentType(first) });
+    return streamChunks(res, result[Symbol.asyncIterator](), head, onStreamError);
+  }
   const json = JSON.stringify(result ?? null);
   if (json === undefined) throw new TypeError(`handler returned a ${typeof result}, which is not JSON-serializable`);
   return sendBody(res, 200, 'application/json', json);

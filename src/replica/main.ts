@@ -2,7 +2,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { chmodSync, readFileSync, rmSync } from 'node:fs';
 import { Batcher } from './batcher.js';
-import { loadBackend, sendHandlerError, sendResult, toRequest, type LoadedBackend } from './handler.js';
+import { isStream, loadBackend, sendHandlerError, sendResult, toRequest, type LoadedBackend } from './handler.js';
+import { sse } from './sse.js';
 import { PROTOCOL, type HealthBody, type LiveConfig, type ReplicaEntry } from './protocol.js';
 
 /**
@@ -20,6 +21,12 @@ let controlSecret: Buffer | undefined;
 let backend: LoadedBackend | undefined;
 let batcher: Batcher<Request> | undefined;
 let batchSettings = { maxBatchSize: 1, batchWaitTimeoutS: 0 };
+
+const BATCH_STREAM =
+  'a batch handler cannot stream: batching (maxBatchSize > 1) and streaming results (async iterables) do not combine; set maxBatchSize 1 or return whole values';
+
+/** What shipped code (and import-path modules) find as the global `serve`: the helpers that run inside a replica. */
+(globalThis as { serve?: unknown }).serve ??= { sse };
 
 class ConfigError extends Error {
   constructor(
@@ -61,7 +68,11 @@ async function applyConfig(loaded: LoadedBackend, config: LiveConfig): Promise<v
   }
   batchSettings = next;
   if (next.maxBatchSize > 1) {
-    batcher ??= new Batcher(next, (requests) => loaded.callBatch(requests));
+    batcher ??= new Batcher(next, async (requests) => {
+      const results = await loaded.callBatch(requests);
+      if (isStream(results) || (Array.isArray(results) && results.some(isStream))) throw new Error(BATCH_STREAM);
+      return results;
+    });
     batcher.configure(next);
   }
 }
@@ -115,7 +126,8 @@ async function serveRequest(req: IncomingMessage, res: ServerResponse): Promise<
     const methodName = typeof methodHeader === 'string' ? methodHeader : undefined;
     const request = await toRequest(req, res);
     const batch = batchSettings.maxBatchSize > 1 && (methodName ?? 'call') === 'call' ? batcher : undefined;
-    await sendResult(res, await (batch ? batch.submit(request) : backend.call(request, methodName)));
+    const result = await (batch ? batch.submit(request) : backend.call(request, methodName));
+    await sendResult(res, result, (error) => log('stream_error', { message: messageOf(error) }));
   } catch (error) {
     log('handler_error', { message: messageOf(error) });
     sendHandlerError(res, error);

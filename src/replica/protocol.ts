@@ -7,6 +7,7 @@ export const PROTOCOL = {
   healthPath: '/-/flotilla/health',
   configPath: '/-/flotilla/config',
   methodHeader: 'x-flotilla-method',
+  /** 'handler' on a 500 whose body is a HandlerErrorBody; as a trailer of a streamed body, the failure midway (errorTrailer). */
   errorHeader: 'x-flotilla-error',
   /** Sent by the control plane on every control call (PUT configPath): the entry's controlSecret. */
   controlSecretHeader: 'x-flotilla-control-secret',
@@ -44,4 +45,17 @@ export interface HealthBody {
 
 export interface HandlerErrorBody {
   error: { code: 'HANDLER_ERROR' | 'RECONFIGURE_FAILED' | 'INVALID_CONFIG'; type: string; message: string };
+}
+
+/** A streamed body that failed midway ends with errorHeader as a trailer: the error's text, percent-encoded. */
+export function errorTrailer(message: string): string {
+  return encodeURIComponent(message);
+}
+
+export function readErrorTrailer(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
 }

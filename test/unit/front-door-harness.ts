@@ -25,6 +25,8 @@ export interface FrontDoor {
   seen: Seen[];
   failures: string[];
   replicaFailures: string[];
+  /** The status each finished request was counted with in metrics. */
+  statuses: number[];
   errors: string[];
   socketOf(replica: string): string;
   route(snapshot: RoutingSnapshot): void;
@@ -37,6 +39,7 @@ export const DEFAULT_SETTINGS: FrontDoorSettings = {
   maxConnections: 1024,
   headersTimeoutS: 30,
   bodyTimeoutS: 60,
+  streamIdleTimeoutS: 60,
   trustedProxies: '',
 };
 
@@ -91,6 +94,7 @@ export async function startFrontDoor(
   const seen: Seen[] = [];
   const failures: string[] = [];
   const replicaFailures: string[] = [];
+  const statuses: number[] = [];
   const errors: string[] = [];
   const servers: Server[] = [];
   const socketOf = (replica: string) => join(dir, `${replica}.sock`);
@@ -102,7 +106,7 @@ export async function startFrontDoor(
     await new Promise<void>((resolve) => server.listen(socketOf(replica), resolve));
   }
   const metrics: ServingMetrics = {
-    request: () => undefined,
+    request: (_endpoint, _backend, status) => statuses.push(status),
     shadow: () => undefined,
     replicaFailure: (backend) => replicaFailures.push(backend),
   };
@@ -134,6 +138,7 @@ export async function startFrontDoor(
     seen,
     failures,
     replicaFailures,
+    statuses,
     errors,
     socketOf,
     route,

@@ -1,0 +1,111 @@
+import type { ServerResponse } from 'node:http';
+import { afterEach, describe, expect, it } from 'vitest';
+import { PROTOCOL } from '../../src/replica/protocol.js';
+import { startFrontDoor, type FrontDoor } from './front-door-harness.js';
+
+let door: FrontDoor | undefined;
+
+afterEach(async () => {
+  await door?.close();
+  door = undefined;
+});
+
+/** Reads a response body chunk by chunk, noting when each arrived; rejects if the body was cut. */
+async function chunksOf(response: Response): Promise<Array<{ text: string; at: number }>> {
+  const chunks: Array<{ text: string; at: number }> = [];
+  const decoder = new TextDecoder();
+  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+    chunks.push({ text: decoder.decode(chunk), at: Date.now() });
+  }
+  return chunks;
+}
+
+function later(ms: number, action: () => void): void {
+  setTimeout(action, ms);
+}
+
+describe('streamed answers through the front door', () => {
+  it('relays each chunk as the replica writes it, and marks event streams unbuffered', async () => {
+    door = await startFrontDoor({
+      handlers: {
+        r1: (_req, res) => {
+          res.writeHead(200, { 'content-type': 'text/event-stream' });
+          res.write('data: first\n\n');
+          later(1500, () => res.end('data: second\n\n'));
+        },
+      },
+    });
+    const response = await fetch(`${door.url}/events`);
+    expect(response.headers.get('x-accel-buffering')).toBe('no');
+    const chunks = await chunksOf(response);
+    expect(chunks.map((c) => c.text).join('')).toBe('data: first\n\ndata: second\n\n');
+    expect(chunks.length).toBeGreaterThanOrEqual(2);
+    expect(chunks.at(-1)!.at - chunks[0]!.at).toBeGreaterThanOrEqual(1000);
+  });
+
+  it('bounds only the time to the first byte by requestTimeoutS: a stream longer than it completes', async () => {
+    door = await startFrontDoor({
+      handlers: {
+        r1: (_req, res) => {
+          res.writeHead(200, { 'content-type': 'text/plain' });
+          let sent = 0;
+          const tick = setInterval(() => {
+            res.write(`${sent++};`);
+            if (sent === 5) {
+              clearInterval(tick);
+              res.end();
+            }
+          }, 400);
+        },
+      },
+      backend: { requestTimeoutS: 1 },
+    });
+    const response = await fetch(`${door.url}/long`);
+    expect(await response.text()).toBe('0;1;2;3;4;');
+    await expect.poll(() => door!.statuses).toEqual([200]);
+  });
+
+  it('cuts a stream that goes quiet for streamIdleTimeoutS, counts it as 504, and does not blame the replica', async () => {
+    let upstream: ServerResponse | undefined;
+    door = await startFrontDoor({
+      handlers: {
+        r1: (_req, res) => {
+          upstream = res;
+          res.writeHead(200, { 'content-type': 'text/plain' });
+          res.write('a');
+        },
+      },
+      settings: { streamIdleTimeoutS: 1 },
+      backend: { maxConcurrentQueries: 1 },
+    });
+    const started = Date.now();
+    const response = await fetch(`${door.url}/quiet`);
+    await expect(response.text()).rejects.toThrow();
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+    await expect.poll(() => door!.statuses).toEqual([504]);
+    await expect.poll(() => upstream?.destroyed).toBe(true);
+    expect(door.failures).toEqual([]);
+    expect(door.dispatcher['routers'].get('echo')?.inFlight('r1')).toBe(0);
+  });
+
+  it('cuts the client connection when the handler fails midway (error trailer), counts a 500, keeps the replica', async () => {
+    door = await startFrontDoor({
+      handlers: {
+        r1: (_req, res) => {
+          res.writeHead(200, { 'content-type': 'text/plain' });
+          res.write('partial');
+          later(100, () => {
+            res.addTrailers({ [PROTOCOL.errorHeader]: encodeURIComponent('Error: model crashed') });
+            res.end();
+          });
+        },
+      },
+    });
+    const response = await fetch(`${door.url}/fails`);
+    expect(response.status).toBe(200);
+    await expect(response.text()).rejects.toThrow();
+    await expect.poll(() => door!.statuses).toEqual([500]);
+    expect(door.failures).toEqual([]);
+    expect((await fetch(`${door.url}/again`)).status).toBe(200);
+  });
+});
