@@ -12,7 +12,12 @@ checks are answered while handlers run.
 
 User code may import helpers from this module:
 
-    from flotilla_replica import Response, accept_batch
+    from flotilla_replica import Response, StreamingResponse, accept_batch, sse
+
+A generator or async generator handler (or a StreamingResponse) streams its
+chunks as they are produced, chunked: str and bytes as they are, other values
+as one JSON line each. A client that leaves closes the generator
+(GeneratorExit) at the next chunk.
 """
 
 import concurrent.futures
@@ -30,7 +35,7 @@ import threading
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 HEALTH_PATH = "/-/flotilla/health"
 CONFIG_PATH = "/-/flotilla/config"
@@ -40,7 +45,9 @@ CONTROL_SECRET_HEADER = "x-flotilla-control-secret"
 DEFAULT_ENTRY_FILE = "/run/flotilla/entry.json"
 DEFAULT_PORT = 8000
 
-__all__ = ["Request", "Response", "accept_batch"]
+SSE_KEEP_ALIVE_S = 15
+
+__all__ = ["Request", "Response", "StreamingResponse", "accept_batch", "sse"]
 
 
 def accept_batch(target):
@@ -78,6 +85,99 @@ class Response:
         self.body = body
         self.status = status
         self.headers = dict(headers or {})
+
+
+class StreamingResponse:
+    """A streamed response: chunks from a generator, async generator or other iterable, sent as they come."""
+
+    def __init__(self, chunks, status=200, headers=None, content_type=None):
+        self.chunks = chunks
+        self.status = status
+        self.headers = dict(headers or {})
+        self.content_type = content_type
+
+
+def _sse_frame(value):
+    text = value if isinstance(value, str) else _to_json(value).decode("utf-8")
+    return "".join(f"data: {line}\n" for line in text.splitlines() or [""]) + "\n"
+
+
+def sse(events):
+    """Answers with each value of `events` as a server-sent event (text/event-stream): strings as they are, others as JSON.
+
+    An async iterable also gets a keep-alive comment every SSE_KEEP_ALIVE_S seconds of silence.
+    """
+    if hasattr(events, "__aiter__"):
+
+        async def framed():
+            import asyncio
+
+            iterator = events.__aiter__()
+            pending = None
+            try:
+                while True:
+                    pending = pending or asyncio.ensure_future(iterator.__anext__())
+                    done, _ = await asyncio.wait({pending}, timeout=SSE_KEEP_ALIVE_S)
+                    if not done:
+                        yield ": keep-alive\n\n"
+                        continue
+                    pending = None
+                    try:
+                        value = done.pop().result()
+                    except StopAsyncIteration:
+                        return
+                    yield _sse_frame(value)
+            finally:
+                if pending is not None:
+                    pending.cancel()
+                if hasattr(iterator, "aclose"):
+                    await iterator.aclose()
+
+        chunks = framed()
+    else:
+        chunks = (_sse_frame(value) for value in events)
+    headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+    return StreamingResponse(chunks, headers=headers, content_type="text/event-stream; charset=utf-8")
+
+
+def _is_stream(value):
+    return isinstance(value, StreamingResponse) or inspect.isgenerator(value) or inspect.isasyncgen(value)
+
+
+def _encode_chunk(value):
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    return _to_json(value) + b"\n"
+
+
+def _stream_content_type(first):
+    if isinstance(first, str):
+        return "text/plain; charset=utf-8"
+    return "application/octet-stream" if isinstance(first, (bytes, bytearray, memoryview)) else "application/x-ndjson"
+
+
+class _Chunks:
+    """Steps a sync or async iterable from a handler thread; close() ends it (GeneratorExit in a generator)."""
+
+    def __init__(self, source):
+        self._async = hasattr(source, "__aiter__")
+        self._iterator = source.__aiter__() if self._async else iter(source)
+
+    def next(self):
+        """The next chunk, or raises StopIteration at the end."""
+        if not self._async:
+            return next(self._iterator)
+        try:
+            return _async.run(self._iterator.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def close(self):
+        closer = getattr(self._iterator, "aclose" if self._async else "close", None)
+        if closer is not None:
+            _resolve(closer())
 
 
 class HandlerError(Exception):
@@ -367,7 +467,59 @@ class Handler(BaseHTTPRequestHandler):
         body = _to_json({"error": {"code": code, "type": error_type, "message": message}})
         self.send(500, "application/json", body, {ERROR_HEADER: "handler"})
 
+    def send_stream(self, result):
+        """Sends the head with the first chunk, then each chunk as it comes; a failure midway ends with the error trailer."""
+        if isinstance(result, StreamingResponse):
+            source, status, headers = result.chunks, int(result.status), {str(k).lower(): v for k, v in result.headers.items()}
+            content_type = result.content_type or headers.pop("content-type", None)
+        else:
+            source, status, headers, content_type = result, 200, {}, None
+        chunks = _Chunks(source)
+        try:
+            first = [chunks.next()]
+        except StopIteration:
+            first = []
+        self.send_response(status)
+        self.send_header("content-type", content_type or _stream_content_type(first[0] if first else None))
+        for name, value in headers.items():
+            if name not in ("content-length", "transfer-encoding"):
+                self.send_header(name, str(value))
+        self.send_header("transfer-encoding", "chunked")
+        if replica.state == "draining":
+            self.send_header("connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        trailer = b""
+        try:
+            pending = first
+            while True:
+                for value in pending:
+                    data = _encode_chunk(value)
+                    if data and not self.write_raw(b"%x\r\n%s\r\n" % (len(data), data)):
+                        chunks.close()
+                        return
+                try:
+                    pending = [chunks.next()]
+                except StopIteration:
+                    break
+        except Exception as error:  # noqa: BLE001 - a handler failing midway ends its body with the error trailer
+            _log("stream_error", message=str(error), traceback=traceback.format_exc(limit=5))
+            message = quote(f"{type(error).__name__}: {error}", safe="")
+            trailer = f"{ERROR_HEADER}: {message}\r\n".encode("ascii")
+        self.write_raw(b"0\r\n" + trailer + b"\r\n")
+
+    def write_raw(self, data):
+        """Writes to the client; False (and the connection marked for closing) when it has gone."""
+        try:
+            self.wfile.write(data)
+            return True
+        except OSError:
+            self.close_connection = True
+            return False
+
     def send_result(self, result):
+        if _is_stream(result):
+            return self.send_stream(result)
         if isinstance(result, Response):
             headers = {str(k).lower(): v for k, v in result.headers.items()}
             content_type = headers.pop("content-type", None)
@@ -415,6 +567,11 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 batcher = replica.batcher if replica.max_batch_size > 1 and (method_name or "call") == "call" else None
                 result = batcher.submit(request) if batcher is not None else backend.call(request, method_name)
+                if batcher is not None and _is_stream(result):
+                    raise TypeError(
+                        "a batch handler cannot stream: batching (max_batch_size > 1) and streaming results (generators) "
+                        "do not combine; set maxBatchSize 1 or return whole values"
+                    )
                 self.send_result(result)
             except Exception as error:  # noqa: BLE001 - a handler error is an answer, not a crash
                 _log("handler_error", message=str(error), traceback=traceback.format_exc(limit=5))
