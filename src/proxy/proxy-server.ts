@@ -210,7 +210,8 @@ export class ProxyServer {
   /**
    * requestTimeoutS bounds the time to the answer's head (queueing included:
    * 504 REQUEST_TIMEOUT), streamIdleTimeoutS each gap between its chunks after
-   * that (the connection is cut). An answer that fails after its head is
+   * that (the connection is cut), not counting time the client itself takes
+   * to read (a full write buffer). An answer that fails after its head is
    * counted in metrics with the failure's status, not the head's.
    */
   private async dispatch(req: IncomingMessage, res: ServerResponse, call: Call, cancel: AbortController): Promise<void> {
@@ -227,6 +228,10 @@ export class ProxyServer {
       cancel.abort();
     };
     const idle = (): void => {
+      if (res.writableNeedDrain) {
+        timer = setTimeout(idle, idleMs);
+        return;
+      }
       failedStatus = 504;
       this.logger.warn('stream idle too long', { component: 'proxy', backend, idleTimeoutS: this.settings.streamIdleTimeoutS });
       res.destroy();

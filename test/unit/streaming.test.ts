@@ -1,7 +1,7 @@
-import type { ServerResponse } from 'node:http';
+import { get, type ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PROTOCOL } from '../../src/replica/protocol.js';
-import { startFrontDoor, type FrontDoor } from './front-door-harness.js';
+import { backendRouting, startFrontDoor, type FrontDoor } from './front-door-harness.js';
 
 let door: FrontDoor | undefined;
 
@@ -22,6 +22,16 @@ async function chunksOf(response: Response): Promise<Array<{ text: string; at: n
 
 function later(ms: number, action: () => void): void {
   setTimeout(action, ms);
+}
+
+/** A replica that streams the same three chunks, `gapMs` apart. */
+function threeChunks(gapMs: number) {
+  return (_req: unknown, res: ServerResponse) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.write('one ');
+    later(gapMs, () => res.write('two '));
+    later(2 * gapMs, () => res.end('three'));
+  };
 }
 
 describe('streamed answers through the front door', () => {
@@ -107,5 +117,46 @@ describe('streamed answers through the front door', () => {
     await expect.poll(() => door!.statuses).toEqual([500]);
     expect(door.failures).toEqual([]);
     expect((await fetch(`${door.url}/again`)).status).toBe(200);
+  });
+
+  it("compares a shadow's whole stream with the primary's, without slowing the primary", async () => {
+    door = await startFrontDoor({ handlers: { r1: threeChunks(100), s1: threeChunks(1000) } });
+    door.route({
+      endpoints: [{ name: 'echo', route: '/', methods: ['GET'], traffic: { echo: 1 }, shadows: { shadow: 1 } }],
+      backends: [
+        backendRouting('echo', [{ id: 'r1', socketPath: door.socketOf('r1') }]),
+        backendRouting('shadow', [{ id: 's1', socketPath: door.socketOf('s1') }]),
+      ],
+    });
+    const started = Date.now();
+    expect(await (await fetch(`${door.url}/tokens`)).text()).toBe('one two three');
+    expect(Date.now() - started).toBeLessThan(1500);
+    expect(door.dispatcher.shadows.stats('echo').shadow).toMatchObject({ sent: 1, compared: 0 });
+    await expect.poll(() => door!.dispatcher.shadows.stats('echo').shadow, { timeout: 5000 }).toMatchObject({ compared: 1, matches: 1 });
+  });
+
+  it('does not count a slow client against streamIdleTimeoutS', async () => {
+    const size = 8 * 1024 * 1024;
+    door = await startFrontDoor({
+      handlers: {
+        r1: (_req, res) => {
+          res.writeHead(200, { 'content-type': 'application/octet-stream' });
+          res.end(Buffer.alloc(size, 1));
+        },
+      },
+      settings: { streamIdleTimeoutS: 1 },
+    });
+    const received = await new Promise<number>((resolve, reject) => {
+      get(`${door!.url}/slow`, (res) => {
+        res.pause();
+        let bytes = 0;
+        later(2500, () => res.resume());
+        res.on('data', (chunk: Buffer) => (bytes += chunk.length));
+        res.on('end', () => resolve(bytes));
+        res.on('error', reject);
+      }).on('error', reject);
+    });
+    expect(received).toBe(size);
+    await expect.poll(() => door!.statuses).toEqual([200]);
   });
 });
