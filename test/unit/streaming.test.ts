@@ -1,5 +1,6 @@
 import { get, type ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
+import { ServeHandle } from '../../src/handle/serve-handle.js';
 import { PROTOCOL } from '../../src/replica/protocol.js';
 import { backendRouting, startFrontDoor, type FrontDoor } from './front-door-harness.js';
 
@@ -158,5 +159,50 @@ describe('streamed answers through the front door', () => {
     });
     expect(received).toBe(size);
     await expect.poll(() => door!.statuses).toEqual([200]);
+  });
+});
+
+describe('handle.stream', () => {
+  it('holds the replica slot while the stream is read and frees it when the consumer leaves early', async () => {
+    door = await startFrontDoor({
+      handlers: {
+        r1: (_req, res) => {
+          res.writeHead(200, { 'content-type': 'text/plain' });
+          const tick = setInterval(() => res.write('tick '), 50);
+          res.once('close', () => clearInterval(tick));
+        },
+      },
+      backend: { maxConcurrentQueries: 1 },
+    });
+    const inFlight = () => door!.dispatcher['routers'].get('echo')?.inFlight('r1');
+    let pieces = 0;
+    for await (const piece of new ServeHandle(door.dispatcher, 'echo').stream()) {
+      expect(piece).toMatch(/tick/);
+      expect(inFlight()).toBe(1);
+      if (++pieces === 3) break;
+    }
+    await expect.poll(inFlight).toBe(0);
+  });
+
+  it("rejects with the handler's error when the stream fails midway, after the chunks before it", async () => {
+    door = await startFrontDoor({
+      handlers: {
+        r1: (_req, res) => {
+          res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+          res.write('{"n":1}\n');
+          later(50, () => {
+            res.addTrailers({ [PROTOCOL.errorHeader]: encodeURIComponent('ValueError: out of tokens') });
+            res.end();
+          });
+        },
+      },
+    });
+    const values: unknown[] = [];
+    const failure = await (async () => {
+      for await (const value of new ServeHandle(door!.dispatcher, 'echo').stream()) values.push(value);
+    })().catch((error: unknown) => error);
+    expect(values).toEqual([{ n: 1 }]);
+    expect(failure).toMatchObject({ code: 'HANDLER_ERROR', message: 'ValueError: out of tokens' });
+    expect(door.failures).toEqual([]);
   });
 });
