@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -173,6 +174,27 @@ describe('streamed answers on the real engine', () => {
     const values: unknown[] = [];
     for await (const value of remote.getHandle('py').stream('values')) values.push(value);
     expect(values).toEqual([{ n: 0 }, { n: 1 }, { n: 2 }]);
+  });
+
+  it('prints a stream as it comes with flotilla call --stream', async () => {
+    const cli = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
+    const args = [
+      'call',
+      'node',
+      'gap',
+      '--stream',
+      '--address',
+      `http://127.0.0.1:${adminPort}`,
+      '--instance',
+      instance,
+      '--state-dir',
+      stateDir,
+    ];
+    const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    const result = await timed(child.stdout as AsyncIterable<Buffer>);
+    expect(await exited).toBe(0);
+    expect(gap(result)).toBeGreaterThanOrEqual(1000);
   });
 
   it('refuses batching together with streaming with a clear error', async () => {
