@@ -46,6 +46,10 @@ DEFAULT_ENTRY_FILE = "/run/flotilla/entry.json"
 DEFAULT_PORT = 8000
 
 SSE_KEEP_ALIVE_S = 15
+BATCH_STREAM = (
+    "a batch handler cannot stream: batching (maxBatchSize > 1) and streaming results (generators) "
+    "do not combine; set maxBatchSize 1 or return whole values"
+)
 
 __all__ = ["Request", "Response", "StreamingResponse", "accept_batch", "sse"]
 
@@ -287,6 +291,11 @@ class LoadedBackend:
             return _resolve(self.function(request))
         return _resolve(self._method(method_name or "call")(request))
 
+    def streams(self):
+        """Whether the batch entry point (the function, or the class's call) is a generator function, so it streams."""
+        target = self.function if self.function is not None else getattr(self.instance, "call", None)
+        return inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)
+
     def call_batch(self, requests):
         if self.function is not None:
             return _resolve(self.function(requests))
@@ -386,6 +395,8 @@ class Replica:
                     f"maxBatchSize {max_batch_size} needs a handler that accepts batches "
                     f"(accept_batch, or accepts_batch = True); {backend.name} does not",
                 )
+            if max_batch_size > 1 and backend.streams():
+                raise HandlerError("INVALID_CONFIG", f"{BATCH_STREAM} ({backend.name} is a generator function)")
             if "userConfig" in config:
                 if not backend.has_reconfigure:
                     raise HandlerError(
@@ -568,10 +579,7 @@ class Handler(BaseHTTPRequestHandler):
                 batcher = replica.batcher if replica.max_batch_size > 1 and (method_name or "call") == "call" else None
                 result = batcher.submit(request) if batcher is not None else backend.call(request, method_name)
                 if batcher is not None and _is_stream(result):
-                    raise TypeError(
-                        "a batch handler cannot stream: batching (max_batch_size > 1) and streaming results (generators) "
-                        "do not combine; set maxBatchSize 1 or return whole values"
-                    )
+                    raise TypeError(BATCH_STREAM)
                 self.send_result(result)
             except Exception as error:  # noqa: BLE001 - a handler error is an answer, not a crash
                 _log("handler_error", message=str(error), traceback=traceback.format_exc(limit=5))

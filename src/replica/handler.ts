@@ -6,9 +6,15 @@ import { errorTrailer, PROTOCOL, type HandlerErrorBody, type ReplicaEntry } from
 export interface LoadedBackend {
   name: string;
   acceptsBatch: boolean;
+  /** Whether the batch entry point (the function, or the class's call) is an async generator function, so it streams. */
+  streams: boolean;
   call(request: Request, methodName: string | undefined): Promise<unknown>;
   callBatch(requests: Request[]): Promise<unknown>;
   reconfigure: ((userConfig: unknown) => Promise<void>) | undefined;
+}
+
+function isAsyncGenerator(value: unknown): boolean {
+  return Object.prototype.toString.call(value) === '[object AsyncGeneratorFunction]';
 }
 
 function isClass(value: unknown): value is new (...args: unknown[]) => Record<string, unknown> {
@@ -61,6 +67,7 @@ async function load(entry: ReplicaEntry): Promise<LoadedBackend> {
     return {
       name,
       acceptsBatch,
+      streams: isAsyncGenerator(instance.call),
       call: async (request, methodName) => method(methodName ?? 'call')(request),
       callBatch: async (requests) => method('call')(requests),
       reconfigure:
@@ -72,6 +79,7 @@ async function load(entry: ReplicaEntry): Promise<LoadedBackend> {
   return {
     name,
     acceptsBatch,
+    streams: isAsyncGenerator(fn),
     call: async (request, methodName) => {
       if (methodName !== undefined && methodName !== 'call') {
         throw new Error(`function backend ${name} has no method '${methodName}'; only class backends do`);

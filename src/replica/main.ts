@@ -56,6 +56,8 @@ async function applyConfig(loaded: LoadedBackend, config: LiveConfig): Promise<v
       `maxBatchSize ${next.maxBatchSize} needs a handler that accepts batches (serve.acceptBatch, or acceptsBatch = true); ${loaded.name} does not`,
     );
   }
+  if (next.maxBatchSize > 1 && loaded.streams)
+    throw new ConfigError('INVALID_CONFIG', `${BATCH_STREAM} (${loaded.name} is an async generator)`);
   if ('userConfig' in config) {
     if (loaded.reconfigure === undefined) {
       throw new ConfigError('INVALID_CONFIG', `userConfig needs a class with a reconfigure(userConfig) method; ${loaded.name} has none`);

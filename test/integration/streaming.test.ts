@@ -197,17 +197,17 @@ describe('streamed answers on the real engine', () => {
     expect(gap(result)).toBeGreaterThanOrEqual(1000);
   });
 
-  it('refuses batching together with streaming with a clear error', async () => {
-    await client.createBackend(
-      'batch-stream',
-      serve.acceptBatch(async function* (requests: Request[]) {
-        yield requests.map(() => 'never');
-      }),
-      { config: { maxBatchSize: 2 } },
-    );
-    await client.createEndpoint('batch-stream', { backend: 'batch-stream', route: '/batch-stream' });
-    const response = await fetch(`${client.httpUrl}/batch-stream`);
-    expect(response.status).toBe(500);
-    expect(((await response.json()) as { error: { message: string } }).error.message).toMatch(/batch handler cannot stream/);
+  it('refuses batching together with streaming with a clear error, in Node and in Python', async () => {
+    const batchTokens = serve.acceptBatch(async function* (requests: Request[]) {
+      yield requests.map(() => 'never');
+    });
+    await expect(client.createBackend('batch-stream', batchTokens, { config: { maxBatchSize: 2 } })).rejects.toMatchObject({
+      code: 'REPLICA_START_FAILED',
+      message: expect.stringMatching(/batch handler cannot stream/),
+    });
+    const python = { runtimeEnv: { runtime: 'python' as const, context: join(FIXTURES, 'py-stream') } };
+    await expect(
+      client.createBackend('py-batch-stream', 'stream.py:batch_tokens', { config: { maxBatchSize: 2 }, replicaOptions: python }),
+    ).rejects.toMatchObject({ code: 'REPLICA_START_FAILED', message: expect.stringMatching(/batch handler cannot stream/) });
   });
 });
