@@ -110,7 +110,8 @@ export async function startFrontDoor(
     shadow: () => undefined,
     replicaFailure: (backend) => replicaFailures.push(backend),
   };
-  const dispatcher = new Dispatcher((_, replica) => failures.push(replica), metrics);
+  const settings = { ...DEFAULT_SETTINGS, ...options.settings };
+  const dispatcher = new Dispatcher((_, replica) => failures.push(replica), metrics, settings.streamIdleTimeoutS * 1000);
   const route = (snapshot: RoutingSnapshot) => dispatcher.update(snapshot);
   route({
     endpoints: [{ name: 'echo', route: '/', methods: options.methods ?? ['GET', 'POST', 'PUT'], traffic: { echo: 1 }, shadows: {} }],
@@ -129,7 +130,7 @@ export async function startFrontDoor(
     error: (message, fields) => errors.push(`${message} ${JSON.stringify(fields)}`),
     child: () => logger,
   };
-  const proxy = new ProxyServer(dispatcher, { ...DEFAULT_SETTINGS, ...options.settings }, logger);
+  const proxy = new ProxyServer(dispatcher, settings, logger);
   const { port } = await proxy.listen('127.0.0.1', 0);
   return {
     url: `http://127.0.0.1:${port}`,

@@ -205,4 +205,23 @@ describe('handle.stream', () => {
     expect(failure).toMatchObject({ code: 'HANDLER_ERROR', message: 'ValueError: out of tokens' });
     expect(door.failures).toEqual([]);
   });
+
+  it('rejects with REQUEST_TIMEOUT when the stream goes quiet for streamIdleTimeoutS, and frees the slot', async () => {
+    door = await startFrontDoor({
+      handlers: {
+        r1: (_req, res) => {
+          res.writeHead(200, { 'content-type': 'text/plain' });
+          res.write('only ');
+        },
+      },
+      settings: { streamIdleTimeoutS: 1 },
+    });
+    const pieces: unknown[] = [];
+    const failure = await (async () => {
+      for await (const piece of new ServeHandle(door!.dispatcher, 'echo').stream()) pieces.push(piece);
+    })().catch((error: unknown) => error);
+    expect(pieces).toEqual(['only ']);
+    expect(failure).toMatchObject({ code: 'REQUEST_TIMEOUT', message: expect.stringMatching(/streamIdleTimeoutS/) });
+    await expect.poll(() => door!.dispatcher['routers'].get('echo')?.inFlight('r1')).toBe(0);
+  });
 });
