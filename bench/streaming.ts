@@ -1,12 +1,14 @@
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { request, type RequestOptions } from 'node:http';
+import type { RequestOptions } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { Worker } from 'node:worker_threads';
 import { serve, type Client } from '../src/index.js';
 import { LABELS } from '../src/common/labels.js';
 import { PROTOCOL } from '../src/replica/protocol.js';
+import type { Sample, StreamJob } from './stream-worker.js';
 
 /**
  * Time to first byte and chunks per second of a 1,000-chunk stream, through
@@ -27,31 +29,13 @@ async function* tokens(): AsyncGenerator<string> {
 const docker = async (...args: string[]): Promise<string> =>
   (await promisify(execFile)('docker', args, { encoding: 'utf8' })).stdout.trim();
 
-interface Sample {
-  ttfbMs: number;
-  chunksPerS: number;
-}
-
-/** One stream: when its first byte came, and its chunks over the whole time. */
-function measure(target: RequestOptions, expected: number): Promise<Sample> {
+/** Measures `count` streams one after another in a worker thread, so the client never shares an event loop with the front door. */
+function measure(job: StreamJob): Promise<Sample[]> {
   return new Promise((resolve, reject) => {
-    const started = performance.now();
-    let first: number | undefined;
-    let bytes = 0;
-    request({ ...target, method: 'GET', agent: false }, (res) => {
-      res.on('data', (chunk: Buffer) => {
-        first ??= performance.now();
-        bytes += chunk.length;
-      });
-      res.on('end', () => {
-        if (bytes !== expected) return reject(new Error(`expected ${expected} bytes, got ${bytes}`));
-        const ended = performance.now();
-        resolve({ ttfbMs: (first ?? ended) - started, chunksPerS: CHUNKS / ((ended - started) / 1000) });
-      });
-      res.on('error', reject);
-    })
-      .on('error', reject)
-      .end();
+    const worker = new Worker(new URL('./stream-worker.js', import.meta.url), { workerData: job });
+    worker.once('message', resolve);
+    worker.once('error', reject);
+    worker.once('exit', (code) => reject(new Error(`the stream worker exited (code ${code}) without a result`)));
   });
 }
 
@@ -86,10 +70,10 @@ async function main(): Promise<void> {
     const targets = { proxy: { host: url.hostname, port: Number(url.port), path: ROUTE }, direct: await replicaTarget() };
     const expected = Buffer.byteLength(Array.from({ length: CHUNKS }, (_, n) => `token ${n} `).join(''));
     const samples: Record<keyof typeof targets, Sample[]> = { proxy: [], direct: [] };
-    for (const name of ['proxy', 'direct'] as const) for (let n = 0; n < 5; n++) await measure(targets[name], expected);
+    for (const name of ['proxy', 'direct'] as const) await measure({ target: targets[name], expected, chunks: CHUNKS, count: 5 });
     for (let round = 0; round < ROUNDS; round++) {
       const order = round % 2 === 0 ? (['proxy', 'direct'] as const) : (['direct', 'proxy'] as const);
-      for (const name of order) for (let n = 0; n < STREAMS; n++) samples[name].push(await measure(targets[name], expected));
+      for (const name of order) samples[name].push(...(await measure({ target: targets[name], expected, chunks: CHUNKS, count: STREAMS })));
     }
     const rows = (['proxy', 'direct'] as const).map((name) => ({
       name,
