@@ -43,6 +43,12 @@ async function streamer(request: Request): Promise<unknown> {
       }
     })();
   if (shape === 'cleanups') return { cleanups: state.cleanups ?? 0 };
+  if (shape === 'fails')
+    return (async function* () {
+      yield 'partial ';
+      await sleep(100);
+      throw new RangeError('the model ran out of tokens');
+    })();
   return (async function* () {
     for (let n = 0; n < 3; n++) yield { n };
   })();
@@ -174,6 +180,21 @@ describe('streamed answers on the real engine', () => {
     const values: unknown[] = [];
     for await (const value of remote.getHandle('py').stream('values')) values.push(value);
     expect(values).toEqual([{ n: 0 }, { n: 1 }, { n: 2 }]);
+  });
+
+  it('cuts a stream that fails midway: HTTP sees an incomplete body, handles (local and remote) the handler error', async () => {
+    const response = await fetch(`${client.httpUrl}/node/fails`);
+    expect(response.status).toBe(200);
+    await expect(response.text()).rejects.toThrow();
+    const remote = await serve.connect({ address: `http://127.0.0.1:${adminPort}`, instance, stateDir });
+    for (const handle of [client.getHandle('node'), remote.getHandle('node')]) {
+      const pieces: unknown[] = [];
+      const failure = await (async () => {
+        for await (const piece of handle.stream('fails')) pieces.push(piece);
+      })().catch((error: unknown) => error);
+      expect(pieces.join('')).toBe('partial ');
+      expect(failure).toMatchObject({ code: 'HANDLER_ERROR', message: expect.stringMatching(/RangeError: the model ran out of tokens/) });
+    }
   });
 
   it('prints a stream as it comes with flotilla call --stream', async () => {
