@@ -32,6 +32,21 @@ export interface ReplicaInfo {
   /** Why its predecessor failed, if it replaced one. */
   lastError: string | null;
   placement: ReplicaPlacement;
+  /** The version it runs (BackendInfo.version of the backend when it started). */
+  version: string;
+}
+
+/**
+ * The backend's latest rolling update (docs/rollout.md): 'rolling' (new replicas start beside the old ones),
+ * 'in-place' (no room to surge: one old replica stops before each new one starts), 'paused' (a new replica failed
+ * and rolloutOnFailure is 'pause'), 'rolling-back', 'rolled-back' or 'completed'.
+ */
+export interface RolloutStatus {
+  state: 'rolling' | 'in-place' | 'paused' | 'rolling-back' | 'rolled-back' | 'completed';
+  fromVersion: string;
+  targetVersion: string;
+  /** Why it paused or rolled back. */
+  reason: string | null;
 }
 
 export interface DeleteBackendOptions {
@@ -105,6 +120,11 @@ export type BackendInfo = BackendConfig & {
   initArgs: unknown[];
   runtimeEnv: RuntimeEnv;
   resources: ReplicaResources;
+  /** A hash of what its replicas run: image, definition, initArgs, resources; a change is rolled out replica by replica. */
+  version: string;
+  /** The hash of the files under runtimeEnv.context its image was built from (null without a context). */
+  contextDigest: string | null;
+  rollout: RolloutStatus | null;
 };
 
 export interface CreateBackendOptions {
@@ -226,6 +246,12 @@ export interface Client {
   listBackends(): Promise<Record<string, BackendInfo>>;
   getBackendConfig(name: string): Promise<BackendInfo>;
   updateBackendConfig(name: string, config: Partial<BackendConfig>): Promise<void>;
+  /**
+   * Redeploys a backend with a new definition and options (checked as createBackend checks them). A new version is
+   * rolled out replica by replica while the backend serves; resolves when it completes, rejects with ROLLOUT_FAILED
+   * once it rolled back (or paused). Only config changes are applied as updateBackendConfig applies them.
+   */
+  updateBackend(name: string, definition: BackendDefinition, options?: CreateBackendOptions): Promise<void>;
   deleteBackend(name: string, options?: DeleteBackendOptions): Promise<void>;
   listReplicas(backend: string): Promise<ReplicaInfo[]>;
   createEndpoint(name: string, options: CreateEndpointOptions): Promise<void>;

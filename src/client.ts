@@ -83,6 +83,12 @@ export class LocalClient implements Client {
         `backend ${name} updated: ${changed.map((key) => `${key} ${brief(rest[key as keyof typeof rest])}`).join(', ')}`,
       );
   }
+  async updateBackend(name: string, definition: BackendDefinition, options?: CreateBackendOptions): Promise<void> {
+    return this.updateShippedBackend(name, toShippable(definition), withAbsoluteContext(options));
+  }
+  updateShippedBackend(name: string, definition: ShippableDefinition, options?: unknown): Promise<void> {
+    return this.controller.updateBackend(name, definition, options);
+  }
   async deleteBackend(name: string, options?: DeleteBackendOptions): Promise<void> {
     await this.controller.deleteBackend(name, options);
     this.events.record('backend.deleted', { backend: name }, `backend ${name} deleted${options?.force === true ? ' (forced)' : ''}`);

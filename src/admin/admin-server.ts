@@ -198,6 +198,14 @@ export class AdminServer {
         },
       ],
       ['GET', /^\/api\/backends\/([^/]+)$/, (call) => client.getBackendConfig(name(call))],
+      [
+        'PUT',
+        /^\/api\/backends\/([^/]+)$/,
+        async (call) => {
+          const body = fields(call.body, ['definition', 'options'], ['definition']);
+          await client.updateShippedBackend(name(call), parseShippable(body.definition), body.options);
+        },
+      ],
       ['PATCH', /^\/api\/backends\/([^/]+)\/config$/, (call) => client.updateBackendConfig(name(call), call.body)],
       ['DELETE', /^\/api\/backends\/([^/]+)$/, (call) => client.deleteBackend(name(call), { force: call.query.get('force') === 'true' })],
       ['GET', /^\/api\/backends\/([^/]+)\/replicas$/, (call) => client.listReplicas(name(call))],

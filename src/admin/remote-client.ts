@@ -176,6 +176,12 @@ class RemoteClient implements Client {
   getBackendConfig(name: string): Promise<BackendInfo> {
     return this.call('GET', `/api/backends/${encodeURIComponent(name)}`);
   }
+  async updateBackend(name: string, definition: BackendDefinition, options?: CreateBackendOptions): Promise<void> {
+    await this.call('PUT', `/api/backends/${encodeURIComponent(name)}`, {
+      definition: toShippable(definition),
+      options: withAbsoluteContext(options),
+    });
+  }
   async updateBackendConfig(name: string, config: Partial<BackendConfig>): Promise<void> {
     await this.call('PATCH', `/api/backends/${encodeURIComponent(name)}/config`, config);
   }

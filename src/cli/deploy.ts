@@ -2,12 +2,14 @@ import { isAbsolute, resolve } from 'node:path';
 import type { BackendConfig, BackendInfo, Client, EndpointInfo, RuntimeEnv } from '../api.js';
 import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import { DEFAULT_BACKEND_CONFIG } from '../controller/validation.js';
+import { contextDigest } from '../runtime/build-context.js';
 import { loadAppFile, type AppSpec, type BackendSpec } from './app-file.js';
 
 /** One client call of a deploy, with what it changes (for messages). */
 export type DeployStep =
   | { op: 'createBackend'; backend: string; spec: BackendSpec }
   | { op: 'updateBackendConfig'; backend: string; changes: Partial<BackendConfig>; previous: Partial<BackendConfig> }
+  | { op: 'updateBackend'; backend: string; spec: BackendSpec; changes: string[] }
   | { op: 'deleteEndpoint'; endpoint: string; route: string | null; recreate: boolean }
   | { op: 'createEndpoint'; endpoint: string; backend: string; route: string | null; methods: string[] }
   | { op: 'setTraffic'; endpoint: string; traffic: Record<string, number>; previous: Record<string, number> }
@@ -45,8 +47,8 @@ function describeDefinition(definition: BackendInfo['definition']): string {
   return definition.kind === 'import' ? `${definition.module}:${definition.exportName}` : `a shipped ${definition.kind} ${definition.name}`;
 }
 
-/** What differs between a running backend and the file, other than its config; these need a new backend. */
-function immutableChanges(spec: BackendSpec, current: BackendInfo): string[] {
+/** What differs between a running backend and the file, other than its config; these roll out a new version. */
+function versionChanges(spec: BackendSpec, current: BackendInfo, digest: string | undefined): string[] {
   const changes: string[] = [];
   const definition = current.definition;
   if (
@@ -64,6 +66,8 @@ function immutableChanges(spec: BackendSpec, current: BackendInfo): string[] {
   for (const key of new Set([...Object.keys(before), ...Object.keys(after)])) {
     if (!same(before[key], after[key])) changes.push(`replicaOptions.${key} ${canonical(before[key])} → ${canonical(after[key])}`);
   }
+  if (digest !== undefined && current.contextDigest !== null && digest !== current.contextDigest)
+    changes.push(`files under ${spec.runtimeEnv.context ?? 'its context'} changed`);
   return changes;
 }
 
@@ -74,36 +78,18 @@ function sameMethods(a: string[], b: string[]): boolean {
 /**
  * The client calls that take the running state to the app file's, in an order
  * where nothing is deleted or scaled down while something still uses it: new
- * backends, config changes that do not remove replicas, endpoint removals (and
- * the removal half of endpoints whose route or methods changed), endpoint
- * creations, traffic and shadow changes, config changes that remove replicas,
- * and last the backends no longer in the file. Pure: the same inputs give the same plan,
- * and a file that matches the running state gives an empty one.
+ * backends, rolling updates and config changes that do not remove replicas,
+ * endpoint removals (and the removal half of endpoints whose route or methods
+ * changed), endpoint creations, traffic and shadow changes, config changes
+ * that remove replicas, and last the backends no longer in the file. Pure: the
+ * same inputs give the same plan, and a file that matches the running state
+ * gives an empty one.
  *
- * A backend whose import, initArgs, runtimeEnv or replicaOptions changed is
- * refused (INVALID_ARGUMENT, nothing planned): backends are immutable, and
- * replacing one in place would drop its requests while the new image builds.
+ * A backend whose import, initArgs, runtimeEnv, replicaOptions or context
+ * files (`digests`: contextDigest of each backend's context, where it has one)
+ * changed gets updateBackend, which rolls the new version out replica by replica.
  */
-export function planDeploy(desired: AppSpec, current: CurrentState): DeployStep[] {
-  const refused = Object.entries(desired.backends).flatMap(([name, spec]) => {
-    const running = current.backends[name];
-    const changes = running === undefined ? [] : immutableChanges(spec, running);
-    return changes.length === 0 ? [] : [{ name, changes }];
-  });
-  if (refused.length > 0) {
-    const lines = refused.map(({ name, changes }) => {
-      const line = desired.lines[`backends.${name}`];
-      return `${desired.file}${line === undefined ? '' : `:${line}`}: backends.${name}: ${changes.join('; ')}`;
-    });
-    throw new FlotillaError(
-      'INVALID_ARGUMENT',
-      `${lines.join('\n')}\nA running backend's import, initArgs, runtimeEnv and replicaOptions cannot change in place (only its config can). ` +
-        "Deploy the new version under a new backend name, move the endpoints' traffic to it, and remove the old backend from the file " +
-        '(docs/rollout.md walks through it). Nothing was changed.',
-      { backends: refused.map(({ name }) => name) },
-    );
-  }
-
+export function planDeploy(desired: AppSpec, current: CurrentState, digests: Record<string, string> = {}): DeployStep[] {
   const creates: DeployStep[] = [];
   const updates: DeployStep[] = [];
   const scaleDowns: DeployStep[] = [];
@@ -111,6 +97,11 @@ export function planDeploy(desired: AppSpec, current: CurrentState): DeployStep[
     const running = current.backends[name];
     if (running === undefined) {
       creates.push({ op: 'createBackend', backend: name, spec });
+      continue;
+    }
+    const changes = versionChanges(spec, running, digests[name]);
+    if (changes.length > 0) {
+      updates.push({ op: 'updateBackend', backend: name, spec, changes });
       continue;
     }
     const changed = CONFIG_KEYS.filter((key) => !same(running[key], spec.config[key]));
@@ -175,6 +166,8 @@ export function describeStep(step: DeployStep): string {
       return `${step.backend}: ${Object.entries(step.changes)
         .map(([key, value]) => `${key} ${formatValue(step.previous[key as keyof BackendConfig])} → ${formatValue(value)}`)
         .join(', ')}`;
+    case 'updateBackend':
+      return `rolling out a new version of ${step.backend}: ${step.changes.join('; ')}…`;
     case 'deleteEndpoint':
       return step.recreate
         ? `endpoint ${step.endpoint}: route or methods changed, recreating it`
@@ -204,6 +197,14 @@ async function run(client: Client, step: DeployStep): Promise<void> {
     }
     case 'updateBackendConfig':
       return client.updateBackendConfig(step.backend, step.changes);
+    case 'updateBackend': {
+      const { spec } = step;
+      return client.updateBackend(step.backend, spec.import, {
+        initArgs: spec.initArgs,
+        config: spec.config,
+        replicaOptions: spec.replicaOptions,
+      });
+    }
     case 'deleteEndpoint':
       return client.deleteEndpoint(step.endpoint);
     case 'createEndpoint':
@@ -238,6 +239,12 @@ async function progress(client: Client, step: DeployStep, elapsedS: number): Pro
         return `  ${step.backend}: building image (${elapsedS}s)`;
       }
     }
+  }
+  if (step.op === 'updateBackend') {
+    const [info, list] = await Promise.all([client.getBackendConfig(step.backend), client.listReplicas(step.backend)]);
+    const ready = list.filter((r) => r.state === 'ready' && r.version === info.version).length;
+    const state = info.rollout?.state ?? 'rolling';
+    return `  ${step.backend}: ${state}, ${ready}/${info.numReplicas} replicas of version ${info.version} ready (${elapsedS}s)`;
   }
   if (step.op === 'deleteBackend') return `  ${step.backend}: draining replicas (${elapsedS}s)`;
   if (step.op === 'deleteEndpoint') return `  ${step.endpoint}: waiting for requests in flight (${elapsedS}s)`;
@@ -305,7 +312,12 @@ export interface DeployOptions extends ApplyOptions {
 export async function deployAppFile(client: Client, path: string, options: DeployOptions): Promise<DeployStep[]> {
   const desired = loadAppFile(path);
   const [backends, endpoints] = await Promise.all([client.listBackends(), client.listEndpoints()]);
-  const steps = planDeploy(desired, { backends, endpoints });
+  const digests: Record<string, string> = {};
+  for (const [name, spec] of Object.entries(desired.backends)) {
+    const context = spec.runtimeEnv.context;
+    if (name in backends && context !== undefined && spec.runtimeEnv.image === undefined) digests[name] = await contextDigest(context);
+  }
+  const steps = planDeploy(desired, { backends, endpoints }, digests);
   if (options.dryRun === true) {
     if (steps.length === 0) options.log('nothing to change');
     for (const step of steps) options.log(`would: ${describeStep(step)}`);

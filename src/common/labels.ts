@@ -9,8 +9,8 @@ export const LABELS = {
   /** The replica's restart count and its predecessor's failure, kept across controller restarts. */
   restarts: 'dev.flotilla.restarts',
   lastError: 'dev.flotilla.last-error',
-  /** Hashes of the image and of the live config the replica was started with, compared with the saved state on adoption. */
-  imageHash: 'dev.flotilla.image-hash',
+  /** The version the replica runs (backend-state.ts versionOf) and the hash of the live config it was started with. */
+  version: 'dev.flotilla.version',
   configHash: 'dev.flotilla.config-hash',
   /** On an instance's marker volume: JSON of the control plane that serves the instance (InstanceOwner). */
   owner: 'dev.flotilla.owner',

@@ -191,6 +191,18 @@ const schema = {
     default: 120,
     env: 'FLOTILLA_READY_TIMEOUT_S',
   },
+  rolloutMaxSurge: {
+    doc: 'Replicas of a new version a rolling update may start beyond numReplicas; 0, or no room on the machine, replaces replicas in place one at a time.',
+    format: 'nat',
+    default: 1,
+    env: 'FLOTILLA_ROLLOUT_MAX_SURGE',
+  },
+  rolloutOnFailure: {
+    doc: 'What a rolling update does when a replica of the new version fails to start or fails health checks: rollback to the last good version, or pause with the old replicas serving.',
+    format: ['rollback', 'pause'],
+    default: 'rollback',
+    env: 'FLOTILLA_ROLLOUT_ON_FAILURE',
+  },
   engineTimeoutS: {
     doc: 'Seconds any one call to the Docker engine may take (a stop also gets its grace period); one that takes longer fails with ENGINE_UNAVAILABLE.',
     format: 'period-seconds',
@@ -276,6 +288,8 @@ export interface FlotillaConfig {
   replicaPidsLimit: number;
   replicaNetwork: string;
   readyTimeoutS: number;
+  rolloutMaxSurge: number;
+  rolloutOnFailure: 'rollback' | 'pause';
   engineTimeoutS: number;
   maxConcurrentReplicaOps: number;
   healthCheckPeriodS: number;

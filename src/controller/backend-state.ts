@@ -1,23 +1,41 @@
 import { createHash } from 'node:crypto';
-import type { BackendConfig, BackendInfo, ReplicaInfo } from '../api.js';
+import type { BackendConfig, BackendInfo, ReplicaInfo, RolloutStatus } from '../api.js';
 import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
 import { shortId } from '../common/ids.js';
 import type { Logger } from '../common/logger.js';
 import type { LiveConfig } from '../replica/protocol.js';
-import type { Scheduler } from '../resources/scheduler.js';
-import type { SavedBackend } from './checkpoint.js';
+import type { Placement, Scheduler } from '../resources/scheduler.js';
+import type { SavedBackend, SavedRollout, SavedTarget } from './checkpoint.js';
 import { backoffMs, TIMING } from './constants.js';
 import { summarize } from './definition.js';
 import type { EventRecorder } from './event-log.js';
 import { Replica, type ReplicaHistory, type ReplicaState, type StepContext } from './replica.js';
 
 /** What a backend should run: the saved desired state, with the hashes its replicas are compared against. */
-export interface BackendTarget extends Omit<SavedBackend, 'replicaConfigs'> {
-  imageHash: string;
+export interface BackendTarget extends SavedTarget {
+  version: string;
   liveHash: string;
 }
 
 const hash = (text: string): string => createHash('sha256').update(text).digest('hex').slice(0, 16);
+
+/** JSON with object keys sorted, so that equal values hash equal whatever their key order. */
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_key, item: unknown) =>
+    typeof item === 'object' && item !== null && !Array.isArray(item)
+      ? Object.fromEntries(Object.entries(item).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : item,
+  );
+}
+
+/**
+ * The version of what a replica runs: everything that needs a new container. The image tag is a content hash
+ * (context files, shipped source, packages); live settings (userConfig, batching) and the rest of the config are not in it.
+ */
+export function versionOf(saved: SavedTarget): string {
+  const { image, definition, initArgs, resources, runtimeEnv } = saved;
+  return hash(canonical({ image, definition, initArgs, resources, port: runtimeEnv.port, healthPath: runtimeEnv.healthPath }));
+}
 
 export function liveConfigOf(config: BackendConfig, includeUserConfig: boolean): LiveConfig {
   const live: LiveConfig = { maxBatchSize: config.maxBatchSize, batchWaitTimeoutS: config.batchWaitTimeoutS };
@@ -25,20 +43,18 @@ export function liveConfigOf(config: BackendConfig, includeUserConfig: boolean):
   return live;
 }
 
-export function targetOf(saved: Omit<SavedBackend, 'replicaConfigs'>): BackendTarget {
-  const { name, definition, initArgs, config, resources, runtimeEnv, image } = saved;
+export function targetOf(saved: SavedTarget): BackendTarget {
   return {
-    name,
-    definition,
-    initArgs,
-    config,
-    resources,
-    runtimeEnv,
-    image,
-    imageHash: hash(image),
+    ...savedTarget(saved),
+    version: versionOf(saved),
     // A plain HTTP container takes no live config, so it never needs a push.
-    liveHash: runtimeEnv.port === undefined ? hash(JSON.stringify(liveConfigOf(config, true))) : 'none',
+    liveHash: saved.runtimeEnv.port === undefined ? hash(JSON.stringify(liveConfigOf(saved.config, true))) : 'none',
   };
+}
+
+export function savedTarget(target: SavedTarget): SavedTarget {
+  const { name, definition, initArgs, config, resources, runtimeEnv, image, contextDigest } = target;
+  return { name, definition, initArgs, config, resources, runtimeEnv, image, ...(contextDigest === undefined ? {} : { contextDigest }) };
 }
 
 interface Waiter {
@@ -49,24 +65,39 @@ interface Waiter {
 export interface BackendStepContext extends Omit<StepContext, 'target' | 'mayPush' | 'onFailed' | 'onPushed'> {
   scheduler: Scheduler;
   log: Logger;
-  /** Called when the replicas' saved live-config hashes changed. */
+  rollout: { maxSurge: number; onFailure: 'rollback' | 'pause' };
+  /** Called when what is saved of the backend changed: the replicas' live-config hashes, a rollout's progress. */
   onConfigsChanged(backend: BackendState): void;
   /** Where replica events (started, ready, failed, replaced, stopped) go. */
   events?: EventRecorder;
 }
 
+const ROLLING: ReadonlySet<RolloutStatus['state']> = new Set(['rolling', 'in-place', 'rolling-back']);
+
 /**
  * One backend: its target (what it should run, how many) and its replicas,
  * each in one state. `update()` is the backend's part of the reconcile step:
  * it steps every replica, forgets stopped ones, then converges on the target:
- * starts replicas that are missing (after a backoff when they keep failing),
- * retires surplus ones (starting before ready) and ones on an outdated image.
+ * starts replicas that are missing (after a backoff when they keep failing)
+ * and retires surplus ones (starting before ready).
  * A target change (config, count) is only a new target; the step does the rest.
  * A failure that fails a waiting call holds the backend (no new replicas)
  * until the controller undoes the call with a new target or deletes it.
+ *
+ * A target of another version (`rollOut`) is a rolling update: replicas of the
+ * new version start beside the old ones (at most maxSurge above numReplicas,
+ * and only as capacity allows), and an old one is retired only once a new one
+ * is ready, so that the ready replicas never drop below numReplicas. Without
+ * room to surge, one old replica is retired (drained) at a time and its
+ * place taken by a new one ('in-place'; the ready replicas drop by one at most).
+ * A replica of the new version that fails stops the rollout: the previous
+ * version becomes the target again and is rolled back to the same way
+ * ('rolling-back'), or, with onFailure 'pause', no more new replicas start and
+ * the old ones keep serving ('paused').
+ *
  * `converged()` resolves when every replica is ready on the current target
  * and their number is the target's; it rejects with the error of a replica
- * that failed to start meanwhile.
+ * that failed to start meanwhile, or ROLLOUT_FAILED.
  */
 export class BackendState {
   replicas: Replica[] = [];
@@ -80,12 +111,22 @@ export class BackendState {
   private retryAt = 0;
   private replacements: ReplicaHistory[] = [];
   private waiters: Waiter[] = [];
+  private rollout: RolloutStatus | undefined;
+  /** The last good target while a rollout is under way, rolled back to when it fails. */
+  private previous: BackendTarget | undefined;
 
   constructor(
     private current: BackendTarget,
     /** See SavedBackend.replicaConfigs. */
     public replicaConfigs: Record<string, string> = {},
-  ) {}
+    saved?: SavedRollout,
+  ) {
+    if (saved !== undefined) {
+      const { previous, ...status } = saved;
+      this.rollout = status;
+      this.previous = previous === undefined ? undefined : targetOf(previous);
+    }
+  }
 
   get name(): string {
     return this.current.name;
@@ -101,9 +142,32 @@ export class BackendState {
     this.held = false;
   }
 
+  /**
+   * A target of another version, rolled out replica by replica; the last good version stays the one to roll back to.
+   * Returns what undoes it (when saving it failed).
+   */
+  rollOut(target: BackendTarget): () => void {
+    const before = { current: this.current, held: this.held, rollout: this.rollout, previous: this.previous };
+    const lastGood = this.previous ?? this.current;
+    this.rollout = { state: 'rolling', fromVersion: this.current.version, targetVersion: target.version, reason: null };
+    this.previous = lastGood.version === target.version ? undefined : lastGood;
+    this.consecutiveFailures = 0;
+    this.retryAt = 0;
+    this.replacements = [];
+    this.retarget(target);
+    return () => Object.assign(this, before);
+  }
+
   saved(): SavedBackend {
-    const { name, definition, initArgs, config, resources, runtimeEnv, image } = this.target;
-    return { name, definition, initArgs, config, resources, runtimeEnv, image, replicaConfigs: { ...this.replicaConfigs } };
+    const rollout: SavedRollout | undefined =
+      this.rollout === undefined
+        ? undefined
+        : { ...this.rollout, ...(this.previous === undefined ? {} : { previous: savedTarget(this.previous) }) };
+    return {
+      ...savedTarget(this.target),
+      replicaConfigs: { ...this.replicaConfigs },
+      ...(rollout === undefined ? {} : { rollout }),
+    };
   }
 
   converged(): Promise<void> {
@@ -117,7 +181,7 @@ export class BackendState {
     const want = this.target.config.numReplicas;
     return (
       this.replicas.length === want &&
-      this.replicas.every((r) => r.state === 'ready' && r.imageHash === this.target.imageHash && r.liveHash === this.target.liveHash)
+      this.replicas.every((r) => r.state === 'ready' && r.version === this.target.version && r.liveHash === this.target.liveHash)
     );
   }
 
@@ -143,9 +207,12 @@ export class BackendState {
         ctx.onConfigsChanged(this);
       }
     }
-    if (this.deleting === undefined) this.converge(ctx, step);
+    if (this.deleting === undefined) this.converge(ctx, { ...step, target: this.target });
     if (ctx.events !== undefined) this.recordChanges(ctx.events, before);
-    if (this.isConverged()) this.settle();
+    if (this.isConverged()) {
+      if (this.rollout !== undefined && ROLLING.has(this.rollout.state)) this.finishRollout(ctx);
+      this.settle();
+    }
   }
 
   /** The events of what the step changed in each replica it began with, then of the replacements it started. */
@@ -171,53 +238,119 @@ export class BackendState {
 
   private converge(ctx: BackendStepContext, step: StepContext): void {
     const want = this.target.config.numReplicas;
-    let active = this.replicas.filter((r) => r.state === 'starting' || r.state === 'ready');
+    const active = this.replicas.filter((r) => r.state === 'starting' || r.state === 'ready');
     const retire = (replica: Replica): void => {
       replica.retire(true);
       replica.update(step);
     };
-    active.filter((r) => r.imageHash !== this.target.imageHash).forEach(retire);
-    active = active.filter((r) => r.imageHash === this.target.imageHash);
-    if (active.length > want) {
-      const order = [...active.filter((r) => r.state === 'starting'), ...active.filter((r) => r.state === 'ready').reverse()];
-      order.slice(0, active.length - want).forEach(retire);
+    const fresh = active.filter((r) => r.version === this.target.version);
+    let old = active.filter((r) => r.version !== this.target.version);
+    if (fresh.length > want) {
+      const order = [...fresh.filter((r) => r.state === 'starting'), ...fresh.filter((r) => r.state === 'ready').reverse()];
+      order.slice(0, fresh.length - want).forEach(retire);
+    }
+    // Each new replica that is ready takes an old one's place.
+    const freshReady = Math.min(want, fresh.filter((r) => r.state === 'ready').length);
+    const oldOrder = [...old.filter((r) => r.state === 'starting'), ...old.filter((r) => r.state === 'ready')];
+    const surplus = Math.max(0, old.length + freshReady - want);
+    oldOrder.slice(0, surplus).forEach(retire);
+    old = oldOrder.slice(surplus);
+    if (fresh.length >= want) {
+      if (old.length === 0) this.replacements = [];
       return;
     }
-    if (active.length === want) {
-      this.replacements = [];
-      return;
-    }
-    if (this.held || ctx.now < this.retryAt) return;
-    for (let i = active.length; i < want; i++) {
-      const history = this.replacements.shift() ?? { restarts: 0, lastError: null };
+    if (this.held || this.rollout?.state === 'paused' || ctx.now < this.retryAt) return;
+    const room = old.length === 0 ? want - fresh.length : want + ctx.rollout.maxSurge - old.length - fresh.length;
+    let roomless = room <= 0;
+    for (let i = 0; i < Math.min(room, want - fresh.length); i++) {
       const id = shortId();
+      let placement: Placement;
       try {
-        const placement = ctx.scheduler.reserve(id, this.target.resources);
-        const replica = new Replica(id, placement, history, this.target.imageHash, this.target.liveHash, ctx.now);
-        this.replicas.push(replica);
-        replica.update(step);
+        placement = ctx.scheduler.reserve(id, this.target.resources);
       } catch (error) {
-        this.replacements.unshift({ restarts: history.restarts + 1, lastError: errorMessage(error) });
-        this.backOff(ctx.now);
-        const failure = isFlotillaError(error)
-          ? new FlotillaError(error.code, `backend '${this.name}' cannot start a replica: ${error.message}`, error.details)
-          : error;
-        ctx.log.error('cannot start a replica', { backend: this.name, error: errorMessage(error) });
-        this.settle(failure);
-        return;
+        if (old.length > 0 && isFlotillaError(error, 'INSUFFICIENT_RESOURCES')) {
+          roomless = true;
+          break;
+        }
+        return this.cannotStart(ctx, error);
       }
+      const history = this.replacements.shift() ?? { restarts: 0, lastError: null };
+      const replica = new Replica(id, placement, history, this.target.version, this.target.liveHash, ctx.now);
+      this.replicas.push(replica);
+      replica.update(step);
     }
+    const busy = this.replicas.some((r) => r.state === 'draining' || (r.state === 'starting' && r.version === this.target.version));
+    if (roomless && old.length > 0 && !busy) {
+      if (this.rollout !== undefined && this.rollout.state !== 'in-place') {
+        this.rollout = { ...this.rollout, state: 'in-place' };
+        ctx.log.warn('no room to start a replica beside the old ones; replacing them in place, one at a time', { backend: this.name });
+        ctx.onConfigsChanged(this);
+      }
+      retire(old[old.length - 1]!);
+    }
+  }
+
+  private cannotStart(ctx: BackendStepContext, error: unknown): void {
+    this.replacements.unshift({ restarts: (this.replacements[0]?.restarts ?? 0) + 1, lastError: errorMessage(error) });
+    this.backOff(ctx.now);
+    const failure = isFlotillaError(error)
+      ? new FlotillaError(error.code, `backend '${this.name}' cannot start a replica: ${error.message}`, error.details)
+      : error;
+    ctx.log.error('cannot start a replica', { backend: this.name, error: errorMessage(error) });
+    this.settle(failure);
   }
 
   private failed(ctx: BackendStepContext, replica: Replica): void {
     if (this.deleting !== undefined) return;
     const reason = replica.failure?.lastError ?? 'failed';
+    if (replica.version !== this.target.version) {
+      ctx.log.warn('replica of an older version failed; a replica of the new version takes its place', {
+        backend: this.name,
+        replica: replica.id,
+        reason,
+      });
+      return;
+    }
+    if (this.rollout !== undefined && ROLLING.has(this.rollout.state) && this.previous !== undefined) {
+      return this.stopRollout(ctx, `replica ${replica.id} of version ${replica.version} failed: ${reason}`);
+    }
     ctx.log.warn('replica failed; replacing it', { backend: this.name, replica: replica.id, reason });
     const uptime = ctx.now - (replica.container?.startedAt ?? ctx.now);
     if (uptime > TIMING.stableUptimeMs) this.consecutiveFailures = 0;
     this.backOff(ctx.now);
     this.replacements.push({ restarts: replica.history.restarts + 1, lastError: reason });
     this.settle(replica.failure?.error);
+  }
+
+  /** A replica of the new version failed: roll back to the last good version, or pause. */
+  private stopRollout(ctx: BackendStepContext, reason: string): void {
+    const version = this.target.version;
+    if (ctx.rollout.onFailure === 'pause') {
+      this.rollout = { state: 'paused', fromVersion: this.rollout!.fromVersion, targetVersion: version, reason };
+      ctx.log.error('rollout paused: a replica of the new version failed', { backend: this.name, version, reason });
+    } else {
+      const previous = this.previous!;
+      this.rollout = { state: 'rolling-back', fromVersion: version, targetVersion: previous.version, reason };
+      this.previous = undefined;
+      this.current = previous;
+      this.consecutiveFailures = 0;
+      this.retryAt = 0;
+      this.replacements = [];
+      ctx.log.error('rolling back: a replica of the new version failed', { backend: this.name, version, to: previous.version, reason });
+    }
+    ctx.onConfigsChanged(this);
+    this.settle(new FlotillaError('ROLLOUT_FAILED', `rolling out version ${version} of backend '${this.name}' stopped: ${reason}`), false);
+  }
+
+  private finishRollout(ctx: BackendStepContext): void {
+    const rollout = this.rollout!;
+    this.rollout = { ...rollout, state: rollout.state === 'rolling-back' ? 'rolled-back' : 'completed' };
+    this.previous = undefined;
+    ctx.log.info(rollout.state === 'rolling-back' ? 'rolled back' : 'rollout completed', {
+      backend: this.name,
+      version: rollout.targetVersion,
+    });
+    ctx.onConfigsChanged(this);
   }
 
   private backOff(now: number): void {
@@ -231,9 +364,9 @@ export class BackendState {
   }
 
   /** Resolves the waiters, or rejects them with `error` (and holds the backend, so that the failed call can undo itself). */
-  private settle(error?: unknown): void {
+  private settle(error?: unknown, hold = true): void {
     const waiters = this.waiters;
-    if (error !== undefined && waiters.length > 0) this.held = true;
+    if (error !== undefined && hold && waiters.length > 0) this.held = true;
     this.waiters = [];
     for (const waiter of waiters) {
       if (error === undefined) waiter.resolve();
@@ -250,6 +383,9 @@ export class BackendState {
       initArgs: structuredClone(initArgs),
       runtimeEnv: structuredClone(env),
       resources: structuredClone(resources),
+      version: this.target.version,
+      contextDigest: this.target.contextDigest ?? null,
+      rollout: this.rollout === undefined ? null : { ...this.rollout },
     };
   }
 
@@ -266,6 +402,7 @@ export class BackendState {
               restarts: r.history.restarts,
               lastError: r.history.lastError,
               placement: { ...r.placement, gpuIds: [...r.placement.gpuIds] },
+              version: r.version,
             },
           ],
     );

@@ -1,4 +1,4 @@
-import type { BackendConfig, ReplicaResources } from '../api.js';
+import type { BackendConfig, ReplicaResources, RolloutStatus } from '../api.js';
 import { FlotillaError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import type { Placement, Scheduler } from '../resources/scheduler.js';
@@ -21,16 +21,27 @@ export interface SavedBackend {
   resources: ReplicaResources;
   runtimeEnv: ValidatedRuntimeEnv;
   image: string;
+  /** contextDigest of runtimeEnv.context when the image was built from it. */
+  contextDigest?: string;
   /**
    * Per replica id, the hash of the live config the controller last pushed to it, or 'unknown' after a push that
    * may have half-applied. Replicas not listed still hold what they were started with (their config-hash label).
    */
   replicaConfigs: Record<string, string>;
+  /** The latest rolling update, and while one is under way the target it rolls back to. */
+  rollout?: SavedRollout;
+}
+
+export type SavedTarget = Omit<SavedBackend, 'replicaConfigs' | 'rollout'>;
+
+export interface SavedRollout extends RolloutStatus {
+  previous?: SavedTarget;
 }
 
 /**
  * Version 2. Version 1 (Flotilla 0.1) had no replicaConfigs; its replicas are
- * taken to hold what their labels say.
+ * taken to hold what their labels say. `rollout` is optional (files without
+ * one have none under way).
  */
 export interface SavedState {
   version: typeof CHECKPOINT_VERSION;
@@ -61,6 +72,9 @@ function checkBackend(path: string, value: unknown, index: number): void {
     throw wrongShape(path, `${where}.config.numReplicas is not an integer`);
   if (value.replicaConfigs !== undefined && !isObject(value.replicaConfigs))
     throw wrongShape(path, `${where}.replicaConfigs is not an object`);
+  if (value.rollout !== undefined && !(isObject(value.rollout) && typeof value.rollout.targetVersion === 'string'))
+    throw wrongShape(path, `${where}.rollout is not a rollout`);
+  if (isObject(value.rollout) && value.rollout.previous !== undefined) checkBackend(path, value.rollout.previous, index);
 }
 
 function checkEndpoint(path: string, value: unknown, index: number): void {
@@ -106,7 +120,7 @@ export function parseCheckpoint(path: string, raw: unknown): SavedState | undefi
  * routed to. Its image hash and live-config hash come from its labels, the
  * live-config hash overridden by the saved replicaConfigs, so that the
  * reconcile step reconfigures a replica that holds another live config and
- * replaces one on another image. Returns the containers nobody adopted.
+ * rolls out over one of another version (a container without a version label is taken to run the target's). Returns the containers nobody adopted.
  */
 export function adoptContainers(
   backends: ReadonlyMap<string, BackendState>,
@@ -125,7 +139,7 @@ export function adoptContainers(
     }
     scheduler.adopt(id, placement);
     const target = backend.target;
-    const imageHash = status.labels[LABELS.imageHash] ?? target.imageHash;
+    const version = status.labels[LABELS.version] ?? target.version;
     const liveHash = target.liveHash === 'none' ? 'none' : (backend.replicaConfigs[id] ?? status.labels[LABELS.configHash] ?? 'unknown');
     const history = { restarts: Number(status.labels[LABELS.restarts] ?? 0) || 0, lastError: status.labels[LABELS.lastError] ?? null };
     const container = {
@@ -135,7 +149,7 @@ export function adoptContainers(
       controlSecret: status.hostDir === undefined ? undefined : readControlSecret(status.hostDir),
       startedAt: status.startedAt,
     };
-    backend.replicas.push(new Replica(id, placement, history, imageHash, liveHash, now, container));
+    backend.replicas.push(new Replica(id, placement, history, version, liveHash, now, container));
   }
   return strays;
 }

@@ -11,8 +11,9 @@ import type { Dispatcher, RoutingSnapshot } from '../proxy/dispatcher.js';
 import { PROTOCOL, type LiveConfig } from '../replica/protocol.js';
 import type { Scheduler } from '../resources/scheduler.js';
 import type { ContainerRuntime } from '../runtime/container-runtime.js';
+import { contextDigest } from '../runtime/build-context.js';
 import type { ImageBuilder } from '../runtime/image-builder.js';
-import { BackendState, liveConfigOf, targetOf, type BackendTarget } from './backend-state.js';
+import { BackendState, liveConfigOf, savedTarget, targetOf, type BackendTarget } from './backend-state.js';
 import { adoptContainers, CHECKPOINT_VERSION, parseCheckpoint, type SavedBackend } from './checkpoint.js';
 import { confinementOf } from './confinement.js';
 import { checkSupports, shippedModuleText, type ShippableDefinition } from './definition.js';
@@ -145,7 +146,7 @@ export class Controller {
     }
     const saved = parseCheckpoint(this.store.path, this.store.load());
     for (const backend of saved?.backends ?? []) {
-      this.backends.set(backend.name, new BackendState(targetOf(backend), backend.replicaConfigs));
+      this.backends.set(backend.name, new BackendState(targetOf(backend), backend.replicaConfigs, backend.rollout));
     }
     this.endpoints = new EndpointState(saved?.endpoints);
     const strays = adoptContainers(this.backends, await runtime.listReplicas(instanceLabels(config.instance)), scheduler, clock.now());
@@ -176,47 +177,21 @@ export class Controller {
   }
 
   async createBackend(name: string, shippable: ShippableDefinition, options?: unknown): Promise<void> {
-    validateName(name, 'backend');
-    const { initArgs, config, contextDir, runtimeEnv, resources } = validateBackendOptions(options);
-    checkSupports(name, shippable, config);
-    checkContainerSupports(name, runtimeEnv, config);
-    confinementOf(name, resources, this.deps.config, runtimeEnv.port !== undefined);
-    const context = contextDir === undefined ? undefined : resolve(contextDir);
-    if (context !== undefined && !statSync(context, { throwIfNoEntry: false })?.isDirectory()) {
-      throw new FlotillaError('INVALID_ARGUMENT', `replicaOptions.runtimeEnv.context '${contextDir}' is not a directory`);
-    }
+    const spec = this.checkBackend(name, shippable, options);
     const checkFree = (): void => {
       if (this.stopped) throw shutDown();
       if (this.backends.has(name) || this.creating.has(name))
         throw new FlotillaError('BACKEND_EXISTS', `backend '${name}' already exists; delete it or choose another name`);
-      this.checkFits(name, resources, config.numReplicas);
+      this.checkFits(name, spec.resources, spec.config.numReplicas);
     };
     checkFree();
     this.creating.add(name);
     let state: BackendState;
     try {
-      if (runtimeEnv.image !== undefined && !(await this.deps.runtime.imageExists(runtimeEnv.image))) {
-        throw new FlotillaError(
-          'INVALID_ARGUMENT',
-          `replicaOptions.runtimeEnv.image '${runtimeEnv.image}' is not on the Docker engine; pull or build it first`,
-        );
-      }
-      const image =
-        runtimeEnv.image ??
-        (await this.deps.images.backendImage({
-          backend: name,
-          ...(context === undefined ? {} : { contextDir: context }),
-          ...(shippable.kind === 'import' ? {} : { shippedModule: shippedModuleText(shippable) }),
-          runtime: runtimeEnv.runtime,
-          packages: runtimeEnv.packages,
-          dockerfile: runtimeEnv.dockerfile,
-          buildArgs: runtimeEnv.buildArgs,
-        }));
+      const target = await this.build(name, shippable, spec);
       this.creating.delete(name);
       checkFree();
-      state = new BackendState(
-        targetOf({ name, definition: shippable, initArgs, config, resources, runtimeEnv: { ...runtimeEnv, context }, image }),
-      );
+      state = new BackendState(target);
       this.save([...this.savedBackends(), state.saved()]);
       this.backends.set(name, state);
     } finally {
@@ -229,7 +204,91 @@ export class Controller {
       await this.abandonCreate(state);
       throw error;
     }
-    this.log.info('backend created', { backend: name, image: state.target.image, replicas: config.numReplicas });
+    this.log.info('backend created', { backend: name, image: state.target.image, replicas: spec.config.numReplicas });
+  }
+
+  /**
+   * Redeploys a backend. A new version is rolled out by the reconciler (BackendState.rollOut); the call resolves when
+   * it completes and rejects with ROLLOUT_FAILED once it rolled back (or paused). The same version only changes config.
+   */
+  async updateBackend(name: string, shippable: ShippableDefinition, options?: unknown): Promise<void> {
+    validateName(name, 'backend');
+    const spec = this.checkBackend(name, shippable, options);
+    return this.exclusive(name, async () => {
+      this.backend(name);
+      const target = await this.build(name, shippable, spec);
+      const state = this.backend(name);
+      if (target.version === state.target.version) return this.applyConfig(state, spec.config, target);
+      const active = state.replicas.filter((r) => r.state !== 'draining' && r.state !== 'failed').length;
+      if (spec.config.numReplicas > active) this.checkFits(name, spec.resources, spec.config.numReplicas - active);
+      const from = state.target.version;
+      const undo = state.rollOut(target);
+      try {
+        this.save(this.savedBackends());
+      } catch (error) {
+        undo();
+        throw error;
+      }
+      this.log.info('rolling out a new version', { backend: name, from, to: target.version });
+      this.reconciler.kick();
+      try {
+        await this.convergence(state);
+      } catch (error) {
+        if (isFlotillaError(error, 'ROLLOUT_FAILED') && state.info().rollout?.state === 'rolling-back') {
+          await this.convergence(state).catch(() => undefined);
+        }
+        throw error;
+      }
+      this.log.info('rollout completed', { backend: name, version: target.version });
+    });
+  }
+
+  /** createBackend's and updateBackend's checks of their arguments, before anything is built. */
+  private checkBackend(name: string, shippable: ShippableDefinition, options: unknown) {
+    validateName(name, 'backend');
+    const spec = validateBackendOptions(options);
+    const { config, contextDir, runtimeEnv, resources } = spec;
+    checkSupports(name, shippable, config);
+    checkContainerSupports(name, runtimeEnv, config);
+    confinementOf(name, resources, this.deps.config, runtimeEnv.port !== undefined);
+    const context = contextDir === undefined ? undefined : resolve(contextDir);
+    if (context !== undefined && !statSync(context, { throwIfNoEntry: false })?.isDirectory()) {
+      throw new FlotillaError('INVALID_ARGUMENT', `replicaOptions.runtimeEnv.context '${contextDir}' is not a directory`);
+    }
+    return { ...spec, context };
+  }
+
+  /** Builds (or finds) the backend's image: the target it would run. */
+  private async build(name: string, shippable: ShippableDefinition, spec: ReturnType<Controller['checkBackend']>): Promise<BackendTarget> {
+    const { initArgs, config, runtimeEnv, resources, context } = spec;
+    if (runtimeEnv.image !== undefined && !(await this.deps.runtime.imageExists(runtimeEnv.image))) {
+      throw new FlotillaError(
+        'INVALID_ARGUMENT',
+        `replicaOptions.runtimeEnv.image '${runtimeEnv.image}' is not on the Docker engine; pull or build it first`,
+      );
+    }
+    const digest = context === undefined || runtimeEnv.image !== undefined ? undefined : await contextDigest(context);
+    const image =
+      runtimeEnv.image ??
+      (await this.deps.images.backendImage({
+        backend: name,
+        ...(context === undefined ? {} : { contextDir: context }),
+        ...(shippable.kind === 'import' ? {} : { shippedModule: shippedModuleText(shippable) }),
+        runtime: runtimeEnv.runtime,
+        packages: runtimeEnv.packages,
+        dockerfile: runtimeEnv.dockerfile,
+        buildArgs: runtimeEnv.buildArgs,
+      }));
+    return targetOf({
+      name,
+      definition: shippable,
+      initArgs,
+      config,
+      resources,
+      runtimeEnv: { ...runtimeEnv, context },
+      image,
+      ...(digest === undefined ? {} : { contextDigest: digest }),
+    });
   }
 
   /** Undoes a createBackend whose replicas failed: forgets the backend and waits until its containers are gone. */
@@ -266,50 +325,56 @@ export class Controller {
    */
   async updateBackendConfig(name: string, patch: unknown): Promise<void> {
     const changes = validateConfigPatch(patch);
-    return this.exclusive(name, async () => {
+    return this.exclusive(name, () => {
       const state = this.backend(name);
-      const previous = state.target;
-      const next = { ...previous.config, ...changes };
-      checkSupports(name, previous.definition, next);
-      checkContainerSupports(name, previous.runtimeEnv, next);
-      if (next.numReplicas > previous.config.numReplicas) {
-        this.checkFits(name, previous.resources, next.numReplicas - state.replicas.filter((r) => r.state !== 'draining').length);
-      }
-      const userConfigChanged = 'userConfig' in changes && JSON.stringify(next.userConfig) !== JSON.stringify(previous.config.userConfig);
-      const liveChanged =
-        userConfigChanged ||
-        next.maxBatchSize !== previous.config.maxBatchSize ||
-        next.batchWaitTimeoutS !== previous.config.batchWaitTimeoutS;
-      const target = targetOf({ ...previous, config: next });
-      this.retarget(state, target);
-      const forward = { live: liveConfigOf(next, userConfigChanged), hash: target.liveHash };
-      const back = {
-        live: liveConfigOf(previous.config, userConfigChanged && previous.config.userConfig !== null),
-        hash: previous.liveHash,
-      };
-      if (liveChanged) {
-        try {
-          await this.pushLive(state, forward, back);
-        } catch (error) {
-          this.retarget(state, previous);
-          throw error;
-        }
-      }
-      this.reconciler.kick();
-      if (next.numReplicas !== previous.config.numReplicas) {
-        try {
-          await this.convergence(state);
-        } catch (error) {
-          if (this.backends.get(name) === state && state.deleting === undefined) {
-            if (liveChanged) await this.pushLive(state, back, undefined).catch(() => undefined);
-            this.retarget(state, previous);
-            this.reconciler.kick();
-          }
-          throw error;
-        }
-      }
-      this.log.info('backend config updated', { backend: name, changes: Object.keys(changes) });
+      return this.applyConfig(state, changes, state.target);
     });
+  }
+
+  /** updateBackendConfig's work, on `base` (the current target, or updateBackend's of the same version). */
+  private async applyConfig(state: BackendState, changes: Partial<BackendConfig>, base: BackendTarget): Promise<void> {
+    const name = state.name;
+    const previous = state.target;
+    const next = { ...previous.config, ...changes };
+    checkSupports(name, previous.definition, next);
+    checkContainerSupports(name, previous.runtimeEnv, next);
+    if (next.numReplicas > previous.config.numReplicas) {
+      this.checkFits(name, previous.resources, next.numReplicas - state.replicas.filter((r) => r.state !== 'draining').length);
+    }
+    const userConfigChanged = 'userConfig' in changes && JSON.stringify(next.userConfig) !== JSON.stringify(previous.config.userConfig);
+    const liveChanged =
+      userConfigChanged ||
+      next.maxBatchSize !== previous.config.maxBatchSize ||
+      next.batchWaitTimeoutS !== previous.config.batchWaitTimeoutS;
+    const target = targetOf({ ...savedTarget(base), config: next });
+    this.retarget(state, target);
+    const forward = { live: liveConfigOf(next, userConfigChanged), hash: target.liveHash };
+    const back = {
+      live: liveConfigOf(previous.config, userConfigChanged && previous.config.userConfig !== null),
+      hash: previous.liveHash,
+    };
+    if (liveChanged) {
+      try {
+        await this.pushLive(state, forward, back);
+      } catch (error) {
+        this.retarget(state, previous);
+        throw error;
+      }
+    }
+    this.reconciler.kick();
+    if (next.numReplicas !== previous.config.numReplicas) {
+      try {
+        await this.convergence(state);
+      } catch (error) {
+        if (this.backends.get(name) === state && state.deleting === undefined) {
+          if (liveChanged) await this.pushLive(state, back, undefined).catch(() => undefined);
+          this.retarget(state, previous);
+          this.reconciler.kick();
+        }
+        throw error;
+      }
+    }
+    this.log.info('backend config updated', { backend: name, changes: Object.keys(changes) });
   }
 
   /** Saves the backend with a new target, then sets it. */
@@ -596,11 +661,6 @@ export class Controller {
     this.published = text;
     this.deps.dispatcher.update(snapshot);
   }
-}
-
-function savedTarget(target: BackendTarget): Omit<SavedBackend, 'replicaConfigs'> {
-  const { name, definition, initArgs, config, resources, runtimeEnv, image } = target;
-  return { name, definition, initArgs, config, resources, runtimeEnv, image };
 }
 
 /** A live config to push, and the hash of the config a replica holds once it took it. */

@@ -98,7 +98,7 @@ export class ReplicaLauncher implements ReplicaDriver {
         [LABELS.replica]: replica.id,
         [LABELS.placement]: JSON.stringify(placement),
         [LABELS.restarts]: String(history.restarts),
-        [LABELS.imageHash]: target.imageHash,
+        [LABELS.version]: target.version,
         [LABELS.configHash]: target.liveHash,
         ...(history.lastError === null ? {} : { [LABELS.lastError]: history.lastError.slice(0, 1000) }),
       },

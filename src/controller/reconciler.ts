@@ -17,7 +17,7 @@ export interface ReconcilerDeps {
   clock: Clock;
   logger: Logger;
   labels: Record<string, string>;
-  settings: { readyTimeoutS: number; healthCheckPeriodS: number };
+  settings: { readyTimeoutS: number; healthCheckPeriodS: number; rolloutMaxSurge: number; rolloutOnFailure: 'rollback' | 'pause' };
   /** Called after a step that may have changed what is routable. */
   onStep(): void;
   onConfigsChanged(backend: BackendState): void;
@@ -88,6 +88,7 @@ export class Reconciler {
           log: logger.child({ component: 'backend-state' }),
           readyTimeoutMs: settings.readyTimeoutS * 1000,
           healthCheckPeriodMs: settings.healthCheckPeriodS * 1000,
+          rollout: { maxSurge: settings.rolloutMaxSurge, onFailure: settings.rolloutOnFailure },
           kick: () => this.kick(),
           onConfigsChanged: (changed) => this.deps.onConfigsChanged(changed),
           ...(this.deps.events === undefined ? {} : { events: this.deps.events }),

@@ -77,8 +77,8 @@ interface Task {
  * never waits: it takes the outcome of the one operation the replica may
  * have had in flight, moves on, and launches the next operation.
  * A replica that is 'starting' is never routed to; an adopted one starts
- * there too and must pass a health check (and get the current live config)
- * before it is 'ready'.
+ * there too and must pass a health check (and get the current live config,
+ * unless it runs an older version that a rollout is replacing) before it is 'ready'.
  */
 export class Replica {
   state: ReplicaState = 'starting';
@@ -97,8 +97,8 @@ export class Replica {
     readonly id: string,
     readonly placement: Placement,
     readonly history: ReplicaHistory,
-    /** Hash of the image it runs. */
-    readonly imageHash: string,
+    /** The version it runs (versionOf). */
+    readonly version: string,
     /** Hash of the live config it holds ('unknown' when a push may have half-applied). */
     public liveHash: string,
     now: number,
@@ -163,7 +163,7 @@ export class Replica {
       return;
     }
     if (this.healthy) {
-      if (this.liveHash === ctx.target.liveHash) return this.move(ctx, 'ready');
+      if (!this.current(ctx) || this.liveHash === ctx.target.liveHash) return this.move(ctx, 'ready');
       if (!ctx.mayPush) return;
       this.launch(
         ctx,
@@ -203,7 +203,7 @@ export class Replica {
         return;
       }
     }
-    if (ctx.mayPush && this.liveHash !== ctx.target.liveHash) {
+    if (ctx.mayPush && this.current(ctx) && this.liveHash !== ctx.target.liveHash) {
       this.launch(
         ctx,
         () => ctx.driver.push(ctx.target, this),
@@ -226,6 +226,11 @@ export class Replica {
           this.fail(ctx, `replica ${this.id} stopped answering health checks (${this.failedProbes} in a row)`);
       },
     );
+  }
+
+  /** A replica of an older version keeps the live config it has until a rollout replaces it. */
+  private current(ctx: StepContext): boolean {
+    return this.version === ctx.target.version;
   }
 
   private pushed(ctx: StepContext): void {

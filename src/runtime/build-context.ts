@@ -140,3 +140,17 @@ export function contextFilter(contextDir: string, keep: string[], alsoIgnore: (p
     return !(hasExceptions && statSync(join(contextDir, path)).isDirectory());
   };
 }
+
+/**
+ * The hash of a context's files as an image build packs them (.dockerignore honoured): what a backend was built from,
+ * compared by `flotilla deploy` to see whether the files under a context changed.
+ */
+export async function contextDigest(dir: string): Promise<string> {
+  const packed = await packContext([{ dir, prefix: '', ignore: contextFilter(dir, ['.dockerignore'], () => false) }], {
+    salt: '',
+    maxBytes: 0,
+    what: `context ${dir}`,
+  });
+  packed.dispose();
+  return packed.hash;
+}

@@ -40,13 +40,23 @@ function saved(numReplicas: number, userConfig: unknown = null) {
 }
 
 /** One backend stepped by hand, as the reconciler steps it, with a fake engine, fake replicas and a manual clock. */
-function harness(numReplicas: number, options: { runtime?: ContainerRuntime; limit?: number; userConfig?: unknown } = {}) {
+function harness(
+  numReplicas: number,
+  options: {
+    runtime?: ContainerRuntime;
+    limit?: number;
+    userConfig?: unknown;
+    cpus?: number;
+    maxSurge?: number;
+    onFailure?: 'rollback' | 'pause';
+  } = {},
+) {
   const events: string[] = [];
   const clock = new ManualClock();
   const fake = new FakeRuntime(clock);
   const runtime = options.runtime ?? fake;
   const client = new FakeReplicaClient();
-  const scheduler = new Scheduler({ cpus: 8, memoryMb: 8192, gpus: [] });
+  const scheduler = new Scheduler({ cpus: options.cpus ?? 8, memoryMb: 8192, gpus: [] });
   const inFlight = new Map<string, { promise: Promise<void>; finish: () => void }>();
   const launcher = new ReplicaLauncher({
     settings: loadConfig({ instance: 't', stateDir: mkdtempSync(join(tmpdir(), 'flt-bs-')), transport: 'tcp' }),
@@ -76,6 +86,7 @@ function harness(numReplicas: number, options: { runtime?: ContainerRuntime; lim
         log: silentLogger,
         readyTimeoutMs: READY_TIMEOUT_MS,
         healthCheckPeriodMs: HEALTH_PERIOD_MS,
+        rollout: { maxSurge: options.maxSurge ?? 1, onFailure: options.onFailure ?? 'rollback' },
         kick: () => undefined,
         onConfigsChanged: () => undefined,
         events: { record: (kind, subject, message) => (events.push(`${kind} ${subject.replica}: ${message}`), {} as never) },
@@ -382,7 +393,7 @@ describe('a backend stepped by the reconciler', () => {
 });
 
 describe('adoption', () => {
-  function labelsFor(h: ReturnType<typeof harness>, id: string, hashes: { image?: string; config?: string }) {
+  function labelsFor(h: ReturnType<typeof harness>, id: string, hashes: { version?: string; config?: string }) {
     return {
       [LABELS.managed]: 'true',
       [LABELS.instance]: 't',
@@ -390,15 +401,15 @@ describe('adoption', () => {
       [LABELS.replica]: id,
       [LABELS.placement]: JSON.stringify({ cpus: 1, memoryMb: null, gpuIds: [], gpuShare: 0 }),
       [LABELS.restarts]: '2',
-      ...(hashes.image === undefined ? {} : { [LABELS.imageHash]: hashes.image }),
+      ...(hashes.version === undefined ? {} : { [LABELS.version]: hashes.version }),
       ...(hashes.config === undefined ? {} : { [LABELS.configHash]: hashes.config }),
     };
   }
 
   it('adopts running containers as starting, probes them before routing, and removes none that match', async () => {
     const h = harness(1);
-    const { imageHash, liveHash } = h.backend.target;
-    const status = h.fake.add(labelsFor(h, 'aaaa', { image: imageHash, config: liveHash }));
+    const { version, liveHash } = h.backend.target;
+    const status = h.fake.add(labelsFor(h, 'aaaa', { version, config: liveHash }));
     const strays = adoptContainers(new Map([['model', h.backend]]), [status], h.scheduler, h.clock.now());
     expect(strays).toEqual([]);
     expect(h.counts()).toEqual({ starting: 1 });
@@ -412,24 +423,193 @@ describe('adoption', () => {
     expect(h.fake.containers.size).toBe(1);
   });
 
-  it('reconfigures an adopted replica whose live config differs before it is ready, and replaces one on another image', async () => {
+  it('reconfigures an adopted replica whose live config differs before it is ready, and rolls over one of another version', async () => {
     const h = harness(2, { userConfig: { v: 2 } });
-    const { imageHash } = h.backend.target;
-    const stale = h.fake.add(labelsFor(h, 'stale', { image: imageHash, config: 'old-config' }));
-    const oldImage = h.fake.add(labelsFor(h, 'oldimg', { image: 'old-image', config: h.backend.target.liveHash }));
+    const { version } = h.backend.target;
+    const stale = h.fake.add(labelsFor(h, 'stale', { version, config: 'old-config' }));
+    const oldImage = h.fake.add(labelsFor(h, 'oldimg', { version: 'old-version', config: 'old-config' }));
     const foreign = h.fake.add({ ...labelsFor(h, 'x', {}), [LABELS.backend]: 'ghost' });
     const strays = adoptContainers(new Map([['model', h.backend]]), [stale, oldImage, foreign], h.scheduler, h.clock.now());
     expect(strays.map((s) => s.containerId)).toEqual([foreign.containerId]);
     h.client.setHealth(stale, 200);
     h.client.setHealth(oldImage, 200);
     await h.step();
+    // The old version keeps serving (and keeps its live config) until a replica of the current one takes its place.
     expect(h.counts()).toEqual({ starting: 3 });
-    await h.step();
-    expect(h.counts()).toEqual({ starting: 2, draining: 1 });
     await h.step(4);
+    expect(h.counts()).toEqual({ ready: 2, starting: 1 });
+    expect(h.backend.replicas.find((r) => r.id === 'oldimg')?.state).toBe('ready');
+    h.ready();
+    await h.step(6);
+    expect(h.counts()).toEqual({ ready: 2 });
     expect(h.client.pushes.map((p) => p.config)).toEqual([{ maxBatchSize: 1, batchWaitTimeoutS: 0, userConfig: { v: 2 } }]);
     expect(h.backend.replicas.find((r) => r.id === 'stale')?.state).toBe('ready');
     expect(h.backend.replicas.some((r) => r.id === 'oldimg')).toBe(false);
     expect(h.fake.containers.has(oldImage.containerId)).toBe(false);
+  });
+});
+
+describe('a rolling update stepped by the reconciler', () => {
+  const v2 = () => targetOf({ ...saved(3), image: 'model:2' });
+
+  async function readyOn(h: ReturnType<typeof harness>) {
+    await h.step(2);
+    h.ready();
+    await h.step(2);
+    expect(h.counts()).toEqual({ ready: 3 });
+  }
+
+  /** Replica counts by version ('v1' is the first target's) and state, e.g. { 'v1 ready': 2, 'v2 starting': 1 }. */
+  function byVersion(h: ReturnType<typeof harness>, first: string) {
+    const result: Record<string, number> = {};
+    for (const r of h.backend.replicas) {
+      const key = `${r.version === first ? 'v1' : 'v2'} ${r.state}`;
+      result[key] = (result[key] ?? 0) + 1;
+    }
+    return result;
+  }
+
+  /** Steps until the backend converged, making new replicas healthy; returns the fewest ready and most live replicas seen. */
+  async function stepThrough(h: ReturnType<typeof harness>, healthy = true) {
+    let fewestReady = Infinity;
+    let mostLive = 0;
+    for (let i = 0; i < 100 && !h.backend.isConverged(); i++) {
+      if (healthy) h.ready();
+      await h.step();
+      fewestReady = Math.min(fewestReady, h.backend.routable().length);
+      mostLive = Math.max(mostLive, h.fake.containers.size);
+    }
+    expect(h.backend.isConverged()).toBe(true);
+    return { fewestReady, mostLive };
+  }
+
+  it('starts a new replica beside the old ones, retires an old one once it is ready, and never serves with fewer', async () => {
+    const h = harness(3);
+    await readyOn(h);
+    const first = h.backend.target.version;
+    let done = false;
+    h.backend.rollOut(v2());
+    void h.backend.converged().then(() => (done = true));
+    await h.step();
+    expect(byVersion(h, first)).toEqual({ 'v1 ready': 3, 'v2 starting': 1 });
+    await h.step(5);
+    // Not ready yet: nothing old leaves.
+    expect(byVersion(h, first)).toEqual({ 'v1 ready': 3, 'v2 starting': 1 });
+    expect(h.backend.info().rollout).toEqual({ state: 'rolling', fromVersion: first, targetVersion: v2().version, reason: null });
+    h.ready();
+    await h.step(2);
+    expect(byVersion(h, first)).toMatchObject({ 'v1 ready': 2, 'v2 ready': 1, 'v2 starting': 1 });
+    const { fewestReady, mostLive } = await stepThrough(h);
+    expect(fewestReady).toBeGreaterThanOrEqual(3);
+    expect(mostLive).toBeLessThanOrEqual(5);
+    expect(byVersion(h, first)).toEqual({ 'v2 ready': 3 });
+    expect(h.backend.info()).toMatchObject({ version: v2().version, rollout: { state: 'completed' } });
+    expect(h.backend.replicaInfo().map((r) => r.version)).toEqual([v2().version, v2().version, v2().version]);
+    expect(h.scheduler.free().cpus).toBe(5);
+    await h.step();
+    expect(done).toBe(true);
+  });
+
+  it('replaces in place, one at a time, when there is no room to surge, and says so', async () => {
+    const h = harness(3, { cpus: 3 });
+    await readyOn(h);
+    const first = h.backend.target.version;
+    h.backend.rollOut(v2());
+    await h.step();
+    expect(h.backend.info().rollout?.state).toBe('in-place');
+    expect(byVersion(h, first)).toEqual({ 'v1 ready': 2, 'v1 draining': 1 });
+    await h.step(3);
+    expect(byVersion(h, first)).toEqual({ 'v1 ready': 2, 'v2 starting': 1 });
+    const { fewestReady } = await stepThrough(h);
+    expect(fewestReady).toBe(2);
+    expect(byVersion(h, first)).toEqual({ 'v2 ready': 3 });
+    expect(h.backend.info().rollout?.state).toBe('completed');
+    expect(h.scheduler.free().cpus).toBe(0);
+  });
+
+  it('replaces in place with maxSurge 0 even when there is room', async () => {
+    const h = harness(3, { maxSurge: 0 });
+    await readyOn(h);
+    h.backend.rollOut(v2());
+    await h.step();
+    expect(h.backend.info().rollout?.state).toBe('in-place');
+    const { fewestReady, mostLive } = await stepThrough(h);
+    expect(fewestReady).toBe(2);
+    expect(mostLive).toBe(3);
+  });
+
+  it('rolls back when a replica of the new version fails to start, and the old version keeps serving throughout', async () => {
+    const h = harness(3);
+    await readyOn(h);
+    const first = h.backend.target.version;
+    h.fake.logsFor = () => '{"event":"init_failed","message":"constructor threw: bad weights"}\n';
+    h.backend.rollOut(v2());
+    const goal = h.backend.converged();
+    goal.catch(() => undefined);
+    await h.step(2);
+    const fresh = h.backend.replicas.find((r) => r.version !== first)!;
+    h.fake.exit(fresh.container!.containerId, 1);
+    await h.step(2);
+    await expect(goal).rejects.toMatchObject({ code: 'ROLLOUT_FAILED', message: expect.stringMatching(/bad weights/) });
+    expect(h.backend.target.version).toBe(first);
+    expect(h.backend.info().rollout).toMatchObject({
+      state: 'rolling-back',
+      fromVersion: v2().version,
+      targetVersion: first,
+      reason: expect.stringMatching(/bad weights/),
+    });
+    expect(h.backend.routable()).toHaveLength(3);
+    const { fewestReady } = await stepThrough(h, false);
+    expect(fewestReady).toBe(3);
+    expect(byVersion(h, first)).toEqual({ 'v1 ready': 3 });
+    expect(h.backend.info().rollout?.state).toBe('rolled-back');
+    expect(h.backend.saved().rollout).not.toHaveProperty('previous');
+  });
+
+  it('rolls back from half way: the new replicas that were ready are replaced by old ones again', async () => {
+    const h = harness(3);
+    await readyOn(h);
+    const first = h.backend.target.version;
+    h.backend.rollOut(v2());
+    while ((byVersion(h, first)['v2 ready'] ?? 0) < 1) {
+      h.ready();
+      await h.step();
+    }
+    expect(byVersion(h, first)).toMatchObject({ 'v2 starting': 1 });
+    h.clock.advance(READY_TIMEOUT_MS);
+    await h.step(2);
+    expect(h.backend.info().rollout?.state).toBe('rolling-back');
+    const { fewestReady } = await stepThrough(h);
+    expect(fewestReady).toBeGreaterThanOrEqual(3);
+    expect(byVersion(h, first)).toEqual({ 'v1 ready': 3 });
+  });
+
+  it('pauses instead when told to: no more new replicas, the old ones serve', async () => {
+    const h = harness(3, { onFailure: 'pause' });
+    await readyOn(h);
+    const first = h.backend.target.version;
+    h.backend.rollOut(v2());
+    const goal = h.backend.converged();
+    goal.catch(() => undefined);
+    await h.step(2);
+    h.fake.exit(h.backend.replicas.find((r) => r.version !== first)!.container!.containerId, 1);
+    await h.step(2);
+    await expect(goal).rejects.toMatchObject({ code: 'ROLLOUT_FAILED' });
+    await h.step(20);
+    expect(byVersion(h, first)).toEqual({ 'v1 ready': 3 });
+    expect(h.backend.info().rollout).toMatchObject({ state: 'paused', targetVersion: v2().version });
+    expect(h.backend.target.version).toBe(v2().version);
+  });
+
+  it('keeps a rollout under way in the saved state, with the version to roll back to', async () => {
+    const h = harness(3);
+    await readyOn(h);
+    const first = h.backend.target.version;
+    h.backend.rollOut(v2());
+    const saved = h.backend.saved();
+    expect(saved.rollout).toMatchObject({ state: 'rolling', targetVersion: v2().version, previous: { image: 'model:1' } });
+    const restored = new BackendState(targetOf(saved), {}, saved.rollout);
+    expect(restored.info().rollout).toMatchObject({ state: 'rolling', fromVersion: first });
+    expect(restored.saved()).toEqual(saved);
   });
 });

@@ -35,6 +35,9 @@ function stateOf(spec: AppSpec): CurrentState {
       initArgs: backend.initArgs,
       runtimeEnv: backend.runtimeEnv,
       resources: backend.resources,
+      version: 'v1',
+      contextDigest: null,
+      rollout: null,
     };
   }
   const endpoints: Record<string, EndpointInfo> = {};
@@ -159,13 +162,22 @@ describe('planDeploy', () => {
     ['initArgs', APP.replace('[hello]', '[bye]'), 'initArgs ["hello"] → ["bye"]'],
     ['runtimeEnv', APP.replace('./my-backend', './env-ignored'), 'runtimeEnv {"context":'],
     ['replicaOptions', APP.replace('numCpus: 0.5', 'numCpus: 1'), 'replicaOptions.numCpus 0.5 → 1'],
-  ])('refuses a changed %s, naming the line and what to do instead', (_what, text, change) => {
-    const edited = parse(text.replace('numReplicas: 1', 'numReplicas: 2'));
-    expect(() => planDeploy(edited, running)).toThrow(
-      expect.objectContaining({ code: 'INVALID_ARGUMENT', details: { backends: ['echo'] } }),
-    );
-    expect(() => planDeploy(edited, running)).toThrow(`app.yaml:2: backends.echo: ${change}`);
-    expect(() => planDeploy(edited, running)).toThrow(/under a new backend name, move the endpoints' traffic to it/);
+  ])('rolls out a changed %s with its config in one updateBackend, before endpoint changes', (_what, text, change) => {
+    const edited = parse(text.replace('numReplicas: 1', 'numReplicas: 2').replace('route: /echo', 'route: /echo2'));
+    const steps = planDeploy(edited, running);
+    expect(ops(steps)).toEqual(['updateBackend echo', 'deleteEndpoint echo', 'createEndpoint echo']);
+    const [update] = steps;
+    expect(update).toMatchObject({ op: 'updateBackend', spec: { config: { numReplicas: 2 } } });
+    expect(describeStep(update!)).toContain(`rolling out a new version of echo: ${change}`);
+  });
+
+  it('rolls out when the files under a context changed, and not when they did not', () => {
+    const echo = running.backends.echo as BackendInfo;
+    const state = { ...running, backends: { echo: { ...echo, contextDigest: 'aaaa' } } };
+    expect(planDeploy(parse(APP), state, { echo: 'aaaa' })).toEqual([]);
+    const steps = planDeploy(parse(APP), state, { echo: 'bbbb' });
+    expect(ops(steps)).toEqual(['updateBackend echo']);
+    expect(describeStep(steps[0]!)).toMatch(/^rolling out a new version of echo: files under \/.*my-backend changed…$/);
   });
 
   it('compares every runtimeEnv key of an existing HTTP container backend', () => {
@@ -173,15 +185,15 @@ describe('planDeploy', () => {
     const web = stateOf(parse(text));
     web.backends.web = { ...(web.backends.web as BackendInfo), runtimeEnv: { image: 'web:1', port: 8080, healthPath: '/' } };
     expect(planDeploy(parse(text), web)).toEqual([]);
-    expect(() => planDeploy(parse(text.replace('8080', '8081')), web)).toThrow(
-      'app.yaml:2: backends.web: runtimeEnv {"healthPath":"/","image":"web:1","port":8080,"runtime":"node"} → {"healthPath":"/","image":"web:1","port":8081,"runtime":"node"}',
+    expect(describeStep(planDeploy(parse(text.replace('8080', '8081')), web)[0]!)).toBe(
+      'rolling out a new version of web: runtimeEnv {"healthPath":"/","image":"web:1","port":8080,"runtime":"node"} → {"healthPath":"/","image":"web:1","port":8081,"runtime":"node"}…',
     );
   });
 
-  it('refuses to take over a backend that was created from shipped code', () => {
+  it('rolls a backend that was created from shipped code over to the import path of the file', () => {
     const echo = running.backends.echo as BackendInfo;
     const state = { ...running, backends: { echo: { ...echo, definition: { kind: 'class' as const, name: 'Echo', sourceHash: 'abc' } } } };
-    expect(() => planDeploy(parse(APP), state)).toThrow('import a shipped class Echo → handlers/echo.js:Echo');
+    expect(describeStep(planDeploy(parse(APP), state)[0]!)).toContain('import a shipped class Echo → handlers/echo.js:Echo');
   });
 });
 
