@@ -122,3 +122,115 @@ describe('incremental rollout (docs/rollout.md)', () => {
     expect((await client.listEndpoints()).sentiment).toMatchObject({ traffic: { 'sentiment-v2': 1 }, shadows: {} });
   });
 });
+
+function greeterV1() {
+  return Response.json({ version: 'v1' });
+}
+
+function greeterV2() {
+  return Response.json({ version: 'v2' });
+}
+
+class BrokenGreeter {
+  constructor() {
+    throw new Error('bad weights: cannot load the model');
+  }
+  call() {
+    return { version: 'broken' };
+  }
+}
+
+describe('rolling updates (docs/rollout.md)', () => {
+  let client: Client;
+  const options = { config: { numReplicas: 3, gracefulShutdownTimeoutS: 5 }, replicaOptions: { numCpus: 0.25 } };
+
+  beforeAll(async () => {
+    ({ client } = await startFlotilla({ rolloutMaxSurge: 1 }));
+    await client.createBackend('greeter', greeterV1, options);
+    await client.createEndpoint('greeter', { backend: 'greeter', route: '/greeter' });
+  });
+  afterAll(() => client.shutdown());
+
+  /** Load on the endpoint that records the order of the versions that answered, and the fewest ready replicas seen. */
+  function watch() {
+    const versions: string[] = [];
+    const load = startLoad(async () => {
+      const response = await fetch(`${client.httpUrl}/greeter`);
+      if (response.ok) versions.push(((await response.clone().json()) as { version: string }).version);
+      return response;
+    }, 4);
+    let fewestReady = Infinity;
+    let polling = true;
+    const poller = (async () => {
+      while (polling) {
+        const replicas = await client.listReplicas('greeter');
+        fewestReady = Math.min(fewestReady, replicas.filter((r) => r.state === 'ready').length);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    })();
+    return {
+      versions,
+      async stop() {
+        polling = false;
+        await poller;
+        return { ...(await load.stop()), fewestReady };
+      },
+    };
+  }
+
+  it('rolls a 3-replica backend to a new handler under load: every answer 2xx, old then new, never fewer than 3 ready', async () => {
+    const before = await client.getBackendConfig('greeter');
+    const watching = watch();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const started = Date.now();
+    await client.updateBackend('greeter', greeterV2, options);
+    const tookS = (Date.now() - started) / 1000;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const { statuses, total, fewestReady } = await watching.stop();
+    console.log(`rolling update of 3 replicas (maxSurge 1): ${tookS.toFixed(1)} s`);
+
+    expect([...statuses.keys()]).toEqual([200]);
+    expect(total).toBeGreaterThan(50);
+    expect(fewestReady).toBeGreaterThanOrEqual(3);
+    const { versions } = watching;
+    expect(versions[0]).toBe('v1');
+    expect(versions.at(-1)).toBe('v2');
+    expect(versions.slice(-20)).toEqual(Array(20).fill('v2'));
+
+    const after = await client.getBackendConfig('greeter');
+    expect(after.version).not.toBe(before.version);
+    expect(after.rollout).toEqual({ state: 'completed', fromVersion: before.version, targetVersion: after.version, reason: null });
+    const replicas = await client.listReplicas('greeter');
+    expect(replicas.map((r) => [r.state, r.version])).toEqual(Array(3).fill(['ready', after.version]));
+  });
+
+  it('rolls back a version whose constructor throws; the old version serves throughout', async () => {
+    const before = await client.getBackendConfig('greeter');
+    const watching = watch();
+    const started = Date.now();
+    await expect(client.updateBackend('greeter', BrokenGreeter, options)).rejects.toMatchObject({
+      code: 'ROLLOUT_FAILED',
+      message: expect.stringMatching(/bad weights/),
+    });
+    const tookS = (Date.now() - started) / 1000;
+    const { statuses, fewestReady } = await watching.stop();
+    console.log(`failed rollout rolled back in ${tookS.toFixed(1)} s`);
+
+    expect([...statuses.keys()]).toEqual([200]);
+    expect(new Set(watching.versions)).toEqual(new Set(['v2']));
+    expect(fewestReady).toBeGreaterThanOrEqual(3);
+    const info = (await client.listBackends()).greeter!;
+    expect(info.version).toBe(before.version);
+    expect(info.rollout).toMatchObject({ state: 'rolled-back', targetVersion: before.version, reason: expect.stringMatching(/bad weights/) });
+    const replicas = await client.listReplicas('greeter');
+    expect(replicas.map((r) => [r.state, r.version])).toEqual(Array(3).fill(['ready', before.version]));
+  });
+
+  it('checks updateBackend as createBackend: an unknown backend or bad options change nothing', async () => {
+    await expect(client.updateBackend('nobody', greeterV1, options)).rejects.toMatchObject({ code: 'BACKEND_NOT_FOUND' });
+    await expect(client.updateBackend('greeter', greeterV1, { config: { numReplicas: -1 } })).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+    });
+    expect((await client.listReplicas('greeter')).filter((r) => r.state === 'ready')).toHaveLength(3);
+  });
+});
