@@ -134,6 +134,51 @@ describe('crash recovery', () => {
   });
 });
 
+describe('a rollout across a control-plane crash', () => {
+  it('completes a rolling update after kill -9 mid-rollout and a restart, serving throughout', async () => {
+    const options = await settings();
+    const first = startProcess(options);
+    let second: ChildProcess | undefined;
+    try {
+      const client = await connectWhenUp(options);
+      const config = { config: { numReplicas: 3 }, replicaOptions: { numCpus: 0.25 } };
+      await client.createBackend('roller', () => 'v1', config);
+      await client.createEndpoint('roller', { backend: 'roller', route: '/roller' });
+      const v1 = (await client.getBackendConfig('roller')).version;
+      const rolling = client.updateBackend('roller', () => 'v2', config);
+      rolling.catch(() => undefined);
+      await expect
+        .poll(async () => (await client.listReplicas('roller')).some((r) => r.version !== v1 && r.state === 'ready'), { timeout: 30_000 })
+        .toBe(true);
+      first.kill('SIGKILL');
+      await new Promise((resolve) => first.once('exit', resolve));
+      await expect(rolling).rejects.toThrow();
+      const saved = JSON.parse(readFileSync(join(options.stateDir, 'state', `${options.instance}.json`), 'utf8'));
+      expect(saved.backends[0].rollout).toMatchObject({ state: 'rolling', fromVersion: v1 });
+      expect(saved.backends[0].rollout.previous).toMatchObject({ name: 'roller' });
+
+      second = startProcess(options);
+      const again = await connectWhenUp(options);
+      const load = startLoad(() => fetch(`${again.httpUrl}/roller`), 4);
+      await expect
+        .poll(async () => (await again.getBackendConfig('roller')).rollout?.state, { timeout: 60_000, interval: 200 })
+        .toBe('completed');
+      const { statuses, total } = await load.stop();
+      expect(Object.fromEntries(statuses)).toEqual({ 200: total });
+      const info = await again.getBackendConfig('roller');
+      expect(info.version).not.toBe(v1);
+      expect((await again.listReplicas('roller')).map((r) => [r.state, r.version])).toEqual(Array(3).fill(['ready', info.version]));
+      expect(await (await fetch(`${again.httpUrl}/roller`)).text()).toBe('v2');
+      expect(containersOf(options.instance, 'roller')).toHaveLength(3);
+      await again.shutdown();
+      await new Promise((resolve) => second!.once('exit', resolve));
+    } finally {
+      first.kill('SIGKILL');
+      second?.kill('SIGKILL');
+    }
+  });
+});
+
 describe('the remote client and admin API', () => {
   let local: Client;
   let remote: Client;
