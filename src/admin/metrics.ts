@@ -65,6 +65,19 @@ export class PrometheusMetrics implements ServingMetrics {
           healthy.set({ backend, replica: replica.id }, replica.state === 'ready' ? 1 : 0);
       },
     });
+    const rollouts: Gauge<'backend' | 'state'> = new Gauge({
+      name: 'flotilla_rollout',
+      help: "1 for the state of each backend's latest rolling update (rolling, in-place, paused, rolling-back, rolled-back, completed).",
+      labelNames: ['backend', 'state'],
+      registers: [this.registry],
+      collect: async () => {
+        rollouts.reset();
+        if (this.client === undefined) return;
+        for (const [backend, info] of Object.entries(await this.client.listBackends())) {
+          if (info.rollout !== null) rollouts.set({ backend, state: info.rollout.state }, 1);
+        }
+      },
+    });
   }
 
   /** Every replica with its backend, as the client reports them now. */

@@ -30,7 +30,12 @@ export async function renderStatus(client: Client): Promise<string> {
   for (const [name, backend] of Object.entries(backends)) {
     const replicas = await client.listReplicas(name);
     const ready = replicas.filter((r) => r.state === 'ready').length;
-    replicaRows.push([name, `${ready}/${backend.numReplicas} ready`, '', '', '']);
+    const rollout = backend.rollout;
+    const rolloutNote =
+      rollout === null || rollout.state === 'completed'
+        ? ''
+        : `rollout ${rollout.state} ${rollout.fromVersion} → ${rollout.targetVersion}${rollout.reason === null ? '' : `: ${rollout.reason}`}`;
+    replicaRows.push([name, `${ready}/${backend.numReplicas} ready`, `version ${backend.version}`, '', rolloutNote]);
     for (const replica of replicas) {
       replicaRows.push([
         '',

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
+import { renderStatus } from '../../src/cli/status.js';
 import { startFlotilla } from './harness.js';
 import { startLoad } from './load.js';
 
@@ -221,9 +222,17 @@ describe('rolling updates (docs/rollout.md)', () => {
     expect(fewestReady).toBeGreaterThanOrEqual(3);
     const info = (await client.listBackends()).greeter!;
     expect(info.version).toBe(before.version);
-    expect(info.rollout).toMatchObject({ state: 'rolled-back', targetVersion: before.version, reason: expect.stringMatching(/bad weights/) });
+    expect(info.rollout).toMatchObject({
+      state: 'rolled-back',
+      targetVersion: before.version,
+      reason: expect.stringMatching(/bad weights/),
+    });
     const replicas = await client.listReplicas('greeter');
     expect(replicas.map((r) => [r.state, r.version])).toEqual(Array(3).fill(['ready', before.version]));
+    const status = await renderStatus(client);
+    expect(status).toMatch(new RegExp(`greeter\\s+3/3 ready\\s+version ${before.version}\\s+rollout rolled-back .*bad weights`));
+    const metrics = await (await fetch(`${client.httpUrl}/-/metrics`)).text();
+    expect(metrics).toContain('flotilla_rollout{backend="greeter",state="rolled-back"} 1');
   });
 
   it('checks updateBackend as createBackend: an unknown backend or bad options change nothing', async () => {
