@@ -212,7 +212,6 @@ export class Controller {
    * it completes and rejects with ROLLOUT_FAILED once it rolled back (or paused). The same version only changes config.
    */
   async updateBackend(name: string, shippable: ShippableDefinition, options?: unknown): Promise<void> {
-    validateName(name, 'backend');
     const spec = this.checkBackend(name, shippable, options);
     return this.exclusive(name, async () => {
       this.backend(name);
@@ -336,6 +335,12 @@ export class Controller {
     const name = state.name;
     const previous = state.target;
     const next = { ...previous.config, ...changes };
+    if (next.numReplicas !== previous.config.numReplicas && state.info().rollout?.state === 'paused') {
+      throw new FlotillaError(
+        'ROLLOUT_PAUSED',
+        `backend '${name}' has a paused rollout (${state.info().rollout?.reason ?? ''}); call updateBackend with a working version, or the previous one, before scaling it`,
+      );
+    }
     checkSupports(name, previous.definition, next);
     checkContainerSupports(name, previous.runtimeEnv, next);
     if (next.numReplicas > previous.config.numReplicas) {

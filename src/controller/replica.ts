@@ -69,7 +69,7 @@ interface Task {
 /**
  * One replica's state machine:
  *
- *   starting ──probe ok──► ready ──(scale down, delete, outdated)──► draining ──► stopped
+ *   starting ──probe ok──► ready ──(scale down, delete, rollout)──► draining ──► stopped
  *      │                     │                                                    ▲
  *      └──start/probe fails──┴──exited, gone, 3 failed probes──► failed ──────────┘
  *
