@@ -4,11 +4,12 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/common/clock.js';
 import { LABELS } from '../../src/common/labels.js';
-import { loadConfig } from '../../src/config/config.js';
+import { loadConfig, type ConfigOverrides } from '../../src/config/config.js';
 import { Controller } from '../../src/controller/controller.js';
 import { InFlight } from '../../src/proxy/in-flight.js';
 import type { RoutingSnapshot } from '../../src/proxy/dispatcher.js';
 import { Scheduler } from '../../src/resources/scheduler.js';
+import type { ReplicaStatus } from '../../src/runtime/container-runtime.js';
 import { FakeReplicaClient, FakeRuntime, silentLogger } from './fakes/fake-runtime.js';
 
 const running: Controller[] = [];
@@ -16,8 +17,13 @@ afterEach(async () => {
   await Promise.all(running.splice(0).map((c) => c.detach()));
 });
 
-function setup(stateDir = mkdtempSync(join(tmpdir(), 'flt-ctl-'))) {
+function setup(
+  stateDir = mkdtempSync(join(tmpdir(), 'flt-ctl-')),
+  overrides: ConfigOverrides = {},
+  healthyIf: (status: ReplicaStatus) => boolean = () => true,
+) {
   const config = loadConfig({
+    ...overrides,
     instance: 'unit',
     stateDir,
     transport: 'tcp',
@@ -43,7 +49,7 @@ function setup(stateDir = mkdtempSync(join(tmpdir(), 'flt-ctl-'))) {
   const statePath = join(stateDir, 'state', 'unit.json');
   /** Replicas answer their health checks as soon as their container runs. */
   const healthy = setInterval(() => {
-    for (const { status } of runtime.containers.values()) client.setHealth(status, 200);
+    for (const { status } of runtime.containers.values()) if (healthyIf(status)) client.setHealth(status, 200);
   }, 20);
   healthy.unref();
   return { controller, runtime, client, stateDir, statePath, snapshots };
@@ -73,6 +79,9 @@ describe('the controller facade', () => {
     });
     await expect(controller.createBackend('c', fn)).rejects.toMatchObject({ code: 'STATE_SAVE_FAILED' });
     await expect(controller.updateBackendConfig('a', { numReplicas: 3 })).rejects.toMatchObject({ code: 'STATE_SAVE_FAILED' });
+    const version = controller.getBackendConfig('a').version;
+    await expect(controller.updateBackend('a', { ...fn, source: '() => 9' })).rejects.toMatchObject({ code: 'STATE_SAVE_FAILED' });
+    expect(controller.getBackendConfig('a')).toMatchObject({ version, rollout: null });
     await expect(controller.deleteBackend('a', { force: true })).rejects.toMatchObject({ code: 'BACKEND_IN_USE' });
     await expect(controller.deleteEndpoint('a')).rejects.toMatchObject({ code: 'STATE_SAVE_FAILED' });
     expect(Object.keys(controller.listEndpoints())).toEqual(['a']);
@@ -169,5 +178,46 @@ describe('the state file', () => {
     expect(client.pushes.map((p) => p.config)).toEqual([{ maxBatchSize: 1, batchWaitTimeoutS: 0, userConfig: { v: 3 } }]);
     expect(runtime.containers.has(old.containerId)).toBe(true);
     await expect.poll(() => JSON.parse(readFileSync(statePath, 'utf8')).version).toBe(2);
+  });
+});
+
+describe('updateBackend', () => {
+  it('changes only config for the same version, rolls out a new one, and a paused rollout blocks rescaling until the next', async () => {
+    let frozen: Set<string> | undefined;
+    const { controller, runtime } = setup(undefined, { rolloutOnFailure: 'pause', readyTimeoutS: 1 }, (status) =>
+      frozen === undefined ? true : frozen.has(status.containerId),
+    );
+    await controller.init();
+    await controller.createBackend('a', fn, { config: { numReplicas: 2 } });
+    const v1 = controller.getBackendConfig('a').version;
+    const first = [...runtime.containers.keys()];
+
+    await controller.updateBackend('a', fn, { config: { numReplicas: 2, maxConcurrentQueries: 7 } });
+    expect(controller.getBackendConfig('a')).toMatchObject({ version: v1, maxConcurrentQueries: 7, rollout: null });
+    expect([...runtime.containers.keys()]).toEqual(first);
+
+    await controller.updateBackend('a', { ...fn, source: '() => 2' }, { config: { numReplicas: 2 } });
+    const v2 = controller.getBackendConfig('a').version;
+    expect(v2).not.toBe(v1);
+    expect(controller.getBackendConfig('a').rollout).toEqual({ state: 'completed', fromVersion: v1, targetVersion: v2, reason: null });
+    expect(controller.listReplicas('a').map((r) => [r.state, r.version])).toEqual([
+      ['ready', v2],
+      ['ready', v2],
+    ]);
+    expect(controller.listReplicas('a').some((r) => first.includes(r.containerId))).toBe(false);
+
+    frozen = new Set(runtime.containers.keys());
+    await expect(controller.updateBackend('a', { ...fn, source: '() => 3' }, { config: { numReplicas: 2 } })).rejects.toMatchObject({
+      code: 'ROLLOUT_FAILED',
+      message: expect.stringMatching(/not ready within 1 s/),
+    });
+    expect(controller.getBackendConfig('a').rollout).toMatchObject({ state: 'paused', fromVersion: v2 });
+    expect(controller.listReplicas('a').filter((r) => r.state === 'ready' && r.version === v2)).toHaveLength(2);
+    await expect(controller.updateBackendConfig('a', { numReplicas: 3 })).rejects.toMatchObject({ code: 'ROLLOUT_PAUSED' });
+
+    await controller.updateBackend('a', { ...fn, source: '() => 2' }, { config: { numReplicas: 2 } });
+    expect(controller.getBackendConfig('a')).toMatchObject({ version: v2, rollout: { state: 'completed', targetVersion: v2 } });
+    await expect(controller.updateBackend('missing', fn)).rejects.toMatchObject({ code: 'BACKEND_NOT_FOUND' });
+    await expect(controller.updateBackend('a', fn, { config: { nope: 1 } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
   });
 });
