@@ -183,9 +183,10 @@ describe('the state file', () => {
 
 describe('updateBackend', () => {
   it('changes only config for the same version, rolls out a new one, and a paused rollout blocks rescaling until the next', async () => {
-    let frozen: Set<string> | undefined;
+    /** Once set, only these containers answer health checks. */
+    const healthy: { only?: Set<string> } = {};
     const { controller, runtime } = setup(undefined, { rolloutOnFailure: 'pause', readyTimeoutS: 1 }, (status) =>
-      frozen === undefined ? true : frozen.has(status.containerId),
+      healthy.only === undefined ? true : healthy.only.has(status.containerId),
     );
     await controller.init();
     await controller.createBackend('a', fn, { config: { numReplicas: 2 } });
@@ -206,7 +207,7 @@ describe('updateBackend', () => {
     ]);
     expect(controller.listReplicas('a').some((r) => first.includes(r.containerId))).toBe(false);
 
-    frozen = new Set(runtime.containers.keys());
+    healthy.only = new Set(runtime.containers.keys());
     await expect(controller.updateBackend('a', { ...fn, source: '() => 3' }, { config: { numReplicas: 2 } })).rejects.toMatchObject({
       code: 'ROLLOUT_FAILED',
       message: expect.stringMatching(/not ready within 1 s/),
