@@ -139,6 +139,7 @@ describe('the admin API with admin.auth=none (the loopback opt-out)', () => {
       ['GET', '/api/backends'],
       ['POST', '/api/backends'],
       ['GET', '/api/backends/$'],
+      ['PUT', '/api/backends/$'],
       ['PATCH', '/api/backends/$/config'],
       ['DELETE', '/api/backends/$'],
       ['GET', '/api/backends/$/replicas'],
