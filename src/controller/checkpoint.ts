@@ -117,10 +117,11 @@ export function parseCheckpoint(path: string, raw: unknown): SavedState | undefi
 /**
  * Takes over the running containers that serve the restored backends: each
  * becomes a 'starting' replica that must answer a health check before it is
- * routed to. Its image hash and live-config hash come from its labels, the
+ * routed to. Its version and live-config hash come from its labels, the
  * live-config hash overridden by the saved replicaConfigs, so that the
  * reconcile step reconfigures a replica that holds another live config and
- * rolls out over one of another version (a container without a version label is taken to run the target's). Returns the containers nobody adopted.
+ * rolls out over one of another version (a container without a version label
+ * is taken to run the target's). Returns the containers nobody adopted.
  */
 export function adoptContainers(
   backends: ReadonlyMap<string, BackendState>,

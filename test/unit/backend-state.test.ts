@@ -6,7 +6,7 @@ import { LABELS } from '../../src/common/labels.js';
 import { loadConfig } from '../../src/config/config.js';
 import { Limiter } from '../../src/common/limiter.js';
 import { BackendState, targetOf } from '../../src/controller/backend-state.js';
-import { adoptContainers } from '../../src/controller/checkpoint.js';
+import { adoptContainers, parseCheckpoint } from '../../src/controller/checkpoint.js';
 import { ReplicaLauncher } from '../../src/controller/launcher.js';
 import type { ReplicaState } from '../../src/controller/replica.js';
 import { DEFAULT_BACKEND_CONFIG } from '../../src/controller/validation.js';
@@ -608,8 +608,13 @@ describe('a rolling update stepped by the reconciler', () => {
     h.backend.rollOut(v2());
     const saved = h.backend.saved();
     expect(saved.rollout).toMatchObject({ state: 'rolling', targetVersion: v2().version, previous: { image: 'model:1' } });
-    const restored = new BackendState(targetOf(saved), {}, saved.rollout);
+    const parsed = parseCheckpoint('state.json', JSON.parse(JSON.stringify({ version: 2, backends: [saved], endpoints: [] })));
+    const restored = new BackendState(targetOf(parsed!.backends[0]!), {}, parsed!.backends[0]!.rollout);
     expect(restored.info().rollout).toMatchObject({ state: 'rolling', fromVersion: first });
     expect(restored.saved()).toEqual(saved);
+    const broken = { ...saved, rollout: { ...saved.rollout, previous: { name: 'model' } } };
+    expect(() => parseCheckpoint('state.json', { version: 2, backends: [broken], endpoints: [] })).toThrow(
+      expect.objectContaining({ code: 'STATE_INVALID' }),
+    );
   });
 });
