@@ -268,7 +268,9 @@ export class BackendState {
       try {
         placement = ctx.scheduler.reserve(id, this.target.resources);
       } catch (error) {
-        if (old.length > 0 && isFlotillaError(error, 'INSUFFICIENT_RESOURCES')) {
+        // Old replicas can make room, and leaving ones give theirs back: wait rather than fail.
+        const leaving = this.replicas.some((r) => r.state === 'draining' || r.state === 'failed');
+        if ((old.length > 0 || leaving) && isFlotillaError(error, 'INSUFFICIENT_RESOURCES')) {
           roomless = true;
           break;
         }
@@ -279,9 +281,11 @@ export class BackendState {
       this.replicas.push(replica);
       replica.update(step);
     }
-    const busy = this.replicas.some((r) => r.state === 'draining' || (r.state === 'starting' && r.version === this.target.version));
+    const busy = this.replicas.some(
+      (r) => r.state === 'draining' || r.state === 'failed' || (r.state === 'starting' && r.version === this.target.version),
+    );
     if (roomless && old.length > 0 && !busy) {
-      if (this.rollout !== undefined && this.rollout.state !== 'in-place') {
+      if (this.rollout?.state === 'rolling') {
         this.rollout = { ...this.rollout, state: 'in-place' };
         ctx.log.warn('no room to start a replica beside the old ones; replacing them in place, one at a time', { backend: this.name });
         ctx.onConfigsChanged(this);
@@ -291,7 +295,8 @@ export class BackendState {
   }
 
   private cannotStart(ctx: BackendStepContext, error: unknown): void {
-    this.replacements.unshift({ restarts: (this.replacements[0]?.restarts ?? 0) + 1, lastError: errorMessage(error) });
+    const history = this.replacements.shift() ?? { restarts: 0, lastError: null };
+    this.replacements.unshift({ restarts: history.restarts + 1, lastError: errorMessage(error) });
     this.backOff(ctx.now);
     const failure = isFlotillaError(error)
       ? new FlotillaError(error.code, `backend '${this.name}' cannot start a replica: ${error.message}`, error.details)

@@ -584,6 +584,28 @@ describe('a rolling update stepped by the reconciler', () => {
     expect(byVersion(h, first)).toEqual({ 'v1 ready': 3 });
   });
 
+  it('rolls back in place too when there is no room, and ends rolled back', async () => {
+    const h = harness(3, { cpus: 3 });
+    await readyOn(h);
+    const first = h.backend.target.version;
+    h.backend.rollOut(v2());
+    const fresh = () => h.backend.replicas.filter((r) => r.version !== first);
+    while (!fresh().some((r) => r.state === 'ready')) {
+      h.ready();
+      await h.step();
+    }
+    while (!fresh().some((r) => r.state === 'starting' && r.container !== undefined)) await h.step();
+    expect(h.backend.info().rollout?.state).toBe('in-place');
+    h.fake.exit(fresh().find((r) => r.state === 'starting')!.container!.containerId, 1);
+    await h.step(2);
+    expect(h.backend.info().rollout?.state).toBe('rolling-back');
+    const { fewestReady } = await stepThrough(h);
+    expect(fewestReady).toBe(2);
+    expect(byVersion(h, first)).toEqual({ 'v1 ready': 3 });
+    expect(h.backend.info().rollout?.state).toBe('rolled-back');
+    expect(h.scheduler.free().cpus).toBe(0);
+  });
+
   it('pauses instead when told to: no more new replicas, the old ones serve', async () => {
     const h = harness(3, { onFailure: 'pause' });
     await readyOn(h);
