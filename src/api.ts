@@ -199,7 +199,11 @@ export type EventKind =
   | 'replica.ready'
   | 'replica.failed'
   | 'replica.replaced'
-  | 'replica.stopped';
+  | 'replica.stopped'
+  | 'rollout.started'
+  | 'rollout.failed'
+  | 'rollout.completed'
+  | 'rollout.rolled-back';
 
 /** One entry of the control plane's event history. */
 export interface FlotillaEvent {

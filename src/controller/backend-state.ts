@@ -114,6 +114,8 @@ export class BackendState {
   private rollout: RolloutStatus | undefined;
   /** The last good target while a rollout is under way, rolled back to when it fails. */
   private previous: BackendTarget | undefined;
+  /** A rollout the next step records as started. */
+  private announce = false;
 
   constructor(
     private current: BackendTarget,
@@ -154,8 +156,9 @@ export class BackendState {
     this.consecutiveFailures = 0;
     this.retryAt = 0;
     this.replacements = [];
+    this.announce = true;
     this.retarget(target);
-    return () => Object.assign(this, before);
+    return () => Object.assign(this, before, { announce: false });
   }
 
   saved(): SavedBackend {
@@ -206,6 +209,15 @@ export class BackendState {
         leaving.forEach((r) => delete this.replicaConfigs[r.id]);
         ctx.onConfigsChanged(this);
       }
+    }
+    if (this.announce && this.rollout !== undefined) {
+      this.announce = false;
+      const { fromVersion, targetVersion } = this.rollout;
+      ctx.events?.record(
+        'rollout.started',
+        { backend: this.name },
+        `rolling out version ${targetVersion} of ${this.name} (from ${fromVersion})`,
+      );
     }
     if (this.deleting === undefined) this.converge(ctx, { ...step, target: this.target });
     if (ctx.events !== undefined) this.recordChanges(ctx.events, before);
@@ -333,6 +345,7 @@ export class BackendState {
     if (ctx.rollout.onFailure === 'pause') {
       this.rollout = { state: 'paused', fromVersion: this.rollout!.fromVersion, targetVersion: version, reason };
       ctx.log.error('rollout paused: a replica of the new version failed', { backend: this.name, version, reason });
+      ctx.events?.record('rollout.failed', { backend: this.name }, `rollout of ${this.name} to ${version} paused: ${reason}`);
     } else {
       const previous = this.previous!;
       this.rollout = { state: 'rolling-back', fromVersion: version, targetVersion: previous.version, reason };
@@ -342,19 +355,27 @@ export class BackendState {
       this.retryAt = 0;
       this.replacements = [];
       ctx.log.error('rolling back: a replica of the new version failed', { backend: this.name, version, to: previous.version, reason });
+      ctx.events?.record(
+        'rollout.failed',
+        { backend: this.name },
+        `rollout of ${this.name} to ${version} failed, rolling back to ${previous.version}: ${reason}`,
+      );
     }
     ctx.onConfigsChanged(this);
     this.settle(new FlotillaError('ROLLOUT_FAILED', `rolling out version ${version} of backend '${this.name}' stopped: ${reason}`), false);
   }
 
   private finishRollout(ctx: BackendStepContext): void {
-    const rollout = this.rollout!;
-    this.rollout = { ...rollout, state: rollout.state === 'rolling-back' ? 'rolled-back' : 'completed' };
+    const rolledBack = this.rollout!.state === 'rolling-back';
+    this.rollout = { ...this.rollout!, state: rolledBack ? 'rolled-back' : 'completed' };
     this.previous = undefined;
-    ctx.log.info(rollout.state === 'rolling-back' ? 'rolled back' : 'rollout completed', {
-      backend: this.name,
-      version: rollout.targetVersion,
-    });
+    const version = this.rollout.targetVersion;
+    ctx.log.info(rolledBack ? 'rolled back' : 'rollout completed', { backend: this.name, version });
+    ctx.events?.record(
+      rolledBack ? 'rollout.rolled-back' : 'rollout.completed',
+      { backend: this.name },
+      `${this.name} ${rolledBack ? 'rolled back to' : 'rolled out'} version ${version}`,
+    );
     ctx.onConfigsChanged(this);
   }
 

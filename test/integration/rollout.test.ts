@@ -233,6 +233,18 @@ describe('rolling updates (docs/rollout.md)', () => {
     expect(status).toMatch(new RegExp(`greeter\\s+3/3 ready\\s+version ${before.version}\\s+rollout rolled-back .*bad weights`));
     const metrics = await (await fetch(`${client.httpUrl}/-/metrics`)).text();
     expect(metrics).toContain('flotilla_rollout{backend="greeter",state="rolled-back"} 1');
+    const { events } = await client.listEvents({ limit: 1000 });
+    expect(events.filter((e) => e.kind.startsWith('rollout.')).map((e) => e.kind)).toEqual([
+      'rollout.started',
+      'rollout.completed',
+      'rollout.started',
+      'rollout.failed',
+      'rollout.rolled-back',
+    ]);
+    expect(events.find((e) => e.kind === 'rollout.failed')).toMatchObject({
+      backend: 'greeter',
+      message: expect.stringMatching(/bad weights/),
+    });
   });
 
   it('checks updateBackend as createBackend: an unknown backend or bad options change nothing', async () => {

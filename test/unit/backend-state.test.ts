@@ -504,6 +504,10 @@ describe('a rolling update stepped by the reconciler', () => {
     expect(mostLive).toBeLessThanOrEqual(5);
     expect(byVersion(h, first)).toEqual({ 'v2 ready': 3 });
     expect(h.backend.info()).toMatchObject({ version: v2().version, rollout: { state: 'completed' } });
+    expect(h.events.filter((e) => e.startsWith('rollout.'))).toEqual([
+      `rollout.started undefined: rolling out version ${v2().version} of model (from ${first})`,
+      `rollout.completed undefined: model rolled out version ${v2().version}`,
+    ]);
     expect(h.backend.replicaInfo().map((r) => r.version)).toEqual([v2().version, v2().version, v2().version]);
     expect(h.scheduler.free().cpus).toBe(5);
     await h.step();
@@ -564,6 +568,13 @@ describe('a rolling update stepped by the reconciler', () => {
     expect(byVersion(h, first)).toEqual({ 'v1 ready': 3 });
     expect(h.backend.info().rollout?.state).toBe('rolled-back');
     expect(h.backend.saved().rollout).not.toHaveProperty('previous');
+    expect(h.events.filter((e) => e.startsWith('rollout.'))).toEqual([
+      `rollout.started undefined: rolling out version ${v2().version} of model (from ${first})`,
+      expect.stringMatching(
+        new RegExp(`^rollout.failed undefined: rollout of model to ${v2().version} failed, rolling back to ${first}: .*bad weights`),
+      ),
+      `rollout.rolled-back undefined: model rolled back to version ${first}`,
+    ]);
   });
 
   it('rolls back from half way: the new replicas that were ready are replaced by old ones again', async () => {
