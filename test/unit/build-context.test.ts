@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { createWriteStream, mkdirSync, mkdtempSync, utimesSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -58,20 +58,22 @@ describe('packContext', () => {
 
   it('refuses a context larger than the limit, naming the setting, and leaves no temporary tar', async () => {
     const big = context({ 'weights.bin': 'x'.repeat(64 * 1024) });
-    const tmpBefore = execFileSync('ls', [tmpdir()], { encoding: 'utf8' })
-      .split('\n')
-      .filter((name) => name.startsWith('flotilla-context-'));
-    await expect(packContext([{ dir: big, prefix: 'app' }], { ...options, maxBytes: 16 * 1024 })).rejects.toMatchObject({
-      code: 'INVALID_ARGUMENT',
-      message: expect.stringMatching(
-        /^the build context of backend 'b' is larger than FLOTILLA_MAX_CONTEXT_MB \(option maxContextMb, 0\.015625 MB\)/,
-      ),
-      details: { issues: [{ path: ['replicaOptions', 'runtimeEnv', 'context'], message: expect.any(String) }] },
-    });
-    const tmpAfter = execFileSync('ls', [tmpdir()], { encoding: 'utf8' })
-      .split('\n')
-      .filter((name) => name.startsWith('flotilla-context-'));
-    expect(tmpAfter).toEqual(tmpBefore);
+    const privateTmp = mkdtempSync(join(tmpdir(), 'flt-tmp-'));
+    const sharedTmp = process.env.TMPDIR;
+    process.env.TMPDIR = privateTmp;
+    try {
+      await expect(packContext([{ dir: big, prefix: 'app' }], { ...options, maxBytes: 16 * 1024 })).rejects.toMatchObject({
+        code: 'INVALID_ARGUMENT',
+        message: expect.stringMatching(
+          /^the build context of backend 'b' is larger than FLOTILLA_MAX_CONTEXT_MB \(option maxContextMb, 0\.015625 MB\)/,
+        ),
+        details: { issues: [{ path: ['replicaOptions', 'runtimeEnv', 'context'], message: expect.any(String) }] },
+      });
+      expect(readdirSync(privateTmp)).toEqual([]);
+    } finally {
+      if (sharedTmp === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = sharedTmp;
+    }
     const packed = await packContext([{ dir: big, prefix: 'app' }], { ...options, maxBytes: 1024 * 1024 });
     expect(packed.bytes).toBeGreaterThan(64 * 1024);
     packed.dispose();
