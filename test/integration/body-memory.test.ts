@@ -1,10 +1,7 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { shortId } from '../../src/common/ids.js';
-import { containersOf, FIXTURES } from './harness.js';
+import { containersOf, memoryOf, spawnControlPlane, testSettings } from './harness.js';
 
 const MIB = 1024 * 1024;
 const MAX_BUFFERED = 32 * MIB;
@@ -14,38 +11,18 @@ const UPLOADS = 48;
 /** The documented bound (docs/configuration.md): the front door's peak RSS stays within 2 × maxBufferedBytes above idle, plus slack. */
 const BOUND = 2 * MAX_BUFFERED + 48 * MIB;
 
-function memoryOf(pid: number): { rss: number; peak: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1]) * 1024;
-  return { rss: kb('VmRSS'), peak: kb('VmHWM') };
-}
-
 describe('many concurrent large bodies against the front door', () => {
   const instance = `test-${shortId(3)}`;
   let child: ChildProcess;
   let httpUrl: string;
 
   beforeAll(async () => {
-    const settings = {
+    const settings = testSettings({
       instance,
-      stateDir: mkdtempSync(join(tmpdir(), 'flt-')),
       http: { host: '127.0.0.1', port: 0, maxBodyBytes: BODY, maxBufferedBytes: MAX_BUFFERED },
-      admin: { host: '127.0.0.1', port: 0 },
       logLevel: 'error',
-      cpuCapacity: 64,
-    };
-    child = spawn(process.execPath, [join(FIXTURES, 'front-door-memory.mjs'), JSON.stringify(settings)], {
-      stdio: ['ignore', 'pipe', 'inherit'],
     });
-    httpUrl = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      child.stdout!.on('data', (chunk: Buffer) => {
-        out += chunk.toString();
-        const line = out.split('\n').find((l) => l.startsWith('{'));
-        if (line !== undefined) resolve((JSON.parse(line) as { httpUrl: string }).httpUrl);
-      });
-      child.once('exit', (code) => reject(new Error(`the front door process exited with ${code}`)));
-    });
+    ({ child, httpUrl } = await spawnControlPlane('front-door-memory.mjs', settings));
   });
   afterAll(async () => {
     const exited = new Promise((resolve) => child.once('exit', resolve));

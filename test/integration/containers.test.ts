@@ -1,14 +1,12 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { shortId } from '../../src/common/ids.js';
 import { ControlPlane } from '../../src/control-plane.js';
 import type { Client } from '../../src/index.js';
-import { containersOf, FIXTURES, inspect, startFlotilla } from './harness.js';
+import { containersOf, FIXTURES, inspect, startFlotilla, testSettings } from './harness.js';
 
 const BIG = 'x'.repeat(200 * 1024);
 const HTTP_IMAGE = 'flotilla-test/http-server:1';
@@ -285,14 +283,7 @@ describe('replica containers (tcp transport)', () => {
 
 describe('control secrets across a control-plane restart', () => {
   it('are read back from the entry files of adopted replicas', async () => {
-    const settings = {
-      instance: `test-${shortId(3)}`,
-      stateDir: mkdtempSync(join(tmpdir(), 'flt-')),
-      http: { host: '127.0.0.1', port: 0 },
-      admin: { host: '127.0.0.1', port: 0 },
-      logLevel: 'warn' as const,
-      cpuCapacity: 64,
-    };
+    const settings = testSettings();
     const first = await ControlPlane.start(settings);
     await first.client.createBackend('big', Big, { initArgs: [BIG], config: { userConfig: { blob: '', tag: 'before' } } });
     const [before] = await first.client.listReplicas('big');

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serve, type Client } from '../../src/index.js';
 import { shortId } from '../../src/common/ids.js';
 import { LABELS } from '../../src/common/labels.js';
-import { containersOf, startFlotilla } from './harness.js';
+import { connectWhenUp, containersOf, startFlotilla } from './harness.js';
 import { startLoad } from './load.js';
 
 const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
@@ -38,22 +38,6 @@ type Settings = Awaited<ReturnType<typeof settings>>;
 
 function startProcess(options: Settings): ChildProcess {
   return spawn(process.execPath, [CLI, 'start', '--options', JSON.stringify(options)], { stdio: 'ignore' });
-}
-
-async function connectWhenUp(options: Settings): Promise<Client> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      return await serve.connect({
-        address: `http://127.0.0.1:${options.admin.port}`,
-        instance: options.instance,
-        stateDir: options.stateDir,
-      });
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  }
 }
 
 const cli = (options: Settings, ...args: string[]) =>

@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import { serve, type Client } from '../../src/index.js';
+import { serve } from '../../src/index.js';
 import { shortId } from '../../src/common/ids.js';
-import { containersOf, startFlotilla } from './harness.js';
+import { connectWhenUp, containersOf, startFlotilla } from './harness.js';
 
 const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
 const run = promisify(execFile);
@@ -66,22 +66,6 @@ function startProcess(options: Settings): { child: ChildProcess; output: () => s
   child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   return { child, output: () => output };
-}
-
-async function connectWhenUp(options: Settings): Promise<Client> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      return await serve.connect({
-        address: `http://127.0.0.1:${options.admin.port}`,
-        instance: options.instance,
-        stateDir: options.stateDir,
-      });
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  }
 }
 
 function hasImage(image: string): boolean {

@@ -1,7 +1,7 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createServer, request } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
@@ -19,23 +19,66 @@ export interface Started {
 const started: string[] = [];
 
 /**
- * Starts a Flotilla of its own (instance, state dir, free port) for one test file.
+ * Settings of a Flotilla of its own for one test: instance, state dir, free ports, quiet logs.
  * Test backends reserve the default 1 CPU per replica; the CPU capacity is
  * raised so that they fit on a 2-core machine (resources.test.ts tests the real limits).
  */
-export async function startFlotilla(options: StartOptions = {}): Promise<Started> {
-  const instance = `test-${shortId(3)}`;
-  started.push(instance);
-  const client = await serve.start({
-    instance,
+export function testSettings<T extends Omit<StartOptions, 'detached'>>(overrides: T = {} as T) {
+  return {
+    instance: `test-${shortId(3)}`,
     stateDir: mkdtempSync(join(tmpdir(), 'flt-')),
     http: { host: '127.0.0.1', port: 0 },
     admin: { host: '127.0.0.1', port: 0 },
-    logLevel: 'warn',
+    logLevel: 'warn' as const,
     cpuCapacity: 64,
-    ...options,
+    ...overrides,
+  };
+}
+
+/** Starts a Flotilla of its own (testSettings) for one test file; its containers are removed after the file. */
+export async function startFlotilla(options: StartOptions = {}): Promise<Started> {
+  const settings = testSettings(options);
+  started.push(settings.instance);
+  const client = await serve.start(settings);
+  return { client, instance: settings.instance };
+}
+
+/** Connects to a control plane started in another process, retrying until its admin API answers (30 s). */
+export async function connectWhenUp(settings: { instance: string; stateDir: string; admin: { port: number } }): Promise<Client> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      return await serve.connect({
+        address: `http://127.0.0.1:${settings.admin.port}`,
+        instance: settings.instance,
+        stateDir: settings.stateDir,
+      });
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+}
+
+/** A process's resident and peak memory in bytes, from /proc. */
+export function memoryOf(pid: number): { rss: number; peak: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1]) * 1024;
+  return { rss: kb('VmRSS'), peak: kb('VmHWM') };
+}
+
+/** Runs a fixture script that starts a control plane from `settings` in a process of its own; resolves with its front door's URL. */
+export function spawnControlPlane(fixture: string, settings: object): Promise<{ child: ChildProcess; httpUrl: string }> {
+  const child = spawn(process.execPath, [join(FIXTURES, fixture), JSON.stringify(settings)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      const line = out.split('\n').find((l) => l.startsWith('{'));
+      if (line !== undefined) resolve({ child, httpUrl: (JSON.parse(line) as { httpUrl: string }).httpUrl });
+    });
+    child.once('exit', (code) => reject(new Error(`the front door process exited with ${code}`)));
   });
-  return { client, instance };
 }
 
 /** A TCP port on 127.0.0.1 that was free a moment ago. */

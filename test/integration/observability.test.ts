@@ -1,12 +1,10 @@
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { ControlPlane } from '../../src/control-plane.js';
-import { shortId } from '../../src/common/ids.js';
-import { containersOf } from './harness.js';
+import { containersOf, testSettings } from './harness.js';
 
 const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
 const run = promisify(execFile);
@@ -49,14 +47,7 @@ describe('the Prometheus example', () => {
 
 describe('metrics, events and the event history across a restart', () => {
   it('exposes metrics that promtool accepts, records events, and keeps them across a restart', async () => {
-    const settings = {
-      instance: `test-${shortId(3)}`,
-      stateDir: mkdtempSync(join(tmpdir(), 'flt-')),
-      http: { host: '127.0.0.1', port: 0 },
-      admin: { host: '127.0.0.1', port: 0 },
-      logLevel: 'warn' as const,
-      cpuCapacity: 64,
-    };
+    const settings = testSettings();
     const first = await ControlPlane.start(settings);
     const { client } = first;
     await client.createBackend('ok', ok, { replicaOptions: { numCpus: 0.5 } });

@@ -1,12 +1,10 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { shortId } from '../../src/common/ids.js';
 import { LABELS } from '../../src/common/labels.js';
 import { ControlPlane } from '../../src/control-plane.js';
 import type { Client } from '../../src/index.js';
-import { containersOf, inspect, startFlotilla } from './harness.js';
+import { containersOf, inspect, startFlotilla, testSettings } from './harness.js';
 
 class SlowToLoad {
   constructor() {
@@ -93,14 +91,7 @@ describe('the controller as a reconciler', () => {
 
 describe('adoption after a restart', () => {
   it('reconfigures an adopted replica whose live config differs from the saved state, without replacing it', async () => {
-    const settings = {
-      instance: `test-${shortId(3)}`,
-      stateDir: mkdtempSync(join(tmpdir(), 'flt-')),
-      http: { host: '127.0.0.1', port: 0 },
-      admin: { host: '127.0.0.1', port: 0 },
-      logLevel: 'warn' as const,
-      cpuCapacity: 64,
-    };
+    const settings = testSettings();
     const first = await ControlPlane.start(settings);
     await first.client.createBackend('tagged', Tagged, { config: { userConfig: { tag: 'v1' } } });
     await first.client.createEndpoint('tagged', { backend: 'tagged', route: '/tagged' });

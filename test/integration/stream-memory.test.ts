@@ -1,22 +1,14 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { get } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { shortId } from '../../src/common/ids.js';
-import { containersOf, FIXTURES } from './harness.js';
+import { containersOf, memoryOf, spawnControlPlane, testSettings } from './harness.js';
 
 const MIB = 1024 * 1024;
 const STREAM = 200 * MIB;
 /** The documented bound (docs/streaming.md): a slow reader of any stream costs the replica and the front door each under 64 MiB above idle. */
 const BOUND = 64 * MIB;
-
-function rssOf(pid: number): { rss: number; peak: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1]) * 1024;
-  return { rss: kb('VmRSS'), peak: kb('VmHWM') };
-}
 
 /** The container's memory cgroup files (cgroup v1 with the cgroupfs driver, or v2), as docker stats reads them. */
 function cgroupOf(id: string): { current(): number; peak(): number } {
@@ -55,26 +47,8 @@ describe('a slow reader of a 200 MiB stream', () => {
   let httpUrl: string;
 
   beforeAll(async () => {
-    const settings = {
-      instance,
-      stateDir: mkdtempSync(join(tmpdir(), 'flt-')),
-      http: { host: '127.0.0.1', port: 0 },
-      admin: { host: '127.0.0.1', port: 0 },
-      logLevel: 'error',
-      cpuCapacity: 64,
-    };
-    child = spawn(process.execPath, [join(FIXTURES, 'stream-memory.mjs'), JSON.stringify(settings)], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    httpUrl = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      child.stdout!.on('data', (chunk: Buffer) => {
-        out += chunk.toString();
-        const line = out.split('\n').find((l) => l.startsWith('{'));
-        if (line !== undefined) resolve((JSON.parse(line) as { httpUrl: string }).httpUrl);
-      });
-      child.once('exit', (code) => reject(new Error(`the front door process exited with ${code}`)));
-    });
+    const settings = testSettings({ instance, logLevel: 'error' });
+    ({ child, httpUrl } = await spawnControlPlane('stream-memory.mjs', settings));
   }, 180_000);
   afterAll(async () => {
     const exited = new Promise((resolve) => child.once('exit', resolve));
@@ -86,10 +60,10 @@ describe('a slow reader of a 200 MiB stream', () => {
     const [container] = containersOf(instance, 'big');
     const replica = cgroupOf(container!);
     const replicaIdle = replica.current();
-    const doorIdle = rssOf(child.pid!).rss;
+    const doorIdle = memoryOf(child.pid!).rss;
     expect(await readSlowly(`${httpUrl}/big`)).toBe(STREAM);
     const replicaPeak = replica.peak();
-    const doorPeak = rssOf(child.pid!).peak;
+    const doorPeak = memoryOf(child.pid!).peak;
     console.log(
       `replica: idle ${(replicaIdle / MIB).toFixed(0)} MiB, peak ${(replicaPeak / MIB).toFixed(0)} MiB; ` +
         `front door: idle RSS ${(doorIdle / MIB).toFixed(0)} MiB, peak ${(doorPeak / MIB).toFixed(0)} MiB`,
