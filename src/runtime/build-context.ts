@@ -146,6 +146,7 @@ export function contextFilter(contextDir: string, keep: string[], alsoIgnore: (p
  * compared by `flotilla deploy` to see whether the files under a context changed.
  */
 export async function contextDigest(dir: string): Promise<string> {
+  checkContextDir(dir);
   const packed = await packContext([{ dir, prefix: '', ignore: contextFilter(dir, ['.dockerignore'], () => false) }], {
     salt: '',
     maxBytes: 0,
