@@ -186,6 +186,15 @@ export class AdminServer {
 
   serve(client: LocalClient, shutdown: () => Promise<void>, identity: Identity, series?: ServingSeries): void {
     const name = (call: Call, index = 0) => decodeName(call.params[index] ?? '');
+    /** The handle and decoded input of a handle call (`/call` and `/stream` take the same body). */
+    const handleCall = (call: Call) => {
+      const { input, methodName, shardKey } = fields(call.body, ['input', 'methodName', 'shardKey']);
+      const options = {
+        ...(methodName === undefined ? {} : { methodName: text(methodName, 'methodName') }),
+        ...(shardKey === undefined ? {} : { shardKey: text(shardKey, 'shardKey') }),
+      };
+      return { handle: client.getHandle(name(call), options), input: input === undefined ? undefined : fromWire(parseWire(input)) };
+    };
     this.routes = [
       ['GET', /^\/api\/health$/, async () => ({ status: 'ok', httpUrl: client.httpUrl, ...identity })],
       ['GET', /^\/api\/backends$/, () => client.listBackends()],
@@ -246,26 +255,16 @@ export class AdminServer {
         'POST',
         /^\/api\/endpoints\/([^/]+)\/call$/,
         async (call) => {
-          const { input, methodName, shardKey } = fields(call.body, ['input', 'methodName', 'shardKey']);
-          const options = {
-            ...(methodName === undefined ? {} : { methodName: text(methodName, 'methodName') }),
-            ...(shardKey === undefined ? {} : { shardKey: text(shardKey, 'shardKey') }),
-          };
-          const handle = client.getHandle(name(call), options);
-          return toWire(await handle.remote(input === undefined ? undefined : fromWire(parseWire(input))));
+          const { handle, input } = handleCall(call);
+          return toWire(await handle.remote(input));
         },
       ],
       [
         'POST',
         /^\/api\/endpoints\/([^/]+)\/stream$/,
         async (call) => {
-          const { input, methodName, shardKey } = fields(call.body, ['input', 'methodName', 'shardKey']);
-          const options = {
-            ...(methodName === undefined ? {} : { methodName: text(methodName, 'methodName') }),
-            ...(shardKey === undefined ? {} : { shardKey: text(shardKey, 'shardKey') }),
-          };
-          const handle = client.getHandle(name(call), options);
-          await this.streamCall(await handle.openStream(input === undefined ? undefined : fromWire(parseWire(input))), call.res);
+          const { handle, input } = handleCall(call);
+          await this.streamCall(await handle.openStream(input), call.res);
         },
       ],
       [
