@@ -185,26 +185,19 @@ export function describeStep(step: DeployStep): string {
   }
 }
 
+/** What createBackend and updateBackend take from an app file's backend. */
+function backendOptions(spec: BackendSpec) {
+  return { initArgs: spec.initArgs, config: spec.config, replicaOptions: spec.replicaOptions };
+}
+
 async function run(client: Client, step: DeployStep): Promise<void> {
   switch (step.op) {
-    case 'createBackend': {
-      const { spec } = step;
-      return client.createBackend(step.backend, spec.import, {
-        initArgs: spec.initArgs,
-        config: spec.config,
-        replicaOptions: spec.replicaOptions,
-      });
-    }
+    case 'createBackend':
+      return client.createBackend(step.backend, step.spec.import, backendOptions(step.spec));
     case 'updateBackendConfig':
       return client.updateBackendConfig(step.backend, step.changes);
-    case 'updateBackend': {
-      const { spec } = step;
-      return client.updateBackend(step.backend, spec.import, {
-        initArgs: spec.initArgs,
-        config: spec.config,
-        replicaOptions: spec.replicaOptions,
-      });
-    }
+    case 'updateBackend':
+      return client.updateBackend(step.backend, step.spec.import, backendOptions(step.spec));
     case 'deleteEndpoint':
       return client.deleteEndpoint(step.endpoint);
     case 'createEndpoint':
