@@ -4,6 +4,7 @@ import { listenOn } from '../common/checks.js';
 import { settlesWithin } from '../common/clock.js';
 import { errorMessage, FlotillaError, isFlotillaError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import type { FlotillaConfig } from '../config/config.js';
 import { sendError, sendJson } from '../common/http-json.js';
 import { BodyBudget, readBody } from './body.js';
 import type { Dispatcher } from './dispatcher.js';
@@ -19,23 +20,8 @@ const EMPTY = Buffer.alloc(0);
 /** How long a connection whose body was refused keeps reading (and dropping) it, so the client sees the answer before the close. */
 const LINGER_MS = 2_000;
 
-/** The front door's limits (config http.*). */
-export interface FrontDoorSettings {
-  /** Largest request body; larger ones get 413. */
-  maxBodyBytes: number;
-  /** Request body bytes buffered at once, over all requests; beyond it a request gets 503 OVERLOADED. */
-  maxBufferedBytes: number;
-  /** Open client connections; beyond it new ones are closed at once. */
-  maxConnections: number;
-  /** Seconds a client may take to send its request headers (408 after). */
-  headersTimeoutS: number;
-  /** Seconds a client may take to send its body once the request is admitted (408 after). */
-  bodyTimeoutS: number;
-  /** Seconds a streamed answer may go without a chunk once its head arrived; then the connection is cut. */
-  streamIdleTimeoutS: number;
-  /** Comma-separated addresses of proxies whose X-Forwarded-* headers are kept; empty for none. */
-  trustedProxies: string;
-}
+/** The front door's limits: config http.* (documented in src/config/config.ts and docs/configuration.md). */
+export type FrontDoorSettings = Omit<FlotillaConfig['http'], 'host' | 'port' | 'publicUrl'>;
 
 const CLIENT_ERROR_STATUS: Record<string, [number, string]> = {
   HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large'],
