@@ -1,9 +1,9 @@
 import { mkdtempSync, renameSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
+import { rawRequest, type RawAnswer } from '../unit/front-door-harness.js';
 import { startFlotilla } from './harness.js';
 
 class Configured {
@@ -22,32 +22,9 @@ class Configured {
   }
 }
 
-function raw(url: string, parts: Buffer[], waitMs = 10_000): Promise<{ text: string; closed: boolean }> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const socket = connect(Number(port), hostname);
-    const chunks: Buffer[] = [];
-    let closed = false;
-    const done = () => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve({ text: Buffer.concat(chunks).toString('latin1'), closed });
-    };
-    const timer = setTimeout(done, waitMs);
-    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
-    socket.on('error', () => undefined);
-    socket.on('close', () => {
-      closed = true;
-      done();
-    });
-    const write = (index: number): void => {
-      const part = parts[index];
-      if (part === undefined || socket.destroyed) return;
-      if (socket.write(part)) write(index + 1);
-      else socket.once('drain', () => write(index + 1));
-    };
-    socket.on('connect', () => write(0));
-  });
+/** A raw request to the front door at `url`, waiting up to 10 s for it to answer and close. */
+function raw(url: string, parts: Buffer[]): Promise<RawAnswer> {
+  return rawRequest(Number(new URL(url).port), parts, 10_000);
 }
 
 async function replicaFailures(client: Client, backend: string): Promise<number> {
