@@ -184,6 +184,14 @@ export interface ShadowStats {
   shadowLatencyMs: LatencySummary;
 }
 
+/** A Flotilla's resource books (docs/resources.md#capacity). */
+export interface CapacityInfo {
+  /** What replicas may reserve in all: cpuCapacity, memoryCapacityMb and the GPU inventory's ids. */
+  total: { cpus: number; memoryMb: number; gpus: string[] };
+  /** What no replica reserves now: CPUs, MB, and each GPU's free share by id. */
+  free: { cpus: number; memoryMb: number; gpus: Record<string, number> };
+}
+
 /** What an event is about; docs/admin-api.md lists when each is recorded. */
 export type EventKind =
   | 'backend.created'
@@ -258,6 +266,8 @@ export interface Client {
   updateBackend(name: string, definition: BackendDefinition, options?: CreateBackendOptions): Promise<void>;
   deleteBackend(name: string, options?: DeleteBackendOptions): Promise<void>;
   listReplicas(backend: string): Promise<ReplicaInfo[]>;
+  /** What replicas may reserve on this Flotilla, and what is free of it now. */
+  getCapacity(): Promise<CapacityInfo>;
   createEndpoint(name: string, options: CreateEndpointOptions): Promise<void>;
   listEndpoints(): Promise<Record<string, EndpointInfo>>;
   /** Splits the endpoint's requests over backends by weight; weights are >= 0 and sum to 1. */

@@ -3,6 +3,7 @@ import type {
   BackendConfig,
   BackendDefinition,
   BackendInfo,
+  CapacityInfo,
   Client,
   CreateBackendOptions,
   CreateEndpointOptions,
@@ -95,6 +96,9 @@ export class LocalClient implements Client {
   }
   async listReplicas(backend: string): Promise<ReplicaInfo[]> {
     return this.controller.listReplicas(backend);
+  }
+  async getCapacity(): Promise<CapacityInfo> {
+    return this.controller.capacity();
   }
   async createEndpoint(name: string, options: CreateEndpointOptions): Promise<void> {
     await this.controller.createEndpoint(name, options);

@@ -219,6 +219,7 @@ export class AdminServer {
       ['DELETE', /^\/api\/backends\/([^/]+)$/, (call) => client.deleteBackend(name(call), { force: call.query.get('force') === 'true' })],
       ['GET', /^\/api\/backends\/([^/]+)\/replicas$/, (call) => client.listReplicas(name(call))],
       ['GET', /^\/api\/backends\/([^/]+)\/logs$/, (call) => this.streamLogs(client, name(call), call)],
+      ['GET', /^\/api\/capacity$/, () => client.getCapacity()],
       ['GET', /^\/api\/endpoints$/, () => client.listEndpoints()],
       [
         'POST',

@@ -2,6 +2,7 @@ import type {
   BackendConfig,
   BackendDefinition,
   BackendInfo,
+  CapacityInfo,
   Client,
   ConnectOptions,
   CreateBackendOptions,
@@ -190,6 +191,9 @@ class RemoteClient implements Client {
   }
   listReplicas(backend: string): Promise<ReplicaInfo[]> {
     return this.call('GET', `/api/backends/${encodeURIComponent(backend)}/replicas`);
+  }
+  getCapacity(): Promise<CapacityInfo> {
+    return this.call('GET', '/api/capacity');
   }
   async createEndpoint(name: string, options: CreateEndpointOptions): Promise<void> {
     await this.call('POST', '/api/endpoints', { name, ...options });

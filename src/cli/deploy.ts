@@ -2,14 +2,37 @@ import { isAbsolute, resolve } from 'node:path';
 import type { BackendConfig, BackendInfo, Client, EndpointInfo, RuntimeEnv } from '../api.js';
 import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import { DEFAULT_BACKEND_CONFIG } from '../controller/validation.js';
+import type { Capacity } from '../resources/scheduler.js';
 import { contextDigest } from '../runtime/build-context.js';
 import { loadAppFile, type AppSpec, type BackendSpec } from './app-file.js';
+import { capacityOf, checkFitsWhenApplied, orderForCapacity } from './deploy-capacity.js';
 
 /** One client call of a deploy, with what it changes (for messages). */
 export type DeployStep =
-  | { op: 'createBackend'; backend: string; spec: BackendSpec }
-  | { op: 'updateBackendConfig'; backend: string; changes: Partial<BackendConfig>; previous: Partial<BackendConfig> }
-  | { op: 'updateBackend'; backend: string; spec: BackendSpec; changes: string[] }
+  | {
+      op: 'createBackend';
+      backend: string;
+      spec: BackendSpec;
+      /** Replicas a later step adds, once there is room (orderForCapacity). */
+      deferred?: number;
+    }
+  | {
+      op: 'updateBackendConfig';
+      backend: string;
+      changes: Partial<BackendConfig>;
+      previous: Partial<BackendConfig>;
+      /** Why a step the file does not ask for as such runs (orderForCapacity). */
+      reason?: string;
+    }
+  | {
+      op: 'updateBackend';
+      backend: string;
+      spec: BackendSpec;
+      changes: string[];
+      deferred?: number;
+      /** No room for a new replica beside the old ones: the rollout replaces them in place. */
+      inPlace?: boolean;
+    }
   | { op: 'deleteEndpoint'; endpoint: string; route: string | null; recreate: boolean }
   | { op: 'createEndpoint'; endpoint: string; backend: string; route: string | null; methods: string[] }
   | { op: 'setTraffic'; endpoint: string; traffic: Record<string, number>; previous: Record<string, number> }
@@ -19,6 +42,13 @@ export type DeployStep =
 export interface CurrentState {
   backends: Record<string, BackendInfo>;
   endpoints: Record<string, EndpointInfo>;
+}
+
+export interface PlanOptions {
+  /** contextDigest of each running backend's context in the file, where it has one. */
+  digests?: Record<string, string>;
+  /** What the control plane's replicas may reserve in all; without it, capacity is not planned for. */
+  capacity?: Capacity;
 }
 
 const CONFIG_KEYS = Object.keys(DEFAULT_BACKEND_CONFIG) as (keyof BackendConfig)[];
@@ -88,8 +118,14 @@ function sameMethods(a: string[], b: string[]): boolean {
  * A backend whose import, initArgs, runtimeEnv, replicaOptions or context
  * files (`digests`: contextDigest of each backend's context, where it has one)
  * changed gets updateBackend, which rolls the new version out replica by replica.
+ *
+ * With the control plane's `capacity`, a file that would not fit once applied
+ * is refused (INSUFFICIENT_RESOURCES), and the steps are reordered so that each
+ * fits when it runs (orderForCapacity).
  */
-export function planDeploy(desired: AppSpec, current: CurrentState, digests: Record<string, string> = {}): DeployStep[] {
+export function planDeploy(desired: AppSpec, current: CurrentState, options: PlanOptions = {}): DeployStep[] {
+  const digests = options.digests ?? {};
+  if (options.capacity !== undefined) checkFitsWhenApplied(desired, options.capacity);
   const creates: DeployStep[] = [];
   const updates: DeployStep[] = [];
   const scaleDowns: DeployStep[] = [];
@@ -141,7 +177,8 @@ export function planDeploy(desired: AppSpec, current: CurrentState, digests: Rec
     .filter((name) => !(name in desired.backends))
     .map((name) => ({ op: 'deleteBackend', backend: name }));
 
-  return [...creates, ...updates, ...endpointDeletes, ...endpointCreates, ...routing, ...scaleDowns, ...backendDeletes];
+  const steps = [...creates, ...updates, ...endpointDeletes, ...endpointCreates, ...routing, ...scaleDowns, ...backendDeletes];
+  return options.capacity === undefined ? steps : orderForCapacity(steps, current, options.capacity);
 }
 
 function formatValue(value: unknown): string {
@@ -157,17 +194,26 @@ function replicas(count: number): string {
   return `${count} replica${count === 1 ? '' : 's'}`;
 }
 
+function later(deferred: number | undefined): string {
+  return deferred === undefined ? '' : `; ${deferred} more once there is room`;
+}
+
 /** A human-readable line for a step, e.g. 'echo: numReplicas 1 → 2'. */
 export function describeStep(step: DeployStep): string {
   switch (step.op) {
     case 'createBackend':
-      return `creating backend ${step.backend} (building image, starting ${replicas(step.spec.config.numReplicas)})…`;
+      return `creating backend ${step.backend} (building image, starting ${replicas(step.spec.config.numReplicas)}${later(step.deferred)})…`;
     case 'updateBackendConfig':
       return `${step.backend}: ${Object.entries(step.changes)
         .map(([key, value]) => `${key} ${formatValue(step.previous[key as keyof BackendConfig])} → ${formatValue(value)}`)
-        .join(', ')}`;
-    case 'updateBackend':
-      return `rolling out a new version of ${step.backend}: ${step.changes.join('; ')}…`;
+        .join(', ')}${step.reason === undefined ? '' : ` (${step.reason})`}`;
+    case 'updateBackend': {
+      const how = [
+        ...(step.inPlace === true ? ['in place: no room for a new replica beside the old ones'] : []),
+        ...(step.deferred === undefined ? [] : [`${replicas(step.spec.config.numReplicas)}${later(step.deferred)}`]),
+      ];
+      return `rolling out a new version of ${step.backend}: ${step.changes.join('; ')}${how.length === 0 ? '' : ` (${how.join('; ')})`}…`;
+    }
     case 'deleteEndpoint':
       return step.recreate
         ? `endpoint ${step.endpoint}: route or methods changed, recreating it`
@@ -304,13 +350,13 @@ export interface DeployOptions extends ApplyOptions {
 /** `flotilla deploy FILE`: parses the file, plans against what runs, and applies (or, dry, only logs) the plan. */
 export async function deployAppFile(client: Client, path: string, options: DeployOptions): Promise<DeployStep[]> {
   const desired = loadAppFile(path);
-  const [backends, endpoints] = await Promise.all([client.listBackends(), client.listEndpoints()]);
+  const [backends, endpoints, capacity] = await Promise.all([client.listBackends(), client.listEndpoints(), client.getCapacity()]);
   const digests: Record<string, string> = {};
   for (const [name, spec] of Object.entries(desired.backends)) {
     const context = spec.runtimeEnv.context;
     if (name in backends && context !== undefined && spec.runtimeEnv.image === undefined) digests[name] = await contextDigest(context);
   }
-  const steps = planDeploy(desired, { backends, endpoints }, digests);
+  const steps = planDeploy(desired, { backends, endpoints }, { digests, capacity: capacityOf(capacity) });
   if (options.dryRun === true) {
     if (steps.length === 0) options.log('nothing to change');
     for (const step of steps) options.log(`would: ${describeStep(step)}`);

@@ -1,7 +1,7 @@
-import { FlotillaError, isFlotillaError } from '../common/errors.js';
-import { Scheduler } from '../resources/scheduler.js';
+import { FlotillaError } from '../common/errors.js';
 import { formatIssue, loadAppFile, type AppFileIssue, type AppSpec } from './app-file.js';
 import { describeStep, planDeploy } from './deploy.js';
+import { fitIssues } from './deploy-capacity.js';
 
 /** The machine to check an app file's capacity against; a resource left out is not checked. */
 export interface MachineSize {
@@ -12,31 +12,12 @@ export interface MachineSize {
 
 /** Whether every replica of the file fits on the machine, placed as the scheduler would place them. */
 export function capacityIssues(spec: AppSpec, machine: MachineSize): AppFileIssue[] {
-  const scheduler = new Scheduler({
+  const capacity = {
     cpus: machine.cpus ?? Number.POSITIVE_INFINITY,
     memoryMb: machine.memoryMb ?? Number.POSITIVE_INFINITY,
     gpus: Array.from({ length: machine.gpus ?? 0 }, (_, index) => ({ id: String(index) })),
-  });
-  const issues: AppFileIssue[] = [];
-  for (const [name, backend] of Object.entries(spec.backends)) {
-    const { numCpus, memoryMb, numGpus } = backend.resources;
-    const request = { numCpus, memoryMb: memoryMb ?? null, numGpus: machine.gpus === undefined ? 0 : numGpus };
-    for (let replica = 0; replica < backend.config.numReplicas; replica++) {
-      try {
-        scheduler.reserve(`${name}#${replica}`, request);
-      } catch (error) {
-        if (!isFlotillaError(error, 'INSUFFICIENT_RESOURCES')) throw error;
-        issues.push({
-          file: spec.file,
-          line: spec.lines[`backends.${name}`] ?? 1,
-          path: ['backends', name],
-          message: `replica ${replica + 1} of ${backend.config.numReplicas} does not fit on the machine: ${error.message}`,
-        });
-        break;
-      }
-    }
-  }
-  return issues;
+  };
+  return fitIssues(spec, capacity, { gpus: machine.gpus !== undefined });
 }
 
 /**

@@ -1,6 +1,6 @@
 import { rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { BackendConfig, BackendInfo, CreateEndpointOptions, EndpointInfo, ReplicaInfo } from '../api.js';
+import type { BackendConfig, BackendInfo, CapacityInfo, CreateEndpointOptions, EndpointInfo, ReplicaInfo } from '../api.js';
 import { settlesWithin, type Clock } from '../common/clock.js';
 import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
 import { shortId } from '../common/ids.js';
@@ -314,6 +314,12 @@ export class Controller {
 
   listReplicas(name: string): ReplicaInfo[] {
     return this.backend(name).replicaInfo();
+  }
+
+  capacity(): CapacityInfo {
+    const { scheduler } = this.deps;
+    const { cpus, memoryMb, gpus } = scheduler.capacity;
+    return { total: { cpus, memoryMb, gpus: gpus.map((gpu) => gpu.id) }, free: scheduler.free() };
   }
 
   /**

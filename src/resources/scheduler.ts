@@ -46,7 +46,7 @@ export class Scheduler {
   private readonly placements = new Map<string, Placement>();
   private readonly gpuUse = new Map<string, number>();
 
-  constructor(private readonly capacity: Capacity) {
+  constructor(readonly capacity: Capacity) {
     for (const gpu of capacity.gpus) this.gpuUse.set(gpu.id, 0);
   }
 

@@ -174,8 +174,8 @@ describe('planDeploy', () => {
   it('rolls out when the files under a context changed, and not when they did not', () => {
     const echo = running.backends.echo as BackendInfo;
     const state = { ...running, backends: { echo: { ...echo, contextDigest: 'aaaa' } } };
-    expect(planDeploy(parse(APP), state, { echo: 'aaaa' })).toEqual([]);
-    const steps = planDeploy(parse(APP), state, { echo: 'bbbb' });
+    expect(planDeploy(parse(APP), state, { digests: { echo: 'aaaa' } })).toEqual([]);
+    const steps = planDeploy(parse(APP), state, { digests: { echo: 'bbbb' } });
     expect(ops(steps)).toEqual(['updateBackend echo']);
     expect(describeStep(steps[0]!)).toMatch(/^rolling out a new version of echo: files under \/.*my-backend changed…$/);
   });
@@ -194,6 +194,84 @@ describe('planDeploy', () => {
     const echo = running.backends.echo as BackendInfo;
     const state = { ...running, backends: { echo: { ...echo, definition: { kind: 'class' as const, name: 'Echo', sourceHash: 'abc' } } } };
     expect(describeStep(planDeploy(parse(APP), state)[0]!)).toContain('import a shipped class Echo → handlers/echo.js:Echo');
+  });
+});
+
+describe('planDeploy on a machine of a given capacity', () => {
+  const cpus = (count: number) => ({ cpus: count, memoryMb: 8192, gpus: [] });
+  const pair = parse(`backends:\n  a: { import: a.js, config: { numReplicas: 2 } }\nendpoints:\n  api: { backend: a, route: /api }\n`);
+  const swapped = parse(`backends:\n  b: { import: b.js, config: { numReplicas: 2 } }\nendpoints:\n  api: { backend: b, route: /api }\n`);
+
+  it('keeps the plain order when every step fits', () => {
+    expect(ops(planDeploy(swapped, stateOf(pair), { capacity: cpus(4) }))).toEqual([
+      'createBackend b',
+      'setTraffic api',
+      'deleteBackend a',
+    ]);
+  });
+
+  it('replaces a backend with another on a full machine: shrinks the old one, starts what fits, moves the traffic, then the rest', () => {
+    const steps = planDeploy(swapped, stateOf(pair), { capacity: cpus(2) });
+    expect(ops(steps)).toEqual(['updateBackendConfig a', 'createBackend b', 'setTraffic api', 'deleteBackend a', 'updateBackendConfig b']);
+    expect(steps[1]).toMatchObject({ spec: { config: { numReplicas: 1 } }, deferred: 1 });
+    expect(steps.map(describeStep)).toEqual([
+      'a: numReplicas 2 → 1 (to make room for b, keeping one replica serving until it is removed)',
+      'creating backend b (building image, starting 1 replica; 1 more once there is room)…',
+      'api: traffic a 1 → b 1',
+      'deleting backend a (draining its replicas)…',
+      'b: numReplicas 1 → 2 (the rest of its replicas, now that there is room)',
+    ]);
+  });
+
+  it('deletes a backend that nothing routes to before a create that needs its room', () => {
+    const before = parse(`backends:\n  idle: { import: a.js, config: { numReplicas: 2 } }\nendpoints: {}\n`);
+    const after = parse(`backends:\n  fresh: { import: b.js, config: { numReplicas: 2 } }\nendpoints: {}\n`);
+    expect(ops(planDeploy(after, stateOf(before), { capacity: cpus(2) }))).toEqual(['deleteBackend idle', 'createBackend fresh']);
+  });
+
+  it('scales down what the file scales down before a create that needs the room', () => {
+    const before = parse(`backends:\n  a: { import: a.js, config: { numReplicas: 2 } }\nendpoints:\n  api: { backend: a }\n`);
+    const after = parse(
+      `backends:\n  a: { import: a.js, config: { numReplicas: 1 } }\n  c: { import: c.js }\nendpoints:\n  api: { backend: a }\n`,
+    );
+    expect(ops(planDeploy(after, stateOf(before), { capacity: cpus(4) }))).toEqual(['createBackend c', 'updateBackendConfig a']);
+    const steps = planDeploy(after, stateOf(before), { capacity: cpus(2) });
+    expect(ops(steps)).toEqual(['updateBackendConfig a', 'createBackend c']);
+    expect(describeStep(steps[0]!)).toBe('a: numReplicas 2 → 1');
+  });
+
+  it('parks the old backend when not even one replica of its successor fits beside it, and says which endpoint answers 503', () => {
+    const big = (name: string) =>
+      `backends:\n  ${name}: { import: ${name}.js, replicaOptions: { numCpus: 2 } }\nendpoints:\n  api: { backend: ${name} }\n`;
+    const steps = planDeploy(parse(big('b')), stateOf(parse(big('a'))), { capacity: cpus(2) });
+    expect(ops(steps)).toEqual(['updateBackendConfig a', 'createBackend b', 'setTraffic api', 'deleteBackend a']);
+    expect(describeStep(steps[0]!)).toBe(
+      'a: numReplicas 1 → 0 (no room for b beside it: endpoint api answers 503 until b takes the traffic)',
+    );
+  });
+
+  it('says a rollout replaces in place when there is no room beside the old replicas', () => {
+    const text = APP.replace('numReplicas: 1', 'numReplicas: 2').replace('numCpus: 0.5', 'numCpus: 1');
+    const steps = planDeploy(parse(text.replace('[hello]', '[bye]')), stateOf(parse(text)), { capacity: cpus(2) });
+    expect(steps).toEqual([expect.objectContaining({ op: 'updateBackend', inPlace: true })]);
+    expect(describeStep(steps[0]!)).toBe(
+      'rolling out a new version of echo: initArgs ["hello"] → ["bye"] (in place: no room for a new replica beside the old ones)…',
+    );
+    expect(planDeploy(parse(text.replace('[hello]', '[bye]')), stateOf(parse(text)), { capacity: cpus(3) })[0]).not.toHaveProperty(
+      'inPlace',
+    );
+  });
+
+  it('refuses a file that does not fit even once applied, naming the backend, what a replica asks and what is free', () => {
+    const tooBig = parse(`backends:\n  b: { import: b.js, config: { numReplicas: 3 } }\nendpoints:\n  api: { backend: b, route: /api }\n`);
+    expect(() => planDeploy(tooBig, stateOf(pair), { capacity: cpus(2) })).toThrow(
+      expect.objectContaining({
+        code: 'INSUFFICIENT_RESOURCES',
+        message: expect.stringContaining(
+          'app.yaml:2: backends.b: replica 3 of 3 does not fit on the machine: not enough resources: a replica needs 1 CPU, 0 of 2 free',
+        ),
+      }),
+    );
   });
 });
 
