@@ -1,11 +1,13 @@
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
 import { deployAppFile } from '../../src/cli/deploy.js';
-import { containersOf, FIXTURES, inspect, startFlotilla } from './harness.js';
+import { shortId } from '../../src/common/ids.js';
+import { containersOf, FIXTURES, freePort, inspect, startFlotilla } from './harness.js';
 import { startLoad } from './load.js';
 
 const APP_FILE = join(FIXTURES, 'app', 'app.yaml');
@@ -139,5 +141,101 @@ describe('flotilla deploy', () => {
     const { statuses, total } = await load.stop();
     expect(Object.fromEntries(statuses)).toEqual({ 200: total });
     expect((await client.getBackendConfig('ctx')).rollout?.state).toBe('completed');
+  });
+});
+
+describe('flotilla deploy on a full machine (2 CPUs)', () => {
+  const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
+  const dir = mkdtempSync(join(tmpdir(), 'flt-full-'));
+  const stateDir = mkdtempSync(join(tmpdir(), 'flt-'));
+  const instance = `test-${shortId(3)}`;
+  let client: Client;
+  let admin: string;
+
+  /** An app file with one backend of `replicas` × 1 CPU that serves /api, answering its name. */
+  function appWith(backend: string, replicas: number): string {
+    const path = join(dir, `${backend}-${replicas}.yaml`);
+    writeFileSync(
+      path,
+      `backends:\n  ${backend}:\n    import: handlers/echo.js:Echo\n    runtimeEnv: { context: ${join(FIXTURES, 'my-backend')} }\n` +
+        `    initArgs: [${backend}]\n    config: { numReplicas: ${replicas}, gracefulShutdownTimeoutS: 2 }\n` +
+        `endpoints:\n  api: { backend: ${backend}, route: /api }\n`,
+    );
+    return path;
+  }
+
+  beforeAll(async () => {
+    const port = await freePort();
+    admin = `http://127.0.0.1:${port}`;
+    ({ client } = await startFlotilla({ instance, stateDir, admin: { host: '127.0.0.1', port }, cpuCapacity: 2 }));
+  });
+  afterAll(async () => {
+    await client?.shutdown();
+  });
+
+  it('replaces a backend with another of the same size by ordering its steps, serving the route throughout', async () => {
+    await deployAppFile(client, appWith('a', 2), { log: () => undefined });
+    expect((await client.getCapacity()).free.cpus).toBe(0);
+
+    const answers: string[] = [];
+    const load = startLoad(async () => {
+      const response = await fetch(`${client.httpUrl}/api`);
+      if (response.ok) answers.push(((await response.clone().json()) as { arg: string }).arg);
+      return response;
+    }, 2);
+    const lines: string[] = [];
+    const steps = await deployAppFile(client, appWith('b', 2), { log: (line) => lines.push(line) });
+    const { statuses, total } = await load.stop();
+
+    expect(steps.map((step) => step.op)).toEqual([
+      'updateBackendConfig',
+      'createBackend',
+      'setTraffic',
+      'deleteBackend',
+      'updateBackendConfig',
+    ]);
+    expect(lines).toEqual([
+      'a: numReplicas 2 → 1 (to make room for b, keeping one replica serving until it is removed)',
+      'creating backend b (building image, starting 1 replica; 1 more once there is room)…',
+      'api: traffic a 1 → b 1',
+      'deleting backend a (draining its replicas)…',
+      'b: numReplicas 1 → 2 (the rest of its replicas, now that there is room)',
+      'deployed: 5 changes',
+    ]);
+    expect(Object.fromEntries(statuses)).toEqual({ 200: total });
+    expect(answers[0]).toBe('a');
+    expect(answers.at(-1)).toBe('b');
+    expect(answers.slice(answers.indexOf('b'))).not.toContain('a');
+    expect(Object.keys(await client.listBackends())).toEqual(['b']);
+    expect((await client.listReplicas('b')).map((r) => r.state)).toEqual(['ready', 'ready']);
+    expect(containersOf(instance, 'a')).toEqual([]);
+  });
+
+  it('refuses a file that does not fit even once applied, in --dry-run and in deploy, and changes nothing', async () => {
+    const before = containersOf(instance);
+    const tooBig = appWith('b', 3);
+    const reason = `${tooBig}:2: backends.b: replica 3 of 3 does not fit on the machine: not enough resources: a replica needs 1 CPU, 0 of 2 free`;
+    const dry = promisify(execFile)(process.execPath, [
+      CLI,
+      'deploy',
+      tooBig,
+      '--dry-run',
+      '--address',
+      admin,
+      '--instance',
+      instance,
+      '--state-dir',
+      stateDir,
+    ]);
+    await expect(dry).rejects.toMatchObject({ code: 1, stderr: expect.stringContaining(reason) });
+    await expect(dry).rejects.toMatchObject({
+      stderr: expect.stringMatching(/^flotilla: INSUFFICIENT_RESOURCES: the app file does not fit/),
+    });
+    await expect(deployAppFile(client, tooBig, { log: () => undefined })).rejects.toMatchObject({
+      code: 'INSUFFICIENT_RESOURCES',
+      message: expect.stringContaining(reason),
+    });
+    expect(containersOf(instance)).toEqual(before);
+    expect((await client.getBackendConfig('b')).numReplicas).toBe(2);
   });
 });
