@@ -9,6 +9,7 @@ export type {
   BackendConfig,
   BackendDefinition,
   BackendInfo,
+  CapacityInfo,
   Client,
   ConnectOptions,
   CreateBackendOptions,
