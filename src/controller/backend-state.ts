@@ -201,7 +201,7 @@ export class BackendState {
     };
     const before = new Map(this.replicas.map((r) => [r, { state: r.state, started: r.container !== undefined }]));
     if (this.deleting !== undefined) this.replicas.forEach((r) => r.retire(this.deleting!.drain));
-    for (const replica of this.replicas) replica.update(step);
+    for (const replica of this.replicas) replica.update(this.stepFor(replica, step));
     const leaving = this.replicas.filter((r) => r.state === 'stopped');
     if (leaving.length > 0) {
       this.replicas = this.replicas.filter((r) => r.state !== 'stopped');
@@ -248,12 +248,18 @@ export class BackendState {
     }
   }
 
+  /** While a rollout is paused, replicas of the last good version are started and stepped with that version's target. */
+  private stepFor(replica: Replica, step: StepContext): StepContext {
+    const lastGood = this.rollout?.state === 'paused' ? this.previous : undefined;
+    return lastGood !== undefined && replica.version === lastGood.version ? { ...step, target: lastGood } : step;
+  }
+
   private converge(ctx: BackendStepContext, step: StepContext): void {
     const want = this.target.config.numReplicas;
     const active = this.replicas.filter((r) => r.state === 'starting' || r.state === 'ready');
     const retire = (replica: Replica): void => {
       replica.retire(true);
-      replica.update(step);
+      replica.update(this.stepFor(replica, step));
     };
     const fresh = active.filter((r) => r.version === this.target.version);
     let old = active.filter((r) => r.version !== this.target.version);
@@ -271,7 +277,8 @@ export class BackendState {
       if (old.length === 0) this.replacements = [];
       return;
     }
-    if (this.held || this.rollout?.state === 'paused' || ctx.now < this.retryAt) return;
+    if (this.rollout?.state === 'paused') return this.keepLastGood(ctx, step, want - active.length);
+    if (this.held || ctx.now < this.retryAt) return;
     const room = old.length === 0 ? want - fresh.length : want + ctx.rollout.maxSurge - old.length - fresh.length;
     let roomless = room <= 0;
     for (let i = 0; i < Math.min(room, want - fresh.length); i++) {
@@ -306,6 +313,25 @@ export class BackendState {
     }
   }
 
+  /** A paused rollout starts no new version, but replaces replicas that failed with ones of the last good version. */
+  private keepLastGood(ctx: BackendStepContext, step: StepContext, missing: number): void {
+    const lastGood = this.previous;
+    if (lastGood === undefined || ctx.now < this.retryAt) return;
+    for (let i = 0; i < missing; i++) {
+      const id = shortId();
+      let placement: Placement;
+      try {
+        placement = ctx.scheduler.reserve(id, lastGood.resources);
+      } catch (error) {
+        return this.cannotStart(ctx, error);
+      }
+      const history = this.replacements.shift() ?? { restarts: 0, lastError: null };
+      const replica = new Replica(id, placement, history, lastGood.version, lastGood.liveHash, ctx.now);
+      this.replicas.push(replica);
+      replica.update({ ...step, target: lastGood });
+    }
+  }
+
   private cannotStart(ctx: BackendStepContext, error: unknown): void {
     const history = this.replacements.shift() ?? { restarts: 0, lastError: null };
     this.replacements.unshift({ restarts: history.restarts + 1, lastError: errorMessage(error) });
@@ -320,6 +346,16 @@ export class BackendState {
   private failed(ctx: BackendStepContext, replica: Replica): void {
     if (this.deleting !== undefined) return;
     const reason = replica.failure?.lastError ?? 'failed';
+    if (replica.version !== this.target.version && this.rollout?.state === 'paused') {
+      ctx.log.warn('replica of the last good version failed while the rollout is paused; one of that version takes its place', {
+        backend: this.name,
+        replica: replica.id,
+        reason,
+      });
+      this.backOff(ctx.now);
+      this.replacements.push({ restarts: replica.history.restarts + 1, lastError: reason });
+      return;
+    }
     if (replica.version !== this.target.version) {
       ctx.log.warn('replica of an older version failed; a replica of the new version takes its place', {
         backend: this.name,

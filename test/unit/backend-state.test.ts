@@ -634,6 +634,35 @@ describe('a rolling update stepped by the reconciler', () => {
     expect(h.backend.target.version).toBe(v2().version);
   });
 
+  it('still replaces an old replica that fails while paused, with one of the last good version', async () => {
+    const h = harness(3, { onFailure: 'pause' });
+    await readyOn(h);
+    const first = h.backend.target.version;
+    h.backend.rollOut(v2());
+    const goal = h.backend.converged();
+    goal.catch(() => undefined);
+    await h.step(2);
+    h.fake.exit(h.backend.replicas.find((r) => r.version !== first)!.container!.containerId, 1);
+    await h.step(2);
+    await expect(goal).rejects.toMatchObject({ code: 'ROLLOUT_FAILED' });
+    await h.step(5);
+    expect(byVersion(h, first)).toEqual({ 'v1 ready': 3 });
+
+    const victim = h.backend.replicas[0]!;
+    h.fake.exit(victim.container!.containerId, 137);
+    await h.observe();
+    await h.step(2);
+    expect(byVersion(h, first)).toEqual({ 'v1 ready': 2, 'v1 failed': 1, 'v1 starting': 1 });
+    await h.step(2);
+    h.ready();
+    await h.step(3);
+    expect(byVersion(h, first)).toEqual({ 'v1 ready': 3 });
+    const replacement = h.backend.replicaInfo().find((r) => r.restarts === 1)!;
+    expect(replacement).toMatchObject({ version: first, lastError: `replica ${victim.id} exited with code 137` });
+    expect(h.fake.containers.get(replacement.containerId)?.spec?.image).toBe('model:1');
+    expect(h.backend.info().rollout).toMatchObject({ state: 'paused', targetVersion: v2().version });
+  });
+
   it('keeps a rollout under way in the saved state, with the version to roll back to', async () => {
     const h = harness(3);
     await readyOn(h);
