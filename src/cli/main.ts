@@ -7,7 +7,7 @@ import { errorMessage, isFlotillaError } from '../common/errors.js';
 import { loadConfig } from '../config/config.js';
 import { ControlPlane } from '../control-plane.js';
 import { deployAppFile } from './deploy.js';
-import { renderStatus } from './status.js';
+import { renderStatus, watchStatus } from './status.js';
 import { invalid, urlOf } from '../common/checks.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -189,8 +189,19 @@ connection(
   await deployAppFile(await connectTo(flags), file, { log: print, progressIntervalMs: process.stdout.isTTY ? 1000 : 0 });
 });
 
-connection(program.command('status').description('endpoints, backends and replicas with their state')).action(async (flags: Connection) => {
-  process.stdout.write(await renderStatus(await connectTo(flags)));
+connection(
+  program
+    .command('status')
+    .description('endpoints, backends and replicas with their state')
+    .option('-w, --watch', 'show rollout progress until no rollout is under way (exit status 1 if one rolled back or paused)'),
+).action(async (flags: Connection & { watch?: boolean }) => {
+  const client = await connectTo(flags);
+  if (flags.watch !== true) {
+    process.stdout.write(await renderStatus(client));
+    return;
+  }
+  const write = (text: string) => process.stdout.write(text);
+  if (!(await watchStatus(client, { tty: process.stdout.isTTY === true, write }))) process.exitCode = 1;
 });
 
 connection(

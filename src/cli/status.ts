@@ -1,4 +1,4 @@
-import type { Client } from '../api.js';
+import type { Client, RolloutStatus } from '../api.js';
 
 function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? '').length))) ?? [];
@@ -56,4 +56,80 @@ export async function renderStatus(client: Client): Promise<string> {
     table([['BACKEND', 'REPLICA', 'STATE', 'CONTAINER', 'HEALTH'], ...replicaRows]),
     '',
   ].join('\n');
+}
+
+/** Where a backend's replicas stand against its target version. */
+interface Progress {
+  backend: string;
+  rollout: RolloutStatus | null;
+  version: string;
+  numReplicas: number;
+  /** Ready replicas of the target version, and of any other. */
+  ready: number;
+  readyOlder: number;
+}
+
+const UNDER_WAY: ReadonlySet<RolloutStatus['state']> = new Set(['rolling', 'in-place', 'rolling-back']);
+
+async function progressOf(client: Client): Promise<Progress[]> {
+  const backends = await client.listBackends();
+  return Promise.all(
+    Object.entries(backends).map(async ([backend, info]) => {
+      const ready = (await client.listReplicas(backend).catch(() => [])).filter((r) => r.state === 'ready');
+      const current = ready.filter((r) => r.version === info.version).length;
+      return {
+        backend,
+        rollout: info.rollout,
+        version: info.version,
+        numReplicas: info.numReplicas,
+        ready: current,
+        readyOlder: ready.length - current,
+      };
+    }),
+  );
+}
+
+/** e.g. 'greeter: rolling 3c1f… → 9ab2…, 1/3 ready of version 9ab2…, 2 of older versions'. */
+export function describeProgress(p: Progress): string {
+  const counts = `${p.ready}/${p.numReplicas} ready of version ${p.version}${p.readyOlder === 0 ? '' : `, ${p.readyOlder} of older versions`}`;
+  if (p.rollout === null) return `${p.backend}: ${counts}`;
+  const { state, fromVersion, targetVersion, reason } = p.rollout;
+  return `${p.backend}: ${state} ${fromVersion} → ${targetVersion}, ${counts}${reason === null ? '' : ` (${reason})`}`;
+}
+
+export interface WatchOptions {
+  /** Redraw the whole status in place (a terminal), or print a line per backend whose progress changed. */
+  tty: boolean;
+  write(text: string): void;
+  /** How often to ask the control plane. Default 500. */
+  intervalMs?: number;
+}
+
+/**
+ * `flotilla status --watch`: shows each backend's rollout progress (state, versions, ready replicas of the new version
+ * and of older ones) until no rollout is under way. Resolves false when a rollout it saw under way ended rolled back
+ * or paused.
+ */
+export async function watchStatus(client: Client, options: WatchOptions): Promise<boolean> {
+  const seen = new Set<string>();
+  const printed = new Map<string, string>();
+  for (;;) {
+    const progress = await progressOf(client);
+    const underWay = progress.filter((p) => p.rollout !== null && UNDER_WAY.has(p.rollout.state));
+    underWay.forEach((p) => seen.add(p.backend));
+    if (options.tty) {
+      const rollouts = progress.map((p) => describeProgress(p)).join('\n');
+      options.write(`\x1b[H\x1b[2J${await renderStatus(client)}\nROLLOUTS\n${rollouts}\n`);
+    } else {
+      for (const p of progress) {
+        const line = describeProgress(p);
+        if (printed.get(p.backend) === line) continue;
+        printed.set(p.backend, line);
+        options.write(`${line}\n`);
+      }
+    }
+    if (underWay.length === 0)
+      return !progress.some((p) => seen.has(p.backend) && (p.rollout?.state === 'rolled-back' || p.rollout?.state === 'paused'));
+    await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 500));
+  }
 }

@@ -1,7 +1,13 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
 import { renderStatus } from '../../src/cli/status.js';
-import { startFlotilla } from './harness.js';
+import { LABELS } from '../../src/common/labels.js';
+import { shortId } from '../../src/common/ids.js';
+import { containersOf, FIXTURES, freePort, startFlotilla } from './harness.js';
 import { startLoad } from './load.js';
 
 // The backends and steps of docs/rollout.md, run while a continuous load hits the endpoint.
@@ -253,5 +259,71 @@ describe('rolling updates (docs/rollout.md)', () => {
       code: 'INVALID_ARGUMENT',
     });
     expect((await client.listReplicas('greeter')).filter((r) => r.state === 'ready')).toHaveLength(3);
+  });
+});
+
+describe('flotilla status --watch', () => {
+  const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
+  const stateDir = mkdtempSync(join(tmpdir(), 'flt-'));
+  const instance = `test-${shortId(3)}`;
+  let client: Client;
+  let admin: string;
+  const gated = (version: string, gate?: string) => ({
+    initArgs: [version],
+    config: { numReplicas: 2, gracefulShutdownTimeoutS: 1, userConfig: gate === undefined ? {} : { gate } },
+    replicaOptions: { numCpus: 0.25, runtimeEnv: { context: join(FIXTURES, 'gated-backend') } },
+  });
+
+  beforeAll(async () => {
+    const port = await freePort();
+    admin = `http://127.0.0.1:${port}`;
+    ({ client } = await startFlotilla({ instance, stateDir, admin: { host: '127.0.0.1', port }, rolloutMaxSurge: 1 }));
+    await client.createBackend('gated', 'handlers/gated.js:Gated', gated('v1'));
+  });
+  afterAll(() => client.shutdown());
+
+  /** Containers of the backend that run `version`. */
+  const ofVersion = (version: string) =>
+    containersOf(instance, 'gated').filter(
+      (id) =>
+        execFileSync('docker', ['inspect', '-f', `{{index .Config.Labels "${LABELS.version}"}}`, id], { encoding: 'utf8' }).trim() ===
+        version,
+    );
+
+  it('prints a line per change of a rollout, without a terminal, until it completes', async () => {
+    const from = (await client.getBackendConfig('gated')).version;
+    // Each replica of the new version waits for /tmp/go in its container before it is ready: the test lets them through one by one.
+    const update = client.updateBackend('gated', 'handlers/gated.js:Gated', gated('v2', '/tmp/go'));
+    update.catch(() => undefined);
+    await expect.poll(async () => (await client.getBackendConfig('gated')).rollout?.state, { timeout: 60_000 }).toBe('rolling');
+    const to = (await client.getBackendConfig('gated')).version;
+
+    const watcher = spawn(
+      process.execPath,
+      [CLI, 'status', '--watch', '--address', admin, '--instance', instance, '--state-dir', stateDir],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
+    let out = '';
+    watcher.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => watcher.once('exit', resolve));
+    const shows = (line: string) => expect.poll(() => out.split('\n'), { timeout: 60_000 }).toContain(line);
+
+    await shows(`gated: rolling ${from} → ${to}, 0/2 ready of version ${to}, 2 of older versions`);
+    const open = async (count: number) => {
+      await expect.poll(() => ofVersion(to).length, { timeout: 60_000 }).toBe(count);
+      for (const id of ofVersion(to)) execFileSync('docker', ['exec', id, 'touch', '/tmp/go']);
+    };
+    await open(1);
+    await shows(`gated: rolling ${from} → ${to}, 1/2 ready of version ${to}, 1 of older versions`);
+    await open(2);
+    await update;
+    expect(await exited).toBe(0);
+    const lines = out.trim().split('\n');
+    expect(lines[0]).toBe(`gated: rolling ${from} → ${to}, 0/2 ready of version ${to}, 2 of older versions`);
+    expect(lines.at(-1)).toBe(`gated: completed ${from} → ${to}, 2/2 ready of version ${to}`);
+    expect(new Set(lines).size).toBe(lines.length);
+    expect(ofVersion(from)).toEqual([]);
   });
 });
