@@ -3,7 +3,7 @@ import type { BackendConfig, BackendInfo, Client, EndpointInfo, RuntimeEnv } fro
 import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import { DEFAULT_BACKEND_CONFIG } from '../controller/validation.js';
 import type { Capacity } from '../resources/scheduler.js';
-import { contextDigest } from '../runtime/build-context.js';
+import { contextDigest } from '../runtime/image-builder.js';
 import { loadAppFile, type AppSpec, type BackendSpec } from './app-file.js';
 import { capacityOf, checkFitsWhenApplied, orderForCapacity } from './deploy-capacity.js';
 
@@ -354,7 +354,10 @@ export async function deployAppFile(client: Client, path: string, options: Deplo
   const digests: Record<string, string> = {};
   for (const [name, spec] of Object.entries(desired.backends)) {
     const context = spec.runtimeEnv.context;
-    if (name in backends && context !== undefined && spec.runtimeEnv.image === undefined) digests[name] = await contextDigest(context);
+    if (name in backends && context !== undefined && spec.runtimeEnv.image === undefined) {
+      const { runtime, packages, dockerfile } = spec.runtimeEnv;
+      digests[name] = await contextDigest({ backend: name, contextDir: context, runtime, packages, dockerfile });
+    }
   }
   const steps = planDeploy(desired, { backends, endpoints }, { digests, capacity: capacityOf(capacity) });
   if (options.dryRun === true) {

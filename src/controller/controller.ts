@@ -11,7 +11,6 @@ import type { Dispatcher, RoutingSnapshot } from '../proxy/dispatcher.js';
 import { PROTOCOL, type LiveConfig } from '../replica/protocol.js';
 import type { Scheduler } from '../resources/scheduler.js';
 import type { ContainerRuntime } from '../runtime/container-runtime.js';
-import { contextDigest } from '../runtime/build-context.js';
 import type { ImageBuilder } from '../runtime/image-builder.js';
 import { BackendState, liveConfigOf, savedTarget, targetOf, type BackendTarget } from './backend-state.js';
 import { adoptContainers, CHECKPOINT_VERSION, parseCheckpoint, type SavedBackend } from './checkpoint.js';
@@ -266,18 +265,18 @@ export class Controller {
         `replicaOptions.runtimeEnv.image '${runtimeEnv.image}' is not on the Docker engine; pull or build it first`,
       );
     }
-    const digest = context === undefined || runtimeEnv.image !== undefined ? undefined : await contextDigest(context);
-    const image =
-      runtimeEnv.image ??
-      (await this.deps.images.backendImage({
-        backend: name,
-        ...(context === undefined ? {} : { contextDir: context }),
-        ...(shippable.kind === 'import' ? {} : { shippedModule: shippedModuleText(shippable) }),
-        runtime: runtimeEnv.runtime,
-        packages: runtimeEnv.packages,
-        dockerfile: runtimeEnv.dockerfile,
-        buildArgs: runtimeEnv.buildArgs,
-      }));
+    const built =
+      runtimeEnv.image === undefined
+        ? await this.deps.images.backendImage({
+            backend: name,
+            ...(context === undefined ? {} : { contextDir: context }),
+            ...(shippable.kind === 'import' ? {} : { shippedModule: shippedModuleText(shippable) }),
+            runtime: runtimeEnv.runtime,
+            packages: runtimeEnv.packages,
+            dockerfile: runtimeEnv.dockerfile,
+            buildArgs: runtimeEnv.buildArgs,
+          })
+        : { image: runtimeEnv.image };
     return targetOf({
       name,
       definition: shippable,
@@ -285,8 +284,8 @@ export class Controller {
       config,
       resources,
       runtimeEnv: { ...runtimeEnv, context },
-      image,
-      ...(digest === undefined ? {} : { contextDigest: digest }),
+      image: built.image,
+      ...(built.contextDigest === undefined ? {} : { contextDigest: built.contextDigest }),
     });
   }
 

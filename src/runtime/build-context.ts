@@ -7,22 +7,27 @@
  * the limit, the filesystem root and the home directory are refused.
  */
 import dockerignore from '@balena/dockerignore';
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join, relative, sep } from 'node:path';
-import { Transform, type Readable } from 'node:stream';
+import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar, { type Headers, type Pack, type PackOptions } from 'tar-fs';
 import { FlotillaError } from '../common/errors.js';
 
-/** A directory packed under `prefix`; `ignore` gets paths relative to `dir`, with '/' separators. */
-export type ContextPart = { dir: string; prefix: string; ignore?: (path: string) => boolean };
+/**
+ * A directory packed under `prefix`; `ignore` gets paths relative to `dir`, with '/' separators. With `digest`, the
+ * pack also hashes the part's own entries (names, types, modes, contents), whatever its prefix and the other parts.
+ */
+export type ContextPart = { dir: string; prefix: string; ignore?: (path: string) => boolean; digest?: boolean };
 
 export interface PackedContext {
   /** 16 hex digits of the sha256 of the tar and the salt. */
   hash: string;
   bytes: number;
+  /** 16 hex digits hashing the entries of the part packed with `digest`, if one was. */
+  digest: string | undefined;
   /** A fresh stream of the tar. */
   open(): Readable;
   /** Deletes the temporary tar. */
@@ -56,30 +61,46 @@ export function checkContextDir(dir: string): void {
   });
 }
 
-function normalizeHeader(prefix: string) {
+function normalizeHeader(prefix: string, digest: Hash | undefined) {
   return (header: Headers): Headers => {
     const executable = ((header.mode ?? 0) & 0o111) !== 0;
+    header.mode = header.type === 'directory' || executable ? 0o755 : 0o644;
+    digest?.update(`${header.name}\0${header.type}\0${header.mode}\0${header.size}\0`);
     if (prefix !== '') header.name = header.name === '.' ? prefix : `${prefix}/${header.name}`;
     header.uid = 0;
     header.gid = 0;
     header.mtime = new Date(0);
-    header.mode = header.type === 'directory' || executable ? 0o755 : 0o644;
     return header;
   };
 }
 
-/** Packs each part in turn into one tar stream; tar-fs's `finish` hands the stream on. */
-function packParts(parts: ContextPart[], pack?: Pack): Pack {
+/** Passes a file's contents on, hashing them (tar-fs types the stream as the file's, but takes any readable). */
+function hashing(digest: Hash): NonNullable<PackOptions['mapStream']> {
+  return (stream) =>
+    stream.pipe(
+      new Transform({
+        transform(chunk: Buffer, _encoding, done) {
+          digest.update(chunk);
+          done(null, chunk);
+        },
+      }),
+    ) as unknown as ReturnType<NonNullable<PackOptions['mapStream']>>;
+}
+
+/** Packs each part in turn into one tar stream; tar-fs's `finish` hands the stream on. Entries go one at a time, in order. */
+function packParts(parts: ContextPart[], digest: Hash, pack?: Pack): Pack {
   const [first, ...rest] = parts;
   if (first === undefined) throw new Error('empty build context');
   const ignore = first.ignore;
+  const own = first.digest === true ? digest : undefined;
   const options: PackOptions & { sort: boolean } = {
     sort: true,
-    map: normalizeHeader(first.prefix),
+    map: normalizeHeader(first.prefix, own),
+    ...(own ? { mapStream: hashing(own) } : {}),
     finalize: rest.length === 0,
     ...(ignore ? { ignore: (name: string) => ignore(relative(first.dir, name).split(sep).join('/')) } : {}),
     ...(pack ? { pack } : {}),
-    ...(rest.length > 0 ? { finish: (next: Pack) => void packParts(rest, next) } : {}),
+    ...(rest.length > 0 ? { finish: (next: Pack) => void packParts(rest, digest, next) } : {}),
   };
   return tar.pack(first.dir, options);
 }
@@ -108,8 +129,9 @@ export async function packContext(parts: ContextPart[], options: ContextPackOpti
       done(null, chunk);
     },
   });
+  const digest = createHash('sha256');
   try {
-    await pipeline(packParts(parts), meter, createWriteStream(file));
+    await pipeline(packParts(parts, digest), meter, createWriteStream(file));
   } catch (error) {
     rmSync(dir, { recursive: true, force: true });
     throw error;
@@ -117,6 +139,7 @@ export async function packContext(parts: ContextPart[], options: ContextPackOpti
   return {
     hash: hash.update(options.salt).digest('hex').slice(0, 16),
     bytes,
+    digest: parts.some((part) => part.digest === true) ? digest.digest('hex').slice(0, 16) : undefined,
     open: () => createReadStream(file),
     dispose: () => rmSync(dir, { recursive: true, force: true }),
   };
@@ -141,17 +164,9 @@ export function contextFilter(contextDir: string, keep: string[], alsoIgnore: (p
   };
 }
 
-/**
- * The hash of a context's files as an image build packs them (.dockerignore honoured): what a backend was built from,
- * compared by `flotilla deploy` to see whether the files under a context changed.
- */
-export async function contextDigest(dir: string): Promise<string> {
-  checkContextDir(dir);
-  const packed = await packContext([{ dir, prefix: '', ignore: contextFilter(dir, ['.dockerignore'], () => false) }], {
-    salt: '',
-    maxBytes: 0,
-    what: `context ${dir}`,
-  });
-  packed.dispose();
-  return packed.hash;
+/** The digest of a directory's files as a pack with `digest` computes it, without writing the tar anywhere. */
+export async function digestOf(part: Omit<ContextPart, 'prefix' | 'digest'>): Promise<string> {
+  const digest = createHash('sha256');
+  await pipeline(packParts([{ ...part, prefix: '', digest: true }], digest), new Writable({ write: (_chunk, _encoding, done) => done() }));
+  return digest.digest('hex').slice(0, 16);
 }

@@ -7,7 +7,7 @@ import type { Logger } from '../common/logger.js';
 import type { FlotillaConfig } from '../config/config.js';
 import type { ContainerRuntime } from './container-runtime.js';
 import { packageRoot } from '../common/package-root.js';
-import { checkContextDir, contextFilter, packContext, type ContextPart, type PackedContext } from './build-context.js';
+import { checkContextDir, contextFilter, digestOf, packContext, type ContextPart, type PackedContext } from './build-context.js';
 import { BaseImages } from './base-images.js';
 
 export const APP_DIR = '/app';
@@ -69,6 +69,30 @@ function aptPackages(file: string): string[] {
   return names;
 }
 
+/** What a build sends of a backend's context: its .dockerignore applied, and node_modules left out where dependencies are installed. */
+function contextIgnore(source: BackendImageSource & { contextDir: string }): (path: string) => boolean {
+  const context = source.contextDir;
+  if (source.dockerfile !== undefined) return contextFilter(context, [source.dockerfile, '.dockerignore'], () => false);
+  const installs =
+    (source.runtime ?? 'node') === 'node' && (hasDependencies(join(context, 'package.json')) || source.packages !== undefined);
+  return contextFilter(context, [], installs ? (path) => path === 'node_modules' || path.startsWith('node_modules/') : () => false);
+}
+
+/**
+ * The digest of the files of a backend's context that its image build sends (the one `backendImage` reports), without
+ * building: `flotilla deploy` compares it with the running backend's to see whether files under the context changed.
+ */
+export function contextDigest(source: BackendImageSource & { contextDir: string }): Promise<string> {
+  checkContextDir(source.contextDir);
+  return digestOf({ dir: source.contextDir, ignore: contextIgnore(source) });
+}
+
+/** A backend's image, and the digest of its context's files when it has one. */
+export interface BuiltImage {
+  image: string;
+  contextDigest?: string;
+}
+
 const APT_INSTALL = 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends';
 const APT_CLEAN = 'rm -rf /var/lib/apt/lists/*';
 
@@ -91,7 +115,7 @@ export class ImageBuilder {
     this.bases = new BaseImages(runtime, { node: settings.baseImage, python: settings.pythonBaseImage }, logger);
   }
 
-  backendImage(source: BackendImageSource): Promise<string> {
+  backendImage(source: BackendImageSource): Promise<BuiltImage> {
     const kind = source.runtime ?? 'node';
     if (kind === 'python' && source.shippedModule !== undefined) {
       throw new FlotillaError(
@@ -113,9 +137,10 @@ export class ImageBuilder {
         kind === 'node'
           ? this.nodeDockerfile(runtimeTag, staging, context, source.packages)
           : this.pythonDockerfile(runtimeTag, staging, context);
-      writeFileSync(join(staging, 'Dockerfile'), dockerfile.lines.join('\n') + '\n');
+      writeFileSync(join(staging, 'Dockerfile'), dockerfile.join('\n') + '\n');
       const parts: ContextPart[] = [{ dir: staging, prefix: '' }];
-      if (context !== undefined) parts.push({ dir: context, prefix: 'app', ignore: contextFilter(context, [], dockerfile.ignore) });
+      if (context !== undefined)
+        parts.push({ dir: context, prefix: 'app', ignore: contextIgnore({ ...source, contextDir: context }), digest: true });
       return this.build('flotilla/backend', parts, source.backend);
     });
   }
@@ -126,11 +151,9 @@ export class ImageBuilder {
     staging: string,
     context: string | undefined,
     packages: Record<string, string> | undefined,
-  ): { lines: string[]; ignore: (path: string) => boolean } {
+  ): string[] {
     const hasManifest = context !== undefined && hasDependencies(join(context, 'package.json'));
-    if (!hasManifest && packages === undefined) {
-      return { lines: [`FROM ${runtimeTag}`, `COPY app/ ${APP_DIR}/`], ignore: () => false };
-    }
+    if (!hasManifest && packages === undefined) return [`FROM ${runtimeTag}`, `COPY app/ ${APP_DIR}/`];
     const deps = join(staging, 'build', 'deps');
     mkdirSync(deps);
     const commands: string[] = [];
@@ -154,23 +177,20 @@ export class ImageBuilder {
       ...(this.settings.buildCaFile !== '' ? [`NODE_EXTRA_CA_CERTS=${BUILD_CA}`] : []),
       ...(this.settings.npmRegistry !== '' ? [`npm_config_registry=${shellQuote(this.settings.npmRegistry)}`] : []),
     ]);
-    return {
-      lines: [
-        `FROM ${runtimeTag} AS deps`,
-        `WORKDIR ${APP_DIR}`,
-        `COPY build/ /tmp/flotilla-build/`,
-        `RUN cp /tmp/flotilla-build/deps/* ${APP_DIR}/ && ${commands.map((c) => `${env}${c}`).join(' && ')} && mkdir -p node_modules`,
-        `FROM ${runtimeTag}`,
-        `COPY app/ ${APP_DIR}/`,
-        `COPY --from=deps ${APP_DIR}/node_modules ${APP_DIR}/node_modules`,
-      ],
-      // Installed in the image: the host's own node_modules (built for the host) is not sent.
-      ignore: (path) => path === 'node_modules' || path.startsWith('node_modules/'),
-    };
+    // Installed in the image: the host's own node_modules (built for the host) is not sent (contextIgnore).
+    return [
+      `FROM ${runtimeTag} AS deps`,
+      `WORKDIR ${APP_DIR}`,
+      `COPY build/ /tmp/flotilla-build/`,
+      `RUN cp /tmp/flotilla-build/deps/* ${APP_DIR}/ && ${commands.map((c) => `${env}${c}`).join(' && ')} && mkdir -p node_modules`,
+      `FROM ${runtimeTag}`,
+      `COPY app/ ${APP_DIR}/`,
+      `COPY --from=deps ${APP_DIR}/node_modules ${APP_DIR}/node_modules`,
+    ];
   }
 
   /** Python: apt.txt (Debian packages) into the image, requirements.txt with pip in a stage of its own. */
-  private pythonDockerfile(runtimeTag: string, staging: string, context: string | undefined): { lines: string[]; ignore: () => boolean } {
+  private pythonDockerfile(runtimeTag: string, staging: string, context: string | undefined): string[] {
     const lines = [`FROM ${runtimeTag} AS system`];
     const apt = context !== undefined && isFile(join(context, 'apt.txt')) ? aptPackages(join(context, 'apt.txt')) : [];
     if (apt.length > 0) lines.push(`RUN ${APT_INSTALL} ${apt.join(' ')} && ${APT_CLEAN}`);
@@ -188,7 +208,7 @@ export class ImageBuilder {
       );
     }
     lines.push(`COPY app/ ${APP_DIR}/`);
-    return { lines, ignore: () => false };
+    return lines;
   }
 
   /** Environment assignments for an install command; the CA file is copied into the build stage (staging/build). */
@@ -203,28 +223,29 @@ export class ImageBuilder {
    * backend's base; Flotilla then adds its runtime, the shipped module and the
    * command. /app is left as the Dockerfile made it.
    */
-  private async userDockerfileImage(kind: ReplicaRuntimeKind, source: BackendImageSource): Promise<string> {
+  private async userDockerfileImage(kind: ReplicaRuntimeKind, source: BackendImageSource): Promise<BuiltImage> {
     const context = source.contextDir as string;
     const dockerfile = source.dockerfile as string;
     if (!isFile(join(context, dockerfile))) {
       throw new FlotillaError('INVALID_ARGUMENT', `replicaOptions.runtimeEnv.dockerfile '${dockerfile}' is not a file in ${context}`);
     }
     const buildArgs = { FLOTILLA_BASE_IMAGE: await this.bases.of(kind), ...source.buildArgs };
-    const userTag = await this.build(
+    const user = await this.build(
       'flotilla/user',
-      [{ dir: context, prefix: '', ignore: contextFilter(context, [dockerfile, '.dockerignore'], () => false) }],
+      [{ dir: context, prefix: '', ignore: contextIgnore({ ...source, contextDir: context }), digest: true }],
       source.backend,
       { dockerfile, buildArgs },
     );
-    return this.withStaging(async (staging) => {
+    const built = await this.withStaging(async (staging) => {
       this.stageRuntime(kind, join(staging, 'replica'));
       mkdirSync(join(staging, 'app', '.flotilla'), { recursive: true });
       if (source.shippedModule !== undefined) {
         writeFileSync(join(staging, 'app', '.flotilla', 'definition.mjs'), source.shippedModule);
       }
-      writeFileSync(join(staging, 'Dockerfile'), [`FROM ${userTag}`, ...this.runtimeLayer(kind)].join('\n') + '\n');
+      writeFileSync(join(staging, 'Dockerfile'), [`FROM ${user.image}`, ...this.runtimeLayer(kind)].join('\n') + '\n');
       return this.build('flotilla/backend', [{ dir: staging, prefix: '' }], source.backend);
     });
+    return { ...built, ...(user.contextDigest === undefined ? {} : { contextDigest: user.contextDigest }) };
   }
 
   /** Writes the runtime's files into `dir`. */
@@ -266,7 +287,7 @@ export class ImageBuilder {
           join(staging, 'Dockerfile'),
           [`FROM ${await this.bases.of(kind)}`, ...install, ...this.runtimeLayer(kind)].join('\n') + '\n',
         );
-        return this.build(`flotilla/replica-${kind}`, [{ dir: staging, prefix: '' }], 'runtime');
+        return (await this.build(`flotilla/replica-${kind}`, [{ dir: staging, prefix: '' }], 'runtime')).image;
       });
       this.runtimeTags.set(kind, tag);
       tag.catch(() => this.runtimeTags.delete(kind));
@@ -279,11 +300,12 @@ export class ImageBuilder {
     parts: ContextPart[],
     backend: string,
     options: { dockerfile?: string; buildArgs?: Record<string, string> } = {},
-  ): Promise<string> {
+  ): Promise<BuiltImage> {
     const maxBytes = this.settings.maxContextMb * 1024 * 1024;
     const packed = await packContext(parts, { salt: JSON.stringify(options), maxBytes, what: `backend '${backend}'` });
     try {
-      return await this.buildPacked(repository, packed, backend, options);
+      const image = await this.buildPacked(repository, packed, backend, options);
+      return { image, ...(packed.digest === undefined ? {} : { contextDigest: packed.digest }) };
     } finally {
       packed.dispose();
     }

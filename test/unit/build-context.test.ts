@@ -4,7 +4,10 @@ import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/config.js';
 import { checkContextDir, contextFilter, packContext, type ContextPart } from '../../src/runtime/build-context.js';
+import { contextDigest, ImageBuilder } from '../../src/runtime/image-builder.js';
+import { FakeRuntime, ManualClock, silentLogger } from './fakes/fake-runtime.js';
 
 function context(files: Record<string, string>): string {
   const dir = mkdtempSync(join(tmpdir(), 'flt-ctx-'));
@@ -93,5 +96,35 @@ describe('checkContextDir', () => {
     refused('/', /is the filesystem root/);
     refused(join(homedir(), '.'), /is the home directory/);
     expect(() => checkContextDir(context({ 'a.js': '' }))).not.toThrow();
+  });
+});
+
+describe('contextDigest', () => {
+  const builder = new ImageBuilder(new FakeRuntime(new ManualClock()), loadConfig({ instance: 't' }), silentLogger);
+
+  it('is the digest the image build computes while packing the context, so a build packs it once', async () => {
+    const dir = context({ 'handler.js': 'one', 'sub/lib.js': 'two', 'package.json': '{"type":"module"}' });
+    const source = { backend: 'b', contextDir: dir };
+    const built = await builder.backendImage(source);
+    expect(built.contextDigest).toMatch(/^[0-9a-f]{16}$/);
+    expect(await contextDigest(source)).toBe(built.contextDigest);
+    utimesSync(join(dir, 'handler.js'), new Date(2001, 1, 1), new Date(2001, 1, 1));
+    expect(await contextDigest(source)).toBe(built.contextDigest);
+    writeFileSync(join(dir, 'handler.js'), 'ONE');
+    const edited = await builder.backendImage(source);
+    expect(edited.contextDigest).not.toBe(built.contextDigest);
+    expect(await contextDigest(source)).toBe(edited.contextDigest);
+    expect(edited.image).not.toBe(built.image);
+  });
+
+  it('leaves out what the build does not send: ignored files, and node_modules where dependencies are installed', async () => {
+    const dir = context({ 'handler.js': 'h', '.dockerignore': 'notes.txt\n', 'package.json': '{"dependencies":{"x":"1"}}' });
+    const source = { backend: 'b', contextDir: dir };
+    const before = await contextDigest(source);
+    writeFileSync(join(dir, 'notes.txt'), 'scratch');
+    mkdirSync(join(dir, 'node_modules', 'x'), { recursive: true });
+    writeFileSync(join(dir, 'node_modules', 'x', 'index.js'), 'built on the host');
+    expect(await contextDigest(source)).toBe(before);
+    expect((await builder.backendImage(source)).contextDigest).toBe(before);
   });
 });

@@ -38,7 +38,7 @@ function setup(
   const controller = new Controller({
     config,
     runtime,
-    images: { backendImage: () => Promise.resolve('built:1') },
+    images: { backendImage: () => Promise.resolve({ image: 'built:1' }) },
     scheduler: new Scheduler({ cpus: 8, memoryMb: 8192, gpus: [] }),
     dispatcher: { update: (s) => snapshots.push(s), drained: () => Promise.resolve(), endpointRequests: new InFlight() },
     logger: silentLogger,
