@@ -7,7 +7,7 @@ import type { Client } from '../../src/index.js';
 import { renderStatus } from '../../src/cli/status.js';
 import { LABELS } from '../../src/common/labels.js';
 import { shortId } from '../../src/common/ids.js';
-import { containersOf, FIXTURES, freePort, startFlotilla } from './harness.js';
+import { FIXTURES, freePort, startFlotilla } from './harness.js';
 import { startLoad } from './load.js';
 
 // The backends and steps of docs/rollout.md, run while a continuous load hits the endpoint.
@@ -282,13 +282,24 @@ describe('flotilla status --watch', () => {
   });
   afterAll(() => client.shutdown());
 
-  /** Containers of the backend that run `version`. */
+  /** Containers of the instance that run `version`. */
   const ofVersion = (version: string) =>
-    containersOf(instance, 'gated').filter(
-      (id) =>
-        execFileSync('docker', ['inspect', '-f', `{{index .Config.Labels "${LABELS.version}"}}`, id], { encoding: 'utf8' }).trim() ===
-        version,
-    );
+    execFileSync(
+      'docker',
+      [
+        'ps',
+        '-a',
+        '-q',
+        '--no-trunc',
+        '--filter',
+        `label=${LABELS.instance}=${instance}`,
+        '--filter',
+        `label=${LABELS.version}=${version}`,
+      ],
+      { encoding: 'utf8' },
+    )
+      .split('\n')
+      .filter((id) => id !== '');
 
   it('prints a line per change of a rollout, without a terminal, until it completes', async () => {
     const from = (await client.getBackendConfig('gated')).version;
