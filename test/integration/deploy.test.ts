@@ -184,7 +184,9 @@ describe('flotilla deploy on a full machine (2 CPUs)', () => {
       return response;
     }, 2);
     const lines: string[] = [];
+    const started = Date.now();
     const steps = await deployAppFile(client, appWith('b', 2), { log: (line) => lines.push(line) });
+    console.log(`replacing a (2 × 1 CPU) with b (2 × 1 CPU) on 2 CPUs: ${((Date.now() - started) / 1000).toFixed(1)} s`);
     const { statuses, total } = await load.stop();
 
     expect(steps.map((step) => step.op)).toEqual([
