@@ -1,4 +1,4 @@
-import type { Client, RolloutStatus } from '../api.js';
+import type { BackendInfo, Client, EndpointInfo, ReplicaInfo, RolloutStatus } from '../api.js';
 
 function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? '').length))) ?? [];
@@ -12,9 +12,26 @@ function table(rows: string[][]): string {
     .join('\n');
 }
 
-/** A plain-text overview of endpoints, backends and replicas, as `flotilla status` prints it. */
-export async function renderStatus(client: Client): Promise<string> {
+/** What `flotilla status` shows, asked of the control plane once; a backend deleted meanwhile is left out. */
+interface Snapshot {
+  httpUrl: string;
+  endpoints: Record<string, EndpointInfo>;
+  backends: Array<{ name: string; info: BackendInfo; replicas: ReplicaInfo[] }>;
+}
+
+async function snapshotOf(client: Client): Promise<Snapshot> {
   const [endpoints, backends] = await Promise.all([client.listEndpoints(), client.listBackends()]);
+  const replicas = await Promise.all(Object.keys(backends).map((name) => client.listReplicas(name).catch(() => undefined)));
+  return {
+    httpUrl: client.httpUrl,
+    endpoints,
+    backends: Object.entries(backends).flatMap(([name, info], i) =>
+      replicas[i] === undefined ? [] : [{ name, info, replicas: replicas[i] }],
+    ),
+  };
+}
+
+function formatStatus({ httpUrl, endpoints, backends }: Snapshot): string {
   const endpointRows = Object.entries(endpoints).map(([name, e]) => [
     name,
     e.route ?? '(handle only)',
@@ -27,8 +44,7 @@ export async function renderStatus(client: Client): Promise<string> {
       .join(' ') || '-',
   ]);
   const replicaRows: string[][] = [];
-  for (const [name, backend] of Object.entries(backends)) {
-    const replicas = await client.listReplicas(name);
+  for (const { name, info: backend, replicas } of backends) {
     const ready = replicas.filter((r) => r.state === 'ready').length;
     const rollout = backend.rollout;
     const rolloutNote =
@@ -47,7 +63,7 @@ export async function renderStatus(client: Client): Promise<string> {
     }
   }
   return [
-    `HTTP: ${client.httpUrl}`,
+    `HTTP: ${httpUrl}`,
     '',
     'ENDPOINTS',
     table([['NAME', 'ROUTE', 'METHODS', 'TRAFFIC', 'SHADOWS'], ...endpointRows]),
@@ -56,6 +72,11 @@ export async function renderStatus(client: Client): Promise<string> {
     table([['BACKEND', 'REPLICA', 'STATE', 'CONTAINER', 'HEALTH'], ...replicaRows]),
     '',
   ].join('\n');
+}
+
+/** A plain-text overview of endpoints, backends and replicas, as `flotilla status` prints it. */
+export async function renderStatus(client: Client): Promise<string> {
+  return formatStatus(await snapshotOf(client));
 }
 
 /** Where a backend's replicas stand against its target version. */
@@ -71,22 +92,19 @@ interface Progress {
 
 const UNDER_WAY: ReadonlySet<RolloutStatus['state']> = new Set(['rolling', 'in-place', 'rolling-back']);
 
-async function progressOf(client: Client): Promise<Progress[]> {
-  const backends = await client.listBackends();
-  return Promise.all(
-    Object.entries(backends).map(async ([backend, info]) => {
-      const ready = (await client.listReplicas(backend).catch(() => [])).filter((r) => r.state === 'ready');
-      const current = ready.filter((r) => r.version === info.version).length;
-      return {
-        backend,
-        rollout: info.rollout,
-        version: info.version,
-        numReplicas: info.numReplicas,
-        ready: current,
-        readyOlder: ready.length - current,
-      };
-    }),
-  );
+function progressOf(snapshot: Snapshot): Progress[] {
+  return snapshot.backends.map(({ name, info, replicas }) => {
+    const ready = replicas.filter((r) => r.state === 'ready');
+    const current = ready.filter((r) => r.version === info.version).length;
+    return {
+      backend: name,
+      rollout: info.rollout,
+      version: info.version,
+      numReplicas: info.numReplicas,
+      ready: current,
+      readyOlder: ready.length - current,
+    };
+  });
 }
 
 /** e.g. 'greeter: rolling 3c1f… → 9ab2…, 1/3 ready of version 9ab2…, 2 of older versions'. */
@@ -114,12 +132,13 @@ export async function watchStatus(client: Client, options: WatchOptions): Promis
   const seen = new Set<string>();
   const printed = new Map<string, string>();
   for (;;) {
-    const progress = await progressOf(client);
+    const snapshot = await snapshotOf(client);
+    const progress = progressOf(snapshot);
     const underWay = progress.filter((p) => p.rollout !== null && UNDER_WAY.has(p.rollout.state));
     underWay.forEach((p) => seen.add(p.backend));
     if (options.tty) {
       const rollouts = progress.map((p) => describeProgress(p)).join('\n');
-      options.write(`\x1b[H\x1b[2J${await renderStatus(client)}\nROLLOUTS\n${rollouts}\n`);
+      options.write(`\x1b[H\x1b[2J${formatStatus(snapshot)}\nROLLOUTS\n${rollouts}\n`);
     } else {
       for (const p of progress) {
         const line = describeProgress(p);
