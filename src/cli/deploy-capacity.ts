@@ -262,8 +262,11 @@ export function orderForCapacity(
       const from = books.count(backend);
       let count = from;
       while (count > Math.max(1, to) && !fits()) books.setCount(backend, --count);
+      // Shrinking is worth it only if the step can then start at least one replica; else the backend makes way entirely.
+      const worth = largestFit(growth) !== undefined;
       books.setCount(backend, from);
-      if (count < from) scaleTo(backend, count, `to make room for ${growth.backend}, keeping one replica serving until it is removed`);
+      if (count < from && worth)
+        scaleTo(backend, count, `to make room for ${growth.backend}, keeping one replica serving until it is removed`);
     }
   };
 

@@ -152,13 +152,14 @@ describe('flotilla deploy on a full machine (2 CPUs)', () => {
   let client: Client;
   let admin: string;
 
-  /** An app file with one backend of `replicas` × 1 CPU that serves /api, answering its name. */
-  function appWith(backend: string, replicas: number): string {
-    const path = join(dir, `${backend}-${replicas}.yaml`);
+  /** An app file with one backend of `replicas` × `cpus` that serves /api, answering its name. */
+  function appWith(backend: string, replicas: number, cpus = 1): string {
+    const path = join(dir, `${backend}-${replicas}-${cpus}.yaml`);
     writeFileSync(
       path,
       `backends:\n  ${backend}:\n    import: handlers/echo.js:Echo\n    runtimeEnv: { context: ${join(FIXTURES, 'my-backend')} }\n` +
         `    initArgs: [${backend}]\n    config: { numReplicas: ${replicas}, gracefulShutdownTimeoutS: 2 }\n` +
+        `    replicaOptions: { numCpus: ${cpus} }\n` +
         `endpoints:\n  api: { backend: ${backend}, route: /api }\n`,
     );
     return path;
@@ -239,5 +240,27 @@ describe('flotilla deploy on a full machine (2 CPUs)', () => {
     });
     expect(containersOf(instance)).toEqual(before);
     expect((await client.getBackendConfig('b')).numReplicas).toBe(2);
+  });
+
+  it('parks the old backend first when not even one replica of its successor fits beside it: 503 meanwhile, then the successor serves', async () => {
+    const answers: string[] = [];
+    const load = startLoad(async () => {
+      const response = await fetch(`${client.httpUrl}/api`);
+      if (response.ok) answers.push(((await response.clone().json()) as { arg: string }).arg);
+      return response;
+    }, 2);
+    const lines: string[] = [];
+    await deployAppFile(client, appWith('c', 1, 2), { log: (line) => lines.push(line) });
+    const { statuses } = await load.stop();
+    expect(lines).toEqual([
+      'b: numReplicas 2 → 0 (no room for c beside it: endpoint api answers 503 until c takes the traffic)',
+      'creating backend c (building image, starting 1 replica)…',
+      'api: traffic b 1 → c 1',
+      'deleting backend b (draining its replicas)…',
+      'deployed: 4 changes',
+    ]);
+    expect([...statuses.keys()].sort()).toEqual([200, 503]);
+    expect(answers.at(-1)).toBe('c');
+    expect((await client.getCapacity()).free.cpus).toBe(0);
   });
 });

@@ -248,6 +248,12 @@ describe('planDeploy on a machine of a given capacity', () => {
     expect(describeStep(steps[0]!)).toBe(
       'a: numReplicas 1 → 0 (no room for b beside it: endpoint api answers 503 until b takes the traffic)',
     );
+    // Shrinking a to one replica would not make room for b either: it makes way in one step.
+    const fromTwo = planDeploy(parse(big('b')), stateOf(pair), { capacity: cpus(2) });
+    expect(fromTwo.map(describeStep).slice(0, 2)).toEqual([
+      'a: numReplicas 2 → 0 (no room for b beside it: endpoint api answers 503 until b takes the traffic)',
+      'creating backend b (building image, starting 1 replica)…',
+    ]);
   });
 
   it('says a rollout replaces in place when there is no room beside the old replicas', () => {
