@@ -184,10 +184,12 @@ describe('flotilla deploy on a full machine (2 CPUs)', () => {
       if (response.ok) answers.push(((await response.clone().json()) as { arg: string }).arg);
       return response;
     }, 2);
+    await expect.poll(() => answers.includes('a')).toBe(true);
     const lines: string[] = [];
     const started = Date.now();
     const steps = await deployAppFile(client, appWith('b', 2), { log: (line) => lines.push(line) });
     console.log(`replacing a (2 × 1 CPU) with b (2 × 1 CPU) on 2 CPUs: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    await expect.poll(() => answers.at(-1)).toBe('b');
     const { statuses, total } = await load.stop();
 
     expect(steps.map((step) => step.op)).toEqual([
@@ -249,8 +251,10 @@ describe('flotilla deploy on a full machine (2 CPUs)', () => {
       if (response.ok) answers.push(((await response.clone().json()) as { arg: string }).arg);
       return response;
     }, 2);
+    await expect.poll(() => answers.includes('b')).toBe(true);
     const lines: string[] = [];
     await deployAppFile(client, appWith('c', 1, 2), { log: (line) => lines.push(line) });
+    await expect.poll(() => answers.includes('c')).toBe(true);
     const { statuses } = await load.stop();
     expect(lines).toEqual([
       'b: numReplicas 2 → 0 (no room for c beside it: endpoint api answers 503 until c takes the traffic)',
