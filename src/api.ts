@@ -18,6 +18,63 @@ export interface BackendConfig {
   requestTimeoutS: number | null;
   /** How long a stopping replica may finish its requests before it is killed. Default 20. */
   gracefulShutdownTimeoutS: number;
+  /**
+   * Scale the replica count on load instead of a fixed numReplicas (docs/autoscaling.md); null for a fixed count.
+   * With it, numReplicas is the count the autoscaler last decided. Default null.
+   */
+  autoscaling: AutoscalingConfig | null;
+}
+
+/** Ray Serve 2.x's AutoscalingConfig, camelCase (docs/autoscaling.md); every field has a default. */
+export interface AutoscalingConfig {
+  /** Fewest replicas; 0 lets the backend scale to zero when idle. Default 1. */
+  minReplicas: number;
+  /** Replicas the backend starts with; null for minReplicas. Default null. */
+  initialReplicas: number | null;
+  /** Most replicas (the machine's capacity may cap it lower). Default 1. */
+  maxReplicas: number;
+  /** Ongoing requests (queued and in flight) per replica the autoscaler aims for. Default 2. */
+  targetOngoingRequests: number;
+  /** Seconds between samples of the ongoing requests. Default 0.5 (Ray Serve: 10; see docs/autoscaling.md). */
+  metricsIntervalS: number;
+  /** Seconds of samples averaged for a decision. Default 30. */
+  lookBackPeriodS: number;
+  /** Gain applied to every decision when upscalingFactor or downscalingFactor is not set. Default 1. */
+  smoothingFactor: number;
+  /** Gain applied to scale-up decisions (e.g. 0.5 adds half of the missing replicas); null for smoothingFactor. Default null. */
+  upscalingFactor: number | null;
+  /** Gain applied to scale-down decisions; null for smoothingFactor. Default null. */
+  downscalingFactor: number | null;
+  /** Seconds the load must call for more replicas before they start. Default 30. */
+  upscaleDelayS: number;
+  /** Seconds the load must call for fewer replicas before any stops. Default 600. */
+  downscaleDelayS: number;
+  /** Seconds before the last replica stops (1 → 0); null for downscaleDelayS. Default null. */
+  downscaleToZeroDelayS: number | null;
+}
+
+/** What the autoscaler of a backend sees and decided (BackendInfo.autoscalingStatus). */
+export interface AutoscalingStatus {
+  /** The count the policy asks for now, before its delays and the machine's capacity. */
+  wantedReplicas: number;
+  /** The count the controller converges on (BackendConfig.numReplicas). */
+  targetReplicas: number;
+  /** Replicas ready to serve. */
+  runningReplicas: number;
+  /** Ongoing requests (queued and in flight, front door and handles), averaged over lookBackPeriodS. */
+  ongoingRequests: number;
+  /** Why the target is not the wanted count yet: a delay running, or capacity (wanted N, only room for M); null when it is. */
+  heldBack: { by: 'upscale-delay' | 'downscale-delay' | 'capacity'; message: string } | null;
+  lastDecision: AutoscalingDecision | null;
+}
+
+export interface AutoscalingDecision {
+  /** ISO 8601 time of the decision. */
+  time: string;
+  from: number;
+  to: number;
+  direction: 'up' | 'down';
+  reason: string;
 }
 
 export interface ReplicaInfo {
@@ -125,6 +182,8 @@ export type BackendInfo = BackendConfig & {
   /** The hash of the files under runtimeEnv.context its image was built from (null without a context). */
   contextDigest: string | null;
   rollout: RolloutStatus | null;
+  /** What the autoscaler sees and decided; null for a backend with a fixed numReplicas. */
+  autoscalingStatus: AutoscalingStatus | null;
 };
 
 export interface CreateBackendOptions {
@@ -211,7 +270,9 @@ export type EventKind =
   | 'rollout.started'
   | 'rollout.failed'
   | 'rollout.completed'
-  | 'rollout.rolled-back';
+  | 'rollout.rolled-back'
+  | 'autoscaling.decided'
+  | 'autoscaling.capped';
 
 /** One entry of the control plane's event history. */
 export interface FlotillaEvent {

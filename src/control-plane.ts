@@ -88,7 +88,12 @@ export class ControlPlane {
     const metrics = new PrometheusMetrics();
     const series = new ServingSeries(systemClock);
     const events = new EventLog(eventsPath(config), config.eventHistory, systemClock, logger);
-    const dispatcher = new Dispatcher(() => void controller.tick(), fanOut(metrics, series), config.http.streamIdleTimeoutS * 1000);
+    const dispatcher = new Dispatcher(
+      () => void controller.tick(),
+      fanOut(metrics, series),
+      config.http.streamIdleTimeoutS * 1000,
+      () => controller.demand(),
+    );
     const controller = new Controller({
       config,
       runtime,
@@ -98,6 +103,7 @@ export class ControlPlane {
       logger,
       clock: systemClock,
       events,
+      autoscalingMetrics: metrics,
     });
     await controller.init();
     const proxy = new ProxyServer(dispatcher, config.http, logger, () => metrics.render());
@@ -129,7 +135,7 @@ export class ControlPlane {
       );
       admin.serve(client, () => plane.shutdown(), { instance: config.instance, nonce: launch.nonce ?? randomUUID() }, series);
       await claim.take(adminUrl, httpUrl);
-      metrics.countReplicasOf(client);
+      metrics.countReplicasOf(client, dispatcher);
       return plane;
     } catch (error) {
       await Promise.allSettled([proxy.close(0), admin.close(), controller.detach()]);

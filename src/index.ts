@@ -6,6 +6,9 @@ import { sse } from './replica/sse.js';
 export const serve = { start, connect, acceptBatch, sse };
 
 export type {
+  AutoscalingConfig,
+  AutoscalingDecision,
+  AutoscalingStatus,
   BackendConfig,
   BackendDefinition,
   BackendInfo,

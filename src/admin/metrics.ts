@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { Client, ReplicaInfo } from '../api.js';
+import type { AutoscalingStatus, Client, ReplicaInfo } from '../api.js';
+import type { AutoscalingMetrics, LoadSignal } from '../controller/autoscaler.js';
 import type { ServingMetrics, ShadowOutcome } from '../proxy/serving-metrics.js';
 
 /**
@@ -7,7 +8,7 @@ import type { ServingMetrics, ShadowOutcome } from '../proxy/serving-metrics.js'
  * `serve_*` names where Ray Serve has the metric, `flotilla_*` where it has none. Replica series are
  * read from the client when scraped.
  */
-export class PrometheusMetrics implements ServingMetrics {
+export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
   readonly registry = new Registry();
   private readonly requests = new Counter({
     name: 'serve_num_http_requests_total',
@@ -40,8 +41,22 @@ export class PrometheusMetrics implements ServingMetrics {
     labelNames: ['backend'],
     registers: [this.registry],
   });
+  private readonly decisions = new Counter({
+    name: 'flotilla_autoscaling_decisions_total',
+    help: "Autoscaling decisions that changed a backend's target replica count, by backend and direction (up, down).",
+    labelNames: ['backend', 'direction'],
+    registers: [this.registry],
+  });
+  private readonly coldStarts = new Histogram({
+    name: 'flotilla_cold_start_seconds',
+    help: 'Cold starts of autoscaled backends: from the decision to leave zero replicas (a request arrived) to the first replica ready.',
+    labelNames: ['backend'],
+    buckets: [0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120],
+    registers: [this.registry],
+  });
 
   private client: Client | undefined;
+  private load: LoadSignal | undefined;
 
   constructor() {
     const replicas: Gauge<'backend' | 'state'> = new Gauge({
@@ -78,6 +93,57 @@ export class PrometheusMetrics implements ServingMetrics {
         }
       },
     });
+    this.autoscalingGauges();
+  }
+
+  private autoscalingGauges(): void {
+    const gauge = (name: string, help: string, value: (status: AutoscalingStatus) => number): void => {
+      const metric: Gauge<'backend'> = new Gauge({
+        name,
+        help,
+        labelNames: ['backend'],
+        registers: [this.registry],
+        collect: async () => {
+          metric.reset();
+          if (this.client === undefined) return;
+          for (const [backend, info] of Object.entries(await this.client.listBackends())) {
+            if (info.autoscalingStatus !== null) metric.set({ backend }, value(info.autoscalingStatus));
+          }
+        },
+      });
+    };
+    gauge(
+      'serve_autoscaling_target_replicas',
+      'Replicas the controller converges on for an autoscaled backend (its numReplicas).',
+      (s) => s.targetReplicas,
+    );
+    gauge(
+      'serve_autoscaling_desired_replicas',
+      "Replicas an autoscaled backend's policy asks for, before its delays and the machine's capacity.",
+      (s) => s.wantedReplicas,
+    );
+    gauge('flotilla_autoscaling_running_replicas', 'Ready replicas of an autoscaled backend.', (s) => s.runningReplicas);
+    gauge(
+      'serve_autoscaling_total_requests',
+      'Ongoing requests (queued and in flight) of an autoscaled backend, averaged over its lookBackPeriodS: what the policy decides on.',
+      (s) => s.ongoingRequests,
+    );
+    gauge(
+      'flotilla_autoscaling_capacity_capped',
+      "1 while the machine's capacity holds an autoscaled backend below the replicas its policy asks for.",
+      (s) => (s.heldBack?.by === 'capacity' ? 1 : 0),
+    );
+    const ongoing: Gauge<'backend'> = new Gauge({
+      name: 'flotilla_ongoing_requests',
+      help: 'Requests of a backend queued and in flight now, front door and handles alike.',
+      labelNames: ['backend'],
+      registers: [this.registry],
+      collect: async () => {
+        ongoing.reset();
+        if (this.client === undefined || this.load === undefined) return;
+        for (const backend of Object.keys(await this.client.listBackends())) ongoing.set({ backend }, this.load.ongoingRequests(backend));
+      },
+    });
   }
 
   /** Every replica with its backend, as the client reports them now. */
@@ -97,8 +163,17 @@ export class PrometheusMetrics implements ServingMetrics {
     });
   }
 
-  countReplicasOf(client: Client): void {
+  countReplicasOf(client: Client, load?: LoadSignal): void {
     this.client = client;
+    this.load = load;
+  }
+
+  decision(backend: string, direction: 'up' | 'down'): void {
+    this.decisions.inc({ backend, direction });
+  }
+
+  coldStart(backend: string, seconds: number): void {
+    this.coldStarts.observe({ backend }, seconds);
   }
 
   request(endpoint: string, backend: string, status: number, seconds: number): void {

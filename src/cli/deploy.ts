@@ -140,10 +140,12 @@ export function planDeploy(desired: AppSpec, current: CurrentState, options: Pla
       updates.push({ op: 'updateBackend', backend: name, spec, changes });
       continue;
     }
-    const changed = CONFIG_KEYS.filter((key) => !same(running[key], spec.config[key]));
+    // An autoscaled backend's numReplicas is the autoscaler's to change.
+    const autoscaled = spec.config.autoscaling !== null;
+    const changed = CONFIG_KEYS.filter((key) => !(autoscaled && key === 'numReplicas') && !same(running[key], spec.config[key]));
     if (changed.length === 0) continue;
     const pick = (config: BackendConfig): Partial<BackendConfig> => Object.fromEntries(changed.map((key) => [key, config[key]]));
-    const fewer = spec.config.numReplicas < running.numReplicas;
+    const fewer = !autoscaled && spec.config.numReplicas < running.numReplicas;
     (fewer ? scaleDowns : updates).push({ op: 'updateBackendConfig', backend: name, changes: pick(spec.config), previous: pick(running) });
   }
 

@@ -191,6 +191,12 @@ const schema = {
     default: 120,
     env: 'FLOTILLA_READY_TIMEOUT_S',
   },
+  coldStartTimeoutS: {
+    doc: 'Seconds a request to an autoscaled backend with no ready replica (scaled to zero) is held while one starts; then 503 COLD_START_TIMEOUT with Retry-After.',
+    format: 'period-seconds',
+    default: 60,
+    env: 'FLOTILLA_COLD_START_TIMEOUT_S',
+  },
   rolloutMaxSurge: {
     doc: 'Replicas of a new version a rolling update may start beyond numReplicas; 0, or no room on the machine, replaces replicas in place one at a time.',
     format: 'nat',
@@ -288,6 +294,7 @@ export interface FlotillaConfig {
   replicaPidsLimit: number;
   replicaNetwork: string;
   readyTimeoutS: number;
+  coldStartTimeoutS: number;
   rolloutMaxSurge: number;
   rolloutOnFailure: 'rollback' | 'pause';
   engineTimeoutS: number;

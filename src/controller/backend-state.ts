@@ -145,6 +145,18 @@ export class BackendState {
   }
 
   /**
+   * The autoscaler's replica count, for the target and for the version a rollout would roll back to; nothing else
+   * changes (a held backend stays held). Returns what undoes it (when saving it failed).
+   */
+  scaleTo(count: number): () => void {
+    const before = { current: this.current, previous: this.previous };
+    const scaled = (target: BackendTarget): BackendTarget => ({ ...target, config: { ...target.config, numReplicas: count } });
+    this.current = scaled(this.current);
+    if (this.previous !== undefined) this.previous = scaled(this.previous);
+    return () => Object.assign(this, before);
+  }
+
+  /**
    * A target of another version, rolled out replica by replica; the last good version stays the one to roll back to.
    * Returns what undoes it (when saving it failed).
    */
@@ -448,6 +460,7 @@ export class BackendState {
       version: this.target.version,
       contextDigest: this.target.contextDigest ?? null,
       rollout: this.rollout === undefined ? null : { ...this.rollout },
+      autoscalingStatus: null,
     };
   }
 
@@ -477,7 +490,10 @@ export class BackendState {
     );
   }
 
-  noReplicaWaitMs(): number {
-    return this.deleting === undefined && this.target.config.numReplicas > 0 ? TIMING.noReplicaWaitMs : 0;
+  /** How long a request may wait for a first ready replica: an autoscaled backend's cold start (`coldStartMs`), or TIMING.noReplicaWaitMs while replicas are wanted. */
+  noReplicaWaitMs(coldStartMs: number): number {
+    if (this.deleting !== undefined) return 0;
+    if (this.target.config.autoscaling !== null) return coldStartMs;
+    return this.target.config.numReplicas > 0 ? TIMING.noReplicaWaitMs : 0;
   }
 }

@@ -41,7 +41,7 @@ export interface SavedRollout extends RolloutStatus {
 /**
  * Version 2. Version 1 (Flotilla 0.1) had no replicaConfigs; its replicas are
  * taken to hold what their labels say. `rollout` is optional (files without
- * one have none under way).
+ * one have none under way), and so is `config.autoscaling` (null: a fixed count).
  */
 export interface SavedState {
   version: typeof CHECKPOINT_VERSION;
@@ -109,9 +109,20 @@ export function parseCheckpoint(path: string, raw: unknown): SavedState | undefi
   raw.backends.forEach((backend, index) => checkBackend(path, backend, index));
   raw.endpoints.forEach((endpoint, index) => checkEndpoint(path, endpoint, index));
   const backends = (raw.backends as Array<Omit<SavedBackend, 'replicaConfigs'> & { replicaConfigs?: Record<string, string> }>).map(
-    (backend) => ({ ...backend, replicaConfigs: backend.replicaConfigs ?? {} }),
+    (backend) => {
+      const rollout =
+        backend.rollout?.previous === undefined
+          ? backend.rollout
+          : { ...backend.rollout, previous: withAutoscaling(backend.rollout.previous) };
+      return { ...withAutoscaling(backend), replicaConfigs: backend.replicaConfigs ?? {}, ...(rollout === undefined ? {} : { rollout }) };
+    },
   );
   return { version: CHECKPOINT_VERSION, backends, endpoints: raw.endpoints as EndpointRecord[] };
+}
+
+/** Files written before autoscaling have no config.autoscaling: a fixed numReplicas. */
+function withAutoscaling<T extends { config: BackendConfig }>(saved: T): T {
+  return { ...saved, config: { ...saved.config, autoscaling: saved.config.autoscaling ?? null } };
 }
 
 /**

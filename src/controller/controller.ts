@@ -1,6 +1,14 @@
 import { rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { BackendConfig, BackendInfo, CapacityInfo, CreateEndpointOptions, EndpointInfo, ReplicaInfo } from '../api.js';
+import type {
+  AutoscalingStatus,
+  BackendConfig,
+  BackendInfo,
+  CapacityInfo,
+  CreateEndpointOptions,
+  EndpointInfo,
+  ReplicaInfo,
+} from '../api.js';
 import { settlesWithin, type Clock } from '../common/clock.js';
 import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
 import { shortId } from '../common/ids.js';
@@ -12,6 +20,8 @@ import { PROTOCOL, type LiveConfig } from '../replica/protocol.js';
 import type { Scheduler } from '../resources/scheduler.js';
 import type { ContainerRuntime } from '../runtime/container-runtime.js';
 import type { ImageBuilder } from '../runtime/image-builder.js';
+import { Autoscaler, type AutoscalingMetrics } from './autoscaler.js';
+import { withinBounds } from './autoscaling-policy.js';
 import { BackendState, liveConfigOf, savedTarget, targetOf, type BackendTarget } from './backend-state.js';
 import { adoptContainers, CHECKPOINT_VERSION, parseCheckpoint, type SavedBackend } from './checkpoint.js';
 import { confinementOf } from './confinement.js';
@@ -41,13 +51,15 @@ export interface ControllerDeps {
   runtime: ContainerRuntime;
   images: Pick<ImageBuilder, 'backendImage'>;
   scheduler: Scheduler;
-  dispatcher: Pick<Dispatcher, 'update' | 'drained' | 'endpointRequests'>;
+  dispatcher: Pick<Dispatcher, 'update' | 'drained' | 'endpointRequests' | 'ongoingRequests'>;
   logger: Logger;
   clock: Clock;
   /** How replicas are probed and reconfigured; replica-client.ts unless a test fakes it. */
   replicaClient?: ReplicaClient;
   /** Where replica events go (docs/metrics.md#events). */
   events?: EventRecorder;
+  /** Where autoscaling decisions and cold starts are counted (docs/metrics.md). */
+  autoscalingMetrics?: AutoscalingMetrics;
 }
 
 /** A plain HTTP container (runtimeEnv image + port) cannot take userConfig or batch. */
@@ -80,6 +92,9 @@ export class Controller {
   private readonly launcher: ReplicaLauncher;
   private readonly client: ReplicaClient;
   private readonly reconciler: Reconciler;
+  private readonly autoscaler: Autoscaler;
+  /** Per backend, the capacity cap last logged, so that it is logged once per change. */
+  private readonly capsLogged = new Map<string, string>();
   private readonly creating = new Set<string>();
   private readonly perBackend = new Map<string, Promise<unknown>>();
   private stopped = false;
@@ -103,6 +118,7 @@ export class Controller {
       limiter: new Limiter(config.maxConcurrentReplicaOps),
       drained: (backend, id) => dispatcher.drained(backend, id),
     });
+    this.autoscaler = new Autoscaler(dispatcher, scheduler);
     this.reconciler = new Reconciler({
       backends: this.backends,
       runtime,
@@ -112,7 +128,11 @@ export class Controller {
       logger,
       labels: instanceLabels(config.instance),
       settings: config,
-      onStep: () => this.publish(),
+      autoscale: (now) => this.autoscale(now),
+      onStep: () => {
+        this.publish();
+        this.countColdStarts();
+      },
       onConfigsChanged: () => this.saveQuietly(),
       ...(deps.events === undefined ? {} : { events: deps.events }),
     });
@@ -214,11 +234,18 @@ export class Controller {
     const spec = this.checkBackend(name, shippable, options);
     return this.exclusive(name, async () => {
       this.backend(name);
-      const target = await this.build(name, shippable, spec);
+      const built = await this.build(name, shippable, spec);
       const state = this.backend(name);
-      if (target.version === state.target.version) return this.applyConfig(state, spec.config, target);
+      if (built.version === state.target.version) return this.applyConfig(state, spec.config, built);
+      const autoscaling = built.config.autoscaling;
+      // An autoscaled backend rolls out at the count it runs now.
+      const target =
+        autoscaling === null
+          ? built
+          : { ...built, config: { ...built.config, numReplicas: withinBounds(autoscaling, state.target.config.numReplicas) } };
+      const want = target.config.numReplicas;
       const active = state.replicas.filter((r) => r.state !== 'draining' && r.state !== 'failed').length;
-      if (spec.config.numReplicas > active) this.checkFits(name, spec.resources, spec.config.numReplicas - active);
+      if (want > active) this.checkFits(name, spec.resources, want - active);
       const from = state.target.version;
       const undo = state.rollOut(target);
       try {
@@ -304,11 +331,74 @@ export class Controller {
   }
 
   listBackends(): Record<string, BackendInfo> {
-    return Object.fromEntries(this.liveBackends().map((backend) => [backend.name, backend.info()]));
+    return Object.fromEntries(this.liveBackends().map((backend) => [backend.name, this.infoOf(backend)]));
   }
 
   getBackendConfig(name: string): BackendInfo {
-    return this.backend(name).info();
+    return this.infoOf(this.backend(name));
+  }
+
+  private infoOf(backend: BackendState): BackendInfo {
+    return { ...backend.info(), autoscalingStatus: this.autoscaler.status(backend) };
+  }
+
+  /** A request waits for a backend that has no replica: step now, so that an autoscaled one starts a replica at once. */
+  demand(): void {
+    if (!this.stopped) this.reconciler.kick();
+  }
+
+  /** The reconcile step's first part: each autoscaled backend's decision is saved, then set as its target. */
+  private autoscale(now: number): void {
+    if (this.stopped) return;
+    const live = this.liveBackends();
+    this.autoscaler.keepOnly(new Set(live.filter((b) => b.target.config.autoscaling !== null).map((b) => b.name)));
+    for (const state of live) {
+      const config = state.target.config.autoscaling;
+      if (config === null || state.info().rollout?.state === 'paused') continue;
+      const change = this.autoscaler.step(state, config, now);
+      this.logCap(state.name, this.autoscaler.status(state));
+      if (change === undefined) continue;
+      const undo = state.scaleTo(change.to);
+      try {
+        this.save(this.savedBackends());
+      } catch (error) {
+        undo();
+        this.log.error('could not save an autoscaling decision; trying again next step', {
+          backend: state.name,
+          error: errorMessage(error),
+        });
+        continue;
+      }
+      const { from, to, direction, reason } = change.decision;
+      this.log.info(`autoscaling ${state.name} ${direction} from ${from} to ${to} replica(s)`, { backend: state.name, from, to, reason });
+      this.deps.events?.record(
+        'autoscaling.decided',
+        { backend: state.name },
+        `autoscaling ${state.name} from ${from} to ${to} replica(s): ${reason}`,
+      );
+      this.deps.autoscalingMetrics?.decision(state.name, direction);
+    }
+  }
+
+  /** Logs (and records as an event) a capacity cap when it starts or changes, not on every step. */
+  private logCap(name: string, status: AutoscalingStatus | null): void {
+    const cap = status?.heldBack?.by === 'capacity' ? status.heldBack.message : '';
+    if (cap === (this.capsLogged.get(name) ?? '')) return;
+    if (cap === '') {
+      this.capsLogged.delete(name);
+      this.log.info('autoscaling no longer capped by capacity', { backend: name });
+      return;
+    }
+    this.capsLogged.set(name, cap);
+    this.log.warn(`autoscaling ${name} is capped by capacity: ${cap}`, { backend: name, running: status?.runningReplicas });
+    this.deps.events?.record('autoscaling.capped', { backend: name }, `autoscaling ${name} is capped by capacity: ${cap}`);
+  }
+
+  private countColdStarts(): void {
+    for (const { backend, seconds } of this.autoscaler.coldStartsEnded(this.deps.clock.now())) {
+      this.log.info('cold start: the first replica is ready', { backend, seconds });
+      this.deps.autoscalingMetrics?.coldStart(backend, seconds);
+    }
   }
 
   listReplicas(name: string): ReplicaInfo[] {
@@ -340,6 +430,8 @@ export class Controller {
     const name = state.name;
     const previous = state.target;
     const next = { ...previous.config, ...changes };
+    if (changes.numReplicas !== undefined && changes.autoscaling === undefined) next.autoscaling = null;
+    if (next.autoscaling !== null) next.numReplicas = withinBounds(next.autoscaling, previous.config.numReplicas);
     if (next.numReplicas !== previous.config.numReplicas && state.info().rollout?.state === 'paused') {
       throw new FlotillaError(
         'ROLLOUT_PAUSED',
@@ -596,21 +688,15 @@ export class Controller {
   /** Throws INSUFFICIENT_RESOURCES unless `count` more replicas fit now; books nothing. */
   private checkFits(name: string, resources: BackendTarget['resources'], count: number): void {
     const { scheduler } = this.deps;
+    const { refusal } = scheduler.room(resources, count);
+    if (refusal === undefined) return;
     const free = scheduler.free();
-    const ids: string[] = [];
-    try {
-      for (let i = 0; i < count; i++) {
-        const id = `check-${shortId()}`;
-        scheduler.reserve(id, resources);
-        ids.push(id);
-      }
-    } catch (error) {
-      if (!isFlotillaError(error)) throw error;
-      const before = `${free.cpus} CPUs and ${free.memoryMb} MB were free before this request`;
-      throw new FlotillaError(error.code, `backend '${name}' cannot add ${count} replica(s): ${error.message}; ${before}`, error.details);
-    } finally {
-      ids.forEach((id) => scheduler.release(id));
-    }
+    const before = `${free.cpus} CPUs and ${free.memoryMb} MB were free before this request`;
+    throw new FlotillaError(
+      refusal.code,
+      `backend '${name}' cannot add ${count} replica(s): ${refusal.message}; ${before}`,
+      refusal.details,
+    );
   }
 
   private liveBackends(): BackendState[] {
@@ -662,7 +748,8 @@ export class Controller {
         maxConcurrentQueries: b.target.config.maxConcurrentQueries,
         maxQueuedRequests: b.target.config.maxQueuedRequests,
         requestTimeoutS: b.target.config.requestTimeoutS,
-        noReplicaWaitMs: b.noReplicaWaitMs(),
+        noReplicaWaitMs: b.noReplicaWaitMs(this.deps.config.coldStartTimeoutS * 1000),
+        coldStart: b.target.config.autoscaling !== null,
         replicas: b.routable(),
       })),
     };

@@ -18,6 +18,8 @@ export interface ReconcilerDeps {
   logger: Logger;
   labels: Record<string, string>;
   settings: { readyTimeoutS: number; healthCheckPeriodS: number; rolloutMaxSurge: number; rolloutOnFailure: 'rollback' | 'pause' };
+  /** Called at the start of every step: the autoscaler's decisions, which the step then converges on. */
+  autoscale?(now: number): void;
   /** Called after a step that may have changed what is routable. */
   onStep(): void;
   onConfigsChanged(backend: BackendState): void;
@@ -78,6 +80,11 @@ export class Reconciler {
   step(): void {
     const { backends, driver, scheduler, clock, logger, settings } = this.deps;
     const now = clock.now();
+    try {
+      this.deps.autoscale?.(now);
+    } catch (error) {
+      this.log.error('autoscaling step failed', { error: errorMessage(error) });
+    }
     for (const backend of [...backends.values()]) {
       try {
         backend.update({

@@ -4,10 +4,10 @@
  * problem as `{ path, message }` (common/issues.ts), the path relative to the
  * argument it checks; the admin API, the CLI and the in-process client share them.
  */
-import type { BackendConfig, CreateEndpointOptions, ReplicaResources } from '../api.js';
+import type { AutoscalingConfig, BackendConfig, CreateEndpointOptions, ReplicaResources } from '../api.js';
 import { checkRuntimeEnv, type ValidatedRuntimeEnv } from './runtime-env.js';
 import { isPlainObject } from '../common/checks.js';
-import { checked, type Issues } from '../common/issues.js';
+import { checked, Issues } from '../common/issues.js';
 
 export const DEFAULT_BACKEND_CONFIG: BackendConfig = {
   numReplicas: 1,
@@ -18,6 +18,23 @@ export const DEFAULT_BACKEND_CONFIG: BackendConfig = {
   maxQueuedRequests: 1000,
   requestTimeoutS: null,
   gracefulShutdownTimeoutS: 20,
+  autoscaling: null,
+};
+
+/** Ray Serve 2.x's defaults, but metricsIntervalS (docs/autoscaling.md#defaults). */
+export const DEFAULT_AUTOSCALING_CONFIG: AutoscalingConfig = {
+  minReplicas: 1,
+  initialReplicas: null,
+  maxReplicas: 1,
+  targetOngoingRequests: 2,
+  metricsIntervalS: 0.5,
+  lookBackPeriodS: 30,
+  smoothingFactor: 1,
+  upscalingFactor: null,
+  downscalingFactor: null,
+  upscaleDelayS: 30,
+  downscaleDelayS: 600,
+  downscaleToZeroDelayS: null,
 };
 
 export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
@@ -131,6 +148,56 @@ function secondsIn(min: number, max: number, exclusiveMin = false): FieldCheck {
   };
 }
 
+function positiveUpTo(max: number): FieldCheck {
+  return (value, issues) => {
+    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > max) {
+      issues.add(`must be a number above 0 up to ${max}, got ${shown(value)}`);
+    }
+  };
+}
+
+const orNull =
+  (check: FieldCheck): FieldCheck =>
+  (value, issues) =>
+    value === null || check(value, issues);
+
+const AUTOSCALING_FIELDS: Record<keyof AutoscalingConfig, FieldCheck> = {
+  minReplicas: integerIn(0, MAX_REPLICAS),
+  initialReplicas: orNull(integerIn(0, MAX_REPLICAS)),
+  maxReplicas: integerIn(1, MAX_REPLICAS),
+  targetOngoingRequests: positiveUpTo(1_000_000),
+  metricsIntervalS: secondsIn(0, 3600, true),
+  lookBackPeriodS: secondsIn(0, 86_400, true),
+  smoothingFactor: positiveUpTo(100),
+  upscalingFactor: orNull(positiveUpTo(100)),
+  downscalingFactor: orNull(positiveUpTo(100)),
+  upscaleDelayS: secondsIn(0, 86_400),
+  downscaleDelayS: secondsIn(0, 86_400),
+  downscaleToZeroDelayS: orNull(secondsIn(0, 86_400)),
+};
+
+/** An autoscaling block with every default filled in; minReplicas <= initialReplicas <= maxReplicas. */
+function checkAutoscaling(value: unknown, issues: Issues): AutoscalingConfig {
+  const given = objectWith(issues, value, Object.keys(AUTOSCALING_FIELDS), 'autoscaling') ?? {};
+  const config = { ...DEFAULT_AUTOSCALING_CONFIG, ...checkFields(issues, given, AUTOSCALING_FIELDS) } as AutoscalingConfig;
+  if (config.maxReplicas < config.minReplicas) {
+    issues.add(`must be at least minReplicas (${config.minReplicas}), got ${config.maxReplicas}`, 'maxReplicas');
+  }
+  const initial = config.initialReplicas;
+  if (initial !== null && (initial < config.minReplicas || initial > config.maxReplicas)) {
+    issues.add(
+      `must be from minReplicas (${config.minReplicas}) to maxReplicas (${config.maxReplicas}), got ${initial}`,
+      'initialReplicas',
+    );
+  }
+  return config;
+}
+
+/** The replica count an autoscaled backend starts with. */
+export function initialReplicasOf(autoscaling: AutoscalingConfig): number {
+  return autoscaling.initialReplicas ?? autoscaling.minReplicas;
+}
+
 const CONFIG_FIELDS: Record<keyof BackendConfig, FieldCheck> = {
   numReplicas: integerIn(0, MAX_REPLICAS),
   maxConcurrentQueries: integerIn(1, 1_000_000),
@@ -142,11 +209,22 @@ const CONFIG_FIELDS: Record<keyof BackendConfig, FieldCheck> = {
   maxQueuedRequests: integerIn(0, 1_000_000),
   requestTimeoutS: (value, issues) => value === null || secondsIn(0, 86_400, true)(value, issues),
   gracefulShutdownTimeoutS: secondsIn(0, 3600),
+  autoscaling: (value, issues) => value === null || void checkAutoscaling(value, issues),
 };
 
 function checkConfigPatch(issues: Issues, patch: unknown): Partial<BackendConfig> {
   const value = objectWith(issues, patch ?? {}, Object.keys(CONFIG_FIELDS));
-  return value === undefined ? {} : (checkFields(issues, value, CONFIG_FIELDS) as Partial<BackendConfig>);
+  if (value === undefined) return {};
+  const checked = checkFields(issues, value, CONFIG_FIELDS) as Partial<BackendConfig>;
+  if (value.numReplicas !== undefined && value.autoscaling !== undefined && value.autoscaling !== null) {
+    const message = 'numReplicas and autoscaling exclude each other: give a fixed numReplicas, or an autoscaling block';
+    issues.add(message, 'numReplicas');
+    issues.add(message, 'autoscaling');
+  }
+  if (checked.autoscaling !== undefined && checked.autoscaling !== null) {
+    checked.autoscaling = checkAutoscaling(checked.autoscaling, new Issues());
+  }
+  return checked;
 }
 
 /** Checks a partial BackendConfig: unknown keys and bad values are refused. */
@@ -251,6 +329,7 @@ function checkBackendOptions(issues: Issues, options: unknown): ValidatedBackend
     issues.add('must be an array of JSON values (strings, numbers, booleans, null, arrays, plain objects)', 'initArgs');
   }
   const config = { ...DEFAULT_BACKEND_CONFIG, ...checkConfigPatch(issues.at('config'), value.config) };
+  if (config.autoscaling !== null) config.numReplicas = initialReplicasOf(config.autoscaling);
   const replicaOptions = objectWith(issues.at('replicaOptions'), value.replicaOptions ?? {}, REPLICA_OPTION_KEYS) ?? {};
   const runtimeEnv = checkRuntimeEnv(issues.at('replicaOptions', 'runtimeEnv'), replicaOptions.runtimeEnv);
   const resources = checkResources(issues.at('replicaOptions'), replicaOptions);

@@ -44,11 +44,15 @@ export class Dispatcher {
   private backends = new Map<string, BackendRouting>();
   private readonly routers = new Map<string, ReplicaRouter<ReplicaTarget>>();
 
-  /** onReplicaFailure is called when a request to a replica failed at the connection level; streamIdleTimeoutMs bounds a handle's gaps between chunks. */
+  /**
+   * onReplicaFailure is called when a request to a replica failed at the connection level; streamIdleTimeoutMs bounds a
+   * handle's gaps between chunks; onDemand is called when a request waits for a backend that has no replica.
+   */
   constructor(
     private readonly onReplicaFailure: (backend: string, replicaId: string) => void = () => undefined,
     readonly metrics: ServingMetrics = noMetrics,
     readonly streamIdleTimeoutMs = 60_000,
+    private readonly onDemand: (backend: string) => void = () => undefined,
   ) {
     this.shadows = new ShadowMirror((backend, signal) => this.acquire(backend, signal), this.agent, metrics);
   }
@@ -64,7 +68,8 @@ export class Dispatcher {
     for (const backend of snapshot.backends) {
       let router = this.routers.get(backend.name);
       if (router === undefined) {
-        router = new ReplicaRouter(backend.name, backend);
+        const name = backend.name;
+        router = new ReplicaRouter(name, backend, () => this.onDemand(name));
         this.routers.set(backend.name, router);
       }
       router.update(backend.replicas, backend);
@@ -107,6 +112,11 @@ export class Dispatcher {
     const router = this.routers.get(backend);
     if (router === undefined) return Promise.reject(new FlotillaError('NO_REPLICAS', `backend '${backend}' has no replicas`));
     return router.acquire(signal, exclude);
+  }
+
+  /** The backend's requests queued and in flight (the autoscaler's signal). */
+  ongoingRequests(backend: string): number {
+    return this.routers.get(backend)?.ongoing ?? 0;
   }
 
   /** Resolves once no request of the backend is in flight on the replica. */

@@ -2,13 +2,16 @@
 export class InFlight {
   private readonly counts = new Map<string, number>();
   private readonly waiters = new Map<string, Array<() => void>>();
+  private entered = 0;
 
   enter(key: string): () => void {
     this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+    this.entered++;
     let left = false;
     return () => {
       if (left) return;
       left = true;
+      this.entered--;
       const count = (this.counts.get(key) ?? 1) - 1;
       if (count > 0) {
         this.counts.set(key, count);
@@ -18,6 +21,11 @@ export class InFlight {
       for (const wake of this.waiters.get(key) ?? []) wake();
       this.waiters.delete(key);
     };
+  }
+
+  /** In flight over every key. */
+  get total(): number {
+    return this.entered;
   }
 
   count(key: string): number {

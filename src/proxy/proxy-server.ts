@@ -263,7 +263,8 @@ export class ProxyServer {
       if (!isFlotillaError(error)) throw error;
       if (error.code === 'REPLICA_UNREACHABLE')
         this.logger.warn('replica failed a request', { component: 'proxy', backend, error: error.message });
-      if (error.code === 'QUEUE_FULL' || error.code === 'OVERLOADED') return this.refuse(req, res, error, { 'retry-after': '1' });
+      if (error.code === 'QUEUE_FULL' || error.code === 'OVERLOADED' || error.code === 'COLD_START_TIMEOUT')
+        return this.refuse(req, res, error, { 'retry-after': '1' });
       if (error.code === 'PAYLOAD_TOO_LARGE' || error.code === 'CLIENT_TIMEOUT') return this.refuse(req, res, error, {});
       sendError(res, error);
     }

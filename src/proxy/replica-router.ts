@@ -16,6 +16,8 @@ export interface RouterSettings {
   maxQueuedRequests: number;
   /** How long a request waits for a replica when the backend has none ready; 0 refuses at once. */
   noReplicaWaitMs: number;
+  /** The backend scales from zero: a request that finds no replica is demand, and one still waiting after noReplicaWaitMs gets COLD_START_TIMEOUT. */
+  coldStart?: boolean;
 }
 
 /** How long a replica that failed a connection stays out of rotation, unless a routing update comes first. */
@@ -64,6 +66,8 @@ export class ReplicaRouter<T> {
   constructor(
     private readonly backend: string,
     private settings: RouterSettings,
+    /** Called when a request waits while the backend has no replica. */
+    private readonly onDemand: () => void = () => undefined,
   ) {}
 
   update(replicas: RoutedReplica<T>[], settings: RouterSettings): void {
@@ -84,6 +88,11 @@ export class ReplicaRouter<T> {
 
   get queued(): number {
     return this.queue.length;
+  }
+
+  /** Requests queued and in flight, on replicas still routed to or leaving. */
+  get ongoing(): number {
+    return this.queue.length + this.leases.total;
   }
 
   inFlight(replicaId: string): number {
@@ -121,7 +130,10 @@ export class ReplicaRouter<T> {
     return new Promise<Lease<T>>((resolve, reject) => {
       const waiter: Waiter<T> = { exclude, resolve, reject };
       this.queue.push(waiter);
-      if (this.slots.length === 0) this.armNoReplicaTimer(waiter);
+      if (this.slots.length === 0) {
+        this.armNoReplicaTimer(waiter);
+        this.onDemand();
+      }
       signal?.addEventListener('abort', () => this.leave(waiter, new Error('request aborted while queued')), { once: true });
       if (this.queue.length > 1) this.drainQueue();
     });
@@ -136,7 +148,8 @@ export class ReplicaRouter<T> {
   private armNoReplicaTimer(waiter: Waiter<T>): void {
     waiter.timer = setTimeout(() => {
       waiter.timer = undefined;
-      if (this.slots.length === 0) this.leave(waiter, this.noReplicas());
+      if (this.slots.length > 0) return;
+      this.leave(waiter, this.settings.coldStart === true ? this.coldStartTimeout() : this.noReplicas());
     }, this.settings.noReplicaWaitMs);
   }
 
@@ -216,6 +229,14 @@ export class ReplicaRouter<T> {
       clearTimeout(waiter.timer);
       waiter.reject(error());
     }
+  }
+
+  private coldStartTimeout(): FlotillaError {
+    const seconds = this.settings.noReplicaWaitMs / 1000;
+    return new FlotillaError(
+      'COLD_START_TIMEOUT',
+      `backend '${this.backend}' had no replica ready within ${seconds} s (coldStartTimeoutS) of this request; one is starting, try again`,
+    );
   }
 
   private noReplicas(): FlotillaError {

@@ -91,6 +91,24 @@ export class Scheduler {
     for (const id of placement.gpuIds) this.gpuUse.set(id, round((this.gpuUse.get(id) ?? 0) - placement.gpuShare));
   }
 
+  /** How many more replicas of `request` fit now, up to `limit`, and the refusal that stopped the count short; books nothing. */
+  room(request: ResourceRequest, limit: number): { fits: number; refusal: FlotillaError | undefined } {
+    const ids: string[] = [];
+    try {
+      while (ids.length < limit) {
+        const id = `room:${ids.length}`;
+        this.reserve(id, request);
+        ids.push(id);
+      }
+      return { fits: ids.length, refusal: undefined };
+    } catch (error) {
+      if (!(error instanceof FlotillaError)) throw error;
+      return { fits: ids.length, refusal: error };
+    } finally {
+      ids.forEach((id) => this.release(id));
+    }
+  }
+
   free(): { cpus: number; memoryMb: number; gpus: Record<string, number> } {
     let cpus = this.capacity.cpus;
     let memoryMb = this.capacity.memoryMb;

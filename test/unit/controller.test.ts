@@ -40,7 +40,12 @@ function setup(
     runtime,
     images: { backendImage: () => Promise.resolve({ image: 'built:1' }) },
     scheduler: new Scheduler({ cpus: 8, memoryMb: 8192, gpus: [] }),
-    dispatcher: { update: (s) => snapshots.push(s), drained: () => Promise.resolve(), endpointRequests: new InFlight() },
+    dispatcher: {
+      update: (s) => snapshots.push(s),
+      drained: () => Promise.resolve(),
+      endpointRequests: new InFlight(),
+      ongoingRequests: () => 0,
+    },
     logger: silentLogger,
     clock: systemClock,
     replicaClient: client,

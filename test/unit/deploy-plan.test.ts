@@ -38,6 +38,7 @@ function stateOf(spec: AppSpec): CurrentState {
       version: 'v1',
       contextDigest: null,
       rollout: null,
+      autoscalingStatus: null,
     };
   }
   const endpoints: Record<string, EndpointInfo> = {};

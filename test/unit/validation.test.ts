@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  DEFAULT_AUTOSCALING_CONFIG,
   DEFAULT_BACKEND_CONFIG,
   validateBackendOptions,
   validateConfigPatch,
@@ -75,7 +76,40 @@ describe('backend config', () => {
       maxQueuedRequests: 1000,
       requestTimeoutS: null,
       gracefulShutdownTimeoutS: 20,
+      autoscaling: null,
     });
+  });
+  it('fills an autoscaling block with Ray Serve 2.x defaults and starts it at initialReplicas, else minReplicas', () => {
+    const config = validateBackendOptions({ config: { autoscaling: { minReplicas: 0, maxReplicas: 4 } } }).config;
+    expect(config.autoscaling).toEqual({ ...DEFAULT_AUTOSCALING_CONFIG, minReplicas: 0, maxReplicas: 4 });
+    expect(config.numReplicas).toBe(0);
+    expect(DEFAULT_AUTOSCALING_CONFIG).toMatchObject({ minReplicas: 1, maxReplicas: 1, targetOngoingRequests: 2, upscaleDelayS: 30 });
+    expect(DEFAULT_AUTOSCALING_CONFIG).toMatchObject({ downscaleDelayS: 600, lookBackPeriodS: 30, smoothingFactor: 1 });
+    const initial = validateBackendOptions({ config: { autoscaling: { minReplicas: 1, initialReplicas: 3, maxReplicas: 5 } } });
+    expect(initial.config.numReplicas).toBe(3);
+  });
+  it('refuses numReplicas beside autoscaling, and bad autoscaling values, with the path of each', () => {
+    const issues = (options: unknown) => {
+      try {
+        validateBackendOptions(options);
+      } catch (error) {
+        return issuesOf(error)?.map((issue) => issue.path.join('.'));
+      }
+      return [];
+    };
+    expect(issues({ config: { numReplicas: 2, autoscaling: { maxReplicas: 3 } } })).toEqual(['config.numReplicas', 'config.autoscaling']);
+    expect(issues({ config: { autoscaling: { minReplicas: 3, maxReplicas: 2 } } })).toEqual(['config.autoscaling.maxReplicas']);
+    expect(issues({ config: { autoscaling: { maxReplicas: 2, initialReplicas: 5 } } })).toEqual(['config.autoscaling.initialReplicas']);
+    expect(issues({ config: { autoscaling: { targetOngoingRequests: 0, upscaleDelayS: -1, maxReplica: 2 } } })).toEqual([
+      'config.autoscaling.maxReplica',
+      'config.autoscaling.targetOngoingRequests',
+      'config.autoscaling.upscaleDelayS',
+    ]);
+    expect(issues({ config: { autoscaling: 4 } })).toEqual(['config.autoscaling']);
+    expect(() => validateConfigPatch({ numReplicas: 2, autoscaling: { maxReplicas: 2 } })).toThrow(
+      'config.numReplicas: numReplicas and autoscaling exclude each other',
+    );
+    expect(validateConfigPatch({ numReplicas: 2, autoscaling: null })).toEqual({ numReplicas: 2, autoscaling: null });
   });
   it('keeps only the given keys of a patch', () => {
     expect(validateConfigPatch({ maxConcurrentQueries: 4 })).toEqual({ maxConcurrentQueries: 4 });

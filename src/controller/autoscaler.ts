@@ -1,0 +1,120 @@
+import type { AutoscalingConfig, AutoscalingDecision, AutoscalingStatus } from '../api.js';
+import type { Scheduler } from '../resources/scheduler.js';
+import { decide, IDLE, type PolicyState } from './autoscaling-policy.js';
+import type { BackendState } from './backend-state.js';
+
+/** The data plane's one reading the autoscaler takes: a backend's ongoing requests (queued and in flight), front door and handles alike. */
+export interface LoadSignal {
+  ongoingRequests(backend: string): number;
+}
+
+/** Where autoscaling metrics go (src/admin/metrics.ts). */
+export interface AutoscalingMetrics {
+  decision(backend: string, direction: 'up' | 'down'): void;
+  coldStart(backend: string, seconds: number): void;
+}
+
+export interface ScaleChange {
+  to: number;
+  decision: AutoscalingDecision;
+}
+
+interface Tracked {
+  backend: BackendState;
+  config: string;
+  samples: Array<{ at: number; value: number }>;
+  state: PolicyState;
+  status: AutoscalingStatus;
+  /** When a scale-up from zero running replicas was decided; cleared when the first replica is ready. */
+  coldSince: number | undefined;
+}
+
+/**
+ * The autoscaler's memory of each autoscaled backend: the ongoing-request
+ * samples of the look-back window (one every metricsIntervalS), the delay the
+ * policy is waiting out, and what it decided last. `step()` samples and asks
+ * the policy (autoscaling-policy.ts); it changes nothing itself: the
+ * controller saves and applies the change it returns. A backend that is
+ * recreated or whose autoscaling config changes starts over.
+ */
+export class Autoscaler {
+  private readonly tracked = new Map<string, Tracked>();
+
+  constructor(
+    private readonly signal: LoadSignal,
+    private readonly scheduler: Scheduler,
+  ) {}
+
+  /** The change the policy decides for the backend now, if any. */
+  step(backend: BackendState, config: AutoscalingConfig, now: number): ScaleChange | undefined {
+    const tracked = this.track(backend, config);
+    const current = this.signal.ongoingRequests(backend.name);
+    const last = tracked.samples[tracked.samples.length - 1];
+    if (last === undefined || now - last.at >= config.metricsIntervalS * 1000) tracked.samples.push({ at: now, value: current });
+    const horizon = now - config.lookBackPeriodS * 1000;
+    while ((tracked.samples[0]?.at ?? now) < horizon) tracked.samples.shift();
+    const ongoing = tracked.samples.reduce((sum, sample) => sum + sample.value, 0) / tracked.samples.length;
+    const target = backend.target.config.numReplicas;
+    const running = backend.routable().length;
+    const decision = decide(
+      { now, config, target, running, ongoing, waiting: current > 0, capacity: this.capacity(backend, config.maxReplicas) },
+      tracked.state,
+    );
+    tracked.state = decision.state;
+    tracked.status = { ...tracked.status, wantedReplicas: decision.wanted, targetReplicas: decision.target, runningReplicas: running };
+    tracked.status.ongoingRequests = Math.round(ongoing * 100) / 100;
+    tracked.status.heldBack = decision.heldBack;
+    if (decision.target === target) return undefined;
+    const direction = decision.target > target ? 'up' : 'down';
+    if (direction === 'up' && running === 0) tracked.coldSince ??= now;
+    const record = { time: new Date(now).toISOString(), from: target, to: decision.target, direction, reason: decision.reason } as const;
+    tracked.status.lastDecision = record;
+    return { to: decision.target, decision: record };
+  }
+
+  /** Seconds since the cold start of each backend whose first replica is now ready. */
+  coldStartsEnded(now: number): Array<{ backend: string; seconds: number }> {
+    const ended: Array<{ backend: string; seconds: number }> = [];
+    for (const [name, tracked] of this.tracked) {
+      if (tracked.coldSince === undefined || tracked.backend.routable().length === 0) continue;
+      ended.push({ backend: name, seconds: (now - tracked.coldSince) / 1000 });
+      tracked.coldSince = undefined;
+    }
+    return ended;
+  }
+
+  status(backend: BackendState): AutoscalingStatus | null {
+    const tracked = this.tracked.get(backend.name);
+    return tracked?.backend === backend && backend.target.config.autoscaling !== null ? structuredClone(tracked.status) : null;
+  }
+
+  /** Drops the backends not in `names`, and those no longer autoscaled. */
+  keepOnly(names: ReadonlySet<string>): void {
+    for (const name of this.tracked.keys()) if (!names.has(name)) this.tracked.delete(name);
+  }
+
+  private track(backend: BackendState, config: AutoscalingConfig): Tracked {
+    const key = JSON.stringify(config);
+    const known = this.tracked.get(backend.name);
+    if (known !== undefined && known.backend === backend && known.config === key) return known;
+    const target = backend.target.config.numReplicas;
+    const status: AutoscalingStatus = {
+      wantedReplicas: target,
+      targetReplicas: target,
+      runningReplicas: 0,
+      ongoingRequests: 0,
+      heldBack: null,
+      lastDecision: known?.backend === backend ? known.status.lastDecision : null,
+    };
+    const tracked: Tracked = { backend, config: key, samples: [], state: IDLE, status, coldSince: undefined };
+    this.tracked.set(backend.name, tracked);
+    return tracked;
+  }
+
+  /** Replicas the backend holds (starting or ready) plus how many more fit now. */
+  private capacity(backend: BackendState, maxReplicas: number): { reachable: number; shortOf: string } {
+    const held = backend.replicas.filter((r) => r.state === 'starting' || r.state === 'ready').length;
+    const { fits, refusal } = this.scheduler.room(backend.target.resources, Math.max(0, maxReplicas - held));
+    return { reachable: held + fits, shortOf: refusal?.message ?? '' };
+  }
+}
