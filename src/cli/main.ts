@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../common/package-root.js';
 import { checkAppFile, offlinePlan, type MachineSize } from './offline-check.js';
-import { pruneImages } from './prune.js';
+import { imagesOfDesiredState, pruneImages } from './prune.js';
 import { DockerRuntime } from '../runtime/docker-runtime.js';
 import { printEvents } from './events.js';
 import { spawn } from 'node:child_process';
@@ -275,12 +275,15 @@ function labelPairs(value: string, previous: Record<string, string> = {}): Recor
 
 program
   .command('prune')
-  .description("remove the images Flotilla built that no container uses (every backend's images and their bases stay)")
+  .description(
+    "remove the images Flotilla built that no container uses and no saved backend names (every backend's images and their bases stay)",
+  )
   .option('--label <key=value>', 'only images that also carry this label (repeatable)', labelPairs)
   .action(async (flags: { label?: Record<string, string> }) => {
-    const runtime = new DockerRuntime(loadConfig().dockerSocket);
+    const config = loadConfig();
+    const runtime = new DockerRuntime(config.dockerSocket);
     await runtime.ping();
-    const { removed, kept } = await pruneImages(runtime, flags.label);
+    const { removed, kept } = await pruneImages(runtime, flags.label, imagesOfDesiredState(config.stateDir));
     for (const image of removed) print(`removed ${image.tags.join(', ') || image.id}`);
     print(`removed ${removed.length} image${removed.length === 1 ? '' : 's'}; kept ${kept.length} in use`);
   });

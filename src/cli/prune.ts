@@ -1,4 +1,8 @@
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { LABELS } from '../common/labels.js';
+import { parseCheckpoint } from '../controller/checkpoint.js';
+import { StateStore } from '../controller/state-store.js';
 import type { ContainerRuntime, ImageSummary } from '../runtime/container-runtime.js';
 
 export interface PruneResult {
@@ -7,14 +11,44 @@ export interface PruneResult {
 }
 
 /**
- * Removes the tagged images Flotilla built (and that extra labels select) that no container, running or stopped, uses,
- * nor any image under one that a container uses: every backend with replicas keeps its image and the layers it was built
- * on. Untagged layers that only removed images used go with them.
+ * The images the desired state of every instance saved under `stateDir` names (a backend's, and the one a rollout
+ * rolls back to), so that a backend with no container now (scaled to zero, numReplicas 0) keeps its image.
  */
-export async function pruneImages(runtime: ContainerRuntime, labels: Record<string, string> = {}): Promise<PruneResult> {
-  const parents = new Map((await runtime.listImages({})).map((image) => [image.id, image.parentId]));
+export function imagesOfDesiredState(stateDir: string): Set<string> {
+  const dir = join(stateDir, 'state');
+  let files: string[];
+  try {
+    files = readdirSync(dir).filter((file) => file.endsWith('.json'));
+  } catch {
+    return new Set();
+  }
+  const images = new Set<string>();
+  for (const file of files) {
+    const path = join(dir, file);
+    const saved = parseCheckpoint(path, new StateStore(path).load());
+    for (const backend of saved?.backends ?? []) {
+      images.add(backend.image);
+      if (backend.rollout?.previous !== undefined) images.add(backend.rollout.previous.image);
+    }
+  }
+  return images;
+}
+
+/**
+ * Removes the tagged images Flotilla built (and that extra labels select) that no container, running or stopped, uses,
+ * nor the desired state names (`keep`: tags or ids), nor any image under one of those: every backend keeps its image and
+ * the layers it was built on, whether it has replicas or not. Untagged layers that only removed images used go with them.
+ */
+export async function pruneImages(
+  runtime: ContainerRuntime,
+  labels: Record<string, string> = {},
+  keep: ReadonlySet<string> = new Set(),
+): Promise<PruneResult> {
+  const all = await runtime.listImages({});
+  const parents = new Map(all.map((image) => [image.id, image.parentId]));
   const used = new Set<string>();
-  for (let id of await runtime.imagesOfContainers()) {
+  const named = all.filter((image) => keep.has(image.id) || image.tags.some((tag) => keep.has(tag))).map((image) => image.id);
+  for (let id of [...(await runtime.imagesOfContainers()), ...named]) {
     while (id !== '' && !used.has(id)) {
       used.add(id);
       id = parents.get(id) ?? '';

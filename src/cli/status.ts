@@ -52,6 +52,23 @@ function formatStatus({ httpUrl, endpoints, backends }: Snapshot): string {
         ? ''
         : `rollout ${rollout.state} ${rollout.fromVersion} → ${rollout.targetVersion}${rollout.reason === null ? '' : `: ${rollout.reason}`}`;
     replicaRows.push([name, `${ready}/${backend.numReplicas} ready`, `version ${backend.version}`, '', rolloutNote]);
+    const scaling = backend.autoscalingStatus;
+    if (backend.autoscaling !== null && scaling !== null) {
+      const { minReplicas, maxReplicas, targetOngoingRequests } = backend.autoscaling;
+      const summary =
+        `autoscaling ${minReplicas}-${maxReplicas} (${targetOngoingRequests} ongoing per replica): ` +
+        `wanted ${scaling.wantedReplicas}, target ${scaling.targetReplicas}, running ${scaling.runningReplicas}, ` +
+        `${scaling.ongoingRequests} ongoing`;
+      replicaRows.push([
+        '',
+        '',
+        '',
+        '',
+        summary + (scaling.heldBack === null ? '' : ` (${scaling.heldBack.by}: ${scaling.heldBack.message})`),
+      ]);
+      const last = scaling.lastDecision;
+      if (last !== null) replicaRows.push(['', '', '', '', `last decision ${last.time}: ${last.from} → ${last.to}, ${last.reason}`]);
+    }
     for (const replica of replicas) {
       replicaRows.push([
         '',

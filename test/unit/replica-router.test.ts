@@ -190,6 +190,44 @@ describe('ReplicaRouter', () => {
     }
   });
 
+  it('at zero replicas of a backend that scales from zero: signals demand, counts the wait, and refuses with COLD_START_TIMEOUT', async () => {
+    vi.useFakeTimers();
+    try {
+      const settings = { ...limits(1, 2, 1000), coldStart: true };
+      let demand = 0;
+      const router = new ReplicaRouter<string>('b', settings, () => demand++);
+      router.update([], settings);
+      const first = router.acquire();
+      const second = router.acquire();
+      expect(demand).toBe(2);
+      expect(router.ongoing).toBe(2);
+      await expect(router.acquire()).rejects.toMatchObject({ code: 'QUEUE_FULL' });
+      router.update(replicas('r1'), settings);
+      const lease = await first;
+      expect(router.ongoing).toBe(2);
+      lease.release();
+      (await second).release();
+      expect(router.ongoing).toBe(0);
+      router.update([], settings);
+      const late = router.acquire();
+      vi.advanceTimersByTime(1001);
+      await expect(late).rejects.toMatchObject({ code: 'COLD_START_TIMEOUT', status: 503 });
+      expect(router.ongoing).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('counts the requests on a removed replica as ongoing until they end', async () => {
+    const router = new ReplicaRouter<string>('b', limits(5));
+    router.update(replicas('r1'), limits(5));
+    const lease = await router.acquire();
+    router.update(replicas('r2'), limits(5));
+    expect(router.ongoing).toBe(1);
+    lease.release();
+    expect(router.ongoing).toBe(0);
+  });
+
   it('keeps in-flight counts across updates', async () => {
     const router = new ReplicaRouter<string>('b', limits(5));
     router.update(replicas('r1'), limits(5));
