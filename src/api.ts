@@ -25,6 +25,9 @@ export interface BackendConfig {
   autoscaling: AutoscalingConfig | null;
 }
 
+/** What createBackend and updateBackendConfig take: any BackendConfig fields, and of an autoscaling block any of its fields. */
+export type BackendConfigPatch = Partial<Omit<BackendConfig, 'autoscaling'>> & { autoscaling?: Partial<AutoscalingConfig> | null };
+
 /** Ray Serve 2.x's AutoscalingConfig, camelCase (docs/autoscaling.md); every field has a default. */
 export interface AutoscalingConfig {
   /** Fewest replicas; 0 lets the backend scale to zero when idle. Default 1. */
@@ -189,7 +192,7 @@ export type BackendInfo = BackendConfig & {
 export interface CreateBackendOptions {
   /** Constructor arguments of a class backend; JSON values only. */
   initArgs?: unknown[];
-  config?: Partial<BackendConfig>;
+  config?: BackendConfigPatch;
   replicaOptions?: ReplicaOptions;
 }
 
@@ -318,7 +321,7 @@ export interface Client {
   createBackend(name: string, definition: BackendDefinition, options?: CreateBackendOptions): Promise<void>;
   listBackends(): Promise<Record<string, BackendInfo>>;
   getBackendConfig(name: string): Promise<BackendInfo>;
-  updateBackendConfig(name: string, config: Partial<BackendConfig>): Promise<void>;
+  updateBackendConfig(name: string, config: BackendConfigPatch): Promise<void>;
   /**
    * Redeploys a backend with a new definition and options (checked as createBackend checks them). A new version is
    * rolled out replica by replica while the backend serves; resolves when it completes, rejects with ROLLOUT_FAILED

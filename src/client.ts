@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import type {
-  BackendConfig,
+  BackendConfigPatch,
   BackendDefinition,
   BackendInfo,
   CapacityInfo,
@@ -62,7 +62,7 @@ export class LocalClient implements Client {
   async getBackendConfig(name: string): Promise<BackendInfo> {
     return this.controller.getBackendConfig(name);
   }
-  async updateBackendConfig(name: string, config: Partial<BackendConfig>): Promise<void> {
+  async updateBackendConfig(name: string, config: BackendConfigPatch): Promise<void> {
     const before = (await this.listBackends())[name];
     await this.controller.updateBackendConfig(name, config);
     const { numReplicas, userConfig, ...rest } = config;

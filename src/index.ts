@@ -10,6 +10,7 @@ export type {
   AutoscalingDecision,
   AutoscalingStatus,
   BackendConfig,
+  BackendConfigPatch,
   BackendDefinition,
   BackendInfo,
   CapacityInfo,

@@ -1,5 +1,5 @@
 import type {
-  BackendConfig,
+  BackendConfigPatch,
   BackendDefinition,
   BackendInfo,
   CapacityInfo,
@@ -183,7 +183,7 @@ class RemoteClient implements Client {
       options: withAbsoluteContext(options),
     });
   }
-  async updateBackendConfig(name: string, config: Partial<BackendConfig>): Promise<void> {
+  async updateBackendConfig(name: string, config: BackendConfigPatch): Promise<void> {
     await this.call('PATCH', `/api/backends/${encodeURIComponent(name)}/config`, config);
   }
   async deleteBackend(name: string, options: DeleteBackendOptions = {}): Promise<void> {
