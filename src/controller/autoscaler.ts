@@ -52,7 +52,7 @@ export class Autoscaler {
     const last = tracked.samples[tracked.samples.length - 1];
     if (last === undefined || now - last.at >= config.metricsIntervalS * 1000) tracked.samples.push({ at: now, value: current });
     const horizon = now - config.lookBackPeriodS * 1000;
-    while ((tracked.samples[0]?.at ?? now) < horizon) tracked.samples.shift();
+    while (tracked.samples.length > 1 && tracked.samples[0]!.at <= horizon) tracked.samples.shift();
     const ongoing = tracked.samples.reduce((sum, sample) => sum + sample.value, 0) / tracked.samples.length;
     const target = backend.target.config.numReplicas;
     const running = backend.routable().length;
