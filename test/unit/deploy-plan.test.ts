@@ -94,6 +94,42 @@ describe('planDeploy', () => {
     expect(describeStep(steps[0] as DeployStep)).toBe('echo: numReplicas 1 → 3');
   });
 
+  it("turns autoscaling on from an app file, and leaves an autoscaled backend's numReplicas to the autoscaler", () => {
+    const autoscaled = APP.replace('numReplicas: 1', 'autoscaling: { minReplicas: 0, maxReplicas: 4 }');
+    const spec = parse(autoscaled);
+    expect(spec.backends.echo?.config).toMatchObject({
+      numReplicas: 0,
+      autoscaling: { minReplicas: 0, maxReplicas: 4, targetOngoingRequests: 2 },
+    });
+    const steps = planDeploy(spec, running);
+    expect(steps).toEqual([
+      {
+        op: 'updateBackendConfig',
+        backend: 'echo',
+        changes: { autoscaling: spec.backends.echo?.config.autoscaling },
+        previous: { autoscaling: null },
+      },
+    ]);
+    const scaledByItself = stateOf(spec);
+    (scaledByItself.backends.echo as BackendInfo).numReplicas = 3;
+    expect(planDeploy(spec, scaledByItself)).toEqual([]);
+  });
+
+  it('refuses numReplicas beside autoscaling in an app file, at the line of each', () => {
+    const both = APP.replace('numReplicas: 1,', 'numReplicas: 1, autoscaling: { maxReplicas: 2 },');
+    const error = (() => {
+      try {
+        parse(both);
+      } catch (caught) {
+        return caught as FlotillaError;
+      }
+    })();
+    expect(error?.details?.issues).toMatchObject([
+      { line: 6, path: ['backends', 'echo', 'config', 'numReplicas'] },
+      { line: 6, path: ['backends', 'echo', 'config', 'autoscaling'] },
+    ]);
+  });
+
   it('resets a config key the file no longer sets to its default', () => {
     const steps = planDeploy(parse(APP.replace(', userConfig: { threshold: 0.5 }', '')), running);
     expect(steps).toEqual([
