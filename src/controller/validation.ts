@@ -7,7 +7,7 @@
 import type { AutoscalingConfig, BackendConfig, CreateEndpointOptions, ReplicaResources } from '../api.js';
 import { checkRuntimeEnv, type ValidatedRuntimeEnv } from './runtime-env.js';
 import { isPlainObject } from '../common/checks.js';
-import { checked, Issues } from '../common/issues.js';
+import { checked, type Issues } from '../common/issues.js';
 
 export const DEFAULT_BACKEND_CONFIG: BackendConfig = {
   numReplicas: 1,
@@ -222,7 +222,7 @@ function checkConfigPatch(issues: Issues, patch: unknown): Partial<BackendConfig
     issues.add(message, 'autoscaling');
   }
   if (checked.autoscaling !== undefined && checked.autoscaling !== null) {
-    checked.autoscaling = checkAutoscaling(checked.autoscaling, new Issues());
+    checked.autoscaling = { ...DEFAULT_AUTOSCALING_CONFIG, ...checked.autoscaling };
   }
   return checked;
 }
