@@ -66,7 +66,7 @@ export class Autoscaler {
     tracked.status.heldBack = decision.heldBack;
     if (decision.target === target) return undefined;
     const direction = decision.target > target ? 'up' : 'down';
-    if (direction === 'up' && running === 0) tracked.coldSince ??= now;
+    if (direction === 'up' && running === 0 && current > 0) tracked.coldSince ??= now;
     const record = { time: new Date(now).toISOString(), from: target, to: decision.target, direction, reason: decision.reason } as const;
     tracked.status.lastDecision = record;
     return { to: decision.target, decision: record };
@@ -88,7 +88,7 @@ export class Autoscaler {
     return tracked?.backend === backend && backend.target.config.autoscaling !== null ? structuredClone(tracked.status) : null;
   }
 
-  /** Drops the backends not in `names`, and those no longer autoscaled. */
+  /** Forgets the backends not in `names` (deleted, or no longer autoscaled). */
   keepOnly(names: ReadonlySet<string>): void {
     for (const name of this.tracked.keys()) if (!names.has(name)) this.tracked.delete(name);
   }

@@ -351,7 +351,9 @@ export class Controller {
   private autoscale(now: number): void {
     if (this.stopped) return;
     const live = this.liveBackends();
-    this.autoscaler.keepOnly(new Set(live.filter((b) => b.target.config.autoscaling !== null).map((b) => b.name)));
+    const autoscaled = new Set(live.filter((b) => b.target.config.autoscaling !== null).map((b) => b.name));
+    this.autoscaler.keepOnly(autoscaled);
+    for (const name of this.capsLogged.keys()) if (!autoscaled.has(name)) this.capsLogged.delete(name);
     for (const state of live) {
       const config = state.target.config.autoscaling;
       if (config === null || state.info().rollout?.state === 'paused') continue;

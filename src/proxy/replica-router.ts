@@ -235,7 +235,7 @@ export class ReplicaRouter<T> {
     const seconds = this.settings.noReplicaWaitMs / 1000;
     return new FlotillaError(
       'COLD_START_TIMEOUT',
-      `backend '${this.backend}' had no replica ready within ${seconds} s (coldStartTimeoutS) of this request; one is starting, try again`,
+      `backend '${this.backend}' had no replica ready within ${seconds} s of this request (coldStartTimeoutS); try again`,
     );
   }
 
