@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { renderStatus } from '../../src/cli/status.js';
 import type { Client } from '../../src/index.js';
 import { containersOf, eventually, startFlotilla } from './harness.js';
 import { startLoad } from './load.js';
@@ -61,6 +62,9 @@ describe('autoscaling on the real engine', () => {
     expect(metrics).toContain('serve_autoscaling_target_replicas{backend="work"} 3');
     expect(metrics).toContain('flotilla_autoscaling_capacity_capped{backend="work"} 1');
     expect(metrics).toMatch(/flotilla_autoscaling_decisions_total\{backend="work",direction="up"\} [1-9]/);
+    const status = await renderStatus(client);
+    expect(status).toContain('autoscaling 1-5 (1 ongoing per replica): wanted 5, target 3, running 3');
+    expect(status).toContain('(capacity: wanted 5 replicas, the machine has room for 3');
 
     const result = await load.stop();
     await eventually(

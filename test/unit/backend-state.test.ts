@@ -679,4 +679,27 @@ describe('a rolling update stepped by the reconciler', () => {
       expect.objectContaining({ code: 'STATE_INVALID' }),
     );
   });
+
+  it('scales a rolling backend for the autoscaler: the target and the version to roll back to, and undoes it', async () => {
+    const h = harness(3);
+    await readyOn(h);
+    h.backend.rollOut(v2());
+    const undo = h.backend.scaleTo(4);
+    expect(h.backend.saved()).toMatchObject({ config: { numReplicas: 4 }, rollout: { previous: { config: { numReplicas: 4 } } } });
+    undo();
+    expect(h.backend.saved()).toMatchObject({ config: { numReplicas: 3 }, rollout: { previous: { config: { numReplicas: 3 } } } });
+  });
+
+  it('reads a state file written before autoscaling as fixed counts', () => {
+    const { autoscaling, ...config } = saved(2).config;
+    expect(autoscaling).toBeNull();
+    const old = {
+      ...saved(2),
+      config,
+      rollout: { state: 'completed', fromVersion: 'a', targetVersion: 'b', reason: null, previous: { ...saved(1), config } },
+    };
+    const parsed = parseCheckpoint('state.json', { version: 2, backends: [old], endpoints: [] });
+    expect(parsed?.backends[0]?.config.autoscaling).toBeNull();
+    expect(parsed?.backends[0]?.rollout?.previous?.config.autoscaling).toBeNull();
+  });
 });
