@@ -233,9 +233,11 @@ export function describeStep(step: DeployStep): string {
   }
 }
 
-/** What createBackend and updateBackend take from an app file's backend. */
+/** What createBackend and updateBackend take from an app file's backend; an autoscaled one's count is the autoscaler's. */
 function backendOptions(spec: BackendSpec) {
-  return { initArgs: spec.initArgs, config: spec.config, replicaOptions: spec.replicaOptions };
+  const { numReplicas, ...rest } = spec.config;
+  const config = spec.config.autoscaling === null ? { numReplicas, ...rest } : rest;
+  return { initArgs: spec.initArgs, config, replicaOptions: spec.replicaOptions };
 }
 
 async function run(client: Client, step: DeployStep): Promise<void> {

@@ -367,6 +367,15 @@ describe('applyPlan', () => {
     expect(calls[0]).toContain('"replicaOptions":{"runtimeEnv":{"runtime":"node","image":"web:1","port":8080,"healthPath":"/healthz"}}');
   });
 
+  it('creates an autoscaled backend with its autoscaling block and no numReplicas, which would exclude it', async () => {
+    const { client, calls } = fakeClient();
+    const text = APP.replace('numReplicas: 1', 'autoscaling: { minReplicas: 0, maxReplicas: 3 }');
+    await applyPlan(client, planDeploy(parse(text), { backends: {}, endpoints: {} }), () => undefined);
+    const options = (JSON.parse(calls[0]!.slice('createBackend '.length)) as unknown[])[2] as { config: Record<string, unknown> };
+    expect(options.config).not.toHaveProperty('numReplicas');
+    expect(options.config.autoscaling).toMatchObject({ minReplicas: 0, maxReplicas: 3 });
+  });
+
   it('says so when there is nothing to change', async () => {
     const lines: string[] = [];
     await applyPlan(fakeClient().client, [], (line) => lines.push(line));

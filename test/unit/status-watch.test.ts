@@ -19,7 +19,7 @@ function scripted(polls: Poll[]): Client {
     listBackends: async () => {
       at += 1;
       const { rollout, version } = current();
-      return { greeter: { numReplicas: 2, rollout, version } as unknown as BackendInfo };
+      return { greeter: { numReplicas: 2, rollout, version, autoscaling: null, autoscalingStatus: null } as unknown as BackendInfo };
     },
     listReplicas: async () =>
       current().ready.map((version, i) => ({ id: `r${i}`, state: 'ready', version, containerId: 'c', restarts: 0 }) as ReplicaInfo),
