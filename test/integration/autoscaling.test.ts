@@ -1,7 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { deployAppFile } from '../../src/cli/deploy.js';
 import { renderStatus } from '../../src/cli/status.js';
 import type { Client } from '../../src/index.js';
-import { containersOf, eventually, startFlotilla } from './harness.js';
+import { containersOf, eventually, FIXTURES, startFlotilla } from './harness.js';
 import { startLoad } from './load.js';
 
 async function work(request: Request) {
@@ -130,6 +134,43 @@ describe('autoscaling on the real engine', () => {
     expect(await client.getHandle('idle').remote()).toMatchObject({ version: 'v1' });
     const metrics = await (await fetch(`${client.httpUrl}/-/metrics`)).text();
     expect(metrics).toMatch(/flotilla_cold_start_seconds_count\{backend="idle"\} [2-9]/);
+  });
+});
+
+describe('an app file with an autoscaling block', () => {
+  let client: Client;
+
+  beforeAll(async () => {
+    ({ client } = await startFlotilla());
+  });
+  afterAll(() => client.shutdown());
+
+  it('deploys a backend that scales from zero, and a redeploy leaves the count the autoscaler chose', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flt-as-app-'));
+    const path = join(dir, 'app.yaml');
+    writeFileSync(
+      path,
+      [
+        'backends:',
+        '  echo:',
+        '    import: handlers/echo.js:Echo',
+        `    runtimeEnv: { context: ${join(FIXTURES, 'my-backend')} }`,
+        '    initArgs: [from-file]',
+        '    config:',
+        '      autoscaling: { minReplicas: 0, maxReplicas: 2, metricsIntervalS: 0.1, lookBackPeriodS: 1, downscaleDelayS: 600 }',
+        'endpoints:',
+        '  echo: { backend: echo, route: /echo }',
+        '',
+      ].join('\n'),
+    );
+    await deployAppFile(client, path, { log: () => undefined });
+    expect(await client.getBackendConfig('echo')).toMatchObject({ numReplicas: 0, autoscaling: { minReplicas: 0, maxReplicas: 2 } });
+    const answer = await fetch(`${client.httpUrl}/echo`);
+    expect(answer.status).toBe(200);
+    expect(await answer.json()).toMatchObject({ arg: 'from-file' });
+    expect((await client.getBackendConfig('echo')).numReplicas).toBe(1);
+    expect(await deployAppFile(client, path, { log: () => undefined })).toEqual([]);
+    expect(await client.listReplicas('echo')).toHaveLength(1);
   });
 });
 
