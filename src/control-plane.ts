@@ -92,7 +92,7 @@ export class ControlPlane {
       () => void controller.tick(),
       fanOut(metrics, series),
       config.http.streamIdleTimeoutS * 1000,
-      () => controller.demand(),
+      (backend) => controller.demand(backend),
     );
     const controller = new Controller({
       config,

@@ -39,6 +39,8 @@ interface Tracked {
  */
 export class Autoscaler {
   private readonly tracked = new Map<string, Tracked>();
+  /** Backends a request arrived for while they had no replica, since their last step (even one refused with QUEUE_FULL). */
+  private readonly demanded = new Set<string>();
 
   constructor(
     private readonly signal: LoadSignal,
@@ -49,6 +51,8 @@ export class Autoscaler {
   step(backend: BackendState, config: AutoscalingConfig, now: number): ScaleChange | undefined {
     const tracked = this.track(backend, config);
     const current = this.signal.ongoingRequests(backend.name);
+    const demanded = this.demanded.delete(backend.name);
+    const waiting = current > 0 || demanded;
     const last = tracked.samples[tracked.samples.length - 1];
     if (last === undefined || now - last.at >= config.metricsIntervalS * 1000) tracked.samples.push({ at: now, value: current });
     const horizon = now - config.lookBackPeriodS * 1000;
@@ -57,7 +61,7 @@ export class Autoscaler {
     const target = backend.target.config.numReplicas;
     const running = backend.routable().length;
     const decision = decide(
-      { now, config, target, running, ongoing, waiting: current > 0, capacity: this.capacity(backend, config.maxReplicas) },
+      { now, config, target, running, ongoing, waiting, capacity: this.capacity(backend, config.maxReplicas) },
       tracked.state,
     );
     tracked.state = decision.state;
@@ -66,10 +70,15 @@ export class Autoscaler {
     tracked.status.heldBack = decision.heldBack;
     if (decision.target === target) return undefined;
     const direction = decision.target > target ? 'up' : 'down';
-    if (direction === 'up' && running === 0 && current > 0) tracked.coldSince ??= now;
+    if (direction === 'up' && running === 0 && waiting) tracked.coldSince ??= now;
     const record = { time: new Date(now).toISOString(), from: target, to: decision.target, direction, reason: decision.reason } as const;
     tracked.status.lastDecision = record;
     return { to: decision.target, decision: record };
+  }
+
+  /** A request arrived for the backend while it had no replica. */
+  demand(backend: string): void {
+    this.demanded.add(backend);
   }
 
   /** Seconds since the cold start of each backend whose first replica is now ready. */
@@ -91,6 +100,7 @@ export class Autoscaler {
   /** Forgets the backends not in `names` (deleted, or no longer autoscaled). */
   keepOnly(names: ReadonlySet<string>): void {
     for (const name of this.tracked.keys()) if (!names.has(name)) this.tracked.delete(name);
+    for (const name of this.demanded) if (!names.has(name)) this.demanded.delete(name);
   }
 
   private track(backend: BackendState, config: AutoscalingConfig): Tracked {

@@ -342,9 +342,11 @@ export class Controller {
     return { ...backend.info(), autoscalingStatus: this.autoscaler.status(backend) };
   }
 
-  /** A request waits for a backend that has no replica: step now, so that an autoscaled one starts a replica at once. */
-  demand(): void {
-    if (!this.stopped) this.reconciler.kick();
+  /** A request arrived for a backend that has no replica: step now, so that an autoscaled one starts a replica at once. */
+  demand(backend: string): void {
+    if (this.stopped) return;
+    this.autoscaler.demand(backend);
+    this.reconciler.kick();
   }
 
   /** The reconcile step's first part: each autoscaled backend's decision is saved, then set as its target. */

@@ -46,7 +46,7 @@ export class Dispatcher {
 
   /**
    * onReplicaFailure is called when a request to a replica failed at the connection level; streamIdleTimeoutMs bounds a
-   * handle's gaps between chunks; onDemand is called when a request waits for a backend that has no replica.
+   * handle's gaps between chunks; onDemand is called when a request arrives for a backend that has no replica.
    */
   constructor(
     private readonly onReplicaFailure: (backend: string, replicaId: string) => void = () => undefined,

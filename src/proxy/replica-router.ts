@@ -66,7 +66,7 @@ export class ReplicaRouter<T> {
   constructor(
     private readonly backend: string,
     private settings: RouterSettings,
-    /** Called when a request waits while the backend has no replica. */
+    /** Called when a request arrives while the backend has no replica (whether it then waits or is refused QUEUE_FULL). */
     private readonly onDemand: () => void = () => undefined,
   ) {}
 
@@ -119,6 +119,7 @@ export class ReplicaRouter<T> {
     if (this.slots.length === 0 && this.settings.noReplicaWaitMs === 0) return Promise.reject(this.noReplicas());
     const slot = this.queue.length === 0 ? this.freeSlot(exclude) : undefined;
     if (slot !== undefined) return Promise.resolve(this.lease(slot));
+    if (this.slots.length === 0) this.onDemand();
     if (this.queue.length >= this.settings.maxQueuedRequests) {
       return Promise.reject(
         new FlotillaError(
@@ -130,10 +131,7 @@ export class ReplicaRouter<T> {
     return new Promise<Lease<T>>((resolve, reject) => {
       const waiter: Waiter<T> = { exclude, resolve, reject };
       this.queue.push(waiter);
-      if (this.slots.length === 0) {
-        this.armNoReplicaTimer(waiter);
-        this.onDemand();
-      }
+      if (this.slots.length === 0) this.armNoReplicaTimer(waiter);
       signal?.addEventListener('abort', () => this.leave(waiter, new Error('request aborted while queued')), { once: true });
       if (this.queue.length > 1) this.drainQueue();
     });

@@ -99,6 +99,15 @@ describe('the autoscaler', () => {
     expect(h.autoscaler.coldStartsEnded(h.clock.now())).toEqual([]);
   });
 
+  it('starts a replica for a request refused at zero (no queue), told as demand, and forgets the demand after one step', () => {
+    const h = setup({ minReplicas: 0, metricsIntervalS: 0.1, lookBackPeriodS: 0.1 }, 0);
+    h.autoscaler.demand('b');
+    expect(h.step(100, 0)?.to).toBe(1);
+    h.backend.scaleTo(0);
+    h.backend.ready = 0;
+    expect(h.step(100, 0)).toBeUndefined();
+  });
+
   it('starts over when the autoscaling config changes, keeping the last decision', () => {
     const h = setup({ metricsIntervalS: 0.1, lookBackPeriodS: 10, upscaleDelayS: 1 });
     h.step(100, 5);

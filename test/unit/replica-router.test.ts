@@ -202,6 +202,7 @@ describe('ReplicaRouter', () => {
       expect(demand).toBe(2);
       expect(router.ongoing).toBe(2);
       await expect(router.acquire()).rejects.toMatchObject({ code: 'QUEUE_FULL' });
+      expect(demand).toBe(3);
       router.update(replicas('r1'), settings);
       const lease = await first;
       expect(router.ongoing).toBe(2);
