@@ -65,9 +65,14 @@ export class Autoscaler {
       tracked.state,
     );
     tracked.state = decision.state;
-    tracked.status = { ...tracked.status, wantedReplicas: decision.wanted, targetReplicas: decision.target, runningReplicas: running };
-    tracked.status.ongoingRequests = Math.round(ongoing * 100) / 100;
-    tracked.status.heldBack = decision.heldBack;
+    tracked.status = {
+      ...tracked.status,
+      wantedReplicas: decision.wanted,
+      targetReplicas: decision.target,
+      runningReplicas: running,
+      ongoingRequests: Math.round(ongoing * 100) / 100,
+      heldBack: decision.heldBack,
+    };
     if (decision.target === target) return undefined;
     const direction = decision.target > target ? 'up' : 'down';
     if (direction === 'up' && running === 0 && waiting) tracked.coldSince ??= now;
