@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { deployAppFile } from '../../src/cli/deploy.js';
 import { renderStatus } from '../../src/cli/status.js';
 import type { Client } from '../../src/index.js';
-import { containersOf, eventually, FIXTURES, startFlotilla } from './harness.js';
+import { containersOf, FIXTURES, startFlotilla } from './harness.js';
 import { startLoad } from './load.js';
 
 async function work(request: Request) {
@@ -33,6 +33,9 @@ class SlowStart {
 /** Short delays so that a test sees every rule act within seconds. */
 const FAST = { targetOngoingRequests: 1, metricsIntervalS: 0.1, lookBackPeriodS: 1, upscaleDelayS: 0.5, downscaleDelayS: 2 };
 
+/** How long a poll waits for the autoscaler to act: generous, for a machine that other test runs share. */
+const LONG = { timeout: 60_000, interval: 100 };
+
 const statusOf = async (client: Client, backend: string) => (await client.getBackendConfig(backend)).autoscalingStatus!;
 
 describe('autoscaling on the real engine', () => {
@@ -53,11 +56,8 @@ describe('autoscaling on the real engine', () => {
     expect(await client.listReplicas('work')).toHaveLength(1);
 
     const load = startLoad(() => fetch(`${client.httpUrl}/work`), 6);
-    const capped = await eventually(
-      () => statusOf(client, 'work'),
-      (s) => s.runningReplicas === 3 && s.heldBack?.by === 'capacity',
-      'scaling up to the 3 replicas that fit',
-    );
+    await expect.poll(() => statusOf(client, 'work'), LONG).toMatchObject({ runningReplicas: 3, heldBack: { by: 'capacity' } });
+    const capped = await statusOf(client, 'work');
     expect(capped).toMatchObject({ wantedReplicas: 5, targetReplicas: 3 });
     expect(capped.heldBack?.message).toContain('wanted 5 replicas, the machine has room for 3');
     expect(capped.lastDecision).toMatchObject({ direction: 'up', from: 1 });
@@ -71,11 +71,7 @@ describe('autoscaling on the real engine', () => {
     expect(status).toContain('(capacity: wanted 5 replicas, the machine has room for 3');
 
     const result = await load.stop();
-    await eventually(
-      async () => (await client.listReplicas('work')).length,
-      (count) => count === 1,
-      'scaling back down to minReplicas',
-    );
+    await expect.poll(async () => (await client.listReplicas('work')).length, LONG).toBe(1);
     expect(Object.fromEntries(result.statuses)).toEqual({ 200: result.total });
     expect(containersOf(instance, 'work')).toHaveLength(1);
     expect(await statusOf(client, 'work')).toMatchObject({ targetReplicas: 1, heldBack: null, lastDecision: { direction: 'down', to: 1 } });
@@ -125,11 +121,7 @@ describe('autoscaling on the real engine', () => {
     expect(warm.lastDecision).toMatchObject({ from: 0, direction: 'up' });
     expect(warm.lastDecision?.reason).toContain('cold start');
 
-    await eventually(
-      () => client.listReplicas('idle'),
-      (replicas) => replicas.length === 0,
-      'scaling to zero',
-    );
+    await expect.poll(() => client.listReplicas('idle'), LONG).toHaveLength(0);
     expect(containersOf(instance, 'idle')).toHaveLength(0);
     expect(await client.getHandle('idle').remote()).toMatchObject({ version: 'v1' });
     const metrics = await (await fetch(`${client.httpUrl}/-/metrics`)).text();
@@ -192,11 +184,7 @@ describe('the cold-start budget', () => {
     expect(refused.headers.get('retry-after')).toBe('1');
     expect(await refused.json()).toMatchObject({ error: { code: 'COLD_START_TIMEOUT' } });
     await expect(client.getHandle('slow').remote()).rejects.toMatchObject({ code: 'COLD_START_TIMEOUT' });
-    await eventually(
-      async () => (await client.listReplicas('slow')).map((r) => r.state),
-      (states) => states.includes('ready'),
-      'the slow replica getting ready',
-    );
+    await expect.poll(async () => (await client.listReplicas('slow')).map((r) => r.state), LONG).toContain('ready');
     const served = await fetch(`${client.httpUrl}/slow`);
     expect(served.status).toBe(200);
     expect(await served.text()).toBe('warm');

@@ -143,14 +143,3 @@ export async function recordingEngine(): Promise<{ socketPath: string; creates: 
   await new Promise<void>((resolve) => server.listen(socketPath, resolve));
   return { socketPath, creates, close: () => new Promise((resolve) => server.close(() => resolve())) };
 }
-
-/** Polls `read` every 100 ms until `done` accepts its value; fails with `what` (and the last value) after `timeoutMs`. */
-export async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean, what: string, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await read();
-    if (done(value)) return value;
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs / 1000} s; last seen: ${JSON.stringify(value)}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
