@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deployAppFile } from '../../src/cli/deploy.js';
 import { renderStatus } from '../../src/cli/status.js';
+import { ControlPlane } from '../../src/control-plane.js';
 import type { Client } from '../../src/index.js';
-import { containersOf, FIXTURES, startFlotilla } from './harness.js';
+import { containersOf, FIXTURES, startFlotilla, testSettings } from './harness.js';
 import { startLoad } from './load.js';
 
 async function work(request: Request) {
@@ -163,6 +164,32 @@ describe('an app file with an autoscaling block', () => {
     expect((await client.getBackendConfig('echo')).numReplicas).toBe(1);
     expect(await deployAppFile(client, path, { log: () => undefined })).toEqual([]);
     expect(await client.listReplicas('echo')).toHaveLength(1);
+  });
+});
+
+describe('an autoscaled backend across a restart', () => {
+  it('adopts the replicas at the saved count, and keeps autoscaling them', async () => {
+    const settings = testSettings();
+    const first = await ControlPlane.start(settings);
+    await first.client.createBackend('kept', work, {
+      config: { autoscaling: { ...FAST, minReplicas: 1, initialReplicas: 2, maxReplicas: 3, downscaleDelayS: 600 } },
+    });
+    const before = (await first.client.listReplicas('kept')).map((r) => r.containerId).sort();
+    expect(before).toHaveLength(2);
+    await first.close();
+
+    const second = await ControlPlane.start(settings);
+    try {
+      await expect.poll(async () => (await second.client.listReplicas('kept')).map((r) => r.state), LONG).toEqual(['ready', 'ready']);
+      expect((await second.client.listReplicas('kept')).map((r) => r.containerId).sort()).toEqual(before);
+      expect(await second.client.getBackendConfig('kept')).toMatchObject({
+        numReplicas: 2,
+        autoscaling: { initialReplicas: 2, maxReplicas: 3 },
+        autoscalingStatus: { targetReplicas: 2, wantedReplicas: 1, heldBack: { by: 'downscale-delay' } },
+      });
+    } finally {
+      await second.shutdown();
+    }
   });
 });
 
