@@ -157,10 +157,13 @@ interface Growth {
 function growthOf(step: DeployStep, books: Books): Growth | undefined {
   if (!('backend' in step) || step.op === 'createEndpoint' || step.op === 'shadowTraffic') return undefined;
   const backend = step.backend;
+  // An autoscaled backend starts at its initial count or not at all: a later numReplicas would turn its autoscaling off.
+  const least = (to: number, autoscaled: boolean): number => (autoscaled ? to : Math.min(1, to));
   if (step.op === 'createBackend') {
     const resources = step.spec.resources;
     const to = step.spec.config.numReplicas;
-    return { backend, to, least: Math.min(1, to), fits: (count) => books.fits(backend, [{ resources, count }]) };
+    const autoscaled = step.spec.config.autoscaling !== null;
+    return { backend, to, least: least(to, autoscaled), fits: (count) => books.fits(backend, [{ resources, count }]) };
   }
   if (step.op === 'updateBackend') {
     const resources = step.spec.resources;
@@ -170,7 +173,7 @@ function growthOf(step: DeployStep, books: Books): Growth | undefined {
     return {
       backend,
       to,
-      least: Math.min(1, to),
+      least: least(to, step.spec.config.autoscaling !== null),
       fits: (count) =>
         books.fits(backend, [{ resources, count }]) &&
         (count <= old.count || books.fits(backend, [old, { resources, count: count - old.count }])),

@@ -247,6 +247,16 @@ describe('planDeploy on a machine of a given capacity', () => {
     ]);
   });
 
+  it('never starts an autoscaled successor at part of its initial count, which a later numReplicas would turn off', () => {
+    const autoscaled = parse(
+      `backends:\n  b: { import: b.js, config: { autoscaling: { initialReplicas: 2, maxReplicas: 4 } } }\nendpoints:\n  api: { backend: b, route: /api }\n`,
+    );
+    const steps = planDeploy(autoscaled, stateOf(pair), { capacity: cpus(2) });
+    expect(steps.filter((step) => step.op === 'updateBackendConfig' && step.backend === 'b')).toEqual([]);
+    expect(steps.find((step) => step.op === 'createBackend')).toMatchObject({ spec: { config: { numReplicas: 2 } } });
+    expect(steps.find((step) => step.op === 'createBackend')).not.toHaveProperty('deferred');
+  });
+
   it('replaces a backend with another on a full machine: shrinks the old one, starts what fits, moves the traffic, then the rest', () => {
     const steps = planDeploy(swapped, stateOf(pair), { capacity: cpus(2) });
     expect(ops(steps)).toEqual(['updateBackendConfig a', 'createBackend b', 'setTraffic api', 'deleteBackend a', 'updateBackendConfig b']);
