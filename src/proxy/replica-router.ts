@@ -16,7 +16,7 @@ export interface RouterSettings {
   maxQueuedRequests: number;
   /** How long a request waits for a replica when the backend has none ready; 0 refuses at once. */
   noReplicaWaitMs: number;
-  /** The backend scales from zero: a request that finds no replica is demand, and one still waiting after noReplicaWaitMs gets COLD_START_TIMEOUT. */
+  /** The backend scales from zero: a request still waiting for a first replica after noReplicaWaitMs gets COLD_START_TIMEOUT, not NO_REPLICAS. */
   coldStart?: boolean;
 }
 
@@ -54,6 +54,10 @@ interface Waiter<T> {
  * replica is tried or ejected, those are used again, so no request waits for
  * a replica that cannot come. A waiter that cannot be served never holds up
  * later ones that can.
+ *
+ * For the autoscaler: `ongoing` counts the requests queued and in flight, and
+ * a request that arrives while the backend has no replica is reported as
+ * demand (onDemand), so that one can be started.
  */
 export class ReplicaRouter<T> {
   private slots: Slot<T>[] = [];
