@@ -37,6 +37,7 @@ export default tseslint.config(
       'src/cli/app-file.ts',
       'src/admin/metrics.ts',
       'test/integration/browser.ts',
+      'bench/servers/bare-proxy.ts',
     ],
     rules: { 'no-restricted-imports': 'off' },
   },

@@ -1,52 +1,58 @@
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { createServer, type AddressInfo } from 'node:net';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
-import { join } from 'node:path';
-import { promisify, parseArgs } from 'node:util';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs, promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { isFlotillaError, serve, type Client } from '../src/index.js';
 import { LABELS } from '../src/common/labels.js';
 import { PROTOCOL } from '../src/replica/protocol.js';
 import type { LoadOptions, LoadResult, LoadTarget } from './load-generator.js';
+import { runWrk } from './wrk.js';
 
-type Transport = 'tcp' | 'unix';
-type Target = 'proxy' | 'direct';
+type ReplicaMode = 'host' | 'docker';
 
 interface Settings {
-  concurrency: number;
+  replica: ReplicaMode;
+  connections: number[];
   warmupS: number;
-  durationS: number;
-  timeoutS: number;
+  roundS: number;
   rounds: number;
-  transports: Transport[];
+  timeoutS: number;
+  python: boolean;
+  profileDir: string | undefined;
 }
 
-interface Running {
-  transport: Transport;
-  instance: string;
-  stateDir: string;
-  client?: Client;
+/** One thing the load is sent to: over TCP with wrk, or over a unix socket with the bench's own generator. */
+interface Target {
+  name: string;
+  load: { url: string } | { socket: LoadTarget };
+  /** The process serving it, whose CPU time is divided by the requests it answered. */
+  pid: number | undefined;
 }
 
-interface Row {
-  target: Target;
-  transport: Transport;
-  rounds: LoadResult[];
-  /** CPU time of this process's main thread (the front door's) while the rounds ran. */
-  mainThreadCpuMs: number | undefined;
+interface Sample {
+  requests: number;
+  seconds: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+  cpuMs: number | undefined;
 }
 
 const BACKEND = 'hello';
 const ROUTE = '/hello';
 const REPLY = 'hello';
-const STARTUP_BUDGET_S = 180;
-const REOPEN_MS = 250;
-const MIN_ROUND_MS = 500;
 const CLOCK_TICKS_PER_S = 100;
-
-const docker = async (...args: string[]): Promise<string> =>
-  (await promisify(execFile)('docker', args, { encoding: 'utf8' })).stdout.trim();
+const STARTUP_MS = 180_000;
+const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+const SERVERS = fileURLToPath(new URL('./servers/', import.meta.url));
+const PYTHON_RUNTIME = join(ROOT, 'images/python-replica/flotilla_replica.py');
 
 function hello() {
   return 'hello';
@@ -54,72 +60,175 @@ function hello() {
 
 class UsageError extends Error {}
 
+const run = async (command: string, ...args: string[]): Promise<string> =>
+  (await promisify(execFile)(command, args, { encoding: 'utf8' })).stdout.trim();
+
 function readSettings(): Settings {
-  const names = ['concurrency', 'warmup', 'duration', 'timeout', 'rounds', 'transports'] as const;
-  let values: Partial<Record<(typeof names)[number], string>>;
-  try {
-    values = parseArgs({ options: Object.fromEntries(names.map((name) => [name, { type: 'string' }])) }).values as typeof values;
-  } catch (error) {
-    throw new UsageError(`${(error as Error).message}; the options are ${names.map((name) => `--${name}`).join(', ')}`);
-  }
-  const positive = (name: string, flag: string | undefined, env: string, fallback: number): number => {
-    const text = flag ?? process.env[env] ?? String(fallback);
+  const { values } = (() => {
+    try {
+      return parseArgs({
+        options: {
+          replica: { type: 'string' },
+          connections: { type: 'string' },
+          warmup: { type: 'string' },
+          round: { type: 'string' },
+          rounds: { type: 'string' },
+          timeout: { type: 'string' },
+          python: { type: 'boolean' },
+          profile: { type: 'string' },
+        },
+      });
+    } catch (error) {
+      throw new UsageError((error as Error).message);
+    }
+  })();
+  const positive = (name: string, text: string): number => {
     const value = Number(text);
-    if (!Number.isInteger(value) || value < 1) throw new UsageError(`--${name} (or ${env}) must be a positive integer, not '${text}'`);
+    if (!Number.isInteger(value) || value < 1) throw new UsageError(`--${name} must be a positive integer, not '${text}'`);
     return value;
   };
-  const transports = (values.transports ?? process.env.BENCH_TRANSPORTS ?? 'tcp,unix').split(',').map((t) => t.trim());
-  const unknown = transports.filter((t) => t !== 'tcp' && t !== 'unix');
-  if (unknown.length > 0 || transports.length === 0)
-    throw new UsageError(`--transports takes tcp, unix or both, not '${unknown.join(',')}'`);
-  const settings: Settings = {
-    concurrency: positive('concurrency', values.concurrency, 'BENCH_CONCURRENCY', 32),
-    warmupS: positive('warmup', values.warmup, 'BENCH_WARMUP_S', 2),
-    durationS: positive('duration', values.duration, 'BENCH_DURATION_S', 10),
-    timeoutS: positive('timeout', values.timeout, 'BENCH_TIMEOUT_S', 5),
-    rounds: positive('rounds', values.rounds, 'BENCH_ROUNDS', 5),
-    transports: [...new Set(transports)] as Transport[],
+  const replica = values.replica ?? process.env.BENCH_REPLICA ?? 'host';
+  if (replica !== 'host' && replica !== 'docker') throw new UsageError(`--replica takes host or docker, not '${replica}'`);
+  return {
+    replica,
+    connections: (values.connections ?? process.env.BENCH_CONNECTIONS ?? '1,16,64').split(',').map((c) => positive('connections', c)),
+    warmupS: positive('warmup', values.warmup ?? process.env.BENCH_WARMUP_S ?? '2'),
+    roundS: positive('round', values.round ?? process.env.BENCH_ROUND_S ?? '3'),
+    rounds: positive('rounds', values.rounds ?? process.env.BENCH_ROUNDS ?? '3'),
+    timeoutS: positive('timeout', values.timeout ?? process.env.BENCH_TIMEOUT_S ?? '5'),
+    python: values.python ?? process.env.BENCH_PYTHON === '1',
+    profileDir: values.profile === undefined ? undefined : resolve(values.profile),
   };
-  if ((settings.durationS * 1000) / settings.rounds < MIN_ROUND_MS) {
-    throw new UsageError(`--duration ${settings.durationS} s split into ${settings.rounds} rounds leaves under ${MIN_ROUND_MS} ms a round`);
+}
+
+/** wrk and nginx come from Debian's packages; the bench installs them when they are missing (as root). */
+async function ensureTools(): Promise<void> {
+  const missing: string[] = [];
+  for (const [tool, pkg] of [
+    ['wrk', 'wrk'],
+    ['nginx', 'nginx-light'],
+  ] as const) {
+    if (!(await run('sh', '-c', `command -v ${tool} || true`))) missing.push(pkg);
   }
-  return settings;
+  if (missing.length === 0) return;
+  process.stdout.write(`installing ${missing.join(', ')} from Debian's packages\n`);
+  await run(
+    'sh',
+    '-c',
+    `apt-get install -y -qq ${missing.join(' ')} >/dev/null || (apt-get update -qq && apt-get install -y -qq ${missing.join(' ')} >/dev/null)`,
+  );
 }
 
-async function machine(): Promise<string> {
-  const model = cpus()[0]?.model.trim() ?? 'unknown CPU';
-  const engine = await docker('version', '--format', '{{.Server.Version}}').catch(() => 'unknown');
-  return `${cpus().length} × ${model}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, node ${process.version}, Docker engine ${engine}`;
+/** CPU time (user + system, all threads) a process has used so far; undefined when it cannot be read. */
+function processCpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_S;
+  } catch {
+    return undefined;
+  }
 }
 
-/** Other work on the machine skews every figure; the 1-minute load average makes it visible. */
-function loadAverage(): string {
-  return loadavg()[0]!.toFixed(2);
+class Processes {
+  private readonly children: ChildProcess[] = [];
+
+  /** Starts a bench server and resolves with the JSON line it prints once it listens. */
+  async start(command: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ pid: number; port?: number }> {
+    const child = this.spawn(command, args, env);
+    const line = await new Promise<string>((resolve, reject) => {
+      const lines = createInterface({ input: child.stdout! });
+      lines.once('line', resolve);
+      child.once('exit', (code) => reject(new Error(`${command} ${args.join(' ')} exited (${code}) before it listened`)));
+    });
+    return { pid: child.pid!, ...(JSON.parse(line) as { port?: number }) };
+  }
+
+  spawn(command: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    this.children.push(child);
+    return child;
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all(
+      this.children.map(
+        (child) =>
+          new Promise<void>((resolve) => {
+            if (child.exitCode !== null || child.signalCode !== null) return resolve();
+            child.once('exit', () => resolve());
+            child.kill('SIGTERM');
+            setTimeout(() => child.kill('SIGKILL'), 5_000).unref();
+          }),
+      ),
+    );
+  }
 }
 
-async function startFlotilla(running: Running): Promise<Client> {
+function get(target: LoadTarget): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ ...target, agent: false, timeout: 5000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('timeout', () => req.destroy(new Error('no answer within 5 s')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function until(what: string, check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + STARTUP_MS;
+  while (!(await check().catch(() => false))) {
+    if (Date.now() > deadline) throw new Error(`${what} did not come up within ${STARTUP_MS / 1000} s`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+async function expectReply(name: string, target: LoadTarget): Promise<void> {
+  const { status, body } = await get(target);
+  if (status !== 200 || body !== REPLY) throw new Error(`${name} answered ${status} '${body.slice(0, 200)}', expected 200 '${REPLY}'`);
+}
+
+/** Starts a replica runtime on the host: an entry file as the launcher writes it, and the runtime's own socket. */
+async function hostReplica(processes: Processes, dir: string, language: 'node' | 'python'): Promise<{ socketPath: string; pid: number }> {
+  const replicaDir = join(dir, `replica-${language}`);
+  mkdirSync(replicaDir);
+  const module = join(replicaDir, language === 'node' ? 'hello.mjs' : 'hello.py');
+  writeFileSync(
+    module,
+    language === 'node' ? `export function hello() { return '${REPLY}'; }\n` : `def hello(request):\n    return '${REPLY}'\n`,
+  );
+  const entry = join(replicaDir, PROTOCOL.entryName);
+  writeFileSync(entry, JSON.stringify({ module, exportName: BACKEND, initArgs: [], controlSecret: randomBytes(16).toString('hex') }));
+  const socketPath = join(replicaDir, PROTOCOL.socketName);
+  const [command, script] = language === 'node' ? [process.execPath, join(ROOT, 'dist/src/replica/main.js')] : ['python3', PYTHON_RUNTIME];
+  const child = processes.spawn(command, [script], { [PROTOCOL.env.entryFile]: entry, [PROTOCOL.env.socket]: socketPath });
+  await until(`the ${language} replica runtime`, async () => (await get({ socketPath, path: PROTOCOL.healthPath })).status === 200);
+  return { socketPath, pid: child.pid! };
+}
+
+/** Starts Flotilla (unix transport) with one replica of 'hello' and finds the replica's socket and process by its labels. */
+async function dockerReplica(dir: string): Promise<{ socketPath: string; pid: number; client: Client }> {
   const client = await serve.start({
-    instance: running.instance,
-    stateDir: running.stateDir,
+    instance: 'bench',
+    stateDir: join(dir, 'state'),
     http: { host: '127.0.0.1', port: 0 },
-    transport: running.transport,
+    transport: 'unix',
     logLevel: 'warn',
   });
-  running.client = client;
   await client.createBackend(BACKEND, hello, { config: { numReplicas: 1 } });
-  await client.createEndpoint(BACKEND, { backend: BACKEND, route: ROUTE });
-  return client;
-}
-
-/** The one replica's own address, read from its container (found by labels) as Docker reports it. */
-async function replicaTarget(running: Running): Promise<LoadTarget> {
   const ids = (
-    await docker(
+    await run(
+      'docker',
       'ps',
       '-q',
       '--no-trunc',
       '--filter',
-      `label=${LABELS.instance}=${running.instance}`,
+      `label=${LABELS.instance}=bench`,
       '--filter',
       `label=${LABELS.backend}=${BACKEND}`,
     )
@@ -128,58 +237,61 @@ async function replicaTarget(running: Running): Promise<LoadTarget> {
     .filter((id) => id !== '');
   const [id] = ids;
   if (id === undefined || ids.length !== 1) throw new Error(`expected one running replica of '${BACKEND}', found ${ids.length}`);
-  if (running.transport === 'unix') {
-    const mounts = JSON.parse(await docker('inspect', '--format', '{{json .Mounts}}', id)) as Array<{
-      Source: string;
-      Destination: string;
-    }>;
-    const mount = mounts.find((m) => m.Destination === PROTOCOL.socketDir);
-    if (mount === undefined) throw new Error(`replica container ${id.slice(0, 12)} has no ${PROTOCOL.socketDir} mount`);
-    return { socketPath: `${mount.Source}/${PROTOCOL.socketName}`, path: ROUTE };
-  }
-  const binding = (await docker('port', id, `${PROTOCOL.tcpPort}/tcp`)).split('\n')[0] ?? '';
-  const colon = binding.lastIndexOf(':');
-  if (colon < 0) throw new Error(`replica container ${id.slice(0, 12)} publishes no port ${PROTOCOL.tcpPort}: '${binding}'`);
-  return { host: binding.slice(0, colon).replace(/^\[|\]$/g, ''), port: Number(binding.slice(colon + 1)), path: ROUTE };
+  const mounts = JSON.parse(await run('docker', 'inspect', '--format', '{{json .Mounts}}', id)) as Array<{
+    Source: string;
+    Destination: string;
+  }>;
+  const mount = mounts.find((m) => m.Destination === PROTOCOL.socketDir);
+  if (mount === undefined) throw new Error(`replica container ${id.slice(0, 12)} has no ${PROTOCOL.socketDir} mount`);
+  const pid = Number(await run('docker', 'inspect', '--format', '{{.State.Pid}}', id));
+  return { socketPath: `${mount.Source}/${PROTOCOL.socketName}`, pid, client };
 }
 
-function proxyTarget(client: Client): LoadTarget {
-  const url = new URL(client.httpUrl);
-  return { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port), path: ROUTE };
-}
-
-function describe(target: LoadTarget): string {
-  return 'socketPath' in target ? `unix:${target.socketPath}` : `http://${target.host}:${target.port}${target.path}`;
-}
-
-/** One request, so a misrouted target fails loudly before any load is sent. */
-function expectReply(target: LoadTarget): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const req = request({ ...target, agent: false, timeout: 5000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () =>
-        res.statusCode === 200 && body === REPLY
-          ? resolve()
-          : reject(new Error(`${describe(target)} answered ${res.statusCode} '${body.slice(0, 200)}', expected 200 '${REPLY}'`)),
-      );
-    });
-    req.on('timeout', () => req.destroy(new Error(`${describe(target)} did not answer within 5 s`)));
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** CPU time of the main thread, which runs the proxy while the load comes from a worker thread; undefined off Linux. */
-function mainThreadCpuMs(): number | undefined {
+async function stopDocker(client: Client | undefined): Promise<void> {
   try {
-    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_S;
-  } catch {
-    return undefined;
+    await client?.shutdown();
+  } finally {
+    const left = (await run('docker', 'ps', '-aq', '--filter', `label=${LABELS.instance}=bench`)).split('\n').filter((id) => id !== '');
+    if (left.length > 0) await run('docker', 'rm', '-f', ...left);
   }
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** nginx in front of the same socket: one process (master_process off), upstream keep-alive, no access log. */
+async function startNginx(processes: Processes, dir: string, socketPath: string): Promise<{ port: number; pid: number }> {
+  const port = await freePort();
+  const prefix = join(dir, 'nginx');
+  mkdirSync(prefix);
+  writeFileSync(
+    join(prefix, 'nginx.conf'),
+    `daemon off;
+master_process off;
+worker_processes 1;
+pid ${prefix}/nginx.pid;
+error_log ${prefix}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${prefix}/body;
+  proxy_temp_path ${prefix}/proxy;
+  upstream replica { server unix:${socketPath}; keepalive 128; }
+  server {
+    listen 127.0.0.1:${port};
+    location / { proxy_pass http://replica; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+`,
+  );
+  const child = processes.spawn('nginx', ['-p', prefix, '-c', join(prefix, 'nginx.conf')]);
+  await until('nginx', async () => (await get({ host: '127.0.0.1', port, path: ROUTE })).status === 200);
+  return { port, pid: child.pid! };
 }
 
 function loadInWorker(options: LoadOptions): Promise<LoadResult> {
@@ -191,159 +303,192 @@ function loadInWorker(options: LoadOptions): Promise<LoadResult> {
   });
 }
 
-/**
- * Loads both targets in alternating rounds (proxy, direct, direct, proxy, ...)
- * so that whatever else the machine is doing weighs on both alike. The first
- * round of each target warms up for the full warm-up, later ones only reopen
- * their connections.
- */
-async function compare(targets: Record<Target, LoadTarget>, settings: Settings, transport: Transport): Promise<Row[]> {
-  const rounds: Record<Target, LoadResult[]> = { proxy: [], direct: [] };
-  const cpuMs: Record<Target, number | undefined> = { proxy: 0, direct: 0 };
-  for (let round = 0; round < settings.rounds; round++) {
-    const order: Target[] = round % 2 === 0 ? ['proxy', 'direct'] : ['direct', 'proxy'];
-    for (const target of order) {
-      const cpuBefore = mainThreadCpuMs();
-      const result = await loadInWorker({
-        target: targets[target],
-        concurrency: settings.concurrency,
-        warmupMs: round === 0 ? settings.warmupS * 1000 : REOPEN_MS,
-        durationMs: (settings.durationS * 1000) / settings.rounds,
-        timeoutMs: settings.timeoutS * 1000,
-      });
-      rounds[target].push(result);
-      const cpuAfter = mainThreadCpuMs();
-      const sofar = cpuMs[target];
-      cpuMs[target] = sofar === undefined || cpuBefore === undefined || cpuAfter === undefined ? undefined : sofar + cpuAfter - cpuBefore;
-    }
-    const rps = (target: Target): string => summarize([rounds[target][round]!]).rps.toFixed(0);
-    process.stdout.write(`  round ${round + 1}/${settings.rounds}: proxy ${rps('proxy')} req/s, direct ${rps('direct')} req/s\n`);
-  }
-  return [
-    { target: 'proxy', transport, rounds: rounds.proxy, mainThreadCpuMs: cpuMs.proxy },
-    { target: 'direct', transport, rounds: rounds.direct, mainThreadCpuMs: cpuMs.direct },
-  ];
-}
-
-async function stop(running: Running): Promise<void> {
-  try {
-    await running.client?.shutdown();
-  } finally {
-    running.client = undefined;
-    const left = (await docker('ps', '-aq', '--filter', `label=${LABELS.instance}=${running.instance}`))
-      .split('\n')
-      .filter((id) => id !== '');
-    if (left.length > 0) {
-      process.stderr.write(`bench: removing ${left.length} container(s) that shutdown left behind\n`);
-      await docker('rm', '-f', ...left);
-    }
-    rmSync(running.stateDir, { recursive: true, force: true });
-  }
-}
-
 function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
+  return sorted.length === 0 ? NaN : (sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN);
 }
 
-function summarize(rounds: LoadResult[]) {
-  const sorted = Float64Array.from(rounds.flatMap((r) => r.latenciesMs)).sort();
-  const sum = (values: number[]): number => values.reduce((total, n) => total + n, 0);
+async function measure(target: Target, connections: number, settings: Settings, warmupS: number): Promise<Sample> {
+  if ('url' in target.load) {
+    if (warmupS > 0) await runWrk(target.load.url, connections, warmupS, settings.timeoutS);
+    const before = processCpuMs(target.pid);
+    const result = await runWrk(target.load.url, connections, settings.roundS, settings.timeoutS);
+    const after = processCpuMs(target.pid);
+    return { ...result, cpuMs: before === undefined || after === undefined ? undefined : after - before };
+  }
+  const options = {
+    target: target.load.socket,
+    concurrency: connections,
+    durationMs: settings.roundS * 1000,
+    timeoutMs: settings.timeoutS * 1000,
+  };
+  if (warmupS > 0) await loadInWorker({ ...options, warmupMs: 0, durationMs: warmupS * 1000 });
+  const before = processCpuMs(target.pid);
+  const result = await loadInWorker({ ...options, warmupMs: 0 });
+  const after = processCpuMs(target.pid);
+  const sorted = Float64Array.from(result.latenciesMs).sort();
   return {
-    rps: sum(rounds.map((r) => r.requests)) / (sum(rounds.map((r) => r.elapsedMs)) / 1000),
-    p50: percentile(sorted, 50),
-    p99: percentile(sorted, 99),
-    errors: sum(rounds.map((r) => r.non2xx + sum(Object.values(r.failures)))),
+    requests: result.responses,
+    seconds: result.elapsedMs / 1000,
+    p50Ms: percentile(sorted, 50),
+    p99Ms: percentile(sorted, 99),
+    errors: result.non2xx + Object.values(result.failures).reduce((n, v) => n + v, 0),
+    cpuMs: before === undefined || after === undefined ? undefined : after - before,
   };
 }
 
-function cpuPerResponseUs(row: Row): number | undefined {
-  const responses = row.rounds.reduce((total, round) => total + round.responses, 0);
-  return row.mainThreadCpuMs === undefined || responses === 0 ? undefined : (row.mainThreadCpuMs * 1000) / responses;
+interface Figures {
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  cpuUsPerRequest: number | undefined;
+  errors: number;
+  roundRps: number[];
 }
 
-function report(rows: Row[]): string {
-  const table = [['target', 'transport', 'requests/s', 'p50 ms', 'p99 ms', 'errors']];
-  for (const { target, transport, rounds } of rows) {
-    const s = summarize(rounds);
-    table.push([target, transport, s.rps.toFixed(0), s.p50.toFixed(2), s.p99.toFixed(2), String(s.errors)]);
-  }
-  const widths = table[0]!.map((_, column) => Math.max(...table.map((row) => row[column]!.length)));
-  const lines = table.map((row) =>
-    row.map((cell, column) => (column < 2 ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!))).join('  '),
-  );
-  lines.push('');
-  for (const transport of new Set(rows.map((row) => row.transport))) {
-    const proxy = rows.find((row) => row.transport === transport && row.target === 'proxy');
-    const direct = rows.find((row) => row.transport === transport && row.target === 'direct');
-    if (proxy === undefined || direct === undefined) continue;
-    const [p, d] = [summarize(proxy.rounds), summarize(direct.rounds)];
-    const perRound = proxy.rounds.map((round, i) => summarize([round]).rps / summarize([direct.rounds[i]!]).rps);
-    lines.push(
-      `proxy/direct (${transport}): throughput ${(p.rps / d.rps).toFixed(2)}x (rounds ${Math.min(...perRound).toFixed(2)}-${Math.max(...perRound).toFixed(2)}),` +
-        ` p50 ${(p.p50 / d.p50).toFixed(2)}x, p99 ${(p.p99 / d.p99).toFixed(2)}x; the proxy adds ${(p.p50 - d.p50).toFixed(2)} ms at p50`,
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? NaN;
+}
+
+function figures(samples: Sample[]): Figures {
+  const requests = samples.reduce((n, s) => n + s.requests, 0);
+  const seconds = samples.reduce((n, s) => n + s.seconds, 0);
+  const cpu = samples.every((s) => s.cpuMs !== undefined) ? samples.reduce((n, s) => n + s.cpuMs!, 0) : undefined;
+  return {
+    rps: requests / seconds,
+    p50Ms: median(samples.map((s) => s.p50Ms)),
+    p99Ms: median(samples.map((s) => s.p99Ms)),
+    cpuUsPerRequest: cpu === undefined || requests === 0 ? undefined : (cpu * 1000) / requests,
+    errors: samples.reduce((n, s) => n + s.errors, 0),
+    roundRps: samples.map((s) => s.requests / s.seconds),
+  };
+}
+
+/** Loads every target in rounds whose order rotates, so that the machine's other work weighs on all of them alike. */
+async function compare(targets: Target[], connections: number, settings: Settings): Promise<Map<string, Figures>> {
+  const samples = new Map<string, Sample[]>(targets.map((t) => [t.name, []]));
+  for (let round = 0; round < settings.rounds; round++) {
+    const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
+    for (const target of order)
+      samples.get(target.name)!.push(await measure(target, connections, settings, round === 0 ? settings.warmupS : 0));
+    const line = targets.map(
+      (t) => `${t.name} ${(samples.get(t.name)!.at(-1)!.requests / samples.get(t.name)!.at(-1)!.seconds).toFixed(0)}`,
     );
-    const [proxyCpu, directCpu] = [cpuPerResponseUs(proxy), cpuPerResponseUs(direct)];
-    if (proxyCpu !== undefined && directCpu !== undefined) {
-      lines.push(
-        `  main thread (front door) CPU: ${proxyCpu.toFixed(0)} µs per request; ${directCpu.toFixed(0)} µs while the replica is loaded directly`,
-      );
-    }
+    process.stdout.write(`  ${connections} connections, round ${round + 1}/${settings.rounds}: ${line.join(', ')} req/s\n`);
   }
-  for (const { target, transport, rounds } of rows) {
-    const causes: Record<string, number> = {};
-    for (const round of rounds) {
-      if (round.non2xx > 0) causes['non-2xx'] = (causes['non-2xx'] ?? 0) + round.non2xx;
-      for (const [code, n] of Object.entries(round.failures)) causes[code] = (causes[code] ?? 0) + n;
+  return new Map([...samples].map(([name, s]) => [name, figures(s)]));
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
+  return rows
+    .map((row) => row.map((cell, column) => (column === 0 ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!))).join('  '))
+    .join('\n');
+}
+
+function ratio(a: number | undefined, b: number | undefined): string {
+  return a === undefined || b === undefined ? 'n/a' : `${(a / b).toFixed(2)}x`;
+}
+
+function report(results: Map<number, Map<string, Figures>>): string {
+  const lines: string[] = [];
+  for (const [connections, byTarget] of results) {
+    lines.push(`\n${connections} connection${connections === 1 ? '' : 's'}`);
+    const rows = [['target', 'req/s', 'rounds', 'p50 ms', 'p99 ms', 'CPU µs/req', 'errors']];
+    for (const [name, f] of byTarget) {
+      rows.push([
+        name,
+        f.rps.toFixed(0),
+        `${Math.min(...f.roundRps).toFixed(0)}-${Math.max(...f.roundRps).toFixed(0)}`,
+        f.p50Ms.toFixed(3),
+        f.p99Ms.toFixed(3),
+        f.cpuUsPerRequest?.toFixed(0) ?? 'n/a',
+        String(f.errors),
+      ]);
     }
-    const text = Object.entries(causes).map(([code, n]) => `${code} ×${n}`);
-    if (text.length > 0) lines.push(`errors of ${target} (${transport}): ${text.join(', ')}`);
+    lines.push(table(rows));
+    const pair = (a: string, b: string): string | undefined => {
+      const [x, y] = [byTarget.get(a), byTarget.get(b)];
+      if (x === undefined || y === undefined) return undefined;
+      return `${a}/${b}: throughput ${ratio(x.rps, y.rps)}, CPU per request ${ratio(x.cpuUsPerRequest, y.cpuUsPerRequest)}, p50 +${(x.p50Ms - y.p50Ms).toFixed(3)} ms`;
+    };
+    for (const [a, b] of [
+      ['flotilla', 'http-proxy'],
+      ['flotilla', 'nginx'],
+      ['http-proxy', 'nginx'],
+      ['replica', 'node:http'],
+      ['python-replica', 'python-http'],
+    ] as const) {
+      const text = pair(a, b);
+      if (text !== undefined) lines.push(`  ${text}`);
+    }
   }
   return lines.join('\n');
 }
 
 async function main(): Promise<void> {
   const settings = readSettings();
-  const runs = settings.transports.map((transport): Running => ({
-    transport,
-    instance: transport === 'tcp' ? 'bench' : 'bench-unix',
-    stateDir: mkdtempSync(join(tmpdir(), 'flt-bench-')),
-  }));
-  let stopping: Promise<void> | undefined;
-  const stopAll = (): Promise<void> => (stopping ??= Promise.allSettled(runs.map(stop)).then(() => undefined));
+  await ensureTools();
+  const dir = mkdtempSync(join(tmpdir(), 'flt-bench-'));
+  const processes = new Processes();
+  let client: Client | undefined;
+  const cleanUp = async (): Promise<void> => {
+    await processes.stopAll();
+    await stopDocker(client).catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  };
   const abort = (why: string, code: number): void => {
-    process.stderr.write(`bench: ${why}; shutting Flotilla down\n`);
-    void stopAll().finally(() => process.exit(code));
-    setTimeout(() => process.exit(code), 60_000).unref();
+    process.stderr.write(`bench: ${why}; stopping\n`);
+    void cleanUp().finally(() => process.exit(code));
   };
   process.once('SIGINT', () => abort('interrupted', 130));
   process.once('SIGTERM', () => abort('terminated', 143));
-  const loadS = 2 * (settings.warmupS + settings.durationS + settings.rounds * (settings.timeoutS + 1));
-  const budgetS = settings.transports.length * (STARTUP_BUDGET_S + loadS);
-  setTimeout(() => abort(`still running after ${budgetS} s`, 1), budgetS * 1000).unref();
-
-  const loadBefore = loadAverage();
-  process.stdout.write(`machine: ${await machine()}\n`);
-  process.stdout.write(
-    `load: closed loop, ${settings.concurrency} keep-alive connections; per target ${settings.warmupS} s warm-up,` +
-      ` then ${settings.durationS} s measured in ${settings.rounds} rounds alternating with the other target\n\n`,
-  );
-  const rows: Row[] = [];
   try {
-    for (const running of runs) {
-      const client = await startFlotilla(running);
-      const targets = { proxy: proxyTarget(client), direct: await replicaTarget(running) };
-      await expectReply(targets.proxy);
-      await expectReply(targets.direct);
-      process.stdout.write(`${running.transport}: proxy ${describe(targets.proxy)}, direct ${describe(targets.direct)}\n`);
-      rows.push(...(await compare(targets, settings, running.transport)));
-      await stop(running);
+    process.stdout.write(
+      `machine: ${cpus().length} × ${cpus()[0]?.model.trim() ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, node ${process.version}, ` +
+        `${(await promisify(execFile)('nginx', ['-v'], { encoding: 'utf8' })).stderr.trim()}; load average ${loadavg()[0]!.toFixed(2)}\n`,
+    );
+    const replica =
+      settings.replica === 'host'
+        ? await hostReplica(processes, dir, 'node')
+        : await dockerReplica(dir).then((r) => ((client = r.client), r));
+    const bare = await processes.start(process.execPath, [join(SERVERS, 'bare-http.js'), join(dir, 'bare.sock')]);
+    const profile = settings.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', settings.profileDir];
+    const frontDoor = await processes.start(process.execPath, [...profile, join(SERVERS, 'front-door.js'), replica.socketPath, ROUTE]);
+    const bareProxy = await processes.start(process.execPath, [join(SERVERS, 'bare-proxy.js'), replica.socketPath]);
+    const nginx = await startNginx(processes, dir, replica.socketPath);
+    const url = (port: number | undefined): string => `http://127.0.0.1:${port}${ROUTE}`;
+    const targets: Target[] = [
+      { name: 'flotilla', load: { url: url(frontDoor.port) }, pid: frontDoor.pid },
+      { name: 'http-proxy', load: { url: url(bareProxy.port) }, pid: bareProxy.pid },
+      { name: 'nginx', load: { url: url(nginx.port) }, pid: nginx.pid },
+      { name: 'replica', load: { socket: { socketPath: replica.socketPath, path: ROUTE } }, pid: replica.pid },
+      { name: 'node:http', load: { socket: { socketPath: join(dir, 'bare.sock'), path: ROUTE } }, pid: bare.pid },
+    ];
+    if (settings.python) {
+      const python = await hostReplica(processes, dir, 'python');
+      const pythonBare = await processes.start('python3', [join(ROOT, 'bench/servers/bare_python.py'), join(dir, 'bare-python.sock')]);
+      targets.push(
+        { name: 'python-replica', load: { socket: { socketPath: python.socketPath, path: ROUTE } }, pid: python.pid },
+        { name: 'python-http', load: { socket: { socketPath: join(dir, 'bare-python.sock'), path: ROUTE } }, pid: pythonBare.pid },
+      );
     }
+    for (const target of targets)
+      await expectReply(
+        target.name,
+        'url' in target.load ? { host: '127.0.0.1', port: Number(new URL(target.load.url).port), path: ROUTE } : target.load.socket,
+      );
+    process.stdout.write(
+      `replica: ${settings.replica === 'host' ? 'the Node runtime on the host' : 'a Flotilla container'} at ${replica.socketPath}; ` +
+        `wrk (1 thread) loads the TCP targets (flotilla, http-proxy, nginx), the bench's generator the unix sockets; ` +
+        `${settings.rounds} rounds of ${settings.roundS} s per target after ${settings.warmupS} s of warm-up\n`,
+    );
+    const results = new Map<number, Map<string, Figures>>();
+    for (const connections of settings.connections) results.set(connections, await compare(targets, connections, settings));
+    process.stdout.write(`${report(results)}\nload average after ${loadavg()[0]!.toFixed(2)} (on ${cpus().length} CPUs)\n`);
   } finally {
-    await stopAll();
+    await cleanUp();
   }
-  process.stdout.write(`\n${report(rows)}\n`);
-  process.stdout.write(`load average before ${loadBefore}, after ${loadAverage()} (on ${cpus().length} CPUs)\n`);
 }
 
 main().then(
