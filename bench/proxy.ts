@@ -26,6 +26,8 @@ interface Settings {
   timeoutS: number;
   python: boolean;
   profileDir: string | undefined;
+  /** Only these targets, when given. */
+  only: string[] | undefined;
 }
 
 /** One thing the load is sent to: over TCP with wrk, or over a unix socket with the bench's own generator. */
@@ -76,6 +78,7 @@ function readSettings(): Settings {
           timeout: { type: 'string' },
           python: { type: 'boolean' },
           profile: { type: 'string' },
+          targets: { type: 'string' },
         },
       });
     } catch (error) {
@@ -98,6 +101,7 @@ function readSettings(): Settings {
     timeoutS: positive('timeout', values.timeout ?? process.env.BENCH_TIMEOUT_S ?? '5'),
     python: values.python ?? process.env.BENCH_PYTHON === '1',
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
+    only: (values.targets ?? process.env.BENCH_TARGETS)?.split(','),
   };
 }
 
@@ -473,6 +477,7 @@ async function main(): Promise<void> {
         { name: 'python-http', load: { socket: { socketPath: join(dir, 'bare-python.sock'), path: ROUTE } }, pid: pythonBare.pid },
       );
     }
+    if (settings.only !== undefined) targets.splice(0, targets.length, ...targets.filter((t) => settings.only!.includes(t.name)));
     for (const target of targets)
       await expectReply(
         target.name,

@@ -19,3 +19,4 @@ proxy.on('error', (_error, _req, res) => {
   res.end();
 });
 listenOnLoopback(createServer({ keepAliveTimeout: 65_000 }, (req, res) => proxy.web(req, res)));
+process.once('SIGTERM', () => process.exit(0));
