@@ -2,7 +2,7 @@ import { Agent } from 'node:http';
 import { FlotillaError } from '../common/errors.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
 import { InFlight } from './in-flight.js';
-import { ReplicaRouter, type Lease, type RoutedReplica, type RouterSettings } from './replica-router.js';
+import { ReplicaRouter, type Abortable, type Lease, type RoutedReplica, type RouterSettings } from './replica-router.js';
 import { RouteTable, type RouteEntry } from './route-table.js';
 import { noMetrics, type ServingMetrics } from './serving-metrics.js';
 import { ShadowMirror } from './shadow.js';
@@ -54,7 +54,7 @@ export class Dispatcher {
     readonly streamIdleTimeoutMs = 60_000,
     private readonly onDemand: (backend: string) => void = () => undefined,
   ) {
-    this.shadows = new ShadowMirror((backend, signal) => this.acquire(backend, signal), this.agent, metrics);
+    this.shadows = new ShadowMirror((backend, signal) => this.acquire(backend, { signal }), this.agent, metrics);
   }
 
   update(snapshot: RoutingSnapshot): void {
@@ -108,10 +108,11 @@ export class Dispatcher {
     return seconds === null || seconds === undefined ? undefined : seconds * 1000;
   }
 
-  acquire(backend: string, signal?: AbortSignal, exclude?: ReadonlySet<string>): Promise<Lease<ReplicaTarget>> {
+  /** `abortable` is read only when the request has to queue. */
+  acquire(backend: string, abortable?: Abortable, exclude?: ReadonlySet<string>): Promise<Lease<ReplicaTarget>> {
     const router = this.routers.get(backend);
     if (router === undefined) return Promise.reject(new FlotillaError('NO_REPLICAS', `backend '${backend}' has no replicas`));
-    return router.acquire(signal, exclude);
+    return router.acquire(abortable, exclude);
   }
 
   /** The backend's requests queued and in flight (the autoscaler's signal). */

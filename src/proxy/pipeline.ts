@@ -10,8 +10,8 @@ export interface Call {
   endpoint: string;
   backend: string;
   method: string;
-  /** Aborts the call: a queued request leaves the queue, a sent one is cut. */
-  signal: AbortSignal;
+  /** Aborts the call: a queued request leaves the queue, a sent one is cut. Read only when it is needed (see Cancel). */
+  readonly signal: AbortSignal;
 }
 
 /** Sends the call to one replica; rejects with the connection-level error when the replica fails it. */
@@ -31,7 +31,7 @@ export type Send<R> = (replica: RoutedReplica<ReplicaTarget>) => Promise<R>;
 export async function sendWithRetries<R>(dispatcher: Dispatcher, call: Call, send: Send<R>, mayResend?: () => boolean): Promise<R> {
   let tried: Set<string> | undefined;
   for (let attempt = 1; ; attempt++) {
-    const lease = await dispatcher.acquire(call.backend, call.signal, tried);
+    const lease = await dispatcher.acquire(call.backend, call, tried);
     try {
       return await send(lease.replica);
     } catch (error) {

@@ -3,6 +3,7 @@ import type { Agent, ClientRequest, IncomingMessage, ServerResponse } from 'node
 import httpProxy from 'http-proxy';
 import { FlotillaError } from '../common/errors.js';
 import { PROTOCOL, readErrorTrailer } from '../replica/protocol.js';
+import type { Cancel } from './cancel.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
 import { stripHopByHop } from './request-guard.js';
 
@@ -18,7 +19,7 @@ export interface ForwardWatch {
 
 interface Forwarding {
   res: ServerResponse;
-  signal: AbortSignal;
+  cancel: Cancel;
   watch: ForwardWatch;
   settle(error?: Error): void;
 }
@@ -40,7 +41,7 @@ class BufferedBody {
  * error). It always settles: an upstream that resets or dies after its
  * headers were relayed destroys the client's response at once (the client
  * sees a cut connection, never a hang) and settles with the error. Aborting
- * `signal` destroys the upstream request: http-proxy itself does not do that
+ * `cancel` destroys the upstream request: http-proxy itself does not do that
  * once the request body has been read. Response hop-by-hop headers are not
  * relayed. Bodies are relayed chunk by chunk as they come (piped, so a slow
  * client pauses the upstream); event streams get `X-Accel-Buffering: no` for
@@ -57,9 +58,7 @@ export class ProxyEngine {
     this.proxy = httpProxy.createProxyServer({ agent, xfwd: false, ws: false });
     this.proxy.on('error', () => undefined);
     this.proxy.on('proxyReq', (proxyReq: ClientRequest, req: IncomingMessage) => {
-      const signal = this.forwarding.get(req)?.signal;
-      if (signal?.aborted) proxyReq.destroy();
-      else signal?.addEventListener('abort', () => proxyReq.destroy(), { once: true });
+      this.forwarding.get(req)?.cancel.onAbort(() => proxyReq.destroy());
     });
     this.proxy.on('proxyRes', (proxyRes: IncomingMessage, req: IncomingMessage) => {
       const forwarding = this.forwarding.get(req);
@@ -99,7 +98,7 @@ export class ProxyEngine {
     res: ServerResponse,
     target: ReplicaTarget,
     body: Buffer,
-    signal: AbortSignal,
+    cancel: Cancel,
     watch: ForwardWatch,
   ): Promise<Error | undefined> {
     return new Promise((resolve) => {
@@ -112,7 +111,7 @@ export class ProxyEngine {
       };
       const onClose = (): void => settle();
       res.once('close', onClose);
-      this.forwarding.set(req, { res, signal, watch, settle });
+      this.forwarding.set(req, { res, cancel, watch, settle });
       const options = { target: this.proxyTarget(target), buffer: new BufferedBody(body) as unknown as httpProxy.ServerOptions['buffer'] };
       this.proxy.web(req, res, options, (error: Error) => settle(error));
     });

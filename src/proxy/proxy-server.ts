@@ -8,6 +8,7 @@ import type { FlotillaConfig } from '../config/config.js';
 import { sendError, sendJson } from '../common/http-json.js';
 import { BodyBudget, readBody } from './body.js';
 import type { Dispatcher } from './dispatcher.js';
+import { Cancel } from './cancel.js';
 import { InFlight } from './in-flight.js';
 import { sendWithRetries, startShadows, type Call } from './pipeline.js';
 import { ProxyEngine, type ForwardWatch } from './proxy-engine.js';
@@ -48,6 +49,12 @@ function answerRaw(socket: Duplex, status: number, reason: string, code: string,
   socket.end(
     `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
   );
+}
+
+/** Whether the request has a body to read (within the budget and the body timeout); one without costs nothing. */
+function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return length === undefined ? req.headers['transfer-encoding'] !== undefined : length !== '0';
 }
 
 function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
@@ -158,11 +165,9 @@ export class ProxyServer {
       const error = new FlotillaError('METHOD_NOT_ALLOWED', `${route.route} accepts ${route.methods.join(', ')}, not ${method}`);
       return sendError(res, error, { allow: route.methods.join(', ') });
     }
-    res.once('close', this.dispatcher.endpointRequests.enter(route.endpoint));
     const shardKey = req.headers[SHARD_KEY_HEADER];
     const backend = this.dispatcher.pickBackend(route.endpoint, typeof shardKey === 'string' ? shardKey : undefined);
-    const cancel = this.cancelOnClose(res);
-    await this.dispatch(req, res, { endpoint: route.endpoint, backend, method, signal: cancel.signal }, cancel);
+    await this.dispatch(req, res, route.endpoint, backend, method);
   }
 
   /** The front door's own paths; anything else under /-/ belongs to the replica protocol and is not found here. */
@@ -184,38 +189,31 @@ export class ProxyServer {
     );
   }
 
-  /** Aborts when the client leaves before its answer is complete. */
-  private cancelOnClose(res: ServerResponse): AbortController {
-    const cancel = new AbortController();
-    res.once('close', () => {
-      if (!res.writableFinished) cancel.abort();
-    });
-    return cancel;
-  }
-
   /**
    * requestTimeoutS bounds the time to the answer's head (queueing included:
    * 504 REQUEST_TIMEOUT), streamIdleTimeoutS each gap between its chunks after
    * that (the connection is cut), not counting time the client itself takes
    * to read (a full write buffer). An answer that fails after its head is
-   * counted in metrics with the failure's status, not the head's.
+   * counted in metrics with the failure's status, not the head's. The client
+   * leaving before its answer is complete cancels the request.
    */
-  private async dispatch(req: IncomingMessage, res: ServerResponse, call: Call, cancel: AbortController): Promise<void> {
-    const { endpoint, backend } = call;
+  private async dispatch(req: IncomingMessage, res: ServerResponse, endpoint: string, backend: string, method: string): Promise<void> {
     const started = performance.now();
+    const cancel = new Cancel();
+    const call: Call = {
+      endpoint,
+      backend,
+      method,
+      get signal() {
+        return cancel.signal;
+      },
+    };
     const timeoutMs = this.dispatcher.requestTimeoutMs(backend);
     const idleMs = this.settings.streamIdleTimeoutS * 1000;
     let failedStatus: number | undefined;
-    const timedOut = (): void => {
-      sendError(
-        res,
-        new FlotillaError('REQUEST_TIMEOUT', `backend '${backend}' did not answer within ${(timeoutMs ?? 0) / 1000} s (requestTimeoutS)`),
-      );
-      cancel.abort();
-    };
     const idle = (): void => {
       if (res.writableNeedDrain) {
-        timer = setTimeout(idle, idleMs);
+        timer?.refresh();
         return;
       }
       failedStatus = 504;
@@ -223,17 +221,23 @@ export class ProxyServer {
       res.destroy();
       cancel.abort();
     };
-    let timer = timeoutMs === undefined ? undefined : setTimeout(timedOut, timeoutMs);
+    let timer = timeoutMs === undefined ? undefined : setTimeout(() => this.timedOut(res, backend, timeoutMs, cancel), timeoutMs);
+    let headArrived = false;
     let body: Buffer | undefined;
     let report: ((outcome: Outcome | undefined) => void) | undefined;
     const watch: ForwardWatch = {
       progress: () => {
+        if (headArrived) return void timer?.refresh();
+        headArrived = true;
         clearTimeout(timer);
         timer = setTimeout(idle, idleMs);
       },
       failed: (status) => (failedStatus ??= status),
     };
+    const leaveEndpoint = this.dispatcher.endpointRequests.enter(endpoint);
     res.once('close', () => {
+      leaveEndpoint();
+      if (!res.writableFinished) cancel.abort();
       clearTimeout(timer);
       if (body !== undefined) this.budget.release(body.length);
       report?.(undefined);
@@ -245,7 +249,9 @@ export class ProxyServer {
         call,
         async (replica) => {
           if (body === undefined) {
-            body = await this.body(req, call.signal);
+            body = hasBody(req)
+              ? await readBody(req, call.signal, this.budget, this.settings.maxBodyBytes, this.settings.bodyTimeoutS * 1000)
+              : EMPTY;
             prepareForwardHeaders(req, body.length, this.trusted);
             report = startShadows(this.dispatcher, call, req.url ?? '/', req.headers, body);
             if (report !== undefined) {
@@ -253,13 +259,13 @@ export class ProxyServer {
               watch.observe = (status, bodyHash) => reportTo({ status, bodyHash, latencyMs: performance.now() - started });
             }
           }
-          const error = await this.engine.forward(req, res, replica.target, body, call.signal, watch);
+          const error = await this.engine.forward(req, res, replica.target, body, cancel, watch);
           if (error !== undefined) throw error;
         },
         () => !res.headersSent,
       );
     } catch (error) {
-      if (call.signal.aborted) return;
+      if (cancel.aborted) return;
       if (!isFlotillaError(error)) throw error;
       if (error.code === 'REPLICA_UNREACHABLE')
         this.logger.warn('replica failed a request', { component: 'proxy', backend, error: error.message });
@@ -270,11 +276,12 @@ export class ProxyServer {
     }
   }
 
-  /** Reads the body within the budget and the body timeout; a request without one costs nothing. */
-  private async body(req: IncomingMessage, signal: AbortSignal): Promise<Buffer> {
-    if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) return EMPTY;
-    if (req.headers['content-length'] === '0') return EMPTY;
-    return readBody(req, signal, this.budget, this.settings.maxBodyBytes, this.settings.bodyTimeoutS * 1000);
+  private timedOut(res: ServerResponse, backend: string, timeoutMs: number, cancel: Cancel): void {
+    sendError(
+      res,
+      new FlotillaError('REQUEST_TIMEOUT', `backend '${backend}' did not answer within ${timeoutMs / 1000} s (requestTimeoutS)`),
+    );
+    cancel.abort();
   }
 
   /**

@@ -11,6 +11,11 @@ export interface Lease<T> {
   release(): void;
 }
 
+/** What a queued request stops waiting on: its `signal`, read only when the request has to queue. */
+export interface Abortable {
+  readonly signal: AbortSignal;
+}
+
 export interface RouterSettings {
   maxConcurrentQueries: number;
   maxQueuedRequests: number;
@@ -119,7 +124,7 @@ export class ReplicaRouter<T> {
     this.ejectionTimer.unref();
   }
 
-  acquire(signal?: AbortSignal, exclude: ReadonlySet<string> = NONE): Promise<Lease<T>> {
+  acquire(abortable?: Abortable, exclude: ReadonlySet<string> = NONE): Promise<Lease<T>> {
     if (this.slots.length === 0 && this.settings.noReplicaWaitMs === 0) return Promise.reject(this.noReplicas());
     const slot = this.queue.length === 0 ? this.freeSlot(exclude) : undefined;
     if (slot !== undefined) return Promise.resolve(this.lease(slot));
@@ -136,7 +141,9 @@ export class ReplicaRouter<T> {
       const waiter: Waiter<T> = { exclude, resolve, reject };
       this.queue.push(waiter);
       if (this.slots.length === 0) this.armNoReplicaTimer(waiter);
-      signal?.addEventListener('abort', () => this.leave(waiter, new Error('request aborted while queued')), { once: true });
+      const signal = abortable?.signal;
+      if (signal?.aborted) this.leave(waiter, new Error('request aborted while queued'));
+      else signal?.addEventListener('abort', () => this.leave(waiter, new Error('request aborted while queued')), { once: true });
       if (this.queue.length > 1) this.drainQueue();
     });
   }

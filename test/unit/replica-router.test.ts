@@ -51,7 +51,7 @@ describe('ReplicaRouter', () => {
     router.update(replicas('r1'), limits(1));
     const held = await router.acquire();
     const controller = new AbortController();
-    const aborted = router.acquire(controller.signal);
+    const aborted = router.acquire(controller);
     controller.abort();
     await expect(aborted).rejects.toThrow(/aborted/);
     expect(router.queued).toBe(0);
