@@ -54,4 +54,5 @@ const pct = (us: number): string => `${((100 * us) / total).toFixed(1)}%`;
 process.stdout.write(`busy samples: ${(total / 1000).toFixed(0)} ms\n\nself time\n`);
 for (const [name, us] of [...self].sort((a, b) => b[1] - a[1]).slice(0, top)) process.stdout.write(`${pct(us).padStart(6)}  ${name}\n`);
 process.stdout.write('\ninclusive time\n');
-for (const [name, us] of [...inclusive].sort((a, b) => b[1] - a[1]).slice(0, top)) process.stdout.write(`${pct(us).padStart(6)}  ${name}\n`);
+for (const [name, us] of [...inclusive].sort((a, b) => b[1] - a[1]).slice(0, top))
+  process.stdout.write(`${pct(us).padStart(6)}  ${name}\n`);

@@ -57,6 +57,8 @@ export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
 
   private client: Client | undefined;
   private load: LoadSignal | undefined;
+  /** Label children per endpoint and backend (and per status), bound once rather than looked up on every request. */
+  private readonly bound = new Map<string, { latency: { observe(seconds: number): void }; counts: Map<number, () => void> }>();
 
   constructor() {
     const replicas: Gauge<'backend' | 'state'> = new Gauge({
@@ -177,9 +179,24 @@ export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
   }
 
   request(endpoint: string, backend: string, status: number, seconds: number): void {
-    this.requests.inc({ endpoint, backend, status_code: String(status) });
-    if (status >= 400) this.errors.inc({ endpoint, backend, error_code: String(status) });
-    this.latency.observe({ endpoint, backend }, seconds);
+    const key = `${endpoint}\n${backend}`;
+    let series = this.bound.get(key);
+    if (series === undefined) {
+      series = { latency: this.latency.labels({ endpoint, backend }), counts: new Map() };
+      this.bound.set(key, series);
+    }
+    let count = series.counts.get(status);
+    if (count === undefined) {
+      const requests = this.requests.labels({ endpoint, backend, status_code: String(status) });
+      const errors = status >= 400 ? this.errors.labels({ endpoint, backend, error_code: String(status) }) : undefined;
+      count = () => {
+        requests.inc();
+        errors?.inc();
+      };
+      series.counts.set(status, count);
+    }
+    count();
+    series.latency.observe(seconds);
   }
 
   shadow(endpoint: string, backend: string, outcome: ShadowOutcome): void {

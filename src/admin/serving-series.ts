@@ -63,18 +63,11 @@ export class ServingSeries implements ServingMetrics {
 
   request(endpoint: string, backend: string, status: number, seconds: number): void {
     const start = this.stepStart(this.clock.now());
-    for (const [map, name] of [
-      [this.endpoints, endpoint],
-      [this.backends, backend],
-    ] as const) {
-      const slot = this.slot(map, name, start);
-      slot.requests++;
-      if (status >= 400) slot.errors++;
-      const ms = seconds * 1000;
-      const bucket = BOUNDS.findIndex((bound) => ms <= bound);
-      const index = bucket === -1 ? BOUNDS.length - 1 : bucket;
-      slot.latency[index] = (slot.latency[index] ?? 0) + 1;
-    }
+    const ms = seconds * 1000;
+    let bucket = 0;
+    while (bucket < BOUNDS.length - 1 && ms > BOUNDS[bucket]!) bucket++;
+    count(this.slot(this.endpoints, endpoint, start), status, bucket);
+    count(this.slot(this.backends, backend, start), status, bucket);
   }
 
   /** Shadow comparisons are read from the shadow stats. */
@@ -138,6 +131,12 @@ export class ServingSeries implements ServingMetrics {
     while (slots.length > 0 && (slots[0]?.start ?? 0) < oldest) slots.shift();
     if (slots.length === 0) map.delete(name);
   }
+}
+
+function count(slot: Slot, status: number, bucket: number): void {
+  slot.requests++;
+  if (status >= 400) slot.errors++;
+  slot.latency[bucket] = (slot.latency[bucket] ?? 0) + 1;
 }
 
 /** Reports to each of `targets`. */

@@ -108,6 +108,11 @@ export class Dispatcher {
     return seconds === null || seconds === undefined ? undefined : seconds * 1000;
   }
 
+  /** A lease at once when the backend has a replica with room and nothing queued (see ReplicaRouter.tryAcquire). */
+  tryAcquire(backend: string, exclude?: ReadonlySet<string>): Lease<ReplicaTarget> | undefined {
+    return this.routers.get(backend)?.tryAcquire(exclude);
+  }
+
   /** `abortable` is read only when the request has to queue. */
   acquire(backend: string, abortable?: Abortable, exclude?: ReadonlySet<string>): Promise<Lease<ReplicaTarget>> {
     const router = this.routers.get(backend);

@@ -31,7 +31,7 @@ export type Send<R> = (replica: RoutedReplica<ReplicaTarget>) => Promise<R>;
 export async function sendWithRetries<R>(dispatcher: Dispatcher, call: Call, send: Send<R>, mayResend?: () => boolean): Promise<R> {
   let tried: Set<string> | undefined;
   for (let attempt = 1; ; attempt++) {
-    const lease = await dispatcher.acquire(call.backend, call, tried);
+    const lease = dispatcher.tryAcquire(call.backend, tried) ?? (await dispatcher.acquire(call.backend, call, tried));
     try {
       return await send(lease.replica);
     } catch (error) {

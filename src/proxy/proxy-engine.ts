@@ -29,7 +29,8 @@ class BufferedBody {
   constructor(private readonly body: Buffer) {}
 
   pipe(upstream: ClientRequest): ClientRequest {
-    upstream.end(this.body);
+    if (this.body.length === 0) upstream.end();
+    else upstream.end(this.body);
     return upstream;
   }
 }

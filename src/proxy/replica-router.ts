@@ -124,10 +124,16 @@ export class ReplicaRouter<T> {
     this.ejectionTimer.unref();
   }
 
+  /** A lease at once, when nothing is queued and a replica has room; otherwise undefined (and acquire() decides). */
+  tryAcquire(exclude: ReadonlySet<string> = NONE): Lease<T> | undefined {
+    const slot = this.queue.length === 0 ? this.freeSlot(exclude) : undefined;
+    return slot === undefined ? undefined : this.lease(slot);
+  }
+
   acquire(abortable?: Abortable, exclude: ReadonlySet<string> = NONE): Promise<Lease<T>> {
     if (this.slots.length === 0 && this.settings.noReplicaWaitMs === 0) return Promise.reject(this.noReplicas());
-    const slot = this.queue.length === 0 ? this.freeSlot(exclude) : undefined;
-    if (slot !== undefined) return Promise.resolve(this.lease(slot));
+    const lease = this.tryAcquire(exclude);
+    if (lease !== undefined) return Promise.resolve(lease);
     if (this.slots.length === 0) this.onDemand();
     if (this.queue.length >= this.settings.maxQueuedRequests) {
       return Promise.reject(
