@@ -26,6 +26,8 @@ interface Settings {
   timeoutS: number;
   python: boolean;
   profileDir: string | undefined;
+  /** Another checkout's built front door (its dist/bench/servers/front-door.js), measured alongside as flotilla-baseline. */
+  baseline: string | undefined;
   /** Only these targets, when given. */
   only: string[] | undefined;
 }
@@ -79,6 +81,7 @@ function readSettings(): Settings {
           python: { type: 'boolean' },
           profile: { type: 'string' },
           targets: { type: 'string' },
+          baseline: { type: 'string' },
         },
       });
     } catch (error) {
@@ -101,6 +104,7 @@ function readSettings(): Settings {
     timeoutS: positive('timeout', values.timeout ?? process.env.BENCH_TIMEOUT_S ?? '5'),
     python: values.python ?? process.env.BENCH_PYTHON === '1',
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
+    baseline: values.baseline === undefined ? undefined : resolve(values.baseline, 'dist/bench/servers/front-door.js'),
     only: (values.targets ?? process.env.BENCH_TARGETS)?.split(','),
   };
 }
@@ -418,6 +422,8 @@ function report(results: Map<number, Map<string, Figures>>): string {
     };
     for (const [a, b] of [
       ['flotilla', 'http-proxy'],
+      ['flotilla-baseline', 'http-proxy'],
+      ['flotilla', 'flotilla-baseline'],
       ['flotilla', 'nginx'],
       ['http-proxy', 'nginx'],
       ['replica', 'node:http'],
@@ -459,11 +465,14 @@ async function main(): Promise<void> {
     const bare = await processes.start(process.execPath, [join(SERVERS, 'bare-http.js'), join(dir, 'bare.sock')]);
     const profile = settings.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', settings.profileDir];
     const frontDoor = await processes.start(process.execPath, [...profile, join(SERVERS, 'front-door.js'), replica.socketPath, ROUTE]);
+    const baseline =
+      settings.baseline === undefined ? undefined : await processes.start(process.execPath, [settings.baseline, replica.socketPath, ROUTE]);
     const bareProxy = await processes.start(process.execPath, [join(SERVERS, 'bare-proxy.js'), replica.socketPath]);
     const nginx = await startNginx(processes, dir, replica.socketPath);
     const url = (port: number | undefined): string => `http://127.0.0.1:${port}${ROUTE}`;
     const targets: Target[] = [
       { name: 'flotilla', load: { url: url(frontDoor.port) }, pid: frontDoor.pid },
+      ...(baseline === undefined ? [] : [{ name: 'flotilla-baseline', load: { url: url(baseline.port) }, pid: baseline.pid }]),
       { name: 'http-proxy', load: { url: url(bareProxy.port) }, pid: bareProxy.pid },
       { name: 'nginx', load: { url: url(nginx.port) }, pid: nginx.pid },
       { name: 'replica', load: { socket: { socketPath: replica.socketPath, path: ROUTE } }, pid: replica.pid },

@@ -12,7 +12,7 @@ export interface WrkResult {
 const UNIT_MS: Record<string, number> = { us: 0.001, ms: 1, s: 1000 };
 
 function latencyMs(output: string, percent: string): number {
-  const match = new RegExp(`^\\s+${percent}%\\s+([\\d.]+)(us|ms|s)$`, 'm').exec(output);
+  const match = new RegExp(`^\\s+${percent}%\\s+([\\d.]+)(us|ms|s)\\s*$`, 'm').exec(output);
   if (match === null) throw new Error(`wrk printed no ${percent}% latency:\n${output}`);
   return Number(match[1]) * (UNIT_MS[match[2]!] ?? NaN);
 }
