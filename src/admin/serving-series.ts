@@ -142,7 +142,9 @@ function count(slot: Slot, status: number, bucket: number): void {
 /** Reports to each of `targets`. */
 export function fanOut(...targets: ServingMetrics[]): ServingMetrics {
   return {
-    request: (...args) => targets.forEach((target) => target.request(...args)),
+    request: (endpoint, backend, status, seconds) => {
+      for (const target of targets) target.request(endpoint, backend, status, seconds);
+    },
     shadow: (...args) => targets.forEach((target) => target.shadow(...args)),
     replicaFailure: (...args) => targets.forEach((target) => target.replicaFailure(...args)),
   };

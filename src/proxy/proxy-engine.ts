@@ -9,8 +9,8 @@ import { stripHopByHop } from './request-guard.js';
 
 /** What the front door learns of an answer while it is relayed. */
 export interface ForwardWatch {
-  /** The head arrived, and then each chunk of the body. */
-  progress(): void;
+  /** The head arrived; `upstream.bytesRead` grows while the body comes, so nothing is done per chunk. */
+  headArrived(upstream: { readonly bytesRead: number }): void;
   /** The answer failed after its head was relayed (status for metrics); the client's response is destroyed right after. */
   failed(status: number): void;
   /** When given, told the upstream's status and body hash once its response has ended (shadow comparison). */
@@ -68,17 +68,14 @@ export class ProxyEngine {
       stripHopByHop(proxyRes.headers);
       proxyRes.headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
       if (/^text\/event-stream/i.test(proxyRes.headers['content-type'] ?? '')) proxyRes.headers['x-accel-buffering'] = 'no';
-      watch.progress();
+      watch.headArrived(proxyRes.socket);
       proxyRes.once('error', (error: Error) => {
         watch.failed(502);
         res.destroy();
         forwarding.settle(error);
       });
       const hash = watch.observe === undefined ? undefined : createHash('sha256');
-      proxyRes.on('data', (chunk: Buffer) => {
-        hash?.update(chunk);
-        watch.progress();
-      });
+      if (hash !== undefined) proxyRes.on('data', (chunk: Buffer) => hash.update(chunk));
       proxyRes.on('end', () => {
         const failure = proxyRes.trailers[PROTOCOL.errorHeader];
         if (failure !== undefined) {

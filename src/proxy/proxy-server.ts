@@ -20,6 +20,8 @@ const ALL = '*';
 const EMPTY = Buffer.alloc(0);
 /** How long a connection whose body was refused keeps reading (and dropping) it, so the client sees the answer before the close. */
 const LINGER_MS = 2_000;
+/** How many times per streamIdleTimeoutS a relayed answer is checked for bytes from its replica: a quiet one is cut at most a quarter late. */
+const IDLE_CHECKS = 4;
 
 /** The front door's limits: config http.* (documented in src/config/config.ts and docs/configuration.md). */
 export type FrontDoorSettings = Omit<FlotillaConfig['http'], 'host' | 'port' | 'publicUrl'>;
@@ -193,7 +195,8 @@ export class ProxyServer {
    * requestTimeoutS bounds the time to the answer's head (queueing included:
    * 504 REQUEST_TIMEOUT), streamIdleTimeoutS each gap between its chunks after
    * that (the connection is cut), not counting time the client itself takes
-   * to read (a full write buffer). An answer that fails after its head is
+   * to read (a full write buffer); it is checked IDLE_CHECKS times a period
+   * against the bytes read from the replica, not per chunk. An answer that fails after its head is
    * counted in metrics with the failure's status, not the head's. The client
    * leaving before its answer is complete cancels the request.
    */
@@ -211,26 +214,29 @@ export class ProxyServer {
     const timeoutMs = this.dispatcher.requestTimeoutMs(backend);
     const idleMs = this.settings.streamIdleTimeoutS * 1000;
     let failedStatus: number | undefined;
-    const idle = (): void => {
-      if (res.writableNeedDrain) {
-        timer?.refresh();
-        return;
-      }
-      failedStatus = 504;
-      this.logger.warn('stream idle too long', { component: 'proxy', backend, idleTimeoutS: this.settings.streamIdleTimeoutS });
-      res.destroy();
-      cancel.abort();
-    };
     let timer = timeoutMs === undefined ? undefined : setTimeout(() => this.timedOut(res, backend, timeoutMs, cancel), timeoutMs);
-    let headArrived = false;
     let body: Buffer | undefined;
     let report: ((outcome: Outcome | undefined) => void) | undefined;
     const watch: ForwardWatch = {
-      progress: () => {
-        if (headArrived) return void timer?.refresh();
-        headArrived = true;
+      headArrived: (upstream) => {
         clearTimeout(timer);
-        timer = setTimeout(idle, idleMs);
+        let seen = upstream.bytesRead;
+        let quietSince = performance.now();
+        const check = (): void => {
+          const now = performance.now();
+          if (upstream.bytesRead !== seen || res.writableNeedDrain) {
+            seen = upstream.bytesRead;
+            quietSince = now;
+          } else if (now - quietSince >= idleMs) {
+            failedStatus = 504;
+            this.logger.warn('stream idle too long', { component: 'proxy', backend, idleTimeoutS: this.settings.streamIdleTimeoutS });
+            res.destroy();
+            cancel.abort();
+            return;
+          }
+          timer?.refresh();
+        };
+        timer = setTimeout(check, idleMs / IDLE_CHECKS);
       },
       failed: (status) => (failedStatus ??= status),
     };
