@@ -31,7 +31,8 @@ for (const file of readdirSync(dir).filter((n) => n.endsWith('.cpuprofile'))) {
     for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
       const { functionName, url, lineNumber } = byId.get(at)!.callFrame;
       if (functionName === '(root)') break;
-      stack.push(`${functionName || '(anonymous)'} ${url.split('/').slice(-2).join('/')}:${lineNumber + 1}`);
+      const file = url.startsWith('node:') ? url : url.split('/').slice(-2).join('/');
+      stack.push(`${functionName || '(anonymous)'} ${file}:${lineNumber + 1}`);
     }
     if (stack[0]?.startsWith('(idle)')) return;
     const us = profile.timeDeltas[i] ?? 0;
