@@ -59,6 +59,38 @@ describe('ReplicaRouter', () => {
     expect(router.inFlight('r1')).toBe(0);
   });
 
+  it('refuses to queue a request that was aborted before it asked, and reads its signal only when it has to queue', async () => {
+    const router = new ReplicaRouter<string>('b', limits(1));
+    router.update(replicas('r1'), limits(1));
+    const reads: string[] = [];
+    const abortable = (signal: AbortSignal) => ({
+      get signal() {
+        reads.push('read');
+        return signal;
+      },
+    });
+    const held = await router.acquire(abortable(new AbortController().signal));
+    expect(reads).toEqual([]);
+    await expect(router.acquire(abortable(AbortSignal.abort()))).rejects.toThrow(/aborted/);
+    expect(reads).toEqual(['read']);
+    expect(router.queued).toBe(0);
+    held.release();
+  });
+
+  it('hands a lease at once with tryAcquire only when a replica has room and nothing is queued', async () => {
+    const router = new ReplicaRouter<string>('b', limits(1));
+    router.update(replicas('r1'), limits(1));
+    const lease = router.tryAcquire();
+    expect(lease?.replica.id).toBe('r1');
+    expect(router.tryAcquire()).toBeUndefined();
+    const waiting = router.acquire();
+    lease!.release();
+    const next = await waiting;
+    expect(router.tryAcquire()).toBeUndefined();
+    next.release();
+    expect(router.tryAcquire()?.replica.id).toBe('r1');
+  });
+
   it('serves queued requests when replicas are added', async () => {
     const router = new ReplicaRouter<string>('b', limits(1));
     router.update(replicas('r1'), limits(1));

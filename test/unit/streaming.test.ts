@@ -76,6 +76,28 @@ describe('streamed answers through the front door', () => {
     await expect.poll(() => door!.statuses).toEqual([200]);
   });
 
+  it('keeps a stream whose chunks come more often than streamIdleTimeoutS, however long it runs', async () => {
+    door = await startFrontDoor({
+      handlers: {
+        r1: (_req, res) => {
+          res.writeHead(200, { 'content-type': 'text/plain' });
+          let sent = 0;
+          const tick = setInterval(() => {
+            res.write(`${sent++};`);
+            if (sent === 8) {
+              clearInterval(tick);
+              res.end();
+            }
+          }, 400);
+        },
+      },
+      settings: { streamIdleTimeoutS: 1 },
+    });
+    const response = await fetch(`${door.url}/steady`);
+    expect(await response.text()).toBe('0;1;2;3;4;5;6;7;');
+    await expect.poll(() => door!.statuses).toEqual([200]);
+  });
+
   it('cuts a stream that goes quiet for streamIdleTimeoutS, counts it as 504, and does not blame the replica', async () => {
     let upstream: ServerResponse | undefined;
     door = await startFrontDoor({
