@@ -251,7 +251,13 @@ async function dockerReplica(dir: string): Promise<{ socketPath: string; pid: nu
   }>;
   const mount = mounts.find((m) => m.Destination === PROTOCOL.socketDir);
   if (mount === undefined) throw new Error(`replica container ${id.slice(0, 12)} has no ${PROTOCOL.socketDir} mount`);
-  const pid = Number(await run('docker', 'inspect', '--format', '{{.State.Pid}}', id));
+  const initPid = Number(await run('docker', 'inspect', '--format', '{{.State.Pid}}', id));
+  // The container's first process is docker-init; the runtime is its child, whose CPU is the one to count.
+  const children = readFileSync(`/proc/${initPid}/task/${initPid}/children`, 'utf8')
+    .trim()
+    .split(' ')
+    .filter((child) => child !== '');
+  const pid = children.length === 1 ? Number(children[0]) : initPid;
   return { socketPath: `${mount.Source}/${PROTOCOL.socketName}`, pid, client };
 }
 
