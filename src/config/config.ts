@@ -122,6 +122,24 @@ const schema = {
     default: '/var/run/docker.sock',
     env: 'FLOTILLA_DOCKER_SOCKET',
   },
+  runtime: {
+    doc: 'The engine replicas run on: docker (the one engine at dockerSocket) or swarm (that engine is a Swarm manager; replicas are Swarm services on every node, reached over the tcp transport on swarmNetwork).',
+    format: ['docker', 'swarm'],
+    default: 'docker',
+    env: 'FLOTILLA_RUNTIME',
+  },
+  swarmRegistry: {
+    doc: 'With runtime swarm: the registry (host[:port]) that Flotilla pushes its images to and every node pulls them from by digest.',
+    format: matching(/^([A-Za-z0-9.-]+(:\d+)?)?$/, 'host[:port], or empty'),
+    default: '',
+    env: 'FLOTILLA_SWARM_REGISTRY',
+  },
+  swarmNetwork: {
+    doc: 'With runtime swarm: the attachable overlay network that replicas and the control plane share (created if missing).',
+    format: matching(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a Docker network name'),
+    default: 'flotilla-replicas',
+    env: 'FLOTILLA_SWARM_NETWORK',
+  },
   baseImage: {
     doc: 'Node.js base image of replicas; empty picks node:20-bookworm-slim when the engine has or can pull it, else flotilla-local/node:20-bookworm-slim (built offline by scripts/base-image.sh).',
     format: String,
@@ -283,6 +301,9 @@ export interface FlotillaConfig {
   instance: string;
   stateDir: string;
   dockerSocket: string;
+  runtime: 'docker' | 'swarm';
+  swarmRegistry: string;
+  swarmNetwork: string;
   baseImage: string;
   pythonBaseImage: string;
   buildCaFile: string;
@@ -330,5 +351,12 @@ export function loadConfig(overrides: ConfigOverrides = {}): FlotillaConfig {
   } catch (error) {
     throw new FlotillaError('INVALID_ARGUMENT', `invalid Flotilla configuration: ${(error as Error).message}`);
   }
-  return config.getProperties() as FlotillaConfig;
+  const properties = config.getProperties() as FlotillaConfig;
+  if (properties.runtime === 'swarm' && properties.swarmRegistry === '') {
+    throw new FlotillaError(
+      'INVALID_ARGUMENT',
+      'invalid Flotilla configuration: runtime swarm needs swarmRegistry (FLOTILLA_SWARM_REGISTRY), the registry every node pulls images from',
+    );
+  }
+  return properties;
 }

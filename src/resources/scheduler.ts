@@ -23,6 +23,15 @@ export interface Placement {
   gpuIds: string[];
   /** Share of each GPU in gpuIds this replica holds (1 for whole GPUs). */
   gpuShare: number;
+  /** The cluster node the replica is placed on; absent on one machine. */
+  node?: string;
+}
+
+/** A node of a cluster as the engine reports it: what it has, and whether it takes new replicas. */
+export interface NodeCapacity {
+  name: string;
+  capacity: Capacity;
+  ready: boolean;
 }
 
 const EPSILON = 1e-9;
@@ -36,21 +45,28 @@ function round(value: number): number {
   return Math.round(value * 1e6) / 1e6;
 }
 
-/**
- * Books CPU, memory and GPUs for replicas against a fixed capacity. Whole-GPU
- * requests take GPUs nobody uses; fractional ones are packed onto the fullest
- * GPU they still fit on, so 0.5 + 0.5 share one device and a third 0.5 goes to
- * the next. A request that does not fit is refused and changes nothing.
- */
-export class Scheduler {
-  private readonly placements = new Map<string, Placement>();
-  private readonly gpuUse = new Map<string, number>();
+type Free = { cpus: number; memoryMb: number; gpus: Record<string, number> };
 
-  constructor(readonly capacity: Capacity) {
+/** One machine's books: its capacity, the placements on it and how much of each GPU is taken. */
+class Book {
+  readonly placements = new Map<string, Placement>();
+  readonly gpuUse = new Map<string, number>();
+
+  constructor(
+    public capacity: Capacity,
+    public ready = true,
+  ) {
     for (const gpu of capacity.gpus) this.gpuUse.set(gpu.id, 0);
   }
 
-  reserve(replicaId: string, request: ResourceRequest): Placement {
+  /** Updates the capacity (a node's inventory changed), keeping the use of GPUs that are still there. */
+  resize(capacity: Capacity): void {
+    this.capacity = capacity;
+    for (const gpu of capacity.gpus) if (!this.gpuUse.has(gpu.id)) this.gpuUse.set(gpu.id, 0);
+  }
+
+  /** What this machine lacks for the request, or the GPUs it would give it. */
+  fit(request: ResourceRequest): { shortOf: string[]; gpuIds: string[] } {
     const free = this.free();
     const shortOf: string[] = [];
     if (request.numCpus > free.cpus + EPSILON) {
@@ -61,55 +77,22 @@ export class Scheduler {
     }
     const gpuIds = request.numGpus > 0 ? this.pickGpus(request.numGpus) : [];
     if (gpuIds === undefined) shortOf.push(`${plural(request.numGpus, 'GPU')} (${this.describeFreeGpus()})`);
-    if (shortOf.length > 0) {
-      throw new FlotillaError('INSUFFICIENT_RESOURCES', `not enough resources: a replica needs ${shortOf.join(' and ')}`, {
-        asked: request,
-        free,
-      });
-    }
-    const placement: Placement = {
-      cpus: request.numCpus,
-      memoryMb: request.memoryMb,
-      gpuIds: gpuIds ?? [],
-      gpuShare: request.numGpus >= 1 ? 1 : request.numGpus,
-    };
-    this.adopt(replicaId, placement);
-    return placement;
+    return { shortOf, gpuIds: gpuIds ?? [] };
   }
 
-  /** Records a placement made earlier (a replica adopted after a restart). */
-  adopt(replicaId: string, placement: Placement): void {
-    this.release(replicaId);
+  add(replicaId: string, placement: Placement): void {
     this.placements.set(replicaId, placement);
     for (const id of placement.gpuIds) this.gpuUse.set(id, round((this.gpuUse.get(id) ?? 0) + placement.gpuShare));
   }
 
-  release(replicaId: string): void {
+  remove(replicaId: string): void {
     const placement = this.placements.get(replicaId);
     if (placement === undefined) return;
     this.placements.delete(replicaId);
     for (const id of placement.gpuIds) this.gpuUse.set(id, round((this.gpuUse.get(id) ?? 0) - placement.gpuShare));
   }
 
-  /** How many more replicas of `request` fit now, up to `limit`, and the refusal that stopped the count short; books nothing. */
-  room(request: ResourceRequest, limit: number): { fits: number; refusal: FlotillaError | undefined } {
-    const ids: string[] = [];
-    try {
-      while (ids.length < limit) {
-        const id = `room:${ids.length}`;
-        this.reserve(id, request);
-        ids.push(id);
-      }
-      return { fits: ids.length, refusal: undefined };
-    } catch (error) {
-      if (!(error instanceof FlotillaError)) throw error;
-      return { fits: ids.length, refusal: error };
-    } finally {
-      ids.forEach((id) => this.release(id));
-    }
-  }
-
-  free(): { cpus: number; memoryMb: number; gpus: Record<string, number> } {
+  free(): Free {
     let cpus = this.capacity.cpus;
     let memoryMb = this.capacity.memoryMb;
     for (const placement of this.placements.values()) {
@@ -133,5 +116,165 @@ export class Scheduler {
   private describeFreeGpus(): string {
     if (this.capacity.gpus.length === 0) return 'this machine has no GPUs in its inventory';
     return [...this.gpuUse].map(([id, used]) => `GPU ${id}: ${round(1 - used)} free`).join(', ');
+  }
+}
+
+const ONE_MACHINE = '';
+
+/**
+ * Books CPU, memory and GPUs for replicas against the capacity of one machine or of each node of a cluster. Whole-GPU
+ * requests take GPUs nobody uses; fractional ones are packed onto the fullest GPU they still fit on, so 0.5 + 0.5
+ * share one device and a third 0.5 goes to the next. On a cluster a replica goes to the ready node with the most CPUs
+ * free that fits it whole (so replicas spread), and GPUs are packed per node. A request that does not fit is refused
+ * and changes nothing.
+ */
+export class Scheduler {
+  private readonly books = new Map<string, Book>();
+  private readonly nodeOf = new Map<string, string>();
+
+  constructor(capacity?: Capacity) {
+    if (capacity !== undefined) this.books.set(ONE_MACHINE, new Book(capacity));
+  }
+
+  /** A scheduler for a cluster; setNodes keeps it up to date. */
+  static ofNodes(nodes: NodeCapacity[]): Scheduler {
+    const scheduler = new Scheduler();
+    scheduler.setNodes(nodes);
+    return scheduler;
+  }
+
+  /** Nodes that are gone or not ready take no new replicas; the placements on them stay booked until released. */
+  setNodes(nodes: NodeCapacity[]): void {
+    const seen = new Set<string>();
+    for (const node of nodes) {
+      seen.add(node.name);
+      const book = this.books.get(node.name);
+      if (book === undefined) this.books.set(node.name, new Book(node.capacity, node.ready));
+      else {
+        book.resize(node.capacity);
+        book.ready = node.ready;
+      }
+    }
+    for (const [name, book] of this.books) if (!seen.has(name)) book.ready = false;
+  }
+
+  reserve(replicaId: string, request: ResourceRequest): Placement {
+    const one = this.books.get(ONE_MACHINE);
+    if (one !== undefined) {
+      const { shortOf, gpuIds } = one.fit(request);
+      if (shortOf.length > 0) {
+        throw new FlotillaError('INSUFFICIENT_RESOURCES', `not enough resources: a replica needs ${shortOf.join(' and ')}`, {
+          asked: request,
+          free: this.free(),
+        });
+      }
+      return this.book(replicaId, ONE_MACHINE, request, gpuIds);
+    }
+    const candidates = [...this.books]
+      .filter(([, book]) => book.ready)
+      .map(([name, book]) => ({ name, book, ...book.fit(request) }))
+      .filter((candidate) => candidate.shortOf.length === 0)
+      .sort((a, b) => b.book.free().cpus - a.book.free().cpus || a.name.localeCompare(b.name));
+    const best = candidates[0];
+    if (best === undefined) throw this.fitsNowhere(request);
+    return this.book(replicaId, best.name, request, best.gpuIds);
+  }
+
+  /** Records a placement made earlier (a replica adopted after a restart). */
+  adopt(replicaId: string, placement: Placement): void {
+    this.release(replicaId);
+    const name = placement.node ?? ONE_MACHINE;
+    let book = this.books.get(name);
+    if (book === undefined) {
+      book = new Book({ cpus: 0, memoryMb: 0, gpus: [] }, false);
+      this.books.set(name, book);
+    }
+    book.add(replicaId, placement);
+    this.nodeOf.set(replicaId, name);
+  }
+
+  release(replicaId: string): void {
+    const name = this.nodeOf.get(replicaId);
+    if (name === undefined) return;
+    this.nodeOf.delete(replicaId);
+    this.books.get(name)?.remove(replicaId);
+  }
+
+  /** How many more replicas of `request` fit now, up to `limit`, and the refusal that stopped the count short; books nothing. */
+  room(request: ResourceRequest, limit: number): { fits: number; refusal: FlotillaError | undefined } {
+    const ids: string[] = [];
+    try {
+      while (ids.length < limit) {
+        const id = `room:${ids.length}`;
+        this.reserve(id, request);
+        ids.push(id);
+      }
+      return { fits: ids.length, refusal: undefined };
+    } catch (error) {
+      if (!(error instanceof FlotillaError)) throw error;
+      return { fits: ids.length, refusal: error };
+    } finally {
+      ids.forEach((id) => this.release(id));
+    }
+  }
+
+  /** What replicas may reserve in all; on a cluster, the sum over the ready nodes, with GPUs named node/id. */
+  get capacity(): Capacity {
+    const one = this.books.get(ONE_MACHINE);
+    if (one !== undefined) return one.capacity;
+    const total: Capacity = { cpus: 0, memoryMb: 0, gpus: [] };
+    for (const [name, book] of this.books) {
+      if (!book.ready) continue;
+      total.cpus = round(total.cpus + book.capacity.cpus);
+      total.memoryMb = round(total.memoryMb + book.capacity.memoryMb);
+      total.gpus.push(...book.capacity.gpus.map((gpu) => ({ ...gpu, id: `${name}/${gpu.id}` })));
+    }
+    return total;
+  }
+
+  /** What is free in all; on a cluster, over the ready nodes, with GPUs named node/id. */
+  free(): Free {
+    const one = this.books.get(ONE_MACHINE);
+    if (one !== undefined) return one.free();
+    const total: Free = { cpus: 0, memoryMb: 0, gpus: {} };
+    for (const [name, book] of this.books) {
+      if (!book.ready) continue;
+      const free = book.free();
+      total.cpus = round(total.cpus + free.cpus);
+      total.memoryMb = round(total.memoryMb + free.memoryMb);
+      for (const [id, share] of Object.entries(free.gpus)) total.gpus[`${name}/${id}`] = share;
+    }
+    return total;
+  }
+
+  private book(replicaId: string, node: string, request: ResourceRequest, gpuIds: string[]): Placement {
+    const placement: Placement = {
+      cpus: request.numCpus,
+      memoryMb: request.memoryMb,
+      gpuIds,
+      gpuShare: request.numGpus >= 1 ? 1 : request.numGpus,
+      ...(node === ONE_MACHINE ? {} : { node }),
+    };
+    this.adopt(replicaId, placement);
+    return placement;
+  }
+
+  /** No ready node fits: names the largest node (by CPUs, then memory) and what it lacks. */
+  private fitsNowhere(request: ResourceRequest): FlotillaError {
+    const ready = [...this.books].filter(([, book]) => book.ready);
+    const largest = ready.sort(
+      ([, a], [, b]) => b.capacity.cpus - a.capacity.cpus || b.capacity.memoryMb - a.capacity.memoryMb,
+    )[0];
+    if (largest === undefined) {
+      return new FlotillaError('INSUFFICIENT_RESOURCES', 'not enough resources: the cluster has no ready node', { asked: request });
+    }
+    const [name, book] = largest;
+    const { capacity } = book;
+    const size = `${plural(capacity.cpus, 'CPU')}, ${capacity.memoryMb} MB and ${plural(capacity.gpus.length, 'GPU')}`;
+    return new FlotillaError(
+      'INSUFFICIENT_RESOURCES',
+      `not enough resources on any of ${ready.length} ready node(s): a replica needs ${book.fit(request).shortOf.join(' and ') || 'more than is free'} on the largest node, ${name} (${size})`,
+      { asked: request, free: this.free(), largestNode: name },
+    );
   }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Scheduler, type ResourceRequest } from '../../src/resources/scheduler.js';
+import { Scheduler, type NodeCapacity, type ResourceRequest } from '../../src/resources/scheduler.js';
 
 const ask = (numCpus: number, numGpus = 0, memoryMb: number | null = null): ResourceRequest => ({ numCpus, numGpus, memoryMb });
 const twoGpus = () => new Scheduler({ cpus: 8, memoryMb: 4096, gpus: [{ id: '0' }, { id: '1' }] });
@@ -69,5 +69,48 @@ describe('Scheduler', () => {
     for (const id of ['a', 'b', 'c']) scheduler.reserve(id, ask(0.1, 0.1));
     expect(scheduler.reserve('d', ask(0.7, 0.7)).gpuIds).toEqual(['0']);
     expect(scheduler.free()).toEqual({ cpus: 0, memoryMb: 0, gpus: { '0': 0 } });
+  });
+});
+
+const node = (name: string, cpus: number, gpus: string[] = [], ready = true): NodeCapacity => ({
+  name,
+  capacity: { cpus, memoryMb: 4096, gpus: gpus.map((id) => ({ id })) },
+  ready,
+});
+
+describe('Scheduler on a cluster', () => {
+  it('spreads replicas over the nodes by free CPUs and runs more replicas than one node fits', () => {
+    const scheduler = Scheduler.ofNodes([node('w1', 2), node('w2', 2)]);
+    const nodes = ['a', 'b', 'c', 'd'].map((id) => scheduler.reserve(id, ask(1)).node);
+    expect(nodes).toEqual(['w1', 'w2', 'w1', 'w2']);
+    expect(() => scheduler.reserve('e', ask(1))).toThrow(expect.objectContaining({ code: 'INSUFFICIENT_RESOURCES' }));
+  });
+
+  it('refuses a replica bigger than every node, naming the largest node', () => {
+    const scheduler = Scheduler.ofNodes([node('small', 1), node('big', 2)]);
+    expect(() => scheduler.reserve('a', ask(3))).toThrow(
+      'not enough resources on any of 2 ready node(s): a replica needs 3 CPUs, 2 of 2 free on the largest node, big (2 CPUs, 4096 MB and 0 GPU)',
+    );
+    expect(scheduler.free()).toEqual({ cpus: 3, memoryMb: 8192, gpus: {} });
+  });
+
+  it('packs fractional GPUs per node and never splits a replica over two nodes', () => {
+    const scheduler = Scheduler.ofNodes([node('w1', 8, ['g0']), node('w2', 4, ['g0', 'g1'])]);
+    expect(scheduler.reserve('a', ask(1, 0.5))).toMatchObject({ node: 'w1', gpuIds: ['g0'] });
+    expect(scheduler.reserve('b', ask(1, 0.5))).toMatchObject({ node: 'w1', gpuIds: ['g0'] });
+    expect(scheduler.reserve('c', ask(1, 2))).toMatchObject({ node: 'w2', gpuIds: ['g0', 'g1'] });
+    expect(() => scheduler.reserve('d', ask(0, 0.1))).toThrow(/GPU/);
+  });
+
+  it('places nothing new on a node that went down, and keeps what an adopted replica holds', () => {
+    const scheduler = Scheduler.ofNodes([node('w1', 2), node('w2', 2)]);
+    scheduler.adopt('old', { cpus: 1, memoryMb: null, gpuIds: [], gpuShare: 1, node: 'w2' });
+    scheduler.setNodes([node('w1', 2), node('w2', 2, [], false)]);
+    expect(scheduler.reserve('a', ask(1)).node).toBe('w1');
+    expect(scheduler.reserve('b', ask(1)).node).toBe('w1');
+    expect(() => scheduler.reserve('c', ask(1))).toThrow(/1 ready node/);
+    scheduler.setNodes([node('w1', 2), node('w2', 2)]);
+    expect(scheduler.reserve('c', ask(1)).node).toBe('w2');
+    expect(() => scheduler.reserve('d', ask(1))).toThrow(/largest node/);
   });
 });
