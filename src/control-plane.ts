@@ -16,10 +16,11 @@ import { EventLog } from './controller/event-log.js';
 import { Scheduler } from './resources/scheduler.js';
 import { Dispatcher } from './proxy/dispatcher.js';
 import { ProxyServer } from './proxy/proxy-server.js';
-import { DockerRuntime } from './runtime/docker-runtime.js';
+import { DockerRuntime, SwarmRuntime } from './runtime/docker-runtime.js';
 import { TimedRuntime } from './runtime/timed-runtime.js';
 import { ImageBuilder } from './runtime/image-builder.js';
 import { machineCapacity } from './resources/machine.js';
+import { watchNodes } from './resources/node-watch.js';
 
 /** How a start was asked for: a detached start passes the nonce that its /api/health must report. */
 export interface Launch {
@@ -74,6 +75,7 @@ export class ControlPlane {
     private readonly logger: Logger,
     private readonly generatedToken: string | undefined,
     private readonly claim: InstanceClaim,
+    private readonly stopWatchingNodes: () => void,
   ) {
     this.exited = new Promise((resolve) => (this.markExited = resolve));
   }
@@ -82,8 +84,14 @@ export class ControlPlane {
     const config = loadConfig(options);
     checkAdminSettings(config);
     const logger = createLogger(config.logLevel, config.logFormat).child({ instance: config.instance });
-    const runtime = new TimedRuntime(new DockerRuntime(config.dockerSocket), config.engineTimeoutS * 1000);
+    const engine =
+      config.runtime === 'swarm'
+        ? new SwarmRuntime(config.dockerSocket, { registry: config.swarmRegistry, network: config.swarmNetwork })
+        : new DockerRuntime(config.dockerSocket);
+    const runtime = new TimedRuntime(engine, config.engineTimeoutS * 1000);
     await runtime.ping();
+    const scheduler = engine instanceof SwarmRuntime ? Scheduler.ofNodes(await engine.listNodes()) : new Scheduler(machineCapacity(config));
+    const stopWatchingNodes = engine instanceof SwarmRuntime ? watchNodes(engine, scheduler, logger) : () => undefined;
     const claim = await InstanceClaim.check(runtime, config.instance);
     const metrics = new PrometheusMetrics();
     const series = new ServingSeries(systemClock);
@@ -98,7 +106,7 @@ export class ControlPlane {
       config,
       runtime,
       images: new ImageBuilder(runtime, config, logger),
-      scheduler: new Scheduler(machineCapacity(config)),
+      scheduler,
       dispatcher,
       logger,
       clock: systemClock,
@@ -132,12 +140,14 @@ export class ControlPlane {
         logger,
         generated ? token : undefined,
         claim,
+        stopWatchingNodes,
       );
       admin.serve(client, () => plane.shutdown(), { instance: config.instance, nonce: launch.nonce ?? randomUUID() }, series);
       await claim.take(adminUrl, httpUrl);
       metrics.countReplicasOf(client, dispatcher);
       return plane;
     } catch (error) {
+      stopWatchingNodes();
       await Promise.allSettled([proxy.close(0), admin.close(), controller.detach()]);
       forget();
       throw error;
@@ -157,6 +167,7 @@ export class ControlPlane {
       this.dispatcher.close();
       this.forgetToken();
       await this.claim.release();
+      this.stopWatchingNodes();
       this.logger.info('control plane closed; replicas keep running');
       this.markExited();
     })();
@@ -172,6 +183,7 @@ export class ControlPlane {
       await this.admin.close();
       this.forgetToken();
       await this.claim.release();
+      this.stopWatchingNodes();
       this.markExited();
     })();
     return this.closing;

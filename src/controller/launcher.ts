@@ -24,7 +24,7 @@ export interface ReplicaClient {
 
 export type LauncherSettings = Pick<
   FlotillaConfig,
-  'instance' | 'stateDir' | 'transport' | 'replicaHost' | 'replicaUser' | 'replicaPidsLimit' | 'replicaNetwork'
+  'instance' | 'stateDir' | 'runtime' | 'transport' | 'replicaHost' | 'replicaUser' | 'replicaPidsLimit' | 'replicaNetwork'
 >;
 
 export interface LauncherDeps {
@@ -86,7 +86,7 @@ export class ReplicaLauncher implements ReplicaDriver {
     const httpPort = target.runtimeEnv.port;
     const { placement, history } = replica;
     const transport: ReplicaTransport =
-      settings.transport === 'unix' && httpPort === undefined
+      settings.transport === 'unix' && settings.runtime === 'docker' && httpPort === undefined
         ? { kind: 'unix' }
         : { kind: 'tcp', hostAddress: settings.replicaHost, containerPort: httpPort ?? PROTOCOL.tcpPort };
     return {
@@ -113,8 +113,10 @@ export class ReplicaLauncher implements ReplicaDriver {
         cpuLimit: target.resources.cpuLimit ?? null,
         memoryMb: placement.memoryMb,
         gpuIds: placement.gpuIds,
+        gpuShare: placement.gpuShare,
       },
       confinement: confinementOf(target.name, target.resources, settings, httpPort !== undefined),
+      ...(placement.node === undefined ? {} : { node: placement.node }),
     };
   }
 

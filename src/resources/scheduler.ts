@@ -262,9 +262,7 @@ export class Scheduler {
   /** No ready node fits: names the largest node (by CPUs, then memory) and what it lacks. */
   private fitsNowhere(request: ResourceRequest): FlotillaError {
     const ready = [...this.books].filter(([, book]) => book.ready);
-    const largest = ready.sort(
-      ([, a], [, b]) => b.capacity.cpus - a.capacity.cpus || b.capacity.memoryMb - a.capacity.memoryMb,
-    )[0];
+    const largest = ready.sort(([, a], [, b]) => b.capacity.cpus - a.capacity.cpus || b.capacity.memoryMb - a.capacity.memoryMb)[0];
     if (largest === undefined) {
       return new FlotillaError('INSUFFICIENT_RESOURCES', 'not enough resources: the cluster has no ready node', { asked: request });
     }

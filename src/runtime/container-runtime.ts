@@ -30,6 +30,8 @@ export interface ReplicaLimits {
   cpuLimit: number | null;
   memoryMb: number | null;
   gpuIds: string[];
+  /** Share of each GPU in gpuIds the replica holds: 1 for whole GPUs. */
+  gpuShare: number;
 }
 
 export interface ReplicaSpec {
@@ -42,6 +44,8 @@ export interface ReplicaSpec {
   transport: ReplicaTransport;
   limits: ReplicaLimits;
   confinement: ReplicaConfinement;
+  /** On a cluster: the node the scheduler placed the replica on. */
+  node?: string;
 }
 
 export interface ReplicaStatus {
