@@ -109,7 +109,8 @@ export class BackendState {
   private held = false;
   private consecutiveFailures = 0;
   private retryAt = 0;
-  private replacements: ReplicaHistory[] = [];
+  /** What the next replacements inherit; `node` is where the replica they replace failed, avoided when another fits. */
+  private replacements: Array<ReplicaHistory & { node?: string }> = [];
   private waiters: Waiter[] = [];
   private rollout: RolloutStatus | undefined;
   /** The last good target while a rollout is under way, rolled back to when it fails. */
@@ -297,7 +298,7 @@ export class BackendState {
       const id = shortId();
       let placement: Placement;
       try {
-        placement = ctx.scheduler.reserve(id, this.target.resources);
+        placement = ctx.scheduler.reserve(id, this.target.resources, this.replacements[0]?.node);
       } catch (error) {
         // Old replicas can make room, and leaving ones give theirs back: wait rather than fail.
         const leaving = this.replicas.some((r) => r.state === 'draining' || r.state === 'failed');
@@ -307,7 +308,8 @@ export class BackendState {
         }
         return this.cannotStart(ctx, error);
       }
-      const history = this.replacements.shift() ?? { restarts: 0, lastError: null };
+      const { restarts, lastError } = this.replacements.shift() ?? { restarts: 0, lastError: null };
+      const history = { restarts, lastError };
       const replica = new Replica(id, placement, history, this.target.version, this.target.liveHash, ctx.now);
       this.replicas.push(replica);
       replica.update(step);
@@ -383,7 +385,8 @@ export class BackendState {
     const uptime = ctx.now - (replica.container?.startedAt ?? ctx.now);
     if (uptime > TIMING.stableUptimeMs) this.consecutiveFailures = 0;
     this.backOff(ctx.now);
-    this.replacements.push({ restarts: replica.history.restarts + 1, lastError: reason });
+    const node = replica.placement.node;
+    this.replacements.push({ restarts: replica.history.restarts + 1, lastError: reason, ...(node === undefined ? {} : { node }) });
     this.settle(replica.failure?.error);
   }
 

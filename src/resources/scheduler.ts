@@ -158,7 +158,8 @@ export class Scheduler {
     for (const [name, book] of this.books) if (!seen.has(name)) book.ready = false;
   }
 
-  reserve(replicaId: string, request: ResourceRequest): Placement {
+  /** On a cluster, `avoid` names a node to use only when no other fits (where the replica being replaced failed). */
+  reserve(replicaId: string, request: ResourceRequest, avoid?: string): Placement {
     const one = this.books.get(ONE_MACHINE);
     if (one !== undefined) {
       const { shortOf, gpuIds } = one.fit(request);
@@ -174,7 +175,12 @@ export class Scheduler {
       .filter(([, book]) => book.ready)
       .map(([name, book]) => ({ name, book, ...book.fit(request) }))
       .filter((candidate) => candidate.shortOf.length === 0)
-      .sort((a, b) => b.book.free().cpus - a.book.free().cpus || a.name.localeCompare(b.name));
+      .sort(
+        (a, b) =>
+          Number(a.name === avoid) - Number(b.name === avoid) ||
+          b.book.free().cpus - a.book.free().cpus ||
+          a.name.localeCompare(b.name),
+      );
     const best = candidates[0];
     if (best === undefined) throw this.fitsNowhere(request);
     return this.book(replicaId, best.name, request, best.gpuIds);

@@ -675,7 +675,10 @@ export class SwarmRuntime extends DockerRuntime {
 
   private async tasksOf(serviceIds: string[]): Promise<SwarmTask[]> {
     if (serviceIds.length === 0) return [];
-    const tasks = (await this.docker.listTasks({ filters: { service: serviceIds } })) as SwarmTask[];
+    const tasks = (await this.docker.listTasks({ filters: { service: serviceIds } }).catch((error: unknown) => {
+      if (isNotFound(error)) return []; // a service that is gone has no tasks
+      throw error;
+    })) as SwarmTask[];
     return tasks.sort((a, b) => Date.parse(b.CreatedAt) - Date.parse(a.CreatedAt));
   }
 

@@ -113,4 +113,11 @@ describe('Scheduler on a cluster', () => {
     expect(scheduler.reserve('c', ask(1)).node).toBe('w2');
     expect(() => scheduler.reserve('d', ask(1))).toThrow(/largest node/);
   });
+
+  it('places a replacement away from the node its predecessor failed on while another node fits', () => {
+    const scheduler = Scheduler.ofNodes([node('w1', 2), node('w2', 1)]);
+    expect(scheduler.reserve('a', ask(1), 'w1').node).toBe('w2');
+    expect(scheduler.reserve('b', ask(1), 'w2').node).toBe('w1');
+    expect(scheduler.reserve('c', ask(1), 'w1').node).toBe('w1');
+  });
 });
