@@ -514,7 +514,8 @@ export class SwarmRuntime extends DockerRuntime {
   /** The image by digest in the registry, pushing it there first unless it already is. */
   private async pushed(tag: string): Promise<string> {
     const prefix = `${this.swarm.registry}/`;
-    const remote = tag.startsWith(prefix) ? tag : `${prefix}${tag.replace(/^.*\//, '')}`;
+    // A tag of another registry (a first part with a dot or a port) moves to ours under its path.
+    const remote = tag.startsWith(prefix) ? tag : `${prefix}${tag.replace(/^[^/]*[.:][^/]*\//, '')}`;
     const repository = remote.replace(/:[^:/]*$/, '');
     const digestOf = async () =>
       (await this.docker.getImage(tag).inspect()).RepoDigests.find((digest) => digest.startsWith(`${repository}@`));

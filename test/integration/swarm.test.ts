@@ -1,0 +1,183 @@
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { serve, type Client } from '../../src/index.js';
+import { shortId } from '../../src/common/ids.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const run = (command: string, args: string[], input?: Buffer | string) =>
+  execFileSync(command, args, { encoding: 'utf8', input, maxBuffer: 64 * 1024 * 1024 }).trim();
+
+/**
+ * A real three-node Swarm on this machine (scripts/swarm-testbed.sh): the control plane runs from examples/swarm/stack.yml
+ * on the manager, replicas run as Swarm services on every node, and the test reaches the front door and the admin API
+ * on the manager container's address.
+ */
+describe('Flotilla on a Docker Swarm of three nodes', () => {
+  const bed = `flt-bed-${shortId(3)}`;
+  const token = `token-${shortId(8)}`;
+  let manager = '';
+  let client: Client;
+  const inManager = (...args: string[]) => run('docker', ['exec', `${bed}-manager`, 'docker', ...args]);
+  const front = (path: string, init?: RequestInit) => fetch(`http://${manager}:8000${path}`, { ...init, signal: AbortSignal.timeout(10_000) });
+
+  /** The services of a backend: node and spec, as Swarm reports them. */
+  const servicesOf = (backend: string) => {
+    const ids = inManager('service', 'ls', '-q', '--filter', `label=dev.flotilla.backend=${backend}`).split('\n').filter(Boolean);
+    return ids.map((id) => {
+      const spec = JSON.parse(inManager('service', 'inspect', id))[0].Spec;
+      const tasks = inManager('service', 'ps', id, '--filter', 'desired-state=running', '--format', '{{.Node}}');
+      return { id, node: tasks.split('\n')[0] ?? '', spec };
+    });
+  };
+
+  const connect = async () => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await serve.connect({ address: `http://${manager}:8001`, token });
+      } catch (error) {
+        if (attempt > 200) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      }
+    }
+  };
+
+  beforeAll(async () => {
+    const settings = Object.fromEntries(
+      run('bash', [join(ROOT, 'scripts', 'swarm-testbed.sh'), 'up', bed])
+        .split('\n')
+        .map((line) => line.split('=') as [string, string]),
+    );
+    manager = settings.FLOTILLA_BED_MANAGER ?? '';
+    const image = run('bash', [join(ROOT, 'scripts', 'flotilla-image.sh'), 'flotilla:swarm-test']);
+    execFileSync('sh', ['-c', `docker save ${image} | docker exec -i ${bed}-manager docker load`], { stdio: 'ignore' });
+    const base = process.env.FLOTILLA_BASE_IMAGE ?? 'node:20-bookworm-slim';
+    run(
+      'docker',
+      [
+        'exec',
+        '-i',
+        ...['-e', `FLOTILLA_IMAGE=${image}`, '-e', `FLOTILLA_SWARM_REGISTRY=${settings.FLOTILLA_BED_REGISTRY}`],
+        ...['-e', `FLOTILLA_ADMIN_TOKEN=${token}`, '-e', `FLOTILLA_BASE_IMAGE=${base}`],
+        ...['-e', `FLOTILLA_HTTP_PUBLIC_URL=http://${manager}:8000`],
+        `${bed}-manager`,
+        ...['sh', '-c', 'cat > /tmp/stack.yml && docker stack deploy -c /tmp/stack.yml flotilla'],
+      ],
+      run('cat', [join(ROOT, 'examples', 'swarm', 'stack.yml')]),
+    );
+    client = await connect();
+  });
+
+  afterAll(() => {
+    run('bash', [join(ROOT, 'scripts', 'swarm-testbed.sh'), 'down', bed]);
+  });
+
+  it('spreads replicas by their CPUs over the nodes, runs more than one node holds, and refuses one that fits on none', async () => {
+    await client.createBackend('spread', () => `served by ${process.env.HOSTNAME}`, {
+      config: { numReplicas: 3 },
+      replicaOptions: { numCpus: 1.5 },
+    });
+    await client.createEndpoint('spread', { backend: 'spread', route: '/spread' });
+    const services = servicesOf('spread');
+    expect(services.map((s) => s.node).sort()).toEqual(['manager', 'worker1', 'worker2']);
+    for (const { spec } of services) {
+      expect(spec.TaskTemplate.ContainerSpec.Image).toMatch(/^registry:5000\/flotilla\/backend@sha256:[0-9a-f]{64}$/);
+      expect(spec.TaskTemplate.Resources.Reservations.NanoCPUs).toBe(1.5e9);
+      expect(spec.EndpointSpec.Mode).toBe('dnsrr');
+    }
+    const servedBy = new Set<string>();
+    for (let i = 0; i < 12; i++) {
+      const response = await front('/spread');
+      expect(response.status).toBe(200);
+      servedBy.add(await response.text());
+    }
+    expect(servedBy.size).toBe(3);
+    await expect(client.createBackend('huge', () => 'never', { replicaOptions: { numCpus: 3 } })).rejects.toMatchObject({
+      code: 'INSUFFICIENT_RESOURCES',
+      message: expect.stringMatching(/largest node, (manager|worker1|worker2) \(2 CPUs/),
+    });
+    await expect(client.updateBackendConfig('spread', { numReplicas: 4 })).rejects.toMatchObject({ code: 'INSUFFICIENT_RESOURCES' });
+    await client.deleteEndpoint('spread');
+    await client.deleteBackend('spread');
+    expect(servicesOf('spread')).toEqual([]);
+  });
+
+  it('gives GPUs from each node’s inventory of generic resources, packing fractions per node', async () => {
+    await client.createBackend('whole', () => `${process.env.NVIDIA_VISIBLE_DEVICES}`, { replicaOptions: { numCpus: 0.1, numGpus: 2 } });
+    const [whole] = servicesOf('whole');
+    expect(whole?.node).toBe('worker2');
+    expect(whole?.spec.TaskTemplate.Resources.Reservations.GenericResources).toEqual([{ DiscreteResourceSpec: { Kind: 'gpu', Value: 2 } }]);
+    expect(whole?.spec.TaskTemplate.ContainerSpec.Env).toContain('NVIDIA_VISIBLE_DEVICES=w2-gpu0,w2-gpu1');
+    await client.createBackend('half', () => 'half', { config: { numReplicas: 2 }, replicaOptions: { numCpus: 0.1, numGpus: 0.5 } });
+    const halves = servicesOf('half');
+    expect(halves.map((s) => s.node)).toEqual(['worker1', 'worker1']);
+    for (const { spec } of halves) expect(spec.TaskTemplate.ContainerSpec.Env).toContain('NVIDIA_VISIBLE_DEVICES=w1-gpu0');
+    await expect(client.createBackend('more', () => 'never', { replicaOptions: { numCpus: 0.1, numGpus: 1 } })).rejects.toMatchObject({
+      code: 'INSUFFICIENT_RESOURCES',
+    });
+    await client.deleteBackend('whole');
+    await client.deleteBackend('half');
+  });
+
+  it('adopts the replicas on every node when the control plane is killed (-9) and restarted', async () => {
+    await client.createBackend('kept', () => `kept by ${process.env.HOSTNAME}`, { config: { numReplicas: 3 }, replicaOptions: { numCpus: 1 } });
+    await client.createEndpoint('kept', { backend: 'kept', route: '/kept' });
+    const before = servicesOf('kept');
+    expect(new Set(before.map((s) => s.node)).size).toBe(3);
+    const plane = inManager('ps', '-q', '--filter', 'label=com.docker.swarm.service.name=flotilla_control-plane');
+    inManager('kill', '-s', 'KILL', plane);
+    await expect
+      .poll(() => inManager('ps', '-q', '--filter', 'label=com.docker.swarm.service.name=flotilla_control-plane'), { timeout: 60_000 })
+      .not.toMatch(new RegExp(`^(${plane})?$`));
+    client = await connect();
+    await expect.poll(async () => (await front('/kept')).status, { timeout: 30_000 }).toBe(200);
+    const after = servicesOf('kept');
+    expect(after.map((s) => s.id).sort()).toEqual(before.map((s) => s.id).sort());
+    expect((await client.listReplicas('kept')).length).toBe(3);
+  });
+
+  it('replaces the replicas of a worker that is killed under load on the nodes left, within a measured bound', async () => {
+    const victim = servicesOf('kept').find((s) => s.node === 'worker1');
+    expect(victim).toBeDefined();
+    const stop = { at: 0 };
+    const outcomes: Array<{ at: number; method: string; ok: boolean }> = [];
+    const load = async (method: 'GET' | 'POST') => {
+      while (stop.at === 0 || Date.now() < stop.at) {
+        const at = Date.now();
+        const ok = await front('/kept', { method, body: method === 'POST' ? 'x' : undefined })
+          .then((r) => r.status === 200)
+          .catch(() => false);
+        outcomes.push({ at, method, ok });
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    };
+    const loops = [load('GET'), load('GET'), load('POST')];
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const killedAt = Date.now();
+    run('docker', ['kill', `${bed}-worker1`]);
+    await expect
+      .poll(
+        () => {
+          const services = servicesOf('kept');
+          return services.length === 3 && services.every((s) => s.node === 'manager' || s.node === 'worker2');
+        },
+        { timeout: 90_000, interval: 500 },
+      )
+      .toBe(true);
+    const replacedAt = Date.now();
+    stop.at = Date.now() + 3000;
+    await Promise.all(loops);
+    const failed = outcomes.filter((o) => !o.ok && o.at >= killedAt);
+    const lastFailure = Math.max(killedAt, ...failed.map((o) => o.at));
+    const figures = {
+      requests: outcomes.filter((o) => o.at >= killedAt).length,
+      failedGet: failed.filter((o) => o.method === 'GET').length,
+      failedPost: failed.filter((o) => o.method === 'POST').length,
+      lastFailureAfterMs: lastFailure - killedAt,
+      replacedAfterMs: replacedAt - killedAt,
+    };
+    console.log(`worker kill: ${JSON.stringify(figures)}`);
+    expect(outcomes.filter((o) => o.at > replacedAt).every((o) => o.ok)).toBe(true);
+    expect((await client.listReplicas('kept')).length).toBe(3);
+  });
+});
