@@ -121,7 +121,7 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
 
   it('adopts the replicas on every node when the control plane is killed (-9) and restarted', async () => {
     await client.createBackend('kept', () => `kept by ${process.env.HOSTNAME}`, { config: { numReplicas: 3 }, replicaOptions: { numCpus: 1 } });
-    await client.createEndpoint('kept', { backend: 'kept', route: '/kept' });
+    await client.createEndpoint('kept', { backend: 'kept', route: '/kept', methods: ['GET', 'POST'] });
     const before = servicesOf('kept');
     expect(new Set(before.map((s) => s.node)).size).toBe(3);
     const plane = inManager('ps', '-q', '--filter', 'label=com.docker.swarm.service.name=flotilla_control-plane');
@@ -140,14 +140,14 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
     const victim = servicesOf('kept').find((s) => s.node === 'worker1');
     expect(victim).toBeDefined();
     const stop = { at: 0 };
-    const outcomes: Array<{ at: number; method: string; ok: boolean }> = [];
+    const outcomes: Array<{ at: number; method: string; ok: boolean; status: number | string }> = [];
     const load = async (method: 'GET' | 'POST') => {
       while (stop.at === 0 || Date.now() < stop.at) {
         const at = Date.now();
-        const ok = await front('/kept', { method, body: method === 'POST' ? 'x' : undefined })
-          .then((r) => r.status === 200)
-          .catch(() => false);
-        outcomes.push({ at, method, ok });
+        const status = await front('/kept', { method, body: method === 'POST' ? 'x' : undefined })
+          .then(async (r) => `${r.status} ${(await r.text()).slice(0, 80)}`)
+          .catch((error: Error) => error.message);
+        outcomes.push({ at, method, ok: status.startsWith('200'), status });
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
     };
@@ -177,6 +177,7 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
       replacedAfterMs: replacedAt - killedAt,
     };
     console.log(`worker kill: ${JSON.stringify(figures)}`);
+    console.log(failed.map((o) => `${o.at - killedAt} ${o.method} ${o.status}`).join('\n'));
     expect(outcomes.filter((o) => o.at > replacedAt).every((o) => o.ok)).toBe(true);
     expect((await client.listReplicas('kept')).length).toBe(3);
   });
