@@ -177,9 +177,7 @@ export class Scheduler {
       .filter((candidate) => candidate.shortOf.length === 0)
       .sort(
         (a, b) =>
-          Number(a.name === avoid) - Number(b.name === avoid) ||
-          b.book.free().cpus - a.book.free().cpus ||
-          a.name.localeCompare(b.name),
+          Number(a.name === avoid) - Number(b.name === avoid) || b.book.free().cpus - a.book.free().cpus || a.name.localeCompare(b.name),
       );
     const best = candidates[0];
     if (best === undefined) throw this.fitsNowhere(request);

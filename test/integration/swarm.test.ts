@@ -19,7 +19,8 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
   let manager = '';
   let client: Client;
   const inManager = (...args: string[]) => run('docker', ['exec', `${bed}-manager`, 'docker', ...args]);
-  const front = (path: string, init?: RequestInit) => fetch(`http://${manager}:8000${path}`, { ...init, signal: AbortSignal.timeout(10_000) });
+  const front = (path: string, init?: RequestInit) =>
+    fetch(`http://${manager}:8000${path}`, { ...init, signal: AbortSignal.timeout(10_000) });
 
   /** The services of a backend: node and spec, as Swarm reports them. */
   const servicesOf = (backend: string) => {
@@ -120,7 +121,10 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
   });
 
   it('adopts the replicas on every node when the control plane is killed (-9) and restarted', async () => {
-    await client.createBackend('kept', () => `kept by ${process.env.HOSTNAME}`, { config: { numReplicas: 3 }, replicaOptions: { numCpus: 1 } });
+    await client.createBackend('kept', () => `kept by ${process.env.HOSTNAME}`, {
+      config: { numReplicas: 3 },
+      replicaOptions: { numCpus: 1 },
+    });
     await client.createEndpoint('kept', { backend: 'kept', route: '/kept', methods: ['GET', 'POST'] });
     const before = servicesOf('kept');
     expect(new Set(before.map((s) => s.node)).size).toBe(3);
