@@ -155,6 +155,11 @@ export interface ReplicaResources {
   network?: 'isolated' | 'none';
   /** A plain HTTP container (runtimeEnv.port) runs as replicaUser unless this is true: then as its image's USER. */
   runAsImageUser?: boolean;
+  /**
+   * Cluster only (runtime swarm): every one must hold on the node a replica goes to, as in Swarm's
+   * `node.hostname==gpu-1`, `node.role!=manager`, `node.labels.zone==a`.
+   */
+  placementConstraints?: string[];
 }
 
 export interface ReplicaOptions extends Partial<ReplicaResources> {
@@ -168,6 +173,8 @@ export interface ReplicaPlacement {
   gpuIds: string[];
   /** Share of each listed GPU the replica holds. */
   gpuShare: number;
+  /** The cluster node it runs on (runtime swarm). */
+  node?: string;
 }
 
 /** What a backend serves: an import path inside its image, or a function or class shipped as source. */

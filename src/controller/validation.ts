@@ -5,6 +5,7 @@
  * argument it checks; the admin API, the CLI and the in-process client share them.
  */
 import type { AutoscalingConfig, BackendConfig, CreateEndpointOptions, ReplicaResources } from '../api.js';
+import { PLACEMENT_CONSTRAINT } from '../resources/scheduler.js';
 import { checkRuntimeEnv, type ValidatedRuntimeEnv } from './runtime-env.js';
 import { isPlainObject } from '../common/checks.js';
 import { checked, type Issues } from '../common/issues.js';
@@ -297,6 +298,20 @@ const RESOURCE_FIELDS: Record<keyof ReplicaResources, FieldCheck> = {
   },
   runAsImageUser: (value, issues) => {
     if (typeof value !== 'boolean') issues.add(`must be true or false, got ${shown(value)}`);
+  },
+  placementConstraints: (value, issues) => {
+    if (!Array.isArray(value)) {
+      issues.add(`must be a list of constraints like 'node.hostname==gpu-1', got ${shown(value)}`);
+      return;
+    }
+    value.forEach((constraint: unknown, index) => {
+      if (typeof constraint !== 'string' || !PLACEMENT_CONSTRAINT.test(constraint)) {
+        issues.add(
+          `must be node.hostname, node.id, node.role or node.labels.<name>, then == or !=, then a value, got ${shown(constraint)}`,
+          String(index),
+        );
+      }
+    });
   },
 };
 

@@ -15,6 +15,16 @@ export interface ResourceRequest {
   numCpus: number;
   memoryMb: number | null;
   numGpus: number;
+  /** Cluster only: constraints on the node, as PLACEMENT_CONSTRAINT reads them. */
+  placementConstraints?: string[];
+}
+
+/** Swarm's constraint syntax for the node attributes Flotilla knows: `node.hostname==a`, `node.labels.zone!=b`. */
+export const PLACEMENT_CONSTRAINT = /^(node\.(?:hostname|id|role|labels\.[A-Za-z0-9_.-]+))\s*(==|!=)\s*([^\s=!]+)$/;
+
+function holds(constraint: string, attributes: Record<string, string>): boolean {
+  const [, key = '', operator, value] = PLACEMENT_CONSTRAINT.exec(constraint) ?? [];
+  return (attributes[key] === value) === (operator === '==');
 }
 
 export interface Placement {
@@ -32,6 +42,8 @@ export interface NodeCapacity {
   name: string;
   capacity: Capacity;
   ready: boolean;
+  /** What placement constraints are checked against: node.hostname, node.id, node.role, node.labels.<name>. */
+  attributes?: Record<string, string>;
 }
 
 const EPSILON = 1e-9;
@@ -51,6 +63,8 @@ type Free = { cpus: number; memoryMb: number; gpus: Record<string, number> };
 class Book {
   readonly placements = new Map<string, Placement>();
   readonly gpuUse = new Map<string, number>();
+
+  attributes: Record<string, string> = {};
 
   constructor(
     public capacity: Capacity,
@@ -149,11 +163,11 @@ export class Scheduler {
     for (const node of nodes) {
       seen.add(node.name);
       const book = this.books.get(node.name);
-      if (book === undefined) this.books.set(node.name, new Book(node.capacity, node.ready));
-      else {
-        book.resize(node.capacity);
-        book.ready = node.ready;
-      }
+      const kept = book ?? new Book(node.capacity, node.ready);
+      kept.resize(node.capacity);
+      kept.ready = node.ready;
+      kept.attributes = { 'node.hostname': node.name, ...node.attributes };
+      this.books.set(node.name, kept);
     }
     for (const [name, book] of this.books) if (!seen.has(name)) book.ready = false;
   }
@@ -161,7 +175,14 @@ export class Scheduler {
   /** On a cluster, `avoid` names a node to use only when no other fits (where the replica being replaced failed). */
   reserve(replicaId: string, request: ResourceRequest, avoid?: string): Placement {
     const one = this.books.get(ONE_MACHINE);
+    const constraints = request.placementConstraints ?? [];
     if (one !== undefined) {
+      if (constraints.length > 0) {
+        throw new FlotillaError(
+          'INVALID_ARGUMENT',
+          'replicaOptions.placementConstraints place replicas on the nodes of a cluster; this control plane runs them on one engine (runtime docker): remove them, or use runtime swarm',
+        );
+      }
       const { shortOf, gpuIds } = one.fit(request);
       if (shortOf.length > 0) {
         throw new FlotillaError('INSUFFICIENT_RESOURCES', `not enough resources: a replica needs ${shortOf.join(' and ')}`, {
@@ -171,8 +192,15 @@ export class Scheduler {
       }
       return this.book(replicaId, ONE_MACHINE, request, gpuIds);
     }
-    const candidates = [...this.books]
-      .filter(([, book]) => book.ready)
+    const eligible = [...this.books].filter(([, book]) => book.ready && constraints.every((c) => holds(c, book.attributes)));
+    if (eligible.length === 0 && constraints.length > 0) {
+      throw new FlotillaError(
+        'INSUFFICIENT_RESOURCES',
+        `not enough resources: no ready node meets the placement constraints ${constraints.join(', ')}`,
+        { asked: request },
+      );
+    }
+    const candidates = eligible
       .map(([name, book]) => ({ name, book, ...book.fit(request) }))
       .filter((candidate) => candidate.shortOf.length === 0)
       .sort(
@@ -180,7 +208,7 @@ export class Scheduler {
           Number(a.name === avoid) - Number(b.name === avoid) || b.book.free().cpus - a.book.free().cpus || a.name.localeCompare(b.name),
       );
     const best = candidates[0];
-    if (best === undefined) throw this.fitsNowhere(request);
+    if (best === undefined) throw this.fitsNowhere(request, new Set(eligible.map(([name]) => name)));
     return this.book(replicaId, best.name, request, best.gpuIds);
   }
 
@@ -264,8 +292,8 @@ export class Scheduler {
   }
 
   /** No ready node fits: names the largest node (by CPUs, then memory) and what it lacks. */
-  private fitsNowhere(request: ResourceRequest): FlotillaError {
-    const ready = [...this.books].filter(([, book]) => book.ready);
+  private fitsNowhere(request: ResourceRequest, eligible: Set<string>): FlotillaError {
+    const ready = [...this.books].filter(([name]) => eligible.has(name));
     const largest = ready.sort(([, a], [, b]) => b.capacity.cpus - a.capacity.cpus || b.capacity.memoryMb - a.capacity.memoryMb)[0];
     if (largest === undefined) {
       return new FlotillaError('INSUFFICIENT_RESOURCES', 'not enough resources: the cluster has no ready node', { asked: request });
@@ -275,7 +303,7 @@ export class Scheduler {
     const size = `${plural(capacity.cpus, 'CPU')}, ${capacity.memoryMb} MB and ${plural(capacity.gpus.length, 'GPU')}`;
     return new FlotillaError(
       'INSUFFICIENT_RESOURCES',
-      `not enough resources on any of ${ready.length} ready node(s): a replica needs ${book.fit(request).shortOf.join(' and ') || 'more than is free'} on the largest node, ${name} (${size})`,
+      `not enough resources on any of ${ready.length} ready node(s)${request.placementConstraints?.length ? ' that meet the placement constraints' : ''}: a replica needs ${book.fit(request).shortOf.join(' and ') || 'more than is free'} on the largest node, ${name} (${size})`,
       { asked: request, free: this.free(), largestNode: name },
     );
   }

@@ -454,7 +454,7 @@ interface SwarmNode {
       }>;
     };
   };
-  Spec: { Availability: string };
+  Spec: { Availability: string; Role: string; Labels?: Record<string, string> };
   Status: { State: string };
 }
 
@@ -496,6 +496,11 @@ export class SwarmRuntime extends DockerRuntime {
     return nodes.map((node) => ({
       name: node.Description.Hostname,
       ready: node.Status.State === 'ready' && node.Spec.Availability === 'active',
+      attributes: {
+        'node.id': node.ID,
+        'node.role': node.Spec.Role,
+        ...Object.fromEntries(Object.entries(node.Spec.Labels ?? {}).map(([key, value]) => [`node.labels.${key}`, value])),
+      },
       capacity: {
         cpus: node.Description.Resources.NanoCPUs / NANO,
         memoryMb: Math.floor(node.Description.Resources.MemoryBytes / (1024 * 1024)),

@@ -120,4 +120,24 @@ describe('Scheduler on a cluster', () => {
     expect(scheduler.reserve('b', ask(1), 'w2').node).toBe('w1');
     expect(scheduler.reserve('c', ask(1), 'w1').node).toBe('w1');
   });
+
+  it('places replicas only on nodes that meet their placement constraints', () => {
+    const zoned = (name: string, zone: string): NodeCapacity => ({
+      ...node(name, 2),
+      attributes: { 'node.labels.zone': zone, 'node.role': 'worker' },
+    });
+    const scheduler = Scheduler.ofNodes([zoned('w1', 'a'), zoned('w2', 'b'), zoned('w3', 'b')]);
+    const inB = { ...ask(1), placementConstraints: ['node.labels.zone==b', 'node.hostname!=w3'] };
+    expect([scheduler.reserve('a', inB).node, scheduler.reserve('b', inB).node]).toEqual(['w2', 'w2']);
+    expect(() => scheduler.reserve('c', inB)).toThrow('on any of 1 ready node(s) that meet the placement constraints');
+    expect(() => scheduler.reserve('d', { ...ask(1), placementConstraints: ['node.role==manager'] })).toThrow(
+      'no ready node meets the placement constraints node.role==manager',
+    );
+  });
+
+  it('refuses placement constraints on one machine', () => {
+    expect(() =>
+      new Scheduler({ cpus: 2, memoryMb: 100, gpus: [] }).reserve('a', { ...ask(1), placementConstraints: ['node.role==worker'] }),
+    ).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringContaining('runtime swarm') }));
+  });
 });

@@ -171,6 +171,22 @@ describe('backend config', () => {
   });
 });
 
+describe('placement constraints', () => {
+  it("keeps Swarm's node constraints and refuses others, each at its index", () => {
+    expect(validateResources({ placementConstraints: ['node.hostname==worker-1', 'node.labels.zone != a'] }).placementConstraints).toEqual([
+      'node.hostname==worker-1',
+      'node.labels.zone != a',
+    ]);
+    expect(issues(() => validateResources({ placementConstraints: ['engine.labels.x==1', 7] }))).toEqual([
+      {
+        path: ['replicaOptions', 'placementConstraints', '0'],
+        message: expect.stringMatching(/^must be node.hostname, .*got "engine.labels.x==1"$/),
+      },
+      { path: ['placementConstraints', '1'], message: expect.stringMatching(/got 7$/) },
+    ]);
+  });
+});
+
 describe('endpoint options', () => {
   it('normalizes and defaults', () => {
     expect(validateEndpointOptions({ backend: 'b', route: '/x/' })).toEqual({ backend: 'b', route: '/x', methods: ['GET'] });
