@@ -179,7 +179,7 @@ describe('placement constraints', () => {
     ]);
     expect(issues(() => validateResources({ placementConstraints: ['engine.labels.x==1', 7] }))).toEqual([
       {
-        path: ['replicaOptions', 'placementConstraints', '0'],
+        path: ['placementConstraints', '0'],
         message: expect.stringMatching(/^must be node.hostname, .*got "engine.labels.x==1"$/),
       },
       { path: ['placementConstraints', '1'], message: expect.stringMatching(/got 7$/) },
