@@ -51,7 +51,7 @@ export interface ControllerDeps {
   runtime: ContainerRuntime;
   images: Pick<ImageBuilder, 'backendImage'>;
   scheduler: Scheduler;
-  dispatcher: Pick<Dispatcher, 'update' | 'drained' | 'endpointRequests' | 'ongoingRequests'>;
+  dispatcher: Pick<Dispatcher, 'update' | 'drained' | 'cut' | 'endpointRequests' | 'ongoingRequests'>;
   logger: Logger;
   clock: Clock;
   /** How replicas are probed and reconfigured; replica-client.ts unless a test fakes it. */
@@ -117,6 +117,7 @@ export class Controller {
       logger,
       limiter: new Limiter(config.maxConcurrentReplicaOps),
       drained: (backend, id) => dispatcher.drained(backend, id),
+      cut: (target) => dispatcher.cut(target),
     });
     this.autoscaler = new Autoscaler(dispatcher, scheduler);
     this.reconciler = new Reconciler({

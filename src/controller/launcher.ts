@@ -38,6 +38,8 @@ export interface LauncherDeps {
   limiter: Limiter;
   /** Resolves once no request of the backend is in flight on the replica (Dispatcher.drained). */
   drained(backend: string, replicaId: string): Promise<void>;
+  /** Cuts the connections to a failed replica's address (Dispatcher.cut). */
+  cut(target: ReplicaTarget): void;
 }
 
 function failureFromLogs(logs: string): string {
@@ -194,7 +196,9 @@ export class ReplicaLauncher implements ReplicaDriver {
     await this.stopContainer(replica, leftS);
   }
 
+  /** A failed replica: its in-flight requests are cut (to be retried elsewhere when idempotent), its container stopped at once. */
   stop(replica: Replica): Promise<void> {
+    if (replica.container !== undefined) this.deps.cut(replica.container.target);
     return this.stopContainer(replica, 0);
   }
 

@@ -137,6 +137,15 @@ export class Dispatcher {
     this.onReplicaFailure(backend, replicaId);
   }
 
+  /**
+   * Cuts the connections to a replica that failed (its node went away, say): requests in flight on them fail at once
+   * with a connection error, so idempotent ones are sent again to another replica and others fail fast.
+   */
+  cut(target: ReplicaTarget): void {
+    const name = this.agent.getName('socketPath' in target ? { socketPath: target.socketPath } : { host: target.host, port: target.port });
+    for (const socket of [...(this.agent.sockets[name] ?? []), ...(this.agent.freeSockets[name] ?? [])]) socket.destroy();
+  }
+
   close(): void {
     for (const router of this.routers.values()) router.close();
     this.routers.clear();

@@ -120,6 +120,18 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
     await client.deleteBackend('half');
   });
 
+  it('places a backend only on the nodes its placement constraints allow', async () => {
+    await client.createBackend('pinned', () => 'pinned', {
+      config: { numReplicas: 2 },
+      replicaOptions: { numCpus: 0.5, placementConstraints: ['node.role==worker', 'node.hostname!=worker1'] },
+    });
+    expect(servicesOf('pinned').map((s) => s.node)).toEqual(['worker2', 'worker2']);
+    await expect(
+      client.createBackend('nowhere', () => 'never', { replicaOptions: { placementConstraints: ['node.labels.zone==mars'] } }),
+    ).rejects.toMatchObject({ code: 'INSUFFICIENT_RESOURCES', message: expect.stringContaining('node.labels.zone==mars') });
+    await client.deleteBackend('pinned');
+  });
+
   it('adopts the replicas on every node when the control plane is killed (-9) and restarted', async () => {
     await client.createBackend('kept', () => `kept by ${process.env.HOSTNAME}`, {
       config: { numReplicas: 3 },

@@ -67,6 +67,7 @@ function harness(
     logger: silentLogger,
     limiter: new Limiter(options.limit ?? 8),
     drained: (_backend, id) => inFlight.get(id)?.promise ?? Promise.resolve(),
+    cut: () => undefined,
   });
   const backend = new BackendState(targetOf(saved(numReplicas, options.userConfig ?? null)));
   let observed: { at: number; replicas: Map<string, ReplicaStatus> } | undefined;

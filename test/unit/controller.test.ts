@@ -43,6 +43,7 @@ function setup(
     dispatcher: {
       update: (s) => snapshots.push(s),
       drained: () => Promise.resolve(),
+      cut: () => undefined,
       endpointRequests: new InFlight(),
       ongoingRequests: () => 0,
     },

@@ -29,6 +29,7 @@ function setup() {
     logger: silentLogger,
     limiter: new Limiter(4),
     drained: () => Promise.resolve(),
+    cut: () => undefined,
   });
   const backends = new Map<string, BackendState>();
   const backend = new BackendState(
