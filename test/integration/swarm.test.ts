@@ -6,7 +6,7 @@ import { shortId } from '../../src/common/ids.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const run = (command: string, args: string[], input?: Buffer | string) =>
-  execFileSync(command, args, { encoding: 'utf8', input, maxBuffer: 64 * 1024 * 1024 }).trim();
+  execFileSync(command, args, { encoding: 'utf8', input, maxBuffer: 64 * 1024 * 1024, stdio: ['pipe', 'pipe', 'pipe'] }).trim();
 
 /**
  * A real three-node Swarm on this machine (scripts/swarm-testbed.sh): the control plane runs from examples/swarm/stack.yml
@@ -25,10 +25,14 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
   /** The services of a backend: node and spec, as Swarm reports them. */
   const servicesOf = (backend: string) => {
     const ids = inManager('service', 'ls', '-q', '--filter', `label=dev.flotilla.backend=${backend}`).split('\n').filter(Boolean);
-    return ids.map((id) => {
-      const spec = JSON.parse(inManager('service', 'inspect', id))[0].Spec;
-      const tasks = inManager('service', 'ps', id, '--filter', 'desired-state=running', '--format', '{{.Node}}');
-      return { id, node: tasks.split('\n')[0] ?? '', spec };
+    return ids.flatMap((id) => {
+      try {
+        const spec = JSON.parse(inManager('service', 'inspect', id))[0].Spec;
+        const tasks = inManager('service', 'ps', id, '--filter', 'desired-state=running', '--format', '{{.Node}}');
+        return [{ id, node: tasks.split('\n')[0] ?? '', spec }];
+      } catch {
+        return []; // removed by Flotilla between the listing and the inspection
+      }
     });
   };
 
