@@ -16,7 +16,7 @@ import { EventLog } from './controller/event-log.js';
 import { Scheduler } from './resources/scheduler.js';
 import { Dispatcher } from './proxy/dispatcher.js';
 import { ProxyServer } from './proxy/proxy-server.js';
-import { DockerRuntime, SwarmRuntime } from './runtime/docker-runtime.js';
+import { engineRuntime, SwarmRuntime } from './runtime/docker-runtime.js';
 import { TimedRuntime } from './runtime/timed-runtime.js';
 import { ImageBuilder } from './runtime/image-builder.js';
 import { machineCapacity } from './resources/machine.js';
@@ -84,10 +84,7 @@ export class ControlPlane {
     const config = loadConfig(options);
     checkAdminSettings(config);
     const logger = createLogger(config.logLevel, config.logFormat).child({ instance: config.instance });
-    const engine =
-      config.runtime === 'swarm'
-        ? new SwarmRuntime(config.dockerSocket, { registry: config.swarmRegistry, network: config.swarmNetwork })
-        : new DockerRuntime(config.dockerSocket);
+    const engine = engineRuntime(config);
     const runtime = new TimedRuntime(engine, config.engineTimeoutS * 1000);
     await runtime.ping();
     const scheduler = engine instanceof SwarmRuntime ? Scheduler.ofNodes(await engine.listNodes()) : new Scheduler(machineCapacity(config));

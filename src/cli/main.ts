@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { packageRoot } from '../common/package-root.js';
 import { checkAppFile, offlinePlan, type MachineSize } from './offline-check.js';
 import { imagesOfDesiredState, pruneImages } from './prune.js';
-import { DockerRuntime } from '../runtime/docker-runtime.js';
+import { engineRuntime } from '../runtime/docker-runtime.js';
 import { printEvents } from './events.js';
 import { spawn } from 'node:child_process';
 
@@ -281,7 +281,7 @@ program
   .option('--label <key=value>', 'only images that also carry this label (repeatable)', labelPairs)
   .action(async (flags: { label?: Record<string, string> }) => {
     const config = loadConfig();
-    const runtime = new DockerRuntime(config.dockerSocket);
+    const runtime = engineRuntime(config);
     await runtime.ping();
     const { removed, kept } = await pruneImages(runtime, flags.label, imagesOfDesiredState(config.stateDir));
     for (const image of removed) print(`removed ${image.tags.join(', ') || image.id}`);

@@ -348,7 +348,7 @@ export class BackendState {
 
   private cannotStart(ctx: BackendStepContext, error: unknown): void {
     const history = this.replacements.shift() ?? { restarts: 0, lastError: null };
-    this.replacements.unshift({ restarts: history.restarts + 1, lastError: errorMessage(error) });
+    this.replacements.unshift({ ...history, restarts: history.restarts + 1, lastError: errorMessage(error) });
     this.backOff(ctx.now);
     const failure = isFlotillaError(error)
       ? new FlotillaError(error.code, `backend '${this.name}' cannot start a replica: ${error.message}`, error.details)

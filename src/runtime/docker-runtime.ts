@@ -430,6 +430,18 @@ function demultiplex(buffer: Buffer): string {
   return Buffer.concat(parts).toString('utf8');
 }
 
+/** The runtime the settings select: one engine, or the Swarm whose manager is the engine at the socket. */
+export function engineRuntime(config: {
+  runtime: 'docker' | 'swarm';
+  dockerSocket: string;
+  swarmRegistry: string;
+  swarmNetwork: string;
+}): DockerRuntime | SwarmRuntime {
+  return config.runtime === 'swarm'
+    ? new SwarmRuntime(config.dockerSocket, { registry: config.swarmRegistry, network: config.swarmNetwork })
+    : new DockerRuntime(config.dockerSocket);
+}
+
 /** What the Swarm API reports of a task, as far as Flotilla reads it. */
 interface SwarmTask {
   ID: string;
