@@ -145,15 +145,40 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
     const before = servicesOf('kept');
     expect(new Set(before.map((s) => s.node)).size).toBe(3);
     const plane = inManager('ps', '-q', '--filter', 'label=com.docker.swarm.service.name=flotilla_control-plane');
+    const killedAt = Date.now();
     inManager('kill', '-s', 'KILL', plane);
     await expect
       .poll(() => inManager('ps', '-q', '--filter', 'label=com.docker.swarm.service.name=flotilla_control-plane'), { timeout: 60_000 })
       .not.toMatch(new RegExp(`^(${plane})?$`));
     client = await connect();
     await expect.poll(async () => (await front('/kept')).status, { timeout: 30_000 }).toBe(200);
+    console.log(`control plane kill -9: serving again after ${Date.now() - killedAt} ms`);
     const after = servicesOf('kept');
     expect(after.map((s) => s.id).sort()).toEqual(before.map((s) => s.id).sort());
     expect((await client.listReplicas('kept')).length).toBe(3);
+  });
+
+  it('replaces a replica whose container dies on its node, as Swarm reports its task', async () => {
+    const [victim] = await client.listReplicas('kept').then((replicas) => replicas.filter((r) => r.placement.node === 'worker2'));
+    expect(victim).toBeDefined();
+    const container = run('docker', [
+      'exec',
+      `${bed}-worker2`,
+      'docker',
+      'ps',
+      '-q',
+      '--filter',
+      `label=dev.flotilla.replica=${victim?.id}`,
+    ]);
+    run('docker', ['exec', `${bed}-worker2`, 'docker', 'kill', container]);
+    await expect
+      .poll(async () => (await client.listReplicas('kept')).filter((r) => r.state === 'ready' && r.id !== victim?.id).length, {
+        timeout: 60_000,
+      })
+      .toBe(3);
+    const replacement = (await client.listReplicas('kept')).find((r) => r.restarts === 1);
+    expect(replacement?.lastError).toMatch(/exited with code 137/);
+    expect(replacement?.placement.node).not.toBe('worker2');
   });
 
   it('replaces the replicas of a worker that is killed under load on the nodes left, within a measured bound', async () => {
