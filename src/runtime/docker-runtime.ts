@@ -502,6 +502,19 @@ export class SwarmRuntime extends DockerRuntime {
     super(socketPath);
   }
 
+  /** The engine must answer and be a manager of an active Swarm. */
+  override async ping(): Promise<void> {
+    await super.ping();
+    const { Swarm: swarm } = (await this.docker.info()) as { Swarm?: { LocalNodeState?: string; ControlAvailable?: boolean } };
+    if (swarm?.LocalNodeState !== 'active' || swarm.ControlAvailable !== true) {
+      throw new FlotillaError(
+        'ENGINE_UNAVAILABLE',
+        `runtime swarm needs a Swarm manager, but this Docker engine is ${swarm?.LocalNodeState === 'active' ? 'a Swarm worker' : 'not in a Swarm'}; ` +
+          'point FLOTILLA_DOCKER_SOCKET at a manager (docker swarm init makes one), or set FLOTILLA_RUNTIME=docker',
+      );
+    }
+  }
+
   /** Every node with its CPUs, memory and the GPUs it advertises (generic resource gpu); ready when up and active. */
   async listNodes(): Promise<NodeCapacity[]> {
     const nodes = (await this.docker.listNodes()) as SwarmNode[];

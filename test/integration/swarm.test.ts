@@ -77,6 +77,15 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
     run('bash', [join(ROOT, 'scripts', 'swarm-testbed.sh'), 'down', bed]);
   });
 
+  it('refuses to start on an engine that is not a Swarm manager, saying what to do', async () => {
+    await expect(
+      serve.start({ runtime: 'swarm', swarmRegistry: 'registry:5000', instance: `noswarm-${shortId(3)}` }),
+    ).rejects.toMatchObject({
+      code: 'ENGINE_UNAVAILABLE',
+      message: expect.stringContaining('runtime swarm needs a Swarm manager, but this Docker engine is not in a Swarm'),
+    });
+  });
+
   it('spreads replicas by their CPUs over the nodes, runs more than one node holds, and refuses one that fits on none', async () => {
     await client.createBackend('spread', () => `served by ${process.env.HOSTNAME}`, {
       config: { numReplicas: 3 },
