@@ -176,6 +176,7 @@ export class ReplicaLauncher implements ReplicaDriver {
     const status = listed ?? (await this.deps.runtime.inspectReplica(replica.container!.containerId));
     if (status === undefined) return 'disappeared (its container was removed)';
     if (status.running) return undefined;
+    if (status.lost !== undefined) return status.lost;
     if (status.oomKilled) return 'was killed for exceeding its memory limit (OOM)';
     const logs = await this.deps.runtime.logsTail(status.containerId, 3).catch(() => '');
     const last = logs.trim().split('\n').pop() ?? '';

@@ -60,6 +60,8 @@ export interface ReplicaStatus {
   target: ReplicaTarget | undefined;
   /** The host directory mounted at /run/flotilla, if any. */
   hostDir: string | undefined;
+  /** Why the engine lost the replica without it exiting (its cluster node went down), if it did. */
+  lost?: string;
 }
 
 /** The control plane that serves an instance on an engine, as its marker records it. */

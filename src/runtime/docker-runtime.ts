@@ -726,7 +726,8 @@ export class SwarmRuntime extends DockerRuntime {
       name: info.Spec.Name,
       labels: own,
       running,
-      exitCode: running ? undefined : (task?.Status.ContainerStatus?.ExitCode ?? (nodeReady ? undefined : 137)),
+      exitCode: running ? undefined : task?.Status.ContainerStatus?.ExitCode,
+      ...(nodeReady ? {} : { lost: 'was lost with its node, which Swarm reports down' }),
       oomKilled: false,
       startedAt: Date.parse(task?.CreatedAt ?? info.CreatedAt),
       target: address === undefined ? undefined : { host: address.replace(/\/\d+$/, ''), port: Number(port ?? PROTOCOL.tcpPort) },
@@ -759,22 +760,30 @@ export class SwarmRuntime extends DockerRuntime {
     return services.map((info) => this.statusOf(info, tasks, ready));
   }
 
-  /** Removes the service (Swarm stops its task with SIGTERM, then SIGKILL after the grace period) and its entry config. */
+  /**
+   * Scales the service to no task (Swarm sends SIGTERM, then SIGKILL after its stop grace period), waits up to timeoutS
+   * plus that grace for the task to end (unless its node is down), then removes the service and its entry config.
+   */
   override async stopReplica(serviceId: string, timeoutS: number): Promise<void> {
-    let name: string;
+    const service = this.docker.getService(serviceId);
+    let info: ServiceInfo;
     try {
-      const info = (await this.docker.getService(serviceId).inspect()) as ServiceInfo;
-      name = info.Spec.Name;
-      await this.docker.getService(serviceId).remove();
+      info = (await service.inspect()) as ServiceInfo;
+      await service.update({ ...info.Spec, version: info.Version.Index, Mode: { Replicated: { Replicas: 0 } } });
     } catch (error) {
       if (isNotFound(error)) return;
       throw error;
     }
     const deadline = Date.now() + (timeoutS + STOP_GRACE_NS / NANO) * 1000;
-    while (Date.now() < deadline && (await this.tasksOf([serviceId])).some((task) => !TASK_OVER.has(task.Status.State))) {
+    while (Date.now() < deadline) {
+      const [tasks, ready] = await Promise.all([this.tasksOf([serviceId]), this.readyNodes()]);
+      if (!tasks.some((task) => !TASK_OVER.has(task.Status.State) && task.NodeID !== undefined && ready.has(task.NodeID))) break;
       await sleep(TASK_POLL_MS);
     }
-    await this.removeConfigs(name);
+    await service.remove().catch((error: unknown) => {
+      if (!isNotFound(error)) throw error;
+    });
+    await this.removeConfigs(info.Spec.Name);
   }
 
   override async imagesOfContainers(): Promise<Set<string>> {
@@ -824,6 +833,7 @@ export class SwarmRuntime extends DockerRuntime {
 interface ServiceInfo {
   ID: string;
   CreatedAt: string;
+  Version: { Index: number };
   Spec: Docker.ServiceSpec & { Name: string; Labels?: Record<string, string>; TaskTemplate?: Docker.ContainerTaskSpec };
 }
 

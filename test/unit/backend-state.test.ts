@@ -211,6 +211,22 @@ describe('a backend stepped by the reconciler', () => {
     expect(replacement.history).toEqual({ restarts: 1, lastError: `replica ${victim.id} exited with code 137` });
   });
 
+  it('replaces a replica the engine lost with its node, saying so rather than reading its logs', async () => {
+    const h = harness(1);
+    await h.step(2);
+    h.ready();
+    await h.step(2);
+    const victim = h.backend.replicas[0]!;
+    h.fake.lose(victim.container!.containerId, 'was lost with its node, which Swarm reports down');
+    await h.observe();
+    await h.step(3);
+    const replacement = h.backend.replicas.find((r) => r.state === 'starting')!;
+    expect(replacement.history).toEqual({
+      restarts: 1,
+      lastError: `replica ${victim.id} was lost with its node, which Swarm reports down`,
+    });
+  });
+
   it('records each replica transition as an event: started, ready, failed, replaced, stopped', async () => {
     const h = harness(2);
     await h.step(2);

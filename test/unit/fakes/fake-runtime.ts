@@ -109,6 +109,12 @@ export class FakeRuntime implements ContainerRuntime {
     container.status = { ...container.status, running: false, exitCode };
   }
 
+  /** The engine lost the replica without it exiting, as a cluster does when the replica's node goes down. */
+  lose(containerId: string, lost: string): void {
+    const container = this.containers.get(containerId)!;
+    container.status = { ...container.status, running: false, exitCode: undefined, lost };
+  }
+
   inspectReplica(containerId: string): Promise<ReplicaStatus | undefined> {
     return this.call(() => {
       const found = this.containers.get(containerId);
