@@ -115,7 +115,6 @@ export class ReplicaLauncher implements ReplicaDriver {
         cpuLimit: target.resources.cpuLimit ?? null,
         memoryMb: placement.memoryMb,
         gpuIds: placement.gpuIds,
-        gpuShare: placement.gpuShare,
       },
       confinement: confinementOf(target.name, target.resources, settings, httpPort !== undefined),
       ...(placement.node === undefined ? {} : { node: placement.node }),

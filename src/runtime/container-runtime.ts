@@ -30,8 +30,6 @@ export interface ReplicaLimits {
   cpuLimit: number | null;
   memoryMb: number | null;
   gpuIds: string[];
-  /** Share of each GPU in gpuIds the replica holds: 1 for whole GPUs. */
-  gpuShare: number;
 }
 
 export interface ReplicaSpec {

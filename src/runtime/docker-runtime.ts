@@ -490,8 +490,10 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /**
  * Replicas as Swarm services on a cluster whose manager is the engine at the socket: one service per replica with one
  * task (restart policy none: Flotilla replaces replicas itself), endpoint mode dnsrr on the instance's overlay network,
- * pinned to the node Flotilla's scheduler chose, reserving and limiting its CPUs and memory, its whole GPUs as the
- * generic resource gpu. Images are pushed to the registry and started by digest. A replica is running while its task
+ * pinned to the node Flotilla's scheduler chose, reserving and limiting its CPUs and memory. GPUs are the nodes' generic
+ * resources named gpu, but Flotilla books them itself (fractions included) and hands the ids in NVIDIA_VISIBLE_DEVICES:
+ * reserving them in Swarm too gets tasks rejected by Swarm's constraint enforcer ("assigned node no longer meets
+ * constraints") when a node is updated. Images are pushed to the registry and started by digest. A replica is running while its task
  * is not over and its node is ready; it is addressed by its task's address on the overlay.
  */
 export class SwarmRuntime extends DockerRuntime {
@@ -606,7 +608,6 @@ export class SwarmRuntime extends DockerRuntime {
     const configs = spec.hostDir === undefined ? [] : [await this.entryConfig(spec, spec.hostDir)];
     if (spec.hostDir !== undefined) env[PROTOCOL.env.entryFile] = `${PROTOCOL.socketDir}/${PROTOCOL.entryName}`;
     const { limits, confinement } = spec;
-    const wholeGpus = limits.gpuShare >= 1 ? limits.gpuIds.length : 0;
     const labels = {
       ...spec.labels,
       [SWARM_LABELS.port]: String(port),
@@ -636,10 +637,6 @@ export class SwarmRuntime extends DockerRuntime {
             Reservations: {
               NanoCPUs: Math.round(limits.cpus * NANO),
               ...(limits.memoryMb === null ? {} : { MemoryBytes: limits.memoryMb * 1024 * 1024 }),
-              // The API wants { DiscreteResourceSpec }, which @types/dockerode does not know.
-              ...(wholeGpus > 0
-                ? { GenericResources: [{ DiscreteResourceSpec: { Kind: 'gpu', Value: wholeGpus } } as Docker.GenericResource] }
-                : {}),
             },
             Limits: {
               ...(limits.cpuLimit === null ? {} : { NanoCPUs: Math.round(limits.cpuLimit * NANO) }),

@@ -120,7 +120,6 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
     await client.createBackend('whole', () => `${process.env.NVIDIA_VISIBLE_DEVICES}`, { replicaOptions: { numCpus: 0.1, numGpus: 2 } });
     const [whole] = servicesOf('whole');
     expect(whole?.node).toBe('worker2');
-    expect(whole?.spec.TaskTemplate.Resources.Reservations.GenericResources).toEqual([{ DiscreteResourceSpec: { Kind: 'gpu', Value: 2 } }]);
     expect(whole?.spec.TaskTemplate.ContainerSpec.Env).toContain('NVIDIA_VISIBLE_DEVICES=w2-gpu0,w2-gpu1');
     await client.createBackend('half', () => 'half', { config: { numReplicas: 2 }, replicaOptions: { numCpus: 0.1, numGpus: 0.5 } });
     const halves = servicesOf('half');
