@@ -210,11 +210,11 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
     run('docker', ['kill', `${bed}-worker1`]);
     await expect
       .poll(
-        () => {
-          const services = servicesOf('kept');
-          return services.length === 3 && services.every((s) => s.node === 'manager' || s.node === 'worker2');
+        async () => {
+          const ready = (await client.listReplicas('kept')).filter((r) => r.state === 'ready');
+          return ready.length === 3 && ready.every((r) => r.placement.node !== 'worker1');
         },
-        { timeout: 90_000, interval: 500 },
+        { timeout: 90_000, interval: 250 },
       )
       .toBe(true);
     const replacedAt = Date.now();
@@ -232,6 +232,15 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
     console.log(`worker kill: ${JSON.stringify(figures)}`);
     console.log(failed.map((o) => `${o.at - killedAt} ${o.method} ${o.status}`).join('\n'));
     expect(outcomes.filter((o) => o.at > replacedAt).every((o) => o.ok)).toBe(true);
-    expect((await client.listReplicas('kept')).length).toBe(3);
+    await expect
+      .poll(
+        () =>
+          servicesOf('kept')
+            .map((s) => s.node)
+            .filter((node) => node === 'worker1'),
+        { timeout: 60_000 },
+      )
+      .toEqual([]);
+    expect(servicesOf('kept')).toHaveLength(3);
   });
 });
