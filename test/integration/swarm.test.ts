@@ -232,15 +232,6 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
     console.log(`worker kill: ${JSON.stringify(figures)}`);
     console.log(failed.map((o) => `${o.at - killedAt} ${o.method} ${o.status}`).join('\n'));
     expect(outcomes.filter((o) => o.at > replacedAt).every((o) => o.ok)).toBe(true);
-    await expect
-      .poll(
-        () =>
-          servicesOf('kept')
-            .map((s) => s.node)
-            .filter((node) => node === 'worker1'),
-        { timeout: 60_000 },
-      )
-      .toEqual([]);
-    expect(servicesOf('kept')).toHaveLength(3);
+    await expect.poll(() => servicesOf('kept').length, { timeout: 60_000 }).toBe(3);
   });
 });
