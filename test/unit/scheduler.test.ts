@@ -86,6 +86,11 @@ describe('Scheduler on a cluster', () => {
     expect(() => scheduler.reserve('e', ask(1))).toThrow(expect.objectContaining({ code: 'INSUFFICIENT_RESOURCES' }));
   });
 
+  it('reports the capacity of the ready nodes in all, GPUs named by node', () => {
+    const scheduler = Scheduler.ofNodes([node('w1', 2, ['g0']), node('w2', 4, ['g0', 'g1']), node('w3', 8, [], false)]);
+    expect(scheduler.capacity).toEqual({ cpus: 6, memoryMb: 8192, gpus: [{ id: 'w1/g0' }, { id: 'w2/g0' }, { id: 'w2/g1' }] });
+  });
+
   it('refuses a replica bigger than every node, naming the largest node', () => {
     const scheduler = Scheduler.ofNodes([node('small', 1), node('big', 2)]);
     expect(() => scheduler.reserve('a', ask(3))).toThrow(
