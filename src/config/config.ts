@@ -358,5 +358,7 @@ export function loadConfig(overrides: ConfigOverrides = {}): FlotillaConfig {
       'invalid Flotilla configuration: runtime swarm needs swarmRegistry (FLOTILLA_SWARM_REGISTRY), the registry every node pulls images from',
     );
   }
+  // Replicas on other nodes are reached over the overlay network only.
+  if (properties.runtime === 'swarm') properties.transport = 'tcp';
   return properties;
 }

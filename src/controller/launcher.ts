@@ -24,7 +24,7 @@ export interface ReplicaClient {
 
 export type LauncherSettings = Pick<
   FlotillaConfig,
-  'instance' | 'stateDir' | 'runtime' | 'transport' | 'replicaHost' | 'replicaUser' | 'replicaPidsLimit' | 'replicaNetwork'
+  'instance' | 'stateDir' | 'transport' | 'replicaHost' | 'replicaUser' | 'replicaPidsLimit' | 'replicaNetwork'
 >;
 
 export interface LauncherDeps {
@@ -88,7 +88,7 @@ export class ReplicaLauncher implements ReplicaDriver {
     const httpPort = target.runtimeEnv.port;
     const { placement, history } = replica;
     const transport: ReplicaTransport =
-      settings.transport === 'unix' && settings.runtime === 'docker' && httpPort === undefined
+      settings.transport === 'unix' && httpPort === undefined
         ? { kind: 'unix' }
         : { kind: 'tcp', hostAddress: settings.replicaHost, containerPort: httpPort ?? PROTOCOL.tcpPort };
     return {

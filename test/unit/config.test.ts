@@ -2,6 +2,18 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/config.js';
 
 describe('loadConfig', () => {
+  it('runs replicas on a Swarm only with a registry, and always over tcp there', () => {
+    expect(loadConfig({}).runtime).toBe('docker');
+    expect(() => loadConfig({ runtime: 'swarm' })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringContaining('swarmRegistry') }),
+    );
+    expect(loadConfig({ runtime: 'swarm', swarmRegistry: 'registry:5000', transport: 'unix' })).toMatchObject({
+      transport: 'tcp',
+      swarmNetwork: 'flotilla-replicas',
+    });
+    expect(() => loadConfig({ swarmRegistry: 'https://registry' })).toThrow(/host\[:port\]/);
+  });
+
   it('applies overrides over defaults', () => {
     const config = loadConfig({ http: { port: 0 }, transport: 'tcp', instance: 'ci-1' });
     expect(config.http).toMatchObject({ host: '127.0.0.1', port: 0, maxBodyBytes: 10 * 1024 * 1024 });
