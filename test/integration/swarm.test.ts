@@ -74,6 +74,8 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
   });
 
   afterAll(() => {
+    // What the control plane said, for a failure in CI (its logs go with the bed).
+    console.log(inManager('service', 'logs', '--tail', '40', 'flotilla_control-plane'));
     run('bash', [join(ROOT, 'scripts', 'swarm-testbed.sh'), 'down', bed]);
   });
 
