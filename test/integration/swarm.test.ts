@@ -75,7 +75,7 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
 
   afterAll(() => {
     // What the control plane said, for a failure in CI (its logs go with the bed).
-    console.log(inManager('service', 'logs', '--tail', '40', 'flotilla_control-plane'));
+    console.log(run('docker', ['exec', `${bed}-manager`, 'sh', '-c', 'docker service logs --tail 40 flotilla_control-plane 2>&1']));
     run('bash', [join(ROOT, 'scripts', 'swarm-testbed.sh'), 'down', bed]);
   });
 
