@@ -186,11 +186,13 @@ describe('an autoscaled backend across a restart', () => {
     try {
       await expect.poll(async () => (await second.client.listReplicas('kept')).map((r) => r.state), LONG).toEqual(['ready', 'ready']);
       expect((await second.client.listReplicas('kept')).map((r) => r.containerId).sort()).toEqual(before);
-      expect(await second.client.getBackendConfig('kept')).toMatchObject({
-        numReplicas: 2,
-        autoscaling: { initialReplicas: 2, maxReplicas: 3 },
-        autoscalingStatus: { targetReplicas: 2, wantedReplicas: 1, heldBack: { by: 'downscale-delay' } },
-      });
+      await expect
+        .poll(() => second.client.getBackendConfig('kept'), LONG)
+        .toMatchObject({
+          numReplicas: 2,
+          autoscaling: { initialReplicas: 2, maxReplicas: 3 },
+          autoscalingStatus: { targetReplicas: 2, wantedReplicas: 1, heldBack: { by: 'downscale-delay' } },
+        });
     } finally {
       await second.shutdown();
     }

@@ -282,20 +282,11 @@ describe('flotilla status --watch', () => {
   });
   afterAll(() => client.shutdown());
 
-  /** Containers of the instance that run `version`. */
+  /** Running containers of the instance that run `version`. */
   const ofVersion = (version: string) =>
     execFileSync(
       'docker',
-      [
-        'ps',
-        '-a',
-        '-q',
-        '--no-trunc',
-        '--filter',
-        `label=${LABELS.instance}=${instance}`,
-        '--filter',
-        `label=${LABELS.version}=${version}`,
-      ],
+      ['ps', '-q', '--no-trunc', '--filter', `label=${LABELS.instance}=${instance}`, '--filter', `label=${LABELS.version}=${version}`],
       { encoding: 'utf8' },
     )
       .split('\n')
