@@ -116,6 +116,20 @@ function statusOf(info: Docker.ContainerInspectInfo): ReplicaStatus {
   };
 }
 
+interface LogQuery {
+  stdout: boolean;
+  stderr: boolean;
+  tail?: number;
+  timestamps?: boolean;
+  since?: number;
+}
+
+/** A replica's log output, read whole or followed. */
+interface LogSource {
+  buffered(query: LogQuery): Promise<Buffer>;
+  following(query: LogQuery): Promise<NodeJS.ReadableStream>;
+}
+
 /** The only module that talks to the Docker engine (through dockerode). */
 export class DockerRuntime implements ContainerRuntime {
   protected readonly docker: Docker;
@@ -386,8 +400,17 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
-  async streamLogs(containerId: string, options: LogOptions): Promise<Readable> {
+  /** Where a replica's logs are read: its container. */
+  protected logSource(containerId: string): LogSource {
     const container = this.docker.getContainer(containerId);
+    return {
+      buffered: (query) => container.logs({ ...query, follow: false }),
+      following: (query) => container.logs({ ...query, follow: true }),
+    };
+  }
+
+  async streamLogs(id: string, options: LogOptions): Promise<Readable> {
+    const source = this.logSource(id);
     const output = new PassThrough();
     const query = {
       stdout: true,
@@ -397,10 +420,10 @@ export class DockerRuntime implements ContainerRuntime {
       ...(options.since === undefined ? {} : { since: options.since }),
     };
     if (!options.follow) {
-      output.end(demultiplex(await container.logs({ ...query, follow: false })));
+      output.end(demultiplex(await source.buffered(query)));
       return output;
     }
-    const stream = await container.logs({ ...query, follow: true });
+    const stream = await source.following(query);
     this.docker.modem.demuxStream(stream, output, output);
     stream.on('end', () => output.end());
     stream.on('error', (error: Error) => output.destroy(error));
@@ -408,10 +431,9 @@ export class DockerRuntime implements ContainerRuntime {
     return output;
   }
 
-  async logsTail(containerId: string, lines: number): Promise<string> {
+  async logsTail(id: string, lines: number): Promise<string> {
     try {
-      const buffer = await this.docker.getContainer(containerId).logs({ stdout: true, stderr: true, tail: lines, follow: false });
-      return demultiplex(buffer);
+      return demultiplex(await this.logSource(id).buffered({ stdout: true, stderr: true, tail: lines }));
     } catch (error) {
       return `(logs unavailable: ${errorMessage(error)})`;
     }
@@ -793,37 +815,13 @@ export class SwarmRuntime extends DockerRuntime {
     return used;
   }
 
-  override async streamLogs(serviceId: string, options: LogOptions): Promise<Readable> {
+  /** Where a replica's logs are read: its service (Swarm fetches them from the node). */
+  protected override logSource(serviceId: string): LogSource {
     const service = this.docker.getService(serviceId);
-    const output = new PassThrough();
-    const query = {
-      stdout: true,
-      stderr: true,
-      ...(options.tail === 'all' ? {} : { tail: options.tail }),
-      timestamps: options.timestamps === true,
-      ...(options.since === undefined ? {} : { since: options.since }),
+    return {
+      buffered: async (query) => (await service.logs({ ...query, follow: false })) as unknown as Buffer,
+      following: async (query) => (await service.logs({ ...query, follow: true })) as NodeJS.ReadableStream,
     };
-    if (!options.follow) {
-      output.end(demultiplex((await service.logs({ ...query, follow: false })) as unknown as Buffer));
-      return output;
-    }
-    const stream = (await service.logs({ ...query, follow: true })) as NodeJS.ReadableStream;
-    this.docker.modem.demuxStream(stream, output, output);
-    stream.on('end', () => output.end());
-    stream.on('error', (error: Error) => output.destroy(error));
-    output.on('close', () => (stream as unknown as { destroy(): void }).destroy());
-    return output;
-  }
-
-  override async logsTail(serviceId: string, lines: number): Promise<string> {
-    try {
-      const buffer = (await this.docker
-        .getService(serviceId)
-        .logs({ stdout: true, stderr: true, tail: lines, follow: false })) as unknown as Buffer;
-      return demultiplex(buffer);
-    } catch (error) {
-      return `(logs unavailable: ${errorMessage(error)})`;
-    }
   }
 }
 
