@@ -165,6 +165,17 @@ describe('flotilla deploy on a full machine (2 CPUs)', () => {
     return path;
   }
 
+  /** Two clients sending GET /api back to back; answers holds the name of each backend that answered. */
+  function loadOnApi() {
+    const answers: string[] = [];
+    const load = startLoad(async () => {
+      const response = await fetch(`${client.httpUrl}/api`);
+      if (response.ok) answers.push(((await response.clone().json()) as { arg: string }).arg);
+      return response;
+    }, 2);
+    return { answers, load };
+  }
+
   beforeAll(async () => {
     const port = await freePort();
     admin = `http://127.0.0.1:${port}`;
@@ -178,12 +189,7 @@ describe('flotilla deploy on a full machine (2 CPUs)', () => {
     await deployAppFile(client, appWith('a', 2), { log: () => undefined });
     expect((await client.getCapacity()).free.cpus).toBe(0);
 
-    const answers: string[] = [];
-    const load = startLoad(async () => {
-      const response = await fetch(`${client.httpUrl}/api`);
-      if (response.ok) answers.push(((await response.clone().json()) as { arg: string }).arg);
-      return response;
-    }, 2);
+    const { answers, load } = loadOnApi();
     await expect.poll(() => answers.includes('a')).toBe(true);
     const lines: string[] = [];
     const started = Date.now();
@@ -245,12 +251,7 @@ describe('flotilla deploy on a full machine (2 CPUs)', () => {
   });
 
   it('parks the old backend first when not even one replica of its successor fits beside it: 503 meanwhile, then the successor serves', async () => {
-    const answers: string[] = [];
-    const load = startLoad(async () => {
-      const response = await fetch(`${client.httpUrl}/api`);
-      if (response.ok) answers.push(((await response.clone().json()) as { arg: string }).arg);
-      return response;
-    }, 2);
+    const { answers, load } = loadOnApi();
     await expect.poll(() => answers.includes('b')).toBe(true);
     const lines: string[] = [];
     await deployAppFile(client, appWith('c', 1, 2), { log: (line) => lines.push(line) });
