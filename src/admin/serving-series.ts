@@ -34,6 +34,16 @@ export interface SeriesSnapshot {
   backends: Record<string, SeriesPoint[]>;
 }
 
+const GROWTH = Math.log(1.25);
+
+/** The first bucket whose bound is at least `ms` (the last for anything above): from the logarithm, corrected for rounding. */
+function bucketOf(ms: number): number {
+  let bucket = ms <= BOUNDS[0]! ? 0 : Math.min(BOUNDS.length - 1, Math.ceil(Math.log(ms / BOUNDS[0]!) / GROWTH));
+  while (bucket > 0 && ms <= BOUNDS[bucket - 1]!) bucket--;
+  while (bucket < BOUNDS.length - 1 && ms > BOUNDS[bucket]!) bucket++;
+  return bucket;
+}
+
 function percentile(latency: number[], total: number, q: number): number | null {
   if (total === 0) return null;
   const rank = q * total;
@@ -63,9 +73,7 @@ export class ServingSeries implements ServingMetrics {
 
   request(endpoint: string, backend: string, status: number, seconds: number): void {
     const start = this.stepStart(this.clock.now());
-    const ms = seconds * 1000;
-    let bucket = 0;
-    while (bucket < BOUNDS.length - 1 && ms > BOUNDS[bucket]!) bucket++;
+    const bucket = bucketOf(seconds * 1000);
     count(this.slot(this.endpoints, endpoint, start), status, bucket);
     count(this.slot(this.backends, backend, start), status, bucket);
   }
@@ -119,7 +127,7 @@ export class ServingSeries implements ServingMetrics {
     if (slots === undefined) map.set(name, (slots = []));
     let last = slots.at(-1);
     if (last?.start !== start) {
-      last = { start, requests: 0, errors: 0, latency: [] };
+      last = { start, requests: 0, errors: 0, latency: new Array<number>(BOUNDS.length).fill(0) };
       slots.push(last);
       this.expire(map, name, slots, start);
     }
@@ -136,7 +144,7 @@ export class ServingSeries implements ServingMetrics {
 function count(slot: Slot, status: number, bucket: number): void {
   slot.requests++;
   if (status >= 400) slot.errors++;
-  slot.latency[bucket] = (slot.latency[bucket] ?? 0) + 1;
+  slot.latency[bucket]!++;
 }
 
 /** Reports to each of `targets`. */
