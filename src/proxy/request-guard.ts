@@ -91,5 +91,5 @@ export function prepareForwardHeaders(req: IncomingMessage, bodyLength: number, 
 export function stripHopByHop(headers: IncomingHttpHeaders): void {
   const connection = headers.connection;
   if (connection !== undefined) for (const token of connection.split(',')) delete headers[token.trim().toLowerCase()];
-  for (const name in headers) if (HOP_BY_HOP.has(name)) delete headers[name];
+  for (const name of HOP_BY_HOP) if (headers[name] !== undefined) delete headers[name];
 }
