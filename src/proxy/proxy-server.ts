@@ -23,6 +23,15 @@ const LINGER_MS = 2_000;
 /** How many times per streamIdleTimeoutS a relayed answer is checked for bytes from its replica: a quiet one is cut at most a quarter late. */
 const IDLE_CHECKS = 4;
 
+/** A relayed answer the idle sweep watches: the replica's bytes it last saw, since when none came, and how to cut it. */
+interface Relaying {
+  readonly upstream: { readonly bytesRead: number };
+  readonly res: ServerResponse;
+  seen: number;
+  quietSince: number;
+  cut(): void;
+}
+
 /** The front door's limits: config http.* (documented in src/config/config.ts and docs/configuration.md). */
 export type FrontDoorSettings = Omit<FlotillaConfig['http'], 'host' | 'port' | 'publicUrl'>;
 
@@ -92,6 +101,9 @@ export class ProxyServer {
   private readonly requests = new InFlight();
   private readonly budget: BodyBudget;
   private readonly trusted: ReadonlySet<string>;
+  /** Answers being relayed, checked for bytes from their replica IDLE_CHECKS times per streamIdleTimeoutS by one timer. */
+  private readonly relaying = new Set<Relaying>();
+  private readonly idleSweep: NodeJS.Timeout;
 
   constructor(
     private readonly dispatcher: Dispatcher,
@@ -125,6 +137,7 @@ export class ProxyServer {
       answerRaw(socket, 405, 'Method Not Allowed', 'METHOD_NOT_ALLOWED', 'the front door is not a forward proxy: CONNECT is not served'),
     );
     this.server.on('error', (error) => this.logger.error('front door server error', { component: 'proxy', error: error.message }));
+    this.idleSweep = setInterval(() => this.sweepIdle(), (settings.streamIdleTimeoutS * 1000) / IDLE_CHECKS).unref();
   }
 
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
@@ -139,6 +152,7 @@ export class ProxyServer {
     await settlesWithin(this.requests.idle(ALL), graceMs);
     this.server.closeAllConnections();
     await closed;
+    clearInterval(this.idleSweep);
     this.engine.close();
   }
 
@@ -212,31 +226,23 @@ export class ProxyServer {
       },
     };
     const timeoutMs = this.dispatcher.requestTimeoutMs(backend);
-    const idleMs = this.settings.streamIdleTimeoutS * 1000;
     let failedStatus: number | undefined;
-    let timer = timeoutMs === undefined ? undefined : setTimeout(() => this.timedOut(res, backend, timeoutMs, cancel), timeoutMs);
+    const timer = timeoutMs === undefined ? undefined : setTimeout(() => this.timedOut(res, backend, timeoutMs, cancel), timeoutMs);
     let body: Buffer | undefined;
     let report: ((outcome: Outcome | undefined) => void) | undefined;
+    let relaying: Relaying | undefined;
     const watch: ForwardWatch = {
       headArrived: (upstream) => {
         clearTimeout(timer);
-        let seen = upstream.bytesRead;
-        let quietSince = performance.now();
-        const check = (): void => {
-          const now = performance.now();
-          if (upstream.bytesRead !== seen || res.writableNeedDrain) {
-            seen = upstream.bytesRead;
-            quietSince = now;
-          } else if (now - quietSince >= idleMs) {
-            failedStatus = 504;
-            this.logger.warn('stream idle too long', { component: 'proxy', backend, idleTimeoutS: this.settings.streamIdleTimeoutS });
-            res.destroy();
-            cancel.abort();
-            return;
-          }
-          timer?.refresh();
+        const cut = (): void => {
+          failedStatus = 504;
+          this.logger.warn('stream idle too long', { component: 'proxy', backend, idleTimeoutS: this.settings.streamIdleTimeoutS });
+          res.destroy();
+          cancel.abort();
         };
-        timer = setTimeout(check, idleMs / IDLE_CHECKS);
+        if (relaying !== undefined) this.relaying.delete(relaying);
+        relaying = { upstream, res, seen: upstream.bytesRead, quietSince: performance.now(), cut };
+        this.relaying.add(relaying);
       },
       failed: (status) => (failedStatus ??= status),
     };
@@ -245,6 +251,7 @@ export class ProxyServer {
       leaveEndpoint();
       if (!res.writableFinished) cancel.abort();
       clearTimeout(timer);
+      if (relaying !== undefined) this.relaying.delete(relaying);
       if (body !== undefined) this.budget.release(body.length);
       report?.(undefined);
       this.dispatcher.metrics.request(endpoint, backend, failedStatus ?? res.statusCode, (performance.now() - started) / 1000);
@@ -279,6 +286,21 @@ export class ProxyServer {
         return this.refuse(req, res, error, { 'retry-after': '1' });
       if (error.code === 'PAYLOAD_TOO_LARGE' || error.code === 'CLIENT_TIMEOUT') return this.refuse(req, res, error, {});
       sendError(res, error);
+    }
+  }
+
+  /** Cuts the relayed answers whose replica sent nothing for streamIdleTimeoutS (a client not reading does not count). */
+  private sweepIdle(): void {
+    const now = performance.now();
+    const idleMs = this.settings.streamIdleTimeoutS * 1000;
+    for (const relaying of this.relaying) {
+      if (relaying.upstream.bytesRead !== relaying.seen || relaying.res.writableNeedDrain) {
+        relaying.seen = relaying.upstream.bytesRead;
+        relaying.quietSince = now;
+      } else if (now - relaying.quietSince >= idleMs) {
+        this.relaying.delete(relaying);
+        relaying.cut();
+      }
     }
   }
 
