@@ -168,7 +168,10 @@ export class ProxyServer {
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = requestPath(req);
     if (path === undefined) {
-      const error = new FlotillaError('INVALID_ARGUMENT', "the request target must be an absolute path without '.' or '..' segments");
+      const error = new FlotillaError(
+        'INVALID_ARGUMENT',
+        "the request target must be an absolute path without '.' or '..' segments or backslashes",
+      );
       return sendError(res, error, { connection: 'close' });
     }
     if (isProtocolPath(path)) return this.serveOwn(res, path);

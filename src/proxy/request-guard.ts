@@ -18,9 +18,10 @@ const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
 /**
  * The path of a request, or undefined when its request target is not one
  * the front door forwards: not origin-form or absolute-form http(s), with
- * '.'/'..' segments (raw or percent-encoded), or starting with '//': a
- * replica could resolve those to another path than the one routed (some
- * servers merge slashes, '//x' reads as a host to URL parsers). An absolute-form target is rewritten
+ * '.'/'..' segments (raw or percent-encoded), a backslash, or starting
+ * with '//': a replica could resolve those to another path than the one
+ * routed (some servers merge slashes, '//x' reads as a host to URL parsers,
+ * and URL parsers, http-proxy's url.parse among them, read '\' as '/'). An absolute-form target is rewritten
  * to origin-form in req.url, so the replica sees the same path.
  */
 export function requestPath(req: IncomingMessage): string | undefined {
@@ -37,7 +38,7 @@ export function requestPath(req: IncomingMessage): string | undefined {
   }
   const query = url.indexOf('?');
   const path = query < 0 ? url : url.slice(0, query);
-  return path.charCodeAt(1) === 47 || DOT_SEGMENT.test(path) ? undefined : path;
+  return path.charCodeAt(1) === 47 || path.includes('\\') || DOT_SEGMENT.test(path) ? undefined : path;
 }
 
 /** Whether the path is in the replica protocol's namespace: /- or under /-/. */

@@ -28,6 +28,8 @@ describe('the front door under bad input', () => {
     ['a dot-dot path', 400, 'GET /a/../-/flotilla/config HTTP/1.1\r\nHost: x\r\n\r\n'],
     ['a path starting with //', 400, 'PUT //-/flotilla/config HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}'],
     ['an absolute URL whose path starts with //', 400, 'GET http://x//-/flotilla/config HTTP/1.1\r\nHost: x\r\n\r\n'],
+    ['a dot-dot path with backslashes', 400, 'GET /a\\..\\-/flotilla/config HTTP/1.1\r\nHost: x\r\n\r\n'],
+    ['a path starting with a backslash', 400, 'GET /\\-/flotilla/config HTTP/1.1\r\nHost: x\r\n\r\n'],
     ['an encoded dot-dot path', 400, 'GET /a/%2E%2e/x HTTP/1.1\r\nHost: x\r\n\r\n'],
     ['a non-http absolute URL', 400, 'GET ftp://x/a HTTP/1.1\r\nHost: x\r\n\r\n'],
     ['a bad header', 400, 'GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n'],
