@@ -1,68 +1,12 @@
-import { Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AutoscalingStatus, Client, ReplicaInfo } from '../api.js';
 import type { AutoscalingMetrics, LoadSignal } from '../controller/autoscaler.js';
 import type { ServingMetrics, ShadowOutcome } from '../proxy/serving-metrics.js';
 
-const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
-
-/** One endpoint and backend's answers: a count per status, latency per bucket (not cumulative, +Inf not kept), count and sum. */
+/** One endpoint and backend's answers: a count per status, and its latency series bound once. */
 interface Answered {
   statuses: Map<number, number>;
-  buckets: number[];
-  count: number;
-  sum: number;
-}
-
-interface HistogramValue {
-  labels: { le?: number | string };
-  sharedLabels: Record<string, string>;
-  value: number;
-  metricName: string;
-}
-
-interface HistogramSeries {
-  labels: Record<string, string>;
-  buckets: number[];
-  count: number;
-  sum: number;
-}
-
-/**
- * A histogram whose numbers are kept elsewhere and read when scraped: prom-client's own Histogram can only be fed one
- * observation at a time (a label lookup each). It gives the registry what a Histogram gives it: the cumulative `_bucket`
- * series with `le`, then `_sum` and `_count`, per label set.
- */
-class ScrapedHistogram {
-  readonly type = 'histogram';
-  readonly aggregator = 'sum';
-
-  constructor(
-    registry: Registry,
-    readonly name: string,
-    readonly help: string,
-    readonly labelNames: readonly string[],
-    private readonly upperBounds: readonly number[],
-    private readonly series: () => Iterable<HistogramSeries>,
-  ) {
-    registry.registerMetric(this as unknown as Metric);
-  }
-
-  /** What the registry renders the text format from (it prefers this to `get`, as for its own histograms). */
-  getForPromString(): Promise<{ name: string; help: string; type: string; aggregator: string; values: HistogramValue[] }> {
-    const values: HistogramValue[] = [];
-    const bucket = `${this.name}_bucket`;
-    for (const { labels, buckets, count, sum } of this.series()) {
-      let cumulative = 0;
-      for (let i = 0; i < this.upperBounds.length; i++) {
-        cumulative += buckets[i] ?? 0;
-        values.push({ labels: { le: this.upperBounds[i] ?? 0 }, sharedLabels: labels, value: cumulative, metricName: bucket });
-      }
-      values.push({ labels: { le: '+Inf' }, sharedLabels: labels, value: count, metricName: bucket });
-      values.push({ labels: {}, sharedLabels: labels, value: sum, metricName: `${this.name}_sum` });
-      values.push({ labels: {}, sharedLabels: labels, value: count, metricName: `${this.name}_count` });
-    }
-    return Promise.resolve({ name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values });
-  }
+  latency: { observe(seconds: number): void };
 }
 
 /**
@@ -88,14 +32,13 @@ export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
     registers: [this.registry],
     collect: () => this.collectCounts(this.errors, 'error_code', (status) => status >= 400),
   });
-  private readonly latency = new ScrapedHistogram(
-    this.registry,
-    'serve_http_request_latency_seconds',
-    'Time from a request reaching the front door to its response ending, queueing included.',
-    ['endpoint', 'backend'],
-    LATENCY_BUCKETS,
-    () => this.latencySeries(),
-  );
+  private readonly latency = new Histogram({
+    name: 'serve_http_request_latency_seconds',
+    help: 'Time from a request reaching the front door to its response ending, queueing included.',
+    labelNames: ['endpoint', 'backend'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
   private readonly shadows = new Counter({
     name: 'flotilla_shadow_requests_total',
     help: "Shadow copies by outcome: match or mismatch with the primary's answer, dropped (shadow saturated) or failed.",
@@ -248,15 +191,11 @@ export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
     if (byBackend === undefined) this.answered.set(endpoint, (byBackend = new Map()));
     let answered = byBackend.get(backend);
     if (answered === undefined) {
-      answered = { statuses: new Map(), buckets: new Array<number>(LATENCY_BUCKETS.length).fill(0), count: 0, sum: 0 };
+      answered = { statuses: new Map(), latency: this.latency.labels({ endpoint, backend }) };
       byBackend.set(backend, answered);
     }
     answered.statuses.set(status, (answered.statuses.get(status) ?? 0) + 1);
-    let bucket = 0;
-    while (bucket < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[bucket]!) bucket++;
-    if (bucket < LATENCY_BUCKETS.length) answered.buckets[bucket]!++;
-    answered.count++;
-    answered.sum += seconds;
+    answered.latency.observe(seconds);
   }
 
   private collectCounts<L extends string>(
@@ -272,12 +211,6 @@ export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
             counter.inc({ endpoint, backend, [label]: String(status) } as Partial<Record<'endpoint' | 'backend' | L, string>>, n);
         }
       }
-    }
-  }
-
-  private *latencySeries(): Iterable<HistogramSeries> {
-    for (const [endpoint, byBackend] of this.answered) {
-      for (const [backend, answered] of byBackend) yield { labels: { endpoint, backend }, ...answered };
     }
   }
 
