@@ -110,6 +110,7 @@ export class ReplicaLauncher implements ReplicaDriver {
       },
       hostDir,
       transport,
+      stopGraceS: target.config.gracefulShutdownTimeoutS,
       limits: {
         cpus: placement.cpus,
         cpuLimit: target.resources.cpuLimit ?? null,

@@ -40,6 +40,8 @@ export interface ReplicaSpec {
   /** A host directory bind-mounted at /run/flotilla: the entry file, and the unix socket. */
   hostDir: string | undefined;
   transport: ReplicaTransport;
+  /** Seconds a stop gives the replica after SIGTERM before it is killed, where the engine fixes that at start (Swarm). */
+  stopGraceS: number;
   limits: ReplicaLimits;
   confinement: ReplicaConfinement;
   /** On a cluster: the node the scheduler placed the replica on. */

@@ -503,7 +503,6 @@ export interface SwarmSettings {
 const SWARM_LABELS = { port: 'dev.flotilla.swarm.port', hostDir: 'dev.flotilla.swarm.host-dir' } as const;
 const TASK_OVER = new Set(['complete', 'shutdown', 'failed', 'rejected', 'orphaned', 'remove']);
 const NANO = 1e9;
-const STOP_GRACE_NS = 10 * NANO;
 const TASK_POLL_MS = 250;
 const ADDRESS_WAIT_MS = 20_000;
 
@@ -653,7 +652,7 @@ export class SwarmRuntime extends DockerRuntime {
               ? [{ Type: 'tmpfs', Source: '', Target: '/tmp', TmpfsOptions: { SizeBytes: 0, Mode: 0o1777 } }]
               : [],
             Configs: configs,
-            StopGracePeriod: STOP_GRACE_NS,
+            StopGracePeriod: Math.round(spec.stopGraceS * NANO),
           },
           Resources: {
             Reservations: {
@@ -793,7 +792,8 @@ export class SwarmRuntime extends DockerRuntime {
       if (isNotFound(error)) return;
       throw error;
     }
-    const deadline = Date.now() + (timeoutS + STOP_GRACE_NS / NANO) * 1000;
+    const grace = (info.Spec.TaskTemplate?.ContainerSpec?.StopGracePeriod ?? 0) / NANO;
+    const deadline = Date.now() + (timeoutS + grace) * 1000;
     while (Date.now() < deadline) {
       const [tasks, ready] = await Promise.all([this.tasksOf([serviceId]), this.readyNodes()]);
       if (!tasks.some((task) => !TASK_OVER.has(task.Status.State) && task.NodeID !== undefined && ready.has(task.NodeID))) break;

@@ -90,7 +90,7 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
 
   it('spreads replicas by their CPUs over the nodes, runs more than one node holds, and refuses one that fits on none', async () => {
     await client.createBackend('spread', () => `served by ${process.env.HOSTNAME}`, {
-      config: { numReplicas: 3 },
+      config: { numReplicas: 3, gracefulShutdownTimeoutS: 7 },
       replicaOptions: { numCpus: 1.5 },
     });
     await client.createEndpoint('spread', { backend: 'spread', route: '/spread' });
@@ -100,6 +100,7 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
       expect(spec.TaskTemplate.ContainerSpec.Image).toMatch(/^registry:5000\/flotilla\/backend@sha256:[0-9a-f]{64}$/);
       expect(spec.TaskTemplate.Resources.Reservations.NanoCPUs).toBe(1.5e9);
       expect(spec.EndpointSpec.Mode).toBe('dnsrr');
+      expect(spec.TaskTemplate.ContainerSpec.StopGracePeriod).toBe(7e9);
     }
     const servedBy = new Set<string>();
     for (let i = 0; i < 12; i++) {
