@@ -261,6 +261,15 @@ export interface CapacityInfo {
   free: { cpus: number; memoryMb: number; gpus: Record<string, number> };
 }
 
+/** An image build under way for a backend (docs/admin-api.md). */
+export interface BuildInfo {
+  backend: string;
+  image: string;
+  /** The build's last step line (e.g. "Step 3/7 : RUN npm ci"); null before its first. */
+  step: string | null;
+  startedAt: string;
+}
+
 /** What an event is about; docs/admin-api.md lists when each is recorded. */
 export type EventKind =
   | 'backend.created'
@@ -339,6 +348,8 @@ export interface Client {
   listReplicas(backend: string): Promise<ReplicaInfo[]>;
   /** What replicas may reserve on this Flotilla, and what is free of it now. */
   getCapacity(): Promise<CapacityInfo>;
+  /** The image builds under way, with the step each is at. */
+  listBuilds(): Promise<BuildInfo[]>;
   createEndpoint(name: string, options: CreateEndpointOptions): Promise<void>;
   listEndpoints(): Promise<Record<string, EndpointInfo>>;
   /** Splits the endpoint's requests over backends by weight; weights are >= 0 and sum to 1. */

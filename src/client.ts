@@ -3,6 +3,7 @@ import type {
   BackendConfigPatch,
   BackendDefinition,
   BackendInfo,
+  BuildInfo,
   CapacityInfo,
   Client,
   CreateBackendOptions,
@@ -99,6 +100,10 @@ export class LocalClient implements Client {
   }
   async getCapacity(): Promise<CapacityInfo> {
     return this.controller.capacity();
+  }
+
+  async listBuilds(): Promise<BuildInfo[]> {
+    return this.controller.builds();
   }
   async createEndpoint(name: string, options: CreateEndpointOptions): Promise<void> {
     await this.controller.createEndpoint(name, options);

@@ -220,6 +220,7 @@ export class AdminServer {
       ['GET', /^\/api\/backends\/([^/]+)\/replicas$/, (call) => client.listReplicas(name(call))],
       ['GET', /^\/api\/backends\/([^/]+)\/logs$/, (call) => this.streamLogs(client, name(call), call)],
       ['GET', /^\/api\/capacity$/, () => client.getCapacity()],
+      ['GET', /^\/api\/builds$/, () => client.listBuilds()],
       ['GET', /^\/api\/endpoints$/, () => client.listEndpoints()],
       [
         'POST',

@@ -2,6 +2,7 @@ import type {
   BackendConfigPatch,
   BackendDefinition,
   BackendInfo,
+  BuildInfo,
   CapacityInfo,
   Client,
   ConnectOptions,
@@ -194,6 +195,9 @@ class RemoteClient implements Client {
   }
   getCapacity(): Promise<CapacityInfo> {
     return this.call('GET', '/api/capacity');
+  }
+  listBuilds(): Promise<BuildInfo[]> {
+    return this.call('GET', '/api/builds');
   }
   async createEndpoint(name: string, options: CreateEndpointOptions): Promise<void> {
     await this.call('POST', '/api/endpoints', { name, ...options });

@@ -270,6 +270,10 @@ async function progress(client: Client, step: DeployStep, elapsedS: number): Pro
   if (step.op === 'updateBackendConfig' && (step.changes.numReplicas ?? 0) < (step.previous.numReplicas ?? 0)) {
     return `  ${step.backend}: draining replicas (${elapsedS}s)`;
   }
+  if (step.op === 'createBackend' || step.op === 'updateBackend') {
+    const build = (await client.listBuilds()).find((b) => b.backend === step.backend);
+    if (build !== undefined) return `  ${step.backend}: building image${build.step === null ? '' : `, ${build.step}`} (${elapsedS}s)`;
+  }
   const target =
     step.op === 'createBackend' ? step.spec.config.numReplicas : step.op === 'updateBackendConfig' ? step.changes.numReplicas : undefined;
   if (step.op === 'createBackend' || step.op === 'updateBackendConfig') {

@@ -4,6 +4,7 @@ import type {
   AutoscalingStatus,
   BackendConfig,
   BackendInfo,
+  BuildInfo,
   CapacityInfo,
   CreateEndpointOptions,
   EndpointInfo,
@@ -49,7 +50,7 @@ const MAX_UNIX_SOCKET_PATH = 107;
 export interface ControllerDeps {
   config: FlotillaConfig;
   runtime: ContainerRuntime;
-  images: Pick<ImageBuilder, 'backendImage'>;
+  images: Pick<ImageBuilder, 'backendImage' | 'builds'>;
   scheduler: Scheduler;
   dispatcher: Pick<Dispatcher, 'update' | 'drained' | 'cut' | 'endpointRequests' | 'ongoingRequests'>;
   logger: Logger;
@@ -408,6 +409,10 @@ export class Controller {
 
   listReplicas(name: string): ReplicaInfo[] {
     return this.backend(name).replicaInfo();
+  }
+
+  builds(): BuildInfo[] {
+    return this.deps.images.builds();
   }
 
   capacity(): CapacityInfo {

@@ -1,6 +1,7 @@
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { BuildInfo } from '../api.js';
 import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import type { Logger } from '../common/logger.js';
@@ -106,6 +107,7 @@ const APT_CLEAN = 'rm -rf /var/lib/apt/lists/*';
 export class ImageBuilder {
   private readonly runtimeTags = new Map<ReplicaRuntimeKind, Promise<string>>();
   private readonly bases: BaseImages;
+  private readonly building = new Set<BuildInfo>();
 
   constructor(
     private readonly runtime: ContainerRuntime,
@@ -113,6 +115,11 @@ export class ImageBuilder {
     private readonly logger: Logger,
   ) {
     this.bases = new BaseImages(runtime, { node: settings.baseImage, python: settings.pythonBaseImage }, logger);
+  }
+
+  /** The image builds under way, each with the last step it reached. */
+  builds(): BuildInfo[] {
+    return [...this.building].map((build) => ({ ...build }));
   }
 
   backendImage(source: BackendImageSource): Promise<BuiltImage> {
@@ -325,6 +332,8 @@ export class ImageBuilder {
     }
     log.info('building image');
     const started = Date.now();
+    const build: BuildInfo = { backend, image: tag, step: null, startedAt: new Date(started).toISOString() };
+    this.building.add(build);
     try {
       await this.runtime.buildImage({
         tag,
@@ -333,13 +342,15 @@ export class ImageBuilder {
         ...options,
         onLog: (raw) => {
           const line = raw.replace(/(\w+:\/\/)[^/@\s]+@/g, '$1***@');
-          return /^Step \d+\/\d+ :/.test(line)
-            ? log.info(line, { seconds: Math.round((Date.now() - started) / 100) / 10 })
-            : log.debug(line);
+          if (!/^Step \d+\/\d+ :/.test(line)) return log.debug(line);
+          build.step = line;
+          log.info(line, { seconds: Math.round((Date.now() - started) / 100) / 10 });
         },
       });
     } catch (error) {
       throw this.explainBuildFailure(error);
+    } finally {
+      this.building.delete(build);
     }
     log.info('image built', { seconds: (Date.now() - started) / 1000 });
     return tag;

@@ -56,6 +56,26 @@ describe('flotilla deploy', () => {
     expect(containersOf(instance)).toEqual(containers);
   });
 
+  it('shows the image build step it is at while a backend builds', async () => {
+    const context = mkdtempSync(join(dir, 'slow-build-'));
+    cpSync(join(FIXTURES, 'my-backend'), context, { recursive: true });
+    writeFileSync(
+      join(context, 'Dockerfile'),
+      `ARG FLOTILLA_BASE_IMAGE\nFROM \${FLOTILLA_BASE_IMAGE}\nCOPY . /app\nRUN sleep 3 # ${shortId(4)}\n`,
+    );
+    const path = join(dir, 'slow-build.yaml');
+    writeFileSync(
+      path,
+      `backends:\n  slow:\n    import: handlers/echo.js:Echo\n    initArgs: [slow]\n` +
+        `    runtimeEnv: { context: ${context}, dockerfile: Dockerfile }\n    replicaOptions: { numCpus: 0.25 }\nendpoints: {}\n`,
+    );
+    const lines: string[] = [];
+    await deployAppFile(client, path, { log: (line) => lines.push(line), progressIntervalMs: 200 });
+    expect(lines.some((line) => /^ {2}slow: building image, Step \d+\/\d+ : RUN sleep 3/.test(line))).toBe(true);
+    expect(await client.listBuilds()).toEqual([]);
+    await client.deleteBackend('slow');
+  });
+
   it('rescales on a numReplicas edit without rebuilding or replacing the running replica', async () => {
     const before = containersOf(instance, 'echo');
     const [image] = imagesOf(before);

@@ -38,7 +38,7 @@ function setup(
   const controller = new Controller({
     config,
     runtime,
-    images: { backendImage: () => Promise.resolve({ image: 'built:1' }) },
+    images: { backendImage: () => Promise.resolve({ image: 'built:1' }), builds: () => [] },
     scheduler: new Scheduler({ cpus: 8, memoryMb: 8192, gpus: [] }),
     dispatcher: {
       update: (s) => snapshots.push(s),

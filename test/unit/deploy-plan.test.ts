@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { BackendInfo, Client, EndpointInfo } from '../../src/api.js';
+import type { BackendInfo, BuildInfo, Client, EndpointInfo } from '../../src/api.js';
 import { parseAppFile, type AppSpec } from '../../src/cli/app-file.js';
 import { applyPlan, describeStep, planDeploy, type CurrentState, type DeployStep } from '../../src/cli/deploy.js';
 import { FlotillaError } from '../../src/common/errors.js';
@@ -329,7 +329,7 @@ describe('planDeploy on a machine of a given capacity', () => {
 });
 
 describe('applyPlan', () => {
-  function fakeClient(failOn?: string, delayMs = 0): { client: Client; calls: string[] } {
+  function fakeClient(failOn?: string, delayMs = 0, builds: BuildInfo[] = []): { client: Client; calls: string[] } {
     const calls: string[] = [];
     const call =
       (name: string) =>
@@ -349,6 +349,7 @@ describe('applyPlan', () => {
       listReplicas: async () => {
         throw new FlotillaError('BACKEND_NOT_FOUND', 'not yet');
       },
+      listBuilds: async () => builds,
     } as unknown as Client;
     return { client, calls };
   }
@@ -403,6 +404,18 @@ describe('applyPlan', () => {
       },
     );
     expect(lines).toContain('  echo: building image (0s)');
+  });
+
+  it('logs the step an image build is at', async () => {
+    const lines: string[] = [];
+    const build = { backend: 'echo', image: 'flotilla/backend:1', step: 'Step 3/7 : RUN npm ci', startedAt: new Date().toISOString() };
+    await applyPlan(
+      fakeClient(undefined, 120, [build]).client,
+      planDeploy(parse(APP), { backends: {}, endpoints: {} }).slice(0, 1),
+      (line) => lines.push(line),
+      { progressIntervalMs: 30 },
+    );
+    expect(lines).toContain('  echo: building image, Step 3/7 : RUN npm ci (0s)');
   });
 
   it('stops at a failed step, keeping its code and saying what was applied', async () => {
