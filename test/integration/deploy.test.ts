@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Client } from '../../src/index.js';
+import { serve, type Client } from '../../src/index.js';
 import { deployAppFile } from '../../src/cli/deploy.js';
 import { shortId } from '../../src/common/ids.js';
 import { containersOf, FIXTURES, freePort, inspect, startFlotilla } from './harness.js';
@@ -54,26 +54,6 @@ describe('flotilla deploy', () => {
     const again = await deploy(APP_FILE);
     expect(again).toEqual({ ops: [], lines: ['nothing to change'] });
     expect(containersOf(instance)).toEqual(containers);
-  });
-
-  it('shows the image build step it is at while a backend builds', async () => {
-    const context = mkdtempSync(join(dir, 'slow-build-'));
-    cpSync(join(FIXTURES, 'my-backend'), context, { recursive: true });
-    writeFileSync(
-      join(context, 'Dockerfile'),
-      `ARG FLOTILLA_BASE_IMAGE\nFROM \${FLOTILLA_BASE_IMAGE}\nCOPY . /app\nRUN sleep 3 # ${shortId(4)}\n`,
-    );
-    const path = join(dir, 'slow-build.yaml');
-    writeFileSync(
-      path,
-      `backends:\n  slow:\n    import: handlers/echo.js:Echo\n    initArgs: [slow]\n` +
-        `    runtimeEnv: { context: ${context}, dockerfile: Dockerfile }\n    replicaOptions: { numCpus: 0.25 }\nendpoints: {}\n`,
-    );
-    const lines: string[] = [];
-    await deployAppFile(client, path, { log: (line) => lines.push(line), progressIntervalMs: 200 });
-    expect(lines.some((line) => /^ {2}slow: building image, Step \d+\/\d+ : RUN sleep 3/.test(line))).toBe(true);
-    expect(await client.listBuilds()).toEqual([]);
-    await client.deleteBackend('slow');
   });
 
   it('rescales on a numReplicas edit without rebuilding or replacing the running replica', async () => {
@@ -287,5 +267,41 @@ describe('flotilla deploy on a full machine (2 CPUs)', () => {
     expect([...statuses.keys()].sort()).toEqual([200, 503]);
     expect(answers.at(-1)).toBe('c');
     expect((await client.getCapacity()).free.cpus).toBe(0);
+  });
+});
+
+describe('flotilla deploy while an image builds', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flt-build-'));
+  const stateDir = mkdtempSync(join(tmpdir(), 'flt-'));
+  const instance = `test-${shortId(3)}`;
+  let client: Client;
+  let adminPort: number;
+
+  beforeAll(async () => {
+    adminPort = await freePort();
+    ({ client } = await startFlotilla({ instance, stateDir, admin: { host: '127.0.0.1', port: adminPort } }));
+  });
+  afterAll(async () => {
+    await client?.shutdown();
+  });
+
+  it('shows the Dockerfile step the build is at, through the admin API', async () => {
+    const context = join(dir, 'context');
+    cpSync(join(FIXTURES, 'my-backend'), context, { recursive: true });
+    writeFileSync(
+      join(context, 'Dockerfile'),
+      `ARG FLOTILLA_BASE_IMAGE\nFROM \${FLOTILLA_BASE_IMAGE}\nCOPY . /app\nRUN sleep 3 # ${shortId(4)}\n`,
+    );
+    const path = join(dir, 'slow-build.yaml');
+    writeFileSync(
+      path,
+      `backends:\n  slow:\n    import: handlers/echo.js:Echo\n    initArgs: [slow]\n` +
+        `    runtimeEnv: { context: ${context}, dockerfile: Dockerfile }\n    replicaOptions: { numCpus: 0.25 }\nendpoints: {}\n`,
+    );
+    const remote = await serve.connect({ address: `http://127.0.0.1:${adminPort}`, instance, stateDir });
+    const lines: string[] = [];
+    await deployAppFile(remote, path, { log: (line) => lines.push(line), progressIntervalMs: 200 });
+    expect(lines.some((line) => /^ {2}slow: building image, Step \d+\/\d+ : RUN sleep 3/.test(line))).toBe(true);
+    expect(await remote.listBuilds()).toEqual([]);
   });
 });
