@@ -28,12 +28,29 @@ export FLOTILLA_PYTHON_BASE_IMAGE
 if [ -z "${FLOTILLA_BUILD_CA_FILE:-}" ] && [ -n "${NODE_EXTRA_CA_CERTS:-}" ]; then
   export FLOTILLA_BUILD_CA_FILE="$NODE_EXTRA_CA_CERTS"
 fi
-results=$(mktemp)
+results=$(mktemp -d)
 status=0
-npx vitest run --reporter=default --reporter=json --outputFile.json="$results" "$@" || status=$?
+run_vitest() {
+  npx vitest run --reporter=default --reporter=json --outputFile.json="$results/$1.json" "${@:2}" || status=$?
+}
+if [ $# -gt 0 ]; then
+  run_vitest chosen "$@"
+else
+  # The Swarm tests run alone, after the rest: in two runs with other integration tests alongside, the test bed's
+  # manager node stopped mid-suite (cause not found; docs/multi-node.md#the-test-bed); alone they have always passed.
+  SWARM_TESTS=test/integration/swarm.test.ts
+  run_vitest rest --exclude "$SWARM_TESTS"
+  run_vitest swarm "$SWARM_TESTS"
+fi
 node -e '
-  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-  console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed`);
+  const fs = require("fs");
+  let passed = 0, failed = 0;
+  for (const file of fs.readdirSync(process.argv[1])) {
+    const r = JSON.parse(fs.readFileSync(`${process.argv[1]}/${file}`, "utf8"));
+    passed += r.numPassedTests;
+    failed += r.numFailedTests;
+  }
+  console.log(`tests: ${passed} passed, ${failed} failed`);
 ' "$results" || true
-rm -f "$results"
+rm -rf "$results"
 exit "$status"
