@@ -74,8 +74,16 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
   });
 
   afterAll(() => {
-    // What the control plane said, for a failure in CI (its logs go with the bed).
-    console.log(run('docker', ['exec', `${bed}-manager`, 'sh', '-c', 'docker service logs --tail 40 flotilla_control-plane 2>&1']));
+    // What the control plane and the manager's engine said, for a failure in CI (their logs go with the bed).
+    const said = (command: string) => {
+      try {
+        return run('sh', ['-c', `${command} 2>&1`]);
+      } catch (error) {
+        return String(error);
+      }
+    };
+    console.log(said(`docker exec ${bed}-manager docker service logs --tail 40 flotilla_control-plane`));
+    console.log(said(`docker logs --tail 40 ${bed}-manager`));
     run('bash', [join(ROOT, 'scripts', 'swarm-testbed.sh'), 'down', bed]);
   });
 

@@ -1,4 +1,4 @@
-import { get, type ServerResponse } from 'node:http';
+import { get, type IncomingMessage, type ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ServeHandle } from '../../src/handle/serve-handle.js';
 import { PROTOCOL } from '../../src/replica/protocol.js';
@@ -54,21 +54,22 @@ describe('streamed answers through the front door', () => {
     expect(chunks.at(-1)!.at - chunks[0]!.at).toBeGreaterThanOrEqual(1000);
   });
 
+  /** A replica that answers `count` numbered chunks, one every 400 ms. */
+  const counting = (count: number) => (_req: IncomingMessage, res: ServerResponse) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    let sent = 0;
+    const tick = setInterval(() => {
+      res.write(`${sent++};`);
+      if (sent === count) {
+        clearInterval(tick);
+        res.end();
+      }
+    }, 400);
+  };
+
   it('bounds only the time to the first byte by requestTimeoutS: a stream longer than it completes', async () => {
     door = await startFrontDoor({
-      handlers: {
-        r1: (_req, res) => {
-          res.writeHead(200, { 'content-type': 'text/plain' });
-          let sent = 0;
-          const tick = setInterval(() => {
-            res.write(`${sent++};`);
-            if (sent === 5) {
-              clearInterval(tick);
-              res.end();
-            }
-          }, 400);
-        },
-      },
+      handlers: { r1: counting(5) },
       backend: { requestTimeoutS: 1 },
     });
     const response = await fetch(`${door.url}/long`);
@@ -78,19 +79,7 @@ describe('streamed answers through the front door', () => {
 
   it('keeps a stream whose chunks come more often than streamIdleTimeoutS, however long it runs', async () => {
     door = await startFrontDoor({
-      handlers: {
-        r1: (_req, res) => {
-          res.writeHead(200, { 'content-type': 'text/plain' });
-          let sent = 0;
-          const tick = setInterval(() => {
-            res.write(`${sent++};`);
-            if (sent === 8) {
-              clearInterval(tick);
-              res.end();
-            }
-          }, 400);
-        },
-      },
+      handlers: { r1: counting(8) },
       settings: { streamIdleTimeoutS: 1 },
     });
     const response = await fetch(`${door.url}/steady`);
