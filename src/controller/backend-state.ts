@@ -451,6 +451,11 @@ export class BackendState {
     }
   }
 
+  /** The rollout under way or stopped, without building the whole BackendInfo. */
+  get rolloutStatus(): Readonly<RolloutStatus> | undefined {
+    return this.rollout;
+  }
+
   info(): BackendInfo {
     const { config, definition, initArgs, runtimeEnv, resources } = this.target;
     const env = Object.fromEntries(Object.entries(runtimeEnv).filter(([, value]) => value !== undefined));

@@ -261,7 +261,7 @@ export class Controller {
       try {
         await this.convergence(state);
       } catch (error) {
-        if (isFlotillaError(error, 'ROLLOUT_FAILED') && state.info().rollout?.state === 'rolling-back') {
+        if (isFlotillaError(error, 'ROLLOUT_FAILED') && state.rolloutStatus?.state === 'rolling-back') {
           await this.convergence(state).catch(() => undefined);
         }
         throw error;
@@ -360,7 +360,7 @@ export class Controller {
     for (const name of this.capsLogged.keys()) if (!autoscaled.has(name)) this.capsLogged.delete(name);
     for (const state of live) {
       const config = state.target.config.autoscaling;
-      if (config === null || state.info().rollout?.state === 'paused') continue;
+      if (config === null || state.rolloutStatus?.state === 'paused') continue;
       const change = this.autoscaler.step(state, config, now);
       this.logCap(state.name, this.autoscaler.status(state));
       if (change === undefined) continue;
@@ -442,10 +442,10 @@ export class Controller {
     const next = { ...previous.config, ...changes };
     if (changes.numReplicas !== undefined && changes.autoscaling === undefined) next.autoscaling = null;
     if (next.autoscaling !== null) next.numReplicas = withinBounds(next.autoscaling, previous.config.numReplicas);
-    if (next.numReplicas !== previous.config.numReplicas && state.info().rollout?.state === 'paused') {
+    if (next.numReplicas !== previous.config.numReplicas && state.rolloutStatus?.state === 'paused') {
       throw new FlotillaError(
         'ROLLOUT_PAUSED',
-        `backend '${name}' has a paused rollout (${state.info().rollout?.reason ?? ''}); call updateBackend with a working version, or the previous one, before scaling it`,
+        `backend '${name}' has a paused rollout (${state.rolloutStatus?.reason ?? ''}); call updateBackend with a working version, or the previous one, before scaling it`,
       );
     }
     checkSupports(name, previous.definition, next);
