@@ -93,12 +93,12 @@ export class ControlPlane {
     const metrics = new PrometheusMetrics();
     const series = new ServingSeries(systemClock);
     const events = new EventLog(eventsPath(config), config.eventHistory, systemClock, logger);
-    const dispatcher = new Dispatcher(
-      () => void controller.tick(),
-      fanOut(metrics, series),
-      config.http.streamIdleTimeoutS * 1000,
-      (backend) => controller.demand(backend),
-    );
+    const dispatcher = new Dispatcher({
+      onReplicaFailure: () => void controller.tick(),
+      metrics: fanOut(metrics, series),
+      streamIdleTimeoutMs: config.http.streamIdleTimeoutS * 1000,
+      onDemand: (backend) => controller.demand(backend),
+    });
     const controller = new Controller({
       config,
       runtime,

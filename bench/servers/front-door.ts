@@ -15,7 +15,10 @@ const [socketPath, route, backend] = [process.argv[2], process.argv[3] ?? '/hell
 if (socketPath === undefined) throw new Error('usage: front-door REPLICA_SOCKET [ROUTE]');
 const config = loadConfig({ logLevel: 'warn' });
 const metrics = new PrometheusMetrics();
-const dispatcher = new Dispatcher(() => undefined, fanOut(metrics, new ServingSeries(systemClock)), config.http.streamIdleTimeoutS * 1000);
+const dispatcher = new Dispatcher({
+  metrics: fanOut(metrics, new ServingSeries(systemClock)),
+  streamIdleTimeoutMs: config.http.streamIdleTimeoutS * 1000,
+});
 dispatcher.update({
   endpoints: [{ name: backend, route, methods: ['GET', 'POST'], traffic: { [backend]: 1 }, shadows: {} }],
   backends: [

@@ -2,7 +2,14 @@ import { Agent } from 'node:http';
 import { FlotillaError } from '../common/errors.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
 import { InFlight } from './in-flight.js';
-import { ReplicaRouter, type Abortable, type Lease, type RoutedReplica, type RouterSettings } from './replica-router.js';
+import {
+  ReplicaRouter,
+  type Abortable,
+  type BackendRouter,
+  type Lease,
+  type RoutedReplica,
+  type RouterSettings,
+} from './replica-router.js';
 import { RouteTable, type RouteEntry } from './route-table.js';
 import { noMetrics, type ServingMetrics } from './serving-metrics.js';
 import { ShadowMirror } from './shadow.js';
@@ -29,6 +36,20 @@ export interface RoutingSnapshot {
   backends: BackendRouting[];
 }
 
+export interface DispatcherOptions {
+  /** A request to a replica failed at the connection level. */
+  onReplicaFailure?: (backend: string, replicaId: string) => void;
+  metrics?: ServingMetrics;
+  /** Bounds a handle's gaps between chunks. */
+  streamIdleTimeoutMs?: number;
+  /** A request arrived for a backend that has no replica. */
+  onDemand?: (backend: string) => void;
+  /** A request started waiting in the backend's queue. */
+  onQueued?: (backend: string) => void;
+  /** Picks a backend's replicas; by default a ReplicaRouter, exact within this process (a front-door worker leases, see leased-router.ts). */
+  router?: (backend: string, settings: RouterSettings) => BackendRouter<ReplicaTarget>;
+}
+
 /**
  * The data plane's view of the world, shared by the HTTP front door and
  * ServeHandles: route table, traffic policies and one replica router per
@@ -42,19 +63,27 @@ export class Dispatcher {
   private routes = new RouteTable([]);
   private endpoints = new Map<string, { routing: EndpointRouting; policy: TrafficPolicy }>();
   private backends = new Map<string, BackendRouting>();
-  private readonly routers = new Map<string, ReplicaRouter<ReplicaTarget>>();
+  private readonly routers = new Map<string, BackendRouter<ReplicaTarget>>();
+  readonly metrics: ServingMetrics;
+  readonly streamIdleTimeoutMs: number;
+  private readonly onReplicaFailure: (backend: string, replicaId: string) => void;
+  private readonly newRouter: (backend: string, settings: RouterSettings) => BackendRouter<ReplicaTarget>;
 
-  /**
-   * onReplicaFailure is called when a request to a replica failed at the connection level; streamIdleTimeoutMs bounds a
-   * handle's gaps between chunks; onDemand is called when a request arrives for a backend that has no replica.
-   */
-  constructor(
-    private readonly onReplicaFailure: (backend: string, replicaId: string) => void = () => undefined,
-    readonly metrics: ServingMetrics = noMetrics,
-    readonly streamIdleTimeoutMs = 60_000,
-    private readonly onDemand: (backend: string) => void = () => undefined,
-  ) {
-    this.shadows = new ShadowMirror((backend, signal) => this.acquire(backend, { signal }), this.agent, metrics);
+  constructor(options: DispatcherOptions = {}) {
+    const { onDemand, onQueued } = options;
+    this.metrics = options.metrics ?? noMetrics;
+    this.streamIdleTimeoutMs = options.streamIdleTimeoutMs ?? 60_000;
+    this.onReplicaFailure = options.onReplicaFailure ?? (() => undefined);
+    this.newRouter =
+      options.router ??
+      ((name, settings) =>
+        new ReplicaRouter(
+          name,
+          settings,
+          () => onDemand?.(name),
+          () => onQueued?.(name),
+        ));
+    this.shadows = new ShadowMirror((backend, signal) => this.acquire(backend, { signal }), this.agent, this.metrics);
   }
 
   update(snapshot: RoutingSnapshot): void {
@@ -68,8 +97,7 @@ export class Dispatcher {
     for (const backend of snapshot.backends) {
       let router = this.routers.get(backend.name);
       if (router === undefined) {
-        const name = backend.name;
-        router = new ReplicaRouter(name, backend, () => this.onDemand(name));
+        router = this.newRouter(backend.name, backend);
         this.routers.set(backend.name, router);
       }
       router.update(backend.replicas, backend);
@@ -118,6 +146,10 @@ export class Dispatcher {
     const router = this.routers.get(backend);
     if (router === undefined) return Promise.reject(new FlotillaError('NO_REPLICAS', `backend '${backend}' has no replicas`));
     return router.acquire(abortable, exclude);
+  }
+
+  queued(backend: string): number {
+    return this.routers.get(backend)?.queued ?? 0;
   }
 
   /** The backend's requests queued and in flight (the autoscaler's signal). */

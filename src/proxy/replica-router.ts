@@ -25,6 +25,19 @@ export interface RouterSettings {
   coldStart?: boolean;
 }
 
+/** What the Dispatcher asks of the part that picks one backend's replica for a request (ReplicaRouter, or a front-door worker's LeasedRouter). */
+export interface BackendRouter<T> {
+  /** Requests queued and in flight. */
+  readonly ongoing: number;
+  readonly queued: number;
+  update(replicas: RoutedReplica<T>[], settings: RouterSettings): void;
+  tryAcquire(exclude?: ReadonlySet<string>): Lease<T> | undefined;
+  acquire(abortable?: Abortable, exclude?: ReadonlySet<string>): Promise<Lease<T>>;
+  drained(replicaId: string): Promise<void>;
+  eject(replicaId: string): void;
+  close(): void;
+}
+
 /** How long a replica that failed a connection stays out of rotation, unless a routing update comes first. */
 export const QUARANTINE_MS = 5_000;
 
@@ -64,7 +77,7 @@ interface Waiter<T> {
  * a request that arrives while the backend has no replica is reported as
  * demand (onDemand), so that one can be started.
  */
-export class ReplicaRouter<T> {
+export class ReplicaRouter<T> implements BackendRouter<T> {
   private slots: Slot<T>[] = [];
   private readonly queue: Waiter<T>[] = [];
   private readonly leases = new InFlight();
@@ -77,6 +90,8 @@ export class ReplicaRouter<T> {
     private settings: RouterSettings,
     /** Called when a request arrives while the backend has no replica (whether it then waits or is refused QUEUE_FULL). */
     private readonly onDemand: () => void = () => undefined,
+    /** Called when a request starts waiting in the queue. */
+    private readonly onQueued: () => void = () => undefined,
   ) {}
 
   update(replicas: RoutedReplica<T>[], settings: RouterSettings): void {
@@ -146,6 +161,7 @@ export class ReplicaRouter<T> {
     return new Promise<Lease<T>>((resolve, reject) => {
       const waiter: Waiter<T> = { exclude, resolve, reject };
       this.queue.push(waiter);
+      this.onQueued();
       if (this.slots.length === 0) this.armNoReplicaTimer(waiter);
       const signal = abortable?.signal;
       if (signal?.aborted) this.leave(waiter, new Error('request aborted while queued'));

@@ -111,7 +111,11 @@ export async function startFrontDoor(
     replicaFailure: (backend) => replicaFailures.push(backend),
   };
   const settings = { ...DEFAULT_SETTINGS, ...options.settings };
-  const dispatcher = new Dispatcher((_, replica) => failures.push(replica), metrics, settings.streamIdleTimeoutS * 1000);
+  const dispatcher = new Dispatcher({
+    onReplicaFailure: (_, replica) => failures.push(replica),
+    metrics,
+    streamIdleTimeoutMs: settings.streamIdleTimeoutS * 1000,
+  });
   const route = (snapshot: RoutingSnapshot) => dispatcher.update(snapshot);
   route({
     endpoints: [{ name: 'echo', route: '/', methods: options.methods ?? ['GET', 'POST', 'PUT'], traffic: { echo: 1 }, shadows: {} }],
