@@ -1,7 +1,7 @@
 import convict from 'convict';
 import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { homedir } from 'node:os';
+import { availableParallelism, homedir } from 'node:os';
 import { join } from 'node:path';
 import { FlotillaError } from '../common/errors.js';
 
@@ -20,6 +20,13 @@ convict.addFormat({
   },
 });
 
+const MAX_FRONT_DOOR_WORKERS = 64;
+
+/** http.workers 0: half the cores, the other half left to the replicas on the same machine; 1 to 8. */
+export function defaultFrontDoorWorkers(cores = availableParallelism()): number {
+  return Math.min(8, Math.max(1, Math.floor(cores / 2)));
+}
+
 const schema = {
   http: {
     host: { doc: 'Address the HTTP front door binds to.', format: String, default: '127.0.0.1', env: 'FLOTILLA_HTTP_HOST' },
@@ -29,6 +36,12 @@ const schema = {
       format: matching(/^(https?:\/\/\S+)?$/, 'an http(s) URL, or empty'),
       default: '',
       env: 'FLOTILLA_HTTP_PUBLIC_URL',
+    },
+    workers: {
+      doc: 'Front-door worker processes sharing the port; 1 serves in the control plane process, 0 picks half the cores (1 to 8).',
+      format: 'nat',
+      default: 0,
+      env: 'FLOTILLA_HTTP_WORKERS',
     },
     maxBodyBytes: {
       doc: 'Largest request body the front door accepts; larger ones get 413.',
@@ -289,6 +302,7 @@ export interface FlotillaConfig {
     host: string;
     port: number;
     publicUrl: string;
+    workers: number;
     maxBodyBytes: number;
     maxBufferedBytes: number;
     maxConnections: number;
@@ -358,6 +372,13 @@ export function loadConfig(overrides: ConfigOverrides = {}): FlotillaConfig {
       'invalid Flotilla configuration: runtime swarm needs swarmRegistry (FLOTILLA_SWARM_REGISTRY), the registry every node pulls images from',
     );
   }
+  if (properties.http.workers > MAX_FRONT_DOOR_WORKERS) {
+    throw new FlotillaError(
+      'INVALID_ARGUMENT',
+      `invalid Flotilla configuration: http.workers (FLOTILLA_HTTP_WORKERS) must be at most ${MAX_FRONT_DOOR_WORKERS}, not ${properties.http.workers}`,
+    );
+  }
+  if (properties.http.workers === 0) properties.http.workers = defaultFrontDoorWorkers();
   // Replicas on other nodes are reached over the overlay network only.
   if (properties.runtime === 'swarm') properties.transport = 'tcp';
   return properties;

@@ -47,12 +47,15 @@ import {
 
 const MAX_UNIX_SOCKET_PATH = 107;
 
+/** What the controller asks of the data plane: the Dispatcher, or the front-door workers with it (FrontDoorWorkers.dataPlane). */
+export type DataPlane = Pick<Dispatcher, 'update' | 'drained' | 'cut' | 'endpointIdle' | 'ongoingRequests'>;
+
 export interface ControllerDeps {
   config: FlotillaConfig;
   runtime: ContainerRuntime;
   images: Pick<ImageBuilder, 'backendImage' | 'builds'>;
   scheduler: Scheduler;
-  dispatcher: Pick<Dispatcher, 'update' | 'drained' | 'cut' | 'endpointRequests' | 'ongoingRequests'>;
+  dispatcher: DataPlane;
   logger: Logger;
   clock: Clock;
   /** How replicas are probed and reconfigured; replica-client.ts unless a test fakes it. */
@@ -635,7 +638,7 @@ export class Controller {
       0,
       ...Object.keys(endpoint!.traffic).map((b) => this.backends.get(b)?.target.config.gracefulShutdownTimeoutS ?? 0),
     );
-    await settlesWithin(this.deps.dispatcher.endpointRequests.idle(name), graceS * 1000);
+    await settlesWithin(this.deps.dispatcher.endpointIdle(name), graceS * 1000);
     this.log.info('endpoint deleted', { endpoint: name });
   }
 

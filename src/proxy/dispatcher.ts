@@ -157,6 +157,11 @@ export class Dispatcher {
     return this.routers.get(backend)?.ongoing ?? 0;
   }
 
+  /** Resolves once no request for the endpoint is in flight here. */
+  endpointIdle(endpoint: string): Promise<void> {
+    return this.endpointRequests.idle(endpoint);
+  }
+
   /** Resolves once no request of the backend is in flight on the replica. */
   drained(backend: string, replicaId: string): Promise<void> {
     return this.routers.get(backend)?.drained(replicaId) ?? Promise.resolve();

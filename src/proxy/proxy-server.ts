@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { listenOn } from '../common/checks.js';
 import { settlesWithin } from '../common/clock.js';
@@ -33,7 +34,7 @@ interface Relaying {
 }
 
 /** The front door's limits: config http.* (documented in src/config/config.ts and docs/configuration.md). */
-export type FrontDoorSettings = Omit<FlotillaConfig['http'], 'host' | 'port' | 'publicUrl'>;
+export type FrontDoorSettings = Omit<FlotillaConfig['http'], 'host' | 'port' | 'publicUrl' | 'workers'>;
 
 const CLIENT_ERROR_STATUS: Record<string, [number, string]> = {
   HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large'],
@@ -104,6 +105,7 @@ export class ProxyServer {
   /** Answers being relayed, checked for bytes from their replica IDLE_CHECKS times per streamIdleTimeoutS by one timer. */
   private readonly relaying = new Set<Relaying>();
   private readonly idleSweep: NodeJS.Timeout;
+  private accepting = false;
 
   constructor(
     private readonly dispatcher: Dispatcher,
@@ -144,6 +146,18 @@ export class ProxyServer {
     const address = await listenOn(this.server, host, port, 'the HTTP front door');
     this.logger.info('front door listening', { component: 'proxy', ...address });
     return address;
+  }
+
+  /**
+   * Serves a connection another process accepted (a front-door worker's, see front-door-workers.ts). The first one
+   * starts Node's header and request timeout checks, which Node starts on 'listening'.
+   */
+  accept(socket: Socket): void {
+    if (!this.accepting) {
+      this.accepting = true;
+      this.server.emit('listening');
+    }
+    this.server.emit('connection', socket);
   }
 
   /** Stops accepting, lets requests in flight finish for up to graceMs, then closes every connection. */

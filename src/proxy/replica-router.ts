@@ -30,6 +30,7 @@ export interface BackendRouter<T> {
   /** Requests queued and in flight. */
   readonly ongoing: number;
   readonly queued: number;
+  inFlight(replicaId: string): number;
   update(replicas: RoutedReplica<T>[], settings: RouterSettings): void;
   tryAcquire(exclude?: ReadonlySet<string>): Lease<T> | undefined;
   acquire(abortable?: Abortable, exclude?: ReadonlySet<string>): Promise<Lease<T>>;

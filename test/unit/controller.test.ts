@@ -6,7 +6,6 @@ import { systemClock } from '../../src/common/clock.js';
 import { LABELS } from '../../src/common/labels.js';
 import { loadConfig, type ConfigOverrides } from '../../src/config/config.js';
 import { Controller } from '../../src/controller/controller.js';
-import { InFlight } from '../../src/proxy/in-flight.js';
 import type { RoutingSnapshot } from '../../src/proxy/dispatcher.js';
 import { Scheduler } from '../../src/resources/scheduler.js';
 import type { ReplicaStatus } from '../../src/runtime/container-runtime.js';
@@ -44,7 +43,7 @@ function setup(
       update: (s) => snapshots.push(s),
       drained: () => Promise.resolve(),
       cut: () => undefined,
-      endpointRequests: new InFlight(),
+      endpointIdle: () => Promise.resolve(),
       ongoingRequests: () => 0,
     },
     logger: silentLogger,

@@ -1,0 +1,239 @@
+import { FlotillaError, type ErrorCode } from '../common/errors.js';
+import type { ReplicaTarget } from '../runtime/container-runtime.js';
+import { QUARANTINE_MS, type Abortable, type BackendRouter, type Lease, type RoutedReplica } from './replica-router.js';
+import type { FromWorker, ToWorker } from './worker-protocol.js';
+
+/** A lease no request used for this long goes back to the primary (so that its slot counts where it is needed). */
+export const IDLE_RETURN_MS = 250;
+
+const NONE: ReadonlySet<string> = new Set();
+
+interface Held {
+  id: number;
+  replica: RoutedReplica<ReplicaTarget>;
+  idleSince: number;
+}
+
+interface Want {
+  router: LeasedRouter;
+  resolve(held: Held): void;
+  reject(error: Error): void;
+  abandoned: boolean;
+}
+
+/**
+ * A front-door worker's side of slot leasing: sends wants to the primary and
+ * routes its answers (leases, refusals, contention) to the backend routers.
+ */
+export class LeaseClient {
+  private nextWant = 1;
+  private readonly wants = new Map<number, Want>();
+  private readonly routers = new Map<string, LeasedRouter>();
+  private readonly sweep: NodeJS.Timeout;
+
+  constructor(private readonly send: (message: FromWorker) => void) {
+    this.sweep = setInterval(() => {
+      const now = performance.now();
+      for (const router of this.routers.values()) router.returnIdle(now);
+    }, IDLE_RETURN_MS).unref();
+  }
+
+  router(backend: string): LeasedRouter {
+    const router = new LeasedRouter(backend, this);
+    this.routers.set(backend, router);
+    return router;
+  }
+
+  forget(router: LeasedRouter): void {
+    if (this.routers.get(router.backend) === router) this.routers.delete(router.backend);
+  }
+
+  want(router: LeasedRouter, exclude: ReadonlySet<string>, abortable?: Abortable): Promise<Held> {
+    const id = this.nextWant++;
+    return new Promise((resolve, reject) => {
+      const want: Want = { router, resolve, reject, abandoned: false };
+      this.wants.set(id, want);
+      this.send({ t: 'want', want: id, backend: router.backend, exclude: [...exclude] });
+      const signal = abortable?.signal;
+      const abandon = (): void => {
+        if (want.abandoned || !this.wants.has(id)) return;
+        want.abandoned = true;
+        this.send({ t: 'cancel', want: id });
+        reject(new Error('request aborted while queued'));
+      };
+      if (signal?.aborted) abandon();
+      else signal?.addEventListener('abort', abandon, { once: true });
+    });
+  }
+
+  giveBack(leases: number[], ack?: string): void {
+    if (leases.length > 0 || ack !== undefined) this.send({ t: 'return', leases, ...(ack === undefined ? {} : { ack }) });
+  }
+
+  /** Handles the primary's answers; false for a message that is not about leases. */
+  receive(message: ToWorker): boolean {
+    if (message.t === 'lease' || message.t === 'refused') {
+      const want = this.wants.get(message.want);
+      this.wants.delete(message.want);
+      if (message.t === 'refused') {
+        if (want !== undefined && !want.abandoned) want.reject(new FlotillaError(message.code as ErrorCode, message.message));
+        return true;
+      }
+      if (want === undefined || want.abandoned || want.router.closed) this.giveBack([message.lease]);
+      else want.resolve({ id: message.lease, replica: message.replica, idleSince: 0 });
+      return true;
+    }
+    if (message.t === 'contended') {
+      const router = this.routers.get(message.backend);
+      const idle = router?.setContended(message.contended) ?? [];
+      if (message.contended) this.giveBack(idle, message.backend);
+      return true;
+    }
+    return false;
+  }
+
+  close(): void {
+    clearInterval(this.sweep);
+  }
+}
+
+/**
+ * One backend's replicas as a front-door worker sees them: it admits a
+ * request on a lease it holds (no message to the primary), else asks the
+ * primary for one, where the backend's only ReplicaRouter queues it, FIFO
+ * with the other workers' and the handles' requests, and refuses it at
+ * maxQueuedRequests; so maxConcurrentQueries and maxQueuedRequests hold
+ * across workers. A lease whose request ended is kept for the next request,
+ * but goes back when the primary says requests wait for the backend
+ * (contended), when it stays idle IDLE_RETURN_MS, or when its replica
+ * leaves the routing or fails a connection.
+ */
+export class LeasedRouter implements BackendRouter<ReplicaTarget> {
+  closed = false;
+  private replicas = new Map<string, RoutedReplica<ReplicaTarget>>();
+  private idle: Held[] = [];
+  private readonly busy = new Map<string, number>();
+  private busyTotal = 0;
+  private waiting = 0;
+  private contended = false;
+  private readonly ejectedUntil = new Map<string, number>();
+
+  constructor(
+    readonly backend: string,
+    private readonly client: LeaseClient,
+  ) {}
+
+  get ongoing(): number {
+    return this.busyTotal + this.waiting;
+  }
+
+  get queued(): number {
+    return this.waiting;
+  }
+
+  inFlight(replicaId: string): number {
+    return this.busy.get(replicaId) ?? 0;
+  }
+
+  update(replicas: RoutedReplica<ReplicaTarget>[]): void {
+    this.replicas = new Map(replicas.map((replica) => [replica.id, replica]));
+    this.ejectedUntil.clear();
+    this.giveBackIdle((held) => !this.replicas.has(held.replica.id));
+  }
+
+  tryAcquire(exclude: ReadonlySet<string> = NONE): Lease<ReplicaTarget> | undefined {
+    if (this.contended) return undefined;
+    let best = -1;
+    let bestBusy = Infinity;
+    const now = this.ejectedUntil.size > 0 ? performance.now() : 0;
+    for (let i = 0; i < this.idle.length; i++) {
+      const id = this.idle[i]!.replica.id;
+      if (exclude.has(id) || this.inQuarantine(id, now)) continue;
+      const busy = this.busy.get(id) ?? 0;
+      if (busy < bestBusy) [best, bestBusy] = [i, busy];
+    }
+    if (best < 0) return undefined;
+    const [held] = this.idle.splice(best, 1);
+    return this.use(held!);
+  }
+
+  async acquire(abortable?: Abortable, exclude: ReadonlySet<string> = NONE): Promise<Lease<ReplicaTarget>> {
+    const lease = this.tryAcquire(exclude);
+    if (lease !== undefined) return lease;
+    this.waiting++;
+    try {
+      return this.use(await this.client.want(this, exclude, abortable));
+    } finally {
+      this.waiting--;
+    }
+  }
+
+  /** The primary's router counts this worker's leases: the controller waits on that one. */
+  drained(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  eject(replicaId: string): void {
+    this.ejectedUntil.set(replicaId, performance.now() + QUARANTINE_MS);
+    this.giveBackIdle((held) => held.replica.id === replicaId);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.giveBackIdle(() => true);
+    this.client.forget(this);
+  }
+
+  /** Sets whether requests wait for the backend at the primary; when they start to, returns the idle leases, no longer held. */
+  setContended(contended: boolean): number[] {
+    this.contended = contended;
+    if (!contended) return [];
+    return this.idle.splice(0).map((held) => held.id);
+  }
+
+  returnIdle(now: number): void {
+    this.giveBackIdle((held) => now - held.idleSince >= IDLE_RETURN_MS);
+  }
+
+  private use(held: Held): Lease<ReplicaTarget> {
+    const id = held.replica.id;
+    this.busy.set(id, (this.busy.get(id) ?? 0) + 1);
+    this.busyTotal++;
+    let released = false;
+    return {
+      replica: this.replicas.get(id) ?? held.replica,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.busyTotal--;
+        const busy = this.busy.get(id)! - 1;
+        if (busy === 0) this.busy.delete(id);
+        else this.busy.set(id, busy);
+        if (this.contended || this.closed || !this.replicas.has(id) || this.inQuarantine(id, performance.now())) {
+          this.client.giveBack([held.id]);
+          return;
+        }
+        held.idleSince = performance.now();
+        this.idle.push(held);
+      },
+    };
+  }
+
+  private inQuarantine(replicaId: string, now: number): boolean {
+    const until = this.ejectedUntil.get(replicaId);
+    if (until === undefined) return false;
+    if (until > now) return true;
+    this.ejectedUntil.delete(replicaId);
+    return false;
+  }
+
+  private giveBackIdle(returned: (held: Held) => boolean): void {
+    const back: number[] = [];
+    this.idle = this.idle.filter((held) => {
+      if (!returned(held)) return true;
+      back.push(held.id);
+      return false;
+    });
+    this.client.giveBack(back);
+  }
+}
