@@ -15,12 +15,16 @@ import { InstanceClaim } from './controller/instance-claim.js';
 import { EventLog } from './controller/event-log.js';
 import { Scheduler } from './resources/scheduler.js';
 import { Dispatcher } from './proxy/dispatcher.js';
+import { FrontDoorWorkers } from './proxy/front-door-workers.js';
 import { ProxyServer } from './proxy/proxy-server.js';
 import { engineRuntime, SwarmRuntime } from './runtime/docker-runtime.js';
 import { TimedRuntime } from './runtime/timed-runtime.js';
 import { ImageBuilder } from './runtime/image-builder.js';
 import { machineCapacity } from './resources/machine.js';
 import { watchNodes } from './resources/node-watch.js';
+
+/** The HTTP front door: served in this process, or by worker processes. */
+type FrontDoor = Pick<ProxyServer, 'listen' | 'close'>;
 
 /** How a start was asked for: a detached start passes the nonce that its /api/health must report. */
 export interface Launch {
@@ -70,7 +74,7 @@ export class ControlPlane {
     readonly adminUrl: string,
     private readonly controller: Controller,
     private readonly dispatcher: Dispatcher,
-    private readonly proxy: ProxyServer,
+    private readonly proxy: FrontDoor,
     private readonly admin: AdminServer,
     private readonly logger: Logger,
     private readonly generatedToken: string | undefined,
@@ -98,20 +102,26 @@ export class ControlPlane {
       metrics: fanOut(metrics, series),
       streamIdleTimeoutMs: config.http.streamIdleTimeoutS * 1000,
       onDemand: (backend) => controller.demand(backend),
+      onQueued: (backend) => workers?.contend(backend),
     });
+    const render = (): Promise<{ contentType: string; body: string }> => metrics.render();
+    const workers =
+      config.http.workers > 1
+        ? new FrontDoorWorkers(config.http.workers, dispatcher, config.http, config, logger, render)
+        : undefined;
     const controller = new Controller({
       config,
       runtime,
       images: new ImageBuilder(runtime, config, logger),
       scheduler,
-      dispatcher,
+      dispatcher: workers?.dataPlane() ?? dispatcher,
       logger,
       clock: systemClock,
       events,
       autoscalingMetrics: metrics,
     });
     await controller.init();
-    const proxy = new ProxyServer(dispatcher, config.http, logger, () => metrics.render());
+    const proxy: FrontDoor = workers ?? new ProxyServer(dispatcher, config.http, logger, render);
     const { token, generated } = adminToken(config);
     const allowedHosts = config.admin.allowedHosts
       .split(',')

@@ -21,7 +21,10 @@ export type ToWorker =
   | { t: 'contended'; backend: string; contended: boolean }
   | { t: 'cut'; target: ReplicaTarget }
   | { t: 'rendered'; id: number; contentType: string; body: string }
+  /** Answered with done once no request for the endpoint is in flight in the worker. */
   | { t: 'endpointIdle'; id: number; endpoint: string }
+  /** Answered with done once the worker has sent what it served so far. */
+  | { t: 'flush'; id: number }
   | { t: 'close'; graceMs: number }
   /** Comes with a client socket handle. */
   | { t: 'connection' };
@@ -35,6 +38,5 @@ export type FromWorker =
   | { t: 'failed'; backend: string; replica: string }
   | { t: 'metrics'; requests: Array<[string, string, number, number]>; shadows: Array<[string, string, ShadowOutcome]> }
   | { t: 'render'; id: number }
-  | { t: 'endpointIdle'; id: number }
-  | { t: 'disconnected' }
-  | { t: 'closed' };
+  | { t: 'done'; id: number }
+  | { t: 'disconnected' };

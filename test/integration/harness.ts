@@ -27,7 +27,7 @@ export function testSettings<T extends Omit<StartOptions, 'detached'>>(overrides
   return {
     instance: `test-${shortId(3)}`,
     stateDir: mkdtempSync(join(tmpdir(), 'flt-')),
-    http: { host: '127.0.0.1', port: 0 },
+    http: { host: '127.0.0.1', port: 0, workers: 1 },
     admin: { host: '127.0.0.1', port: 0 },
     logLevel: 'warn' as const,
     cpuCapacity: 64,

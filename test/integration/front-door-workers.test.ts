@@ -1,0 +1,107 @@
+import { execFileSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Client } from '../../src/index.js';
+import { startFlotilla } from './harness.js';
+
+/** Counts the calls it serves at once and remembers the most it ever served together. */
+class Counter {
+  private now = 0;
+  private most = 0;
+  async call(request: Request) {
+    const url = new URL(request.url);
+    if (url.searchParams.has('most')) return { most: this.most };
+    if (url.searchParams.has('reset')) return { most: (this.most = 0) };
+    const ms = Number(url.searchParams.get('ms') ?? JSON.parse((await request.text()) || '0'));
+    this.now += 1;
+    this.most = Math.max(this.most, this.now);
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    this.now -= 1;
+    return { served: true };
+  }
+}
+
+function workerPids(): number[] {
+  const out = execFileSync('ps', ['-o', 'pid=,args=', '--ppid', String(process.pid)], { encoding: 'utf8' });
+  return out
+    .split('\n')
+    .filter((line) => line.includes('front-door-worker.js'))
+    .map((line) => Number(line.trim().split(/\s+/)[0]));
+}
+
+/** A GET on a connection of its own, so that requests spread over the workers. */
+async function get(url: string): Promise<{ status: number; code?: string }> {
+  const response = await fetch(url, { headers: { connection: 'close' } });
+  const body = (await response.json()) as { error?: { code: string } };
+  return { status: response.status, code: body.error?.code };
+}
+
+describe('the front door as two worker processes', () => {
+  let client: Client;
+
+  beforeAll(async () => {
+    ({ client } = await startFlotilla({ http: { host: '127.0.0.1', port: 0, workers: 2 } }));
+    await client.createBackend('counter', Counter, { config: { maxConcurrentQueries: 2, maxQueuedRequests: 3 } });
+    await client.createEndpoint('counter', { backend: 'counter', route: '/count' });
+  });
+  afterAll(() => client.shutdown());
+
+  it('runs two workers behind the one port', async () => {
+    expect(workerPids()).toHaveLength(2);
+    const answers = await Promise.all(Array.from({ length: 5 }, () => get(`${client.httpUrl}/count`)));
+    expect(answers.map((a) => a.status)).toEqual(Array(5).fill(200));
+    const routes = await (await fetch(`${client.httpUrl}/-/routes`)).json();
+    expect(routes).toEqual({ '/count': { endpoint: 'counter', methods: ['GET'] } });
+  });
+
+  it('keeps maxConcurrentQueries and maxQueuedRequests exact over both workers and the handles', async () => {
+    await get(`${client.httpUrl}/count?reset`);
+    const handle = client.getHandle('counter');
+    const calls: Array<Promise<{ status: number; code?: string }>> = [
+      ...Array.from({ length: 11 }, () => get(`${client.httpUrl}/count?ms=1500`)),
+      handle.remote(1500).then(
+        () => ({ status: 200 }),
+        (error: { code: string }) => ({ status: 503, code: error.code }),
+      ),
+    ];
+    const answers = await Promise.all(calls);
+    expect(answers.filter((a) => a.status === 200)).toHaveLength(5);
+    expect(answers.filter((a) => a.status === 503).map((a) => a.code)).toEqual(Array(7).fill('QUEUE_FULL'));
+    expect(await (await fetch(`${client.httpUrl}/count?most`)).json()).toEqual({ most: 2 });
+  });
+
+  it('counts what every worker served in /-/metrics', async () => {
+    const served = (text: string) =>
+      text
+        .split('\n')
+        .filter((line) => line.startsWith('serve_num_http_requests_total{') && line.includes('endpoint="counter"'))
+        .reduce((sum, line) => sum + Number(line.split(' ').at(-1)), 0);
+    const before = served(await (await fetch(`${client.httpUrl}/-/metrics`)).text());
+    for (let i = 0; i < 10; i++) await get(`${client.httpUrl}/count`);
+    const after = served(await (await fetch(`${client.httpUrl}/-/metrics`)).text());
+    expect(after - before).toBe(10);
+  });
+
+  it('replaces a worker that dies, with its slots given back', async () => {
+    const [victim] = workerPids();
+    const inFlight = Array.from({ length: 4 }, () => get(`${client.httpUrl}/count?ms=1000`));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    process.kill(victim!, 'SIGKILL');
+    await Promise.allSettled(inFlight);
+    await expect.poll(() => workerPids().filter((pid) => pid !== victim).length, { timeout: 15_000 }).toBe(2);
+    await get(`${client.httpUrl}/count?reset`);
+    const answers = await Promise.all(Array.from({ length: 2 }, () => get(`${client.httpUrl}/count?ms=1200`)));
+    expect(answers.map((a) => a.status)).toEqual([200, 200]);
+    expect(await (await fetch(`${client.httpUrl}/count?most`)).json()).toEqual({ most: 2 });
+  });
+
+  it('deletes an endpoint once the request a worker has in flight for it is answered', async () => {
+    await client.createEndpoint('slow', { backend: 'counter', route: '/slow' });
+    const slow = get(`${client.httpUrl}/slow?ms=1500`);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const started = performance.now();
+    await client.deleteEndpoint('slow');
+    expect(performance.now() - started).toBeGreaterThan(900);
+    expect(await slow).toEqual({ status: 200, code: undefined });
+    expect((await get(`${client.httpUrl}/slow`)).code).toBe('ROUTE_NOT_FOUND');
+  });
+});
