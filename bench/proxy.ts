@@ -30,13 +30,15 @@ interface Settings {
   baseline: string | undefined;
   /** Only these targets, when given. */
   only: string[] | undefined;
+  /** The worker processes of the flotilla-workers target (http.workers), measured beside the one-process front door. */
+  workers: number;
 }
 
 /** One thing the load is sent to: over TCP with wrk, or over a unix socket with the bench's own generator. */
 interface Target {
   name: string;
   load: { url: string } | { socket: LoadTarget };
-  /** The process serving it, whose CPU time is divided by the requests it answered. */
+  /** The process serving it, whose CPU time (its children's included) is divided by the requests it answered. */
   pid: number | undefined;
 }
 
@@ -82,6 +84,7 @@ function readSettings(): Settings {
           profile: { type: 'string' },
           targets: { type: 'string' },
           baseline: { type: 'string' },
+          workers: { type: 'string' },
         },
       });
     } catch (error) {
@@ -106,6 +109,7 @@ function readSettings(): Settings {
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
     baseline: values.baseline === undefined ? undefined : resolve(values.baseline, 'dist/bench/servers/front-door.js'),
     only: (values.targets ?? process.env.BENCH_TARGETS)?.split(','),
+    workers: positive('workers', values.workers ?? process.env.BENCH_WORKERS ?? '2'),
   };
 }
 
@@ -127,13 +131,17 @@ async function ensureTools(): Promise<void> {
   );
 }
 
-/** CPU time (user + system, all threads) a process has used so far; undefined when it cannot be read. */
+/** CPU time (user + system, all threads) a process and its child processes have used so far; undefined when it cannot be read. */
 function processCpuMs(pid: number | undefined): number | undefined {
   if (pid === undefined) return undefined;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_S;
+    const own = ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_S;
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+      .split(' ')
+      .filter((child) => child !== '');
+    return children.reduce((sum, child) => sum + (processCpuMs(Number(child)) ?? 0), own);
   } catch {
     return undefined;
   }
@@ -431,6 +439,8 @@ function report(results: Map<number, Map<string, Figures>>): string {
       ['flotilla-baseline', 'http-proxy'],
       ['flotilla', 'flotilla-baseline'],
       ['flotilla', 'nginx'],
+      ['flotilla-workers', 'flotilla'],
+      ['flotilla-workers', 'http-proxy'],
       ['http-proxy', 'nginx'],
       ['replica', 'node:http'],
       ['python-replica', 'python-http'],
@@ -471,6 +481,12 @@ async function main(): Promise<void> {
     const bare = await processes.start(process.execPath, [join(SERVERS, 'bare-http.js'), join(dir, 'bare.sock')]);
     const profile = settings.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', settings.profileDir];
     const frontDoor = await processes.start(process.execPath, [...profile, join(SERVERS, 'front-door.js'), replica.socketPath, ROUTE]);
+    const frontDoorWorkers = await processes.start(process.execPath, [
+      join(SERVERS, 'front-door.js'),
+      replica.socketPath,
+      ROUTE,
+      String(settings.workers),
+    ]);
     const baseline =
       settings.baseline === undefined ? undefined : await processes.start(process.execPath, [settings.baseline, replica.socketPath, ROUTE]);
     const bareProxy = await processes.start(process.execPath, [join(SERVERS, 'bare-proxy.js'), replica.socketPath]);
@@ -478,6 +494,7 @@ async function main(): Promise<void> {
     const url = (port: number | undefined): string => `http://127.0.0.1:${port}${ROUTE}`;
     const targets: Target[] = [
       { name: 'flotilla', load: { url: url(frontDoor.port) }, pid: frontDoor.pid },
+      { name: 'flotilla-workers', load: { url: url(frontDoorWorkers.port) }, pid: frontDoorWorkers.pid },
       ...(baseline === undefined ? [] : [{ name: 'flotilla-baseline', load: { url: url(baseline.port) }, pid: baseline.pid }]),
       { name: 'http-proxy', load: { url: url(bareProxy.port) }, pid: bareProxy.pid },
       { name: 'nginx', load: { url: url(nginx.port) }, pid: nginx.pid },
@@ -500,7 +517,8 @@ async function main(): Promise<void> {
       );
     process.stdout.write(
       `replica: ${settings.replica === 'host' ? 'the Node runtime on the host' : 'a Flotilla container'} at ${replica.socketPath}; ` +
-        `wrk (1 thread) loads the TCP targets (flotilla, http-proxy, nginx), the bench's generator the unix sockets; ` +
+        `flotilla-workers is the front door as ${settings.workers} worker processes; ` +
+        `wrk (1 thread) loads the TCP targets (flotilla, flotilla-workers, http-proxy, nginx), the bench's generator the unix sockets; ` +
         `${settings.rounds} rounds of ${settings.roundS} s per target after ${settings.warmupS} s of warm-up\n`,
     );
     const results = new Map<number, Map<string, Figures>>();

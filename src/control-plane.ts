@@ -106,9 +106,7 @@ export class ControlPlane {
     });
     const render = (): Promise<{ contentType: string; body: string }> => metrics.render();
     const workers =
-      config.http.workers > 1
-        ? new FrontDoorWorkers(config.http.workers, dispatcher, config.http, config, logger, render)
-        : undefined;
+      config.http.workers > 1 ? new FrontDoorWorkers(config.http.workers, dispatcher, config.http, config, logger, render) : undefined;
     const controller = new Controller({
       config,
       runtime,

@@ -5,21 +5,29 @@ import { createLogger } from '../../src/common/logger.js';
 import { loadConfig } from '../../src/config/config.js';
 import { DEFAULT_BACKEND_CONFIG } from '../../src/controller/validation.js';
 import { Dispatcher } from '../../src/proxy/dispatcher.js';
+import { FrontDoorWorkers } from '../../src/proxy/front-door-workers.js';
 import { ProxyServer } from '../../src/proxy/proxy-server.js';
 
 /**
  * Flotilla's front door as serve.start() builds it (Dispatcher with the Prometheus metrics and the dashboard's
- * series, ProxyServer with the default http.* settings), routing /hello to one replica at the given socket.
+ * series, ProxyServer with the default http.* settings, or WORKERS worker processes), routing ROUTE to one
+ * replica at the given socket.
  */
-const [socketPath, route, backend] = [process.argv[2], process.argv[3] ?? '/hello', 'hello'];
-if (socketPath === undefined) throw new Error('usage: front-door REPLICA_SOCKET [ROUTE]');
+const [socketPath, route, workers, backend] = [process.argv[2], process.argv[3] ?? '/hello', Number(process.argv[4] ?? '1'), 'hello'];
+if (socketPath === undefined) throw new Error('usage: front-door REPLICA_SOCKET [ROUTE] [WORKERS]');
 const config = loadConfig({ logLevel: 'warn' });
+const logger = createLogger('warn', 'json');
 const metrics = new PrometheusMetrics();
+const render = (): Promise<{ contentType: string; body: string }> => metrics.render();
 const dispatcher = new Dispatcher({
   metrics: fanOut(metrics, new ServingSeries(systemClock)),
   streamIdleTimeoutMs: config.http.streamIdleTimeoutS * 1000,
+  onQueued: (name) => pool?.contend(name),
 });
-dispatcher.update({
+const pool = workers > 1 ? new FrontDoorWorkers(workers, dispatcher, config.http, config, logger, render) : undefined;
+const frontDoor = pool ?? new ProxyServer(dispatcher, config.http, logger, render);
+const { port } = await frontDoor.listen('127.0.0.1', 0);
+(pool?.dataPlane() ?? dispatcher).update({
   endpoints: [{ name: backend, route, methods: ['GET', 'POST'], traffic: { [backend]: 1 }, shadows: {} }],
   backends: [
     {
@@ -32,7 +40,5 @@ dispatcher.update({
     },
   ],
 });
-const proxy = new ProxyServer(dispatcher, config.http, createLogger('warn', 'json'), () => metrics.render());
-const { port } = await proxy.listen('127.0.0.1', 0);
 process.stdout.write(`${JSON.stringify({ port })}\n`);
-process.once('SIGTERM', () => void proxy.close(0).then(() => process.exit(0)));
+process.once('SIGTERM', () => void frontDoor.close(0).then(() => process.exit(0)));

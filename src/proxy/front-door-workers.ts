@@ -157,7 +157,10 @@ export class FrontDoorWorkers {
     const worker: Worker = { child, seat: this.desk.seat(send), asks: new Map(), open: 0, ready: false };
     this.workers.push(worker);
     const ready = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`a front-door worker did not start within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);
+      const timer = setTimeout(
+        () => reject(new Error(`a front-door worker did not start within ${START_TIMEOUT_MS / 1000} s`)),
+        START_TIMEOUT_MS,
+      );
       child.once('exit', (code) => reject(new Error(`a front-door worker exited with code ${code} as it started`)));
       child.on('message', (message: FromWorker) => {
         if (message.t !== 'ready') return;
@@ -183,7 +186,8 @@ export class FrontDoorWorkers {
     if (this.desk.receive(worker.seat, message)) return;
     switch (message.t) {
       case 'metrics':
-        for (const [endpoint, backend, status, seconds] of message.requests) this.dispatcher.metrics.request(endpoint, backend, status, seconds);
+        for (const [endpoint, backend, status, seconds] of message.requests)
+          this.dispatcher.metrics.request(endpoint, backend, status, seconds);
         for (const [endpoint, backend, outcome] of message.shadows) this.dispatcher.metrics.shadow(endpoint, backend, outcome);
         return;
       case 'failed':
