@@ -52,9 +52,9 @@ export class LeaseDesk {
 
   unseat(seat: DeskSeat): void {
     this.seats.delete(seat);
+    for (const controller of seat.waits.values()) controller.abort();
     for (const { lease } of seat.leases.values()) lease.release();
     seat.leases.clear();
-    for (const controller of seat.waits.values()) controller.abort();
     for (const wakers of seat.acks.values()) for (const wake of wakers) wake();
     seat.acks.clear();
   }

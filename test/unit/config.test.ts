@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/config.js';
+import { defaultFrontDoorWorkers, loadConfig } from '../../src/config/config.js';
 
 describe('loadConfig', () => {
   it('runs replicas on a Swarm only with a registry, and always over tcp there', () => {
@@ -103,5 +103,21 @@ describe('http.publicUrl', () => {
     expect(loadConfig().http.publicUrl).toBe('');
     expect(loadConfig({ http: { publicUrl: 'http://127.0.0.1:18000' } }).http.publicUrl).toBe('http://127.0.0.1:18000');
     expect(() => loadConfig({ http: { publicUrl: '127.0.0.1:18000' } })).toThrow(/http\.publicUrl: must be an http\(s\) URL/);
+  });
+});
+
+describe('http.workers', () => {
+  it('picks half the cores, 1 to 8, when 0 (the default), and takes an explicit count up to 64', () => {
+    expect([1, 2, 3, 4, 16, 64].map((cores) => defaultFrontDoorWorkers(cores))).toEqual([1, 1, 1, 2, 8, 8]);
+    expect(loadConfig().http.workers).toBe(defaultFrontDoorWorkers());
+    expect(loadConfig({ http: { workers: 3 } }).http.workers).toBe(3);
+    process.env.FLOTILLA_HTTP_WORKERS = '2';
+    try {
+      expect(loadConfig().http.workers).toBe(2);
+    } finally {
+      delete process.env.FLOTILLA_HTTP_WORKERS;
+    }
+    expect(() => loadConfig({ http: { workers: 65 } })).toThrow(/http.workers \(FLOTILLA_HTTP_WORKERS\) must be at most 64, not 65/);
+    expect(() => loadConfig({ http: { workers: -1 } })).toThrow(/http.workers/);
   });
 });
