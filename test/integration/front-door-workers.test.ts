@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
 import { startFlotilla } from './harness.js';
@@ -39,7 +40,7 @@ describe('the front door as two worker processes', () => {
   let client: Client;
 
   beforeAll(async () => {
-    ({ client } = await startFlotilla({ http: { host: '127.0.0.1', port: 0, workers: 2 } }));
+    ({ client } = await startFlotilla({ http: { host: '127.0.0.1', port: 0, workers: 2, headersTimeoutS: 1 } }));
     await client.createBackend('counter', Counter, { config: { maxConcurrentQueries: 2, maxQueuedRequests: 3 } });
     await client.createEndpoint('counter', { backend: 'counter', route: '/count' });
   });
@@ -51,6 +52,20 @@ describe('the front door as two worker processes', () => {
     expect(answers.map((a) => a.status)).toEqual(Array(5).fill(200));
     const routes = await (await fetch(`${client.httpUrl}/-/routes`)).json();
     expect(routes).toEqual({ '/count': { endpoint: 'counter', methods: ['GET'] } });
+  });
+
+  it('answers 408 on every worker to clients that never finish their headers', async () => {
+    const { port } = new URL(client.httpUrl);
+    const slow = () =>
+      new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(port), '127.0.0.1', () => socket.write('GET /count HTTP/1.1\r\nHost: x\r\n'));
+        let answer = '';
+        socket.on('data', (chunk) => (answer += chunk.toString()));
+        socket.on('close', () => resolve(answer));
+        socket.on('error', reject);
+      });
+    const answers = await Promise.all([slow(), slow()]);
+    for (const answer of answers) expect(answer).toMatch(/^HTTP\/1.1 408/);
   });
 
   it('keeps maxConcurrentQueries and maxQueuedRequests exact over both workers and the handles', async () => {
