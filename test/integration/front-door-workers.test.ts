@@ -109,6 +109,17 @@ describe('the front door as two worker processes', () => {
     expect(await (await fetch(`${client.httpUrl}/count?most`)).json()).toEqual({ most: 2 });
   });
 
+  it('starts a replica for a backend at zero when requests come to the workers', async () => {
+    await client.createBackend('woken', Counter, {
+      config: { autoscaling: { minReplicas: 0, maxReplicas: 1, metricsIntervalS: 0.1, lookBackPeriodS: 1, downscaleDelayS: 600 } },
+    });
+    await client.createEndpoint('woken', { backend: 'woken', route: '/woken' });
+    expect(await client.listReplicas('woken')).toHaveLength(0);
+    const answers = await Promise.all(Array.from({ length: 4 }, () => get(`${client.httpUrl}/woken`)));
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200]);
+    expect(await client.listReplicas('woken')).toHaveLength(1);
+  });
+
   it('deletes an endpoint once the request a worker has in flight for it is answered', async () => {
     await client.createEndpoint('slow', { backend: 'counter', route: '/slow' });
     const slow = get(`${client.httpUrl}/slow?ms=1500`);
