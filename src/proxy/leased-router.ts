@@ -18,7 +18,6 @@ interface Want {
   router: LeasedRouter;
   resolve(held: Held): void;
   reject(error: Error): void;
-  abandoned: boolean;
 }
 
 /**
@@ -51,13 +50,12 @@ export class LeaseClient {
   want(router: LeasedRouter, exclude: ReadonlySet<string>, abortable?: Abortable): Promise<Held> {
     const id = this.nextWant++;
     return new Promise((resolve, reject) => {
-      const want: Want = { router, resolve, reject, abandoned: false };
+      const want: Want = { router, resolve, reject };
       this.wants.set(id, want);
       this.send({ t: 'want', want: id, backend: router.backend, exclude: [...exclude] });
       const signal = abortable?.signal;
       const abandon = (): void => {
-        if (want.abandoned || !this.wants.has(id)) return;
-        want.abandoned = true;
+        if (!this.wants.delete(id)) return;
         this.send({ t: 'cancel', want: id });
         reject(new Error('request aborted while queued'));
       };
@@ -76,10 +74,10 @@ export class LeaseClient {
       const want = this.wants.get(message.want);
       this.wants.delete(message.want);
       if (message.t === 'refused') {
-        if (want !== undefined && !want.abandoned) want.reject(new FlotillaError(message.code as ErrorCode, message.message));
+        want?.reject(new FlotillaError(message.code as ErrorCode, message.message));
         return true;
       }
-      if (want === undefined || want.abandoned || want.router.closed) this.giveBack([message.lease]);
+      if (want === undefined || want.router.closed) this.giveBack([message.lease]);
       else want.resolve({ id: message.lease, replica: message.replica, idleSince: 0 });
       return true;
     }
