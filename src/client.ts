@@ -47,6 +47,9 @@ export class LocalClient implements Client {
     private readonly dispatcher: Dispatcher,
     private readonly shutdownAll: () => Promise<void>,
     readonly events: EventLog,
+    /** The stats of an endpoint's shadows, summed over the processes that mirror (front-door workers). */
+    private readonly shadowStats = (endpoint: string): Promise<Record<string, ShadowStats>> =>
+      Promise.resolve(dispatcher.shadows.stats(endpoint)),
   ) {}
 
   async createBackend(name: string, definition: BackendDefinition, options?: CreateBackendOptions): Promise<void> {
@@ -133,7 +136,7 @@ export class LocalClient implements Client {
   }
   async getShadowStats(endpoint: string): Promise<Record<string, ShadowStats>> {
     if (!this.controller.hasEndpoint(endpoint)) throw new FlotillaError('ENDPOINT_NOT_FOUND', `endpoint '${endpoint}' does not exist`);
-    return this.dispatcher.shadows.stats(endpoint);
+    return this.shadowStats(endpoint);
   }
   getHandle(endpoint: string, options: HandleOptions = {}): ServeHandle {
     if (!this.controller.hasEndpoint(endpoint)) throw new FlotillaError('ENDPOINT_NOT_FOUND', `endpoint '${endpoint}' does not exist`);

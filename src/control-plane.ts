@@ -133,7 +133,14 @@ export class ControlPlane {
       const listening = urlOf(await proxy.listen(config.http.host, config.http.port));
       const httpUrl = config.http.publicUrl === '' ? listening : config.http.publicUrl.replace(/\/+$/, '');
       const adminUrl = urlOf(await admin.listen(config.admin.host, config.admin.port));
-      const client: LocalClient = new LocalClient(httpUrl, controller, dispatcher, (): Promise<void> => plane.shutdown(), events);
+      const client: LocalClient = new LocalClient(
+        httpUrl,
+        controller,
+        dispatcher,
+        (): Promise<void> => plane.shutdown(),
+        events,
+        workers === undefined ? undefined : (endpoint) => workers.shadowStats(endpoint),
+      );
       const plane: ControlPlane = new ControlPlane(
         config,
         client,

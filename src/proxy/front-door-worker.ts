@@ -107,6 +107,9 @@ process.on('message', (message: ToWorker, socket?: Socket) => {
     case 'endpointIdle':
       void (dispatcher?.endpointIdle(message.endpoint) ?? Promise.resolve()).then(() => send({ t: 'done', id: message.id }));
       return;
+    case 'shadowCounts':
+      send({ t: 'shadowCounts', id: message.id, counts: dispatcher?.shadows.counts(message.endpoint) ?? {} });
+      return;
     case 'flush':
       metrics.flush();
       send({ t: 'done', id: message.id });

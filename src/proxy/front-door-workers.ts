@@ -5,11 +5,13 @@ import { listenOn } from '../common/checks.js';
 import { settlesWithin } from '../common/clock.js';
 import type { Logger } from '../common/logger.js';
 import { packageRoot } from '../common/package-root.js';
+import type { ShadowStats } from '../api.js';
 import type { DataPlane } from '../controller/controller.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
 import type { Dispatcher, RoutingSnapshot } from './dispatcher.js';
 import { LeaseDesk, type DeskSeat } from './lease-desk.js';
 import type { FrontDoorSettings } from './proxy-server.js';
+import { summarizeShadows } from './shadow.js';
 import type { FromWorker, ToWorker } from './worker-protocol.js';
 
 const WORKER_MAIN = join(packageRoot(), 'dist', 'src', 'proxy', 'front-door-worker.js');
@@ -19,7 +21,7 @@ const START_TIMEOUT_MS = 15_000;
 interface Worker {
   child: ChildProcess;
   seat: DeskSeat;
-  asks: Map<number, () => void>;
+  asks: Map<number, (answer?: FromWorker) => void>;
   /** Connections handed to it and not yet closed. */
   open: number;
   ready: boolean;
@@ -133,9 +135,16 @@ export class FrontDoorWorkers {
     for (const { child } of this.workers) if (child.connected) child.send(message);
   }
 
-  /** Sends the worker a question and resolves when it answers done (or exits). */
-  private ask(worker: Worker, question: (id: number) => ToWorker): Promise<void> {
-    if (!worker.child.connected) return Promise.resolve();
+  /** The stats of the endpoint's shadows, mirrored by the workers and by this process's handles. */
+  async shadowStats(endpoint: string): Promise<Record<string, ShadowStats>> {
+    const answers = await Promise.all(this.workers.map((worker) => this.ask(worker, (id) => ({ t: 'shadowCounts', id, endpoint }))));
+    const counts = answers.flatMap((answer) => (answer?.t === 'shadowCounts' ? [answer.counts] : []));
+    return summarizeShadows([this.dispatcher.shadows.counts(endpoint), ...counts]);
+  }
+
+  /** Sends the worker a question and resolves with its answer (undefined when it exits first). */
+  private ask(worker: Worker, question: (id: number) => ToWorker): Promise<FromWorker | undefined> {
+    if (!worker.child.connected) return Promise.resolve(undefined);
     const id = this.nextAsk++;
     return new Promise((resolve) => {
       worker.asks.set(id, resolve);
@@ -197,7 +206,8 @@ export class FrontDoorWorkers {
         void this.render().then(({ contentType, body }) => worker.seat.send({ t: 'rendered', id: message.id, contentType, body }));
         return;
       case 'done':
-        worker.asks.get(message.id)?.();
+      case 'shadowCounts':
+        worker.asks.get(message.id)?.(message);
         worker.asks.delete(message.id);
         return;
       case 'disconnected':

@@ -32,7 +32,7 @@ export function hashBody(body: Buffer): string {
 }
 
 class Samples {
-  private readonly values: number[] = [];
+  readonly values: number[] = [];
   private next = 0;
 
   add(value: number): void {
@@ -40,12 +40,42 @@ class Samples {
     else this.values[this.next] = value;
     this.next = (this.next + 1) % LATENCY_SAMPLES;
   }
+}
 
-  summary(): { p50: number | null; p99: number | null } {
-    const sorted = [...this.values].sort((a, b) => a - b);
-    const at = (q: number) => (sorted.length === 0 ? null : (sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? null));
-    return { p50: at(0.5), p99: at(0.99) };
+function summary(values: number[]): { p50: number | null; p99: number | null } {
+  const sorted = [...values].sort((a, b) => a - b);
+  const at = (q: number) => (sorted.length === 0 ? null : (sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? null));
+  return { p50: at(0.5), p99: at(0.99) };
+}
+
+/** One process's counts for a shadow backend, with its latency samples (ms). */
+export interface ShadowCounts extends Omit<ShadowStats, 'primaryLatencyMs' | 'shadowLatencyMs'> {
+  primaryLatencyMs: number[];
+  shadowLatencyMs: number[];
+}
+
+/** The stats of shadow backends over processes: counts added up, latency percentiles over every process's samples. */
+export function summarizeShadows(processes: Array<Record<string, ShadowCounts>>): Record<string, ShadowStats> {
+  const merged = new Map<string, ShadowCounts>();
+  for (const counts of processes) {
+    for (const [backend, { primaryLatencyMs, shadowLatencyMs, ...count }] of Object.entries(counts)) {
+      const into = merged.get(backend);
+      if (into === undefined) {
+        merged.set(backend, { ...count, primaryLatencyMs: [...primaryLatencyMs], shadowLatencyMs: [...shadowLatencyMs] });
+        continue;
+      }
+      for (const key of ['sent', 'dropped', 'failed', 'compared', 'matches', 'statusMismatches', 'bodyMismatches'] as const)
+        into[key] += count[key];
+      into.primaryLatencyMs.push(...primaryLatencyMs);
+      into.shadowLatencyMs.push(...shadowLatencyMs);
+    }
   }
+  return Object.fromEntries(
+    [...merged].map(([backend, { primaryLatencyMs, shadowLatencyMs, ...count }]) => [
+      backend,
+      { ...count, primaryLatencyMs: summary(primaryLatencyMs), shadowLatencyMs: summary(shadowLatencyMs) },
+    ]),
+  );
 }
 
 interface Tally {
@@ -84,20 +114,15 @@ export class ShadowMirror {
   }
 
   stats(endpoint: string): Record<string, ShadowStats> {
+    return summarizeShadows([this.counts(endpoint)]);
+  }
+
+  /** The endpoint's counts per shadow backend with their latency samples, to be summed over processes (summarizeShadows). */
+  counts(endpoint: string): Record<string, ShadowCounts> {
     return Object.fromEntries(
-      [...(this.tallies.get(endpoint) ?? new Map<string, Tally>())].map(([backend, tally]) => [
+      [...(this.tallies.get(endpoint) ?? new Map<string, Tally>())].map(([backend, { primaryLatency, shadowLatency, ...counts }]) => [
         backend,
-        {
-          sent: tally.sent,
-          dropped: tally.dropped,
-          failed: tally.failed,
-          compared: tally.compared,
-          matches: tally.matches,
-          statusMismatches: tally.statusMismatches,
-          bodyMismatches: tally.bodyMismatches,
-          primaryLatencyMs: tally.primaryLatency.summary(),
-          shadowLatencyMs: tally.shadowLatency.summary(),
-        },
+        { ...counts, primaryLatencyMs: primaryLatency.values, shadowLatencyMs: shadowLatency.values },
       ]),
     );
   }

@@ -3,6 +3,7 @@ import type { RoutingSnapshot } from './dispatcher.js';
 import type { FrontDoorSettings } from './proxy-server.js';
 import type { RoutedReplica } from './replica-router.js';
 import type { ShadowOutcome } from './serving-metrics.js';
+import type { ShadowCounts } from './shadow.js';
 
 /**
  * The messages between the control plane (the primary) and its front-door
@@ -25,6 +26,7 @@ export type ToWorker =
   | { t: 'endpointIdle'; id: number; endpoint: string }
   /** Answered with done once the worker has sent what it served so far. */
   | { t: 'flush'; id: number }
+  | { t: 'shadowCounts'; id: number; endpoint: string }
   | { t: 'close'; graceMs: number }
   /** Comes with a client socket handle. */
   | { t: 'connection' };
@@ -39,4 +41,5 @@ export type FromWorker =
   | { t: 'metrics'; requests: Array<[string, string, number, number]>; shadows: Array<[string, string, ShadowOutcome]> }
   | { t: 'render'; id: number }
   | { t: 'done'; id: number }
+  | { t: 'shadowCounts'; id: number; counts: Record<string, ShadowCounts> }
   | { t: 'disconnected' };

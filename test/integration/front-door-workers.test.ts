@@ -120,6 +120,17 @@ describe('the front door as two worker processes', () => {
     expect(await client.listReplicas('woken')).toHaveLength(1);
   });
 
+  it('sums the shadow copies every worker sent in getShadowStats and /-/metrics', async () => {
+    await client.createBackend('mirror', Counter);
+    await client.createEndpoint('mirrored', { backend: 'counter', route: '/mirrored' });
+    await client.shadowTraffic('mirrored', 'mirror', 1);
+    for (let i = 0; i < 6; i++) expect((await get(`${client.httpUrl}/mirrored`)).status).toBe(200);
+    await expect.poll(async () => (await client.getShadowStats('mirrored')).mirror?.compared).toBe(6);
+    expect((await client.getShadowStats('mirrored')).mirror).toMatchObject({ sent: 6, matches: 6, dropped: 0, failed: 0 });
+    const metrics = await (await fetch(`${client.httpUrl}/-/metrics`)).text();
+    expect(metrics).toContain('flotilla_shadow_requests_total{endpoint="mirrored",backend="mirror",outcome="match"} 6');
+  });
+
   it('deletes an endpoint once the request a worker has in flight for it is answered', async () => {
     await client.createEndpoint('slow', { backend: 'counter', route: '/slow' });
     const slow = get(`${client.httpUrl}/slow?ms=1500`);
