@@ -115,9 +115,14 @@ export class FrontDoorWorkers {
     this.desk.close();
   }
 
+  /** Gives the connection to the next worker in turn that is up; closes it at maxConnections or when none is. */
   private handOver(socket: Socket): void {
-    const worker = this.workers[this.next++ % this.workers.length];
-    if (worker === undefined || this.open >= this.settings.maxConnections || !worker.child.connected) {
+    let worker: Worker | undefined;
+    for (let tried = 0; tried < this.workers.length && worker === undefined; tried++) {
+      const candidate = this.workers[this.next++ % this.workers.length];
+      if (candidate?.ready === true && candidate.child.connected) worker = candidate;
+    }
+    if (worker === undefined || this.open >= this.settings.maxConnections) {
       socket.destroy();
       return;
     }
