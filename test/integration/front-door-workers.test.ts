@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
 import { startFlotilla } from './harness.js';
@@ -140,5 +140,43 @@ describe('the front door as two worker processes', () => {
     expect(performance.now() - started).toBeGreaterThan(900);
     expect(await slow).toEqual({ status: 200, code: undefined });
     expect((await get(`${client.httpUrl}/slow`)).code).toBe('ROUTE_NOT_FOUND');
+  });
+});
+
+describe('http.maxConnections over two workers', () => {
+  let client: Client;
+
+  beforeAll(async () => {
+    ({ client } = await startFlotilla({ http: { host: '127.0.0.1', port: 0, workers: 2, maxConnections: 3 } }));
+  });
+  afterAll(() => client.shutdown());
+
+  it('closes connections beyond the limit counted over all workers, and takes new ones when others close', async () => {
+    const { port } = new URL(client.httpUrl);
+    const open = () =>
+      new Promise<{ socket: Socket; answer: Promise<string> }>((resolve) => {
+        const socket = connect(Number(port), '127.0.0.1', () => {
+          const answer = new Promise<string>((done) => {
+            let text = '';
+            socket.on('data', (chunk) => (text += chunk.toString()));
+            socket.on('close', () => done(text));
+            socket.on('error', () => undefined);
+          });
+          socket.write('GET /-/healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+          resolve({ socket, answer });
+        });
+      });
+    const state = async (connection: { socket: Socket; answer: Promise<string> }) =>
+      Promise.race([connection.answer, new Promise<string>((resolve) => setTimeout(() => resolve('still open'), 500))]);
+    const kept = [await open(), await open(), await open()];
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const refused = await open();
+    expect(await refused.answer).toBe('');
+    for (const connection of kept) expect(await state(connection)).toBe('still open');
+    kept[0]!.socket.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const next = await open();
+    expect(await state(next)).toBe('still open');
+    for (const connection of [...kept, next]) connection.socket.destroy();
   });
 });
