@@ -47,7 +47,8 @@ export interface WorkerLogging {
 export class FrontDoorWorkers {
   private readonly workers: Worker[] = [];
   private readonly desk: LeaseDesk;
-  private readonly server = createServer({ pauseOnConnect: true }, (socket) => this.handOver(socket));
+  /** noDelay as Node's HTTP server sets it, on the socket itself, so the worker's writes go out at once. */
+  private readonly server = createServer({ pauseOnConnect: true, noDelay: true }, (socket) => this.handOver(socket));
   private snapshot: RoutingSnapshot | undefined;
   private next = 0;
   private open = 0;
