@@ -35,6 +35,31 @@ class BufferedBody {
   }
 }
 
+function relay(proxyRes: IncomingMessage, forwarding: Forwarding): void {
+  const { res, watch } = forwarding;
+  stripHopByHop(proxyRes.headers);
+  proxyRes.headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
+  if (/^text\/event-stream/i.test(proxyRes.headers['content-type'] ?? '')) proxyRes.headers['x-accel-buffering'] = 'no';
+  watch.headArrived(proxyRes.socket);
+  proxyRes.once('error', (error: Error) => {
+    watch.failed(502);
+    res.destroy();
+    forwarding.settle(error);
+  });
+  const hash = watch.observe === undefined ? undefined : createHash('sha256');
+  if (hash !== undefined) proxyRes.on('data', (chunk: Buffer) => hash.update(chunk));
+  proxyRes.on('end', () => {
+    const failure = proxyRes.trailers[PROTOCOL.errorHeader];
+    if (failure !== undefined) {
+      watch.failed(500);
+      res.destroy();
+      forwarding.settle(new FlotillaError('HANDLER_ERROR', `the handler failed midway through its answer: ${readErrorTrailer(failure)}`));
+      return;
+    }
+    if (hash !== undefined) watch.observe?.(proxyRes.statusCode ?? 0, hash.digest('hex'));
+  });
+}
+
 /**
  * The only module that uses http-proxy. `forward` sends an already-read body
  * (so that a request can be retried or replayed) and resolves when the
@@ -52,42 +77,15 @@ class BufferedBody {
  */
 export class ProxyEngine {
   private readonly proxy: httpProxy;
-  private readonly forwarding = new WeakMap<IncomingMessage, Forwarding>();
   private readonly targets = new WeakMap<ReplicaTarget, httpProxy.ProxyTarget>();
 
   constructor(agent: Agent) {
     this.proxy = httpProxy.createProxyServer({ agent, xfwd: false, ws: false });
     this.proxy.on('error', () => undefined);
-    this.proxy.on('proxyReq', (proxyReq: ClientRequest, req: IncomingMessage) => {
-      this.forwarding.get(req)?.cancel.onAbort(() => proxyReq.destroy());
-    });
-    this.proxy.on('proxyRes', (proxyRes: IncomingMessage, req: IncomingMessage) => {
-      const forwarding = this.forwarding.get(req);
-      if (forwarding === undefined) return;
-      const { res, watch } = forwarding;
-      stripHopByHop(proxyRes.headers);
-      proxyRes.headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
-      if (/^text\/event-stream/i.test(proxyRes.headers['content-type'] ?? '')) proxyRes.headers['x-accel-buffering'] = 'no';
-      watch.headArrived(proxyRes.socket);
-      proxyRes.once('error', (error: Error) => {
-        watch.failed(502);
-        res.destroy();
-        forwarding.settle(error);
-      });
-      const hash = watch.observe === undefined ? undefined : createHash('sha256');
-      if (hash !== undefined) proxyRes.on('data', (chunk: Buffer) => hash.update(chunk));
-      proxyRes.on('end', () => {
-        const failure = proxyRes.trailers[PROTOCOL.errorHeader];
-        if (failure !== undefined) {
-          watch.failed(500);
-          res.destroy();
-          forwarding.settle(
-            new FlotillaError('HANDLER_ERROR', `the handler failed midway through its answer: ${readErrorTrailer(failure)}`),
-          );
-          return;
-        }
-        if (hash !== undefined) watch.observe?.(proxyRes.statusCode ?? 0, hash.digest('hex'));
-      });
+    this.proxy.on('proxyReq', (proxyReq: ClientRequest, _req, _res, options) => {
+      const forwarding = (options as { forwarding: Forwarding }).forwarding;
+      forwarding.cancel.onAbort(() => proxyReq.destroy());
+      proxyReq.prependOnceListener('response', (proxyRes: IncomingMessage) => relay(proxyRes, forwarding));
     });
   }
 
@@ -109,8 +107,11 @@ export class ProxyEngine {
       };
       const onClose = (): void => settle();
       res.once('close', onClose);
-      this.forwarding.set(req, { res, cancel, watch, settle });
-      const options = { target: this.proxyTarget(target), buffer: new BufferedBody(body) as unknown as httpProxy.ServerOptions['buffer'] };
+      const options = {
+        target: this.proxyTarget(target),
+        buffer: new BufferedBody(body) as unknown as httpProxy.ServerOptions['buffer'],
+        forwarding: { res, cancel, watch, settle },
+      };
       this.proxy.web(req, res, options, (error: Error) => settle(error));
     });
   }

@@ -33,6 +33,20 @@ interface Relaying {
   cut(): void;
 }
 
+/** A front-door request as the pipeline sees it; its signal is made only when something waits on it. */
+class FrontDoorCall implements Call {
+  constructor(
+    readonly endpoint: string,
+    readonly backend: string,
+    readonly method: string,
+    private readonly cancel: Cancel,
+  ) {}
+
+  get signal(): AbortSignal {
+    return this.cancel.signal;
+  }
+}
+
 /** The front door's limits: config http.* (documented in src/config/config.ts and docs/configuration.md). */
 export type FrontDoorSettings = Omit<FlotillaConfig['http'], 'host' | 'port' | 'publicUrl' | 'workers'>;
 
@@ -234,14 +248,7 @@ export class ProxyServer {
   private async dispatch(req: IncomingMessage, res: ServerResponse, endpoint: string, backend: string, method: string): Promise<void> {
     const started = performance.now();
     const cancel = new Cancel();
-    const call: Call = {
-      endpoint,
-      backend,
-      method,
-      get signal() {
-        return cancel.signal;
-      },
-    };
+    const call = new FrontDoorCall(endpoint, backend, method, cancel);
     const timeoutMs = this.dispatcher.requestTimeoutMs(backend);
     let failedStatus: number | undefined;
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => this.timedOut(res, backend, timeoutMs, cancel), timeoutMs);
