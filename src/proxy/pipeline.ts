@@ -2,7 +2,7 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
 import type { Dispatcher } from './dispatcher.js';
-import type { RoutedReplica } from './replica-router.js';
+import type { Lease, RoutedReplica } from './replica-router.js';
 import { isConnectionFailure, MAX_ATTEMPTS, mayRetry } from './retry.js';
 import type { Outcome } from './shadow.js';
 
@@ -10,7 +10,7 @@ export interface Call {
   endpoint: string;
   backend: string;
   method: string;
-  /** Aborts the call: a queued request leaves the queue, a sent one is cut. Read only when it is needed (see Cancel). */
+  /** Aborts the call: a queued request leaves the queue, a sent one is cut. Read only when it is needed. */
   readonly signal: AbortSignal;
 }
 
@@ -22,33 +22,141 @@ export type Send<R> = (replica: RoutedReplica<ReplicaTarget>) => Promise<R>;
  * ServeHandles alike: acquire a replica (the call's admission), send, and on
  * a connection-level failure report the replica (the router ejects it, the
  * controller checks it) and send again to another replica when that is safe
- * (retry.ts, and `mayResend`, false once an answer has begun). It resolves
- * with what `send` resolved, or rejects with a FlotillaError: the router's
- * (QUEUE_FULL, NO_REPLICAS), `send`'s own, or REPLICA_UNREACHABLE. A lease is
- * always released, whatever happens. Errors that are not connection failures
- * (a header Node refuses, a bug) never count against a replica.
+ * (retry.ts, and `mayResend`, false once an answer has begun). `finish` is
+ * told the outcome once: undefined, or a FlotillaError (the router's
+ * QUEUE_FULL, NO_REPLICAS..., the sender's own, REPLICA_UNREACHABLE) or the
+ * error of a bad call. A lease is always released, whatever happens. Errors
+ * that are not connection failures (a header Node refuses, a bug) never count
+ * against a replica. A replica with room is taken and sent to at once: only a
+ * call that has to queue waits on a promise.
+ *
+ * A subclass sends in `send` and reports the attempt's end exactly once, with
+ * `sent()` or `sendFailed(error)`.
  */
-export async function sendWithRetries<R>(dispatcher: Dispatcher, call: Call, send: Send<R>, mayResend?: () => boolean): Promise<R> {
-  let tried: Set<string> | undefined;
-  for (let attempt = 1; ; attempt++) {
-    const lease = dispatcher.tryAcquire(call.backend, tried) ?? (await dispatcher.acquire(call.backend, call, tried));
-    try {
-      return await send(lease.replica);
-    } catch (error) {
-      if (call.signal.aborted || isFlotillaError(error) || !isConnectionFailure(error)) throw error;
-      dispatcher.reportFailure(call.backend, lease.replica.id);
-      (tried ??= new Set()).add(lease.replica.id);
-      if (attempt < MAX_ATTEMPTS && mayRetry(error, call.method) && (mayResend?.() ?? true)) continue;
-      throw new FlotillaError(
+export abstract class PipelineCall implements Call {
+  private attempt = 0;
+  private tried: Set<string> | undefined;
+  private lease: Lease<ReplicaTarget> | undefined;
+
+  constructor(
+    protected readonly dispatcher: Dispatcher,
+    readonly endpoint: string,
+    readonly backend: string,
+    readonly method: string,
+  ) {}
+
+  abstract get signal(): AbortSignal;
+
+  /** Whether the call was aborted; a failure then is the abort's, not the replica's. */
+  protected get aborted(): boolean {
+    return this.signal.aborted;
+  }
+
+  protected abstract send(replica: RoutedReplica<ReplicaTarget>): void;
+
+  protected abstract finish(error: unknown): void;
+
+  protected mayResend(): boolean {
+    return true;
+  }
+
+  /** Whether an attempt is under way (a lease is held). */
+  protected get attempting(): boolean {
+    return this.lease !== undefined;
+  }
+
+  start(): void {
+    this.attempt++;
+    const lease = this.dispatcher.tryAcquire(this.backend, this.tried);
+    if (lease !== undefined) return this.sendOn(lease);
+    this.dispatcher.acquire(this.backend, this, this.tried).then(
+      (queued) => this.sendOn(queued),
+      (error: unknown) => this.finish(error),
+    );
+  }
+
+  protected sent(): void {
+    const lease = this.lease;
+    if (lease === undefined) return;
+    this.lease = undefined;
+    lease.release();
+    this.finish(undefined);
+  }
+
+  protected sendFailed(error: unknown): void {
+    const lease = this.lease;
+    if (lease === undefined) return;
+    this.lease = undefined;
+    lease.release();
+    if (this.aborted || isFlotillaError(error) || !isConnectionFailure(error)) return this.finish(error);
+    const replica = lease.replica.id;
+    this.dispatcher.reportFailure(this.backend, replica);
+    (this.tried ??= new Set()).add(replica);
+    if (this.attempt < MAX_ATTEMPTS && mayRetry(error, this.method) && this.mayResend()) return this.start();
+    this.finish(
+      new FlotillaError(
         'REPLICA_UNREACHABLE',
-        `replica ${lease.replica.id} of backend '${call.backend}' failed while serving ${call.method} for endpoint '${call.endpoint}' ` +
-          `(attempt ${attempt}): ${error.message}`,
-        { replica: lease.replica.id, attempts: attempt },
-      );
-    } finally {
-      lease.release();
+        `replica ${replica} of backend '${this.backend}' failed while serving ${this.method} for endpoint '${this.endpoint}' ` +
+          `(attempt ${this.attempt}): ${error.message}`,
+        { replica, attempts: this.attempt },
+      ),
+    );
+  }
+
+  private sendOn(lease: Lease<ReplicaTarget>): void {
+    this.lease = lease;
+    try {
+      this.send(lease.replica);
+    } catch (error) {
+      this.sendFailed(error);
     }
   }
+}
+
+/** The pipeline for a sender that returns a promise (ServeHandles): resolves with what `send` resolved. */
+class PromisedCall<R> extends PipelineCall {
+  private result: R | undefined;
+
+  constructor(
+    dispatcher: Dispatcher,
+    private readonly call: Call,
+    private readonly sender: Send<R>,
+    private readonly resend: (() => boolean) | undefined,
+    private readonly settle: (error: unknown, result: R | undefined) => void,
+  ) {
+    super(dispatcher, call.endpoint, call.backend, call.method);
+  }
+
+  get signal(): AbortSignal {
+    return this.call.signal;
+  }
+
+  protected send(replica: RoutedReplica<ReplicaTarget>): void {
+    this.sender(replica).then(
+      (result) => {
+        this.result = result;
+        this.sent();
+      },
+      (error: unknown) => this.sendFailed(error),
+    );
+  }
+
+  protected override mayResend(): boolean {
+    return this.resend?.() ?? true;
+  }
+
+  protected finish(error: unknown): void {
+    this.settle(error, this.result);
+  }
+}
+
+/** The pipeline (PipelineCall) as a promise: what `send` resolved, or the call's error. */
+export function sendWithRetries<R>(dispatcher: Dispatcher, call: Call, send: Send<R>, mayResend?: () => boolean): Promise<R> {
+  return new Promise((resolve, reject) => {
+    new PromisedCall(dispatcher, call, send, mayResend, (error, result) =>
+      error === undefined ? resolve(result as R) : reject(error),
+    ).start();
+  });
 }
 
 /**

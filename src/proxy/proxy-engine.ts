@@ -3,77 +3,87 @@ import type { Agent, ClientRequest, IncomingMessage, ServerResponse } from 'node
 import httpProxy from 'http-proxy';
 import { FlotillaError } from '../common/errors.js';
 import { PROTOCOL, readErrorTrailer } from '../replica/protocol.js';
-import type { Cancel } from './cancel.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
 import { stripHopByHop } from './request-guard.js';
 
-/** What the front door learns of an answer while it is relayed. */
+/** What the front door learns of a request while it is forwarded. */
 export interface ForwardWatch {
+  /** The request to the replica was made: destroying it cuts the forward. */
+  sending(upstream: ClientRequest): void;
   /** The head arrived; `upstream.bytesRead` grows while the body comes, so nothing is done per chunk. */
   headArrived(upstream: { readonly bytesRead: number }): void;
-  /** The answer failed after its head was relayed (status for metrics); the client's response is destroyed right after. */
-  failed(status: number): void;
-  /** When given, told the upstream's status and body hash once its response has ended (shadow comparison). */
-  observe?: (status: number, bodyHash: string) => void;
+  /**
+   * The forward failed, once: before the head with the error alone; after it with the status to count too, the
+   * client's response destroyed already.
+   */
+  failed(error: Error, status?: number): void;
+  /** Whether the answer is hashed, for `observed` (shadow comparison). */
+  readonly shadowed: boolean;
+  /** Told the upstream's status and body hash once its response has ended (only when shadowed). */
+  observed(status: number, bodyHash: string): void;
 }
 
-interface Forwarding {
-  res: ServerResponse;
-  cancel: Cancel;
-  watch: ForwardWatch;
-  settle(error?: Error): void;
-}
+/** One forward: what http-proxy pipes into the upstream request (the already-read body, no stream), and whether it failed. */
+class Forward {
+  private done = false;
 
-/** What http-proxy pipes into the upstream request: the already-read body, without a stream per request. */
-class BufferedBody {
-  constructor(private readonly body: Buffer) {}
+  constructor(
+    readonly res: ServerResponse,
+    readonly watch: ForwardWatch,
+    private readonly body: Buffer,
+  ) {}
 
   pipe(upstream: ClientRequest): ClientRequest {
     if (this.body.length === 0) upstream.end();
     else upstream.end(this.body);
     return upstream;
   }
+
+  fail(error: Error, status?: number): void {
+    if (this.done) return;
+    this.done = true;
+    if (status !== undefined) this.res.destroy();
+    this.watch.failed(error, status);
+  }
 }
 
-function relay(proxyRes: IncomingMessage, forwarding: Forwarding): void {
-  const { res, watch } = forwarding;
+/** The upstream request as the engine tags it with its forward. */
+type UpstreamRequest = ClientRequest & { forward?: Forward };
+
+function relay(proxyRes: IncomingMessage, forward: Forward): void {
+  const { res, watch } = forward;
   stripHopByHop(proxyRes.headers);
   proxyRes.headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
-  if (/^text\/event-stream/i.test(proxyRes.headers['content-type'] ?? '')) proxyRes.headers['x-accel-buffering'] = 'no';
+  const type = proxyRes.headers['content-type'];
+  if (type !== undefined && /^text\/event-stream/i.test(type)) proxyRes.headers['x-accel-buffering'] = 'no';
   watch.headArrived(proxyRes.socket);
-  proxyRes.once('error', (error: Error) => {
-    watch.failed(502);
-    res.destroy();
-    forwarding.settle(error);
-  });
-  const hash = watch.observe === undefined ? undefined : createHash('sha256');
+  proxyRes.on('error', (error: Error) => forward.fail(error, 502));
+  const hash = watch.shadowed ? createHash('sha256') : undefined;
   if (hash !== undefined) proxyRes.on('data', (chunk: Buffer) => hash.update(chunk));
   proxyRes.on('end', () => {
     const failure = proxyRes.trailers[PROTOCOL.errorHeader];
     if (failure !== undefined) {
-      watch.failed(500);
-      res.destroy();
-      forwarding.settle(new FlotillaError('HANDLER_ERROR', `the handler failed midway through its answer: ${readErrorTrailer(failure)}`));
+      forward.fail(new FlotillaError('HANDLER_ERROR', `the handler failed midway through its answer: ${readErrorTrailer(failure)}`), 500);
       return;
     }
-    if (hash !== undefined) watch.observe?.(proxyRes.statusCode ?? 0, hash.digest('hex'));
+    if (hash !== undefined) watch.observed(proxyRes.statusCode ?? 0, hash.digest('hex'));
   });
 }
 
 /**
  * The only module that uses http-proxy. `forward` sends an already-read body
- * (so that a request can be retried or replayed) and resolves when the
- * client's response has closed (undefined) or the upstream failed (the
- * error). It always settles: an upstream that resets or dies after its
- * headers were relayed destroys the client's response at once (the client
- * sees a cut connection, never a hang) and settles with the error. Aborting
- * `cancel` destroys the upstream request: http-proxy itself does not do that
- * once the request body has been read. Response hop-by-hop headers are not
- * relayed. Bodies are relayed chunk by chunk as they come (piped, so a slow
- * client pauses the upstream); event streams get `X-Accel-Buffering: no` for
- * proxies in front. A replica that ends its body with the error trailer (its
- * handler failed midway) gets the client's response destroyed too, so the
- * client sees an incomplete body, never a complete-looking one.
+ * (so that a request can be retried or replayed) and tells its watch what
+ * becomes of it; the forward is over when the client's response closes, or
+ * when `failed` is called. An upstream that resets or dies after its headers
+ * were relayed destroys the client's response at once (the client sees a cut
+ * connection, never a hang). Destroying the upstream request (given to
+ * `sending`) cuts a forward: http-proxy itself does not do that once the
+ * request body has been read. Response hop-by-hop headers are not relayed.
+ * Bodies are relayed chunk by chunk as they come (piped, so a slow client
+ * pauses the upstream); event streams get `X-Accel-Buffering: no` for proxies
+ * in front. A replica that ends its body with the error trailer (its handler
+ * failed midway) gets the client's response destroyed too, so the client sees
+ * an incomplete body, never a complete-looking one.
  */
 export class ProxyEngine {
   private readonly proxy: httpProxy;
@@ -82,38 +92,29 @@ export class ProxyEngine {
   constructor(agent: Agent) {
     this.proxy = httpProxy.createProxyServer({ agent, xfwd: false, ws: false });
     this.proxy.on('error', () => undefined);
-    this.proxy.on('proxyReq', (proxyReq: ClientRequest, _req, _res, options) => {
-      const forwarding = (options as { forwarding: Forwarding }).forwarding;
-      forwarding.cancel.onAbort(() => proxyReq.destroy());
-      proxyReq.prependOnceListener('response', (proxyRes: IncomingMessage) => relay(proxyRes, forwarding));
+    this.proxy.on('proxyReq', (proxyReq: UpstreamRequest, _req, _res, options) => {
+      const forward = (options as { forwarding: Forward }).forwarding;
+      proxyReq.forward = forward;
+      forward.watch.sending(proxyReq);
+    });
+    this.proxy.on('proxyRes', (proxyRes: IncomingMessage & { req?: UpstreamRequest }) => {
+      const forward = proxyRes.req?.forward;
+      if (forward !== undefined) relay(proxyRes, forward);
     });
   }
 
-  forward(
-    req: IncomingMessage,
-    res: ServerResponse,
-    target: ReplicaTarget,
-    body: Buffer,
-    cancel: Cancel,
-    watch: ForwardWatch,
-  ): Promise<Error | undefined> {
-    return new Promise((resolve) => {
-      let settled = false;
-      const settle = (error?: Error): void => {
-        if (settled) return;
-        settled = true;
-        res.off('close', onClose);
-        resolve(error);
-      };
-      const onClose = (): void => settle();
-      res.once('close', onClose);
-      const options = {
-        target: this.proxyTarget(target),
-        buffer: new BufferedBody(body) as unknown as httpProxy.ServerOptions['buffer'],
-        forwarding: { res, cancel, watch, settle },
-      };
-      this.proxy.web(req, res, options, (error: Error) => settle(error));
-    });
+  forward(req: IncomingMessage, res: ServerResponse, target: ReplicaTarget, body: Buffer, watch: ForwardWatch): void {
+    const forward = new Forward(res, watch, body);
+    const options = {
+      target: this.proxyTarget(target),
+      buffer: forward as unknown as httpProxy.ServerOptions['buffer'],
+      forwarding: forward,
+    };
+    try {
+      this.proxy.web(req, res, options, (error: Error) => forward.fail(error));
+    } catch (error) {
+      forward.fail(error as Error);
+    }
   }
 
   close(): void {

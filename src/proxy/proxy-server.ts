@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type ClientRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { listenOn } from '../common/checks.js';
@@ -6,46 +6,22 @@ import { settlesWithin } from '../common/clock.js';
 import { errorMessage, FlotillaError, isFlotillaError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { FlotillaConfig } from '../config/config.js';
+import type { ReplicaTarget } from '../runtime/container-runtime.js';
 import { sendError, sendJson } from '../common/http-json.js';
 import { BodyBudget, readBody } from './body.js';
 import type { Dispatcher } from './dispatcher.js';
-import { Cancel } from './cancel.js';
-import { InFlight } from './in-flight.js';
-import { sendWithRetries, startShadows, type Call } from './pipeline.js';
+import { PipelineCall, startShadows } from './pipeline.js';
 import { ProxyEngine, type ForwardWatch } from './proxy-engine.js';
+import type { RoutedReplica } from './replica-router.js';
 import { isProtocolPath, parseTrustedProxies, prepareForwardHeaders, requestPath } from './request-guard.js';
 import type { Outcome } from './shadow.js';
 
 export const SHARD_KEY_HEADER = 'x-serve-shard-key';
-const ALL = '*';
 const EMPTY = Buffer.alloc(0);
 /** How long a connection whose body was refused keeps reading (and dropping) it, so the client sees the answer before the close. */
 const LINGER_MS = 2_000;
 /** How many times per streamIdleTimeoutS a relayed answer is checked for bytes from its replica: a quiet one is cut at most a quarter late. */
 const IDLE_CHECKS = 4;
-
-/** A relayed answer the idle sweep watches: the replica's bytes it last saw, since when none came, and how to cut it. */
-interface Relaying {
-  readonly upstream: { readonly bytesRead: number };
-  readonly res: ServerResponse;
-  seen: number;
-  quietSince: number;
-  cut(): void;
-}
-
-/** A front-door request as the pipeline sees it; its signal is made only when something waits on it. */
-class FrontDoorCall implements Call {
-  constructor(
-    readonly endpoint: string,
-    readonly backend: string,
-    readonly method: string,
-    private readonly cancel: Cancel,
-  ) {}
-
-  get signal(): AbortSignal {
-    return this.cancel.signal;
-  }
-}
 
 /** The front door's limits: config http.* (documented in src/config/config.ts and docs/configuration.md). */
 export type FrontDoorSettings = Omit<FlotillaConfig['http'], 'host' | 'port' | 'publicUrl' | 'workers'>;
@@ -100,6 +76,232 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
 }
 
 /**
+ * Answers a request whose body will not be read (or was refused) with
+ * Connection: close. The rest of the body is read and dropped for up to
+ * LINGER_MS first, so the close does not reset the connection before the
+ * client has the answer. A 503 to a request without a body to drop keeps
+ * the connection.
+ */
+function refuse(req: IncomingMessage, res: ServerResponse, error: FlotillaError, headers: Record<string, string>): void {
+  if (res.headersSent) return sendError(res, error);
+  if (req.complete) return sendError(res, error, error.status === 503 ? headers : { ...headers, connection: 'close' });
+  const text = JSON.stringify({ error: error.toJSON() });
+  res.writeHead(error.status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    connection: 'close',
+    ...headers,
+  });
+  res.write(text);
+  const end = (): void => {
+    clearTimeout(timer);
+    res.end();
+  };
+  const timer = setTimeout(end, LINGER_MS);
+  req.once('end', end);
+  req.once('error', end);
+  req.resume();
+}
+
+/** Answers a request that failed in an unexpected way with 500 (FlotillaErrors with their own status), and logs it. */
+function answerFailure(res: ServerResponse, logger: Logger, path: string | undefined, error: unknown): void {
+  if (isFlotillaError(error)) return sendError(res, error);
+  logger.error('front door request failed', { component: 'proxy', path, error: errorMessage(error) });
+  sendError(res, new FlotillaError('INTERNAL_ERROR', `the front door failed on this request: ${errorMessage(error)}`));
+}
+
+/** What a forwarded request needs of its front door. */
+interface Door {
+  readonly dispatcher: Dispatcher;
+  readonly engine: ProxyEngine;
+  readonly settings: FrontDoorSettings;
+  readonly budget: BodyBudget;
+  readonly trusted: ReadonlySet<string>;
+  readonly logger: Logger;
+  /** Answers being relayed, checked for bytes from their replica IDLE_CHECKS times per streamIdleTimeoutS by one timer. */
+  readonly relaying: Set<Exchange>;
+  /** A request has closed. */
+  readonly ended: () => void;
+}
+
+function timeOut(exchange: Exchange, timeoutMs: number): void {
+  exchange.timedOut(timeoutMs);
+}
+
+/**
+ * One forwarded request, from admission to its response's close: the
+ * pipeline's call (acquire, body, send, retry), what the engine reports of
+ * the forward, and the one 'close' listener that does the request's
+ * bookkeeping (endpoint count, cancel, timer, idle sweep, body budget,
+ * shadows, metrics).
+ *
+ * requestTimeoutS bounds the time to the answer's head (queueing included:
+ * 504 REQUEST_TIMEOUT), streamIdleTimeoutS each gap between its chunks after
+ * that (the connection is cut), not counting time the client itself takes to
+ * read (a full write buffer); it is checked IDLE_CHECKS times a period against
+ * the bytes read from the replica, not per chunk. An answer that fails after
+ * its head is counted in metrics with the failure's status, not the head's.
+ * The client leaving before its answer is complete cancels the request: a
+ * queued one leaves the queue, a sent one has its upstream request destroyed.
+ */
+class Exchange extends PipelineCall implements ForwardWatch {
+  private readonly started = performance.now();
+  private abortedAt = false;
+  private controller: AbortController | undefined;
+  private upstream: ClientRequest | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private body: Buffer | undefined;
+  private report: ((outcome: Outcome | undefined) => void) | undefined;
+  private failedStatus: number | undefined;
+  private readonly leaveEndpoint: () => void;
+  /** For the idle sweep: the replica's connection while the answer is relayed, its bytes last seen, since when none came. */
+  private relayed: { readonly bytesRead: number } | undefined;
+  private seen = 0;
+  private quietSince = 0;
+
+  constructor(
+    private readonly door: Door,
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+    endpoint: string,
+    backend: string,
+    method: string,
+  ) {
+    super(door.dispatcher, endpoint, backend, method);
+    const timeoutMs = door.dispatcher.requestTimeoutMs(backend);
+    if (timeoutMs !== undefined) this.timer = setTimeout(timeOut, timeoutMs, this, timeoutMs);
+    this.leaveEndpoint = door.dispatcher.endpointRequests.enter(endpoint);
+    res.on('close', () => this.closed());
+  }
+
+  get signal(): AbortSignal {
+    this.controller ??= new AbortController();
+    if (this.abortedAt) this.controller.abort();
+    return this.controller.signal;
+  }
+
+  protected override get aborted(): boolean {
+    return this.abortedAt;
+  }
+
+  get shadowed(): boolean {
+    return this.report !== undefined;
+  }
+
+  protected send(replica: RoutedReplica<ReplicaTarget>): void {
+    if (this.body !== undefined) return this.door.engine.forward(this.req, this.res, replica.target, this.body, this);
+    if (hasBody(this.req)) {
+      const { budget, settings } = this.door;
+      readBody(this.req, this.signal, budget, settings.maxBodyBytes, settings.bodyTimeoutS * 1000).then(
+        (body) => this.forwardFirst(replica, body),
+        (error: unknown) => this.sendFailed(error),
+      );
+      return;
+    }
+    this.forwardFirst(replica, EMPTY);
+  }
+
+  protected override mayResend(): boolean {
+    return !this.res.headersSent;
+  }
+
+  protected finish(error: unknown): void {
+    if (error === undefined || this.abortedAt) return;
+    const { req, res } = this;
+    if (!isFlotillaError(error)) return answerFailure(res, this.door.logger, req.url, error);
+    if (error.code === 'REPLICA_UNREACHABLE')
+      this.door.logger.warn('replica failed a request', { component: 'proxy', backend: this.backend, error: error.message });
+    if (error.code === 'QUEUE_FULL' || error.code === 'OVERLOADED' || error.code === 'COLD_START_TIMEOUT')
+      return refuse(req, res, error, { 'retry-after': '1' });
+    if (error.code === 'PAYLOAD_TOO_LARGE' || error.code === 'CLIENT_TIMEOUT') return refuse(req, res, error, {});
+    sendError(res, error);
+  }
+
+  sending(upstream: ClientRequest): void {
+    if (this.abortedAt) upstream.destroy();
+    else this.upstream = upstream;
+  }
+
+  headArrived(upstream: { readonly bytesRead: number }): void {
+    clearTimeout(this.timer);
+    this.relayed = upstream;
+    this.seen = upstream.bytesRead;
+    this.quietSince = performance.now();
+    this.door.relaying.add(this);
+  }
+
+  failed(error: Error, status?: number): void {
+    if (status !== undefined) this.failedStatus ??= status;
+    this.sendFailed(error);
+  }
+
+  observed(status: number, bodyHash: string): void {
+    this.report?.({ status, bodyHash, latencyMs: performance.now() - this.started });
+  }
+
+  /** Cuts the connection when the replica sent nothing for idleMs (a client not reading does not count). */
+  checkIdle(now: number, idleMs: number): void {
+    const bytesRead = this.relayed?.bytesRead ?? 0;
+    if (bytesRead !== this.seen || this.res.writableNeedDrain) {
+      this.seen = bytesRead;
+      this.quietSince = now;
+      return;
+    }
+    if (now - this.quietSince < idleMs) return;
+    this.door.relaying.delete(this);
+    this.failedStatus = 504;
+    this.door.logger.warn('stream idle too long', {
+      component: 'proxy',
+      backend: this.backend,
+      idleTimeoutS: this.door.settings.streamIdleTimeoutS,
+    });
+    this.res.destroy();
+    this.abort();
+  }
+
+  timedOut(timeoutMs: number): void {
+    sendError(
+      this.res,
+      new FlotillaError('REQUEST_TIMEOUT', `backend '${this.backend}' did not answer within ${timeoutMs / 1000} s (requestTimeoutS)`),
+    );
+    this.abort();
+  }
+
+  private forwardFirst(replica: RoutedReplica<ReplicaTarget>, body: Buffer): void {
+    this.body = body;
+    const { req } = this;
+    prepareForwardHeaders(req, body.length, this.door.trusted);
+    this.report = startShadows(this.door.dispatcher, this, req.url ?? '/', req.headers, body);
+    this.door.engine.forward(req, this.res, replica.target, body, this);
+  }
+
+  private abort(): void {
+    if (this.abortedAt) return;
+    this.abortedAt = true;
+    this.controller?.abort();
+    this.upstream?.destroy();
+  }
+
+  private closed(): void {
+    const { door, res } = this;
+    this.leaveEndpoint();
+    if (!res.writableFinished) this.abort();
+    clearTimeout(this.timer);
+    if (this.relayed !== undefined) door.relaying.delete(this);
+    if (this.attempting) this.sent();
+    if (this.body !== undefined) door.budget.release(this.body.length);
+    this.report?.(undefined);
+    door.dispatcher.metrics.request(
+      this.endpoint,
+      this.backend,
+      this.failedStatus ?? res.statusCode,
+      (performance.now() - this.started) / 1000,
+    );
+    door.ended();
+  }
+}
+
+/**
  * The HTTP front door: guard, route, method check, admission, body, traffic
  * policy, forward. Every request is answered, even one Node cannot parse
  * (400, 408, 431), and no request can throw out of its handler: unexpected
@@ -112,14 +314,11 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
  */
 export class ProxyServer {
   private readonly server: Server;
-  private readonly engine: ProxyEngine;
-  private readonly requests = new InFlight();
-  private readonly budget: BodyBudget;
-  private readonly trusted: ReadonlySet<string>;
-  /** Answers being relayed, checked for bytes from their replica IDLE_CHECKS times per streamIdleTimeoutS by one timer. */
-  private readonly relaying = new Set<Relaying>();
+  private readonly door: Door;
   private readonly idleSweep: NodeJS.Timeout;
   private accepting = false;
+  private open = 0;
+  private idleWaiters: Array<() => void> = [];
 
   constructor(
     private readonly dispatcher: Dispatcher,
@@ -127,13 +326,25 @@ export class ProxyServer {
     private readonly logger: Logger,
     private readonly renderMetrics?: () => Promise<{ contentType: string; body: string }>,
   ) {
+    let trusted: ReadonlySet<string>;
     try {
-      this.trusted = parseTrustedProxies(settings.trustedProxies);
+      trusted = parseTrustedProxies(settings.trustedProxies);
     } catch (error) {
       throw new FlotillaError('INVALID_ARGUMENT', `http.trustedProxies (FLOTILLA_TRUSTED_PROXIES): ${errorMessage(error)}`);
     }
-    this.budget = new BodyBudget(settings.maxBufferedBytes);
-    this.engine = new ProxyEngine(dispatcher.agent);
+    this.door = {
+      dispatcher,
+      engine: new ProxyEngine(dispatcher.agent),
+      settings,
+      budget: new BodyBudget(settings.maxBufferedBytes),
+      trusted,
+      logger,
+      relaying: new Set(),
+      ended: () => {
+        if (--this.open > 0) return;
+        for (const wake of this.idleWaiters.splice(0)) wake();
+      },
+    };
     this.server = createServer(
       {
         headersTimeout: settings.headersTimeoutS * 1000,
@@ -177,44 +388,54 @@ export class ProxyServer {
   /** Stops accepting, lets requests in flight finish for up to graceMs, then closes every connection. */
   async close(graceMs: number): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    await settlesWithin(this.requests.idle(ALL), graceMs);
+    const idle = this.open === 0 ? Promise.resolve() : new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    await settlesWithin(idle, graceMs);
     this.server.closeAllConnections();
     await closed;
     clearInterval(this.idleSweep);
-    this.engine.close();
+    this.door.engine.close();
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
-    res.once('close', this.requests.enter(ALL));
-    this.route(req, res).catch((error: unknown) => {
-      if (isFlotillaError(error)) return sendError(res, error);
-      this.logger.error('front door request failed', { component: 'proxy', path: req.url, error: errorMessage(error) });
-      sendError(res, new FlotillaError('INTERNAL_ERROR', `the front door failed on this request: ${errorMessage(error)}`));
-    });
+    this.open++;
+    try {
+      if (this.route(req, res)) return;
+    } catch (error) {
+      answerFailure(res, this.logger, req.url, error);
+    }
+    res.on('close', this.door.ended);
   }
 
-  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** Answers the request, or hands it to an Exchange (true), which then owns its 'close'. */
+  private route(req: IncomingMessage, res: ServerResponse): boolean {
     const path = requestPath(req);
     if (path === undefined) {
       const error = new FlotillaError(
         'INVALID_ARGUMENT',
         "the request target must be an absolute path without '.' or '..' segments or backslashes",
       );
-      return sendError(res, error, { connection: 'close' });
+      sendError(res, error, { connection: 'close' });
+      return false;
     }
-    if (isProtocolPath(path)) return this.serveOwn(res, path);
+    if (isProtocolPath(path)) {
+      this.serveOwn(res, path).catch((error: unknown) => answerFailure(res, this.logger, req.url, error));
+      return false;
+    }
     const route = this.dispatcher.matchRoute(path);
     if (route === undefined) {
-      return sendError(res, new FlotillaError('ROUTE_NOT_FOUND', `no endpoint serves ${path}; GET /-/routes lists the routes`));
+      sendError(res, new FlotillaError('ROUTE_NOT_FOUND', `no endpoint serves ${path}; GET /-/routes lists the routes`));
+      return false;
     }
     const method = req.method ?? 'GET';
     if (!route.methods.includes(method)) {
       const error = new FlotillaError('METHOD_NOT_ALLOWED', `${route.route} accepts ${route.methods.join(', ')}, not ${method}`);
-      return sendError(res, error, { allow: route.methods.join(', ') });
+      sendError(res, error, { allow: route.methods.join(', ') });
+      return false;
     }
     const shardKey = req.headers[SHARD_KEY_HEADER];
     const backend = this.dispatcher.pickBackend(route.endpoint, typeof shardKey === 'string' ? shardKey : undefined);
-    await this.dispatch(req, res, route.endpoint, backend, method);
+    new Exchange(this.door, req, res, route.endpoint, backend, method).start();
+    return true;
   }
 
   /** The front door's own paths; anything else under /-/ belongs to the replica protocol and is not found here. */
@@ -236,131 +457,10 @@ export class ProxyServer {
     );
   }
 
-  /**
-   * requestTimeoutS bounds the time to the answer's head (queueing included:
-   * 504 REQUEST_TIMEOUT), streamIdleTimeoutS each gap between its chunks after
-   * that (the connection is cut), not counting time the client itself takes
-   * to read (a full write buffer); it is checked IDLE_CHECKS times a period
-   * against the bytes read from the replica, not per chunk. An answer that fails after its head is
-   * counted in metrics with the failure's status, not the head's. The client
-   * leaving before its answer is complete cancels the request.
-   */
-  private async dispatch(req: IncomingMessage, res: ServerResponse, endpoint: string, backend: string, method: string): Promise<void> {
-    const started = performance.now();
-    const cancel = new Cancel();
-    const call = new FrontDoorCall(endpoint, backend, method, cancel);
-    const timeoutMs = this.dispatcher.requestTimeoutMs(backend);
-    let failedStatus: number | undefined;
-    const timer = timeoutMs === undefined ? undefined : setTimeout(() => this.timedOut(res, backend, timeoutMs, cancel), timeoutMs);
-    let body: Buffer | undefined;
-    let report: ((outcome: Outcome | undefined) => void) | undefined;
-    let relaying: Relaying | undefined;
-    const watch: ForwardWatch = {
-      headArrived: (upstream) => {
-        clearTimeout(timer);
-        const cut = (): void => {
-          failedStatus = 504;
-          this.logger.warn('stream idle too long', { component: 'proxy', backend, idleTimeoutS: this.settings.streamIdleTimeoutS });
-          res.destroy();
-          cancel.abort();
-        };
-        if (relaying !== undefined) this.relaying.delete(relaying);
-        relaying = { upstream, res, seen: upstream.bytesRead, quietSince: performance.now(), cut };
-        this.relaying.add(relaying);
-      },
-      failed: (status) => (failedStatus ??= status),
-    };
-    const leaveEndpoint = this.dispatcher.endpointRequests.enter(endpoint);
-    res.once('close', () => {
-      leaveEndpoint();
-      if (!res.writableFinished) cancel.abort();
-      clearTimeout(timer);
-      if (relaying !== undefined) this.relaying.delete(relaying);
-      if (body !== undefined) this.budget.release(body.length);
-      report?.(undefined);
-      this.dispatcher.metrics.request(endpoint, backend, failedStatus ?? res.statusCode, (performance.now() - started) / 1000);
-    });
-    try {
-      await sendWithRetries(
-        this.dispatcher,
-        call,
-        async (replica) => {
-          if (body === undefined) {
-            body = hasBody(req)
-              ? await readBody(req, call.signal, this.budget, this.settings.maxBodyBytes, this.settings.bodyTimeoutS * 1000)
-              : EMPTY;
-            prepareForwardHeaders(req, body.length, this.trusted);
-            report = startShadows(this.dispatcher, call, req.url ?? '/', req.headers, body);
-            if (report !== undefined) {
-              const reportTo = report;
-              watch.observe = (status, bodyHash) => reportTo({ status, bodyHash, latencyMs: performance.now() - started });
-            }
-          }
-          const error = await this.engine.forward(req, res, replica.target, body, cancel, watch);
-          if (error !== undefined) throw error;
-        },
-        () => !res.headersSent,
-      );
-    } catch (error) {
-      if (cancel.aborted) return;
-      if (!isFlotillaError(error)) throw error;
-      if (error.code === 'REPLICA_UNREACHABLE')
-        this.logger.warn('replica failed a request', { component: 'proxy', backend, error: error.message });
-      if (error.code === 'QUEUE_FULL' || error.code === 'OVERLOADED' || error.code === 'COLD_START_TIMEOUT')
-        return this.refuse(req, res, error, { 'retry-after': '1' });
-      if (error.code === 'PAYLOAD_TOO_LARGE' || error.code === 'CLIENT_TIMEOUT') return this.refuse(req, res, error, {});
-      sendError(res, error);
-    }
-  }
-
-  /** Cuts the relayed answers whose replica sent nothing for streamIdleTimeoutS (a client not reading does not count). */
+  /** Cuts the relayed answers whose replica sent nothing for streamIdleTimeoutS. */
   private sweepIdle(): void {
     const now = performance.now();
     const idleMs = this.settings.streamIdleTimeoutS * 1000;
-    for (const relaying of this.relaying) {
-      if (relaying.upstream.bytesRead !== relaying.seen || relaying.res.writableNeedDrain) {
-        relaying.seen = relaying.upstream.bytesRead;
-        relaying.quietSince = now;
-      } else if (now - relaying.quietSince >= idleMs) {
-        this.relaying.delete(relaying);
-        relaying.cut();
-      }
-    }
-  }
-
-  private timedOut(res: ServerResponse, backend: string, timeoutMs: number, cancel: Cancel): void {
-    sendError(
-      res,
-      new FlotillaError('REQUEST_TIMEOUT', `backend '${backend}' did not answer within ${timeoutMs / 1000} s (requestTimeoutS)`),
-    );
-    cancel.abort();
-  }
-
-  /**
-   * Answers a request whose body will not be read (or was refused) with
-   * Connection: close. The rest of the body is read and dropped for up to
-   * LINGER_MS first, so the close does not reset the connection before the
-   * client has the answer. A 503 to a request without a body to drop keeps
-   * the connection.
-   */
-  private refuse(req: IncomingMessage, res: ServerResponse, error: FlotillaError, headers: Record<string, string>): void {
-    if (res.headersSent) return sendError(res, error);
-    if (req.complete) return sendError(res, error, error.status === 503 ? headers : { ...headers, connection: 'close' });
-    const text = JSON.stringify({ error: error.toJSON() });
-    res.writeHead(error.status, {
-      'content-type': 'application/json',
-      'content-length': Buffer.byteLength(text),
-      connection: 'close',
-      ...headers,
-    });
-    res.write(text);
-    const end = (): void => {
-      clearTimeout(timer);
-      res.end();
-    };
-    const timer = setTimeout(end, LINGER_MS);
-    req.once('end', end);
-    req.once('error', end);
-    req.resume();
+    for (const exchange of this.door.relaying) exchange.checkIdle(now, idleMs);
   }
 }
