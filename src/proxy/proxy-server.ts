@@ -119,7 +119,7 @@ interface Door {
   readonly trusted: ReadonlySet<string>;
   readonly logger: Logger;
   /** Answers being relayed, checked for bytes from their replica IDLE_CHECKS times per streamIdleTimeoutS by one timer. */
-  readonly relaying: Set<Exchange>;
+  readonly relaying: Exchange[];
   /** A request has closed. */
   readonly ended: () => void;
 }
@@ -156,6 +156,8 @@ class Exchange extends PipelineCall implements ForwardWatch {
   private readonly leaveEndpoint: () => void;
   /** For the idle sweep: the replica's connection while the answer is relayed, its bytes last seen, since when none came. */
   private relayed: { readonly bytesRead: number } | undefined;
+  /** Where it is in door.relaying, -1 when it is not. */
+  private relayIndex = -1;
   private seen = 0;
   private quietSince = 0;
 
@@ -227,7 +229,7 @@ class Exchange extends PipelineCall implements ForwardWatch {
     this.relayed = upstream;
     this.seen = upstream.bytesRead;
     this.quietSince = performance.now();
-    this.door.relaying.add(this);
+    if (this.relayIndex < 0) this.relayIndex = this.door.relaying.push(this) - 1;
   }
 
   failed(error: Error, status?: number): void {
@@ -248,7 +250,7 @@ class Exchange extends PipelineCall implements ForwardWatch {
       return;
     }
     if (now - this.quietSince < idleMs) return;
-    this.door.relaying.delete(this);
+    this.leaveRelaying();
     this.failedStatus = 504;
     this.door.logger.warn('stream idle too long', {
       component: 'proxy',
@@ -282,12 +284,22 @@ class Exchange extends PipelineCall implements ForwardWatch {
     this.upstream?.destroy();
   }
 
+  private leaveRelaying(): void {
+    const relaying = this.door.relaying;
+    const last = relaying.pop();
+    if (last !== undefined && last !== this) {
+      relaying[this.relayIndex] = last;
+      last.relayIndex = this.relayIndex;
+    }
+    this.relayIndex = -1;
+  }
+
   private closed(): void {
     const { door, res } = this;
     this.leaveEndpoint();
     if (!res.writableFinished) this.abort();
     clearTimeout(this.timer);
-    if (this.relayed !== undefined) door.relaying.delete(this);
+    if (this.relayIndex >= 0) this.leaveRelaying();
     if (this.attempting) this.sent();
     if (this.body !== undefined) door.budget.release(this.body.length);
     this.report?.(undefined);
@@ -339,7 +351,7 @@ export class ProxyServer {
       budget: new BodyBudget(settings.maxBufferedBytes),
       trusted,
       logger,
-      relaying: new Set(),
+      relaying: [],
       ended: () => {
         if (--this.open > 0) return;
         for (const wake of this.idleWaiters.splice(0)) wake();
@@ -461,6 +473,7 @@ export class ProxyServer {
   private sweepIdle(): void {
     const now = performance.now();
     const idleMs = this.settings.streamIdleTimeoutS * 1000;
-    for (const exchange of this.door.relaying) exchange.checkIdle(now, idleMs);
+    const relaying = this.door.relaying;
+    for (let i = relaying.length - 1; i >= 0; i--) relaying[i]?.checkIdle(now, idleMs);
   }
 }

@@ -74,7 +74,7 @@ export function prepareForwardHeaders(req: IncomingMessage, bodyLength: number, 
   const remote = unmapped(req.socket.remoteAddress ?? '');
   const fromTrusted = trusted.size > 0 && trusted.has(remote);
   const connection = headers.connection;
-  if (connection !== undefined) for (const token of connection.split(',')) delete headers[token.trim().toLowerCase()];
+  if (namesHeaders(connection)) for (const token of connection.split(',')) delete headers[token.trim().toLowerCase()];
   const chunked = headers['transfer-encoding'] !== undefined;
   for (const name in headers) {
     if (HOP_BY_HOP.has(name) || name === 'expect' || name.startsWith('x-flotilla-')) delete headers[name];
@@ -88,9 +88,22 @@ export function prepareForwardHeaders(req: IncomingMessage, bodyLength: number, 
   if (!fromTrusted || headers['x-forwarded-port'] === undefined) headers['x-forwarded-port'] = String(req.socket.localPort ?? '');
 }
 
-/** Removes a response's hop-by-hop headers (and those its Connection names) before it is relayed. */
+/**
+ * Keeps a response's hop-by-hop headers (and those its Connection names) from being relayed: their values become
+ * undefined, which http-proxy's writeHeaders skips (deleting them would turn the headers object into a slow dictionary).
+ */
 export function stripHopByHop(headers: IncomingHttpHeaders): void {
   const connection = headers.connection;
-  if (connection !== undefined) for (const token of connection.split(',')) delete headers[token.trim().toLowerCase()];
-  for (const name of HOP_BY_HOP) if (headers[name] !== undefined) delete headers[name];
+  if (namesHeaders(connection)) {
+    for (const token of connection.split(',')) {
+      const name = token.trim().toLowerCase();
+      if (headers[name] !== undefined) headers[name] = undefined;
+    }
+  }
+  for (const name of HOP_BY_HOP) if (headers[name] !== undefined) headers[name] = undefined;
+}
+
+/** Whether a Connection value names headers beyond the hop-by-hop ones (the usual keep-alive and close name none). */
+function namesHeaders(connection: string | undefined): connection is string {
+  return connection !== undefined && connection !== 'keep-alive' && connection !== 'close';
 }
