@@ -3,16 +3,31 @@ import type { AutoscalingStatus, Client, ReplicaInfo } from '../api.js';
 import type { AutoscalingMetrics, LoadSignal } from '../controller/autoscaler.js';
 import type { ServingMetrics, ShadowOutcome } from '../proxy/serving-metrics.js';
 
-/** One endpoint and backend's answers: a count per status, and its latency series bound once. */
+/** One endpoint and backend's answers: a count per status, and their latency histogram (a count per bucket, not cumulative). */
 interface Answered {
   statuses: Map<number, number>;
-  latency: { observe(seconds: number): void };
+  buckets: number[];
+  sum: number;
+  count: number;
+}
+
+const LATENCY = {
+  name: 'serve_http_request_latency_seconds',
+  help: 'Time from a request reaching the front door to its response ending, queueing included.',
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+};
+
+/** A label value as the Prometheus text format quotes it. */
+function labelValue(value: string): string {
+  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 }
 
 /**
  * Prometheus metrics (the only module that uses prom-client), as docs/metrics.md lists them: Ray Serve's
  * `serve_*` names where Ray Serve has the metric, `flotilla_*` where it has none. Replica series are
- * read from the client when scraped.
+ * read from the client when scraped. What the front door answers is counted in plain numbers, per request
+ * the cheapest there is: its two counters are handed to prom-client when scraped, and its latency
+ * histogram is rendered here, after prom-client's metrics.
  */
 export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
   readonly registry = new Registry();
@@ -31,13 +46,6 @@ export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
     labelNames: ['endpoint', 'backend', 'error_code'],
     registers: [this.registry],
     collect: () => this.collectCounts(this.errors, 'error_code', (status) => status >= 400),
-  });
-  private readonly latency = new Histogram({
-    name: 'serve_http_request_latency_seconds',
-    help: 'Time from a request reaching the front door to its response ending, queueing included.',
-    labelNames: ['endpoint', 'backend'],
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
-    registers: [this.registry],
   });
   private readonly shadows = new Counter({
     name: 'flotilla_shadow_requests_total',
@@ -167,10 +175,11 @@ export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
 
   /** Every metric this exports: name, type, labels and help (docs/metrics.md lists the same). */
   catalogue(): Array<{ name: string; type: string; labels: string[]; help: string }> {
-    return this.registry.getMetricsAsArray().map((metric) => {
+    const metrics = this.registry.getMetricsAsArray().map((metric) => {
       const { name, type, labelNames, help } = metric as unknown as { name: string; type: string; labelNames: string[]; help: string };
       return { name, type, labels: [...labelNames], help };
     });
+    return [...metrics, { name: LATENCY.name, type: 'histogram', labels: ['endpoint', 'backend'], help: LATENCY.help }];
   }
 
   countReplicasOf(client: Client, load?: LoadSignal): void {
@@ -191,11 +200,34 @@ export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
     if (byBackend === undefined) this.answered.set(endpoint, (byBackend = new Map()));
     let answered = byBackend.get(backend);
     if (answered === undefined) {
-      answered = { statuses: new Map(), latency: this.latency.labels({ endpoint, backend }) };
+      answered = { statuses: new Map(), buckets: new Array<number>(LATENCY.buckets.length).fill(0), sum: 0, count: 0 };
       byBackend.set(backend, answered);
     }
     answered.statuses.set(status, (answered.statuses.get(status) ?? 0) + 1);
-    answered.latency.observe(seconds);
+    const bounds = LATENCY.buckets;
+    let bucket = 0;
+    while (bucket < bounds.length && seconds > bounds[bucket]!) bucket++;
+    if (bucket < bounds.length) answered.buckets[bucket]!++;
+    answered.sum += seconds;
+    answered.count++;
+  }
+
+  /** The latency histogram in the Prometheus text format: cumulative buckets, then +Inf, sum and count per series. */
+  private renderLatency(): string {
+    const lines = [`# HELP ${LATENCY.name} ${LATENCY.help}`, `# TYPE ${LATENCY.name} histogram`];
+    for (const [endpoint, byBackend] of this.answered) {
+      for (const [backend, answered] of byBackend) {
+        const labels = `endpoint="${labelValue(endpoint)}",backend="${labelValue(backend)}"`;
+        let cumulative = 0;
+        LATENCY.buckets.forEach((bound, i) => {
+          cumulative += answered.buckets[i] ?? 0;
+          lines.push(`${LATENCY.name}_bucket{le="${bound}",${labels}} ${cumulative}`);
+        });
+        lines.push(`${LATENCY.name}_bucket{le="+Inf",${labels}} ${answered.count}`);
+        lines.push(`${LATENCY.name}_sum{${labels}} ${answered.sum}`, `${LATENCY.name}_count{${labels}} ${answered.count}`);
+      }
+    }
+    return lines.join('\n');
   }
 
   private collectCounts<L extends string>(
@@ -223,6 +255,6 @@ export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
   }
 
   async render(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+    return { contentType: this.registry.contentType, body: `${await this.registry.metrics()}\n${this.renderLatency()}\n` };
   }
 }

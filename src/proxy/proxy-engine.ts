@@ -23,7 +23,10 @@ export interface ForwardWatch {
   observed(status: number, bodyHash: string): void;
 }
 
-/** One forward: what http-proxy pipes into the upstream request (the already-read body, no stream), and whether it failed. */
+/**
+ * One forward, and whether it failed. It is what http-proxy pipes into the upstream request, and pipes nothing: the
+ * already-read body is written when the request has its socket (sendBody), so it goes out at once, not buffered.
+ */
 class Forward {
   private done = false;
 
@@ -34,9 +37,12 @@ class Forward {
   ) {}
 
   pipe(upstream: ClientRequest): ClientRequest {
+    return upstream;
+  }
+
+  sendBody(upstream: ClientRequest): void {
     if (this.body.length === 0) upstream.end();
     else upstream.end(this.body);
-    return upstream;
   }
 
   fail(error: Error, status?: number): void {
@@ -92,10 +98,12 @@ export class ProxyEngine {
   constructor(agent: Agent) {
     this.proxy = httpProxy.createProxyServer({ agent, xfwd: false, ws: false });
     this.proxy.on('error', () => undefined);
+    // http-proxy emits proxyReq when the upstream request has its socket (always: Expect is never forwarded).
     this.proxy.on('proxyReq', (proxyReq: UpstreamRequest, _req, _res, options) => {
       const forward = (options as { forwarding: Forward }).forwarding;
       proxyReq.forward = forward;
       forward.watch.sending(proxyReq);
+      if (!proxyReq.destroyed) forward.sendBody(proxyReq);
     });
     this.proxy.on('proxyRes', (proxyRes: IncomingMessage & { req?: UpstreamRequest }) => {
       const forward = proxyRes.req?.forward;
