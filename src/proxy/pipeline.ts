@@ -104,6 +104,10 @@ export abstract class PipelineCall implements Call {
   }
 
   private sendOn(lease: Lease<ReplicaTarget>): void {
+    if (this.aborted) {
+      lease.release();
+      return this.finish(new Error('the call was aborted before it was sent'));
+    }
     this.lease = lease;
     try {
       this.send(lease.replica);

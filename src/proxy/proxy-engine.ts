@@ -67,7 +67,7 @@ function relay(proxyRes: IncomingMessage, forward: Forward): void {
   const hash = watch.shadowed ? createHash('sha256') : undefined;
   if (hash !== undefined) proxyRes.on('data', (chunk: Buffer) => hash.update(chunk));
   proxyRes.on('end', () => {
-    const failure = proxyRes.trailers[PROTOCOL.errorHeader];
+    const failure = proxyRes.rawTrailers.length === 0 ? undefined : proxyRes.trailers[PROTOCOL.errorHeader];
     if (failure !== undefined) {
       forward.fail(new FlotillaError('HANDLER_ERROR', `the handler failed midway through its answer: ${readErrorTrailer(failure)}`), 500);
       return;

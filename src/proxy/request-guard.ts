@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
 
 /** Hop-by-hop headers (RFC 9110 7.6.1, plus the Proxy-* family): they describe one connection and are never passed on. */
-const HOP_BY_HOP = new Set([
+const HOP_BY_HOP_NAMES = [
   'connection',
   'keep-alive',
   'proxy-connection',
@@ -12,7 +12,8 @@ const HOP_BY_HOP = new Set([
   'trailer',
   'transfer-encoding',
   'upgrade',
-]);
+];
+const HOP_BY_HOP: ReadonlySet<string> = new Set(HOP_BY_HOP_NAMES);
 const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
 
 /**
@@ -100,7 +101,7 @@ export function stripHopByHop(headers: IncomingHttpHeaders): void {
       if (headers[name] !== undefined) headers[name] = undefined;
     }
   }
-  for (const name of HOP_BY_HOP) if (headers[name] !== undefined) headers[name] = undefined;
+  for (const name of HOP_BY_HOP_NAMES) if (headers[name] !== undefined) headers[name] = undefined;
 }
 
 /** Whether a Connection value names headers beyond the hop-by-hop ones (the usual keep-alive and close name none). */
