@@ -39,7 +39,8 @@ export function requestPath(req: IncomingMessage): string | undefined {
   }
   const query = url.indexOf('?');
   const path = query < 0 ? url : url.slice(0, query);
-  return path.charCodeAt(1) === 47 || path.includes('\\') || DOT_SEGMENT.test(path) ? undefined : path;
+  const dotted = (path.includes('.') || path.includes('%')) && DOT_SEGMENT.test(path);
+  return path.charCodeAt(1) === 47 || path.includes('\\') || dotted ? undefined : path;
 }
 
 /** Whether the path is in the replica protocol's namespace: /- or under /-/. */
