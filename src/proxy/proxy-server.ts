@@ -146,7 +146,7 @@ function timeOut(exchange: Exchange, timeoutMs: number): void {
  */
 class Exchange extends PipelineCall implements ForwardWatch {
   private readonly started = performance.now();
-  private abortedAt = false;
+  private cancelled = false;
   private controller: AbortController | undefined;
   private upstream: ClientRequest | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -178,12 +178,12 @@ class Exchange extends PipelineCall implements ForwardWatch {
 
   get signal(): AbortSignal {
     this.controller ??= new AbortController();
-    if (this.abortedAt) this.controller.abort();
+    if (this.cancelled) this.controller.abort();
     return this.controller.signal;
   }
 
   protected override get aborted(): boolean {
-    return this.abortedAt;
+    return this.cancelled;
   }
 
   get shadowed(): boolean {
@@ -208,7 +208,7 @@ class Exchange extends PipelineCall implements ForwardWatch {
   }
 
   protected finish(error: unknown): void {
-    if (error === undefined || this.abortedAt) return;
+    if (error === undefined || this.cancelled) return;
     const { req, res } = this;
     if (!isFlotillaError(error)) return answerFailure(res, this.door.logger, req.url, error);
     if (error.code === 'REPLICA_UNREACHABLE')
@@ -220,7 +220,7 @@ class Exchange extends PipelineCall implements ForwardWatch {
   }
 
   sending(upstream: ClientRequest): void {
-    if (this.abortedAt) upstream.destroy();
+    if (this.cancelled) upstream.destroy();
     else this.upstream = upstream;
   }
 
@@ -278,8 +278,8 @@ class Exchange extends PipelineCall implements ForwardWatch {
   }
 
   private abort(): void {
-    if (this.abortedAt) return;
-    this.abortedAt = true;
+    if (this.cancelled) return;
+    this.cancelled = true;
     this.controller?.abort();
     this.upstream?.destroy();
   }
