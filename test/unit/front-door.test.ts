@@ -238,6 +238,33 @@ describe('replica failures', () => {
     expect(await post.json()).toMatchObject({ error: { code: 'REPLICA_UNREACHABLE' } });
   });
 
+  it('never sends a request whose client left while it queued, and keeps the slot for the next one', async () => {
+    const urls: string[] = [];
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    door = await startFrontDoor({
+      backend: { maxConcurrentQueries: 1 },
+      handlers: {
+        r1: (req, res) => {
+          urls.push(req.url ?? '');
+          void (req.url === '/first' ? held : Promise.resolve()).then(() => res.end('ok'));
+        },
+      },
+    });
+    const first = fetch(`${door.url}/first`);
+    await expect.poll(() => urls).toEqual(['/first']);
+    const leaving = new AbortController();
+    const queued = fetch(`${door.url}/queued`, { signal: leaving.signal }).catch((error: unknown) => error);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    leaving.abort();
+    await queued;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    release();
+    expect((await first).status).toBe(200);
+    expect((await fetch(`${door.url}/third`)).status).toBe(200);
+    expect(urls).toEqual(['/first', '/third']);
+  });
+
   it('ejects a replica that refuses connections: later requests do not try it again', async () => {
     const seen: Seen[] = [];
     door = await startFrontDoor({ handlers: { r1: 'closed', r2: echo('r2', seen) } });

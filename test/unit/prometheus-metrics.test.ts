@@ -51,4 +51,13 @@ describe('PrometheusMetrics: what the front door answered', () => {
       'serve_http_request_latency_seconds_count{endpoint="hello",backend="v1"} 2',
     ]);
   });
+
+  it('quotes label values in the latency histogram as prom-client does in its counters', async () => {
+    const metrics = new PrometheusMetrics();
+    metrics.request('a"b\\c', 'v1', 200, 0.001);
+    const counted = (await samples(metrics, 'serve_num_http_requests_total'))[0];
+    const timed = (await samples(metrics, 'serve_http_request_latency_seconds_count'))[0];
+    expect(counted).toContain('endpoint="a\\"b\\\\c"');
+    expect(timed).toBe('serve_http_request_latency_seconds_count{endpoint="a\\"b\\\\c",backend="v1"} 1');
+  });
 });
