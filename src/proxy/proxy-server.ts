@@ -446,7 +446,12 @@ export class ProxyServer {
     }
     const shardKey = req.headers[SHARD_KEY_HEADER];
     const backend = this.dispatcher.pickBackend(route.endpoint, typeof shardKey === 'string' ? shardKey : undefined);
-    new Exchange(this.door, req, res, route.endpoint, backend, method).start();
+    const exchange = new Exchange(this.door, req, res, route.endpoint, backend, method);
+    try {
+      exchange.start();
+    } catch (error) {
+      answerFailure(res, this.logger, req.url, error);
+    }
     return true;
   }
 
