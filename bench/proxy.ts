@@ -15,7 +15,7 @@ import { PROTOCOL } from '../src/replica/protocol.js';
 import type { LoadOptions, LoadResult, LoadTarget } from './load-generator.js';
 import { runWrk } from './wrk.js';
 
-type ReplicaMode = 'host' | 'docker';
+type ReplicaMode = 'host' | 'docker' | 'static';
 
 interface Settings {
   replica: ReplicaMode;
@@ -97,7 +97,8 @@ function readSettings(): Settings {
     return value;
   };
   const replica = values.replica ?? process.env.BENCH_REPLICA ?? 'host';
-  if (replica !== 'host' && replica !== 'docker') throw new UsageError(`--replica takes host or docker, not '${replica}'`);
+  if (replica !== 'host' && replica !== 'docker' && replica !== 'static')
+    throw new UsageError(`--replica takes host, docker or static, not '${replica}'`);
   return {
     replica,
     connections: (values.connections ?? process.env.BENCH_CONNECTIONS ?? '1,16,64').split(',').map((c) => positive('connections', c)),
@@ -287,9 +288,9 @@ async function freePort(): Promise<number> {
 }
 
 /** nginx in front of the same socket: one process (master_process off), upstream keep-alive, no access log. */
-async function startNginx(processes: Processes, dir: string, socketPath: string): Promise<{ port: number; pid: number }> {
-  const port = await freePort();
-  const prefix = join(dir, 'nginx');
+/** An nginx of its own (one worker process) under DIR/NAME with the given server block. */
+function startNginxServer(processes: Processes, dir: string, name: string, server: string): ChildProcess {
+  const prefix = join(dir, name);
   mkdirSync(prefix);
   writeFileSync(
     join(prefix, 'nginx.conf'),
@@ -303,17 +304,45 @@ http {
   access_log off;
   client_body_temp_path ${prefix}/body;
   proxy_temp_path ${prefix}/proxy;
-  upstream replica { server unix:${socketPath}; keepalive 128; }
-  server {
-    listen 127.0.0.1:${port};
-    location / { proxy_pass http://replica; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
+${server}
 }
 `,
   );
-  const child = processes.spawn('nginx', ['-p', prefix, '-c', join(prefix, 'nginx.conf')]);
+  return processes.spawn('nginx', ['-p', prefix, '-c', join(prefix, 'nginx.conf')]);
+}
+
+/** nginx in front of the replica, as the proxy to beat. */
+async function startNginx(processes: Processes, dir: string, socketPath: string): Promise<{ port: number; pid: number }> {
+  const port = await freePort();
+  const child = startNginxServer(
+    processes,
+    dir,
+    'nginx',
+    `  upstream replica { server unix:${socketPath}; keepalive 128; }
+  server {
+    listen 127.0.0.1:${port};
+    location / { proxy_pass http://replica; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }`,
+  );
   await until('nginx', async () => (await get({ host: '127.0.0.1', port, path: ROUTE })).status === 200);
   return { port, pid: child.pid! };
+}
+
+/** --replica static: nginx answering the reply itself on a unix socket, an upstream so cheap that the proxies in front are the limit. */
+async function staticReplica(processes: Processes, dir: string): Promise<{ socketPath: string; pid: number }> {
+  const socketPath = join(dir, 'static.sock');
+  const child = startNginxServer(
+    processes,
+    dir,
+    'static',
+    `  server {
+    listen unix:${socketPath};
+    keepalive_requests 1000000;
+    location / { default_type text/plain; return 200 '${REPLY}'; }
+  }`,
+  );
+  await until('the static upstream', async () => (await get({ socketPath, path: ROUTE })).status === 200);
+  return { socketPath, pid: child.pid! };
 }
 
 function loadInWorker(options: LoadOptions): Promise<LoadResult> {
@@ -477,7 +506,9 @@ async function main(): Promise<void> {
     const replica =
       settings.replica === 'host'
         ? await hostReplica(processes, dir, 'node')
-        : await dockerReplica(dir).then((r) => ((client = r.client), r));
+        : settings.replica === 'static'
+          ? await staticReplica(processes, dir)
+          : await dockerReplica(dir).then((r) => ((client = r.client), r));
     const bare = await processes.start(process.execPath, [join(SERVERS, 'bare-http.js'), join(dir, 'bare.sock')]);
     const profile = settings.profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', settings.profileDir];
     const frontDoor = await processes.start(process.execPath, [...profile, join(SERVERS, 'front-door.js'), replica.socketPath, ROUTE]);
@@ -516,7 +547,7 @@ async function main(): Promise<void> {
         'url' in target.load ? { host: '127.0.0.1', port: Number(new URL(target.load.url).port), path: ROUTE } : target.load.socket,
       );
     process.stdout.write(
-      `replica: ${settings.replica === 'host' ? 'the Node runtime on the host' : 'a Flotilla container'} at ${replica.socketPath}; ` +
+      `replica: ${{ host: 'the Node runtime on the host', docker: 'a Flotilla container', static: 'nginx answering by itself (static)' }[settings.replica]} at ${replica.socketPath}; ` +
         `flotilla-workers is the front door as ${settings.workers} worker processes; ` +
         `wrk (1 thread) loads the TCP targets (flotilla, flotilla-workers, http-proxy, nginx), the bench's generator the unix sockets; ` +
         `${settings.rounds} rounds of ${settings.roundS} s per target after ${settings.warmupS} s of warm-up\n`,
