@@ -49,6 +49,8 @@ interface Sample {
   p99Ms: number;
   errors: number;
   cpuMs: number | undefined;
+  /** The share of the machine's CPU time that was busy (everything on it, the load generator included). */
+  machineBusy: number;
 }
 
 const BACKEND = 'hello';
@@ -146,6 +148,13 @@ function processCpuMs(pid: number | undefined): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The machine's CPU time so far, all CPUs: busy and total, in clock ticks (/proc/stat). */
+function machineTicks(): { busy: number; total: number } {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = fields.reduce((n, v) => n + v, 0);
+  return { busy: total - fields[3]! - fields[4]!, total };
 }
 
 class Processes {
@@ -362,9 +371,14 @@ async function measure(target: Target, connections: number, settings: Settings, 
   if ('url' in target.load) {
     if (warmupS > 0) await runWrk(target.load.url, connections, warmupS, settings.timeoutS);
     const before = processCpuMs(target.pid);
+    const machine = machineTicks();
     const result = await runWrk(target.load.url, connections, settings.roundS, settings.timeoutS);
     const after = processCpuMs(target.pid);
-    return { ...result, cpuMs: before === undefined || after === undefined ? undefined : after - before };
+    return {
+      ...result,
+      cpuMs: before === undefined || after === undefined ? undefined : after - before,
+      machineBusy: busySince(machine),
+    };
   }
   const options = {
     target: target.load.socket,
@@ -374,8 +388,10 @@ async function measure(target: Target, connections: number, settings: Settings, 
   };
   if (warmupS > 0) await loadInWorker({ ...options, warmupMs: 0, durationMs: warmupS * 1000 });
   const before = processCpuMs(target.pid);
+  const machine = machineTicks();
   const result = await loadInWorker({ ...options, warmupMs: 0 });
   const after = processCpuMs(target.pid);
+  const machineBusy = busySince(machine);
   const sorted = Float64Array.from(result.latenciesMs).sort();
   return {
     requests: result.responses,
@@ -384,7 +400,13 @@ async function measure(target: Target, connections: number, settings: Settings, 
     p99Ms: percentile(sorted, 99),
     errors: result.non2xx + Object.values(result.failures).reduce((n, v) => n + v, 0),
     cpuMs: before === undefined || after === undefined ? undefined : after - before,
+    machineBusy,
   };
+}
+
+function busySince(before: { busy: number; total: number }): number {
+  const now = machineTicks();
+  return (now.busy - before.busy) / Math.max(1, now.total - before.total);
 }
 
 interface Figures {
@@ -394,6 +416,7 @@ interface Figures {
   cpuUsPerRequest: number | undefined;
   errors: number;
   roundRps: number[];
+  machineBusy: number;
 }
 
 function median(values: number[]): number {
@@ -412,6 +435,7 @@ function figures(samples: Sample[]): Figures {
     cpuUsPerRequest: cpu === undefined || requests === 0 ? undefined : (cpu * 1000) / requests,
     errors: samples.reduce((n, s) => n + s.errors, 0),
     roundRps: samples.map((s) => s.requests / s.seconds),
+    machineBusy: median(samples.map((s) => s.machineBusy)),
   };
 }
 
@@ -445,7 +469,7 @@ function report(results: Map<number, Map<string, Figures>>): string {
   const lines: string[] = [];
   for (const [connections, byTarget] of results) {
     lines.push(`\n${connections} connection${connections === 1 ? '' : 's'}`);
-    const rows = [['target', 'req/s', 'rounds', 'p50 ms', 'p99 ms', 'CPU µs/req', 'errors']];
+    const rows = [['target', 'req/s', 'rounds', 'p50 ms', 'p99 ms', 'CPU µs/req', 'machine busy', 'errors']];
     for (const [name, f] of byTarget) {
       rows.push([
         name,
@@ -454,6 +478,7 @@ function report(results: Map<number, Map<string, Figures>>): string {
         f.p50Ms.toFixed(3),
         f.p99Ms.toFixed(3),
         f.cpuUsPerRequest?.toFixed(0) ?? 'n/a',
+        `${(f.machineBusy * 100).toFixed(0)}%`,
         String(f.errors),
       ]);
     }
