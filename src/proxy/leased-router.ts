@@ -28,6 +28,8 @@ export class LeaseClient {
   private nextWant = 1;
   private readonly wants = new Map<number, Want>();
   private readonly routers = new Map<string, LeasedRouter>();
+  /** The backends the primary said are contended, kept for routers made later (a snapshot can come after the word). */
+  private readonly contended = new Set<string>();
   private readonly sweep: NodeJS.Timeout;
 
   constructor(private readonly send: (message: FromWorker) => void) {
@@ -39,6 +41,7 @@ export class LeaseClient {
 
   router(backend: string): LeasedRouter {
     const router = new LeasedRouter(backend, this);
+    router.setContended(this.contended.has(backend));
     this.routers.set(backend, router);
     return router;
   }
@@ -82,6 +85,8 @@ export class LeaseClient {
       return true;
     }
     if (message.t === 'contended') {
+      if (message.contended) this.contended.add(message.backend);
+      else this.contended.delete(message.backend);
       const router = this.routers.get(message.backend);
       const idle = router?.setContended(message.contended) ?? [];
       if (message.contended) this.giveBack(idle, message.backend);
@@ -207,11 +212,12 @@ export class LeasedRouter implements BackendRouter<ReplicaTarget> {
         const busy = this.busy.get(id)! - 1;
         if (busy === 0) this.busy.delete(id);
         else this.busy.set(id, busy);
-        if (this.contended || this.closed || !this.replicas.has(id) || this.inQuarantine(id, performance.now())) {
+        const now = performance.now();
+        if (this.contended || this.closed || !this.replicas.has(id) || this.inQuarantine(id, now)) {
           this.client.giveBack([held.id]);
           return;
         }
-        held.idleSince = performance.now();
+        held.idleSince = now;
         this.idle.push(held);
       },
     };

@@ -122,6 +122,20 @@ describe('slot leasing between front-door workers and the control plane', () => 
     expect(lent()).toBe(0);
   });
 
+  it('holds no lease for a backend the control plane said is contended before the worker knew the backend', async () => {
+    const sent: FromWorker[] = [];
+    const client = new LeaseClient((message) => sent.push(message));
+    client.receive({ t: 'contended', backend: 'late', contended: true });
+    const router = client.router('late');
+    router.update([{ id: 'r1', target: { socketPath: '/r1' } }]);
+    const waiting = router.acquire();
+    client.receive({ t: 'lease', want: 1, lease: 7, replica: { id: 'r1', target: { socketPath: '/r1' } } });
+    (await waiting).release();
+    expect(sent.at(-1)).toEqual({ t: 'return', leases: [7] });
+    expect(router.tryAcquire()).toBeUndefined();
+    client.close();
+  });
+
   it('stops using a replica that failed and returns its idle leases', async () => {
     const { workers, take } = (opened = bench({ replicas: 2, maxConcurrentQueries: 1, maxQueuedRequests: 2 }));
     const [a, b] = [await take(0), await take(0)];
