@@ -138,7 +138,7 @@ export class FrontDoorWorkers {
   }
 
   private broadcast(message: ToWorker): void {
-    for (const { child } of this.workers) if (child.connected) child.send(message);
+    for (const { seat } of this.workers) seat.send(message);
   }
 
   /** The stats of the endpoint's shadows, mirrored by the workers and by this process's handles. */
@@ -154,7 +154,7 @@ export class FrontDoorWorkers {
     const id = this.nextAsk++;
     return new Promise((resolve) => {
       worker.asks.set(id, resolve);
-      worker.child.send(question(id));
+      worker.seat.send(question(id));
     });
   }
 
@@ -177,12 +177,14 @@ export class FrontDoorWorkers {
         START_TIMEOUT_MS,
       );
       child.once('exit', (code) => reject(new Error(`a front-door worker exited with code ${code} as it started`)));
-      child.on('message', (message: FromWorker) => {
+      const onReady = (message: FromWorker): void => {
         if (message.t !== 'ready') return;
+        child.off('message', onReady);
         clearTimeout(timer);
         worker.ready = true;
         resolve();
-      });
+      };
+      child.on('message', onReady);
     });
     child.on('message', (message: FromWorker) => this.receive(worker, message));
     child.once('exit', (code, signal) => this.exited(worker, code, signal));
