@@ -19,9 +19,9 @@ import type {
 import { FlotillaError } from './common/errors.js';
 import type { Controller } from './controller/controller.js';
 import type { EventLog } from './controller/event-log.js';
-import { toShippable, type ShippableDefinition } from './controller/definition.js';
+import { toShippable, type ShippableDefinition } from './spec/definition.js';
 import { ServeHandle } from './handle/serve-handle.js';
-import type { Dispatcher } from './proxy/dispatcher.js';
+import type { Dispatcher } from './dataplane/dispatcher.js';
 
 /** Options with a relative context directory made absolute against this process's working directory. */
 export function withAbsoluteContext(options: CreateBackendOptions | undefined): CreateBackendOptions | undefined {

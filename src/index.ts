@@ -1,6 +1,6 @@
 import { connect } from './admin/remote-client.js';
 import { start } from './control-plane.js';
-import { acceptBatch } from './controller/definition.js';
+import { acceptBatch } from './spec/definition.js';
 import { sse } from './replica/sse.js';
 
 export const serve = { start, connect, acceptBatch, sse };

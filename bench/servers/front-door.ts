@@ -3,10 +3,10 @@ import { fanOut, ServingSeries } from '../../src/admin/serving-series.js';
 import { systemClock } from '../../src/common/clock.js';
 import { createLogger } from '../../src/common/logger.js';
 import { loadConfig } from '../../src/config/config.js';
-import { DEFAULT_BACKEND_CONFIG } from '../../src/controller/validation.js';
-import { Dispatcher } from '../../src/proxy/dispatcher.js';
-import { FrontDoorWorkers } from '../../src/proxy/front-door-workers.js';
-import { ProxyServer } from '../../src/proxy/proxy-server.js';
+import { DEFAULT_BACKEND_CONFIG } from '../../src/spec/validation.js';
+import { Dispatcher } from '../../src/dataplane/dispatcher.js';
+import { FrontDoorWorkers } from '../../src/front-door/workers/front-door-workers.js';
+import { ProxyServer } from '../../src/front-door/server.js';
 
 /**
  * Flotilla's front door as serve.start() builds it (Dispatcher with the Prometheus metrics and the dashboard's

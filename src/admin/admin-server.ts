@@ -6,7 +6,7 @@ import type { StreamedAnswer } from '../handle/serve-handle.js';
 import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
 import { sendError, sendJson } from '../common/http-json.js';
 import type { Logger } from '../common/logger.js';
-import { parseShippable } from '../controller/definition.js';
+import { parseShippable } from '../spec/definition.js';
 import type { ContainerRuntime } from '../runtime/container-runtime.js';
 import { replicaLogs } from './replica-logs.js';
 import { fromWire, parseWire, toWire } from './wire.js';

@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AutoscalingStatus, Client, ReplicaInfo } from '../api.js';
 import type { AutoscalingMetrics, LoadSignal } from '../controller/autoscaler.js';
-import type { ServingMetrics, ShadowOutcome } from '../proxy/serving-metrics.js';
+import type { ServingMetrics, ShadowOutcome } from '../dataplane/serving-metrics.js';
 
 /** One endpoint and backend's answers: a count per status, and their latency histogram (a count per bucket, not cumulative). */
 interface Answered {

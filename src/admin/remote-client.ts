@@ -22,7 +22,7 @@ import type { Readable } from 'node:stream';
 import { withAbsoluteContext } from '../client.js';
 import { ERROR_STATUS, FlotillaError, errorMessage, type ErrorCode } from '../common/errors.js';
 import { loadConfig } from '../config/config.js';
-import { toShippable } from '../controller/definition.js';
+import { toShippable } from '../spec/definition.js';
 import { decodeStream } from '../handle/stream.js';
 import { PROTOCOL, readErrorTrailer } from '../replica/protocol.js';
 import { exchange, readBody } from './http-transport.js';

@@ -4,7 +4,7 @@ import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Docum
 import type { BackendConfig, ReplicaOptions, ReplicaResources, RuntimeEnv } from '../api.js';
 import { errorMessage, FlotillaError } from '../common/errors.js';
 import { formatPath, issuesOf, type Issue, type PathItem } from '../common/issues.js';
-import { toShippable } from '../controller/definition.js';
+import { toShippable } from '../spec/definition.js';
 import {
   validateBackendOptions,
   validateMethods,
@@ -12,7 +12,7 @@ import {
   validateProportion,
   validateRoute,
   validateTraffic,
-} from '../controller/validation.js';
+} from '../spec/validation.js';
 import { isPlainObject } from '../common/checks.js';
 import { contextDirProblem } from '../runtime/build-context.js';
 

@@ -1,7 +1,7 @@
 import { isAbsolute, resolve } from 'node:path';
 import type { BackendConfig, BackendInfo, Client, EndpointInfo, RuntimeEnv } from '../api.js';
 import { FlotillaError, isFlotillaError } from '../common/errors.js';
-import { DEFAULT_BACKEND_CONFIG } from '../controller/validation.js';
+import { DEFAULT_BACKEND_CONFIG } from '../spec/validation.js';
 import type { Capacity } from '../resources/scheduler.js';
 import { contextDigest } from '../runtime/image-builder.js';
 import { loadAppFile, type AppSpec, type BackendSpec } from './app-file.js';

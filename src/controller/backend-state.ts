@@ -5,9 +5,9 @@ import { shortId } from '../common/ids.js';
 import type { Logger } from '../common/logger.js';
 import type { LiveConfig } from '../replica/protocol.js';
 import type { Placement, Scheduler } from '../resources/scheduler.js';
-import type { SavedBackend, SavedRollout, SavedTarget } from './checkpoint.js';
+import type { SavedBackend, SavedRollout, SavedTarget } from '../spec/saved-state.js';
 import { backoffMs, TIMING } from './constants.js';
-import { summarize } from './definition.js';
+import { summarize } from '../spec/definition.js';
 import type { EventRecorder } from './event-log.js';
 import { Replica, type ReplicaHistory, type ReplicaState, type StepContext } from './replica.js';
 

@@ -16,7 +16,7 @@ import { shortId } from '../common/ids.js';
 import { Limiter } from '../common/limiter.js';
 import type { Logger } from '../common/logger.js';
 import type { FlotillaConfig } from '../config/config.js';
-import type { Dispatcher, RoutingSnapshot } from '../proxy/dispatcher.js';
+import type { DataPlane, RoutingSnapshot } from '../dataplane/dispatcher.js';
 import { PROTOCOL, type LiveConfig } from '../replica/protocol.js';
 import type { Scheduler } from '../resources/scheduler.js';
 import type { ContainerRuntime } from '../runtime/container-runtime.js';
@@ -24,17 +24,18 @@ import type { ImageBuilder } from '../runtime/image-builder.js';
 import { Autoscaler, type AutoscalingMetrics } from './autoscaler.js';
 import { withinBounds } from './autoscaling-policy.js';
 import { BackendState, liveConfigOf, savedTarget, targetOf, type BackendTarget } from './backend-state.js';
-import { adoptContainers, CHECKPOINT_VERSION, parseCheckpoint, type SavedBackend } from './checkpoint.js';
-import { confinementOf } from './confinement.js';
-import { checkSupports, shippedModuleText, type ShippableDefinition } from './definition.js';
-import { EndpointState, type EndpointRecord } from './endpoint-state.js';
+import { CHECKPOINT_VERSION, parseCheckpoint, type EndpointRecord, type SavedBackend } from '../spec/saved-state.js';
+import { adoptContainers } from './adoption.js';
+import { confinementOf } from '../spec/confinement.js';
+import { checkSupports, shippedModuleText, type ShippableDefinition } from '../spec/definition.js';
+import { EndpointState } from './endpoint-state.js';
 import { TIMING } from './constants.js';
 import { instanceLabels, ReplicaLauncher, runDirOf, type ReplicaClient } from './launcher.js';
 import type { EventRecorder } from './event-log.js';
 import { Reconciler } from './reconciler.js';
 import type { Replica, Started } from './replica.js';
 import * as replicaClient from './replica-client.js';
-import type { ValidatedRuntimeEnv } from './runtime-env.js';
+import type { ValidatedRuntimeEnv } from '../spec/runtime-env.js';
 import { InstanceLock, StateStore } from './state-store.js';
 import {
   validateBackendOptions,
@@ -43,12 +44,9 @@ import {
   validateName,
   validateProportion,
   validateTraffic,
-} from './validation.js';
+} from '../spec/validation.js';
 
 const MAX_UNIX_SOCKET_PATH = 107;
-
-/** What the controller asks of the data plane: the Dispatcher, or the front-door workers with it (FrontDoorWorkers.dataPlane). */
-export type DataPlane = Pick<Dispatcher, 'update' | 'drained' | 'cut' | 'endpointIdle' | 'ongoingRequests'>;
 
 export interface ControllerDeps {
   config: FlotillaConfig;

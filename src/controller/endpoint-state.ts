@@ -1,14 +1,6 @@
 import type { EndpointInfo } from '../api.js';
 import { FlotillaError } from '../common/errors.js';
-import type { EndpointRouting } from '../proxy/dispatcher.js';
-
-export interface EndpointRecord {
-  name: string;
-  route: string | null;
-  methods: string[];
-  traffic: Record<string, number>;
-  shadows: Record<string, number>;
-}
+import type { EndpointRecord } from '../spec/saved-state.js';
 
 /** Endpoints: their routes, traffic and shadows, and which backends they use. Changed only by the controller after a save. */
 export class EndpointState {
@@ -76,7 +68,7 @@ export class EndpointState {
     );
   }
 
-  routing(): EndpointRouting[] {
+  routing(): EndpointRecord[] {
     return this.list().map(({ name, route, methods, traffic, shadows }) => ({ name, route, methods, traffic, shadows }));
   }
 }

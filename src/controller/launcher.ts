@@ -11,7 +11,7 @@ import type { Scheduler } from '../resources/scheduler.js';
 import type { ContainerRuntime, ReplicaSpec, ReplicaStatus, ReplicaTarget, ReplicaTransport } from '../runtime/container-runtime.js';
 import { APP_DIR, SHIPPED_MODULE } from '../runtime/image-builder.js';
 import { liveConfigOf, type BackendTarget } from './backend-state.js';
-import { confinementOf } from './confinement.js';
+import { confinementOf } from '../spec/confinement.js';
 import { TIMING } from './constants.js';
 import type { Replica, ReplicaDriver, Started } from './replica.js';
 import { prepareReplicaFiles } from './replica-files.js';

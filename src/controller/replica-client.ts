@@ -1,6 +1,6 @@
 import { FlotillaError } from '../common/errors.js';
 import { PROTOCOL, type HandlerErrorBody, type LiveConfig } from '../replica/protocol.js';
-import { requestReplica } from '../proxy/replica-request.js';
+import { requestReplica } from '../dataplane/replica-request.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
 
 async function call(

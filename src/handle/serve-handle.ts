@@ -2,10 +2,10 @@ import type { HandleOptions, ServeHandle as ServeHandleApi } from '../api.js';
 import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { errorMessage, FlotillaError, isFlotillaError } from '../common/errors.js';
-import type { Dispatcher } from '../proxy/dispatcher.js';
-import { sendWithRetries, startShadows, type Call } from '../proxy/pipeline.js';
-import { openReplica, requestReplica, type ReplicaReply, type ReplicaRequest } from '../proxy/replica-request.js';
-import { hashBody } from '../proxy/shadow.js';
+import type { Dispatcher } from '../dataplane/dispatcher.js';
+import { sendWithRetries, startShadows, type Call } from '../dataplane/pipeline.js';
+import { openReplica, requestReplica, type ReplicaReply, type ReplicaRequest } from '../dataplane/replica-request.js';
+import { hashBody } from '../dataplane/shadow.js';
 import { PROTOCOL, readErrorTrailer, type HandlerErrorBody } from '../replica/protocol.js';
 import { decodeStream } from './stream.js';
 

@@ -25,7 +25,7 @@ function workerPids(): number[] {
   const out = execFileSync('ps', ['-o', 'pid=,args=', '--ppid', String(process.pid)], { encoding: 'utf8' });
   return out
     .split('\n')
-    .filter((line) => line.includes('front-door-worker.js'))
+    .filter((line) => line.includes('worker-process.js'))
     .map((line) => Number(line.trim().split(/\s+/)[0]));
 }
 

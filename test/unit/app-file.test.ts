@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadAppFile, parseAppFile } from '../../src/cli/app-file.js';
-import { DEFAULT_BACKEND_CONFIG } from '../../src/controller/validation.js';
+import { DEFAULT_BACKEND_CONFIG } from '../../src/spec/validation.js';
 import { isFlotillaError } from '../../src/common/errors.js';
 
 const FIXTURES = join(import.meta.dirname, '..', 'fixtures');

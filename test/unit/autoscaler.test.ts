@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { AutoscalingConfig } from '../../src/api.js';
 import { Autoscaler } from '../../src/controller/autoscaler.js';
 import type { BackendState } from '../../src/controller/backend-state.js';
-import { DEFAULT_AUTOSCALING_CONFIG } from '../../src/controller/validation.js';
+import { DEFAULT_AUTOSCALING_CONFIG } from '../../src/spec/validation.js';
 import { Scheduler } from '../../src/resources/scheduler.js';
 import { ManualClock } from './fakes/fake-runtime.js';
 

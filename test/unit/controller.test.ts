@@ -6,7 +6,7 @@ import { systemClock } from '../../src/common/clock.js';
 import { LABELS } from '../../src/common/labels.js';
 import { loadConfig, type ConfigOverrides } from '../../src/config/config.js';
 import { Controller } from '../../src/controller/controller.js';
-import type { RoutingSnapshot } from '../../src/proxy/dispatcher.js';
+import type { RoutingSnapshot } from '../../src/dataplane/dispatcher.js';
 import { Scheduler } from '../../src/resources/scheduler.js';
 import type { ReplicaStatus } from '../../src/runtime/container-runtime.js';
 import { FakeReplicaClient, FakeRuntime, silentLogger } from './fakes/fake-runtime.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { acceptBatch, checkSupports, shippedModuleText, toShippable } from '../../src/controller/definition.js';
-import { DEFAULT_BACKEND_CONFIG } from '../../src/controller/validation.js';
+import { acceptBatch, checkSupports, shippedModuleText, toShippable } from '../../src/spec/definition.js';
+import { DEFAULT_BACKEND_CONFIG } from '../../src/spec/validation.js';
 
 function handleRequest() {
   return 'hello world';

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isProtocolPath } from '../../src/proxy/request-guard.js';
+import { isProtocolPath } from '../../src/front-door/request-guard.js';
 import { rawRequest, startFrontDoor, type FrontDoor } from './front-door-harness.js';
 
 /** Statuses the front door documents for requests it cannot or will not forward, plus the echo replica's 200. */

@@ -4,9 +4,9 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from '../../src/common/logger.js';
-import { Dispatcher, type BackendRouting, type RoutingSnapshot } from '../../src/proxy/dispatcher.js';
-import { ProxyServer, type FrontDoorSettings } from '../../src/proxy/proxy-server.js';
-import type { ServingMetrics } from '../../src/proxy/serving-metrics.js';
+import { Dispatcher, type BackendRouting, type RoutingSnapshot } from '../../src/dataplane/dispatcher.js';
+import { ProxyServer, type FrontDoorSettings } from '../../src/front-door/server.js';
+import type { ServingMetrics } from '../../src/dataplane/serving-metrics.js';
 
 /** What a test replica saw of one request. */
 export interface Seen {

@@ -8,7 +8,7 @@ import { loadConfig } from '../../src/config/config.js';
 import { BackendState, targetOf } from '../../src/controller/backend-state.js';
 import { instanceLabels, ReplicaLauncher } from '../../src/controller/launcher.js';
 import { Reconciler } from '../../src/controller/reconciler.js';
-import { DEFAULT_BACKEND_CONFIG } from '../../src/controller/validation.js';
+import { DEFAULT_BACKEND_CONFIG } from '../../src/spec/validation.js';
 import { Scheduler } from '../../src/resources/scheduler.js';
 import { TimedRuntime } from '../../src/runtime/timed-runtime.js';
 import { FakeReplicaClient, FakeRuntime, ManualClock, silentLogger } from './fakes/fake-runtime.js';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { validateRuntimeEnv } from '../../src/controller/runtime-env.js';
+import { validateRuntimeEnv } from '../../src/spec/runtime-env.js';
 import { issuesOf } from '../../src/common/issues.js';
-import { validateBackendOptions } from '../../src/controller/validation.js';
+import { validateBackendOptions } from '../../src/spec/validation.js';
 
 describe('validateRuntimeEnv', () => {
   it('defaults to the node runtime with nothing to install', () => {

@@ -2,10 +2,10 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import Docker from 'dockerode';
-import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
-import { LABELS } from '../common/labels.js';
-import { PROTOCOL } from '../replica/protocol.js';
-import type { NodeCapacity } from '../resources/scheduler.js';
+import { FlotillaError, errorMessage, isFlotillaError } from '../../common/errors.js';
+import { LABELS } from '../../common/labels.js';
+import { PROTOCOL } from '../../replica/protocol.js';
+import type { NodeCapacity } from '../../resources/scheduler.js';
 import type {
   ContainerRuntime,
   ImageBuild,
@@ -17,7 +17,7 @@ import type {
   ReplicaSpec,
   ReplicaStatus,
   ReplicaTarget,
-} from './container-runtime.js';
+} from '../container-runtime.js';
 
 const BUILD_LOG_TAIL = 30;
 // eslint-disable-next-line no-control-regex

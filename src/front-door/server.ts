@@ -9,12 +9,12 @@ import type { FlotillaConfig } from '../config/config.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
 import { sendError, sendJson } from '../common/http-json.js';
 import { BodyBudget, readBody } from './body.js';
-import type { Dispatcher } from './dispatcher.js';
-import { PipelineCall, startShadows } from './pipeline.js';
+import type { Dispatcher } from '../dataplane/dispatcher.js';
+import { PipelineCall, startShadows } from '../dataplane/pipeline.js';
 import { ProxyEngine, type ForwardWatch } from './proxy-engine.js';
-import type { RoutedReplica } from './replica-router.js';
+import type { RoutedReplica } from '../dataplane/replica-router.js';
 import { isProtocolPath, parseTrustedProxies, prepareForwardHeaders, requestPath } from './request-guard.js';
-import type { Outcome } from './shadow.js';
+import type { Outcome } from '../dataplane/shadow.js';
 
 export const SHARD_KEY_HEADER = 'x-serve-shard-key';
 const EMPTY = Buffer.alloc(0);

@@ -1,7 +1,7 @@
-import { isFlotillaError } from '../common/errors.js';
-import type { ReplicaTarget } from '../runtime/container-runtime.js';
-import type { Dispatcher } from './dispatcher.js';
-import type { Lease } from './replica-router.js';
+import { isFlotillaError } from '../../common/errors.js';
+import type { ReplicaTarget } from '../../runtime/container-runtime.js';
+import type { Dispatcher } from '../../dataplane/dispatcher.js';
+import type { Lease } from '../../dataplane/replica-router.js';
 import type { FromWorker, ToWorker } from './worker-protocol.js';
 
 /** How often a contended backend is checked for an empty queue, after which workers keep their leases again. */

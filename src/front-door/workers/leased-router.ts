@@ -1,6 +1,6 @@
-import { FlotillaError, type ErrorCode } from '../common/errors.js';
-import type { ReplicaTarget } from '../runtime/container-runtime.js';
-import { QUARANTINE_MS, type Abortable, type BackendRouter, type Lease, type RoutedReplica } from './replica-router.js';
+import { FlotillaError, type ErrorCode } from '../../common/errors.js';
+import type { ReplicaTarget } from '../../runtime/container-runtime.js';
+import { QUARANTINE_MS, type Abortable, type BackendRouter, type Lease, type RoutedReplica } from '../../dataplane/replica-router.js';
 import type { FromWorker, ToWorker } from './worker-protocol.js';
 
 /** A lease no request used for this long goes back to the primary (so that its slot counts where it is needed). */

@@ -1,9 +1,9 @@
 import type { Socket } from 'node:net';
-import { createLogger, type LogFormat } from '../common/logger.js';
-import { Dispatcher } from './dispatcher.js';
+import { createLogger, type LogFormat } from '../../common/logger.js';
+import { Dispatcher } from '../../dataplane/dispatcher.js';
 import { LeaseClient } from './leased-router.js';
-import { ProxyServer } from './proxy-server.js';
-import type { ServingMetrics, ShadowOutcome } from './serving-metrics.js';
+import { ProxyServer } from '../server.js';
+import type { ServingMetrics, ShadowOutcome } from '../../dataplane/serving-metrics.js';
 import type { FromWorker, ToWorker } from './worker-protocol.js';
 
 /** How often a worker sends the primary what it served, for /metrics and the dashboard. */

@@ -1,9 +1,9 @@
-import type { ReplicaTarget } from '../runtime/container-runtime.js';
-import type { RoutingSnapshot } from './dispatcher.js';
-import type { FrontDoorSettings } from './proxy-server.js';
-import type { RoutedReplica } from './replica-router.js';
-import type { ShadowOutcome } from './serving-metrics.js';
-import type { ShadowCounts } from './shadow.js';
+import type { ReplicaTarget } from '../../runtime/container-runtime.js';
+import type { RoutingSnapshot } from '../../dataplane/dispatcher.js';
+import type { FrontDoorSettings } from '../server.js';
+import type { RoutedReplica } from '../../dataplane/replica-router.js';
+import type { ShadowOutcome } from '../../dataplane/serving-metrics.js';
+import type { ShadowCounts } from '../../dataplane/shadow.js';
 
 /**
  * The messages between the control plane (the primary) and its front-door

@@ -14,14 +14,7 @@ import { RouteTable, type RouteEntry } from './route-table.js';
 import { noMetrics, type ServingMetrics } from './serving-metrics.js';
 import { ShadowMirror } from './shadow.js';
 import { TrafficPolicy } from './traffic-policy.js';
-
-export interface EndpointRouting {
-  name: string;
-  route: string | null;
-  methods: string[];
-  traffic: Record<string, number>;
-  shadows: Record<string, number>;
-}
+import type { EndpointRecord } from '../spec/saved-state.js';
 
 export interface BackendRouting extends RouterSettings {
   name: string;
@@ -32,7 +25,7 @@ export interface BackendRouting extends RouterSettings {
 
 /** What the controller pushes to the data plane after every change. */
 export interface RoutingSnapshot {
-  endpoints: EndpointRouting[];
+  endpoints: EndpointRecord[];
   backends: BackendRouting[];
 }
 
@@ -55,13 +48,16 @@ export interface DispatcherOptions {
  * ServeHandles: route table, traffic policies and one replica router per
  * backend. Routers survive snapshots, so in-flight counts are never lost.
  */
+/** What the controller asks of the data plane: the Dispatcher, or the front-door workers with it (FrontDoorWorkers.dataPlane). */
+export type DataPlane = Pick<Dispatcher, 'update' | 'drained' | 'cut' | 'endpointIdle' | 'ongoingRequests'>;
+
 export class Dispatcher {
   readonly agent = new Agent({ keepAlive: true, maxSockets: Infinity });
   /** Requests in flight per endpoint, so that deleting one can wait for them. */
   readonly endpointRequests = new InFlight();
   readonly shadows: ShadowMirror;
   private routes = new RouteTable([]);
-  private endpoints = new Map<string, { routing: EndpointRouting; policy: TrafficPolicy }>();
+  private endpoints = new Map<string, { routing: EndpointRecord; policy: TrafficPolicy }>();
   private backends = new Map<string, BackendRouting>();
   private readonly routers = new Map<string, BackendRouter<ReplicaTarget>>();
   readonly metrics: ServingMetrics;
@@ -118,7 +114,7 @@ export class Dispatcher {
     return this.routes.list();
   }
 
-  endpoint(name: string): EndpointRouting {
+  endpoint(name: string): EndpointRecord {
     const found = this.endpoints.get(name);
     if (found === undefined) throw new FlotillaError('ENDPOINT_NOT_FOUND', `endpoint '${name}' does not exist`);
     return found.routing;

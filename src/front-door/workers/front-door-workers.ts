@@ -1,20 +1,19 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { listenOn } from '../common/checks.js';
-import { settlesWithin } from '../common/clock.js';
-import type { Logger } from '../common/logger.js';
-import { packageRoot } from '../common/package-root.js';
-import type { ShadowStats } from '../api.js';
-import type { DataPlane } from '../controller/controller.js';
-import type { ReplicaTarget } from '../runtime/container-runtime.js';
-import type { Dispatcher, RoutingSnapshot } from './dispatcher.js';
+import { listenOn } from '../../common/checks.js';
+import { settlesWithin } from '../../common/clock.js';
+import type { Logger } from '../../common/logger.js';
+import { packageRoot } from '../../common/package-root.js';
+import type { ShadowStats } from '../../api.js';
+import type { ReplicaTarget } from '../../runtime/container-runtime.js';
+import type { DataPlane, Dispatcher, RoutingSnapshot } from '../../dataplane/dispatcher.js';
 import { LeaseDesk, type DeskSeat } from './lease-desk.js';
-import type { FrontDoorSettings } from './proxy-server.js';
-import { summarizeShadows } from './shadow.js';
+import type { FrontDoorSettings } from '../server.js';
+import { summarizeShadows } from '../../dataplane/shadow.js';
 import type { FromWorker, ToWorker } from './worker-protocol.js';
 
-const WORKER_MAIN = join(packageRoot(), 'dist', 'src', 'proxy', 'front-door-worker.js');
+const WORKER_MAIN = join(packageRoot(), 'dist', 'src', 'front-door', 'workers', 'worker-process.js');
 /** How long a worker may take to start before the control plane gives up on it. */
 const START_TIMEOUT_MS = 15_000;
 
