@@ -26,7 +26,7 @@ import { withinBounds } from './autoscaling-policy.js';
 import { BackendState, liveConfigOf, savedTarget, targetOf, type BackendTarget } from './backend-state.js';
 import { adoptContainers, CHECKPOINT_VERSION, parseCheckpoint, type SavedBackend } from './checkpoint.js';
 import { confinementOf } from './confinement.js';
-import { checkSupports, shippedModuleText, type ShippableDefinition } from './definition.js';
+import { checkSupports, shippedFile, type ShippableDefinition } from './definition.js';
 import { EndpointState, type EndpointRecord } from './endpoint-state.js';
 import { TIMING } from './constants.js';
 import { instanceLabels, ReplicaLauncher, runDirOf, type ReplicaClient } from './launcher.js';
@@ -278,7 +278,7 @@ export class Controller {
     validateName(name, 'backend');
     const spec = validateBackendOptions(options);
     const { config, contextDir, runtimeEnv, resources } = spec;
-    checkSupports(name, shippable, config);
+    checkSupports(name, shippable, config, runtimeEnv.runtime);
     checkContainerSupports(name, runtimeEnv, config);
     confinementOf(name, resources, this.deps.config, runtimeEnv.port !== undefined);
     const context = contextDir === undefined ? undefined : resolve(contextDir);
@@ -302,9 +302,12 @@ export class Controller {
         ? await this.deps.images.backendImage({
             backend: name,
             ...(context === undefined ? {} : { contextDir: context }),
-            ...(shippable.kind === 'import' ? {} : { shippedModule: shippedModuleText(shippable) }),
+            ...(shippable.kind === 'import' ? {} : { shippedFile: shippedFile(shippable) }),
+            ...(shippable.kind === 'pickled' ? { pythonVersion: shippable.pythonVersion } : {}),
             runtime: runtimeEnv.runtime,
             packages: runtimeEnv.packages,
+            ...(runtimeEnv.pip === undefined ? {} : { pip: runtimeEnv.pip }),
+            ...(runtimeEnv.apt === undefined ? {} : { apt: runtimeEnv.apt }),
             dockerfile: runtimeEnv.dockerfile,
             buildArgs: runtimeEnv.buildArgs,
           })
@@ -451,7 +454,7 @@ export class Controller {
         `backend '${name}' has a paused rollout (${state.rolloutStatus?.reason ?? ''}); call updateBackend with a working version, or the previous one, before scaling it`,
       );
     }
-    checkSupports(name, previous.definition, next);
+    checkSupports(name, previous.definition, next, previous.runtimeEnv.runtime);
     checkContainerSupports(name, previous.runtimeEnv, next);
     if (next.numReplicas > previous.config.numReplicas) {
       this.checkFits(name, previous.resources, next.numReplicas - state.replicas.filter((r) => r.state !== 'draining').length);
