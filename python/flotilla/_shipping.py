@@ -88,7 +88,7 @@ def import_definition(path):
         return {"kind": "import", "module": module, "exportName": export}
     if _DOTTED.match(path):
         module, _, export = path.rpartition(".")
-        if module.endswith(".py") or module == "py":
+        if export == "py":
             raise _invalid(f"import path '{path}' names a file without a function or class: write 'file.py:Name'")
         return {"kind": "import", "module": module.replace(".", "/") + ".py", "exportName": export}
     raise _invalid(f"import path '{path}' is not of the form 'file.py:Name' or 'package.module.Name'")

@@ -119,5 +119,5 @@ def _check_json(value, what):
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise FlotillaError(
-            "INVALID_ARGUMENT", f"{what} travels to the replicas as JSON, and this one is not: {error}", 400
+            "INVALID_ARGUMENT", f"{what} must be JSON values, as they travel to the replicas in JSON: {error}", 400
         ) from None
