@@ -49,15 +49,26 @@ def accept_batch(target):
     return target
 
 
+def _checkouts():
+    """The checkout this package sits in (PYTHONPATH=<checkout>/python), then the one pip installed it from."""
+    yield os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    try:
+        from ._checkout import CHECKOUT
+    except ImportError:
+        return
+    yield CHECKOUT
+
+
 def _cli():
-    """How to run the `flotilla` command of this checkout: FLOTILLA_CLI, the checkout this package sits in, or PATH."""
+    """How to run the `flotilla` command of this checkout: FLOTILLA_CLI, the package's checkout, or PATH."""
     node = shutil.which("node")
     given = os.environ.get("FLOTILLA_CLI")
     if given:
         return [node, given] if given.endswith(".js") and node else [given]
-    checkout = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "dist", "src", "cli", "main.js")
-    if os.path.isfile(checkout) and node:
-        return [node, os.path.realpath(checkout)]
+    for checkout in _checkouts():
+        main = os.path.join(checkout, "dist", "src", "cli", "main.js")
+        if os.path.isfile(main) and node:
+            return [node, os.path.realpath(main)]
     installed = shutil.which("flotilla")
     if installed:
         return [installed]
