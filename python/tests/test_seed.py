@@ -7,13 +7,14 @@ empty (the front door's address), and an import path's module reaching the repli
 import asyncio
 import os
 import random
+import subprocess
 
 import numpy as np
 import pytest
 import requests
 
 import flotilla
-from conftest import FIXTURES
+from conftest import FIXTURES, REPO_FIXTURES
 from flotilla import serve
 from flotilla.serve import BackendConfig
 
@@ -190,3 +191,34 @@ def test_module_imported_by_the_script_reaches_the_replica(flotilla_client, url)
     answer = requests.get(url("/numpy-sum")).json()
     assert answer == {"numpy": answer["numpy"], "sum": 10}
     assert answer["numpy"].startswith("1.")
+
+
+def np_version(request):
+    return "numpy " + np.__version__
+
+
+def test_dependency_management(flotilla_client, url):
+    # Ray's conda environments become images of their own: numpy 1 from Debian bookworm (the function shipped by
+    # value), numpy 2 from Debian trixie through a Dockerfile (by import path: trixie's Python is 3.13, not ours).
+    serve.create_backend("numpy1", np_version, ray_actor_options={"runtime_env": {"apt": ["python3-numpy"]}})
+    serve.create_endpoint("numpy1", backend="numpy1", route="/numpy1")
+    offline = subprocess.run(["docker", "image", "inspect", "flotilla-local/trixie-minbase:latest"], capture_output=True)
+    trixie = "flotilla-local/trixie-minbase:latest" if offline.returncode == 0 else "debian:trixie-slim"
+    runtime_env = {"working_dir": os.path.join(REPO_FIXTURES, "env-python-trixie"), "dockerfile": "Dockerfile", "build_args": {"TRIXIE_IMAGE": trixie}}
+    serve.create_backend("numpy2", "model.py:versions", ray_actor_options={"runtime_env": runtime_env})
+    serve.create_endpoint("numpy2", backend="numpy2", route="/numpy2")
+
+    assert requests.get(url("/numpy1")).text.startswith("numpy 1.")
+    assert requests.get(url("/numpy2")).json()["numpy"].startswith("2.")
+
+
+@serve.accept_batch
+def batch_sizes(requests):
+    return [len(requests)] * len(requests)
+
+
+def test_batching(flotilla_client):
+    serve.create_backend("batched", batch_sizes, config={"max_batch_size": 4, "batch_wait_timeout": 10})
+    serve.create_endpoint("batched", backend="batched")
+    handle = serve.get_handle("batched")
+    assert flotilla.get([handle.remote(i) for i in range(4)]) == [4, 4, 4, 4]
