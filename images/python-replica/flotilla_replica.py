@@ -236,6 +236,32 @@ def _resolve(value):
     return _async.run(value) if inspect.isawaitable(value) else value
 
 
+def _unpickle(path):
+    """A function or class the Python client shipped by value (docs/protocol.md): cloudpickle's bytes."""
+    import pickle
+
+    with open(path, "rb") as file:
+        return pickle.load(file)
+
+
+def _import_export(module_path, export_name):
+    module_name = os.path.splitext(os.path.basename(module_path))[0]
+    spec = importlib.util.spec_from_file_location(module_name, module_path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"{module_path} cannot be loaded as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    exported = getattr(module, export_name, None)
+    if not callable(exported):
+        found = ", ".join(name for name, value in vars(module).items() if callable(value) and not name.startswith("_"))
+        raise RuntimeError(
+            f"{module_path} has no function or class '{export_name}' (found: {found or 'none'}); "
+            "name one with 'file.py:Name'"
+        )
+    return exported
+
+
 class LoadedBackend:
     """The user's code, loaded: call, call_batch, reconfigure (when it has one)."""
 
@@ -248,20 +274,7 @@ class LoadedBackend:
         for path in ("/app", module_dir):
             if path not in sys.path:
                 sys.path.insert(0, path)
-        module_name = os.path.splitext(os.path.basename(module_path))[0]
-        spec = importlib.util.spec_from_file_location(module_name, module_path)
-        if spec is None or spec.loader is None:
-            raise RuntimeError(f"{module_path} cannot be loaded as a Python module")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-        exported = getattr(module, export_name, None)
-        if not callable(exported):
-            found = ", ".join(name for name, value in vars(module).items() if callable(value) and not name.startswith("_"))
-            raise RuntimeError(
-                f"{module_path} has no function or class '{export_name}' (found: {found or 'none'}); "
-                "name one with 'file.py:Name'"
-            )
+        exported = _unpickle(module_path) if module_path.endswith(".pkl") else _import_export(module_path, export_name)
         self.accepts_batch = _accepts_batch(exported)
         if inspect.isclass(exported):
             self.name = exported.__name__

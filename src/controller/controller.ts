@@ -27,7 +27,7 @@ import { BackendState, liveConfigOf, savedTarget, targetOf, type BackendTarget }
 import { CHECKPOINT_VERSION, parseCheckpoint, type EndpointRecord, type SavedBackend } from '../spec/saved-state.js';
 import { adoptContainers } from './adoption.js';
 import { confinementOf } from '../spec/confinement.js';
-import { checkSupports, shippedModuleText, type ShippableDefinition } from '../spec/definition.js';
+import { checkSupports, shippedFile, type ShippableDefinition } from '../spec/definition.js';
 import { EndpointState } from './endpoint-state.js';
 import { TIMING } from './constants.js';
 import { instanceLabels, ReplicaLauncher, runDirOf, type ReplicaClient } from './launcher.js';
@@ -276,7 +276,7 @@ export class Controller {
     validateName(name, 'backend');
     const spec = validateBackendOptions(options);
     const { config, contextDir, runtimeEnv, resources } = spec;
-    checkSupports(name, shippable, config);
+    checkSupports(name, shippable, config, runtimeEnv.runtime);
     checkContainerSupports(name, runtimeEnv, config);
     confinementOf(name, resources, this.deps.config, runtimeEnv.port !== undefined);
     const context = contextDir === undefined ? undefined : resolve(contextDir);
@@ -300,9 +300,12 @@ export class Controller {
         ? await this.deps.images.backendImage({
             backend: name,
             ...(context === undefined ? {} : { contextDir: context }),
-            ...(shippable.kind === 'import' ? {} : { shippedModule: shippedModuleText(shippable) }),
+            ...(shippable.kind === 'import' ? {} : { shippedFile: shippedFile(shippable) }),
+            ...(shippable.kind === 'pickled' ? { pythonVersion: shippable.pythonVersion } : {}),
             runtime: runtimeEnv.runtime,
             packages: runtimeEnv.packages,
+            ...(runtimeEnv.pip === undefined ? {} : { pip: runtimeEnv.pip }),
+            ...(runtimeEnv.apt === undefined ? {} : { apt: runtimeEnv.apt }),
             dockerfile: runtimeEnv.dockerfile,
             buildArgs: runtimeEnv.buildArgs,
           })
@@ -449,7 +452,7 @@ export class Controller {
         `backend '${name}' has a paused rollout (${state.rolloutStatus?.reason ?? ''}); call updateBackend with a working version, or the previous one, before scaling it`,
       );
     }
-    checkSupports(name, previous.definition, next);
+    checkSupports(name, previous.definition, next, previous.runtimeEnv.runtime);
     checkContainerSupports(name, previous.runtimeEnv, next);
     if (next.numReplicas > previous.config.numReplicas) {
       this.checkFits(name, previous.resources, next.numReplicas - state.replicas.filter((r) => r.state !== 'draining').length);

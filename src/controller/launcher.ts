@@ -9,7 +9,8 @@ import type { FlotillaConfig } from '../config/config.js';
 import { PROTOCOL, type LiveConfig, type ReplicaEntry } from '../replica/protocol.js';
 import type { Scheduler } from '../resources/scheduler.js';
 import type { ContainerRuntime, ReplicaSpec, ReplicaStatus, ReplicaTarget, ReplicaTransport } from '../runtime/container-runtime.js';
-import { APP_DIR, SHIPPED_MODULE } from '../runtime/image-builder.js';
+import { APP_DIR, SHIPPED_DIR } from '../runtime/image-builder.js';
+import { shippedFileName } from '../spec/definition.js';
 import { liveConfigOf, type BackendTarget } from './backend-state.js';
 import { confinementOf } from '../spec/confinement.js';
 import { TIMING } from './constants.js';
@@ -74,7 +75,7 @@ export class ReplicaLauncher implements ReplicaDriver {
     const definition = target.definition;
     const module =
       definition.kind !== 'import'
-        ? SHIPPED_MODULE
+        ? posix.join(SHIPPED_DIR, shippedFileName(definition))
         : isAbsolute(definition.module)
           ? definition.module
           : posix.join(APP_DIR, definition.module);

@@ -12,7 +12,9 @@ import { checkContextDir, contextFilter, digestOf, packContext, type ContextPart
 import { BaseImages } from './base-images.js';
 
 export const APP_DIR = '/app';
-export const SHIPPED_MODULE = `${APP_DIR}/.flotilla/definition.mjs`;
+/** Where a function or class shipped from the caller's process is written (definition.mjs, or definition.pkl for Python). */
+export const SHIPPED_DIR = `${APP_DIR}/.flotilla`;
+const PYTHON_MISMATCH = 'FLOTILLA_PYTHON_MISMATCH';
 const RUNTIME_DIR = '/opt/flotilla/replica';
 const PYTHON_SITE_DIR = '/opt/flotilla/site-packages';
 const BUILD_CA = '/tmp/flotilla-build/ca.pem';
@@ -29,10 +31,15 @@ export interface BackendImageSource {
   runtime?: ReplicaRuntimeKind;
   /** A host directory: the image's /app, or the build context of `dockerfile`. */
   contextDir?: string;
-  /** Module text shipped from the caller's process, written to SHIPPED_MODULE. */
-  shippedModule?: string;
+  /** A definition shipped from the caller's process, written to SHIPPED_DIR/name. */
+  shippedFile?: { name: string; content: string | Buffer };
+  /** With a pickled Python definition: the caller's Python ('3.11'), which the image's python3 must match. */
+  pythonVersion?: string;
   /** npm packages to install into /app/node_modules. */
   packages?: Record<string, string>;
+  /** Python: pip requirement lines and Debian packages, beside the context's requirements.txt and apt.txt. */
+  pip?: string[];
+  apt?: string[];
   /** A Dockerfile in contextDir that makes the backend's base; Flotilla adds its runtime on top. */
   dockerfile?: string;
   buildArgs?: Record<string, string>;
@@ -96,6 +103,37 @@ export interface BuiltImage {
 
 const APT_INSTALL = 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends';
 const APT_CLEAN = 'rm -rf /var/lib/apt/lists/*';
+/** python3, and cloudpickle to load functions and classes the Python client ships by value, unless the image has them. */
+const PYTHON_RUNTIME_INSTALL = `python3 -c 'import cloudpickle' 2>/dev/null || { ${APT_INSTALL} python3 python3-cloudpickle && ${APT_CLEAN}; }`;
+
+function stageShipped(staging: string, source: BackendImageSource): void {
+  mkdirSync(join(staging, 'app', '.flotilla'), { recursive: true });
+  if (source.shippedFile !== undefined)
+    writeFileSync(join(staging, 'app', '.flotilla', source.shippedFile.name), source.shippedFile.content);
+}
+
+/**
+ * A pickle's code objects load only in the Python minor version that made them: the build stops at once when the
+ * image's python3 is another, printing a marker that explainBuildFailure turns into the refusal.
+ */
+/** The refusal of a pickled backend whose image has another Python than the caller's, naming both and what to change. */
+function explainPythonMismatch(error: unknown, source: BackendImageSource): unknown {
+  const mismatch = isFlotillaError(error, 'BUILD_FAILED') ? new RegExp(`${PYTHON_MISMATCH} (\\d+\\.\\d+)`).exec(error.message) : null;
+  if (mismatch === null || source.pythonVersion === undefined) return error;
+  return new FlotillaError(
+    'INVALID_ARGUMENT',
+    `backend '${source.backend}' was shipped by value (cloudpickle) from Python ${source.pythonVersion}, but its replica image has ` +
+      `Python ${mismatch[1]}, which cannot load it. Run the caller with Python ${mismatch[1]}, or give the replica Python ` +
+      `${source.pythonVersion}: set pythonBaseImage (FLOTILLA_PYTHON_BASE_IMAGE) to an image with it, or use runtime_env ` +
+      `{"context": DIR, "dockerfile": "Dockerfile"} with a Dockerfile FROM one; or serve the code by import path ('model.py:Model').`,
+  );
+}
+
+function pythonVersionCheck(source: BackendImageSource): string[] {
+  if (source.pythonVersion === undefined) return [];
+  const check = `import sys; v = '%d.%d' % sys.version_info[:2]; sys.exit(0 if v == '${source.pythonVersion}' else '${PYTHON_MISMATCH} ' + v)`;
+  return [`RUN python3 -c "${check}"`];
+}
 
 /**
  * Builds replica images. Tags are content hashes of everything that goes into
@@ -123,27 +161,24 @@ export class ImageBuilder {
   }
 
   backendImage(source: BackendImageSource): Promise<BuiltImage> {
+    return this.imageOf(source).catch((error: unknown) => {
+      throw explainPythonMismatch(error, source);
+    });
+  }
+
+  private imageOf(source: BackendImageSource): Promise<BuiltImage> {
     const kind = source.runtime ?? 'node';
-    if (kind === 'python' && source.shippedModule !== undefined) {
-      throw new FlotillaError(
-        'INVALID_ARGUMENT',
-        `backend '${source.backend}': a Python backend is an import path such as 'model.py:Predictor' in its context, not a JavaScript function or class`,
-      );
-    }
     if (source.contextDir !== undefined) checkContextDir(source.contextDir);
     if (source.dockerfile !== undefined) return this.userDockerfileImage(kind, source);
     return this.withStaging(async (staging) => {
       const runtimeTag = await this.runtimeImage(kind);
       const context = source.contextDir;
-      mkdirSync(join(staging, 'app', '.flotilla'), { recursive: true });
+      stageShipped(staging, source);
       mkdirSync(join(staging, 'build'));
-      if (source.shippedModule !== undefined) {
-        writeFileSync(join(staging, 'app', '.flotilla', 'definition.mjs'), source.shippedModule);
-      }
       const dockerfile =
         kind === 'node'
           ? this.nodeDockerfile(runtimeTag, staging, context, source.packages)
-          : this.pythonDockerfile(runtimeTag, staging, context);
+          : [...this.pythonDockerfile(runtimeTag, staging, context, source), ...pythonVersionCheck(source)];
       writeFileSync(join(staging, 'Dockerfile'), dockerfile.join('\n') + '\n');
       const parts: ContextPart[] = [{ dir: staging, prefix: '' }];
       if (context !== undefined)
@@ -197,13 +232,19 @@ export class ImageBuilder {
   }
 
   /** Python: apt.txt (Debian packages) into the image, requirements.txt with pip in a stage of its own. */
-  private pythonDockerfile(runtimeTag: string, staging: string, context: string | undefined): string[] {
+  private pythonDockerfile(
+    runtimeTag: string,
+    staging: string,
+    context: string | undefined,
+    { pip = [], apt: extraApt = [] }: Pick<BackendImageSource, 'pip' | 'apt'>,
+  ): string[] {
     const lines = [`FROM ${runtimeTag} AS system`];
-    const apt = context !== undefined && isFile(join(context, 'apt.txt')) ? aptPackages(join(context, 'apt.txt')) : [];
+    const apt = [...(context !== undefined && isFile(join(context, 'apt.txt')) ? aptPackages(join(context, 'apt.txt')) : []), ...extraApt];
     if (apt.length > 0) lines.push(`RUN ${APT_INSTALL} ${apt.join(' ')} && ${APT_CLEAN}`);
-    const requirements = context !== undefined && isFile(join(context, 'requirements.txt')) ? join(context, 'requirements.txt') : undefined;
-    if (requirements !== undefined) {
-      copyFileSync(requirements, join(staging, 'build', 'requirements.txt'));
+    const file = context !== undefined && isFile(join(context, 'requirements.txt')) ? join(context, 'requirements.txt') : undefined;
+    const requirements = [...(file === undefined ? [] : [readFileSync(file, 'utf8').trimEnd()]), ...pip];
+    if (requirements.length > 0) {
+      writeFileSync(join(staging, 'build', 'requirements.txt'), requirements.join('\n') + '\n');
       const env = this.installEnv(staging, this.settings.buildCaFile !== '' ? [`PIP_CERT=${BUILD_CA}`] : []);
       lines.push(
         'FROM system AS pip',
@@ -245,11 +286,10 @@ export class ImageBuilder {
     );
     const built = await this.withStaging(async (staging) => {
       this.stageRuntime(kind, join(staging, 'replica'));
-      mkdirSync(join(staging, 'app', '.flotilla'), { recursive: true });
-      if (source.shippedModule !== undefined) {
-        writeFileSync(join(staging, 'app', '.flotilla', 'definition.mjs'), source.shippedModule);
-      }
-      writeFileSync(join(staging, 'Dockerfile'), [`FROM ${user.image}`, ...this.runtimeLayer(kind)].join('\n') + '\n');
+      stageShipped(staging, source);
+      const lines = [`FROM ${user.image}`, ...pythonVersionCheck(source), ...this.runtimeLayer(kind)];
+      if (source.pythonVersion !== undefined) lines.splice(lines.length - 1, 0, `RUN ${PYTHON_RUNTIME_INSTALL}`);
+      writeFileSync(join(staging, 'Dockerfile'), lines.join('\n') + '\n');
       return this.build('flotilla/backend', [{ dir: staging, prefix: '' }], source.backend);
     });
     return { ...built, ...(user.contextDigest === undefined ? {} : { contextDigest: user.contextDigest }) };
@@ -289,7 +329,7 @@ export class ImageBuilder {
       tag = this.withStaging(async (staging) => {
         this.stageRuntime(kind, join(staging, 'replica'));
         mkdirSync(join(staging, 'app'));
-        const install = kind === 'python' ? [`RUN command -v python3 >/dev/null || { ${APT_INSTALL} python3 && ${APT_CLEAN}; }`] : [];
+        const install = kind === 'python' ? [`RUN ${PYTHON_RUNTIME_INSTALL}`] : [];
         writeFileSync(
           join(staging, 'Dockerfile'),
           [`FROM ${await this.bases.of(kind)}`, ...install, ...this.runtimeLayer(kind)].join('\n') + '\n',

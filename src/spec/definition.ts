@@ -6,7 +6,25 @@ import type { BackendConfig, BackendDefinition, DefinitionSummary } from '../api
 /** A backend definition in a form that can be stored and handed to a replica. */
 export type ShippableDefinition =
   | { kind: 'function' | 'class'; name: string; source: string; hasReconfigure: boolean; acceptsBatch: boolean }
-  | { kind: 'import'; module: string; exportName: string };
+  | { kind: 'import'; module: string; exportName: string }
+  | PickledDefinition;
+
+/**
+ * A Python function or class shipped by value: `pickle` is cloudpickle's bytes in base64, made by the Python client
+ * (python/flotilla) under Python `pythonVersion` ('3.11'), which the replica image's Python must match.
+ */
+export interface PickledDefinition {
+  kind: 'pickled';
+  name: string;
+  isClass: boolean;
+  pickle: string;
+  pythonVersion: string;
+  hasReconfigure: boolean;
+  acceptsBatch: boolean;
+}
+
+const PYTHON_VERSION = /^3\.\d{1,2}$/;
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 
 /** Marks a function or class as taking an array of requests and returning an array of results (config.maxBatchSize). */
 export function acceptBatch<T extends BackendDefinition & object>(definition: T): T {
@@ -62,17 +80,42 @@ function parseImportPath(path: string): ShippableDefinition {
 /** esbuild's keepNames helper (tsx, esbuild-based runners), which their output calls as __name(fn, "name"). */
 const NAME_HELPER = "const __name = (target, value) => Object.defineProperty(target, 'name', { value, configurable: true });\n";
 
-export function shippedModuleText(definition: ShippableDefinition): string | undefined {
+/** The name of the file a shipped definition is written to in the image's /app/.flotilla. */
+export function shippedFileName(definition: Exclude<ShippableDefinition, { kind: 'import' }>): string {
+  return definition.kind === 'pickled' ? 'definition.pkl' : 'definition.mjs';
+}
+
+/** The file a shipped definition is written to, and its content; none for an import path. */
+export function shippedFile(definition: ShippableDefinition): { name: string; content: string | Buffer } | undefined {
   if (definition.kind === 'import') return undefined;
+  const content = definition.kind === 'pickled' ? Buffer.from(definition.pickle, 'base64') : (shippedModuleText(definition) as string);
+  return { name: shippedFileName(definition), content };
+}
+
+/** The JavaScript module a function or class backend is shipped as; none for an import path or a pickle. */
+export function shippedModuleText(definition: ShippableDefinition): string | undefined {
+  if (definition.kind === 'import' || definition.kind === 'pickled') return undefined;
   const prelude = /\b__name\(/.test(definition.source) ? NAME_HELPER : '';
   const mark = definition.acceptsBatch ? 'backend.acceptsBatch = true;\n' : '';
   return `${prelude}const backend = (${definition.source});\n${mark}export default backend;\n`;
 }
 
-/** Refuses a config that a shipped definition cannot honour; import paths are checked by the replica. */
-export function checkSupports(backend: string, definition: ShippableDefinition, config: BackendConfig): void {
+/**
+ * Refuses a definition that the backend's runtime cannot load (JavaScript source on the Python runtime, a pickle on
+ * Node's), and a config that a shipped definition cannot honour; import paths are checked by the replica.
+ */
+export function checkSupports(backend: string, definition: ShippableDefinition, config: BackendConfig, runtime: string): void {
   if (definition.kind === 'import') return;
-  const what = `${definition.kind} ${definition.name || '(anonymous)'}`;
+  const pickled = definition.kind === 'pickled';
+  if (pickled !== (runtime === 'python')) {
+    throw new FlotillaError(
+      'INVALID_ARGUMENT',
+      pickled
+        ? `backend '${backend}': a pickled Python ${definition.isClass ? 'class' : 'function'} needs replicaOptions.runtimeEnv.runtime 'python'`
+        : `backend '${backend}': a Python backend is an import path such as 'model.py:Predictor' in its context, or a function or class shipped by the Python client (python/flotilla), not a JavaScript function or class`,
+    );
+  }
+  const what = `${pickled ? (definition.isClass ? 'class' : 'function') : definition.kind} ${definition.name || '(anonymous)'}`;
   if (config.userConfig !== null && !definition.hasReconfigure) {
     throw new FlotillaError(
       'INVALID_ARGUMENT',
@@ -82,7 +125,8 @@ export function checkSupports(backend: string, definition: ShippableDefinition, 
   if (config.maxBatchSize > 1 && !definition.acceptsBatch) {
     throw new FlotillaError(
       'INVALID_ARGUMENT',
-      `backend '${backend}' cannot batch (maxBatchSize ${config.maxBatchSize}): mark ${what} with serve.acceptBatch so that it takes an array of requests`,
+      `backend '${backend}' cannot batch (maxBatchSize ${config.maxBatchSize}): mark ${what} with ` +
+        (pickled ? '@serve.accept_batch so that it takes a list of requests' : 'serve.acceptBatch so that it takes an array of requests'),
     );
   }
 }
@@ -97,8 +141,9 @@ export function parseShippable(value: unknown): ShippableDefinition {
       throw bad('of kind import needs module and exportName strings');
     return parseImportPath(`${definition.module}:${definition.exportName}`);
   }
+  if (definition.kind === 'pickled') return parsePickled(definition, bad);
   if (definition.kind !== 'function' && definition.kind !== 'class')
-    throw bad(`kind must be import, function or class, not ${JSON.stringify(definition.kind)}`);
+    throw bad(`kind must be import, function, class or pickled, not ${JSON.stringify(definition.kind)}`);
   const { name, source, hasReconfigure, acceptsBatch } = definition;
   if (typeof name !== 'string' || typeof source !== 'string' || typeof hasReconfigure !== 'boolean' || typeof acceptsBatch !== 'boolean') {
     throw bad('of kind function or class needs name and source strings and hasReconfigure and acceptsBatch booleans');
@@ -111,12 +156,38 @@ export function parseShippable(value: unknown): ShippableDefinition {
   return { kind: definition.kind, name, source, hasReconfigure, acceptsBatch };
 }
 
-/** What listBackends shows of a definition: its import path, or its name and a hash of its source. */
+function parsePickled(definition: Record<string, unknown>, bad: (why: string) => FlotillaError): PickledDefinition {
+  const { name, isClass, pickle, pythonVersion, hasReconfigure, acceptsBatch } = definition;
+  const extra = Object.keys(definition).filter(
+    (key) => !['kind', 'name', 'isClass', 'pickle', 'pythonVersion', 'hasReconfigure', 'acceptsBatch'].includes(key),
+  );
+  if (extra.length > 0) throw bad(`of kind pickled has unknown fields: ${extra.join(', ')}`);
+  if (
+    typeof name !== 'string' ||
+    typeof isClass !== 'boolean' ||
+    typeof hasReconfigure !== 'boolean' ||
+    typeof acceptsBatch !== 'boolean'
+  ) {
+    throw bad('of kind pickled needs a name string and isClass, hasReconfigure and acceptsBatch booleans');
+  }
+  if (typeof pickle !== 'string' || pickle === '' || !BASE64.test(pickle))
+    throw bad('of kind pickled needs pickle: cloudpickle bytes in base64');
+  if (typeof pythonVersion !== 'string' || !PYTHON_VERSION.test(pythonVersion)) {
+    throw bad(`of kind pickled needs pythonVersion, the caller's Python as '3.11', not ${JSON.stringify(pythonVersion)}`);
+  }
+  return { kind: 'pickled', name, isClass, pickle, pythonVersion, hasReconfigure, acceptsBatch };
+}
+
+/** What listBackends shows of a definition: its import path, or its name and a hash of its source (or pickle). */
 export function summarize(definition: ShippableDefinition): DefinitionSummary {
   if (definition.kind === 'import') return { kind: 'import', module: definition.module, exportName: definition.exportName };
+  const pickled = definition.kind === 'pickled';
   return {
-    kind: definition.kind,
+    kind: pickled ? (definition.isClass ? 'class' : 'function') : definition.kind,
     name: definition.name,
-    sourceHash: createHash('sha256').update(definition.source).digest('hex').slice(0, 16),
+    sourceHash: createHash('sha256')
+      .update(pickled ? definition.pickle : definition.source)
+      .digest('hex')
+      .slice(0, 16),
   };
 }

@@ -18,9 +18,24 @@ export interface ValidatedRuntimeEnv {
   port: number | undefined;
   /** With port: the path that answers 2xx or 3xx when the container is healthy. */
   healthPath: string | undefined;
+  /** Python only: pip requirement lines and Debian packages, installed beside the context's requirements.txt and apt.txt. */
+  pip?: string[];
+  apt?: string[];
 }
 
-const RUNTIME_ENV_KEYS = ['runtime', 'context', 'packages', 'dockerfile', 'buildArgs', 'image', 'port', 'healthPath'] as const;
+const RUNTIME_ENV_KEYS = [
+  'runtime',
+  'context',
+  'packages',
+  'dockerfile',
+  'buildArgs',
+  'image',
+  'port',
+  'healthPath',
+  'pip',
+  'apt',
+] as const;
+const APT_NAME = /^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$/;
 const IMAGE = /^[a-z0-9][a-z0-9._/:@-]*$/i;
 const NPM_NAME = /^(@[a-z0-9][a-z0-9._~-]*\/)?[a-z0-9][a-z0-9._~-]*$/;
 const NPM_VERSION = /^[A-Za-z0-9^~<>=*.|+: -]+$/;
@@ -107,13 +122,39 @@ export function checkRuntimeEnv(issues: Issues, value: unknown): ValidatedRuntim
     if (env.dockerfile === undefined) issues.add('are passed to a user Dockerfile; set runtimeEnv.dockerfile too', 'buildArgs');
     else buildArgs = stringMap(issues.at('buildArgs'), env.buildArgs, (name) => BUILD_ARG.test(name), "{ BASE: 'debian:trixie-slim' }");
   }
+  const pythonPackages = checkPythonPackages(issues, env, runtime);
   const { image, port, healthPath } = checkImage(issues, env);
   if (env.image !== undefined) {
-    for (const key of ['context', 'packages', 'dockerfile'].filter((key) => env[key] !== undefined)) {
+    for (const key of ['context', 'packages', 'dockerfile', 'pip', 'apt'].filter((key) => env[key] !== undefined)) {
       issues.add(`cannot be combined with runtimeEnv.image: an image is used as it is`, key);
     }
   }
-  return { runtime: runtime as ReplicaRuntime, context, packages, dockerfile, buildArgs, image, port, healthPath };
+  return { runtime: runtime as ReplicaRuntime, context, packages, dockerfile, buildArgs, image, port, healthPath, ...pythonPackages };
+}
+
+/** pip (requirement lines) and apt (Debian package names): Python backends without a Dockerfile of their own. */
+function checkPythonPackages(issues: Issues, env: Record<string, unknown>, runtime: unknown): Pick<ValidatedRuntimeEnv, 'pip' | 'apt'> {
+  const found: Pick<ValidatedRuntimeEnv, 'pip' | 'apt'> = {};
+  for (const key of ['pip', 'apt'] as const) {
+    const value = env[key];
+    if (value === undefined) continue;
+    if (runtime !== 'python')
+      issues.add(`installs Python backends' ${key === 'pip' ? 'pip requirements' : 'Debian packages'} (python runtime only)`, key);
+    else if (env.dockerfile !== undefined) issues.add('cannot be combined with a dockerfile: install them in the Dockerfile', key);
+    else if (
+      !Array.isArray(value) ||
+      value.length === 0 ||
+      !value.every((item) => typeof item === 'string' && item.trim() !== '' && !/[\r\n]/.test(item))
+    ) {
+      issues.add(
+        `must be a non-empty list of ${key === 'pip' ? "requirement lines, e.g. ['numpy==1.26.4']" : "Debian package names, e.g. ['python3-numpy']"}`,
+        key,
+      );
+    } else if (key === 'apt' && value.some((item: string) => !APT_NAME.test(item))) {
+      issues.add(`lists invalid Debian package names: ${value.filter((item: string) => !APT_NAME.test(item)).join(', ')}`, key);
+    } else found[key] = value.map((item: string) => item.trim());
+  }
+  return found;
 }
 
 /** Checks runtimeEnv: unknown keys and bad values are refused, and so are combinations that cannot be built. */

@@ -192,7 +192,7 @@ endpoints: {}
     expect(errorsOf(text)).toEqual([
       'app.yaml:5: backends.web.runtimeEnv.port: is the port of an existing HTTP container; set runtimeEnv.image too',
       expect.stringMatching(
-        /^app\.yaml:7: backends\.web\.runtimeEnv\.imagee: unknown key; allowed: runtime, context, packages, dockerfile, buildArgs, image, port, healthPath$/,
+        /^app\.yaml:7: backends\.web\.runtimeEnv\.imagee: unknown key; allowed: runtime, context, packages, dockerfile, buildArgs, image, port, healthPath, pip, apt$/,
       ),
       expect.stringMatching(/^app\.yaml:10: backends\.web\.replicaOptions\.cpuShares: unknown key; allowed: runtimeEnv, numCpus, /),
       'app.yaml:11: backends.web.replicaOptions.runtimeEnv: goes beside replicaOptions in an app file: backends.web.runtimeEnv',
