@@ -187,3 +187,45 @@ export function startShadows(
   );
   return report;
 }
+
+/** What a call's requestTimeoutS timer tells when it fires. */
+export interface TimesOut {
+  timedOut(timeoutMs: number): void;
+}
+
+function fire(target: TimesOut, timeoutMs: number): void {
+  target.timedOut(timeoutMs);
+}
+
+/**
+ * A call's life as its caller (the front door's exchange, a ServeHandle) sees it: counted in its endpoint's requests
+ * from its start to `end()`, and told `timedOut` when its answer's head has not come within the backend's
+ * requestTimeoutS (`headArrived` stops the clock).
+ */
+export class CallScope {
+  readonly started = performance.now();
+  readonly timeoutMs: number | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private leaveEndpoint: (() => void) | undefined;
+
+  constructor(dispatcher: Dispatcher, endpoint: string, backend: string, target: TimesOut) {
+    this.timeoutMs = dispatcher.requestTimeoutMs(backend);
+    if (this.timeoutMs !== undefined) this.timer = setTimeout(fire, this.timeoutMs, target, this.timeoutMs);
+    this.leaveEndpoint = dispatcher.endpointRequests.enter(endpoint);
+  }
+
+  get elapsedMs(): number {
+    return performance.now() - this.started;
+  }
+
+  headArrived(): void {
+    clearTimeout(this.timer);
+  }
+
+  /** The call is over (idempotent). */
+  end(): void {
+    clearTimeout(this.timer);
+    this.leaveEndpoint?.();
+    this.leaveEndpoint = undefined;
+  }
+}
