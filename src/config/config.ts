@@ -89,6 +89,14 @@ const schema = {
       env: 'FLOTILLA_TRUSTED_PROXIES',
     },
   },
+  handle: {
+    maxResponseBytes: {
+      doc: "Largest answer a handle's remote() (and the admin API's call) reads into memory; a larger one is cut and rejects with RESPONSE_TOO_LARGE (stream it instead).",
+      format: 'nat',
+      default: 64 * 1024 * 1024,
+      env: 'FLOTILLA_HANDLE_MAX_RESPONSE_BYTES',
+    },
+  },
   admin: {
     host: {
       doc: 'Address the admin API binds to; anything but loopback requires a token.',
@@ -311,6 +319,7 @@ export interface FlotillaConfig {
     streamIdleTimeoutS: number;
     trustedProxies: string;
   };
+  handle: { maxResponseBytes: number };
   admin: { host: string; port: number; token: string; auth: 'token' | 'none'; allowedHosts: string };
   instance: string;
   stateDir: string;
@@ -343,8 +352,9 @@ export interface FlotillaConfig {
   logFormat: 'auto' | 'json' | 'text';
 }
 
-export type ConfigOverrides = Partial<Omit<FlotillaConfig, 'http' | 'admin'>> & {
+export type ConfigOverrides = Partial<Omit<FlotillaConfig, 'http' | 'handle' | 'admin'>> & {
   http?: Partial<FlotillaConfig['http']>;
+  handle?: Partial<FlotillaConfig['handle']>;
   admin?: Partial<FlotillaConfig['admin']>;
 };
 

@@ -53,6 +53,27 @@ export interface StreamedAnswer {
   cancel(): void;
 }
 
+const MAX_RESPONSE_SETTING = 'handle.maxResponseBytes';
+
+/** A handler's error body, at most maxBytes of it (RESPONSE_TOO_LARGE beyond: the answer is cut). */
+async function readAtMost(res: IncomingMessage, maxBytes: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of res) {
+    size += (chunk as Buffer).length;
+    if (size > maxBytes) {
+      res.destroy();
+      throw new FlotillaError(
+        'RESPONSE_TOO_LARGE',
+        `the replica's error answer was larger than ${maxBytes} bytes (${MAX_RESPONSE_SETTING}); it was cut`,
+        { maxBytes },
+      );
+    }
+    parts.push(chunk as Buffer);
+  }
+  return Buffer.concat(parts);
+}
+
 /** A class method name: a JavaScript (or Python) identifier, so it is safe in a header and names a method. */
 const METHOD_NAME = /^[A-Za-z_$][A-Za-z0-9_$]{0,127}$/;
 
@@ -86,7 +107,12 @@ export class ServeHandle implements ServeHandleApi {
     let reply: ReplicaReply | undefined;
     try {
       reply = await sendWithRetries(this.dispatcher, call, (replica) =>
-        requestReplica(replica.target, this.replicaRequest(call, path, headers, bytes)),
+        requestReplica(
+          replica.target,
+          this.replicaRequest(call, path, headers, bytes),
+          this.dispatcher.maxResponseBytes,
+          MAX_RESPONSE_SETTING,
+        ),
       );
     } catch (error) {
       if (!cancel.signal.aborted) throw error;
@@ -142,9 +168,7 @@ export class ServeHandle implements ServeHandleApi {
     }
     if (res.statusCode === 500 && res.headers[PROTOCOL.errorHeader] === 'handler') {
       reportPrimary?.(undefined);
-      const parts: Buffer[] = [];
-      for await (const chunk of res) parts.push(chunk as Buffer);
-      throw handlerError(Buffer.concat(parts));
+      throw handlerError(await readAtMost(res, this.dispatcher.maxResponseBytes));
     }
     const hash = reportPrimary === undefined ? undefined : createHash('sha256');
     const idleMs = this.dispatcher.streamIdleTimeoutMs;
