@@ -3,7 +3,7 @@ import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
 import type { Dispatcher } from './dispatcher.js';
 import type { Lease, RoutedReplica } from './replica-router.js';
-import { isConnectionFailure, MAX_ATTEMPTS, mayRetry } from './retry.js';
+import { describeFailure, isConnectionFailure, MAX_ATTEMPTS, mayRetry } from './retry.js';
 import type { Outcome } from './shadow.js';
 
 export interface Call {
@@ -60,6 +60,9 @@ export abstract class PipelineCall implements Call {
     return true;
   }
 
+  /** A replica failed an attempt at the connection level; the error's message (with the replica's address) is for logs only. */
+  protected replicaFailed?(replica: string, error: Error): void;
+
   /** Whether an attempt is under way (a lease is held). */
   protected get attempting(): boolean {
     return this.lease !== undefined;
@@ -90,6 +93,7 @@ export abstract class PipelineCall implements Call {
     lease.release();
     if (this.aborted || isFlotillaError(error) || !isConnectionFailure(error)) return this.finish(error);
     const replica = lease.replica.id;
+    this.replicaFailed?.(replica, error);
     this.dispatcher.reportFailure(this.backend, replica);
     (this.tried ??= new Set()).add(replica);
     if (this.attempt < MAX_ATTEMPTS && mayRetry(error, this.method) && this.mayResend()) return this.start();
@@ -97,7 +101,7 @@ export abstract class PipelineCall implements Call {
       new FlotillaError(
         'REPLICA_UNREACHABLE',
         `replica ${replica} of backend '${this.backend}' failed while serving ${this.method} for endpoint '${this.endpoint}' ` +
-          `(attempt ${this.attempt}): ${error.message}`,
+          `(attempt ${this.attempt}): ${describeFailure(error)}`,
         { replica, attempts: this.attempt },
       ),
     );

@@ -1,5 +1,5 @@
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
-import { FlotillaError, isFlotillaError } from '../common/errors.js';
+import { FlotillaError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { FlotillaConfig } from '../config/config.js';
 import { sendError } from '../common/http-json.js';
@@ -116,9 +116,11 @@ export class Exchange extends PipelineCall implements ForwardWatch, TimesOut {
 
   protected finish(error: unknown): void {
     if (error === undefined || this.cancelled) return;
-    if (isFlotillaError(error) && error.code === 'REPLICA_UNREACHABLE')
-      this.door.logger.warn('replica failed a request', { component: 'proxy', backend: this.backend, error: error.message });
     this.door.answer(this.req, this.res, error);
+  }
+
+  protected override replicaFailed(replica: string, error: Error): void {
+    this.door.logger.warn('replica failed a request', { component: 'proxy', backend: this.backend, replica, error: error.message });
   }
 
   sending(upstream: ClientRequest): void {

@@ -104,7 +104,8 @@ function answerError(logger: Logger, req: IncomingMessage, res: ServerResponse, 
 function answerFailure(res: ServerResponse, logger: Logger, path: string | undefined, error: unknown): void {
   if (isFlotillaError(error)) return sendError(res, error);
   logger.error('front door request failed', { component: 'proxy', path, error: errorMessage(error) });
-  sendError(res, new FlotillaError('INTERNAL_ERROR', `the front door failed on this request: ${errorMessage(error)}`));
+  const what = (error as NodeJS.ErrnoException | undefined)?.code ?? (error instanceof Error ? error.name : 'error');
+  sendError(res, new FlotillaError('INTERNAL_ERROR', `the front door failed on this request (${what}); its log has the details`));
 }
 
 /**

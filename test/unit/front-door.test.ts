@@ -238,6 +238,26 @@ describe('replica failures', () => {
     expect(await post.json()).toMatchObject({ error: { code: 'REPLICA_UNREACHABLE' } });
   });
 
+  it('sends a POST again, to another replica, when the connection to the first failed before it was sent (EAGAIN)', async () => {
+    const seen: Seen[] = [];
+    door = await startFrontDoor({ handlers: { r1: 'full', r2: echo('r2', seen) } });
+    door.dispatcher['routers'].get('echo')!.eject('r2');
+    const post = await fetch(`${door.url}/x`, { method: 'POST', body: 'once' });
+    expect(post.status).toBe(200);
+    expect(seen.map((s) => [s.replica, s.method, s.bodyLength])).toEqual([['r2', 'POST', 4]]);
+    expect(door.failures).toEqual(['r1']);
+  });
+
+  it("never names a replica's socket path in an answer to the caller", async () => {
+    door = await startFrontDoor({ handlers: { r1: 'full' } });
+    const post = await fetch(`${door.url}/x`, { method: 'POST', body: 'once' });
+    expect(post.status).toBe(502);
+    const text = await post.text();
+    expect(JSON.parse(text)).toMatchObject({ error: { code: 'REPLICA_UNREACHABLE', message: expect.stringMatching(/connect EAGAIN/) } });
+    expect(text).not.toContain(door.socketOf('r1'));
+    expect(text).not.toMatch(/\/tmp|\.sock/);
+  });
+
   it('never sends a request whose client left while it queued, and keeps the slot for the next one', async () => {
     const urls: string[] = [];
     let release: () => void = () => undefined;
