@@ -177,6 +177,20 @@ describe('forwarding headers', () => {
     }
   });
 
+  it("never passes Flotilla's own credentials to a replica: the dashboard's cookies and x-flotilla-* headers", async () => {
+    door = await startFrontDoor();
+    const status = await sent({
+      cookie: 'theme=dark; flotilla_dashboard_8001=s3cr3t;flotilla_dashboard_9001=other; id=7',
+      'x-flotilla-control-secret': 'c0ntr0l',
+    });
+    expect(status).toBe(200);
+    await sent({ cookie: 'flotilla_dashboard_8001=s3cr3t' });
+    const [first, second] = door.seen;
+    expect(first?.headers.cookie).toBe('theme=dark; id=7');
+    expect(second?.headers.cookie).toBeUndefined();
+    expect(JSON.stringify(door.seen)).not.toMatch(/s3cr3t|other|c0ntr0l|flotilla_dashboard/);
+  });
+
   it('keeps X-Forwarded-* from a trusted proxy and appends its address', async () => {
     door = await startFrontDoor({ settings: { trustedProxies: '127.0.0.1' } });
     await sent({ 'x-forwarded-for': '203.0.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'api.example' });
