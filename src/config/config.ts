@@ -79,6 +79,12 @@ const schema = {
       default: 60,
       env: 'FLOTILLA_STREAM_IDLE_TIMEOUT_S',
     },
+    clientStallTimeoutS: {
+      doc: "Seconds a client that is behind on an answer (the front door's write buffer full) may take nothing; then its connection is cut and its replica slot released.",
+      format: 'period-seconds',
+      default: 30,
+      env: 'FLOTILLA_CLIENT_STALL_TIMEOUT_S',
+    },
     trustedProxies: {
       doc: 'Comma-separated IP addresses of proxies in front of Flotilla whose X-Forwarded-* headers are kept; empty: always replaced.',
       format: (value: unknown) => {
@@ -317,6 +323,7 @@ export interface FlotillaConfig {
     headersTimeoutS: number;
     bodyTimeoutS: number;
     streamIdleTimeoutS: number;
+    clientStallTimeoutS: number;
     trustedProxies: string;
   };
   handle: { maxResponseBytes: number };

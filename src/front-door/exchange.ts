@@ -31,7 +31,7 @@ export interface Door {
   readonly budget: BodyBudget;
   readonly trusted: ReadonlySet<string>;
   readonly logger: Logger;
-  /** Answers being relayed, checked for bytes from their replica a few times per streamIdleTimeoutS by the server's one timer. */
+  /** Answers being relayed, checked for progress a few times per streamIdleTimeoutS (or clientStallTimeoutS) by the server's one timer. */
   readonly relaying: Exchange[];
   /** Answers a request that failed (the error's status, and how its unread body is dropped). */
   readonly answer: (req: IncomingMessage, res: ServerResponse, error: unknown) => void;
@@ -49,8 +49,10 @@ export interface Door {
  * requestTimeoutS bounds the time to the answer's head (queueing included:
  * 504 REQUEST_TIMEOUT), streamIdleTimeoutS each gap between its chunks after
  * that (the connection is cut), not counting time the client itself takes to
- * read (a full write buffer); it is checked a few times a period against
- * the bytes read from the replica, not per chunk. An answer that fails after
+ * read (a full write buffer); clientStallTimeoutS bounds the time a client
+ * that is behind takes nothing (cut too, so that it does not pin its replica
+ * slot). Both are checked a few times a period against the bytes read from
+ * the replica and taken by the client, not per chunk. An answer that fails after
  * its head is counted in metrics with the failure's status, not the head's.
  * The client leaving before its answer is complete cancels the request: a
  * queued one leaves the queue, a sent one has its upstream request destroyed.
@@ -69,6 +71,9 @@ export class Exchange extends PipelineCall implements ForwardWatch, TimesOut {
   private relayIndex = -1;
   private seen = 0;
   private quietSince = 0;
+  /** For the stall check: the bytes the client's connection had taken, and since when it took none while behind. */
+  private delivered = 0;
+  private stallSince = 0;
 
   constructor(
     private readonly door: Door,
@@ -132,7 +137,7 @@ export class Exchange extends PipelineCall implements ForwardWatch, TimesOut {
     this.scope.headArrived();
     this.relayed = upstream;
     this.seen = upstream.bytesRead;
-    this.quietSince = performance.now();
+    this.quietSince = this.stallSince = performance.now();
     if (this.relayIndex < 0) this.relayIndex = this.door.relaying.push(this) - 1;
   }
 
@@ -145,24 +150,30 @@ export class Exchange extends PipelineCall implements ForwardWatch, TimesOut {
     this.report?.({ status, bodyHash, latencyMs: this.scope.elapsedMs });
   }
 
-  /** Cuts the connection when the replica sent nothing for idleMs (a client not reading does not count). */
-  checkIdle(now: number, idleMs: number): void {
+  /**
+   * Cuts the connection when the replica sent nothing for idleMs while the client kept up, or when the client, behind
+   * (its write buffer full), took nothing for stallMs: either way the replica's slot is released.
+   */
+  checkIdle(now: number, idleMs: number, stallMs: number): void {
+    const { res } = this;
     const bytesRead = this.relayed?.bytesRead ?? 0;
-    if (bytesRead !== this.seen || this.res.writableNeedDrain) {
+    const behind = res.writableNeedDrain || (res.writableEnded && !res.writableFinished);
+    if (bytesRead !== this.seen || behind) {
       this.seen = bytesRead;
       this.quietSince = now;
-      return;
     }
-    if (now - this.quietSince < idleMs) return;
-    this.leaveRelaying();
-    this.failedStatus = 504;
-    this.door.logger.warn('stream idle too long', {
-      component: 'proxy',
-      backend: this.backend,
-      idleTimeoutS: this.door.settings.streamIdleTimeoutS,
-    });
-    this.res.destroy();
-    this.abort();
+    const socket = res.socket;
+    const delivered = socket === null ? 0 : socket.bytesWritten - socket.writableLength;
+    if (!behind || delivered !== this.delivered) {
+      this.delivered = delivered;
+      this.stallSince = now;
+    }
+    if (now - this.stallSince >= stallMs) {
+      this.cut('client stopped reading', { stallTimeoutS: this.door.settings.clientStallTimeoutS });
+    } else if (now - this.quietSince >= idleMs) {
+      this.failedStatus = 504;
+      this.cut('stream idle too long', { idleTimeoutS: this.door.settings.streamIdleTimeoutS });
+    }
   }
 
   timedOut(timeoutMs: number): void {
@@ -179,6 +190,13 @@ export class Exchange extends PipelineCall implements ForwardWatch, TimesOut {
     prepareForwardHeaders(req, body.length, this.door.trusted);
     this.report = startShadows(this.door.dispatcher, this, req.url ?? '/', req.headers, body);
     this.door.engine.forward(req, this.res, replica.target, body, this);
+  }
+
+  private cut(why: string, limit: Record<string, number>): void {
+    this.leaveRelaying();
+    this.door.logger.warn(why, { component: 'proxy', backend: this.backend, ...limit });
+    this.res.destroy();
+    this.abort();
   }
 
   private abort(): void {

@@ -15,7 +15,7 @@ import { isProtocolPath, parseTrustedProxies, requestPath } from './request-guar
 export const SHARD_KEY_HEADER = 'x-serve-shard-key';
 /** How long a connection whose body was refused keeps reading (and dropping) it, so the client sees the answer before the close. */
 const LINGER_MS = 2_000;
-/** How many times per streamIdleTimeoutS a relayed answer is checked for bytes from its replica: a quiet one is cut at most a quarter late. */
+/** How many times per streamIdleTimeoutS (or clientStallTimeoutS) a relayed answer is checked for progress: a stuck one is cut at most a quarter late. */
 const IDLE_CHECKS = 4;
 
 export type { FrontDoorSettings } from './exchange.js';
@@ -172,7 +172,8 @@ export class ProxyServer {
       answerRaw(socket, 405, 'Method Not Allowed', 'METHOD_NOT_ALLOWED', 'the front door is not a forward proxy: CONNECT is not served'),
     );
     this.server.on('error', (error) => this.logger.error('front door server error', { component: 'proxy', error: error.message }));
-    this.idleSweep = setInterval(() => this.sweepIdle(), (settings.streamIdleTimeoutS * 1000) / IDLE_CHECKS).unref();
+    const sweepS = Math.min(settings.streamIdleTimeoutS, settings.clientStallTimeoutS);
+    this.idleSweep = setInterval(() => this.sweepIdle(), (sweepS * 1000) / IDLE_CHECKS).unref();
   }
 
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
@@ -270,11 +271,12 @@ export class ProxyServer {
     );
   }
 
-  /** Cuts the relayed answers whose replica sent nothing for streamIdleTimeoutS. */
+  /** Cuts the relayed answers whose replica sent nothing for streamIdleTimeoutS, or whose client took nothing for clientStallTimeoutS. */
   private sweepIdle(): void {
     const now = performance.now();
     const idleMs = this.settings.streamIdleTimeoutS * 1000;
+    const stallMs = this.settings.clientStallTimeoutS * 1000;
     const relaying = this.door.relaying;
-    for (let i = relaying.length - 1; i >= 0; i--) relaying[i]?.checkIdle(now, idleMs);
+    for (let i = relaying.length - 1; i >= 0; i--) relaying[i]?.checkIdle(now, idleMs, stallMs);
   }
 }

@@ -41,6 +41,7 @@ export const DEFAULT_SETTINGS: FrontDoorSettings = {
   headersTimeoutS: 30,
   bodyTimeoutS: 60,
   streamIdleTimeoutS: 60,
+  clientStallTimeoutS: 30,
   trustedProxies: '',
 };
 

@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { backendRouting, echo, rawRequest, startFrontDoor, type FrontDoor, type Seen } from './front-door-harness.js';
 
@@ -342,5 +343,43 @@ describe('shadow counts', () => {
     await expect.poll(compared).toBe(4);
     door.route(routing({}, false));
     expect(door.dispatcher.shadows.stats('echo')).toEqual({});
+  });
+});
+
+describe('clients that stop reading', () => {
+  /** Opens GET `path` on a raw connection and stops reading once the answer has begun; resolves with the socket. */
+  const stopReading = (path: string) =>
+    new Promise<Socket>((resolve) => {
+      const socket = connect(door!.port, '127.0.0.1', () => socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`));
+      socket.on('error', () => undefined);
+      socket.once('data', () => {
+        socket.pause();
+        resolve(socket);
+      });
+    });
+
+  it('have their connection cut after clientStallTimeoutS, so that their replica slots serve others', async () => {
+    const chunk = Buffer.alloc(64 * 1024, 'x');
+    door = await startFrontDoor({
+      settings: { clientStallTimeoutS: 1 },
+      backend: { maxConcurrentQueries: 2, maxQueuedRequests: 10, requestTimeoutS: 8 },
+      handlers: {
+        r1: (req, res) => {
+          if (req.url !== '/stream') return void res.end('other');
+          const pour = (): void => {
+            if (res.destroyed) return;
+            if (res.write(chunk)) setImmediate(pour);
+            else res.once('drain', pour);
+          };
+          pour();
+        },
+      },
+    });
+    const stalled = [await stopReading('/stream'), await stopReading('/stream')];
+    const other = await fetch(`${door.url}/other`);
+    expect(other.status).toBe(200);
+    expect(await other.text()).toBe('other');
+    // Read on: what the front door had sent before it cut the connection, then its end.
+    await Promise.all(stalled.map((socket) => new Promise((resolve) => socket.once('close', resolve).resume())));
   });
 });
