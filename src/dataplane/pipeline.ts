@@ -4,7 +4,7 @@ import type { ReplicaTarget } from '../runtime/container-runtime.js';
 import type { Dispatcher } from './dispatcher.js';
 import type { Lease, RoutedReplica } from './replica-router.js';
 import { describeFailure, isConnectionFailure, MAX_ATTEMPTS, mayRetry } from './retry.js';
-import type { Outcome } from './shadow.js';
+import type { MirroredRequest, Outcome } from './shadow.js';
 
 export interface Call {
   endpoint: string;
@@ -171,6 +171,7 @@ export function sendWithRetries<R>(dispatcher: Dispatcher, call: Call, send: Sen
  * Starts the endpoint's shadow copies of a call, when it has shadows, and
  * returns how to report the primary's outcome to them (undefined: none);
  * call it exactly once, with undefined when the primary had no answer.
+ * `hold` counts each copy's body in a budget (the front door's).
  */
 export function startShadows(
   dispatcher: Dispatcher,
@@ -178,6 +179,7 @@ export function startShadows(
   path: string,
   headers: OutgoingHttpHeaders,
   body: Buffer,
+  hold?: MirroredRequest['hold'],
 ): ((outcome: Outcome | undefined) => void) | undefined {
   const shadows = dispatcher.endpoint(call.endpoint).shadows;
   let hasShadows = false;
@@ -186,7 +188,7 @@ export function startShadows(
   let report: (outcome: Outcome | undefined) => void = () => undefined;
   const primary = new Promise<Outcome | undefined>((resolve) => (report = resolve));
   dispatcher.shadows.mirror(
-    { endpoint: call.endpoint, primaryBackend: call.backend, method: call.method, path, headers, body, primary },
+    { endpoint: call.endpoint, primaryBackend: call.backend, method: call.method, path, headers, body, primary, ...(hold && { hold }) },
     shadows,
   );
   return report;

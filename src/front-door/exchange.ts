@@ -188,7 +188,8 @@ export class Exchange extends PipelineCall implements ForwardWatch, TimesOut {
     this.body = body;
     const { req } = this;
     prepareForwardHeaders(req, body.length, this.door.trusted);
-    this.report = startShadows(this.door.dispatcher, this, req.url ?? '/', req.headers, body);
+    const hold = () => this.door.budget.holdForShadow(body.length);
+    this.report = startShadows(this.door.dispatcher, this, req.url ?? '/', req.headers, body, hold);
     this.door.engine.forward(req, this.res, replica.target, body, this);
   }
 

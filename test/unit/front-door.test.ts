@@ -346,6 +346,29 @@ describe('shadow counts', () => {
   });
 });
 
+describe('shadow copies of large bodies', () => {
+  it('count in maxBufferedBytes: a slow shadow holds at most half of it, and copies beyond are dropped', async () => {
+    const MIB = 1024 * 1024;
+    const never = () => undefined;
+    door = await startFrontDoor({ settings: { maxBufferedBytes: 8 * MIB }, handlers: { r1: echo('r1', []), s1: never } });
+    door.route({
+      endpoints: [{ name: 'echo', route: '/', methods: ['POST'], traffic: { echo: 1 }, shadows: { slow: 1 } }],
+      backends: [
+        backendRouting('echo', [{ id: 'r1', socketPath: door.socketOf('r1') }]),
+        backendRouting('slow', [{ id: 's1', socketPath: door.socketOf('s1') }], { maxConcurrentQueries: 100 }),
+      ],
+    });
+    const body = Buffer.alloc(MIB, 'b');
+    for (let i = 0; i < 20; i++) {
+      const answer = await fetch(`${door.url}/x`, { method: 'POST', body });
+      expect(answer.status).toBe(200);
+      await answer.text();
+    }
+    // Half the budget is 4 MiB: each request's own 1 MiB, and three held copies.
+    expect(door.dispatcher.shadows.stats('echo').slow).toMatchObject({ sent: 3, dropped: 17, compared: 0 });
+  });
+});
+
 describe('clients that stop reading', () => {
   /** Opens GET `path` on a raw connection and stops reading once the answer has begun; resolves with the socket. */
   const stopReading = (path: string) =>
