@@ -24,11 +24,9 @@ export interface ReplicaRequest {
 export const DISCARDED_BODY_BYTES = 4096;
 
 function tooLarge(maxBytes: number, setting: string): FlotillaError {
-  return new FlotillaError(
-    'RESPONSE_TOO_LARGE',
-    `the replica's answer was larger than ${maxBytes} bytes (${setting}); it was cut. Answer less, or stream it (openStream)`,
-    { maxBytes },
-  );
+  return new FlotillaError('RESPONSE_TOO_LARGE', `the replica's answer was larger than ${maxBytes} bytes (${setting}); it was cut`, {
+    maxBytes,
+  });
 }
 
 /**

@@ -53,7 +53,7 @@ export interface StreamedAnswer {
   cancel(): void;
 }
 
-const MAX_RESPONSE_SETTING = 'handle.maxResponseBytes';
+const MAX_RESPONSE_SETTING = 'handle.maxResponseBytes; stream larger answers with openStream';
 
 /** A handler's error body, at most maxBytes of it (RESPONSE_TOO_LARGE beyond: the answer is cut). */
 async function readAtMost(res: IncomingMessage, maxBytes: number): Promise<Buffer> {
