@@ -101,6 +101,7 @@ export class ControlPlane {
       onReplicaFailure: () => void controller.tick(),
       metrics: fanOut(metrics, series),
       streamIdleTimeoutMs: config.http.streamIdleTimeoutS * 1000,
+      maxResponseBytes: config.handle.maxResponseBytes,
       onDemand: (backend) => controller.demand(backend),
       onQueued: (backend) => workers?.contend(backend),
     });

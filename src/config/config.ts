@@ -79,6 +79,12 @@ const schema = {
       default: 60,
       env: 'FLOTILLA_STREAM_IDLE_TIMEOUT_S',
     },
+    clientStallTimeoutS: {
+      doc: "Seconds a client that is behind on an answer (the front door's write buffer full) may take nothing; then its connection is cut and its replica slot released.",
+      format: 'period-seconds',
+      default: 30,
+      env: 'FLOTILLA_CLIENT_STALL_TIMEOUT_S',
+    },
     trustedProxies: {
       doc: 'Comma-separated IP addresses of proxies in front of Flotilla whose X-Forwarded-* headers are kept; empty: always replaced.',
       format: (value: unknown) => {
@@ -87,6 +93,14 @@ const schema = {
       },
       default: '',
       env: 'FLOTILLA_TRUSTED_PROXIES',
+    },
+  },
+  handle: {
+    maxResponseBytes: {
+      doc: "Largest answer a handle's remote() (and the admin API's call) reads into memory; a larger one is cut and rejects with RESPONSE_TOO_LARGE (stream it instead).",
+      format: 'nat',
+      default: 64 * 1024 * 1024,
+      env: 'FLOTILLA_HANDLE_MAX_RESPONSE_BYTES',
     },
   },
   admin: {
@@ -309,8 +323,10 @@ export interface FlotillaConfig {
     headersTimeoutS: number;
     bodyTimeoutS: number;
     streamIdleTimeoutS: number;
+    clientStallTimeoutS: number;
     trustedProxies: string;
   };
+  handle: { maxResponseBytes: number };
   admin: { host: string; port: number; token: string; auth: 'token' | 'none'; allowedHosts: string };
   instance: string;
   stateDir: string;
@@ -343,8 +359,9 @@ export interface FlotillaConfig {
   logFormat: 'auto' | 'json' | 'text';
 }
 
-export type ConfigOverrides = Partial<Omit<FlotillaConfig, 'http' | 'admin'>> & {
+export type ConfigOverrides = Partial<Omit<FlotillaConfig, 'http' | 'handle' | 'admin'>> & {
   http?: Partial<FlotillaConfig['http']>;
+  handle?: Partial<FlotillaConfig['handle']>;
   admin?: Partial<FlotillaConfig['admin']>;
 };
 

@@ -35,6 +35,8 @@ export interface DispatcherOptions {
   metrics?: ServingMetrics;
   /** Bounds a handle's gaps between chunks. */
   streamIdleTimeoutMs?: number;
+  /** Bounds a handle's whole answer (remote), read into memory: config handle.maxResponseBytes. */
+  maxResponseBytes?: number;
   /** A request arrived for a backend that has no replica. */
   onDemand?: (backend: string) => void;
   /** A request started waiting in the backend's queue. */
@@ -62,6 +64,7 @@ export class Dispatcher {
   private readonly routers = new Map<string, BackendRouter<ReplicaTarget>>();
   readonly metrics: ServingMetrics;
   readonly streamIdleTimeoutMs: number;
+  readonly maxResponseBytes: number;
   private readonly onReplicaFailure: (backend: string, replicaId: string) => void;
   private readonly newRouter: (backend: string, settings: RouterSettings) => BackendRouter<ReplicaTarget>;
 
@@ -69,6 +72,7 @@ export class Dispatcher {
     const { onDemand, onQueued } = options;
     this.metrics = options.metrics ?? noMetrics;
     this.streamIdleTimeoutMs = options.streamIdleTimeoutMs ?? 60_000;
+    this.maxResponseBytes = options.maxResponseBytes ?? 64 * 1024 * 1024;
     this.onReplicaFailure = options.onReplicaFailure ?? (() => undefined);
     this.newRouter =
       options.router ??

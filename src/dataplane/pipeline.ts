@@ -3,8 +3,8 @@ import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
 import type { Dispatcher } from './dispatcher.js';
 import type { Lease, RoutedReplica } from './replica-router.js';
-import { isConnectionFailure, MAX_ATTEMPTS, mayRetry } from './retry.js';
-import type { Outcome } from './shadow.js';
+import { describeFailure, isConnectionFailure, MAX_ATTEMPTS, mayRetry } from './retry.js';
+import type { MirroredRequest, Outcome } from './shadow.js';
 
 export interface Call {
   endpoint: string;
@@ -60,6 +60,9 @@ export abstract class PipelineCall implements Call {
     return true;
   }
 
+  /** A replica failed an attempt at the connection level; the error's message (with the replica's address) is for logs only. */
+  protected replicaFailed?(replica: string, error: Error): void;
+
   /** Whether an attempt is under way (a lease is held). */
   protected get attempting(): boolean {
     return this.lease !== undefined;
@@ -90,6 +93,7 @@ export abstract class PipelineCall implements Call {
     lease.release();
     if (this.aborted || isFlotillaError(error) || !isConnectionFailure(error)) return this.finish(error);
     const replica = lease.replica.id;
+    this.replicaFailed?.(replica, error);
     this.dispatcher.reportFailure(this.backend, replica);
     (this.tried ??= new Set()).add(replica);
     if (this.attempt < MAX_ATTEMPTS && mayRetry(error, this.method) && this.mayResend()) return this.start();
@@ -97,7 +101,7 @@ export abstract class PipelineCall implements Call {
       new FlotillaError(
         'REPLICA_UNREACHABLE',
         `replica ${replica} of backend '${this.backend}' failed while serving ${this.method} for endpoint '${this.endpoint}' ` +
-          `(attempt ${this.attempt}): ${error.message}`,
+          `(attempt ${this.attempt}): ${describeFailure(error)}`,
         { replica, attempts: this.attempt },
       ),
     );
@@ -167,6 +171,7 @@ export function sendWithRetries<R>(dispatcher: Dispatcher, call: Call, send: Sen
  * Starts the endpoint's shadow copies of a call, when it has shadows, and
  * returns how to report the primary's outcome to them (undefined: none);
  * call it exactly once, with undefined when the primary had no answer.
+ * `hold` counts each copy's body in a budget (the front door's).
  */
 export function startShadows(
   dispatcher: Dispatcher,
@@ -174,6 +179,7 @@ export function startShadows(
   path: string,
   headers: OutgoingHttpHeaders,
   body: Buffer,
+  hold?: MirroredRequest['hold'],
 ): ((outcome: Outcome | undefined) => void) | undefined {
   const shadows = dispatcher.endpoint(call.endpoint).shadows;
   let hasShadows = false;
@@ -182,8 +188,50 @@ export function startShadows(
   let report: (outcome: Outcome | undefined) => void = () => undefined;
   const primary = new Promise<Outcome | undefined>((resolve) => (report = resolve));
   dispatcher.shadows.mirror(
-    { endpoint: call.endpoint, primaryBackend: call.backend, method: call.method, path, headers, body, primary },
+    { endpoint: call.endpoint, primaryBackend: call.backend, method: call.method, path, headers, body, primary, ...(hold && { hold }) },
     shadows,
   );
   return report;
+}
+
+/** What a call's requestTimeoutS timer tells when it fires. */
+export interface TimesOut {
+  timedOut(timeoutMs: number): void;
+}
+
+function fire(target: TimesOut, timeoutMs: number): void {
+  target.timedOut(timeoutMs);
+}
+
+/**
+ * A call's life as its caller (the front door's exchange, a ServeHandle) sees it: counted in its endpoint's requests
+ * from its start to `end()`, and told `timedOut` when its answer's head has not come within the backend's
+ * requestTimeoutS (`headArrived` stops the clock).
+ */
+export class CallScope {
+  readonly started = performance.now();
+  readonly timeoutMs: number | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private leaveEndpoint: (() => void) | undefined;
+
+  constructor(dispatcher: Dispatcher, endpoint: string, backend: string, target: TimesOut) {
+    this.timeoutMs = dispatcher.requestTimeoutMs(backend);
+    if (this.timeoutMs !== undefined) this.timer = setTimeout(fire, this.timeoutMs, target, this.timeoutMs);
+    this.leaveEndpoint = dispatcher.endpointRequests.enter(endpoint);
+  }
+
+  get elapsedMs(): number {
+    return performance.now() - this.started;
+  }
+
+  headArrived(): void {
+    clearTimeout(this.timer);
+  }
+
+  /** The call is over (idempotent). */
+  end(): void {
+    clearTimeout(this.timer);
+    this.leaveEndpoint?.();
+    this.leaveEndpoint = undefined;
+  }
 }

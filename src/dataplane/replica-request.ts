@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { request, type Agent, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
+import { FlotillaError } from '../common/errors.js';
 import { PROTOCOL } from '../replica/protocol.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
 
@@ -19,14 +20,56 @@ export interface ReplicaRequest {
   signal: AbortSignal;
 }
 
-/** Sends one request straight to a replica and reads the whole answer. */
-export function requestReplica(target: ReplicaTarget, call: ReplicaRequest): Promise<ReplicaReply> {
+/** How much of an answer whose body nobody reads (a health check's) is read and dropped before its connection is cut. */
+export const DISCARDED_BODY_BYTES = 4096;
+
+function tooLarge(maxBytes: number, setting: string): FlotillaError {
+  return new FlotillaError('RESPONSE_TOO_LARGE', `the replica's answer was larger than ${maxBytes} bytes (${setting}); it was cut`, {
+    maxBytes,
+  });
+}
+
+/**
+ * Sends one request straight to a replica and reads its answer, at most `maxBytes` of it (a replica may be hostile):
+ * beyond, the connection is cut and the call rejects with RESPONSE_TOO_LARGE, naming `setting` (what bounds it).
+ */
+export function requestReplica(target: ReplicaTarget, call: ReplicaRequest, maxBytes: number, setting: string): Promise<ReplicaReply> {
   return new Promise((resolve, reject) => {
     const { body, ...options } = call;
     const req = request({ ...target, ...options }, (res) => {
       const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      let size = 0;
+      res.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size <= maxBytes) return void chunks.push(chunk);
+        reject(tooLarge(maxBytes, setting));
+        req.destroy();
+      });
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/**
+ * Sends one request straight to a replica and resolves with its status once the answer's body has ended, dropping
+ * it; a body past DISCARDED_BODY_BYTES is not read: its connection is cut (use a connection of its own).
+ */
+export function replicaStatus(target: ReplicaTarget, call: ReplicaRequest): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const { body, ...options } = call;
+    const req = request({ ...target, ...options }, (res) => {
+      const status = res.statusCode ?? 0;
+      let size = 0;
+      res.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size <= DISCARDED_BODY_BYTES) return;
+        resolve(status);
+        req.destroy();
+      });
+      res.on('end', () => resolve(status));
       res.on('error', reject);
     });
     req.on('error', reject);

@@ -22,6 +22,11 @@ export interface MirroredRequest {
   body: Buffer;
   /** Resolves with the primary's outcome, or undefined when it had none (error, client gone). */
   primary: Promise<Outcome | undefined>;
+  /**
+   * Takes the body's bytes from the front door's budget for one copy, and returns how to give them back; undefined when
+   * the budget refuses (the copy is dropped). None: the body is not counted (a handle's).
+   */
+  hold?: () => (() => void) | undefined;
 }
 
 const LATENCY_SAMPLES = 1024;
@@ -95,7 +100,8 @@ interface Tally {
  * their answers with the primary's: status and body hash, a streamed body
  * read to its end and hashed as it comes. Nothing here is awaited by the primary:
  * a shadow that is slow, failing or saturated (its queue full) only shows up
- * in the counts, never in the caller's response.
+ * in the counts, never in the caller's response. A copy whose body the
+ * front door's budget cannot hold is dropped (counted as dropped).
  */
 export class ShadowMirror {
   private readonly tallies = new Map<string, Map<string, Tally>>();
@@ -109,7 +115,9 @@ export class ShadowMirror {
   mirror(mirrored: MirroredRequest, shadows: Record<string, number>, random: () => number = Math.random): void {
     for (const [backend, proportion] of Object.entries(shadows)) {
       if (backend === mirrored.primaryBackend || random() >= proportion) continue;
-      void this.shadow(backend, mirrored);
+      const release = mirrored.hold === undefined ? () => undefined : mirrored.hold();
+      if (release === undefined) this.dropped(mirrored.endpoint, backend);
+      else void this.shadow(backend, mirrored).finally(release);
     }
   }
 
@@ -153,6 +161,11 @@ export class ShadowMirror {
     return tally;
   }
 
+  private dropped(endpoint: string, backend: string): void {
+    this.tally(endpoint, backend).dropped += 1;
+    this.metrics.shadow(endpoint, backend, 'dropped');
+  }
+
   private async shadow(backend: string, mirrored: MirroredRequest): Promise<void> {
     const tally = this.tally(mirrored.endpoint, backend);
     const signal = AbortSignal.timeout(SHADOW_TIMEOUT_MS);
@@ -160,8 +173,7 @@ export class ShadowMirror {
     try {
       lease = await this.acquire(backend, signal);
     } catch {
-      tally.dropped += 1;
-      this.metrics.shadow(mirrored.endpoint, backend, 'dropped');
+      this.dropped(mirrored.endpoint, backend);
       return;
     }
     tally.sent += 1;

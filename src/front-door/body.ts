@@ -13,6 +13,16 @@ export class BodyBudget {
     return true;
   }
 
+  /**
+   * Takes the bytes of a shadow copy's body, only while the budget stays at most half used, so that shadows never take
+   * more than half of it from the requests themselves; returns how to give them back, or undefined when refused.
+   */
+  holdForShadow(bytes: number): (() => void) | undefined {
+    if (this.used + bytes > this.max / 2) return undefined;
+    this.used += bytes;
+    return () => this.release(bytes);
+  }
+
   release(bytes: number): void {
     this.used -= bytes;
   }

@@ -15,6 +15,8 @@ const HOP_BY_HOP_NAMES = [
 ];
 const HOP_BY_HOP: ReadonlySet<string> = new Set(HOP_BY_HOP_NAMES);
 const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
+/** The admin dashboard's session cookies: a browser sends them to every port of the host, the front door's included. */
+const FLOTILLA_COOKIE = 'flotilla_dashboard_';
 
 /**
  * The path of a request, or undefined when its request target is not one
@@ -66,7 +68,8 @@ function unmapped(address: string): string {
 /**
  * Rewrites req.headers, once, into what a replica receives: hop-by-hop headers
  * (and those named by Connection), Expect and the replica protocol's own
- * x-flotilla-* headers removed; X-Forwarded-For/Proto/Host/Port set from this
+ * x-flotilla-* headers removed, and Flotilla's own cookies (the dashboard's
+ * session, see withoutFlotillaCookies); X-Forwarded-For/Proto/Host/Port set from this
  * connection, replacing the client's, unless the client is one of `trusted`
  * (then its X-Forwarded-* and Forwarded are kept and its address appended to
  * X-Forwarded-For). The body travels with a Content-Length.
@@ -82,12 +85,27 @@ export function prepareForwardHeaders(req: IncomingMessage, bodyLength: number, 
     if (HOP_BY_HOP.has(name) || name === 'expect' || name.startsWith('x-flotilla-')) delete headers[name];
     else if (!fromTrusted && (name === 'forwarded' || name.startsWith('x-forwarded-'))) delete headers[name];
   }
+  const cookie = headers.cookie;
+  if (cookie !== undefined && cookie.includes(FLOTILLA_COOKIE)) {
+    const kept = withoutFlotillaCookies(cookie);
+    if (kept === '') delete headers.cookie;
+    else headers.cookie = kept;
+  }
   if (chunked || bodyLength > 0) headers['content-length'] = String(bodyLength);
   const forwardedFor = fromTrusted ? headers['x-forwarded-for'] : undefined;
   headers['x-forwarded-for'] = forwardedFor === undefined ? remote : `${forwardedFor}, ${remote}`;
   if (!fromTrusted || headers['x-forwarded-proto'] === undefined) headers['x-forwarded-proto'] = 'http';
   if (!fromTrusted || headers['x-forwarded-host'] === undefined) headers['x-forwarded-host'] = headers.host ?? '';
   if (!fromTrusted || headers['x-forwarded-port'] === undefined) headers['x-forwarded-port'] = String(req.socket.localPort ?? '');
+}
+
+/** A Cookie header without the cookies whose name starts with flotilla_dashboard_ (the others as they were). */
+export function withoutFlotillaCookies(cookie: string): string {
+  return cookie
+    .split(';')
+    .map((pair) => pair.trim())
+    .filter((pair) => pair !== '' && !pair.startsWith(FLOTILLA_COOKIE))
+    .join('; ');
 }
 
 /**

@@ -1,30 +1,24 @@
-import { createServer, type ClientRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { listenOn } from '../common/checks.js';
 import { settlesWithin } from '../common/clock.js';
 import { errorMessage, FlotillaError, isFlotillaError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import type { FlotillaConfig } from '../config/config.js';
-import type { ReplicaTarget } from '../runtime/container-runtime.js';
 import { sendError, sendJson } from '../common/http-json.js';
-import { BodyBudget, readBody } from './body.js';
+import { BodyBudget } from './body.js';
 import type { Dispatcher } from '../dataplane/dispatcher.js';
-import { PipelineCall, startShadows } from '../dataplane/pipeline.js';
-import { ProxyEngine, type ForwardWatch } from './proxy-engine.js';
-import type { RoutedReplica } from '../dataplane/replica-router.js';
-import { isProtocolPath, parseTrustedProxies, prepareForwardHeaders, requestPath } from './request-guard.js';
-import type { Outcome } from '../dataplane/shadow.js';
+import { Exchange, type Door, type FrontDoorSettings } from './exchange.js';
+import { ProxyEngine } from './proxy-engine.js';
+import { isProtocolPath, parseTrustedProxies, requestPath } from './request-guard.js';
 
 export const SHARD_KEY_HEADER = 'x-serve-shard-key';
-const EMPTY = Buffer.alloc(0);
 /** How long a connection whose body was refused keeps reading (and dropping) it, so the client sees the answer before the close. */
 const LINGER_MS = 2_000;
-/** How many times per streamIdleTimeoutS a relayed answer is checked for bytes from its replica: a quiet one is cut at most a quarter late. */
+/** How many times per streamIdleTimeoutS (or clientStallTimeoutS) a relayed answer is checked for progress: a stuck one is cut at most a quarter late. */
 const IDLE_CHECKS = 4;
 
-/** The front door's limits: config http.* (documented in src/config/config.ts and docs/configuration.md). */
-export type FrontDoorSettings = Omit<FlotillaConfig['http'], 'host' | 'port' | 'publicUrl' | 'workers'>;
+export type { FrontDoorSettings } from './exchange.js';
 
 const CLIENT_ERROR_STATUS: Record<string, [number, string]> = {
   HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large'],
@@ -51,12 +45,6 @@ function answerRaw(socket: Duplex, status: number, reason: string, code: string,
   socket.end(
     `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
   );
-}
-
-/** Whether the request has a body to read (within the budget and the body timeout); one without costs nothing. */
-function hasBody(req: IncomingMessage): boolean {
-  const length = req.headers['content-length'];
-  return length === undefined ? req.headers['transfer-encoding'] !== undefined : length !== '0';
 }
 
 function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
@@ -103,214 +91,21 @@ function refuse(req: IncomingMessage, res: ServerResponse, error: FlotillaError,
   req.resume();
 }
 
+/** Answers a request the pipeline failed: refusals drop the unread body first (refuse), unexpected failures are logged. */
+function answerError(logger: Logger, req: IncomingMessage, res: ServerResponse, error: unknown): void {
+  if (!isFlotillaError(error)) return answerFailure(res, logger, req.url, error);
+  if (error.code === 'QUEUE_FULL' || error.code === 'OVERLOADED' || error.code === 'COLD_START_TIMEOUT')
+    return refuse(req, res, error, { 'retry-after': '1' });
+  if (error.code === 'PAYLOAD_TOO_LARGE' || error.code === 'CLIENT_TIMEOUT') return refuse(req, res, error, {});
+  sendError(res, error);
+}
+
 /** Answers a request that failed in an unexpected way with 500 (FlotillaErrors with their own status), and logs it. */
 function answerFailure(res: ServerResponse, logger: Logger, path: string | undefined, error: unknown): void {
   if (isFlotillaError(error)) return sendError(res, error);
   logger.error('front door request failed', { component: 'proxy', path, error: errorMessage(error) });
-  sendError(res, new FlotillaError('INTERNAL_ERROR', `the front door failed on this request: ${errorMessage(error)}`));
-}
-
-/** What a forwarded request needs of its front door. */
-interface Door {
-  readonly dispatcher: Dispatcher;
-  readonly engine: ProxyEngine;
-  readonly settings: FrontDoorSettings;
-  readonly budget: BodyBudget;
-  readonly trusted: ReadonlySet<string>;
-  readonly logger: Logger;
-  /** Answers being relayed, checked for bytes from their replica IDLE_CHECKS times per streamIdleTimeoutS by one timer. */
-  readonly relaying: Exchange[];
-  /** A request has closed. */
-  readonly ended: () => void;
-}
-
-function timeOut(exchange: Exchange, timeoutMs: number): void {
-  exchange.timedOut(timeoutMs);
-}
-
-/**
- * One forwarded request, from admission to its response's close: the
- * pipeline's call (acquire, body, send, retry), what the engine reports of
- * the forward, and the one 'close' listener that does the request's
- * bookkeeping (endpoint count, cancel, timer, idle sweep, body budget,
- * shadows, metrics).
- *
- * requestTimeoutS bounds the time to the answer's head (queueing included:
- * 504 REQUEST_TIMEOUT), streamIdleTimeoutS each gap between its chunks after
- * that (the connection is cut), not counting time the client itself takes to
- * read (a full write buffer); it is checked IDLE_CHECKS times a period against
- * the bytes read from the replica, not per chunk. An answer that fails after
- * its head is counted in metrics with the failure's status, not the head's.
- * The client leaving before its answer is complete cancels the request: a
- * queued one leaves the queue, a sent one has its upstream request destroyed.
- */
-class Exchange extends PipelineCall implements ForwardWatch {
-  private readonly started = performance.now();
-  private cancelled = false;
-  private controller: AbortController | undefined;
-  private upstream: ClientRequest | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private body: Buffer | undefined;
-  private report: ((outcome: Outcome | undefined) => void) | undefined;
-  private failedStatus: number | undefined;
-  private readonly leaveEndpoint: () => void;
-  /** For the idle sweep: the replica's connection while the answer is relayed, its bytes last seen, since when none came. */
-  private relayed: { readonly bytesRead: number } | undefined;
-  /** Where it is in door.relaying, -1 when it is not. */
-  private relayIndex = -1;
-  private seen = 0;
-  private quietSince = 0;
-
-  constructor(
-    private readonly door: Door,
-    private readonly req: IncomingMessage,
-    private readonly res: ServerResponse,
-    endpoint: string,
-    backend: string,
-    method: string,
-  ) {
-    super(door.dispatcher, endpoint, backend, method);
-    const timeoutMs = door.dispatcher.requestTimeoutMs(backend);
-    if (timeoutMs !== undefined) this.timer = setTimeout(timeOut, timeoutMs, this, timeoutMs);
-    this.leaveEndpoint = door.dispatcher.endpointRequests.enter(endpoint);
-    res.on('close', () => this.closed());
-  }
-
-  get signal(): AbortSignal {
-    this.controller ??= new AbortController();
-    if (this.cancelled) this.controller.abort();
-    return this.controller.signal;
-  }
-
-  protected override get aborted(): boolean {
-    return this.cancelled;
-  }
-
-  get shadowed(): boolean {
-    return this.report !== undefined;
-  }
-
-  protected send(replica: RoutedReplica<ReplicaTarget>): void {
-    if (this.body !== undefined) return this.door.engine.forward(this.req, this.res, replica.target, this.body, this);
-    if (hasBody(this.req)) {
-      const { budget, settings } = this.door;
-      readBody(this.req, this.signal, budget, settings.maxBodyBytes, settings.bodyTimeoutS * 1000).then(
-        (body) => this.forwardFirst(replica, body),
-        (error: unknown) => this.sendFailed(error),
-      );
-      return;
-    }
-    this.forwardFirst(replica, EMPTY);
-  }
-
-  protected override mayResend(): boolean {
-    return !this.res.headersSent;
-  }
-
-  protected finish(error: unknown): void {
-    if (error === undefined || this.cancelled) return;
-    const { req, res } = this;
-    if (!isFlotillaError(error)) return answerFailure(res, this.door.logger, req.url, error);
-    if (error.code === 'REPLICA_UNREACHABLE')
-      this.door.logger.warn('replica failed a request', { component: 'proxy', backend: this.backend, error: error.message });
-    if (error.code === 'QUEUE_FULL' || error.code === 'OVERLOADED' || error.code === 'COLD_START_TIMEOUT')
-      return refuse(req, res, error, { 'retry-after': '1' });
-    if (error.code === 'PAYLOAD_TOO_LARGE' || error.code === 'CLIENT_TIMEOUT') return refuse(req, res, error, {});
-    sendError(res, error);
-  }
-
-  sending(upstream: ClientRequest): void {
-    if (this.cancelled) upstream.destroy();
-    else this.upstream = upstream;
-  }
-
-  headArrived(upstream: { readonly bytesRead: number }): void {
-    clearTimeout(this.timer);
-    this.relayed = upstream;
-    this.seen = upstream.bytesRead;
-    this.quietSince = performance.now();
-    if (this.relayIndex < 0) this.relayIndex = this.door.relaying.push(this) - 1;
-  }
-
-  failed(error: Error, status?: number): void {
-    if (status !== undefined) this.failedStatus ??= status;
-    this.sendFailed(error);
-  }
-
-  observed(status: number, bodyHash: string): void {
-    this.report?.({ status, bodyHash, latencyMs: performance.now() - this.started });
-  }
-
-  /** Cuts the connection when the replica sent nothing for idleMs (a client not reading does not count). */
-  checkIdle(now: number, idleMs: number): void {
-    const bytesRead = this.relayed?.bytesRead ?? 0;
-    if (bytesRead !== this.seen || this.res.writableNeedDrain) {
-      this.seen = bytesRead;
-      this.quietSince = now;
-      return;
-    }
-    if (now - this.quietSince < idleMs) return;
-    this.leaveRelaying();
-    this.failedStatus = 504;
-    this.door.logger.warn('stream idle too long', {
-      component: 'proxy',
-      backend: this.backend,
-      idleTimeoutS: this.door.settings.streamIdleTimeoutS,
-    });
-    this.res.destroy();
-    this.abort();
-  }
-
-  timedOut(timeoutMs: number): void {
-    sendError(
-      this.res,
-      new FlotillaError('REQUEST_TIMEOUT', `backend '${this.backend}' did not answer within ${timeoutMs / 1000} s (requestTimeoutS)`),
-    );
-    this.abort();
-  }
-
-  private forwardFirst(replica: RoutedReplica<ReplicaTarget>, body: Buffer): void {
-    this.body = body;
-    const { req } = this;
-    prepareForwardHeaders(req, body.length, this.door.trusted);
-    this.report = startShadows(this.door.dispatcher, this, req.url ?? '/', req.headers, body);
-    this.door.engine.forward(req, this.res, replica.target, body, this);
-  }
-
-  private abort(): void {
-    if (this.cancelled) return;
-    this.cancelled = true;
-    this.controller?.abort();
-    this.upstream?.destroy();
-  }
-
-  private leaveRelaying(): void {
-    const relaying = this.door.relaying;
-    const last = relaying.pop();
-    if (last !== undefined && last !== this) {
-      relaying[this.relayIndex] = last;
-      last.relayIndex = this.relayIndex;
-    }
-    this.relayIndex = -1;
-  }
-
-  private closed(): void {
-    const { door, res } = this;
-    this.leaveEndpoint();
-    if (!res.writableFinished) this.abort();
-    clearTimeout(this.timer);
-    if (this.relayIndex >= 0) this.leaveRelaying();
-    if (this.attempting) this.sent();
-    if (this.body !== undefined) door.budget.release(this.body.length);
-    this.report?.(undefined);
-    door.dispatcher.metrics.request(
-      this.endpoint,
-      this.backend,
-      this.failedStatus ?? res.statusCode,
-      (performance.now() - this.started) / 1000,
-    );
-    door.ended();
-  }
+  const what = (error as NodeJS.ErrnoException | undefined)?.code ?? (error instanceof Error ? error.name : 'error');
+  sendError(res, new FlotillaError('INTERNAL_ERROR', `the front door failed on this request (${what}); its log has the details`));
 }
 
 /**
@@ -352,6 +147,7 @@ export class ProxyServer {
       trusted,
       logger,
       relaying: [],
+      answer: (req, res, error) => answerError(logger, req, res, error),
       ended: () => {
         if (--this.open > 0) return;
         for (const wake of this.idleWaiters.splice(0)) wake();
@@ -376,7 +172,8 @@ export class ProxyServer {
       answerRaw(socket, 405, 'Method Not Allowed', 'METHOD_NOT_ALLOWED', 'the front door is not a forward proxy: CONNECT is not served'),
     );
     this.server.on('error', (error) => this.logger.error('front door server error', { component: 'proxy', error: error.message }));
-    this.idleSweep = setInterval(() => this.sweepIdle(), (settings.streamIdleTimeoutS * 1000) / IDLE_CHECKS).unref();
+    const sweepS = Math.min(settings.streamIdleTimeoutS, settings.clientStallTimeoutS);
+    this.idleSweep = setInterval(() => this.sweepIdle(), (sweepS * 1000) / IDLE_CHECKS).unref();
   }
 
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
@@ -474,11 +271,12 @@ export class ProxyServer {
     );
   }
 
-  /** Cuts the relayed answers whose replica sent nothing for streamIdleTimeoutS. */
+  /** Cuts the relayed answers whose replica sent nothing for streamIdleTimeoutS, or whose client took nothing for clientStallTimeoutS. */
   private sweepIdle(): void {
     const now = performance.now();
     const idleMs = this.settings.streamIdleTimeoutS * 1000;
+    const stallMs = this.settings.clientStallTimeoutS * 1000;
     const relaying = this.door.relaying;
-    for (let i = relaying.length - 1; i >= 0; i--) relaying[i]?.checkIdle(now, idleMs);
+    for (let i = relaying.length - 1; i >= 0; i--) relaying[i]?.checkIdle(now, idleMs, stallMs);
   }
 }
