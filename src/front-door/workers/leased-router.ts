@@ -1,6 +1,7 @@
 import { FlotillaError, type ErrorCode } from '../../common/errors.js';
 import type { ReplicaTarget } from '../../runtime/container-runtime.js';
 import { QUARANTINE_MS, type Abortable, type BackendRouter, type Lease, type RoutedReplica } from '../../dataplane/replica-router.js';
+import { Asks } from './asks.js';
 import type { FromWorker, ToWorker } from './worker-protocol.js';
 
 /** A lease no request used for this long goes back to the primary (so that its slot counts where it is needed). */
@@ -14,19 +15,12 @@ interface Held {
   idleSince: number;
 }
 
-interface Want {
-  router: LeasedRouter;
-  resolve(held: Held): void;
-  reject(error: Error): void;
-}
-
 /**
  * A front-door worker's side of slot leasing: sends wants to the primary and
  * routes its answers (leases, refusals, contention) to the backend routers.
  */
 export class LeaseClient {
-  private nextWant = 1;
-  private readonly wants = new Map<number, Want>();
+  private readonly wants = new Asks<Held>();
   private readonly routers = new Map<string, LeasedRouter>();
   /** The backends the primary said are contended, kept for routers made later (a snapshot can come after the word). */
   private readonly contended = new Set<string>();
@@ -51,37 +45,32 @@ export class LeaseClient {
   }
 
   want(router: LeasedRouter, exclude: ReadonlySet<string>, abortable?: Abortable): Promise<Held> {
-    const id = this.nextWant++;
-    return new Promise((resolve, reject) => {
-      const want: Want = { router, resolve, reject };
-      this.wants.set(id, want);
-      this.send({ t: 'want', want: id, backend: router.backend, exclude: [...exclude] });
-      const signal = abortable?.signal;
-      const abandon = (): void => {
-        if (!this.wants.delete(id)) return;
-        this.send({ t: 'cancel', want: id });
-        reject(new Error('request aborted while queued'));
-      };
-      if (signal?.aborted) abandon();
-      else signal?.addEventListener('abort', abandon, { once: true });
+    let id = 0;
+    const held = this.wants.ask((want) => {
+      id = want;
+      this.send({ t: 'want', want, backend: router.backend, exclude: [...exclude] });
     });
+    const signal = abortable?.signal;
+    const abandon = (): void => {
+      if (this.wants.drop(id, new Error('request aborted while queued'))) this.send({ t: 'cancel', want: id });
+    };
+    if (signal?.aborted) abandon();
+    else signal?.addEventListener('abort', abandon, { once: true });
+    return held;
   }
 
-  giveBack(leases: number[], ack?: string): void {
+  giveBack(leases: number[], ack?: number): void {
     if (leases.length > 0 || ack !== undefined) this.send({ t: 'return', leases, ...(ack === undefined ? {} : { ack }) });
   }
 
   /** Handles the primary's answers; false for a message that is not about leases. */
   receive(message: ToWorker): boolean {
-    if (message.t === 'lease' || message.t === 'refused') {
-      const want = this.wants.get(message.want);
-      this.wants.delete(message.want);
-      if (message.t === 'refused') {
-        want?.reject(new FlotillaError(message.code as ErrorCode, message.message));
-        return true;
-      }
-      if (want === undefined || want.router.closed) this.giveBack([message.lease]);
-      else want.resolve({ id: message.lease, replica: message.replica, idleSince: 0 });
+    if (message.t === 'refused') {
+      this.wants.drop(message.want, new FlotillaError(message.code as ErrorCode, message.message));
+      return true;
+    }
+    if (message.t === 'lease') {
+      if (!this.wants.answer(message.want, { id: message.lease, replica: message.replica, idleSince: 0 })) this.giveBack([message.lease]);
       return true;
     }
     if (message.t === 'contended') {
@@ -89,7 +78,7 @@ export class LeaseClient {
       else this.contended.delete(message.backend);
       const router = this.routers.get(message.backend);
       const idle = router?.setContended(message.contended) ?? [];
-      if (message.contended) this.giveBack(idle, message.backend);
+      if (message.contended) this.giveBack(idle, message.reclaim);
       return true;
     }
     return false;
@@ -164,11 +153,17 @@ export class LeasedRouter implements BackendRouter<ReplicaTarget> {
     const lease = this.tryAcquire(exclude);
     if (lease !== undefined) return lease;
     this.waiting++;
+    let held: Held;
     try {
-      return this.use(await this.client.want(this, exclude, abortable));
+      held = await this.client.want(this, exclude, abortable);
     } finally {
       this.waiting--;
     }
+    if (this.closed) {
+      this.client.giveBack([held.id]);
+      throw new FlotillaError('NO_REPLICAS', `backend '${this.backend}' has no ready replicas`);
+    }
+    return this.use(held);
   }
 
   /** The primary's router counts this worker's leases: the controller waits on that one. */
