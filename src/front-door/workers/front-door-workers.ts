@@ -41,6 +41,8 @@ interface Worker {
   asks: Asks<Answer>;
   /** Connections handed to it and not yet closed. */
   open: number;
+  /** Connections on their way to it: a worker that dies with some queued on its channel never gets them, nor are they closed for it. */
+  handing: Set<Socket>;
   ready: boolean;
   /** Left the pool (exited, killed, or its channel failed); set once. */
   gone: boolean;
@@ -64,6 +66,17 @@ const NO_WORKER = (() => {
   });
   return `HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nretry-after: 1\r\nconnection: close\r\n\r\n${body}`;
 })();
+
+/**
+ * Closes the connection a child was sent but never acknowledged. Node keeps it open for good when the child dies
+ * first: on the channel's end, disconnect() waits for the acknowledgement before it closes the pending handle
+ * (lib/internal/child_process.js, Node 20), so the client would wait forever.
+ */
+function closeUndelivered(child: ChildProcess): void {
+  const internals = child as unknown as { _pendingMessage?: { handle?: { close?: () => void } } | null };
+  internals._pendingMessage?.handle?.close?.();
+  internals._pendingMessage = null;
+}
 
 /**
  * The front door as several worker processes behind one port (http.workers
@@ -196,11 +209,14 @@ export class FrontDoorWorkers {
     }
     this.open++;
     worker.open++;
+    worker.handing.add(socket);
     const given = worker;
-    this.send(given, { t: 'connection' }, socket, () => {
+    given.child.send({ t: 'connection' } satisfies ToWorker, socket, {}, (error: Error | null) => {
+      if (!given.handing.delete(socket) || error === null) return;
       this.open--;
       given.open--;
       socket.destroy();
+      this.leave(given, `lost its channel (${error.message})`);
     });
   }
 
@@ -210,17 +226,12 @@ export class FrontDoorWorkers {
 
   /**
    * Sends over the worker's channel; a send that fails (the worker died with messages still to answer: EPIPE, a
-   * closed channel) makes the worker leave, and runs `failed` when given.
+   * closed channel) makes the worker leave.
    */
-  private send(worker: Worker, message: ToWorker, socket?: Socket, failed?: () => void): void {
-    if (worker.gone) {
-      failed?.();
-      return;
-    }
-    worker.child.send(message, socket, {}, (error: Error | null) => {
-      if (error === null) return;
-      failed?.();
-      this.leave(worker, `its channel failed (${error.message})`);
+  private send(worker: Worker, message: ToWorker): void {
+    if (worker.gone) return;
+    worker.child.send(message, undefined, {}, (error: Error | null) => {
+      if (error !== null) this.leave(worker, `lost its channel (${error.message})`);
     });
   }
 
@@ -249,6 +260,7 @@ export class FrontDoorWorkers {
       seat: this.desk.seat((message) => this.send(worker, message)),
       asks: new Asks(),
       open: 0,
+      handing: new Set(),
       ready: false,
       gone: false,
     };
@@ -270,7 +282,10 @@ export class FrontDoorWorkers {
     worker.timer = setTimeout(() => this.leave(worker, `did not start within ${START_TIMEOUT_MS / 1000} s`), START_TIMEOUT_MS);
     child.on('message', (message: FromWorker) => this.receive(worker, message));
     child.on('error', (error) => this.leave(worker, `failed (${error.message})`));
-    child.once('exit', (code, signal) => this.leave(worker, `exited (${signal ?? `code ${code}`})`));
+    child.once('exit', (code, signal) => {
+      closeUndelivered(child);
+      this.leave(worker, `exited (${signal ?? `code ${code}`})`);
+    });
     this.send(worker, {
       t: 'init',
       settings: { ...this.settings, maxBufferedBytes: Math.floor(this.settings.maxBufferedBytes / this.count) },
@@ -334,6 +349,8 @@ export class FrontDoorWorkers {
     if (worker.child.exitCode === null && worker.child.signalCode === null) worker.child.kill('SIGKILL');
     this.desk.unseat(worker.seat);
     worker.asks.dropAll(new Error(`the front-door worker ${why}`));
+    for (const socket of worker.handing) socket.destroy();
+    worker.handing.clear();
     this.open -= worker.open;
     const index = this.workers.indexOf(worker);
     if (index >= 0) this.workers.splice(index, 1);
