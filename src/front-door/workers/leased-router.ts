@@ -1,6 +1,7 @@
 import { FlotillaError, type ErrorCode } from '../../common/errors.js';
 import type { ReplicaTarget } from '../../runtime/container-runtime.js';
-import { QUARANTINE_MS, type Abortable, type BackendRouter, type Lease, type RoutedReplica } from '../../dataplane/replica-router.js';
+import type { Abortable, BackendRouter, Lease, RoutedReplica } from '../../dataplane/replica-router.js';
+import { leastBusy, Quarantine } from '../../dataplane/quarantine.js';
 import { Asks } from './asks.js';
 import type { FromWorker, ToWorker } from './worker-protocol.js';
 
@@ -108,7 +109,7 @@ export class LeasedRouter implements BackendRouter<ReplicaTarget> {
   private busyTotal = 0;
   private waiting = 0;
   private contended = false;
-  private readonly ejectedUntil = new Map<string, number>();
+  private readonly quarantine = new Quarantine();
 
   constructor(
     readonly backend: string,
@@ -129,21 +130,23 @@ export class LeasedRouter implements BackendRouter<ReplicaTarget> {
 
   update(replicas: RoutedReplica<ReplicaTarget>[]): void {
     this.replicas = new Map(replicas.map((replica) => [replica.id, replica]));
-    this.ejectedUntil.clear();
+    this.quarantine.clear();
     this.giveBackIdle((held) => !this.replicas.has(held.replica.id));
   }
 
   tryAcquire(exclude: ReadonlySet<string> = NONE): Lease<ReplicaTarget> | undefined {
     if (this.contended) return undefined;
-    let best = -1;
-    let bestBusy = Infinity;
-    const now = this.ejectedUntil.size > 0 ? performance.now() : 0;
-    for (let i = 0; i < this.idle.length; i++) {
-      const id = this.idle[i]!.replica.id;
-      if (exclude.has(id) || this.inQuarantine(id, now)) continue;
-      const busy = this.busy.get(id) ?? 0;
-      if (busy < bestBusy) [best, bestBusy] = [i, busy];
-    }
+    const { idle, quarantine } = this;
+    const now = quarantine.size > 0 ? performance.now() : 0;
+    const best = leastBusy(
+      idle.length,
+      (i) => {
+        const id = idle[i]!.replica.id;
+        return exclude.has(id) || quarantine.holds(id, now) ? -1 : 0;
+      },
+      (i) => this.busy.get(idle[i]!.replica.id) ?? 0,
+      () => true,
+    );
     if (best < 0) return undefined;
     const [held] = this.idle.splice(best, 1);
     return this.use(held!);
@@ -172,7 +175,7 @@ export class LeasedRouter implements BackendRouter<ReplicaTarget> {
   }
 
   eject(replicaId: string): void {
-    this.ejectedUntil.set(replicaId, performance.now() + QUARANTINE_MS);
+    this.quarantine.eject(replicaId);
     this.giveBackIdle((held) => held.replica.id === replicaId);
   }
 
@@ -208,7 +211,7 @@ export class LeasedRouter implements BackendRouter<ReplicaTarget> {
         if (busy === 0) this.busy.delete(id);
         else this.busy.set(id, busy);
         const now = performance.now();
-        if (this.contended || this.closed || !this.replicas.has(id) || this.inQuarantine(id, now)) {
+        if (this.contended || this.closed || !this.replicas.has(id) || this.quarantine.holds(id, now)) {
           this.client.giveBack([held.id]);
           return;
         }
@@ -216,14 +219,6 @@ export class LeasedRouter implements BackendRouter<ReplicaTarget> {
         this.idle.push(held);
       },
     };
-  }
-
-  private inQuarantine(replicaId: string, now: number): boolean {
-    const until = this.ejectedUntil.get(replicaId);
-    if (until === undefined) return false;
-    if (until > now) return true;
-    this.ejectedUntil.delete(replicaId);
-    return false;
   }
 
   private giveBackIdle(returned: (held: Held) => boolean): void {
