@@ -6,6 +6,8 @@ import { createLogger } from '../../src/common/logger.js';
 import { frontDoorWorkerEnv, loadConfig } from '../../src/config/config.js';
 import { Dispatcher } from '../../src/dataplane/dispatcher.js';
 import { FrontDoorWorkers } from '../../src/front-door/workers/front-door-workers.js';
+import { ESCAPED_EXIT_CODE } from '../../src/common/last-resort.js';
+import type { Logger } from '../../src/common/logger.js';
 import { freePort, startFlotilla } from './harness.js';
 
 /** Counts the calls it serves at once and remembers the most it ever served together. */
@@ -304,6 +306,36 @@ describe('a metrics render that fails behind front-door workers', () => {
         status: 'ok',
         workers: { serving: 2, configured: 2 },
       });
+    } finally {
+      await workers.close(0);
+      dispatcher.close();
+    }
+  });
+});
+
+describe('a front-door worker that throws', () => {
+  it('exits with the status of its last line of defence and is replaced', async () => {
+    const config = loadConfig({ logLevel: 'error', http: { workers: 2 } });
+    const dispatcher = new Dispatcher();
+    const logged: string[] = [];
+    const logger: Logger = {
+      debug: () => undefined,
+      info: () => undefined,
+      warn: () => undefined,
+      error: (message) => void logged.push(message),
+      child: () => logger,
+    };
+    const render = async () => ({ contentType: 'text/plain', body: '' });
+    const workers = new FrontDoorWorkers(2, dispatcher, config.http, config, logger, render, frontDoorWorkerEnv());
+    const { port } = await workers.listen('127.0.0.1', 0);
+    try {
+      // A snapshot the worker's Dispatcher cannot read: it throws inside the worker's message listener.
+      const [victim] = (workers as unknown as { workers: Array<{ child: { send(message: unknown): void } }> }).workers;
+      victim!.child.send({ t: 'snapshot', snapshot: null });
+      await expect.poll(() => logged).toContain(`front-door worker exited (code ${ESCAPED_EXIT_CODE}); starting another`);
+      await expect
+        .poll(async () => (await (await fetch(`http://127.0.0.1:${port}/-/healthz`)).json()) as unknown)
+        .toEqual({ status: 'ok', workers: { serving: 2, configured: 2 } });
     } finally {
       await workers.close(0);
       dispatcher.close();
