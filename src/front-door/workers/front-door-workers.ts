@@ -56,6 +56,9 @@ export interface WorkerLogging {
   logFormat: string;
 }
 
+/** How long a connection answered NO_WORKER may stay open (its client may still be sending). */
+const NO_WORKER_LINGER_MS = 2_000;
+
 /** A 503 for every connection while no worker serves: the request is not read, the connection is closed after it. */
 const NO_WORKER = (() => {
   const body = JSON.stringify({
@@ -203,6 +206,7 @@ export class FrontDoorWorkers {
       return;
     }
     if (worker === undefined) {
+      setTimeout(() => socket.destroy(), NO_WORKER_LINGER_MS).unref();
       socket.resume();
       socket.end(NO_WORKER);
       return;
