@@ -35,6 +35,31 @@ export interface AdminSettings {
   allowedHosts: string[];
 }
 
+/** The front door as the admin API reports it: how many front-door workers serve (GET /api/health), and its metrics (GET /api/metrics). */
+export interface FrontDoorStatus {
+  workers(): { serving: number; configured: number };
+  renderMetrics(): Promise<{ contentType: string; body: string }>;
+}
+
+/** The workers part of /api/health; FRONT_DOOR_UNAVAILABLE (503) while none serves. */
+function frontDoorHealth(frontDoor: FrontDoorStatus | undefined): { workers?: { serving: number; configured: number } } {
+  if (frontDoor === undefined) return {};
+  const workers = frontDoor.workers();
+  if (workers.serving === 0)
+    throw new FlotillaError(
+      'FRONT_DOOR_UNAVAILABLE',
+      `no front-door worker serves (0 of ${workers.configured}); they are being restarted, see the control plane's log`,
+    );
+  return { workers };
+}
+
+async function sendMetrics(res: ServerResponse, frontDoor: FrontDoorStatus | undefined): Promise<void> {
+  if (frontDoor === undefined) throw new FlotillaError('ROUTE_NOT_FOUND', 'this admin API serves no metrics');
+  const { contentType, body } = await frontDoor.renderMetrics();
+  res.writeHead(200, { 'content-type': contentType });
+  res.end(body);
+}
+
 /** Which control plane this is, as GET /api/health tells a client that wants to be sure. */
 export interface Identity {
   instance: string;
@@ -184,7 +209,7 @@ export class AdminServer {
     return address;
   }
 
-  serve(client: LocalClient, shutdown: () => Promise<void>, identity: Identity, series?: ServingSeries): void {
+  serve(client: LocalClient, shutdown: () => Promise<void>, identity: Identity, series?: ServingSeries, frontDoor?: FrontDoorStatus): void {
     const name = (call: Call, index = 0) => decodeName(call.params[index] ?? '');
     /** The handle and decoded input of a handle call (`/call` and `/stream` take the same body). */
     const handleCall = (call: Call) => {
@@ -196,7 +221,8 @@ export class AdminServer {
       return { handle: client.getHandle(name(call), options), input: input === undefined ? undefined : fromWire(parseWire(input)) };
     };
     this.routes = [
-      ['GET', /^\/api\/health$/, async () => ({ status: 'ok', httpUrl: client.httpUrl, ...identity })],
+      ['GET', /^\/api\/health$/, async () => ({ status: 'ok', httpUrl: client.httpUrl, ...identity, ...frontDoorHealth(frontDoor) })],
+      ['GET', /^\/api\/metrics$/, (call) => sendMetrics(call.res, frontDoor)],
       ['GET', /^\/api\/backends$/, () => client.listBackends()],
       [
         'POST',

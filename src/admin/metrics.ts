@@ -75,6 +75,7 @@ export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
 
   private client: Client | undefined;
   private load: LoadSignal | undefined;
+  private frontDoorWorkers: () => { serving: number; configured: number } = () => ({ serving: 1, configured: 1 });
 
   constructor() {
     const replicas: Gauge<'backend' | 'state'> = new Gauge({
@@ -111,7 +112,23 @@ export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
         }
       },
     });
+    const workers: Gauge<'state'> = new Gauge({
+      name: 'flotilla_front_door_workers',
+      help: 'Front-door processes: serving (0 means the front door refuses every connection) and configured (http.workers; 1 is the control plane itself).',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect: () => {
+        const { serving, configured } = this.frontDoorWorkers();
+        workers.set({ state: 'serving' }, serving);
+        workers.set({ state: 'configured' }, configured);
+      },
+    });
     this.autoscalingGauges();
+  }
+
+  /** Where the flotilla_front_door_workers gauge reads how many front-door workers serve. */
+  countFrontDoorWorkers(workers: () => { serving: number; configured: number }): void {
+    this.frontDoorWorkers = workers;
   }
 
   private autoscalingGauges(): void {

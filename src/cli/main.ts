@@ -62,6 +62,7 @@ async function startCommand(flags: { detached?: boolean; options?: string; optio
     return;
   }
   const plane = await ControlPlane.start(options, fromFile === undefined ? {} : { nonce: fromFile.nonce });
+  plane.exitOnEscape();
   process.stdout.write(
     `Flotilla is serving HTTP on ${plane.client.httpUrl}; admin API on ${plane.adminUrl} (instance ${plane.config.instance})\n`,
   );

@@ -17,3 +17,24 @@ export async function settlesWithin(promise: Promise<unknown>, ms: number): Prom
     clearTimeout(timer);
   }
 }
+
+/** `produce`, with each result shared while it is produced and reused for `ms` after it succeeded; a failure is not kept. */
+export function reusedFor<T>(ms: number, produce: () => Promise<T>): () => Promise<T> {
+  let current: Promise<T> | undefined;
+  let until = 0;
+  return () => {
+    if (current !== undefined && performance.now() < until) return current;
+    const produced = produce();
+    current = produced;
+    until = Infinity;
+    produced.then(
+      () => {
+        if (current === produced) until = performance.now() + ms;
+      },
+      () => {
+        if (current === produced) current = undefined;
+      },
+    );
+    return produced;
+  };
+}

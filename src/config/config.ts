@@ -85,6 +85,12 @@ const schema = {
       default: 30,
       env: 'FLOTILLA_CLIENT_STALL_TIMEOUT_S',
     },
+    metrics: {
+      doc: 'Whether the front door serves GET /-/metrics (unauthenticated); false keeps metrics on the admin API only (GET /api/metrics).',
+      format: Boolean,
+      default: true,
+      env: 'FLOTILLA_HTTP_METRICS',
+    },
     trustedProxies: {
       doc: 'Comma-separated IP addresses of proxies in front of Flotilla whose X-Forwarded-* headers are kept; empty: always replaced.',
       format: (value: unknown) => {
@@ -324,6 +330,7 @@ export interface FlotillaConfig {
     bodyTimeoutS: number;
     streamIdleTimeoutS: number;
     clientStallTimeoutS: number;
+    metrics: boolean;
     trustedProxies: string;
   };
   handle: { maxResponseBytes: number };
@@ -396,7 +403,22 @@ export function loadConfig(overrides: ConfigOverrides = {}): FlotillaConfig {
     );
   }
   if (properties.http.workers === 0) properties.http.workers = defaultFrontDoorWorkers();
+  const { workers, maxBufferedBytes, maxBodyBytes } = properties.http;
+  if (workers > 1 && Math.floor(maxBufferedBytes / workers) < maxBodyBytes) {
+    throw new FlotillaError(
+      'INVALID_ARGUMENT',
+      `invalid Flotilla configuration: each of the ${workers} front-door workers holds at most maxBufferedBytes / workers = ${Math.floor(maxBufferedBytes / workers)} body bytes, less than http.maxBodyBytes (${maxBodyBytes}), so larger bodies could never be admitted: raise http.maxBufferedBytes (FLOTILLA_MAX_BUFFERED_BYTES) to at least ${workers * maxBodyBytes}, lower http.maxBodyBytes (FLOTILLA_MAX_BODY_BYTES), or run fewer http.workers (FLOTILLA_HTTP_WORKERS)`,
+    );
+  }
   // Replicas on other nodes are reached over the overlay network only.
   if (properties.runtime === 'swarm') properties.transport = 'tcp';
   return properties;
+}
+
+/** What a front-door worker's environment keeps of this process's: nothing secret (no admin token, no registry credentials). */
+const WORKER_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'NODE_OPTIONS'];
+
+/** The environment front-door workers start with: WORKER_ENV only; they get their settings over IPC. */
+export function frontDoorWorkerEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(WORKER_ENV.flatMap((name) => (process.env[name] === undefined ? [] : [[name, process.env[name]]])));
 }

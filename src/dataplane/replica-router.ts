@@ -1,5 +1,8 @@
 import { FlotillaError } from '../common/errors.js';
 import { InFlight } from './in-flight.js';
+import { leastBusy, Quarantine, QUARANTINE_MS } from './quarantine.js';
+
+export { QUARANTINE_MS };
 
 export interface RoutedReplica<T> {
   id: string;
@@ -39,16 +42,11 @@ export interface BackendRouter<T> {
   close(): void;
 }
 
-/** How long a replica that failed a connection stays out of rotation, unless a routing update comes first. */
-export const QUARANTINE_MS = 5_000;
-
 const NONE: ReadonlySet<string> = new Set();
 
 interface Slot<T> {
   replica: RoutedReplica<T>;
   inFlight: number;
-  /** performance.now() until which the replica is out of rotation; 0 when it is in. */
-  ejectedUntil: number;
 }
 
 interface Waiter<T> {
@@ -83,7 +81,7 @@ export class ReplicaRouter<T> implements BackendRouter<T> {
   private readonly queue: Waiter<T>[] = [];
   private readonly leases = new InFlight();
   private nextStart = 0;
-  private ejected = 0;
+  private readonly quarantine = new Quarantine();
   private ejectionTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -97,12 +95,8 @@ export class ReplicaRouter<T> implements BackendRouter<T> {
 
   update(replicas: RoutedReplica<T>[], settings: RouterSettings): void {
     const previous = new Map(this.slots.map((slot) => [slot.replica.id, slot]));
-    this.slots = replicas.map((replica) => {
-      const slot = previous.get(replica.id) ?? { replica, inFlight: 0, ejectedUntil: 0 };
-      slot.ejectedUntil = 0;
-      return slot;
-    });
-    this.ejected = 0;
+    this.slots = replicas.map((replica) => previous.get(replica.id) ?? { replica, inFlight: 0 });
+    this.quarantine.clear();
     clearTimeout(this.ejectionTimer);
     this.settings = settings;
     if (this.slots.length === 0 && settings.noReplicaWaitMs === 0) this.rejectAll(() => this.noReplicas());
@@ -131,10 +125,8 @@ export class ReplicaRouter<T> implements BackendRouter<T> {
 
   /** Takes the replica out of rotation (see the class comment); unknown ids are ignored. */
   eject(replicaId: string): void {
-    const slot = this.slots.find((s) => s.replica.id === replicaId);
-    if (slot === undefined) return;
-    if (slot.ejectedUntil === 0) this.ejected++;
-    slot.ejectedUntil = performance.now() + QUARANTINE_MS;
+    if (!this.slots.some((s) => s.replica.id === replicaId)) return;
+    this.quarantine.eject(replicaId);
     clearTimeout(this.ejectionTimer);
     this.ejectionTimer = setTimeout(() => this.drainQueue(), QUARANTINE_MS + 1);
     this.ejectionTimer.unref();
@@ -193,35 +185,26 @@ export class ReplicaRouter<T> implements BackendRouter<T> {
     waiter.reject(error);
   }
 
-  private inQuarantine(slot: Slot<T>, now: number): boolean {
-    if (slot.ejectedUntil === 0) return false;
-    if (slot.ejectedUntil > now) return true;
-    slot.ejectedUntil = 0;
-    this.ejected--;
-    return false;
-  }
-
   /**
    * The least loaded replica with room, among the best class that has any
    * replica at all: untried and in rotation, else untried, else any.
    */
   private freeSlot(exclude: ReadonlySet<string>): Slot<T> | undefined {
-    const count = this.slots.length;
-    const now = this.ejected > 0 ? performance.now() : 0;
-    const best: Array<Slot<T> | undefined> = [undefined, undefined, undefined];
-    let bestClass = 2;
-    for (let i = 0; i < count; i++) {
-      const slot = this.slots[(this.nextStart + i) % count];
-      if (slot === undefined) continue;
-      const tried = exclude.size > 0 && exclude.has(slot.replica.id);
-      const rank = tried ? 2 : this.ejected > 0 && this.inQuarantine(slot, now) ? 1 : 0;
-      if (rank < bestClass) bestClass = rank;
-      if (slot.inFlight >= this.settings.maxConcurrentQueries) continue;
-      const current = best[rank];
-      if (current === undefined || slot.inFlight < current.inFlight) best[rank] = slot;
-    }
-    this.nextStart = count === 0 ? 0 : (this.nextStart + 1) % count;
-    return best[bestClass];
+    const { slots, quarantine, nextStart } = this;
+    const count = slots.length;
+    const now = quarantine.size > 0 ? performance.now() : 0;
+    const at = (i: number): Slot<T> => slots[(nextStart + i) % count]!;
+    const picked = leastBusy(
+      count,
+      (i) => {
+        const id = at(i).replica.id;
+        return exclude.size > 0 && exclude.has(id) ? 2 : quarantine.size > 0 && quarantine.holds(id, now) ? 1 : 0;
+      },
+      (i) => at(i).inFlight,
+      (i) => at(i).inFlight < this.settings.maxConcurrentQueries,
+    );
+    this.nextStart = count === 0 ? 0 : (nextStart + 1) % count;
+    return picked < 0 ? undefined : at(picked);
   }
 
   private lease(slot: Slot<T>): Lease<T> {
@@ -246,7 +229,7 @@ export class ReplicaRouter<T> implements BackendRouter<T> {
       if (waiter === undefined) return;
       const slot = this.freeSlot(waiter.exclude);
       if (slot === undefined) {
-        if (waiter.exclude.size === 0 && this.ejected === 0) return;
+        if (waiter.exclude.size === 0 && this.quarantine.size === 0) return;
         i++;
         continue;
       }

@@ -132,6 +132,8 @@ export class ProxyServer {
     private readonly settings: FrontDoorSettings,
     private readonly logger: Logger,
     private readonly renderMetrics?: () => Promise<{ contentType: string; body: string }>,
+    /** In a front-door worker: how many workers serve, as the control plane last said; /-/healthz reports it. */
+    private readonly workers?: () => { serving: number; configured: number } | undefined,
   ) {
     let trusted: ReadonlySet<string>;
     try {
@@ -254,7 +256,10 @@ export class ProxyServer {
 
   /** The front door's own paths; anything else under /-/ belongs to the replica protocol and is not found here. */
   private async serveOwn(res: ServerResponse, path: string): Promise<void> {
-    if (path === '/-/healthz') return sendJson(res, 200, { status: 'ok' });
+    if (path === '/-/healthz') {
+      const workers = this.workers?.();
+      return sendJson(res, 200, { status: 'ok', ...(workers === undefined ? {} : { workers }) });
+    }
     if (path === '/-/metrics' && this.renderMetrics !== undefined) {
       const { contentType, body } = await this.renderMetrics();
       res.writeHead(200, { 'content-type': contentType });

@@ -38,6 +38,7 @@ export const DEFAULT_SETTINGS: FrontDoorSettings = {
   maxBodyBytes: 10 * 1024 * 1024,
   maxBufferedBytes: 128 * 1024 * 1024,
   maxConnections: 1024,
+  metrics: true,
   headersTimeoutS: 30,
   bodyTimeoutS: 60,
   streamIdleTimeoutS: 60,

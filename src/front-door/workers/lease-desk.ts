@@ -2,26 +2,29 @@ import { isFlotillaError } from '../../common/errors.js';
 import type { ReplicaTarget } from '../../runtime/container-runtime.js';
 import type { Dispatcher } from '../../dataplane/dispatcher.js';
 import type { Lease } from '../../dataplane/replica-router.js';
+import { Asks } from './asks.js';
 import type { FromWorker, ToWorker } from './worker-protocol.js';
 
 /** How often a contended backend is checked for an empty queue, after which workers keep their leases again. */
 const CALM_CHECK_MS = 100;
+/** How long contend() waits for a worker to return its idle leases before it goes on without them. */
+const RECLAIM_TIMEOUT_MS = 1_000;
 
 /** One worker as the desk knows it: the leases it holds and the wants it waits on. */
 export class DeskSeat {
   nextLease = 1;
   readonly leases = new Map<number, { backend: string; lease: Lease<ReplicaTarget> }>();
   readonly waits = new Map<number, AbortController>();
-  readonly acks = new Map<string, Array<() => void>>();
+  /** The contended messages not yet acknowledged, by reclaim id. */
+  readonly reclaims = new Asks<void>();
 
   constructor(readonly send: (message: ToWorker) => void) {}
 
-  /** Tells the worker the backend is contended; resolves when it has returned its idle leases. */
+  /** Tells the worker the backend is contended; resolves when it has returned its idle leases, or after RECLAIM_TIMEOUT_MS. */
   reclaim(backend: string): Promise<void> {
-    return new Promise((resolve) => {
-      this.acks.set(backend, [...(this.acks.get(backend) ?? []), resolve]);
-      this.send({ t: 'contended', backend, contended: true });
-    });
+    return this.reclaims
+      .ask((reclaim) => this.send({ t: 'contended', backend, contended: true, reclaim }), RECLAIM_TIMEOUT_MS)
+      .catch(() => undefined);
   }
 }
 
@@ -55,8 +58,7 @@ export class LeaseDesk {
     for (const controller of seat.waits.values()) controller.abort();
     for (const { lease } of seat.leases.values()) lease.release();
     seat.leases.clear();
-    for (const wakers of seat.acks.values()) for (const wake of wakers) wake();
-    seat.acks.clear();
+    seat.reclaims.dropAll(new Error('the worker left'));
   }
 
   /** Handles a worker's lease message; false for one that is not about leases. */
@@ -73,14 +75,14 @@ export class LeaseDesk {
           seat.leases.get(id)?.lease.release();
           seat.leases.delete(id);
         }
-        if (message.ack !== undefined) seat.acks.get(message.ack)?.shift()?.();
+        if (message.ack !== undefined) seat.reclaims.answer(message.ack, undefined);
         return true;
       default:
         return false;
     }
   }
 
-  /** Requests wait for the backend (at the router, or a want found no free slot): workers stop keeping leases. */
+  /** Requests wait for the backend (at the router, or a want found no free slot): workers stop keeping leases (each has RECLAIM_TIMEOUT_MS to return its idle ones). */
   contend(backend: string): Promise<void> {
     let reclaimed = this.contended.get(backend);
     if (reclaimed === undefined) {

@@ -1,6 +1,8 @@
 import { FlotillaError, type ErrorCode } from '../../common/errors.js';
 import type { ReplicaTarget } from '../../runtime/container-runtime.js';
-import { QUARANTINE_MS, type Abortable, type BackendRouter, type Lease, type RoutedReplica } from '../../dataplane/replica-router.js';
+import type { Abortable, BackendRouter, Lease, RoutedReplica } from '../../dataplane/replica-router.js';
+import { leastBusy, Quarantine } from '../../dataplane/quarantine.js';
+import { Asks } from './asks.js';
 import type { FromWorker, ToWorker } from './worker-protocol.js';
 
 /** A lease no request used for this long goes back to the primary (so that its slot counts where it is needed). */
@@ -14,19 +16,12 @@ interface Held {
   idleSince: number;
 }
 
-interface Want {
-  router: LeasedRouter;
-  resolve(held: Held): void;
-  reject(error: Error): void;
-}
-
 /**
  * A front-door worker's side of slot leasing: sends wants to the primary and
  * routes its answers (leases, refusals, contention) to the backend routers.
  */
 export class LeaseClient {
-  private nextWant = 1;
-  private readonly wants = new Map<number, Want>();
+  private readonly wants = new Asks<Held>();
   private readonly routers = new Map<string, LeasedRouter>();
   /** The backends the primary said are contended, kept for routers made later (a snapshot can come after the word). */
   private readonly contended = new Set<string>();
@@ -51,37 +46,32 @@ export class LeaseClient {
   }
 
   want(router: LeasedRouter, exclude: ReadonlySet<string>, abortable?: Abortable): Promise<Held> {
-    const id = this.nextWant++;
-    return new Promise((resolve, reject) => {
-      const want: Want = { router, resolve, reject };
-      this.wants.set(id, want);
-      this.send({ t: 'want', want: id, backend: router.backend, exclude: [...exclude] });
-      const signal = abortable?.signal;
-      const abandon = (): void => {
-        if (!this.wants.delete(id)) return;
-        this.send({ t: 'cancel', want: id });
-        reject(new Error('request aborted while queued'));
-      };
-      if (signal?.aborted) abandon();
-      else signal?.addEventListener('abort', abandon, { once: true });
+    let id = 0;
+    const held = this.wants.ask((want) => {
+      id = want;
+      this.send({ t: 'want', want, backend: router.backend, exclude: [...exclude] });
     });
+    const signal = abortable?.signal;
+    const abandon = (): void => {
+      if (this.wants.drop(id, new Error('request aborted while queued'))) this.send({ t: 'cancel', want: id });
+    };
+    if (signal?.aborted) abandon();
+    else signal?.addEventListener('abort', abandon, { once: true });
+    return held;
   }
 
-  giveBack(leases: number[], ack?: string): void {
+  giveBack(leases: number[], ack?: number): void {
     if (leases.length > 0 || ack !== undefined) this.send({ t: 'return', leases, ...(ack === undefined ? {} : { ack }) });
   }
 
   /** Handles the primary's answers; false for a message that is not about leases. */
   receive(message: ToWorker): boolean {
-    if (message.t === 'lease' || message.t === 'refused') {
-      const want = this.wants.get(message.want);
-      this.wants.delete(message.want);
-      if (message.t === 'refused') {
-        want?.reject(new FlotillaError(message.code as ErrorCode, message.message));
-        return true;
-      }
-      if (want === undefined || want.router.closed) this.giveBack([message.lease]);
-      else want.resolve({ id: message.lease, replica: message.replica, idleSince: 0 });
+    if (message.t === 'refused') {
+      this.wants.drop(message.want, new FlotillaError(message.code as ErrorCode, message.message));
+      return true;
+    }
+    if (message.t === 'lease') {
+      if (!this.wants.answer(message.want, { id: message.lease, replica: message.replica, idleSince: 0 })) this.giveBack([message.lease]);
       return true;
     }
     if (message.t === 'contended') {
@@ -89,7 +79,7 @@ export class LeaseClient {
       else this.contended.delete(message.backend);
       const router = this.routers.get(message.backend);
       const idle = router?.setContended(message.contended) ?? [];
-      if (message.contended) this.giveBack(idle, message.backend);
+      if (message.contended) this.giveBack(idle, message.reclaim);
       return true;
     }
     return false;
@@ -119,7 +109,7 @@ export class LeasedRouter implements BackendRouter<ReplicaTarget> {
   private busyTotal = 0;
   private waiting = 0;
   private contended = false;
-  private readonly ejectedUntil = new Map<string, number>();
+  private readonly quarantine = new Quarantine();
 
   constructor(
     readonly backend: string,
@@ -140,21 +130,23 @@ export class LeasedRouter implements BackendRouter<ReplicaTarget> {
 
   update(replicas: RoutedReplica<ReplicaTarget>[]): void {
     this.replicas = new Map(replicas.map((replica) => [replica.id, replica]));
-    this.ejectedUntil.clear();
+    this.quarantine.clear();
     this.giveBackIdle((held) => !this.replicas.has(held.replica.id));
   }
 
   tryAcquire(exclude: ReadonlySet<string> = NONE): Lease<ReplicaTarget> | undefined {
     if (this.contended) return undefined;
-    let best = -1;
-    let bestBusy = Infinity;
-    const now = this.ejectedUntil.size > 0 ? performance.now() : 0;
-    for (let i = 0; i < this.idle.length; i++) {
-      const id = this.idle[i]!.replica.id;
-      if (exclude.has(id) || this.inQuarantine(id, now)) continue;
-      const busy = this.busy.get(id) ?? 0;
-      if (busy < bestBusy) [best, bestBusy] = [i, busy];
-    }
+    const { idle, quarantine } = this;
+    const now = quarantine.size > 0 ? performance.now() : 0;
+    const best = leastBusy(
+      idle.length,
+      (i) => {
+        const id = idle[i]!.replica.id;
+        return exclude.has(id) || quarantine.holds(id, now) ? -1 : 0;
+      },
+      (i) => this.busy.get(idle[i]!.replica.id) ?? 0,
+      () => true,
+    );
     if (best < 0) return undefined;
     const [held] = this.idle.splice(best, 1);
     return this.use(held!);
@@ -164,11 +156,17 @@ export class LeasedRouter implements BackendRouter<ReplicaTarget> {
     const lease = this.tryAcquire(exclude);
     if (lease !== undefined) return lease;
     this.waiting++;
+    let held: Held;
     try {
-      return this.use(await this.client.want(this, exclude, abortable));
+      held = await this.client.want(this, exclude, abortable);
     } finally {
       this.waiting--;
     }
+    if (this.closed) {
+      this.client.giveBack([held.id]);
+      throw new FlotillaError('NO_REPLICAS', `backend '${this.backend}' has no ready replicas`);
+    }
+    return this.use(held);
   }
 
   /** The primary's router counts this worker's leases: the controller waits on that one. */
@@ -177,7 +175,7 @@ export class LeasedRouter implements BackendRouter<ReplicaTarget> {
   }
 
   eject(replicaId: string): void {
-    this.ejectedUntil.set(replicaId, performance.now() + QUARANTINE_MS);
+    this.quarantine.eject(replicaId);
     this.giveBackIdle((held) => held.replica.id === replicaId);
   }
 
@@ -213,7 +211,7 @@ export class LeasedRouter implements BackendRouter<ReplicaTarget> {
         if (busy === 0) this.busy.delete(id);
         else this.busy.set(id, busy);
         const now = performance.now();
-        if (this.contended || this.closed || !this.replicas.has(id) || this.inQuarantine(id, now)) {
+        if (this.contended || this.closed || !this.replicas.has(id) || this.quarantine.holds(id, now)) {
           this.client.giveBack([held.id]);
           return;
         }
@@ -221,14 +219,6 @@ export class LeasedRouter implements BackendRouter<ReplicaTarget> {
         this.idle.push(held);
       },
     };
-  }
-
-  private inQuarantine(replicaId: string, now: number): boolean {
-    const until = this.ejectedUntil.get(replicaId);
-    if (until === undefined) return false;
-    if (until > now) return true;
-    this.ejectedUntil.delete(replicaId);
-    return false;
   }
 
   private giveBackIdle(returned: (held: Held) => boolean): void {

@@ -1,16 +1,21 @@
 import type { Socket } from 'node:net';
+import { exitOnEscape } from '../../common/last-resort.js';
 import { createLogger, type LogFormat } from '../../common/logger.js';
 import { Dispatcher } from '../../dataplane/dispatcher.js';
 import { LeaseClient } from './leased-router.js';
 import { ProxyServer } from '../server.js';
 import type { ServingMetrics, ShadowOutcome } from '../../dataplane/serving-metrics.js';
-import type { FromWorker, ToWorker } from './worker-protocol.js';
+import { Asks } from './asks.js';
+import type { FromWorker, RenderedMetrics, ToWorker, WorkerCount, WorkerQuestion } from './worker-protocol.js';
 
 /** How often a worker sends the primary what it served, for /metrics and the dashboard. */
 const METRICS_FLUSH_MS = 100;
+/** How long a /-/metrics scrape waits for the primary's render. */
+const RENDER_TIMEOUT_MS = 10_000;
 
+/** A message to the primary; one that cannot go (the primary is gone) is dropped, and the disconnect ends the worker. */
 function send(message: FromWorker): void {
-  process.send?.(message);
+  process.send?.(message, undefined, {}, () => undefined);
 }
 
 /** What the worker served, sent to the primary in batches; replica failures go as their own message ('failed'), counted there. */
@@ -50,17 +55,28 @@ class ForwardedMetrics implements ServingMetrics {
  */
 const leases = new LeaseClient(send);
 const metrics = new ForwardedMetrics();
-const renders = new Map<number, (rendered: { contentType: string; body: string }) => void>();
-let nextRender = 1;
+const renders = new Asks<RenderedMetrics>();
 let dispatcher: Dispatcher | undefined;
 let proxy: ProxyServer | undefined;
+let workers: WorkerCount | undefined;
 
-function renderMetrics(): Promise<{ contentType: string; body: string }> {
-  const id = nextRender++;
-  return new Promise((resolve) => {
-    renders.set(id, resolve);
-    send({ t: 'render', id });
-  });
+function renderMetrics(): Promise<RenderedMetrics> {
+  return renders.ask((id) => send({ t: 'ask', id, q: 'render' }), RENDER_TIMEOUT_MS);
+}
+
+async function answer(id: number, question: WorkerQuestion): Promise<void> {
+  switch (question.q) {
+    case 'ping':
+      return send({ t: 'answer', id });
+    case 'flush':
+      metrics.flush();
+      return send({ t: 'answer', id });
+    case 'shadowCounts':
+      return send({ t: 'answer', id, counts: dispatcher?.shadows.counts(question.endpoint) ?? {} });
+    case 'endpointIdle':
+      await dispatcher?.endpointIdle(question.endpoint);
+      return send({ t: 'answer', id });
+  }
 }
 
 async function close(graceMs: number): Promise<void> {
@@ -76,13 +92,14 @@ process.on('message', (message: ToWorker, socket?: Socket) => {
   switch (message.t) {
     case 'init': {
       const logger = createLogger(message.logLevel, message.logFormat as LogFormat).child({ worker: process.pid });
+      exitOnEscape(logger, () => proxy?.close(0) ?? Promise.resolve());
       dispatcher = new Dispatcher({
         metrics,
         streamIdleTimeoutMs: message.streamIdleTimeoutMs,
         onReplicaFailure: (backend, replica) => send({ t: 'failed', backend, replica }),
         router: (backend) => leases.router(backend),
       });
-      proxy = new ProxyServer(dispatcher, message.settings, logger, renderMetrics);
+      proxy = new ProxyServer(dispatcher, message.settings, logger, message.settings.metrics ? renderMetrics : undefined, () => workers);
       send({ t: 'ready' });
       return;
     }
@@ -100,19 +117,15 @@ process.on('message', (message: ToWorker, socket?: Socket) => {
       socket.once('close', () => send({ t: 'disconnected' }));
       proxy.accept(socket);
       return;
-    case 'rendered':
-      renders.get(message.id)?.({ contentType: message.contentType, body: message.body });
-      renders.delete(message.id);
+    case 'workers':
+      workers = message.count;
       return;
-    case 'endpointIdle':
-      void (dispatcher?.endpointIdle(message.endpoint) ?? Promise.resolve()).then(() => send({ t: 'done', id: message.id }));
+    case 'answer':
+      if (message.rendered !== undefined) renders.answer(message.id, message.rendered);
+      else renders.drop(message.id, new Error(`the control plane could not render the metrics: ${message.error ?? 'no answer'}`));
       return;
-    case 'shadowCounts':
-      send({ t: 'shadowCounts', id: message.id, counts: dispatcher?.shadows.counts(message.endpoint) ?? {} });
-      return;
-    case 'flush':
-      metrics.flush();
-      send({ t: 'done', id: message.id });
+    case 'ask':
+      void answer(message.id, message);
       return;
     case 'close':
       void close(message.graceMs);
