@@ -49,7 +49,11 @@ export class LeaseDesk {
   seat(send: (message: ToWorker) => void): DeskSeat {
     const seat = new DeskSeat(send);
     this.seats.add(seat);
-    for (const backend of this.contended.keys()) send({ t: 'contended', backend, contended: true });
+    // Told once its caller has it: a send made while seat() runs would reach a worker its caller has not built yet.
+    queueMicrotask(() => {
+      if (!this.seats.has(seat)) return;
+      for (const backend of this.contended.keys()) send({ t: 'contended', backend, contended: true });
+    });
     return seat;
   }
 
