@@ -410,6 +410,131 @@ describe('a backend stepped by the reconciler', () => {
   });
 });
 
+describe('a live-config change stepped by the reconciler', () => {
+  const portOf = (replica: { container?: { target: unknown } | undefined }) => String((replica.container!.target as { port: number }).port);
+  const live = (userConfig: unknown) => ({ maxBatchSize: 1, batchWaitTimeoutS: 0, userConfig });
+
+  async function readyWith(replicas: number, userConfig: unknown) {
+    const h = harness(replicas, { userConfig });
+    await h.step(2);
+    h.ready();
+    await h.step(2);
+    expect(h.counts()).toEqual({ ready: replicas });
+    return h;
+  }
+
+  it('takes a new userConfig through updating, keeps routing meanwhile, and saves what each replica holds', async () => {
+    const h = await readyWith(2, { v: 1 });
+    let open = () => undefined as void;
+    h.client.pushGate = new Promise<void>((resolve) => (open = resolve));
+    let configured = false;
+    h.backend.reconfigure(targetOf(saved(2, { v: 2 })));
+    void h.backend.configured().then(() => (configured = true));
+    await h.step();
+    expect(h.counts()).toEqual({ updating: 2 });
+    expect(h.backend.routable()).toHaveLength(2);
+    expect(configured).toBe(false);
+    open();
+    await h.step(2);
+    expect(h.counts()).toEqual({ ready: 2 });
+    expect(configured).toBe(true);
+    expect(h.client.pushes.map((p) => p.config)).toEqual([live({ v: 2 }), live({ v: 2 })]);
+    expect(h.backend.saved().replicaConfigs).toEqual(Object.fromEntries(h.backend.replicas.map((r) => [r.id, h.backend.target.liveHash])));
+  });
+
+  it('pushes a batching change without calling reconfigure again', async () => {
+    const h = await readyWith(1, { v: 1 });
+    h.backend.reconfigure(targetOf({ ...saved(1, { v: 1 }), config: { ...saved(1, { v: 1 }).config, maxBatchSize: 4 } }));
+    await h.step(3);
+    expect(h.client.pushes.map((p) => p.config)).toEqual([{ maxBatchSize: 4, batchWaitTimeoutS: 0 }]);
+    expect(h.backend.isConverged()).toBe(true);
+  });
+
+  it('rolls back when a replica refuses the push: the previous config is the target again and is pushed back', async () => {
+    const h = await readyWith(3, { v: 1 });
+    const before = h.backend.target;
+    const containers = [...h.fake.containers.keys()];
+    const [took, refused, alsoTook] = h.backend.replicas;
+    h.client.refuse.add(portOf(refused!));
+    h.backend.reconfigure(targetOf(saved(3, { v: 2 })));
+    const goal = h.backend.configured();
+    goal.catch(() => undefined);
+    await h.step(2);
+    await expect(goal).rejects.toMatchObject({
+      code: 'RECONFIGURE_FAILED',
+      message: expect.stringMatching(
+        new RegExp(`reconfiguring backend 'model' failed on replica ${refused!.id}: reconfigure threw; the previous config stays in force`),
+      ),
+    });
+    expect(h.backend.target).toEqual(before);
+    for (let i = 0; i < 10 && !h.backend.isConverged(); i++) await h.step();
+    expect(h.backend.isConverged()).toBe(true);
+    expect(h.counts()).toEqual({ ready: 3 });
+    expect([...h.fake.containers.keys()]).toEqual(containers);
+    const pushedBack = h.client.pushes.slice(3);
+    expect(pushedBack.map((p) => p.port).sort()).toEqual([portOf(took!), portOf(alsoTook!)].sort());
+    expect(pushedBack.map((p) => p.config)).toEqual([live({ v: 1 }), live({ v: 1 })]);
+    expect(Object.values(h.backend.saved().replicaConfigs)).not.toContain(targetOf(saved(3, { v: 2 })).liveHash);
+    expect(h.backend.saved().config.userConfig).toEqual({ v: 1 });
+  });
+
+  it('replaces a replica that dies while it takes the new config, and keeps the change', async () => {
+    const h = await readyWith(2, { v: 1 });
+    let open = () => undefined as void;
+    h.client.pushGate = new Promise<void>((resolve) => (open = resolve));
+    const [dying, living] = h.backend.replicas;
+    const next = targetOf(saved(2, { v: 2 }));
+    h.backend.reconfigure(next);
+    let configured = false;
+    void h.backend.configured().then(() => (configured = true));
+    await h.step();
+    expect(h.counts()).toEqual({ updating: 2 });
+    h.fake.exit(dying!.container!.containerId, 137);
+    h.client.unreachable.add(portOf(dying!));
+    open();
+    await h.step(2);
+    expect(h.backend.target).toEqual(next);
+    expect(dying!.state).not.toBe('ready');
+    expect(dying!.failure?.lastError).toMatch(/connection refused/);
+    expect(living!.state).toBe('ready');
+    for (let i = 0; i < 10 && !h.backend.isConverged(); i++) {
+      h.ready();
+      await h.step();
+    }
+    expect(h.counts()).toEqual({ ready: 2 });
+    expect(h.backend.replicas.every((r) => r.liveHash === next.liveHash)).toBe(true);
+    const replacement = h.backend.replicas.find((r) => r !== living)!;
+    expect(replacement.history).toMatchObject({ restarts: 1 });
+    expect(h.client.pushes).toHaveLength(2);
+    expect(configured).toBe(true);
+  });
+
+  it('takes a config change during a code rollout: replicas of the new version get it, the old ones keep theirs until replaced', async () => {
+    const h = await readyWith(3, { v: 1 });
+    const first = h.backend.target.version;
+    h.backend.rollOut(targetOf({ ...saved(3, { v: 1 }), image: 'model:2' }));
+    while (!h.backend.replicas.some((r) => r.version !== first && r.state === 'ready')) {
+      h.ready();
+      await h.step();
+    }
+    const oldPorts = new Set(h.backend.replicas.filter((r) => r.version === first).map(portOf));
+    const next = targetOf({ ...saved(3, { v: 2 }), image: 'model:2' });
+    h.backend.reconfigure(next);
+    const configured = h.backend.configured();
+    for (let i = 0; i < 100 && !h.backend.isConverged(); i++) {
+      h.ready();
+      await h.step();
+    }
+    await configured;
+    expect(h.counts()).toEqual({ ready: 3 });
+    expect(h.backend.replicas.every((r) => r.version === next.version && r.liveHash === next.liveHash)).toBe(true);
+    expect(h.backend.info().rollout?.state).toBe('completed');
+    expect(h.client.pushes.length).toBeGreaterThan(0);
+    expect(h.client.pushes.filter((p) => oldPorts.has(p.port))).toEqual([]);
+    expect(new Set(h.client.pushes.map((p) => JSON.stringify(p.config)))).toEqual(new Set([JSON.stringify(live({ v: 2 }))]));
+  });
+});
+
 describe('adoption', () => {
   function labelsFor(h: ReturnType<typeof harness>, id: string, hashes: { version?: string; config?: string }) {
     return {

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { Clock } from '../../../src/common/clock.js';
+import { FlotillaError } from '../../../src/common/errors.js';
 import type { Logger } from '../../../src/common/logger.js';
 import type { ReplicaClient } from '../../../src/controller/launcher.js';
 import type { LiveConfig } from '../../../src/replica/protocol.js';
@@ -171,8 +172,12 @@ const keyOf = (target: ReplicaTarget): string => ('port' in target ? String(targ
 export class FakeReplicaClient implements ReplicaClient {
   readonly health = new Map<string, number | undefined>();
   readonly pushes: Array<{ port: string; config: LiveConfig }> = [];
-  /** Ports whose config pushes fail. */
+  /** Ports whose config pushes the replica refuses (its reconfigure threw). */
   readonly refuse = new Set<string>();
+  /** Ports whose config pushes find nobody answering (the replica died). */
+  readonly unreachable = new Set<string>();
+  /** While set, pushes wait for it before they are answered. */
+  pushGate: Promise<void> | undefined;
 
   setHealth(status: ReplicaStatus | { target?: ReplicaTarget }, code: number | undefined): void {
     this.health.set(keyOf(status.target!), code);
@@ -180,9 +185,11 @@ export class FakeReplicaClient implements ReplicaClient {
   probeHealth(target: ReplicaTarget): Promise<number | undefined> {
     return Promise.resolve(this.health.get(keyOf(target)));
   }
-  pushConfig(target: ReplicaTarget, _controlSecret: string, config: LiveConfig): Promise<void> {
+  async pushConfig(target: ReplicaTarget, _controlSecret: string, config: LiveConfig): Promise<void> {
     const port = keyOf(target);
     this.pushes.push({ port, config });
-    return this.refuse.has(port) ? Promise.reject(new Error('reconfigure threw')) : Promise.resolve();
+    if (this.pushGate !== undefined) await this.pushGate;
+    if (this.unreachable.has(port)) throw new FlotillaError('REPLICA_UNREACHABLE', 'could not reconfigure a replica: connection refused');
+    if (this.refuse.has(port)) throw new Error('reconfigure threw');
   }
 }
