@@ -1,13 +1,13 @@
 import { rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type {
-  AutoscalingStatus,
   BackendConfig,
   BackendInfo,
   BuildInfo,
   CapacityInfo,
   CreateEndpointOptions,
   EndpointInfo,
+  EventKind,
   ReplicaInfo,
 } from '../api.js';
 import { settlesWithin, type Clock } from '../common/clock.js';
@@ -17,24 +17,24 @@ import { Limiter } from '../common/limiter.js';
 import type { Logger } from '../common/logger.js';
 import type { FlotillaConfig } from '../config/config.js';
 import type { DataPlane, RoutingSnapshot } from '../dataplane/dispatcher.js';
-import { PROTOCOL, type LiveConfig } from '../replica/protocol.js';
+import { PROTOCOL } from '../replica/protocol.js';
 import type { Scheduler } from '../resources/scheduler.js';
 import type { ContainerRuntime } from '../runtime/container-runtime.js';
 import type { ImageBuilder } from '../runtime/image-builder.js';
-import { Autoscaler, type AutoscalingMetrics } from './autoscaler.js';
+import { AutoscaleLoop, Autoscaler, type AutoscalingMetrics } from './autoscaler.js';
 import { withinBounds } from './autoscaling-policy.js';
-import { BackendState, liveConfigOf, savedTarget, targetOf, type BackendTarget } from './backend-state.js';
+import { BackendState } from './backend-state.js';
+import { savedTarget, targetOf, type BackendTarget } from './target.js';
 import { CHECKPOINT_VERSION, parseCheckpoint, type EndpointRecord, type SavedBackend } from '../spec/saved-state.js';
 import { adoptContainers } from './adoption.js';
 import { confinementOf } from '../spec/confinement.js';
 import { checkSupports, shippedModuleText, type ShippableDefinition } from '../spec/definition.js';
 import { EndpointState } from './endpoint-state.js';
-import { TIMING } from './constants.js';
 import { instanceLabels, ReplicaLauncher, runDirOf, type ReplicaClient } from './launcher.js';
-import type { EventRecorder } from './event-log.js';
+import type { EventRecorder, EventSubject } from './event-log.js';
 import { Reconciler } from './reconciler.js';
-import type { Replica, Started } from './replica.js';
 import * as replicaClient from './replica-client.js';
+import { ACTIVE } from './replica-set.js';
 import type { ValidatedRuntimeEnv } from '../spec/runtime-env.js';
 import { InstanceLock, StateStore } from './state-store.js';
 import {
@@ -56,9 +56,9 @@ export interface ControllerDeps {
   dispatcher: DataPlane;
   logger: Logger;
   clock: Clock;
-  /** How replicas are probed and reconfigured; replica-client.ts unless a test fakes it. */
+  /** How the launcher probes and reconfigures replicas; replica-client.ts unless a test fakes it. */
   replicaClient?: ReplicaClient;
-  /** Where replica events go (docs/metrics.md#events). */
+  /** Where API and replica events go (docs/metrics.md#events). */
   events?: EventRecorder;
   /** Where autoscaling decisions and cold starts are counted (docs/metrics.md). */
   autoscalingMetrics?: AutoscalingMetrics;
@@ -75,15 +75,22 @@ function checkContainerSupports(backend: string, runtimeEnv: ValidatedRuntimeEnv
   }
 }
 
+/** A value as JSON for an event's message, cut at 200 characters. */
+function brief(value: unknown): string {
+  const text = JSON.stringify(value) ?? 'undefined';
+  return text.length > 200 ? `${text.slice(0, 199)}…` : text;
+}
+
 const shutDown = (): FlotillaError => new FlotillaError('SHUT_DOWN', 'Flotilla has been shut down; start a new client');
 
 /**
  * The API facade. Every change is validated, the next desired state is saved,
- * and only then is memory changed (a failed save changes nothing); then the
- * reconciler converges on it. Calls wait on their goal (replicas ready,
- * drained, gone), never on each other: no call holds a lock while replicas
- * boot or drain. Only calls that push a live config to one backend wait for
- * each other, per backend.
+ * and only then is memory changed (a failed save changes nothing): a goal set
+ * on the backend (BackendState's reconfigure, rollOut, scaleTo, delete), which
+ * the reconciler converges on. Calls wait on their goal (replicas ready,
+ * configured, drained, gone), never on each other: no call holds a lock while
+ * replicas boot or drain. Only calls that change one backend wait for each
+ * other, per backend. A call that succeeds is recorded as an event.
  */
 export class Controller {
   private readonly backends = new Map<string, BackendState>();
@@ -91,12 +98,8 @@ export class Controller {
   private readonly log: Logger;
   private readonly store: StateStore;
   private readonly lock: InstanceLock;
-  private readonly launcher: ReplicaLauncher;
-  private readonly client: ReplicaClient;
   private readonly reconciler: Reconciler;
   private readonly autoscaler: Autoscaler;
-  /** Per backend, the capacity cap last logged, so that it is logged once per change. */
-  private readonly capsLogged = new Map<string, string>();
   private readonly creating = new Set<string>();
   private readonly perBackend = new Map<string, Promise<unknown>>();
   private stopped = false;
@@ -109,11 +112,10 @@ export class Controller {
     const statePath = join(config.stateDir, 'state', `${config.instance}.json`);
     this.store = new StateStore(statePath);
     this.lock = new InstanceLock(`${statePath}.lock`, clock);
-    this.client = deps.replicaClient ?? replicaClient;
-    this.launcher = new ReplicaLauncher({
+    const launcher = new ReplicaLauncher({
       settings: config,
       runtime,
-      client: this.client,
+      client: deps.replicaClient ?? replicaClient,
       scheduler,
       clock,
       logger,
@@ -122,20 +124,25 @@ export class Controller {
       cut: (target) => dispatcher.cut(target),
     });
     this.autoscaler = new Autoscaler(dispatcher, scheduler);
+    const autoscaling = new AutoscaleLoop({
+      autoscaler: this.autoscaler,
+      backends: () => (this.stopped ? [] : this.liveBackends()),
+      save: () => this.save(this.savedBackends()),
+      logger,
+      ...(deps.events === undefined ? {} : { events: deps.events }),
+      ...(deps.autoscalingMetrics === undefined ? {} : { metrics: deps.autoscalingMetrics }),
+    });
     this.reconciler = new Reconciler({
       backends: this.backends,
       runtime,
-      driver: this.launcher,
+      driver: launcher,
       scheduler,
       clock,
       logger,
       labels: instanceLabels(config.instance),
       settings: config,
-      autoscale: (now) => this.autoscale(now),
-      onStep: () => {
-        this.publish();
-        this.countColdStarts();
-      },
+      autoscaling,
+      onStep: () => this.publish(),
       onConfigsChanged: () => this.saveQuietly(),
       ...(deps.events === undefined ? {} : { events: deps.events }),
     });
@@ -227,6 +234,7 @@ export class Controller {
       throw error;
     }
     this.log.info('backend created', { backend: name, image: state.target.image, replicas: spec.config.numReplicas });
+    this.record('backend.created', { backend: name }, `backend ${name} created with ${state.target.config.numReplicas} replica(s)`);
   }
 
   /**
@@ -247,7 +255,7 @@ export class Controller {
           ? built
           : { ...built, config: { ...built.config, numReplicas: withinBounds(autoscaling, state.target.config.numReplicas) } };
       const want = target.config.numReplicas;
-      const active = state.replicas.filter((r) => r.state !== 'draining' && r.state !== 'failed').length;
+      const active = state.count({ states: ACTIVE });
       if (want > active) this.checkFits(name, spec.resources, want - active);
       const from = state.target.version;
       const undo = state.rollOut(target);
@@ -328,7 +336,7 @@ export class Controller {
       this.log.error('could not forget a backend whose replicas failed', { backend: state.name, error: errorMessage(error) });
       return;
     }
-    state.deleting = { drain: false };
+    state.delete(false);
     this.reconciler.kick();
     await state.converged().catch(() => undefined);
   }
@@ -352,62 +360,6 @@ export class Controller {
     this.reconciler.kick();
   }
 
-  /** The reconcile step's first part: each autoscaled backend's decision is saved, then set as its target. */
-  private autoscale(now: number): void {
-    if (this.stopped) return;
-    const live = this.liveBackends();
-    const autoscaled = new Set(live.filter((b) => b.target.config.autoscaling !== null).map((b) => b.name));
-    this.autoscaler.keepOnly(autoscaled);
-    for (const name of this.capsLogged.keys()) if (!autoscaled.has(name)) this.capsLogged.delete(name);
-    for (const state of live) {
-      const config = state.target.config.autoscaling;
-      if (config === null || state.rolloutStatus?.state === 'paused') continue;
-      const change = this.autoscaler.step(state, config, now);
-      this.logCap(state.name, this.autoscaler.status(state));
-      if (change === undefined) continue;
-      const undo = state.scaleTo(change.to);
-      try {
-        this.save(this.savedBackends());
-      } catch (error) {
-        undo();
-        this.log.error('could not save an autoscaling decision; trying again next step', {
-          backend: state.name,
-          error: errorMessage(error),
-        });
-        continue;
-      }
-      const { from, to, direction, reason } = change.decision;
-      this.log.info(`autoscaling ${state.name} ${direction} from ${from} to ${to} replica(s)`, { backend: state.name, from, to, reason });
-      this.deps.events?.record(
-        'autoscaling.decided',
-        { backend: state.name },
-        `autoscaling ${state.name} from ${from} to ${to} replica(s): ${reason}`,
-      );
-      this.deps.autoscalingMetrics?.decision(state.name, direction);
-    }
-  }
-
-  /** Logs (and records as an event) a capacity cap when it starts or changes, not on every step. */
-  private logCap(name: string, status: AutoscalingStatus | null): void {
-    const cap = status?.heldBack?.by === 'capacity' ? status.heldBack.message : '';
-    if (cap === (this.capsLogged.get(name) ?? '')) return;
-    if (cap === '') {
-      this.capsLogged.delete(name);
-      this.log.info('autoscaling no longer capped by capacity', { backend: name });
-      return;
-    }
-    this.capsLogged.set(name, cap);
-    this.log.warn(`autoscaling ${name} is capped by capacity: ${cap}`, { backend: name, running: status?.runningReplicas });
-    this.deps.events?.record('autoscaling.capped', { backend: name }, `autoscaling ${name} is capped by capacity: ${cap}`);
-  }
-
-  private countColdStarts(): void {
-    for (const { backend, seconds } of this.autoscaler.coldStartsEnded(this.deps.clock.now())) {
-      this.log.info('cold start: the first replica is ready', { backend, seconds });
-      this.deps.autoscalingMetrics?.coldStart(backend, seconds);
-    }
-  }
-
   listReplicas(name: string): ReplicaInfo[] {
     return this.backend(name).replicaInfo();
   }
@@ -423,16 +375,20 @@ export class Controller {
   }
 
   /**
-   * Applies a partial config. Live settings (userConfig, batching) are pushed
-   * to every ready replica first; if any replica refuses, those that took it
-   * get the old settings back and the call fails with the config unchanged.
-   * A new replica count resolves once the backend runs exactly that many.
+   * Applies a partial config: a new target of the same version. A new live
+   * config (userConfig, batching) is taken by the ready replicas in place; if
+   * one refuses it, the backend rolls back to the previous config, pushes it to
+   * those that took it, and the call fails. A new replica count resolves once
+   * the backend runs exactly that many; if one fails to start, the previous
+   * config is restored the same way.
    */
   async updateBackendConfig(name: string, patch: unknown): Promise<void> {
     const changes = validateConfigPatch(patch);
-    return this.exclusive(name, () => {
+    return this.exclusive(name, async () => {
       const state = this.backend(name);
-      return this.applyConfig(state, changes, state.target);
+      const before = state.info();
+      await this.applyConfig(state, changes, state.target);
+      this.recordConfigChange(name, patch as Record<string, unknown>, before);
     });
   }
 
@@ -452,90 +408,48 @@ export class Controller {
     checkSupports(name, previous.definition, next);
     checkContainerSupports(name, previous.runtimeEnv, next);
     if (next.numReplicas > previous.config.numReplicas) {
-      this.checkFits(name, previous.resources, next.numReplicas - state.replicas.filter((r) => r.state !== 'draining').length);
+      this.checkFits(name, previous.resources, next.numReplicas - state.count({ states: [...ACTIVE, 'failed'] }));
     }
-    const userConfigChanged = 'userConfig' in changes && JSON.stringify(next.userConfig) !== JSON.stringify(previous.config.userConfig);
-    const liveChanged =
-      userConfigChanged ||
-      next.maxBatchSize !== previous.config.maxBatchSize ||
-      next.batchWaitTimeoutS !== previous.config.batchWaitTimeoutS;
     const target = targetOf({ ...savedTarget(base), config: next });
-    this.retarget(state, target);
-    const forward = { live: liveConfigOf(next, userConfigChanged), hash: target.liveHash };
-    const back = {
-      live: liveConfigOf(previous.config, userConfigChanged && previous.config.userConfig !== null),
-      hash: previous.liveHash,
-    };
-    if (liveChanged) {
-      try {
-        await this.pushLive(state, forward, back);
-      } catch (error) {
-        this.retarget(state, previous);
-        throw error;
-      }
-    }
+    this.saveTarget(state, target);
+    state.reconfigure(target);
     this.reconciler.kick();
-    if (next.numReplicas !== previous.config.numReplicas) {
-      try {
-        await this.convergence(state);
-      } catch (error) {
-        if (this.backends.get(name) === state && state.deleting === undefined) {
-          if (liveChanged) await this.pushLive(state, back, undefined).catch(() => undefined);
-          this.retarget(state, previous);
-          this.reconciler.kick();
-        }
-        throw error;
+    const scaled = next.numReplicas !== previous.config.numReplicas;
+    const liveChanged = target.liveHash !== previous.liveHash;
+    try {
+      if (scaled) await this.convergence(state);
+      else if (liveChanged) await this.configuration(state);
+    } catch (error) {
+      if (this.backends.get(name) !== state || state.deleting !== undefined) throw error;
+      // A refused live config was rolled back by the backend itself; a replica that failed to start is undone here.
+      if (state.target.liveHash !== previous.liveHash || scaled) {
+        this.saveTarget(state, previous);
+        state.retarget(previous);
+        this.reconciler.kick();
       }
+      if (liveChanged) await this.configuration(state).catch(() => undefined);
+      throw error;
     }
     this.log.info('backend config updated', { backend: name, changes: Object.keys(changes) });
   }
 
-  /** Saves the backend with a new target, then sets it. */
-  private retarget(state: BackendState, target: BackendTarget): void {
+  /** Saves the backend with a new target, before memory is changed. */
+  private saveTarget(state: BackendState, target: BackendTarget): void {
     this.save(this.savedBackends().map((b) => (b.name === state.name ? { ...state.saved(), ...savedTarget(target) } : b)));
-    state.retarget(target);
   }
 
-  /**
-   * Pushes `push` to every ready replica; on a failure, those that took it get
-   * `undo` (when given) and the call fails. Each replica's saved config hash
-   * follows what it holds, 'unknown' when an undo failed too, so that the
-   * reconciler (and a control plane adopting it later) pushes it again.
-   */
-  private async pushLive(state: BackendState, push: LivePush, undo: LivePush | undefined): Promise<void> {
-    state.pushing = true;
-    try {
-      const targets = state.replicas.filter((r) => r.state === 'ready' && r.container !== undefined);
-      const results = await Promise.allSettled(targets.map((r) => this.pushTo(r.container!, push.live)));
-      const failed = results.findIndex((result) => result.status === 'rejected');
-      const hashes = new Map<Replica, string>();
-      targets.forEach((replica, index) => {
-        if (results[index]?.status === 'fulfilled') hashes.set(replica, push.hash);
-      });
-      if (failed >= 0 && undo !== undefined) {
-        const applied = [...hashes.keys()];
-        const undone = await Promise.allSettled(applied.map((r) => this.pushTo(r.container!, undo.live)));
-        applied.forEach((replica, index) => hashes.set(replica, undone[index]?.status === 'fulfilled' ? undo.hash : 'unknown'));
-      }
-      for (const [replica, hash] of hashes) {
-        replica.liveHash = hash;
-        state.replicaConfigs[replica.id] = hash;
-      }
-      this.saveQuietly();
-      if (failed < 0) return;
-      const reason = (results[failed] as PromiseRejectedResult).reason as unknown;
-      const code = isFlotillaError(reason) ? reason.code : 'RECONFIGURE_FAILED';
-      throw new FlotillaError(
-        code,
-        `reconfiguring backend '${state.name}' failed on replica ${targets[failed]?.id}: ${errorMessage(reason)}; the previous config stays in force`,
-      );
-    } finally {
-      state.pushing = false;
-    }
-  }
-
-  private pushTo(container: Started, config: LiveConfig): Promise<void> {
-    return this.client.pushConfig(container.target, container.controlSecret ?? '', config, TIMING.configPushTimeoutMs);
+  /** The events of a config change that succeeded: scaled, reconfigured (userConfig), updated (the other keys that changed). */
+  private recordConfigChange(name: string, patch: Record<string, unknown>, before: BackendInfo): void {
+    const { numReplicas, userConfig, ...rest } = patch;
+    const subject = { backend: name };
+    if (numReplicas !== undefined && numReplicas !== before.numReplicas)
+      this.record('backend.scaled', subject, `backend ${name} scaled from ${before.numReplicas} to ${String(numReplicas)} replica(s)`);
+    if ('userConfig' in patch)
+      this.record('backend.reconfigured', subject, `backend ${name} reconfigured: userConfig ${brief(userConfig)}`);
+    const was = before as unknown as Record<string, unknown>;
+    const changed = Object.keys(rest).filter((key) => JSON.stringify(rest[key]) !== JSON.stringify(was[key]));
+    if (changed.length > 0)
+      this.record('backend.updated', subject, `backend ${name} updated: ${changed.map((key) => `${key} ${brief(rest[key])}`).join(', ')}`);
   }
 
   /** Stops routing to the backend's replicas, lets their requests finish (unless forced), then removes them. */
@@ -552,10 +466,11 @@ export class Controller {
         );
       }
       this.save(this.savedBackends().filter((b) => b.name !== name));
-      state.deleting = { drain: !force };
+      state.delete(!force);
       this.reconciler.kick();
       await this.convergence(state);
       this.log.info('backend deleted', { backend: name, force });
+      this.record('backend.deleted', { backend: name }, `backend ${name} deleted${force ? ' (forced)' : ''}`);
     });
   }
 
@@ -577,6 +492,8 @@ export class Controller {
       this.save(this.savedBackends(), this.endpoints.with(record));
       this.endpoints.set(record);
       this.log.info('endpoint created', { endpoint: name, route, backend });
+      const where = route === null ? 'for handles only' : `at ${route}`;
+      this.record('endpoint.created', { endpoint: name, backend }, `endpoint ${name} created ${where}, serving ${backend}`);
     });
   }
 
@@ -600,6 +517,8 @@ export class Controller {
       this.save(this.savedBackends(), this.endpoints.with(record));
       this.endpoints.set(record);
       this.log.info('traffic set', { endpoint: name, traffic });
+      const split = Object.entries(traffic).map(([backend, weight]) => `${backend} ${weight}`);
+      this.record('traffic.set', { endpoint: name }, `endpoint ${name} traffic: ${split.join(', ')}`);
     });
   }
 
@@ -617,6 +536,8 @@ export class Controller {
       this.save(this.savedBackends(), this.endpoints.with(record));
       this.endpoints.set(record);
       this.log.info('shadow traffic set', { endpoint: name, backend, proportion: share });
+      const what = share === 0 ? `no longer shadows to ${backend}` : `shadows ${share} of its requests to ${backend}`;
+      this.record('shadow.set', { endpoint: name, backend }, `endpoint ${name} ${what}`);
     });
   }
 
@@ -638,6 +559,7 @@ export class Controller {
     );
     await settlesWithin(this.deps.dispatcher.endpointIdle(name), graceS * 1000);
     this.log.info('endpoint deleted', { endpoint: name });
+    this.record('endpoint.deleted', { endpoint: name }, `endpoint ${name} deleted`);
   }
 
   /** Drains and stops every replica this instance started, including any not in the desired state. Idempotent. */
@@ -649,7 +571,7 @@ export class Controller {
       const backends = [...this.backends.values()];
       for (const backend of backends) {
         backend.abandon(shutDown());
-        backend.deleting = { drain: true };
+        backend.delete(true);
       }
       this.publish();
       this.reconciler.kick();
@@ -668,6 +590,11 @@ export class Controller {
   /** Waits until the backend's replicas match its target (or it is gone, when deleting). */
   private async convergence(state: BackendState): Promise<void> {
     if (!state.isConverged()) await state.converged();
+  }
+
+  /** Waits until the backend's ready replicas hold its target's live config. */
+  private async configuration(state: BackendState): Promise<void> {
+    if (!state.isConfigured()) await state.configured();
   }
 
   /** Runs a change to the desired state that has nothing to wait for: it is atomic, since it never awaits. */
@@ -737,8 +664,14 @@ export class Controller {
       throw new FlotillaError(
         'STATE_SAVE_FAILED',
         `saving the state file ${this.store.path} failed (${errorMessage(error)}); nothing was changed. Check the disk and the permissions of stateDir`,
+        undefined,
+        { cause: error },
       );
     }
+  }
+
+  private record(kind: EventKind, subject: EventSubject, message: string): void {
+    this.deps.events?.record(kind, subject, message);
   }
 
   /** Saves what memory holds, for bookkeeping the reconciler changed (config hashes); a failure is logged. */
@@ -769,10 +702,4 @@ export class Controller {
     this.published = text;
     this.deps.dispatcher.update(snapshot);
   }
-}
-
-/** A live config to push, and the hash of the config a replica holds once it took it. */
-interface LivePush {
-  live: LiveConfig;
-  hash: string;
 }

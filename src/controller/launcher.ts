@@ -10,7 +10,7 @@ import { PROTOCOL, type LiveConfig, type ReplicaEntry } from '../replica/protoco
 import type { Scheduler } from '../resources/scheduler.js';
 import type { ContainerRuntime, ReplicaSpec, ReplicaStatus, ReplicaTarget, ReplicaTransport } from '../runtime/container-runtime.js';
 import { APP_DIR, SHIPPED_MODULE } from '../runtime/image-builder.js';
-import { liveConfigOf, type BackendTarget } from './backend-state.js';
+import { liveConfigOf, type BackendTarget } from './target.js';
 import { confinementOf } from '../spec/confinement.js';
 import { TIMING } from './constants.js';
 import type { Replica, ReplicaDriver, Started } from './replica.js';
@@ -183,8 +183,10 @@ export class ReplicaLauncher implements ReplicaDriver {
     return `exited with code ${status.exitCode ?? 'unknown'}${last === '' ? '' : `; last log line: ${last}`}`;
   }
 
+  /** The target's live config; its userConfig only when the replica may hold another one (reconfigure is not called again). */
   push(target: BackendTarget, replica: Replica): Promise<void> {
-    const live = liveConfigOf(target.config, target.config.userConfig !== null);
+    const held = replica.userConfigHash;
+    const live = liveConfigOf(target.config, held === undefined ? target.config.userConfig !== null : held !== target.userConfigHash);
     const { target: address, controlSecret } = replica.container!;
     return this.deps.client.pushConfig(address, controlSecret ?? '', live, TIMING.configPushTimeoutMs);
   }

@@ -12,8 +12,8 @@ function fakeBackend(config: AutoscalingConfig, replicas: number) {
     name: 'b',
     ready: replicas,
     target: { config: { numReplicas: replicas, autoscaling: config }, resources: { numCpus: 1, memoryMb: null, numGpus: 0 } },
-    get replicas() {
-      return Array.from({ length: backend.ready }, () => ({ state: 'ready' }));
+    count() {
+      return backend.ready;
     },
     routable() {
       return Array.from({ length: backend.ready }, (_, i) => ({ id: `r${i}` }));

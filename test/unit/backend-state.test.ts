@@ -5,7 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { LABELS } from '../../src/common/labels.js';
 import { loadConfig } from '../../src/config/config.js';
 import { Limiter } from '../../src/common/limiter.js';
-import { BackendState, targetOf } from '../../src/controller/backend-state.js';
+import { BackendState } from '../../src/controller/backend-state.js';
+import { targetOf } from '../../src/controller/target.js';
 import { parseCheckpoint } from '../../src/spec/saved-state.js';
 import { adoptContainers } from '../../src/controller/adoption.js';
 import { ReplicaLauncher } from '../../src/controller/launcher.js';
@@ -331,7 +332,7 @@ describe('a backend stepped by the reconciler', () => {
     await h.step(2);
     const [busy, idle] = h.backend.replicas;
     const finish = h.holdRequest(busy!.id);
-    h.backend.deleting = { drain: true };
+    h.backend.delete(true);
     await h.step();
     expect(h.counts()).toEqual({ draining: 2 });
     expect(h.backend.routable()).toEqual([]);
@@ -349,7 +350,7 @@ describe('a backend stepped by the reconciler', () => {
     forced.ready();
     await forced.step(2);
     forced.holdRequest(forced.backend.replicas[0]!.id);
-    forced.backend.deleting = { drain: false };
+    forced.backend.delete(false);
     await forced.step(2);
     expect(forced.counts()).toEqual({});
     expect(forced.fake.stops.map((s) => s.timeoutS)).toEqual([0]);
