@@ -4,7 +4,7 @@ import { Autoscaler } from '../../src/controller/autoscaler.js';
 import type { BackendState } from '../../src/controller/backend-state.js';
 import { DEFAULT_AUTOSCALING_CONFIG } from '../../src/spec/validation.js';
 import { Scheduler } from '../../src/resources/scheduler.js';
-import { ManualClock } from './fakes/fake-runtime.js';
+import { ManualClock } from './fakes/manual-clock.js';
 
 /** The parts of a backend the autoscaler reads: its name, target, resources and how many replicas are ready. */
 function fakeBackend(config: AutoscalingConfig, replicas: number) {

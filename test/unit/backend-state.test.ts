@@ -15,7 +15,10 @@ import { DEFAULT_BACKEND_CONFIG } from '../../src/spec/validation.js';
 import { Scheduler } from '../../src/resources/scheduler.js';
 import type { ContainerRuntime, ReplicaStatus } from '../../src/runtime/container-runtime.js';
 import { TimedRuntime } from '../../src/runtime/timed-runtime.js';
-import { FakeReplicaClient, FakeRuntime, ManualClock, silentLogger } from './fakes/fake-runtime.js';
+import { FakeReplicaClient } from './fakes/fake-replica-client.js';
+import { FakeRuntime } from './fakes/fake-runtime.js';
+import { ManualClock } from './fakes/manual-clock.js';
+import { silentLogger } from './fakes/silent-logger.js';
 
 const HEALTH_PERIOD_MS = 2000;
 const READY_TIMEOUT_MS = 10_000;

@@ -9,7 +9,9 @@ import { Controller } from '../../src/controller/controller.js';
 import type { RoutingSnapshot } from '../../src/dataplane/dispatcher.js';
 import { Scheduler } from '../../src/resources/scheduler.js';
 import type { ReplicaStatus } from '../../src/runtime/container-runtime.js';
-import { FakeReplicaClient, FakeRuntime, silentLogger } from './fakes/fake-runtime.js';
+import { FakeReplicaClient } from './fakes/fake-replica-client.js';
+import { FakeRuntime } from './fakes/fake-runtime.js';
+import { silentLogger } from './fakes/silent-logger.js';
 
 const running: Controller[] = [];
 afterEach(async () => {

@@ -12,7 +12,10 @@ import { Reconciler } from '../../src/controller/reconciler.js';
 import { DEFAULT_BACKEND_CONFIG } from '../../src/spec/validation.js';
 import { Scheduler } from '../../src/resources/scheduler.js';
 import { TimedRuntime } from '../../src/runtime/timed-runtime.js';
-import { FakeReplicaClient, FakeRuntime, ManualClock, silentLogger } from './fakes/fake-runtime.js';
+import { FakeReplicaClient } from './fakes/fake-replica-client.js';
+import { FakeRuntime } from './fakes/fake-runtime.js';
+import { ManualClock } from './fakes/manual-clock.js';
+import { silentLogger } from './fakes/silent-logger.js';
 
 function setup() {
   const clock = new ManualClock();
