@@ -661,8 +661,11 @@ describe('a rolling update stepped by the reconciler', () => {
     expect(done).toBe(true);
   });
 
-  it('replaces in place, one at a time, when there is no room to surge, and says so', async () => {
-    const h = harness(3, { cpus: 3 });
+  it.each([
+    ['when there is no room to surge, and says so', { cpus: 3 }, 0],
+    ['with maxSurge 0 even when there is room', { maxSurge: 0 }, 5],
+  ])('replaces in place, one at a time, %s', async (_what, options, cpusLeft) => {
+    const h = harness(3, options);
     await readyOn(h);
     const first = h.backend.target.version;
     h.backend.rollOut(v2());
@@ -671,22 +674,12 @@ describe('a rolling update stepped by the reconciler', () => {
     expect(byVersion(h, first)).toEqual({ 'v1 ready': 2, 'v1 draining': 1 });
     await h.step(3);
     expect(byVersion(h, first)).toEqual({ 'v1 ready': 2, 'v2 starting': 1 });
-    const { fewestReady } = await stepThrough(h);
-    expect(fewestReady).toBe(2);
-    expect(byVersion(h, first)).toEqual({ 'v2 ready': 3 });
-    expect(h.backend.info().rollout?.state).toBe('completed');
-    expect(h.scheduler.free().cpus).toBe(0);
-  });
-
-  it('replaces in place with maxSurge 0 even when there is room', async () => {
-    const h = harness(3, { maxSurge: 0 });
-    await readyOn(h);
-    h.backend.rollOut(v2());
-    await h.step();
-    expect(h.backend.info().rollout?.state).toBe('in-place');
     const { fewestReady, mostLive } = await stepThrough(h);
     expect(fewestReady).toBe(2);
     expect(mostLive).toBe(3);
+    expect(byVersion(h, first)).toEqual({ 'v2 ready': 3 });
+    expect(h.backend.info().rollout?.state).toBe('completed');
+    expect(h.scheduler.free().cpus).toBe(cpusLeft);
   });
 
   it('rolls back when a replica of the new version fails to start, and the old version keeps serving throughout', async () => {
