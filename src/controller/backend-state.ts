@@ -5,11 +5,11 @@ import type { Logger } from '../common/logger.js';
 import type { Placement, Scheduler } from '../resources/scheduler.js';
 import type { SavedBackend, SavedRollout } from '../spec/saved-state.js';
 import { backoffMs, TIMING } from './constants.js';
-import { summarize } from '../spec/definition.js';
 import type { EventRecorder } from './event-log.js';
-import { Replica, type ReplicaHistory, type ReplicaState, type StepContext } from './replica.js';
+import { infoOf, Replica, type ReplicaHistory, type StepContext } from './replica.js';
+import { recordReplicaChanges, replicaMoments } from './replica-events.js';
 import { ACTIVE, LEAVING, ReplicaSet, SERVING, type ReplicaQuery } from './replica-set.js';
-import { savedTarget, targetOf, type BackendTarget } from './target.js';
+import { infoOfTarget, savedTarget, targetOf, type BackendTarget } from './target.js';
 
 interface Waiter {
   /** converged(): the replicas match the target; configured(): the ready ones of its version hold its live config. */
@@ -216,7 +216,7 @@ export class BackendState {
       },
       onRefused: (replica, error) => this.refused(ctx, replica, error),
     };
-    const before = new Map(this.replicas.map((r) => [r, { state: r.state, started: r.container !== undefined }]));
+    const before = replicaMoments(this.replicas);
     if (this.deleteAs !== undefined) this.replicas.forEach((r) => r.retire(this.deleteAs!.drain));
     for (const replica of this.replicas) replica.update(this.stepFor(replica, step));
     const leaving = this.set.removeStopped();
@@ -236,7 +236,7 @@ export class BackendState {
       );
     }
     if (this.deleteAs === undefined) this.converge(ctx, { ...step, target: this.target });
-    if (ctx.events !== undefined) this.recordChanges(ctx.events, before);
+    if (ctx.events !== undefined) recordReplicaChanges(ctx.events, this.name, before, this.replicas);
     if (this.deleteAs === undefined && this.isConfigured()) {
       this.configFrom = undefined;
       this.settle(undefined, false, 'configured');
@@ -244,27 +244,6 @@ export class BackendState {
     if (this.isConverged()) {
       if (this.rollout !== undefined && ROLLING.has(this.rollout.state)) this.finishRollout(ctx);
       this.settle();
-    }
-  }
-
-  /** The events of what the step changed in each replica it began with, then of the replacements it started. */
-  private recordChanges(events: EventRecorder, before: Map<Replica, { state: ReplicaState; started: boolean }>): void {
-    for (const [replica, was] of before) {
-      const subject = { backend: this.name, replica: replica.id };
-      const what = `replica ${replica.id} of ${this.name}`;
-      if (!was.started && replica.container !== undefined)
-        events.record('replica.started', subject, `${what} started in container ${replica.container.containerId.slice(0, 12)}`);
-      if (was.state === replica.state) continue;
-      if (replica.state === 'ready' && was.state === 'starting') events.record('replica.ready', subject, `${what} is ready`);
-      if (replica.state === 'failed')
-        events.record('replica.failed', subject, `${what} failed: ${replica.failure?.lastError ?? 'unknown'}`);
-      if (replica.state === 'stopped' && was.state === 'draining') events.record('replica.stopped', subject, `${what} stopped`);
-    }
-    for (const replica of this.replicas) {
-      const { restarts, lastError } = replica.history;
-      if (before.has(replica) || restarts === 0) continue;
-      const message = `replica ${replica.id} of ${this.name} replaces a failed one (restart ${restarts}): ${lastError}`;
-      events.record('replica.replaced', { backend: this.name, replica: replica.id }, message);
     }
   }
 
@@ -484,38 +463,11 @@ export class BackendState {
   }
 
   info(): BackendInfo {
-    const { config, definition, initArgs, runtimeEnv, resources } = this.target;
-    const env = Object.fromEntries(Object.entries(runtimeEnv).filter(([, value]) => value !== undefined));
-    return {
-      ...structuredClone(config),
-      definition: summarize(definition),
-      initArgs: structuredClone(initArgs),
-      runtimeEnv: structuredClone(env),
-      resources: structuredClone(resources),
-      version: this.target.version,
-      contextDigest: this.target.contextDigest ?? null,
-      rollout: this.rollout === undefined ? null : { ...this.rollout },
-      autoscalingStatus: null,
-    };
+    return infoOfTarget(this.target, this.rollout);
   }
 
   replicaInfo(): ReplicaInfo[] {
-    return this.replicas.flatMap((r) =>
-      r.state === 'stopped'
-        ? []
-        : [
-            {
-              id: r.id,
-              state: r.state,
-              containerId: r.container?.containerId ?? '',
-              startedAt: new Date(r.container?.startedAt ?? 0).toISOString(),
-              restarts: r.history.restarts,
-              lastError: r.history.lastError,
-              placement: { ...r.placement, gpuIds: [...r.placement.gpuIds] },
-              version: r.version,
-            },
-          ],
-    );
+    return this.set.filter({ states: [...ACTIVE, ...LEAVING] }).map(infoOf);
   }
 
   /** The ready replicas the proxy may route to. */

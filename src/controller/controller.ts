@@ -1,5 +1,4 @@
-import { rmSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type {
   BackendConfig,
   BackendInfo,
@@ -12,41 +11,29 @@ import type {
 } from '../api.js';
 import { settlesWithin, type Clock } from '../common/clock.js';
 import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
-import { shortId } from '../common/ids.js';
-import { Limiter } from '../common/limiter.js';
+import { KeyedQueue, Limiter } from '../common/limiter.js';
 import type { Logger } from '../common/logger.js';
 import type { FlotillaConfig } from '../config/config.js';
-import type { DataPlane, RoutingSnapshot } from '../dataplane/dispatcher.js';
-import { PROTOCOL } from '../replica/protocol.js';
+import type { DataPlane } from '../dataplane/dispatcher.js';
 import type { Scheduler } from '../resources/scheduler.js';
 import type { ContainerRuntime } from '../runtime/container-runtime.js';
 import type { ImageBuilder } from '../runtime/image-builder.js';
 import { AutoscaleLoop, Autoscaler, type AutoscalingMetrics } from './autoscaler.js';
-import { withinBounds } from './autoscaling-policy.js';
 import { BackendState } from './backend-state.js';
-import { savedTarget, targetOf, type BackendTarget } from './target.js';
-import { CHECKPOINT_VERSION, parseCheckpoint, type EndpointRecord, type SavedBackend } from '../spec/saved-state.js';
+import { patchedConfig, rolloutTarget, savedTarget, targetOf, type BackendTarget } from './target.js';
+import type { EndpointRecord } from '../spec/saved-state.js';
 import { adoptContainers } from './adoption.js';
-import { confinementOf } from '../spec/confinement.js';
-import { checkSupports, shippedModuleText, type ShippableDefinition } from '../spec/definition.js';
-import { EndpointState } from './endpoint-state.js';
-import { instanceLabels, ReplicaLauncher, runDirOf, type ReplicaClient } from './launcher.js';
+import { checkSupports, type ShippableDefinition } from '../spec/definition.js';
+import { configChangeEvents } from './api-events.js';
+import { buildTarget, checkBackend, checkContainerSupports, checkFits } from './backend-build.js';
+import { DesiredState, shutDown } from './desired-state.js';
+import { checkSocketPaths, instanceLabels, ReplicaLauncher, type ReplicaClient } from './launcher.js';
 import type { EventRecorder, EventSubject } from './event-log.js';
 import { Reconciler } from './reconciler.js';
 import * as replicaClient from './replica-client.js';
 import { ACTIVE } from './replica-set.js';
-import type { ValidatedRuntimeEnv } from '../spec/runtime-env.js';
 import { InstanceLock, StateStore } from './state-store.js';
-import {
-  validateBackendOptions,
-  validateConfigPatch,
-  validateEndpointOptions,
-  validateName,
-  validateProportion,
-  validateTraffic,
-} from '../spec/validation.js';
-
-const MAX_UNIX_SOCKET_PATH = 107;
+import { validateConfigPatch } from '../spec/validation.js';
 
 export interface ControllerDeps {
   config: FlotillaConfig;
@@ -64,25 +51,6 @@ export interface ControllerDeps {
   autoscalingMetrics?: AutoscalingMetrics;
 }
 
-/** A plain HTTP container (runtimeEnv image + port) cannot take userConfig or batch. */
-function checkContainerSupports(backend: string, runtimeEnv: ValidatedRuntimeEnv, config: BackendConfig): void {
-  if (runtimeEnv.port === undefined) return;
-  if (config.userConfig !== null || config.maxBatchSize > 1) {
-    throw new FlotillaError(
-      'INVALID_ARGUMENT',
-      `backend '${backend}' is a plain HTTP container (runtimeEnv.port): it cannot take userConfig or batching, which need the replica protocol`,
-    );
-  }
-}
-
-/** A value as JSON for an event's message, cut at 200 characters. */
-function brief(value: unknown): string {
-  const text = JSON.stringify(value) ?? 'undefined';
-  return text.length > 200 ? `${text.slice(0, 199)}…` : text;
-}
-
-const shutDown = (): FlotillaError => new FlotillaError('SHUT_DOWN', 'Flotilla has been shut down; start a new client');
-
 /**
  * The API facade. Every change is validated, the next desired state is saved,
  * and only then is memory changed (a failed save changes nothing): a goal set
@@ -93,16 +61,16 @@ const shutDown = (): FlotillaError => new FlotillaError('SHUT_DOWN', 'Flotilla h
  * other, per backend. A call that succeeds is recorded as an event.
  */
 export class Controller {
-  private readonly backends = new Map<string, BackendState>();
-  private endpoints = new EndpointState();
+  private readonly desired: DesiredState;
+  private readonly backends: Map<string, BackendState>;
   private readonly log: Logger;
   private readonly store: StateStore;
   private readonly lock: InstanceLock;
+  private readonly launcher: ReplicaLauncher;
   private readonly reconciler: Reconciler;
   private readonly autoscaler: Autoscaler;
   private readonly creating = new Set<string>();
-  private readonly perBackend = new Map<string, Promise<unknown>>();
-  private stopped = false;
+  private readonly perBackend = new KeyedQueue();
   private shuttingDown: Promise<void> | undefined;
   private published = '';
 
@@ -111,8 +79,10 @@ export class Controller {
     this.log = logger.child({ component: 'controller' });
     const statePath = join(config.stateDir, 'state', `${config.instance}.json`);
     this.store = new StateStore(statePath);
+    this.desired = new DesiredState(this.store, this.log);
+    this.backends = this.desired.backends;
     this.lock = new InstanceLock(`${statePath}.lock`, clock);
-    const launcher = new ReplicaLauncher({
+    const launcher = (this.launcher = new ReplicaLauncher({
       settings: config,
       runtime,
       client: deps.replicaClient ?? replicaClient,
@@ -122,12 +92,12 @@ export class Controller {
       limiter: new Limiter(config.maxConcurrentReplicaOps),
       drained: (backend, id) => dispatcher.drained(backend, id),
       cut: (target) => dispatcher.cut(target),
-    });
+    }));
     this.autoscaler = new Autoscaler(dispatcher, scheduler);
     const autoscaling = new AutoscaleLoop({
       autoscaler: this.autoscaler,
-      backends: () => (this.stopped ? [] : this.liveBackends()),
-      save: () => this.save(this.savedBackends()),
+      backends: () => (this.desired.stopped ? [] : this.desired.live()),
+      save: () => this.desired.save(this.desired.savedBackends()),
       logger,
       ...(deps.events === undefined ? {} : { events: deps.events }),
       ...(deps.autoscalingMetrics === undefined ? {} : { metrics: deps.autoscalingMetrics }),
@@ -143,7 +113,7 @@ export class Controller {
       settings: config,
       autoscaling,
       onStep: () => this.publish(),
-      onConfigsChanged: () => this.saveQuietly(),
+      onConfigsChanged: () => this.desired.saveQuietly(),
       ...(deps.events === undefined ? {} : { events: deps.events }),
     });
   }
@@ -166,26 +136,16 @@ export class Controller {
 
   private async restore(): Promise<void> {
     const { config, runtime, scheduler, clock } = this.deps;
-    const socketPath = join(runDirOf(config), shortId(), PROTOCOL.socketName);
-    if (config.transport === 'unix' && socketPath.length > MAX_UNIX_SOCKET_PATH) {
-      throw new FlotillaError(
-        'INVALID_ARGUMENT',
-        `replica sockets under ${config.stateDir} would be longer than ${MAX_UNIX_SOCKET_PATH} characters; use a shorter stateDir or the tcp transport`,
-      );
-    }
-    const saved = parseCheckpoint(this.store.path, this.store.load());
-    for (const backend of saved?.backends ?? []) {
-      this.backends.set(backend.name, new BackendState(targetOf(backend), backend.replicaConfigs, backend.rollout));
-    }
-    this.endpoints = new EndpointState(saved?.endpoints);
+    checkSocketPaths(config);
+    const restored = this.desired.load();
     const strays = adoptContainers(this.backends, await runtime.listReplicas(instanceLabels(config.instance)), scheduler, clock.now());
     if (strays.length > 0) {
       this.log.warn('removing containers that are not in the desired state', { count: strays.length });
       await Promise.all(strays.map((status) => runtime.stopReplica(status.containerId, 0)));
     }
-    if (saved !== undefined) {
+    if (restored) {
       const adopted = [...this.backends.values()].reduce((sum, b) => sum + b.replicas.length, 0);
-      this.log.info('restored state', { backends: this.backends.size, endpoints: this.endpoints.size, adopted });
+      this.log.info('restored state', { backends: this.backends.size, endpoints: this.desired.endpoints.size, adopted });
     }
     this.publish();
     this.reconciler.kick();
@@ -193,7 +153,7 @@ export class Controller {
 
   /** Stops managing replicas without touching them, e.g. when the control plane exits; a later init() adopts them. */
   detach(): Promise<void> {
-    this.stopped = true;
+    this.desired.stopped = true;
     this.reconciler.stop();
     for (const backend of this.backends.values()) backend.abandon(shutDown());
     this.lock.release();
@@ -202,26 +162,26 @@ export class Controller {
 
   /** Runs a reconcile observation soon, e.g. after the proxy saw a replica fail. */
   async tick(): Promise<void> {
-    if (!this.stopped || this.shuttingDown !== undefined) await this.reconciler.observe();
+    if (!this.desired.stopped || this.shuttingDown !== undefined) await this.reconciler.observe();
   }
 
   async createBackend(name: string, shippable: ShippableDefinition, options?: unknown): Promise<void> {
-    const spec = this.checkBackend(name, shippable, options);
+    const spec = checkBackend(name, shippable, options, this.deps.config);
     const checkFree = (): void => {
-      if (this.stopped) throw shutDown();
+      if (this.desired.stopped) throw shutDown();
       if (this.backends.has(name) || this.creating.has(name))
         throw new FlotillaError('BACKEND_EXISTS', `backend '${name}' already exists; delete it or choose another name`);
-      this.checkFits(name, spec.resources, spec.config.numReplicas);
+      checkFits(this.deps.scheduler, name, spec.resources, spec.config.numReplicas);
     };
     checkFree();
     this.creating.add(name);
     let state: BackendState;
     try {
-      const target = await this.build(name, shippable, spec);
+      const target = await buildTarget(this.deps, name, shippable, spec);
       this.creating.delete(name);
       checkFree();
       state = new BackendState(target);
-      this.save([...this.savedBackends(), state.saved()]);
+      this.desired.save([...this.desired.savedBackends(), state.saved()]);
       this.backends.set(name, state);
     } finally {
       this.creating.delete(name);
@@ -242,25 +202,20 @@ export class Controller {
    * it completes and rejects with ROLLOUT_FAILED once it rolled back (or paused). The same version only changes config.
    */
   async updateBackend(name: string, shippable: ShippableDefinition, options?: unknown): Promise<void> {
-    const spec = this.checkBackend(name, shippable, options);
+    const spec = checkBackend(name, shippable, options, this.deps.config);
     return this.exclusive(name, async () => {
-      this.backend(name);
-      const built = await this.build(name, shippable, spec);
-      const state = this.backend(name);
+      this.desired.backend(name);
+      const built = await buildTarget(this.deps, name, shippable, spec);
+      const state = this.desired.backend(name);
       if (built.version === state.target.version) return this.applyConfig(state, spec.config, built);
-      const autoscaling = built.config.autoscaling;
-      // An autoscaled backend rolls out at the count it runs now.
-      const target =
-        autoscaling === null
-          ? built
-          : { ...built, config: { ...built.config, numReplicas: withinBounds(autoscaling, state.target.config.numReplicas) } };
+      const target = rolloutTarget(built, state.target);
       const want = target.config.numReplicas;
       const active = state.count({ states: ACTIVE });
-      if (want > active) this.checkFits(name, spec.resources, want - active);
+      if (want > active) checkFits(this.deps.scheduler, name, spec.resources, want - active);
       const from = state.target.version;
       const undo = state.rollOut(target);
       try {
-        this.save(this.savedBackends());
+        this.desired.save(this.desired.savedBackends());
       } catch (error) {
         undo();
         throw error;
@@ -279,59 +234,11 @@ export class Controller {
     });
   }
 
-  /** createBackend's and updateBackend's checks of their arguments, before anything is built. */
-  private checkBackend(name: string, shippable: ShippableDefinition, options: unknown) {
-    validateName(name, 'backend');
-    const spec = validateBackendOptions(options);
-    const { config, contextDir, runtimeEnv, resources } = spec;
-    checkSupports(name, shippable, config);
-    checkContainerSupports(name, runtimeEnv, config);
-    confinementOf(name, resources, this.deps.config, runtimeEnv.port !== undefined);
-    const context = contextDir === undefined ? undefined : resolve(contextDir);
-    if (context !== undefined && !statSync(context, { throwIfNoEntry: false })?.isDirectory()) {
-      throw new FlotillaError('INVALID_ARGUMENT', `replicaOptions.runtimeEnv.context '${contextDir}' is not a directory`);
-    }
-    return { ...spec, context };
-  }
-
-  /** Builds (or finds) the backend's image: the target it would run. */
-  private async build(name: string, shippable: ShippableDefinition, spec: ReturnType<Controller['checkBackend']>): Promise<BackendTarget> {
-    const { initArgs, config, runtimeEnv, resources, context } = spec;
-    if (runtimeEnv.image !== undefined && !(await this.deps.runtime.imageExists(runtimeEnv.image))) {
-      throw new FlotillaError(
-        'INVALID_ARGUMENT',
-        `replicaOptions.runtimeEnv.image '${runtimeEnv.image}' is not on the Docker engine; pull or build it first`,
-      );
-    }
-    const built =
-      runtimeEnv.image === undefined
-        ? await this.deps.images.backendImage({
-            backend: name,
-            ...(context === undefined ? {} : { contextDir: context }),
-            ...(shippable.kind === 'import' ? {} : { shippedModule: shippedModuleText(shippable) }),
-            runtime: runtimeEnv.runtime,
-            packages: runtimeEnv.packages,
-            dockerfile: runtimeEnv.dockerfile,
-            buildArgs: runtimeEnv.buildArgs,
-          })
-        : { image: runtimeEnv.image };
-    return targetOf({
-      name,
-      definition: shippable,
-      initArgs,
-      config,
-      resources,
-      runtimeEnv: { ...runtimeEnv, context },
-      image: built.image,
-      ...(built.contextDigest === undefined ? {} : { contextDigest: built.contextDigest }),
-    });
-  }
-
   /** Undoes a createBackend whose replicas failed: forgets the backend and waits until its containers are gone. */
   private async abandonCreate(state: BackendState): Promise<void> {
-    if (this.stopped || this.backends.get(state.name) !== state || state.deleting !== undefined) return;
+    if (this.desired.stopped || this.backends.get(state.name) !== state || state.deleting !== undefined) return;
     try {
-      this.save(this.savedBackends().filter((b) => b.name !== state.name));
+      this.desired.save(this.desired.savedBackends().filter((b) => b.name !== state.name));
     } catch (error) {
       this.log.error('could not forget a backend whose replicas failed', { backend: state.name, error: errorMessage(error) });
       return;
@@ -342,11 +249,11 @@ export class Controller {
   }
 
   listBackends(): Record<string, BackendInfo> {
-    return Object.fromEntries(this.liveBackends().map((backend) => [backend.name, this.infoOf(backend)]));
+    return Object.fromEntries(this.desired.live().map((backend) => [backend.name, this.infoOf(backend)]));
   }
 
   getBackendConfig(name: string): BackendInfo {
-    return this.infoOf(this.backend(name));
+    return this.infoOf(this.desired.backend(name));
   }
 
   private infoOf(backend: BackendState): BackendInfo {
@@ -355,13 +262,13 @@ export class Controller {
 
   /** A request arrived for a backend that has no replica: step now, so that an autoscaled one starts a replica at once. */
   demand(backend: string): void {
-    if (this.stopped) return;
+    if (this.desired.stopped) return;
     this.autoscaler.demand(backend);
     this.reconciler.kick();
   }
 
   listReplicas(name: string): ReplicaInfo[] {
-    return this.backend(name).replicaInfo();
+    return this.desired.backend(name).replicaInfo();
   }
 
   builds(): BuildInfo[] {
@@ -385,10 +292,11 @@ export class Controller {
   async updateBackendConfig(name: string, patch: unknown): Promise<void> {
     const changes = validateConfigPatch(patch);
     return this.exclusive(name, async () => {
-      const state = this.backend(name);
+      const state = this.desired.backend(name);
       const before = state.info();
       await this.applyConfig(state, changes, state.target);
-      this.recordConfigChange(name, patch as Record<string, unknown>, before);
+      for (const [kind, message] of configChangeEvents(name, patch as Record<string, unknown>, before))
+        this.record(kind, { backend: name }, message);
     });
   }
 
@@ -396,9 +304,7 @@ export class Controller {
   private async applyConfig(state: BackendState, changes: Partial<BackendConfig>, base: BackendTarget): Promise<void> {
     const name = state.name;
     const previous = state.target;
-    const next = { ...previous.config, ...changes };
-    if (changes.numReplicas !== undefined && changes.autoscaling === undefined) next.autoscaling = null;
-    if (next.autoscaling !== null) next.numReplicas = withinBounds(next.autoscaling, previous.config.numReplicas);
+    const next = patchedConfig(previous.config, changes);
     if (next.numReplicas !== previous.config.numReplicas && state.rolloutStatus?.state === 'paused') {
       throw new FlotillaError(
         'ROLLOUT_PAUSED',
@@ -408,10 +314,10 @@ export class Controller {
     checkSupports(name, previous.definition, next);
     checkContainerSupports(name, previous.runtimeEnv, next);
     if (next.numReplicas > previous.config.numReplicas) {
-      this.checkFits(name, previous.resources, next.numReplicas - state.count({ states: [...ACTIVE, 'failed'] }));
+      checkFits(this.deps.scheduler, name, previous.resources, next.numReplicas - state.count({ states: [...ACTIVE, 'failed'] }));
     }
     const target = targetOf({ ...savedTarget(base), config: next });
-    this.saveTarget(state, target);
+    this.desired.saveTarget(state, target);
     state.reconfigure(target);
     this.reconciler.kick();
     const scaled = next.numReplicas !== previous.config.numReplicas;
@@ -423,7 +329,7 @@ export class Controller {
       if (this.backends.get(name) !== state || state.deleting !== undefined) throw error;
       // A refused live config was rolled back by the backend itself; a replica that failed to start is undone here.
       if (state.target.liveHash !== previous.liveHash || scaled) {
-        this.saveTarget(state, previous);
+        this.desired.saveTarget(state, previous);
         state.retarget(previous);
         this.reconciler.kick();
       }
@@ -433,39 +339,13 @@ export class Controller {
     this.log.info('backend config updated', { backend: name, changes: Object.keys(changes) });
   }
 
-  /** Saves the backend with a new target, before memory is changed. */
-  private saveTarget(state: BackendState, target: BackendTarget): void {
-    this.save(this.savedBackends().map((b) => (b.name === state.name ? { ...state.saved(), ...savedTarget(target) } : b)));
-  }
-
-  /** The events of a config change that succeeded: scaled, reconfigured (userConfig), updated (the other keys that changed). */
-  private recordConfigChange(name: string, patch: Record<string, unknown>, before: BackendInfo): void {
-    const { numReplicas, userConfig, ...rest } = patch;
-    const subject = { backend: name };
-    if (numReplicas !== undefined && numReplicas !== before.numReplicas)
-      this.record('backend.scaled', subject, `backend ${name} scaled from ${before.numReplicas} to ${String(numReplicas)} replica(s)`);
-    if ('userConfig' in patch)
-      this.record('backend.reconfigured', subject, `backend ${name} reconfigured: userConfig ${brief(userConfig)}`);
-    const was = before as unknown as Record<string, unknown>;
-    const changed = Object.keys(rest).filter((key) => JSON.stringify(rest[key]) !== JSON.stringify(was[key]));
-    if (changed.length > 0)
-      this.record('backend.updated', subject, `backend ${name} updated: ${changed.map((key) => `${key} ${brief(rest[key])}`).join(', ')}`);
-  }
-
   /** Stops routing to the backend's replicas, lets their requests finish (unless forced), then removes them. */
   async deleteBackend(name: string, options: { force?: boolean } = {}): Promise<void> {
     const force = options.force === true;
     return this.exclusive(name, async () => {
-      const state = this.backend(name);
-      const users = this.endpoints.usersOf(name);
-      if (users.length > 0) {
-        throw new FlotillaError(
-          'BACKEND_IN_USE',
-          `backend '${name}' is used by endpoint ${users.map((u) => `'${u}'`).join(', ')}; delete the endpoint or move its traffic first`,
-          { endpoints: users },
-        );
-      }
-      this.save(this.savedBackends().filter((b) => b.name !== name));
+      const state = this.desired.backend(name);
+      this.desired.endpoints.checkUnused(name);
+      this.desired.save(this.desired.savedBackends().filter((b) => b.name !== name));
       state.delete(!force);
       this.reconciler.kick();
       await this.convergence(state);
@@ -476,82 +356,53 @@ export class Controller {
 
   createEndpoint(name: string, options: CreateEndpointOptions): Promise<void> {
     return this.change(() => {
-      validateName(name, 'endpoint');
-      const { backend, route, methods } = validateEndpointOptions(options);
-      if (this.endpoints.has(name))
-        throw new FlotillaError('ENDPOINT_EXISTS', `endpoint '${name}' already exists; delete it or choose another name`);
-      if (!this.isLive(backend)) {
-        throw new FlotillaError(
-          'BACKEND_NOT_FOUND',
-          `endpoint '${name}' names backend '${backend}', which does not exist; create it first`,
-        );
-      }
-      const owner = this.endpoints.routeOwner(route);
-      if (owner !== undefined) throw new FlotillaError('ROUTE_TAKEN', `route '${route}' is already served by endpoint '${owner}'`);
-      const record: EndpointRecord = { name, route, methods, traffic: { [backend]: 1 }, shadows: {} };
-      this.save(this.savedBackends(), this.endpoints.with(record));
-      this.endpoints.set(record);
-      this.log.info('endpoint created', { endpoint: name, route, backend });
-      const where = route === null ? 'for handles only' : `at ${route}`;
-      this.record('endpoint.created', { endpoint: name, backend }, `endpoint ${name} created ${where}, serving ${backend}`);
+      const record = this.desired.endpoints.creating(name, options, (backend) => this.desired.isLive(backend));
+      const [backend] = Object.keys(record.traffic);
+      const where = record.route === null ? 'for handles only' : `at ${record.route}`;
+      this.setEndpoint(record, 'endpoint.created', { endpoint: name, backend }, `endpoint ${name} created ${where}, serving ${backend}`);
     });
   }
 
   listEndpoints(): Record<string, EndpointInfo> {
-    return this.endpoints.info();
+    return this.desired.endpoints.info();
   }
 
   setTraffic(name: string, weights: unknown): Promise<void> {
     return this.change(() => {
-      validateName(name, 'endpoint');
-      const traffic = validateTraffic(weights);
-      const endpoint = this.endpoints.get(name);
-      const missing = Object.keys(traffic).filter((backend) => !this.isLive(backend));
-      if (missing.length > 0) {
-        throw new FlotillaError(
-          'BACKEND_NOT_FOUND',
-          `traffic of endpoint '${name}' names backend ${missing.map((m) => `'${m}'`).join(', ')}, which does not exist`,
-        );
-      }
-      const record = { ...endpoint, traffic };
-      this.save(this.savedBackends(), this.endpoints.with(record));
-      this.endpoints.set(record);
-      this.log.info('traffic set', { endpoint: name, traffic });
-      const split = Object.entries(traffic).map(([backend, weight]) => `${backend} ${weight}`);
-      this.record('traffic.set', { endpoint: name }, `endpoint ${name} traffic: ${split.join(', ')}`);
+      const record = this.desired.endpoints.withTraffic(name, weights, (backend) => this.desired.isLive(backend));
+      const split = Object.entries(record.traffic).map(([backend, weight]) => `${backend} ${weight}`);
+      this.setEndpoint(record, 'traffic.set', { endpoint: name }, `endpoint ${name} traffic: ${split.join(', ')}`);
     });
   }
 
   shadowTraffic(name: string, backend: string, proportion: unknown): Promise<void> {
     return this.change(() => {
-      validateName(name, 'endpoint');
-      validateName(backend, 'backend');
-      const share = validateProportion(proportion);
-      const endpoint = this.endpoints.get(name);
-      if (!this.isLive(backend)) throw new FlotillaError('BACKEND_NOT_FOUND', `shadow backend '${backend}' does not exist`);
-      const shadows = { ...endpoint.shadows };
-      if (share === 0) delete shadows[backend];
-      else shadows[backend] = share;
-      const record = { ...endpoint, shadows };
-      this.save(this.savedBackends(), this.endpoints.with(record));
-      this.endpoints.set(record);
-      this.log.info('shadow traffic set', { endpoint: name, backend, proportion: share });
-      const what = share === 0 ? `no longer shadows to ${backend}` : `shadows ${share} of its requests to ${backend}`;
-      this.record('shadow.set', { endpoint: name, backend }, `endpoint ${name} ${what}`);
+      const record = this.desired.endpoints.withShadow(name, backend, proportion, (b) => this.desired.isLive(b));
+      const share = record.shadows[backend];
+      const what = share === undefined ? `no longer shadows to ${backend}` : `shadows ${share} of its requests to ${backend}`;
+      this.setEndpoint(record, 'shadow.set', { endpoint: name, backend }, `endpoint ${name} ${what}`);
     });
   }
 
+  /** Saves the endpoint, then sets it, and records the change. */
+  private setEndpoint(record: EndpointRecord, kind: EventKind, subject: EventSubject, message: string): void {
+    this.desired.save(this.desired.savedBackends(), this.desired.endpoints.with(record));
+    this.desired.endpoints.set(record);
+    this.log.info(message, subject);
+    this.record(kind, subject, message);
+  }
+
   hasEndpoint(name: string): boolean {
-    return this.endpoints.has(name);
+    return this.desired.endpoints.has(name);
   }
 
   /** Stops routing to the endpoint, then waits (up to its backends' grace period) for its requests in flight. */
   async deleteEndpoint(name: string): Promise<void> {
     let endpoint: EndpointRecord | undefined;
     await this.change(() => {
-      endpoint = this.endpoints.get(name);
-      this.save(this.savedBackends(), this.endpoints.without(name));
-      this.endpoints.delete(name);
+      endpoint = this.desired.endpoints.get(name);
+      this.desired.save(this.desired.savedBackends(), this.desired.endpoints.without(name));
+      this.desired.endpoints.delete(name);
     });
     const graceS = Math.max(
       0,
@@ -565,9 +416,7 @@ export class Controller {
   /** Drains and stops every replica this instance started, including any not in the desired state. Idempotent. */
   shutdown(): Promise<void> {
     this.shuttingDown ??= (async () => {
-      this.stopped = true;
-      this.store.clear();
-      this.endpoints.clear();
+      this.desired.clear();
       const backends = [...this.backends.values()];
       for (const backend of backends) {
         backend.abandon(shutDown());
@@ -577,10 +426,7 @@ export class Controller {
       this.reconciler.kick();
       await Promise.all(backends.map((backend) => this.convergence(backend).catch(() => undefined)));
       this.reconciler.stop();
-      const { runtime, config } = this.deps;
-      const leftovers = await runtime.listReplicas(instanceLabels(config.instance)).catch(() => []);
-      await Promise.all(leftovers.map((replica) => runtime.stopReplica(replica.containerId, 0).catch(() => undefined)));
-      rmSync(runDirOf(config), { recursive: true, force: true });
+      await this.launcher.removeAll();
       this.lock.release();
       this.log.info('shut down');
     })();
@@ -600,7 +446,7 @@ export class Controller {
   /** Runs a change to the desired state that has nothing to wait for: it is atomic, since it never awaits. */
   private change(apply: () => void): Promise<void> {
     try {
-      if (this.stopped) throw shutDown();
+      if (this.desired.stopped) throw shutDown();
       apply();
       this.publish();
       return Promise.resolve();
@@ -611,92 +457,18 @@ export class Controller {
 
   /** Runs `operation` after the earlier ones on the same backend; calls on other backends do not wait. */
   private exclusive<T>(name: string, operation: () => Promise<T>): Promise<T> {
-    const run = (this.perBackend.get(name) ?? Promise.resolve()).then(() => {
-      if (this.stopped) throw shutDown();
+    return this.perBackend.run(name, () => {
+      if (this.desired.stopped) throw shutDown();
       return operation();
     });
-    const tail = run.catch(() => undefined);
-    this.perBackend.set(name, tail);
-    void tail.then(() => {
-      if (this.perBackend.get(name) === tail) this.perBackend.delete(name);
-    });
-    return run;
-  }
-
-  /** Throws INSUFFICIENT_RESOURCES unless `count` more replicas fit now; books nothing. */
-  private checkFits(name: string, resources: BackendTarget['resources'], count: number): void {
-    const { scheduler } = this.deps;
-    const { refusal } = scheduler.room(resources, count);
-    if (refusal === undefined) return;
-    const free = scheduler.free();
-    const before = `${free.cpus} CPUs and ${free.memoryMb} MB were free before this request`;
-    throw new FlotillaError(
-      refusal.code,
-      `backend '${name}' cannot add ${count} replica(s): ${refusal.message}; ${before}`,
-      refusal.details,
-    );
-  }
-
-  private liveBackends(): BackendState[] {
-    return [...this.backends.values()].filter((b) => b.deleting === undefined);
-  }
-
-  private isLive(name: string): boolean {
-    return this.backends.get(name)?.deleting === undefined && this.backends.has(name);
-  }
-
-  private backend(name: string): BackendState {
-    const state = this.backends.get(name);
-    if (state === undefined || state.deleting !== undefined)
-      throw new FlotillaError('BACKEND_NOT_FOUND', `backend '${name}' does not exist`);
-    return state;
-  }
-
-  private savedBackends(): SavedBackend[] {
-    return this.liveBackends().map((b) => b.saved());
-  }
-
-  private save(backends: SavedBackend[], endpoints: EndpointRecord[] = this.endpoints.list()): void {
-    if (this.stopped) throw shutDown();
-    try {
-      this.store.save({ version: CHECKPOINT_VERSION, backends, endpoints });
-    } catch (error) {
-      throw new FlotillaError(
-        'STATE_SAVE_FAILED',
-        `saving the state file ${this.store.path} failed (${errorMessage(error)}); nothing was changed. Check the disk and the permissions of stateDir`,
-        undefined,
-        { cause: error },
-      );
-    }
   }
 
   private record(kind: EventKind, subject: EventSubject, message: string): void {
     this.deps.events?.record(kind, subject, message);
   }
 
-  /** Saves what memory holds, for bookkeeping the reconciler changed (config hashes); a failure is logged. */
-  private saveQuietly(): void {
-    if (this.stopped) return;
-    try {
-      this.save(this.savedBackends());
-    } catch (error) {
-      this.log.error('could not save the state file', { error: errorMessage(error) });
-    }
-  }
-
   private publish(): void {
-    const snapshot: RoutingSnapshot = {
-      endpoints: this.endpoints.routing(),
-      backends: [...this.backends.values()].map((b) => ({
-        name: b.name,
-        maxConcurrentQueries: b.target.config.maxConcurrentQueries,
-        maxQueuedRequests: b.target.config.maxQueuedRequests,
-        requestTimeoutS: b.target.config.requestTimeoutS,
-        noReplicaWaitMs: b.noReplicaWaitMs(this.deps.config.coldStartTimeoutS * 1000),
-        coldStart: b.target.config.autoscaling !== null,
-        replicas: b.routable(),
-      })),
-    };
+    const snapshot = this.desired.routing(this.deps.config.coldStartTimeoutS * 1000);
     const text = JSON.stringify(snapshot);
     if (text === this.published) return;
     this.published = text;

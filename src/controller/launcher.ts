@@ -3,6 +3,7 @@ import { isAbsolute, join, posix } from 'node:path';
 import { settlesWithin, type Clock } from '../common/clock.js';
 import { FlotillaError, errorMessage } from '../common/errors.js';
 import type { Limiter } from '../common/limiter.js';
+import { shortId } from '../common/ids.js';
 import { LABELS } from '../common/labels.js';
 import type { Logger } from '../common/logger.js';
 import type { FlotillaConfig } from '../config/config.js';
@@ -56,6 +57,19 @@ function failureFromLogs(logs: string): string {
 
 export function instanceLabels(instance: string): Record<string, string> {
   return { [LABELS.managed]: 'true', [LABELS.instance]: instance };
+}
+
+const MAX_UNIX_SOCKET_PATH = 107;
+
+/** Refuses a stateDir under which replica sockets would be longer than a unix socket path may be. */
+export function checkSocketPaths(settings: Pick<LauncherSettings, 'stateDir' | 'instance' | 'transport'>): void {
+  const socketPath = join(runDirOf(settings), shortId(), PROTOCOL.socketName);
+  if (settings.transport === 'unix' && socketPath.length > MAX_UNIX_SOCKET_PATH) {
+    throw new FlotillaError(
+      'INVALID_ARGUMENT',
+      `replica sockets under ${settings.stateDir} would be longer than ${MAX_UNIX_SOCKET_PATH} characters; use a shorter stateDir or the tcp transport`,
+    );
+  }
 }
 
 export function runDirOf(settings: Pick<LauncherSettings, 'stateDir' | 'instance'>): string {
@@ -203,6 +217,14 @@ export class ReplicaLauncher implements ReplicaDriver {
   stop(replica: Replica): Promise<void> {
     if (replica.container !== undefined) this.deps.cut(replica.container.target);
     return this.stopContainer(replica, 0);
+  }
+
+  /** Stops every container of this instance at once, and removes the replicas' host directories (shutdown). */
+  async removeAll(): Promise<void> {
+    const { runtime, settings } = this.deps;
+    const leftovers = await runtime.listReplicas(instanceLabels(settings.instance)).catch(() => []);
+    await Promise.all(leftovers.map((replica) => runtime.stopReplica(replica.containerId, 0).catch(() => undefined)));
+    rmSync(runDirOf(settings), { recursive: true, force: true });
   }
 
   release(replica: Replica): void {

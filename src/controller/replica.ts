@@ -7,6 +7,20 @@ import { TIMING } from './constants.js';
 
 export type ReplicaState = ReplicaInfo['state'] | 'stopped';
 
+/** A replica as listReplicas reports it (one that has not stopped). */
+export function infoOf(r: Replica): ReplicaInfo {
+  return {
+    id: r.id,
+    state: r.state as ReplicaInfo['state'],
+    containerId: r.container?.containerId ?? '',
+    startedAt: new Date(r.container?.startedAt ?? 0).toISOString(),
+    restarts: r.history.restarts,
+    lastError: r.history.lastError,
+    placement: { ...r.placement, gpuIds: [...r.placement.gpuIds] },
+    version: r.version,
+  };
+}
+
 export interface ReplicaHistory {
   restarts: number;
   lastError: string | null;
