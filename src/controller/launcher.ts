@@ -47,7 +47,7 @@ function failureFromLogs(logs: string): string {
   for (const line of logs.trim().split('\n').reverse()) {
     try {
       const event = JSON.parse(line) as { event?: string; message?: string };
-      if (event.event === 'init_failed' && event.message !== undefined) return event.message;
+      if (event.event === PROTOCOL.initFailedEvent && event.message !== undefined) return event.message;
     } catch {
       continue;
     }
