@@ -82,8 +82,8 @@ export interface AutoscalingDecision {
 
 export interface ReplicaInfo {
   id: string;
-  /** docs/operations.md: starting → ready → draining, or failed (being replaced). */
-  state: 'starting' | 'ready' | 'draining' | 'failed';
+  /** docs/operations.md: starting → ready (↔ updating, taking a new live config) → draining, or failed (being replaced). */
+  state: 'starting' | 'ready' | 'updating' | 'draining' | 'failed';
   containerId: string;
   /** ISO 8601 time the container was started. */
   startedAt: string;

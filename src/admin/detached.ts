@@ -9,6 +9,7 @@ import { packageRoot } from '../common/package-root.js';
 import { loadConfig } from '../config/config.js';
 import { openRemote } from './remote-client.js';
 import { adminDir, writePrivateFile } from './token-file.js';
+import { sleep } from '../common/clock.js';
 
 const READY_TIMEOUT_MS = 60_000;
 
@@ -96,7 +97,7 @@ export async function startDetached(options: Omit<StartOptions, 'detached'>): Pr
         last = error;
       }
       if (Date.now() > deadline) throw last;
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await sleep(200);
     }
   } finally {
     if (exitCode !== null) rmSync(startFile, { force: true });

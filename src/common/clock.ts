@@ -7,6 +7,11 @@ export const systemClock: Clock = {
   now: () => Date.now(),
 };
 
+/** Resolves after `ms`. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 /** Waits for `promise` at most `ms`; true when it settled in time. The timer never outlives the wait. */
 export async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;

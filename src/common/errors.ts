@@ -52,8 +52,9 @@ export class FlotillaError extends Error {
   readonly status: number;
   readonly details: Record<string, unknown> | undefined;
 
-  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
-    super(message);
+  /** `options.cause`: the error this one reports (Error's own `cause`, for logs and debuggers; not sent to clients). */
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>, options?: { cause?: unknown }) {
+    super(message, options);
     this.name = 'FlotillaError';
     this.code = code;
     this.status = ERROR_STATUS[code];

@@ -43,7 +43,7 @@ export function adoptContainers(
       controlSecret: status.hostDir === undefined ? undefined : readControlSecret(status.hostDir),
       startedAt: status.startedAt,
     };
-    backend.replicas.push(new Replica(id, placement, history, version, liveHash, now, container));
+    backend.adopt(new Replica(id, placement, history, version, liveHash, now, undefined, container));
   }
   return strays;
 }

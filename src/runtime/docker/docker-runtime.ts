@@ -18,6 +18,7 @@ import type {
   ReplicaStatus,
   ReplicaTarget,
 } from '../container-runtime.js';
+import { sleep } from '../../common/clock.js';
 
 const BUILD_LOG_TAIL = 30;
 // eslint-disable-next-line no-control-regex
@@ -505,8 +506,6 @@ const TASK_OVER = new Set(['complete', 'shutdown', 'failed', 'rejected', 'orphan
 const NANO = 1e9;
 const TASK_POLL_MS = 250;
 const ADDRESS_WAIT_MS = 20_000;
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Replicas as Swarm services on a cluster whose manager is the engine at the socket: one service per replica with one
