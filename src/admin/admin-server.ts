@@ -202,6 +202,15 @@ export class AdminServer {
         return series.snapshot(whole(query, 'minutes'));
       },
       dashboardCode: async () => this.access.issueCode(),
+      dashboardSession: async ({ body }) => {
+        const redeemed = this.access.redeem(text(fields(body, ['code'], ['code']).code, 'code'));
+        if (redeemed === undefined)
+          throw new FlotillaError(
+            'UNAUTHORIZED',
+            'this dashboard code is unknown, used or expired: run `flotilla dashboard` for a new one',
+          );
+        return redeemed;
+      },
       overview: () => overview(client, identity),
       events: ({ query }) => client.listEvents({ since: whole(query, 'since'), limit: whole(query, 'limit') }),
       call: async (call) => {
@@ -243,13 +252,13 @@ export class AdminServer {
         throw invalid(`the request target ${JSON.stringify(req.url)} is not a valid path`);
       }
       this.guard.refuseForeign(req);
-      if (isDashboardPath(url.pathname)) return serveDashboard(req, res, url, { guard: this.guard, access: this.access });
+      if (isDashboardPath(url.pathname)) return serveDashboard(req, res, url);
       if (url.pathname === '/favicon.ico' && req.method === 'GET') {
         res.writeHead(204, { 'cache-control': 'max-age=86400' });
         res.end();
         return;
       }
-      if (!this.guard.authorized(req))
+      if (url.pathname !== ROUTES.dashboardSession.path && !this.guard.authorized(req))
         throw new FlotillaError(
           'UNAUTHORIZED',
           'this admin API needs the token: Authorization: Bearer <token> (FLOTILLA_ADMIN_TOKEN, or the file <stateDir>/admin/<instance>.token)',

@@ -321,5 +321,5 @@ export async function dashboardUrl(options: ConnectOptions): Promise<{ url: stri
   )<{ code: string; expiresInS: number }>(ROUTES.dashboardCode).catch((error: unknown) => {
     throw explained(error, where);
   });
-  return { url: `${where.base}/dashboard/?code=${encodeURIComponent(code)}`, expiresInS };
+  return { url: `${where.base}/dashboard/#code=${encodeURIComponent(code)}`, expiresInS };
 }

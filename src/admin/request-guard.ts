@@ -28,12 +28,12 @@ function hostnameOf(host: string): string | undefined {
 
 /**
  * Who may ask what of the admin API: requests that name it in Host and come from no foreign Origin, then
- * the holders of the token, and (for reading) of a dashboard session.
+ * the holders of the token, and (for reading) of a dashboard session. No cookie authorizes anything: browsers
+ * send a host's cookies to every port of it (RFC 6265 §8.5), so to the front door and its replicas too.
  */
 export class RequestGuard {
   private readonly tokenBytes: Buffer | undefined;
   private boundHost = '127.0.0.1';
-  private boundPort = 0;
 
   constructor(
     private readonly settings: AdminSettings,
@@ -42,32 +42,18 @@ export class RequestGuard {
     this.tokenBytes = settings.token === undefined || settings.token === '' ? undefined : Buffer.from(settings.token);
   }
 
-  /** Where the API listens: its own host name, and the port that names the session cookie. */
-  bind(address: { host: string; port: number }): void {
+  /** Where the API listens: the host name it answers to besides the allowed ones. */
+  bind(address: { host: string }): void {
     this.boundHost = address.host;
-    this.boundPort = address.port;
   }
 
-  cookieName(): string {
-    return `flotilla_dashboard_${this.boundPort}`;
-  }
-
-  /** A GET with a dashboard session cookie: what the page's own requests carry. */
-  private hasSession(req: IncomingMessage): boolean {
-    if (req.method !== 'GET' && req.method !== 'HEAD') return false;
-    const prefix = `${this.cookieName()}=`;
-    const value = (req.headers.cookie ?? '')
-      .split(';')
-      .map((part) => part.trim())
-      .find((part) => part.startsWith(prefix))
-      ?.slice(prefix.length);
-    return value !== undefined && this.access.isSession(value);
-  }
-
+  /** The token, or (for reading only) a dashboard session, as `Authorization: Bearer`; anyone when there is no token. */
   authorized(req: IncomingMessage): boolean {
-    if (this.tokenBytes === undefined || this.hasSession(req)) return true;
-    const presented = Buffer.from(/^bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1] ?? '');
-    return presented.length === this.tokenBytes.length && timingSafeEqual(presented, this.tokenBytes);
+    if (this.tokenBytes === undefined) return true;
+    const bearer = /^bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1] ?? '';
+    const presented = Buffer.from(bearer);
+    if (presented.length === this.tokenBytes.length && timingSafeEqual(presented, this.tokenBytes)) return true;
+    return (req.method === 'GET' || req.method === 'HEAD') && bearer !== '' && this.access.useSession(bearer);
   }
 
   /** A host name this API answers to: its own address, localhost or an IP address when it binds to one or all, or an allowed name. */

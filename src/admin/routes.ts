@@ -25,6 +25,7 @@ export const ROUTES = {
   shadowStats: { method: 'GET', path: '/api/endpoints/:name/shadow-stats' },
   series: { method: 'GET', path: '/api/series' },
   dashboardCode: { method: 'POST', path: '/api/dashboard/codes' },
+  dashboardSession: { method: 'POST', path: '/api/dashboard/sessions' },
   overview: { method: 'GET', path: '/api/overview' },
   events: { method: 'GET', path: '/api/events' },
   call: { method: 'POST', path: '/api/endpoints/:name/call' },
