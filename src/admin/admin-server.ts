@@ -6,7 +6,7 @@ import { sendError, sendJson } from '../common/http-json.js';
 import type { Logger } from '../common/logger.js';
 import { parseShippable } from '../spec/definition.js';
 import type { ContainerRuntime } from '../runtime/container-runtime.js';
-import { replicaLogs } from './replica-logs.js';
+import { LOG_LIMITS, replicaLogs } from './replica-logs.js';
 import { fromWire, parseWire, toWire } from './wire.js';
 import { invalid, listenOn } from '../common/checks.js';
 import { systemClock, type Clock } from '../common/clock.js';
@@ -21,6 +21,8 @@ export type { AdminSettings } from './request-guard.js';
 export { isLoopbackHost } from '../common/checks.js';
 
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
+/** Log streams followed at once. */
+const MAX_FOLLOWERS = 16;
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
 const BAD_REQUEST = JSON.stringify({ error: { code: 'INVALID_ARGUMENT', message: 'malformed HTTP request' } });
 
@@ -125,6 +127,7 @@ export class AdminServer {
   private routes: Array<{ route: Route; pattern: RegExp; handler: Handler }> = [];
   private readonly access: DashboardAccess;
   private readonly guard: RequestGuard;
+  private followers = 0;
 
   constructor(
     settings: AdminSettings,
@@ -319,10 +322,17 @@ export class AdminServer {
 
   /** Streams every replica's log of the backend, each line with its time and the replica id, merged by time. */
   private async streamLogs(client: LocalClient, backend: string, call: Call): Promise<void> {
-    const replicas = await client.listReplicas(backend);
     const follow = call.query.get('follow') === 'true';
     const tail = Number(call.query.get('tail') ?? 100);
-    if (!Number.isInteger(tail) || tail < 0) throw invalid('tail must be a whole number of lines');
+    if (!Number.isInteger(tail) || tail < 0 || tail > LOG_LIMITS.maxTail)
+      throw invalid(`tail must be a whole number of lines, at most ${LOG_LIMITS.maxTail}, not '${call.query.get('tail')}'`);
+    if (follow && this.followers >= MAX_FOLLOWERS)
+      throw new FlotillaError('OVERLOADED', `${MAX_FOLLOWERS} log streams are followed already; stop one or try again later`);
+    const replicas = await client.listReplicas(backend);
+    if (follow) {
+      this.followers++;
+      call.res.once('close', () => this.followers--);
+    }
     const out = await replicaLogs(this.runtime, replicas, {
       follow,
       tail,

@@ -77,6 +77,26 @@ describe('the admin API log stream', () => {
   });
 });
 
+describe('the admin API log limits', () => {
+  it('refuses a tail over 10,000 lines with 400, before reading any log', async () => {
+    const base = await start(undefined);
+    const huge = await fetch(`${base}/api/backends/b/logs?tail=100000000`);
+    expect(huge.status).toBe(400);
+    expect((await huge.json()).error).toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/at most 10000/) });
+    expect((await fetch(`${base}/api/backends/b/logs?tail=10000`)).status).toBe(200);
+  });
+
+  it('follows at most 16 log streams at once and answers the next with 503 OVERLOADED', async () => {
+    const base = await start(undefined);
+    const followers = await Promise.all(Array.from({ length: 16 }, () => fetch(`${base}/api/backends/b/logs?follow=true`)));
+    expect(followers.map((response) => response.status)).toEqual(Array(16).fill(200));
+    const more = await fetch(`${base}/api/backends/b/logs?follow=true`);
+    expect(more.status).toBe(503);
+    expect((await more.json()).error.code).toBe('OVERLOADED');
+    await Promise.all(followers.map((response) => response.body?.cancel()));
+  });
+});
+
 describe('the admin API guards', () => {
   it('answers health with the instance and nonce', async () => {
     const base = await start('s3cret');
