@@ -48,7 +48,7 @@ describe('replica logs', () => {
 
   it('cuts a follower that never reads once it falls more than followerBytes behind a runtime that does not wait', async () => {
     const { runtime, followed } = floodingRuntime('');
-    const out = await replicaLogs(runtime, [{ id: 'r1', containerId: 'c1' }], { follow: true, tail: 0 });
+    const out = (await replicaLogs(runtime, [{ id: 'r1', containerId: 'c1' }], { follow: true, tail: 0 })) as PassThrough;
     await expect.poll(() => out.writableEnded, { timeout: 5000 }).toBe(true);
     expect(followed.every((stream) => stream.destroyed)).toBe(true);
     const backlog = out.readableLength + out.writableLength;
