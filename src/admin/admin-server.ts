@@ -340,6 +340,7 @@ export class AdminServer {
         this.logger.warn('a replica log stream failed', { component: 'admin', backend, replica, error: errorMessage(error) }),
     });
     call.res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+    call.res.flushHeaders();
     out.pipe(call.res);
     call.res.once('close', () => out.destroy());
   }

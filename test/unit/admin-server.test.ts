@@ -46,8 +46,8 @@ afterEach(async () => {
   server = undefined;
 });
 
-async function start(token: string | undefined): Promise<string> {
-  server = new AdminServer({ token, allowedHosts: ['flotilla.internal'] }, runtime(), silent);
+async function start(token: string | undefined, engine: ContainerRuntime = runtime()): Promise<string> {
+  server = new AdminServer({ token, allowedHosts: ['flotilla.internal'] }, engine, silent);
   server.serve(client, async () => undefined, { instance: 'unit', nonce: 'n-1' });
   const { port } = await server.listen('127.0.0.1', 0);
   return `http://127.0.0.1:${port}`;
@@ -87,7 +87,9 @@ describe('the admin API log limits', () => {
   });
 
   it('follows at most 16 log streams at once and answers the next with 503 OVERLOADED', async () => {
-    const base = await start(undefined);
+    const base = await start(undefined, {
+      streamLogs: async (_id: string, options: { follow: boolean }) => (options.follow ? new PassThrough() : new PassThrough().end()),
+    } as unknown as ContainerRuntime);
     const followers = await Promise.all(Array.from({ length: 16 }, () => fetch(`${base}/api/backends/b/logs?follow=true`)));
     expect(followers.map((response) => response.status)).toEqual(Array(16).fill(200));
     const more = await fetch(`${base}/api/backends/b/logs?follow=true`);
