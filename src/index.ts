@@ -35,4 +35,4 @@ export type {
   ShadowStats,
   StartOptions,
 } from './api.js';
-export { FlotillaError, isFlotillaError, type ErrorCode } from './common/errors.js';
+export { FlotillaError, UnknownRemoteError, isFlotillaError, type ErrorCode } from './common/errors.js';

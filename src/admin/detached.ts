@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { fstatSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { fchmodSync, fstatSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Client, StartOptions } from '../api.js';
 import { urlOf } from '../common/checks.js';
@@ -60,7 +60,9 @@ export async function startDetached(options: Omit<StartOptions, 'detached'>): Pr
   const startFile = join(adminDir(config.stateDir), `${config.instance}.${nonce}.start.json`);
   writePrivateFile(startFile, JSON.stringify({ options, nonce } satisfies StartFile));
   const logPath = join(config.stateDir, `${config.instance}.log`);
-  const log = openSync(logPath, 'a');
+  // Replica failure tails and errors land here: readable by the user only, like the state beside it.
+  const log = openSync(logPath, 'a', 0o600);
+  fchmodSync(log, 0o600);
   const logStart = fstatSync(log).size;
   const child = spawn(process.execPath, [join(packageRoot(), 'dist', 'src', 'cli', 'main.js'), 'start', '--options-file', startFile], {
     detached: true,

@@ -3,7 +3,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Client, ConnectOptions, StartOptions } from '../api.js';
 import { startDetached, takeStartFile } from '../admin/detached.js';
 import { connect, dashboardUrl, streamBackendLogs } from '../admin/remote-client.js';
-import { errorMessage, isFlotillaError } from '../common/errors.js';
+import { UnknownRemoteError, errorMessage, isFlotillaError } from '../common/errors.js';
 import { loadConfig } from '../config/config.js';
 import { ControlPlane } from '../control-plane.js';
 import { deployAppFile } from './deploy.js';
@@ -290,6 +290,7 @@ program
   });
 
 program.parseAsync().catch((error: unknown) => {
-  process.stderr.write(`flotilla: ${isFlotillaError(error) ? `${error.code}: ` : ''}${errorMessage(error)}\n`);
+  const code = isFlotillaError(error) || error instanceof UnknownRemoteError ? `${error.code}: ` : '';
+  process.stderr.write(`flotilla: ${code}${errorMessage(error)}\n`);
   process.exit(1);
 });

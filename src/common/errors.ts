@@ -68,6 +68,19 @@ export class FlotillaError extends Error {
   }
 }
 
+/** An error a newer server sent with a code this side does not know: its code and status as the server sent them. */
+export class UnknownRemoteError extends Error {
+  constructor(
+    readonly code: string,
+    readonly status: number,
+    message: string,
+    readonly details?: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = 'UnknownRemoteError';
+  }
+}
+
 export function isFlotillaError(error: unknown, code?: ErrorCode): error is FlotillaError {
   return error instanceof FlotillaError && (code === undefined || error.code === code);
 }

@@ -1,3 +1,6 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadAppFile, parseAppFile } from '../../src/cli/app-file.js';
@@ -243,8 +246,39 @@ endpoints: {}
     expect(errorsOf('')).toEqual(['app.yaml:1: must be a mapping of backends, endpoints']);
   });
 
+  it('an alias bomb, as a file:line issue at the first alias', () => {
+    const levels = ['a: &a [x, x, x, x, x, x, x, x, x]'];
+    for (let n = 1; n < 9; n++)
+      levels.push(
+        `${String.fromCharCode(97 + n)}: &${String.fromCharCode(97 + n)} [${Array(9)
+          .fill(`*${String.fromCharCode(96 + n)}`)
+          .join(', ')}]`,
+      );
+    const issues = errorsOf(`${levels.join('\n')}\nbackends: {}\nendpoints: {}\n`);
+    expect(issues).toEqual([expect.stringMatching(/^app\.yaml:2: YAML: Excessive alias count/)]);
+  });
+
+  it('more than 1000 backends or endpoints', () => {
+    const backends = Array.from({ length: 1001 }, (_, n) => `  b${n}:\n    import: handlers/echo.js:Echo`).join('\n');
+    expect(errorsOf(`backends:\n${backends}\nendpoints: {}\n`)).toEqual([
+      'app.yaml:1: backends: at most 1000 backends per app file, not 1001',
+    ]);
+  });
+
   it('a file that cannot be read', () => {
     expect(() => loadAppFile(join(FIXTURES, 'app', 'missing.yaml'))).toThrow(/cannot read app file .*missing\.yaml/);
+  });
+
+  it('a file that is not a regular file (a directory, a FIFO), or over 4 MiB, unread', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flt-app-'));
+    const fifo = join(dir, 'app.yaml');
+    execFileSync('mkfifo', [fifo]);
+    expect(() => loadAppFile(dir)).toThrow(/the app file .* is not a regular file/);
+    expect(() => loadAppFile(fifo)).toThrow(/the app file .*app\.yaml is not a regular file/);
+    const big = join(dir, 'big.yaml');
+    writeFileSync(big, `# ${'x'.repeat(4 * 1024 * 1024)}\n`);
+    expect(() => loadAppFile(big)).toThrow(/has 4194307 bytes; at most 4194304 are read/);
+    rmSync(dir, { recursive: true, force: true });
   });
 });
 

@@ -426,6 +426,11 @@ export class DockerRuntime implements ContainerRuntime {
     }
     const stream = await source.following(query);
     this.docker.modem.demuxStream(stream, output, output);
+    // demuxStream writes without waiting: the engine's stream pauses while the output is full.
+    stream.on('data', () => {
+      if (output.writableNeedDrain) stream.pause();
+    });
+    output.on('drain', () => stream.resume());
     stream.on('end', () => output.end());
     stream.on('error', (error: Error) => output.destroy(error));
     output.on('close', () => (stream as unknown as { destroy(): void }).destroy());
