@@ -226,7 +226,7 @@ describe('the admin API with admin.auth=none (the loopback opt-out)', () => {
         (!['POST', 'PUT', 'PATCH'].includes(r.method) || /^application\/json/i.test(r.contentType ?? ''));
       if (!trusted) return false;
       if (r.method === 'DELETE') return decoded.includes('fuzzed');
-      if (r.method === 'POST' && decoded === '/api/shutdown') return r.body === undefined || isJson(r.body);
+      if (r.method === 'POST' && decoded === '/api/shutdown') return r.body === undefined || r.body === '' || isJson(r.body);
       if (['POST', 'PUT', 'PATCH'].includes(r.method))
         return !(r.body?.includes('"__fuzz"') ?? false) && isJson(r.body) && r.body?.trim().startsWith('{') === true;
       return false;
