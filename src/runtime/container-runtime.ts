@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { NodeCapacity } from '../resources/scheduler.js';
 
 /** Where the proxy reaches a replica: a unix socket on this host, or a TCP address. */
 export type ReplicaTarget = { socketPath: string } | { host: string; port: number };
@@ -131,4 +132,6 @@ export interface ContainerRuntime {
    * timestamps, each line starts with its RFC 3339 time and a space; since (epoch seconds) skips older lines.
    */
   streamLogs(containerId: string, options: LogOptions): Promise<Readable>;
+  /** On a cluster: every node with its capacity and readiness. A runtime without it runs on this machine alone. */
+  listNodes?(): Promise<NodeCapacity[]>;
 }

@@ -1,0 +1,15 @@
+import type { ContainerRuntime } from '../container-runtime.js';
+import { DockerRuntime } from './docker-runtime.js';
+import { SwarmRuntime } from './swarm-runtime.js';
+
+/** The runtime the settings select: one engine, or the Swarm whose manager is the engine at the socket. */
+export function engineRuntime(config: {
+  runtime: 'docker' | 'swarm';
+  dockerSocket: string;
+  swarmRegistry: string;
+  swarmNetwork: string;
+}): ContainerRuntime {
+  return config.runtime === 'swarm'
+    ? new SwarmRuntime(config.dockerSocket, { registry: config.swarmRegistry, network: config.swarmNetwork })
+    : new DockerRuntime(config.dockerSocket);
+}
