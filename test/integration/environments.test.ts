@@ -1,4 +1,4 @@
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -227,12 +227,23 @@ describe('build context limits', () => {
     rmSync(context, { recursive: true, force: true });
   });
 
+  it('builds a context holding a dangling symlink that its .dockerignore rules, with an exception, match', async () => {
+    const context = mkdtempSync(join(tmpdir(), 'flt-lock-'));
+    cpSync(join(FIXTURES, 'my-backend'), context, { recursive: true });
+    writeFileSync(join(context, '.dockerignore'), '*.log\n!keep.log\n');
+    symlinkSync('/nonexistent/editor@host.4242', join(context, '.#echo.js.log'));
+    await client.createBackend('locked', 'handlers/echo.js:Echo', { replicaOptions: { runtimeEnv: { context } }, initArgs: ['lock'] });
+    await client.createEndpoint('locked', { backend: 'locked', route: '/locked' });
+    expect(await (await fetch(`${client.httpUrl}/locked`)).json()).toMatchObject({ arg: 'lock' });
+    rmSync(context, { recursive: true, force: true });
+  });
+
   it('refuses the filesystem root as a context', async () => {
     await expect(client.createBackend('root', 'x.js', { replicaOptions: { runtimeEnv: { context: '/' } } })).rejects.toMatchObject({
       code: 'INVALID_ARGUMENT',
       message: expect.stringMatching(/'\/' is the filesystem root/),
       details: { issues: [{ path: ['replicaOptions', 'runtimeEnv', 'context'], message: expect.any(String) }] },
     });
-    expect(Object.keys(await client.listBackends())).toEqual(['big']);
+    expect(Object.keys(await client.listBackends()).sort()).toEqual(['big', 'locked']);
   });
 });
