@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import Docker from 'dockerode';
 import { FlotillaError, errorMessage, isFlotillaError } from '../../common/errors.js';
 import { LABELS } from '../../common/labels.js';
+import { hideUrlCredentials } from '../../common/redact.js';
 import { PROTOCOL } from '../../replica/protocol.js';
 import type {
   ContainerRuntime,
@@ -150,6 +151,7 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
+  /** Fails with BUILD_FAILED and the end of the build's output; credentials in URLs never reach the error or onLog. */
   async buildImage(build: ImageBuild): Promise<void> {
     const log: string[] = [];
     let failure: string | undefined;
@@ -166,11 +168,11 @@ export class DockerRuntime implements ContainerRuntime {
         stream,
         (error: Error | null) => (error ? reject(error) : resolve()),
         (event: ProgressEvent) => {
-          const text = event.error ?? event.stream ?? event.status;
+          const text = hideUrlCredentials(event.error ?? event.stream ?? event.status ?? '');
           if (event.error !== undefined || event.errorDetail !== undefined) {
-            failure = event.errorDetail?.message ?? event.error;
+            failure = hideUrlCredentials(event.errorDetail?.message ?? event.error ?? '');
           }
-          for (const line of (text ?? '').replace(ANSI_ESCAPE, '').split('\n')) {
+          for (const line of text.replace(ANSI_ESCAPE, '').split('\n')) {
             if (line.trim() === '') continue;
             log.push(line);
             if (log.length > BUILD_LOG_TAIL) log.shift();
@@ -179,7 +181,7 @@ export class DockerRuntime implements ContainerRuntime {
         },
       );
     }).catch((error: unknown) => {
-      failure ??= errorMessage(error);
+      failure ??= hideUrlCredentials(errorMessage(error));
     });
     if (failure !== undefined) {
       throw new FlotillaError('BUILD_FAILED', `building image ${build.tag} failed: ${failure}\n${log.join('\n')}`, {
