@@ -55,11 +55,25 @@ export function hostResources(limits: ReplicaLimits): Docker.HostConfig {
 
 const NO_ICC = 'com.docker.network.bridge.enable_icc';
 
+/** What a replica may take of the host's disk and memory beyond its limits: its logs (rotated) and its /tmp tmpfs. */
+export interface ReplicaBounds {
+  logMaxMb: number;
+  logFiles: number;
+  tmpMb: number;
+}
+
+export const DEFAULT_BOUNDS: ReplicaBounds = { logMaxMb: 10, logFiles: 3, tmpMb: 256 };
+
+/** The engine keeps at most logFiles files of logMaxMb MiB of a replica's output. */
+export function logConfig(bounds: ReplicaBounds): { Type: string; Config: Record<string, string> } {
+  return { Type: 'json-file', Config: { 'max-size': `${bounds.logMaxMb}m`, 'max-file': String(bounds.logFiles) } };
+}
+
 /**
  * Docker's confinement fields: no capabilities, no privilege gain, an init as PID 1 (reaps zombies, forwards signals),
- * a pids limit, and optionally a read-only root filesystem with a tmpfs /tmp.
+ * a pids limit, and optionally a read-only root filesystem with a tmpfs /tmp of tmpMb.
  */
-function hostConfinement(confinement: ReplicaConfinement): Docker.HostConfig {
+function hostConfinement(confinement: ReplicaConfinement, bounds: ReplicaBounds): Docker.HostConfig {
   return {
     CapDrop: ['ALL'],
     ...(confinement.capAdd.length > 0 ? { CapAdd: confinement.capAdd } : {}),
@@ -67,7 +81,7 @@ function hostConfinement(confinement: ReplicaConfinement): Docker.HostConfig {
     Init: true,
     PidsLimit: confinement.pidsLimit,
     ReadonlyRootfs: confinement.readOnlyRootfs,
-    ...(confinement.readOnlyRootfs ? { Tmpfs: { '/tmp': 'rw,nosuid,nodev,mode=1777' } } : {}),
+    ...(confinement.readOnlyRootfs ? { Tmpfs: { '/tmp': `rw,nosuid,nodev,mode=1777,size=${bounds.tmpMb}m` } } : {}),
     NetworkMode: confinement.network.kind === 'none' ? 'none' : confinement.network.name,
   };
 }
@@ -118,7 +132,10 @@ export class DockerRuntime implements ContainerRuntime {
   protected readonly docker: Docker;
   protected networkQueue: Promise<unknown> = Promise.resolve();
 
-  constructor(socketPath: string) {
+  constructor(
+    socketPath: string,
+    protected readonly bounds: ReplicaBounds = DEFAULT_BOUNDS,
+  ) {
     this.docker = new Docker({ socketPath });
   }
 
@@ -268,6 +285,15 @@ export class DockerRuntime implements ContainerRuntime {
     }
   }
 
+  /** The engine's volume create is the atomic step: for a name it already has, it returns that volume unchanged. */
+  async claimInstance(instance: string, owner: InstanceOwner): Promise<InstanceOwner | undefined> {
+    await this.docker.createVolume({
+      Name: `flotilla-instance-${instance}`,
+      Labels: { [LABELS.managed]: 'true', [LABELS.instance]: instance, [LABELS.owner]: JSON.stringify(owner) },
+    });
+    return this.readInstanceOwner(instance);
+  }
+
   async writeInstanceOwner(instance: string, owner: InstanceOwner): Promise<void> {
     await this.markerOf(instance)
       .remove()
@@ -313,8 +339,11 @@ export class DockerRuntime implements ContainerRuntime {
         ExposedPorts: port === undefined ? undefined : { [port]: {} },
         HostConfig: {
           ...hostResources(spec.limits),
-          ...hostConfinement(spec.confinement),
-          Binds: spec.hostDir === undefined ? undefined : [`${spec.hostDir}:${PROTOCOL.socketDir}`],
+          ...hostConfinement(spec.confinement, this.bounds),
+          LogConfig: logConfig(this.bounds),
+          // Over tcp the replica only reads its entry there: nothing it writes can reach the host's disk.
+          Binds:
+            spec.hostDir === undefined ? undefined : [`${spec.hostDir}:${PROTOCOL.socketDir}${spec.transport.kind === 'tcp' ? ':ro' : ''}`],
           PortBindings:
             spec.transport.kind === 'tcp' && port !== undefined
               ? { [port]: [{ HostIp: spec.transport.hostAddress, HostPort: '' }] }

@@ -8,8 +8,17 @@ export function engineRuntime(config: {
   dockerSocket: string;
   swarmRegistry: string;
   swarmNetwork: string;
+  swarmEncrypted: boolean;
+  replicaLogMaxMb: number;
+  replicaLogFiles: number;
+  replicaTmpMb: number;
 }): ContainerRuntime {
+  const bounds = { logMaxMb: config.replicaLogMaxMb, logFiles: config.replicaLogFiles, tmpMb: config.replicaTmpMb };
   return config.runtime === 'swarm'
-    ? new SwarmRuntime(config.dockerSocket, { registry: config.swarmRegistry, network: config.swarmNetwork })
-    : new DockerRuntime(config.dockerSocket);
+    ? new SwarmRuntime(
+        config.dockerSocket,
+        { registry: config.swarmRegistry, network: config.swarmNetwork, encrypted: config.swarmEncrypted },
+        bounds,
+      )
+    : new DockerRuntime(config.dockerSocket, bounds);
 }

@@ -6,7 +6,7 @@ import { LABELS } from '../../common/labels.js';
 import { PROTOCOL } from '../../replica/protocol.js';
 import type { NodeCapacity } from '../../resources/scheduler.js';
 import type { ImageBuild, ReplicaSpec, ReplicaStatus } from '../container-runtime.js';
-import { DockerRuntime } from './docker-runtime.js';
+import { DockerRuntime, logConfig, type ReplicaBounds } from './docker-runtime.js';
 import { byLabels, isNotFound, orUndefined, progressDone, type LogSource } from './engine-calls.js';
 
 /** What the Swarm API reports of a task, as far as Flotilla reads it. */
@@ -40,8 +40,10 @@ interface SwarmNode {
 export interface SwarmSettings {
   /** host[:port] of the registry that every node pulls from. */
   registry: string;
-  /** The attachable overlay network of replicas and the control plane. */
+  /** The overlay network of replicas and the control plane. */
   network: string;
+  /** The overlay must be encrypted. */
+  encrypted: boolean;
 }
 
 /** Where Swarm keeps what a ReplicaStatus needs beyond Flotilla's own labels. */
@@ -66,8 +68,9 @@ export class SwarmRuntime extends DockerRuntime {
   constructor(
     socketPath: string,
     private readonly swarm: SwarmSettings,
+    bounds?: ReplicaBounds,
   ) {
-    super(socketPath);
+    super(socketPath, bounds);
   }
 
   /** The engine must answer and be a manager of an active Swarm. */
@@ -109,7 +112,11 @@ export class SwarmRuntime extends DockerRuntime {
     await this.pushed(build.tag);
   }
 
-  /** The image by digest in the registry, pushing it there first unless it already is. */
+  /**
+   * The image by digest in the registry, pushing it there first unless the registry has it: a digest the engine recorded
+   * at an earlier push is checked with the registry (one that lost it, restarted without its volume or pruned, gets
+   * the image again), so that no start runs into a pull that cannot succeed.
+   */
   private async pushed(tag: string): Promise<string> {
     const prefix = `${this.swarm.registry}/`;
     // A tag of another registry (a first part with a dot or a port) moves to ours under its path.
@@ -118,7 +125,7 @@ export class SwarmRuntime extends DockerRuntime {
     const digestOf = async () =>
       (await this.docker.getImage(tag).inspect()).RepoDigests.find((digest) => digest.startsWith(`${repository}@`));
     const known = await digestOf();
-    if (known !== undefined) return known;
+    if (known !== undefined && (await this.inRegistry(known))) return known;
     const [, name = remote, version = 'latest'] = /^(.*?)(?::([^:/]+))?$/.exec(remote) ?? [];
     await this.docker.getImage(tag).tag({ repo: name, tag: version });
     const stream = await this.docker.getImage(remote).push({ authconfig: { serveraddress: this.swarm.registry } });
@@ -134,12 +141,34 @@ export class SwarmRuntime extends DockerRuntime {
     return pushed;
   }
 
+  private inRegistry(digest: string): Promise<boolean> {
+    return this.docker
+      .getImage(digest)
+      .distribution()
+      .then(
+        () => true,
+        () => false,
+      );
+  }
+
+  /**
+   * Creates the replicas' overlay if it is missing: encrypted unless the settings say otherwise (IPsec between nodes,
+   * so that requests and control secrets never cross the wire in clear) and not attachable (only services join it, no
+   * `docker run --network`). One that exists must be a Swarm overlay, encrypted when that is asked for.
+   */
   protected override ensureNetwork(name: string): Promise<void> {
     const run = this.networkQueue.then(async () => {
       let info = await this.inspectNetwork(name);
       if (info === undefined) {
         await this.docker
-          .createNetwork({ Name: name, Driver: 'overlay', Attachable: true, CheckDuplicate: true, Labels: { [LABELS.managed]: 'true' } })
+          .createNetwork({
+            Name: name,
+            Driver: 'overlay',
+            Attachable: false,
+            ...(this.swarm.encrypted ? { Options: { encrypted: 'true' } } : {}),
+            CheckDuplicate: true,
+            Labels: { [LABELS.managed]: 'true' },
+          })
           .catch((error: unknown) => {
             if ((error as { statusCode?: number }).statusCode !== 409) throw error;
           });
@@ -149,6 +178,13 @@ export class SwarmRuntime extends DockerRuntime {
         throw new FlotillaError(
           'INVALID_ARGUMENT',
           `Docker network '${name}' is not a Swarm overlay network; remove it so that Flotilla creates it, or set swarmNetwork to another name`,
+        );
+      }
+      if (this.swarm.encrypted && info.Options?.encrypted === undefined) {
+        throw new FlotillaError(
+          'INVALID_ARGUMENT',
+          `the Swarm overlay network '${name}' is not encrypted, so requests and control secrets would cross nodes in clear; ` +
+            'recreate it with --opt encrypted (the stack file does), or set FLOTILLA_SWARM_ENCRYPTED=false where the nodes cannot run IPsec',
         );
       }
     });
@@ -165,7 +201,7 @@ export class SwarmRuntime extends DockerRuntime {
         ? error
         : new FlotillaError('REPLICA_START_FAILED', `preparing network ${this.swarm.network} failed: ${errorMessage(error)}`);
     });
-    const configs = spec.hostDir === undefined ? [] : [await this.entryConfig(spec, spec.hostDir)];
+    const secrets = spec.hostDir === undefined ? [] : [await this.entrySecret(spec, spec.hostDir)];
     if (spec.hostDir !== undefined) env[PROTOCOL.env.entryFile] = `${PROTOCOL.socketDir}/${PROTOCOL.entryName}`;
     const { limits, confinement } = spec;
     const labels = {
@@ -188,9 +224,9 @@ export class SwarmRuntime extends DockerRuntime {
             CapabilityDrop: ['ALL'],
             ...(confinement.capAdd.length > 0 ? { CapabilityAdd: confinement.capAdd } : {}),
             Mounts: confinement.readOnlyRootfs
-              ? [{ Type: 'tmpfs', Source: '', Target: '/tmp', TmpfsOptions: { SizeBytes: 0, Mode: 0o1777 } }]
+              ? [{ Type: 'tmpfs', Source: '', Target: '/tmp', TmpfsOptions: { SizeBytes: this.bounds.tmpMb * 1024 * 1024, Mode: 0o1777 } }]
               : [],
-            Configs: configs,
+            Secrets: secrets,
             StopGracePeriod: Math.round(spec.stopGraceS * NANO),
           },
           Resources: {
@@ -205,6 +241,7 @@ export class SwarmRuntime extends DockerRuntime {
             },
           },
           RestartPolicy: { Condition: 'none' },
+          LogDriver: { Name: logConfig(this.bounds).Type, Options: logConfig(this.bounds).Config },
           Placement: { Constraints: spec.node === undefined ? [] : [`node.hostname==${spec.node}`] },
           Networks: [{ Target: this.swarm.network }],
         },
@@ -212,7 +249,7 @@ export class SwarmRuntime extends DockerRuntime {
         EndpointSpec: { Mode: 'dnsrr' },
       })
       .catch(async (error: unknown) => {
-        await this.removeConfigs(spec.name);
+        await this.removeEntry(spec.name);
         throw new FlotillaError('REPLICA_START_FAILED', `creating Swarm service ${spec.name} failed: ${errorMessage(error)}`);
       })) as { id?: string; ID?: string };
     const id = created.ID ?? created.id ?? '';
@@ -232,33 +269,49 @@ export class SwarmRuntime extends DockerRuntime {
     }
   }
 
-  /** The entry file as a Swarm config mounted where the replica protocol reads it, readable by the replica user only. */
-  private async entryConfig(spec: ReplicaSpec, hostDir: string): Promise<Docker.ConfigReference> {
+  /**
+   * The entry file (control secret, initArgs, userConfig) as a Swarm secret mounted where the replica protocol reads it,
+   * readable by the replica user only: Swarm keeps secrets encrypted and never hands their data back through its API.
+   */
+  private async entrySecret(
+    spec: ReplicaSpec,
+    hostDir: string,
+  ): Promise<Docker.SecretReference & { SecretID: string; SecretName: string }> {
     const data = await readFile(join(hostDir, PROTOCOL.entryName));
     const name = `${spec.name}-entry`;
-    const config = (await this.docker.createConfig({
+    const secret = (await this.docker.createSecret({
       Name: name,
       Labels: { ...instanceOf(spec.labels), [LABELS.replica]: spec.labels[LABELS.replica] ?? '' },
       Data: data.toString('base64'),
     })) as { id?: string; ID?: string };
     const [uid = '0', gid = '0'] = (spec.confinement.user ?? '0:0').split(':');
     return {
-      ConfigID: config.ID ?? config.id ?? '',
-      ConfigName: name,
+      SecretID: secret.ID ?? secret.id ?? '',
+      SecretName: name,
       File: { Name: `${PROTOCOL.socketDir}/${PROTOCOL.entryName}`, UID: uid, GID: gid, Mode: 0o400 },
     };
   }
 
-  private async removeConfigs(serviceName: string): Promise<void> {
-    const configs = (await this.docker.listConfigs({ filters: { name: [`${serviceName}-entry`] } })) as Array<{ ID: string }>;
-    await Promise.all(
-      configs.map((config) =>
+  /** Removes a replica's entry: its secret, and the config that replicas started by earlier versions of Flotilla got. */
+  private async removeEntry(serviceName: string): Promise<void> {
+    const filters = { filters: { name: [`${serviceName}-entry`] } };
+    const [secrets, configs] = (await Promise.all([this.docker.listSecrets(filters), this.docker.listConfigs(filters)])) as Array<
+      Array<{ ID: string }>
+    >;
+    await Promise.all([
+      ...(secrets ?? []).map((secret) =>
+        this.docker
+          .getSecret(secret.ID)
+          .remove()
+          .catch(() => undefined),
+      ),
+      ...(configs ?? []).map((config) =>
         this.docker
           .getConfig(config.ID)
           .remove()
           .catch(() => undefined),
       ),
-    );
+    ]);
   }
 
   private async tasksOf(serviceIds: string[]): Promise<SwarmTask[]> {
@@ -334,7 +387,7 @@ export class SwarmRuntime extends DockerRuntime {
     await service.remove().catch((error: unknown) => {
       if (!isNotFound(error)) throw error;
     });
-    await this.removeConfigs(info.Spec.Name);
+    await this.removeEntry(info.Spec.Name);
   }
 
   override async imagesOfContainers(): Promise<Set<string>> {
