@@ -11,7 +11,8 @@ import { systemClock } from './common/clock.js';
 import { createLogger, type Logger } from './common/logger.js';
 import { loadConfig, type FlotillaConfig } from './config/config.js';
 import { Controller } from './controller/controller.js';
-import { InstanceClaim } from './controller/instance-claim.js';
+import { EngineClaim } from './controller/instance-claims.js';
+import { ownerServes } from './admin/owner-probe.js';
 import { EventLog } from './controller/event-log.js';
 import { Scheduler } from './resources/scheduler.js';
 import { Dispatcher } from './dataplane/dispatcher.js';
@@ -78,7 +79,7 @@ export class ControlPlane {
     private readonly admin: AdminServer,
     private readonly logger: Logger,
     private readonly generatedToken: string | undefined,
-    private readonly claim: InstanceClaim,
+    private readonly claim: EngineClaim,
     private readonly stopWatchingNodes: () => void,
   ) {
     this.exited = new Promise((resolve) => (this.markExited = resolve));
@@ -94,7 +95,7 @@ export class ControlPlane {
     const nodes = engine.listNodes?.bind(engine);
     const scheduler = nodes === undefined ? new Scheduler(machineCapacity(config)) : Scheduler.ofNodes(await nodes());
     const stopWatchingNodes = nodes === undefined ? () => undefined : watchNodes({ listNodes: nodes }, scheduler, logger);
-    const claim = await InstanceClaim.check(runtime, config.instance);
+    const claim = await EngineClaim.take(runtime, config.instance, ownerServes);
     const metrics = new PrometheusMetrics();
     const series = new ServingSeries(systemClock);
     const events = new EventLog(eventsPath(config), config.eventHistory, systemClock, logger);
@@ -119,7 +120,10 @@ export class ControlPlane {
       events,
       autoscalingMetrics: metrics,
     });
-    await controller.init();
+    await controller.init().catch(async (error: unknown) => {
+      await claim.release();
+      throw error;
+    });
     const proxy: FrontDoor = workers ?? new ProxyServer(dispatcher, config.http, logger, render);
     const { token, generated } = adminToken(config);
     const allowedHosts = config.admin.allowedHosts
@@ -156,12 +160,13 @@ export class ControlPlane {
         stopWatchingNodes,
       );
       admin.serve(client, () => plane.shutdown(), { instance: config.instance, nonce: launch.nonce ?? randomUUID() }, series);
-      await claim.take(adminUrl, httpUrl);
+      await claim.record(adminUrl, httpUrl);
       metrics.countReplicasOf(client, dispatcher);
       return plane;
     } catch (error) {
       stopWatchingNodes();
       await Promise.allSettled([proxy.close(0), admin.close(), controller.detach()]);
+      await claim.release();
       forget();
       throw error;
     }

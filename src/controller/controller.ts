@@ -36,7 +36,8 @@ import { Reconciler } from './reconciler.js';
 import type { Replica, Started } from './replica.js';
 import * as replicaClient from './replica-client.js';
 import type { ValidatedRuntimeEnv } from '../spec/runtime-env.js';
-import { InstanceLock, StateStore } from './state-store.js';
+import { StateDirLock } from './instance-claims.js';
+import { StateStore } from './state-store.js';
 import {
   validateBackendOptions,
   validateConfigPatch,
@@ -90,7 +91,7 @@ export class Controller {
   private endpoints = new EndpointState();
   private readonly log: Logger;
   private readonly store: StateStore;
-  private readonly lock: InstanceLock;
+  private readonly lock: StateDirLock;
   private readonly launcher: ReplicaLauncher;
   private readonly client: ReplicaClient;
   private readonly reconciler: Reconciler;
@@ -108,7 +109,7 @@ export class Controller {
     this.log = logger.child({ component: 'controller' });
     const statePath = join(config.stateDir, 'state', `${config.instance}.json`);
     this.store = new StateStore(statePath);
-    this.lock = new InstanceLock(`${statePath}.lock`, clock);
+    this.lock = new StateDirLock(`${statePath}.lock`, clock);
     this.client = deps.replicaClient ?? replicaClient;
     this.launcher = new ReplicaLauncher({
       settings: config,
