@@ -237,7 +237,8 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
     });
     await client.createEndpoint('again', { backend: 'again', route: '/again' });
     expect(await (await front('/again')).text()).toContain('served again');
-    await client.deleteBackend('again', { force: true });
+    await client.deleteEndpoint('again');
+    await client.deleteBackend('again');
   });
 
   it('adopts the replicas on every node when the control plane is killed (-9) and restarted', async () => {
