@@ -226,15 +226,18 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
 
   it('pushes an image again to a registry that lost it, so that a replica on a node without the image still starts', async () => {
     const served = () => 'served again';
-    await client.createBackend('first', served, { replicaOptions: { numCpus: 0.1 } });
-    await client.deleteBackend('first');
+    await client.createBackend('again', served, { replicaOptions: { numCpus: 0.1, placementConstraints: ['node.role==manager'] } });
+    const image = servicesOf('again')[0]?.spec.TaskTemplate.ContainerSpec.Image as string;
+    await client.deleteBackend('again');
     run('docker', ['exec', `${bed}-registry`, 'rm', '-rf', '/var/lib/docker-registry/docker']);
     run('docker', ['restart', `${bed}-registry`]);
-    expect(inManager('service', 'ls', '-q', '--filter', 'label=dev.flotilla.backend=first')).toBe('');
     run('docker', ['exec', `${bed}-worker1`, 'sh', '-c', 'docker container prune -f && docker image prune -a -f']);
+    expect(run('docker', ['exec', `${bed}-worker1`, 'docker', 'image', 'ls', '-q'])).toBe('');
+    // The same backend again, on a node that must pull its image: the same image by the same digest.
     await client.createBackend('again', served, {
       replicaOptions: { numCpus: 0.1, placementConstraints: ['node.hostname==worker1'] },
     });
+    expect(servicesOf('again').map((s) => [s.node, s.spec.TaskTemplate.ContainerSpec.Image])).toEqual([['worker1', image]]);
     await client.createEndpoint('again', { backend: 'again', route: '/again' });
     expect(await (await front('/again')).text()).toContain('served again');
     await client.deleteEndpoint('again');
