@@ -12,13 +12,14 @@ import { exitOnEscape } from './common/last-resort.js';
 import { createLogger, type Logger } from './common/logger.js';
 import { frontDoorWorkerEnv, loadConfig, type FlotillaConfig } from './config/config.js';
 import { Controller } from './controller/controller.js';
-import { InstanceClaim } from './controller/instance-claim.js';
+import { EngineClaim } from './controller/instance-claims.js';
+import { ownerServes } from './admin/owner-probe.js';
 import { EventLog } from './controller/event-log.js';
 import { Scheduler } from './resources/scheduler.js';
 import { Dispatcher } from './dataplane/dispatcher.js';
 import { FrontDoorWorkers } from './front-door/workers/front-door-workers.js';
 import { ProxyServer } from './front-door/server.js';
-import { engineRuntime, SwarmRuntime } from './runtime/docker/docker-runtime.js';
+import { engineRuntime } from './runtime/docker/engine-runtime.js';
 import { TimedRuntime } from './runtime/timed-runtime.js';
 import { ImageBuilder } from './runtime/image-builder.js';
 import { machineCapacity } from './resources/machine.js';
@@ -82,7 +83,7 @@ export class ControlPlane {
     private readonly admin: AdminServer,
     private readonly logger: Logger,
     private readonly generatedToken: string | undefined,
-    private readonly claim: InstanceClaim,
+    private readonly claim: EngineClaim,
     private readonly stopWatchingNodes: () => void,
   ) {
     this.exited = new Promise((resolve) => (this.markExited = resolve));
@@ -95,9 +96,10 @@ export class ControlPlane {
     const engine = engineRuntime(config);
     const runtime = new TimedRuntime(engine, config.engineTimeoutS * 1000);
     await runtime.ping();
-    const scheduler = engine instanceof SwarmRuntime ? Scheduler.ofNodes(await engine.listNodes()) : new Scheduler(machineCapacity(config));
-    const stopWatchingNodes = engine instanceof SwarmRuntime ? watchNodes(engine, scheduler, logger) : () => undefined;
-    const claim = await InstanceClaim.check(runtime, config.instance);
+    const nodes = engine.listNodes?.bind(engine);
+    const scheduler = nodes === undefined ? new Scheduler(machineCapacity(config)) : Scheduler.ofNodes(await nodes());
+    const stopWatchingNodes = nodes === undefined ? () => undefined : watchNodes({ listNodes: nodes }, scheduler, logger);
+    const claim = await EngineClaim.take(runtime, config.instance, ownerServes);
     const metrics = new PrometheusMetrics();
     const series = new ServingSeries(systemClock);
     const events = new EventLog(eventsPath(config), config.eventHistory, systemClock, logger);
@@ -126,7 +128,10 @@ export class ControlPlane {
       events,
       autoscalingMetrics: metrics,
     });
-    await controller.init();
+    await controller.init().catch(async (error: unknown) => {
+      await claim.release();
+      throw error;
+    });
     const proxy: FrontDoor = workers ?? new ProxyServer(dispatcher, config.http, logger, config.http.metrics ? render : undefined);
     const { token, generated } = adminToken(config);
     const allowedHosts = config.admin.allowedHosts
@@ -164,12 +169,13 @@ export class ControlPlane {
       );
       const frontDoor = { workers: () => workers?.serving() ?? { serving: 1, configured: 1 }, renderMetrics: render };
       admin.serve(client, () => plane.shutdown(), { instance: config.instance, nonce: launch.nonce ?? randomUUID() }, series, frontDoor);
-      await claim.take(adminUrl, httpUrl);
+      await claim.record(adminUrl, httpUrl);
       metrics.countReplicasOf(client, dispatcher);
       return plane;
     } catch (error) {
       stopWatchingNodes();
       await Promise.allSettled([proxy.close(0), admin.close(), controller.detach()]);
+      await claim.release();
       forget();
       throw error;
     }

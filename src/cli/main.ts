@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { packageRoot } from '../common/package-root.js';
 import { checkAppFile, offlinePlan, type MachineSize } from './offline-check.js';
 import { imagesOfDesiredState, pruneImages } from './prune.js';
-import { engineRuntime } from '../runtime/docker/docker-runtime.js';
+import { engineRuntime } from '../runtime/docker/engine-runtime.js';
 import { printEvents } from './events.js';
 import { spawn } from 'node:child_process';
 

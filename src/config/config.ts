@@ -20,6 +20,14 @@ convict.addFormat({
   },
 });
 
+convict.addFormat({
+  name: 'positive-int',
+  coerce: (value: unknown) => Number(value),
+  validate: (value: unknown) => {
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) throw new Error('must be an integer of at least 1');
+  },
+});
+
 const MAX_FRONT_DOOR_WORKERS = 64;
 
 /** http.workers 0: half the cores, the other half left to the replicas on the same machine; 1 to 8. */
@@ -168,10 +176,16 @@ const schema = {
     env: 'FLOTILLA_SWARM_REGISTRY',
   },
   swarmNetwork: {
-    doc: 'With runtime swarm: the attachable overlay network that replicas and the control plane share (created if missing).',
+    doc: 'With runtime swarm: the overlay network that replicas and the control plane share (created if missing, not attachable).',
     format: matching(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'a Docker network name'),
     default: 'flotilla-replicas',
     env: 'FLOTILLA_SWARM_NETWORK',
+  },
+  swarmEncrypted: {
+    doc: "With runtime swarm: the overlay is encrypted (IPsec between nodes; it needs the nodes' kernels to have ESP). Flotilla creates it so, and refuses an existing one that is not.",
+    format: Boolean,
+    default: true,
+    env: 'FLOTILLA_SWARM_ENCRYPTED',
   },
   baseImage: {
     doc: 'Node.js base image of replicas; empty picks node:20-bookworm-slim when the engine has or can pull it, else flotilla-local/node:20-bookworm-slim (built offline by scripts/base-image.sh).',
@@ -229,6 +243,24 @@ const schema = {
     format: 'nat',
     default: 1024,
     env: 'FLOTILLA_REPLICA_PIDS_LIMIT',
+  },
+  replicaLogMaxMb: {
+    doc: "MiB of stdout and stderr the engine keeps per replica log file (json-file's max-size) before it rotates.",
+    format: 'positive-int',
+    default: 10,
+    env: 'FLOTILLA_REPLICA_LOG_MAX_MB',
+  },
+  replicaLogFiles: {
+    doc: "Log files the engine keeps per replica (json-file's max-file): the newest and the rotated ones.",
+    format: 'positive-int',
+    default: 3,
+    env: 'FLOTILLA_REPLICA_LOG_FILES',
+  },
+  replicaTmpMb: {
+    doc: 'MiB of the tmpfs at /tmp of replicas with a read-only root filesystem (it counts in their memory).',
+    format: 'positive-int',
+    default: 256,
+    env: 'FLOTILLA_REPLICA_TMP_MB',
   },
   replicaNetwork: {
     doc: 'Docker bridge network replicas join, created with inter-container traffic off (shared by every instance on the engine).',
@@ -341,6 +373,7 @@ export interface FlotillaConfig {
   runtime: 'docker' | 'swarm';
   swarmRegistry: string;
   swarmNetwork: string;
+  swarmEncrypted: boolean;
   baseImage: string;
   pythonBaseImage: string;
   buildCaFile: string;
@@ -350,6 +383,9 @@ export interface FlotillaConfig {
   replicaHost: string;
   replicaUser: string;
   replicaPidsLimit: number;
+  replicaLogMaxMb: number;
+  replicaLogFiles: number;
+  replicaTmpMb: number;
   replicaNetwork: string;
   readyTimeoutS: number;
   coldStartTimeoutS: number;

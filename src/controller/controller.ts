@@ -32,7 +32,8 @@ import type { EventRecorder, EventSubject } from './event-log.js';
 import { Reconciler } from './reconciler.js';
 import * as replicaClient from './replica-client.js';
 import { ACTIVE } from './replica-set.js';
-import { InstanceLock, StateStore } from './state-store.js';
+import { StateDirLock } from './instance-claims.js';
+import { StateStore } from './state-store.js';
 import { validateConfigPatch } from '../spec/validation.js';
 
 export interface ControllerDeps {
@@ -65,7 +66,7 @@ export class Controller {
   private readonly backends: Map<string, BackendState>;
   private readonly log: Logger;
   private readonly store: StateStore;
-  private readonly lock: InstanceLock;
+  private readonly lock: StateDirLock;
   private readonly launcher: ReplicaLauncher;
   private readonly reconciler: Reconciler;
   private readonly autoscaler: Autoscaler;
@@ -81,7 +82,7 @@ export class Controller {
     this.store = new StateStore(statePath);
     this.desired = new DesiredState(this.store, this.log);
     this.backends = this.desired.backends;
-    this.lock = new InstanceLock(`${statePath}.lock`, clock);
+    this.lock = new StateDirLock(`${statePath}.lock`, clock);
     const launcher = (this.launcher = new ReplicaLauncher({
       settings: config,
       runtime,

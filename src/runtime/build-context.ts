@@ -8,7 +8,8 @@
  */
 import dockerignore from '@balena/dockerignore';
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
+import * as fs from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, lstatSync, mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join, relative, sep } from 'node:path';
 import { Transform, Writable, type Readable } from 'node:stream';
@@ -87,20 +88,43 @@ function hashing(digest: Hash): NonNullable<PackOptions['mapStream']> {
     ) as unknown as ReturnType<NonNullable<PackOptions['mapStream']>>;
 }
 
+/** What tar-fs is told of an entry that vanished between its directory's listing and its lstat: a socket, which it skips. */
+const VANISHED = { isDirectory: () => false, isSocket: () => true } as fs.Stats;
+
+/**
+ * The filesystem as tar-fs walks it, except that an entry deleted during the walk is skipped. tar-fs itself takes the
+ * ENOENT of such an entry for the end of the directory tree and finishes the tar without the entries after it.
+ */
+function walkingFs(root: string): typeof fs {
+  const lstat = (path: string, done: (error: NodeJS.ErrnoException | null, stats?: fs.Stats) => void): void =>
+    fs.lstat(path, (error, stats) => (error?.code === 'ENOENT' && path !== root ? done(null, VANISHED) : done(error, stats)));
+  return { ...fs, lstat } as typeof fs;
+}
+
 /** Packs each part in turn into one tar stream; tar-fs's `finish` hands the stream on. Entries go one at a time, in order. */
-function packParts(parts: ContextPart[], digest: Hash, pack?: Pack): Pack {
+function packParts(parts: ContextPart[], digest: Hash, failures: unknown[], pack?: Pack): Pack {
   const [first, ...rest] = parts;
   if (first === undefined) throw new Error('empty build context');
   const ignore = first.ignore;
   const own = first.digest === true ? digest : undefined;
-  const options: PackOptions & { sort: boolean } = {
+  // tar-fs calls `ignore` inside an fs callback, where a throw would be uncaught: the entry is left out, the pack fails.
+  const guarded = (name: string): boolean => {
+    try {
+      return ignore?.(relative(first.dir, name).split(sep).join('/')) ?? false;
+    } catch (error) {
+      failures.push(error);
+      return true;
+    }
+  };
+  const options: PackOptions & { sort: boolean; fs: typeof fs } = {
     sort: true,
+    fs: walkingFs(first.dir),
     map: normalizeHeader(first.prefix, own),
     ...(own ? { mapStream: hashing(own) } : {}),
     finalize: rest.length === 0,
-    ...(ignore ? { ignore: (name: string) => ignore(relative(first.dir, name).split(sep).join('/')) } : {}),
+    ignore: guarded,
     ...(pack ? { pack } : {}),
-    ...(rest.length > 0 ? { finish: (next: Pack) => void packParts(rest, digest, next) } : {}),
+    ...(rest.length > 0 ? { finish: (next: Pack) => void packParts(rest, digest, failures, next) } : {}),
   };
   return tar.pack(first.dir, options);
 }
@@ -130,8 +154,10 @@ export async function packContext(parts: ContextPart[], options: ContextPackOpti
     },
   });
   const digest = createHash('sha256');
+  const failures: unknown[] = [];
   try {
-    await pipeline(packParts(parts, digest), meter, createWriteStream(file));
+    await pipeline(packParts(parts, digest, failures), meter, createWriteStream(file));
+    if (failures.length > 0) throw failures[0];
   } catch (error) {
     rmSync(dir, { recursive: true, force: true });
     throw error;
@@ -160,13 +186,17 @@ export function contextFilter(contextDir: string, keep: string[], alsoIgnore: (p
     if (path === '' || keep.includes(path)) return false;
     if (alsoIgnore(path)) return true;
     if (!matcher.ignores(path)) return false;
-    return !(hasExceptions && statSync(join(contextDir, path)).isDirectory());
+    // A directory stays walked for the exceptions inside it; an entry gone meanwhile is no directory.
+    return !(hasExceptions && lstatSync(join(contextDir, path), { throwIfNoEntry: false })?.isDirectory() === true);
   };
 }
 
 /** The digest of a directory's files as a pack with `digest` computes it, without writing the tar anywhere. */
 export async function digestOf(part: Omit<ContextPart, 'prefix' | 'digest'>): Promise<string> {
   const digest = createHash('sha256');
-  await pipeline(packParts([{ ...part, prefix: '', digest: true }], digest), new Writable({ write: (_chunk, _encoding, done) => done() }));
+  const failures: unknown[] = [];
+  const discard = new Writable({ write: (_chunk, _encoding, done) => done() });
+  await pipeline(packParts([{ ...part, prefix: '', digest: true }], digest, failures), discard);
+  if (failures.length > 0) throw failures[0];
   return digest.digest('hex').slice(0, 16);
 }

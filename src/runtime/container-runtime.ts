@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { NodeCapacity } from '../resources/scheduler.js';
 
 /** Where the proxy reaches a replica: a unix socket on this host, or a TCP address. */
 export type ReplicaTarget = { socketPath: string } | { host: string; port: number };
@@ -71,6 +72,9 @@ export interface InstanceOwner {
   pid: number;
   /** Tells this start of a control plane from any other. */
   nonce: string;
+  /** The host name of the control plane's machine (or container), and when it claimed the instance. */
+  host?: string;
+  startedAt?: string;
 }
 
 export interface LogOptions {
@@ -119,6 +123,11 @@ export interface ContainerRuntime {
   removeImage(id: string): Promise<boolean>;
   /** The owner recorded in the instance's marker on this engine, if there is one. */
   readInstanceOwner(instance: string): Promise<InstanceOwner | undefined>;
+  /**
+   * Creates the instance's marker recording `owner` unless the instance has one, and returns the owner the marker
+   * records (`owner` when this call created it; undefined when it records none that can be read). Atomic on the engine.
+   */
+  claimInstance(instance: string, owner: InstanceOwner): Promise<InstanceOwner | undefined>;
   /** Records `owner` in the instance's marker, replacing any other. */
   writeInstanceOwner(instance: string, owner: InstanceOwner): Promise<void>;
   /** Removes the instance's marker if it still records the owner with this nonce. */
@@ -131,4 +140,6 @@ export interface ContainerRuntime {
    * timestamps, each line starts with its RFC 3339 time and a space; since (epoch seconds) skips older lines.
    */
   streamLogs(containerId: string, options: LogOptions): Promise<Readable>;
+  /** On a cluster: every node with its capacity and readiness. A runtime without it runs on this machine alone. */
+  listNodes?(): Promise<NodeCapacity[]>;
 }

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { BuildInfo } from '../api.js';
 import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
+import { hideUrlCredentials } from '../common/redact.js';
 import type { Logger } from '../common/logger.js';
 import type { FlotillaConfig } from '../config/config.js';
 import type { ContainerRuntime } from './container-runtime.js';
@@ -18,6 +19,7 @@ const PYTHON_MISMATCH = 'FLOTILLA_PYTHON_MISMATCH';
 const RUNTIME_DIR = '/opt/flotilla/replica';
 const PYTHON_SITE_DIR = '/opt/flotilla/site-packages';
 const BUILD_CA = '/tmp/flotilla-build/ca.pem';
+const BUILD_NPMRC = '/tmp/flotilla-build/npmrc';
 const LOCKFILES = ['package-lock.json', 'npm-shrinkwrap.json'];
 const APT_PACKAGE = /^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~-]+)?$/;
 const TLS_FAILURE =
@@ -217,8 +219,11 @@ export class ImageBuilder {
     }
     const env = this.installEnv(staging, [
       ...(this.settings.buildCaFile !== '' ? [`NODE_EXTRA_CA_CERTS=${BUILD_CA}`] : []),
-      ...(this.settings.npmRegistry !== '' ? [`npm_config_registry=${shellQuote(this.settings.npmRegistry)}`] : []),
+      ...(this.settings.npmRegistry !== '' ? [`npm_config_userconfig=${BUILD_NPMRC}`] : []),
     ]);
+    // The registry (credentials and all) in a file of the deps stage, not in a RUN line that the build prints and keeps.
+    if (this.settings.npmRegistry !== '')
+      writeFileSync(join(staging, 'build', 'npmrc'), `registry=${this.settings.npmRegistry}\n`, { mode: 0o600 });
     // Installed in the image: the host's own node_modules (built for the host) is not sent (contextIgnore).
     return [
       `FROM ${runtimeTag} AS deps`,
@@ -381,7 +386,7 @@ export class ImageBuilder {
         labels: { [LABELS.managed]: 'true' },
         ...options,
         onLog: (raw) => {
-          const line = raw.replace(/(\w+:\/\/)[^/@\s]+@/g, '$1***@');
+          const line = hideUrlCredentials(raw);
           if (!/^Step \d+\/\d+ :/.test(line)) return log.debug(line);
           build.step = line;
           log.info(line, { seconds: Math.round((Date.now() - started) / 100) / 10 });

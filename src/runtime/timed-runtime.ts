@@ -97,6 +97,10 @@ export class TimedRuntime implements ContainerRuntime {
     return this.timed(`a read of instance ${instance}'s marker`, this.inner.readInstanceOwner(instance));
   }
 
+  claimInstance(instance: string, owner: InstanceOwner): Promise<InstanceOwner | undefined> {
+    return this.timed(`a claim of instance ${instance}'s marker`, this.inner.claimInstance(instance, owner));
+  }
+
   writeInstanceOwner(instance: string, owner: InstanceOwner): Promise<void> {
     return this.timed(`a write of instance ${instance}'s marker`, this.inner.writeInstanceOwner(instance, owner));
   }

@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -97,7 +97,8 @@ describe('replica containers (unix transport)', () => {
       CapDrop: ['ALL'],
       PidsLimit: 1024,
       ReadonlyRootfs: true,
-      Tmpfs: { '/tmp': expect.any(String) },
+      Tmpfs: { '/tmp': expect.stringContaining('size=256m') },
+      LogConfig: { Type: 'json-file', Config: { 'max-size': '10m', 'max-file': '3' } },
       Init: true,
       NetworkMode: 'flotilla-replicas',
       SecurityOpt: ['no-new-privileges'],
@@ -255,6 +256,10 @@ describe('replica containers (tcp transport)', () => {
     const secret = secretIn(hostDirOf(id!));
     expect((await straight(target, 'PUT', '/-/flotilla/config', { 'x-flotilla-control-secret': secret }, body)).status).toBe(200);
     expect(await (await fetch(`${client.httpUrl}/big`)).json()).toMatchObject({ tag: 'changed' });
+    expect(dockerExec(id!, '(head -c 1048576 /dev/zero > /run/flotilla/fill) 2>&1; echo "exit $?"')).toMatch(
+      /Read-only file system\s+exit [1-9]/,
+    );
+    expect(readdirSync(hostDirOf(id!))).toEqual(['entry.json']);
   });
 
   it('cannot be reached from another container on their network', async () => {

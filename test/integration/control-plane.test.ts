@@ -118,6 +118,31 @@ describe('crash recovery', () => {
   });
 });
 
+describe('one control plane per instance on an engine', () => {
+  it('lets exactly one of two starts at once with different state directories win, and tells the other who has it', async () => {
+    const first = await settings();
+    const second = { ...(await settings()), instance: first.instance };
+    const results = await Promise.allSettled([serve.start(first), serve.start(second)]);
+    const won = results.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+    const lost = results.flatMap((result) => (result.status === 'rejected' ? [result.reason as { code: string; message: string }] : []));
+    try {
+      expect(won).toHaveLength(1);
+      expect(lost).toEqual([
+        expect.objectContaining({
+          code: 'INSTANCE_RUNNING',
+          message: expect.stringMatching(
+            new RegExp(`^instance '${first.instance}' is (being started|already run) by process ${process.pid} `),
+          ),
+        }),
+      ]);
+    } finally {
+      await Promise.all(won.map((client) => client.shutdown()));
+    }
+    const again = await serve.start(second);
+    await again.shutdown();
+  });
+});
+
 describe('a rollout across a control-plane crash', () => {
   it('completes a rolling update after kill -9 mid-rollout and a restart, serving throughout', async () => {
     const options = await settings();

@@ -1,10 +1,15 @@
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { cpSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
+import { LABELS } from '../../src/common/labels.js';
+import { shortId } from '../../src/common/ids.js';
 import { FIXTURES, containersOf, inspect, startFlotilla } from './harness.js';
+
+const BASE = process.env.FLOTILLA_BASE_IMAGE ?? 'node:20-bookworm-slim';
 
 const python = (context: string, extra: Record<string, unknown> = {}) => ({
   replicaOptions: { runtimeEnv: { runtime: 'python' as const, context: join(FIXTURES, context), ...extra } },
@@ -196,6 +201,37 @@ describe('builds without a CA setting', () => {
   });
 });
 
+describe('builds with a registry that needs credentials', () => {
+  const instance = `test-${shortId(3)}`;
+  let client: Client;
+  let registry: string;
+
+  beforeAll(async () => {
+    // A registry stand-in on the engine's default bridge that reports each request's credentials and refuses them.
+    const answer = `require('http').createServer((q, s) => { console.log('auth', q.headers.authorization); s.writeHead(401); s.end(); }).listen(4873)`;
+    registry = execFileSync('docker', ['run', '-d', '--label', `${LABELS.instance}=${instance}`, BASE, 'node', '-e', answer], {
+      encoding: 'utf8',
+    }).trim();
+    const address = execFileSync('docker', ['inspect', '-f', '{{.NetworkSettings.IPAddress}}', registry], { encoding: 'utf8' }).trim();
+    ({ client } = await startFlotilla({ instance, npmRegistry: `http://builder:s3cr3t@${address}:4873/` }));
+  });
+  afterAll(() => client.shutdown());
+
+  it('hands npm the credentials, and keeps them out of the BUILD_FAILED error and its log', async () => {
+    const failure = await client
+      .createBackend('private', isNumberVersion, { replicaOptions: { runtimeEnv: { packages: { 'is-number': '7.0.0' } } } })
+      .then(
+        () => undefined,
+        (error: unknown) => error as { code: string; message: string; details: { log: string[] } },
+      );
+    expect(failure).toMatchObject({ code: 'BUILD_FAILED', message: expect.stringMatching(/401|E401|auth/i) });
+    expect(JSON.stringify(failure?.details)).toMatch(/builder:\*\*\*@|npmrc/);
+    expect(`${failure?.message}\n${JSON.stringify(failure?.details)}`).not.toContain('s3cr3t');
+    const seen = execFileSync('docker', ['logs', registry], { encoding: 'utf8' });
+    expect(seen).toContain(`auth Basic ${Buffer.from('builder:s3cr3t').toString('base64')}`);
+  });
+});
+
 describe('build context limits', () => {
   let client: Client;
   let instance: string;
@@ -227,12 +263,23 @@ describe('build context limits', () => {
     rmSync(context, { recursive: true, force: true });
   });
 
+  it('builds a context holding a dangling symlink that its .dockerignore rules, with an exception, match', async () => {
+    const context = mkdtempSync(join(tmpdir(), 'flt-lock-'));
+    cpSync(join(FIXTURES, 'my-backend'), context, { recursive: true });
+    writeFileSync(join(context, '.dockerignore'), '*.log\n!keep.log\n');
+    symlinkSync('/nonexistent/editor@host.4242', join(context, '.#echo.js.log'));
+    await client.createBackend('locked', 'handlers/echo.js:Echo', { replicaOptions: { runtimeEnv: { context } }, initArgs: ['lock'] });
+    await client.createEndpoint('locked', { backend: 'locked', route: '/locked' });
+    expect(await (await fetch(`${client.httpUrl}/locked`)).json()).toMatchObject({ arg: 'lock' });
+    rmSync(context, { recursive: true, force: true });
+  });
+
   it('refuses the filesystem root as a context', async () => {
     await expect(client.createBackend('root', 'x.js', { replicaOptions: { runtimeEnv: { context: '/' } } })).rejects.toMatchObject({
       code: 'INVALID_ARGUMENT',
       message: expect.stringMatching(/'\/' is the filesystem root/),
       details: { issues: [{ path: ['replicaOptions', 'runtimeEnv', 'context'], message: expect.any(String) }] },
     });
-    expect(Object.keys(await client.listBackends())).toEqual(['big']);
+    expect(Object.keys(await client.listBackends()).sort()).toEqual(['big', 'locked']);
   });
 });

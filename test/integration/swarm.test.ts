@@ -1,10 +1,27 @@
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serve, type Client } from '../../src/index.js';
 import { shortId } from '../../src/common/ids.js';
+import { SwarmRuntime } from '../../src/runtime/docker/swarm-runtime.js';
+import type { ReplicaSpec } from '../../src/runtime/container-runtime.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
+
+/**
+ * The stack file as the bed runs it: this machine's kernel has no ESP (CONFIG_INET_ESP), so an encrypted overlay would
+ * carry nothing between the bed's nodes; the bed's overlay is plain, and the test of encryption creates one of its own.
+ */
+function bedStack(): string {
+  const stack = readFileSync(join(ROOT, 'examples', 'swarm', 'stack.yml'), 'utf8');
+  const plain = stack
+    .replace(/\n\s+driver_opts:\n\s+encrypted: 'true'/, '')
+    .replace("FLOTILLA_SWARM_ENCRYPTED: 'true'", "FLOTILLA_SWARM_ENCRYPTED: 'false'");
+  if (plain.includes('encrypted: ') || !plain.includes("FLOTILLA_SWARM_ENCRYPTED: 'false'"))
+    throw new Error('the stack file changed: update bedStack');
+  return plain;
+}
 const run = (command: string, args: string[], input?: Buffer | string) =>
   execFileSync(command, args, { encoding: 'utf8', input, maxBuffer: 64 * 1024 * 1024, stdio: ['pipe', 'pipe', 'pipe'] }).trim();
 
@@ -17,6 +34,7 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
   const bed = `flt-bed-${shortId(3)}`;
   const token = `token-${shortId(8)}`;
   let manager = '';
+  let socket = '';
   let client: Client;
   const inManager = (...args: string[]) => run('docker', ['exec', `${bed}-manager`, 'docker', ...args]);
   const front = (path: string, init?: RequestInit) =>
@@ -54,6 +72,7 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
         .map((line) => line.split('=') as [string, string]),
     );
     manager = settings.FLOTILLA_BED_MANAGER ?? '';
+    socket = settings.FLOTILLA_BED_SOCKET ?? '';
     const image = run('bash', [join(ROOT, 'scripts', 'flotilla-image.sh'), 'flotilla:swarm-test']);
     execFileSync('sh', ['-c', `docker save ${image} | docker exec -i ${bed}-manager docker load`], { stdio: 'ignore' });
     const base = process.env.FLOTILLA_BASE_IMAGE ?? 'node:20-bookworm-slim';
@@ -68,7 +87,7 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
         `${bed}-manager`,
         ...['sh', '-c', 'cat > /tmp/stack.yml && docker stack deploy -c /tmp/stack.yml flotilla'],
       ],
-      run('cat', [join(ROOT, 'examples', 'swarm', 'stack.yml')]),
+      bedStack(),
     );
     client = await connect();
   });
@@ -109,7 +128,17 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
       expect(spec.TaskTemplate.Resources.Reservations.NanoCPUs).toBe(1.5e9);
       expect(spec.EndpointSpec.Mode).toBe('dnsrr');
       expect(spec.TaskTemplate.ContainerSpec.StopGracePeriod).toBe(7e9);
+      expect(spec.TaskTemplate.ContainerSpec.Configs ?? []).toEqual([]);
+      expect(spec.TaskTemplate.ContainerSpec.Secrets).toEqual([
+        expect.objectContaining({ File: expect.objectContaining({ Name: '/run/flotilla/entry.json', Mode: 0o400 }) }),
+      ]);
     }
+    expect(inManager('config', 'ls', '-q')).toBe('');
+    expect(inManager('secret', 'ls', '--format', '{{.Name}}').split('\n').sort()).toEqual(
+      services.map((s) => `${s.spec.Name}-entry`).sort(),
+    );
+    const [network] = JSON.parse(inManager('network', 'inspect', 'flotilla-replicas'));
+    expect(network).toMatchObject({ Driver: 'overlay', Attachable: false });
     const servedBy = new Set<string>();
     for (let i = 0; i < 12; i++) {
       const response = await front('/spread');
@@ -153,6 +182,66 @@ describe('Flotilla on a Docker Swarm of three nodes', () => {
       client.createBackend('nowhere', () => 'never', { replicaOptions: { placementConstraints: ['node.labels.zone==mars'] } }),
     ).rejects.toMatchObject({ code: 'INSUFFICIENT_RESOURCES', message: expect.stringContaining('node.labels.zone==mars') });
     await client.deleteBackend('pinned');
+  });
+
+  it('creates its overlay encrypted and not attachable, and refuses one that is not encrypted', async () => {
+    const network = `flt-enc-${shortId(3)}`;
+    const spec: ReplicaSpec = {
+      name: `flt-enc-probe-${shortId(3)}`,
+      image: 'flotilla-local/bookworm-minbase:latest',
+      labels: { 'dev.flotilla.managed': 'true' },
+      env: {},
+      hostDir: undefined,
+      transport: { kind: 'tcp', hostAddress: '0.0.0.0', containerPort: 8000 },
+      stopGraceS: 0,
+      limits: { cpus: 0.1, cpuLimit: null, memoryMb: null, gpuIds: [] },
+      confinement: { user: '1000:1000', capAdd: [], readOnlyRootfs: true, network: { kind: 'isolated', name: network }, pidsLimit: 64 },
+    };
+    const runtime = (name: string) => new SwarmRuntime(socket, { registry: 'registry:5000', network: name, encrypted: true });
+    // The probe's image serves nothing: only the network its start makes is looked at, then the probe goes.
+    const probe = runtime(network);
+    await probe.startReplica(spec).then(
+      (status) => probe.stopReplica(status.containerId, 0),
+      () => undefined,
+    );
+    const [made] = JSON.parse(inManager('network', 'inspect', network));
+    expect(made).toMatchObject({ Driver: 'overlay', Attachable: false, Options: expect.objectContaining({ encrypted: 'true' }) });
+    await expect
+      .poll(
+        () => {
+          try {
+            return inManager('network', 'rm', network);
+          } catch {
+            return 'in use';
+          }
+        },
+        { timeout: 30_000 },
+      )
+      .toBe(network);
+    await expect(runtime('flotilla-replicas').startReplica(spec)).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      message: expect.stringContaining("the Swarm overlay network 'flotilla-replicas' is not encrypted"),
+    });
+  });
+
+  it('pushes an image again to a registry that lost it, so that a replica on a node without the image still starts', async () => {
+    const served = () => 'served again';
+    await client.createBackend('again', served, { replicaOptions: { numCpus: 0.1, placementConstraints: ['node.role==manager'] } });
+    const image = servicesOf('again')[0]?.spec.TaskTemplate.ContainerSpec.Image as string;
+    await client.deleteBackend('again');
+    run('docker', ['exec', `${bed}-registry`, 'rm', '-rf', '/var/lib/docker-registry/docker']);
+    run('docker', ['restart', `${bed}-registry`]);
+    run('docker', ['exec', `${bed}-worker1`, 'sh', '-c', 'docker container prune -f && docker image prune -a -f']);
+    expect(run('docker', ['exec', `${bed}-worker1`, 'docker', 'image', 'ls', '-q'])).toBe('');
+    // The same backend again, on a node that must pull its image: the same image by the same digest.
+    await client.createBackend('again', served, {
+      replicaOptions: { numCpus: 0.1, placementConstraints: ['node.hostname==worker1'] },
+    });
+    expect(servicesOf('again').map((s) => [s.node, s.spec.TaskTemplate.ContainerSpec.Image])).toEqual([['worker1', image]]);
+    await client.createEndpoint('again', { backend: 'again', route: '/again' });
+    expect(await (await front('/again')).text()).toContain('served again');
+    await client.deleteEndpoint('again');
+    await client.deleteBackend('again');
   });
 
   it('adopts the replicas on every node when the control plane is killed (-9) and restarted', async () => {

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { createWriteStream, mkdirSync, mkdtempSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -82,6 +82,40 @@ describe('packContext', () => {
     const packed = await packContext([{ dir: big, prefix: 'app' }], { ...options, maxBytes: 1024 * 1024 });
     expect(packed.bytes).toBeGreaterThan(64 * 1024);
     packed.dispose();
+  });
+});
+
+describe('packContext with entries that vanish or dangle', () => {
+  const names = (entries: string[]) => entries.map((line) => line.split(/\s+/).pop());
+
+  it('packs a context whose ignored, dangling symlink (an editor lock file) the .dockerignore exceptions would stat', async () => {
+    const dir = context({ 'app.py': 'x', 'notes.txt': 'n', '.dockerignore': '*\n!app.py\n' });
+    symlinkSync('/nonexistent/owner@host.1234', join(dir, '.#app.py'));
+    const { entries } = await pack([{ dir, prefix: 'app', ignore: contextFilter(dir, [], () => false) }]);
+    expect(names(entries)).toEqual(['app', 'app/app.py']);
+    await expect(contextDigest({ backend: 'b', contextDir: dir })).resolves.toMatch(/^[0-9a-f]{16}$/);
+  });
+
+  it('packs a context whose ignored file is deleted during the pack, before the exceptions stat it', async () => {
+    const dir = context({ 'a.js': 'a', 'b.log': 'b', 'keep.log': 'k', '.dockerignore': '*.log\n!keep.log\n' });
+    const deleteLog = (path: string) => (path === 'a.js' && rmSync(join(dir, 'b.log')), false);
+    const { entries } = await pack([{ dir, prefix: 'app', ignore: contextFilter(dir, [], deleteLog) }]);
+    expect(names(entries)).toEqual(['app', 'app/.dockerignore', 'app/a.js', 'app/keep.log']);
+  });
+
+  it('skips a file deleted between its directory listing and its turn, and packs the files after it', async () => {
+    const dir = context({ 'a.js': 'a', 'b.js': 'b', 'c.js': 'c' });
+    const deleteB = (path: string) => (path === 'c.js' && rmSync(join(dir, 'b.js')), false);
+    const { entries } = await pack([{ dir, prefix: 'app', ignore: contextFilter(dir, [], deleteB) }]);
+    expect(names(entries)).toEqual(['app', 'app/a.js', 'app/c.js']);
+  });
+
+  it('fails the pack, instead of the process, when the ignore rules throw', async () => {
+    const dir = context({ 'a.js': 'a' });
+    const failing = () => {
+      throw new Error('rules broke');
+    };
+    await expect(packContext([{ dir, prefix: 'app', ignore: failing }], options)).rejects.toThrow('rules broke');
   });
 });
 

@@ -126,6 +126,12 @@ export class FakeRuntime implements ContainerRuntime {
   readInstanceOwner(instance: string): Promise<InstanceOwner | undefined> {
     return this.call(() => this.owners.get(instance));
   }
+  claimInstance(instance: string, owner: InstanceOwner): Promise<InstanceOwner | undefined> {
+    return this.call(() => {
+      if (!this.owners.has(instance)) this.owners.set(instance, owner);
+      return this.owners.get(instance);
+    });
+  }
   writeInstanceOwner(instance: string, owner: InstanceOwner): Promise<void> {
     return this.call(() => void this.owners.set(instance, owner));
   }
