@@ -5,6 +5,7 @@ import { AdminServer, isLoopbackHost } from './admin/admin-server.js';
 import { PrometheusMetrics } from './admin/metrics.js';
 import { fanOut, ServingSeries } from './admin/serving-series.js';
 import { generateToken, removeToken } from './admin/token-file.js';
+import { forgetInstance, recordInstance } from './cli/current-instance.js';
 import { LocalClient } from './client.js';
 import { invalid, urlOf } from './common/checks.js';
 import { systemClock } from './common/clock.js';
@@ -29,6 +30,8 @@ type FrontDoor = Pick<ProxyServer, 'listen' | 'close'>;
 /** How a start was asked for: a detached start passes the nonce that its /api/health must report. */
 export interface Launch {
   nonce?: string;
+  /** Record it as this machine's current instance (`flotilla start`), for later commands to find. */
+  record?: boolean;
 }
 
 /** Refuses admin settings that cannot be served, before anything (containers, state, token file) is touched. */
@@ -154,6 +157,7 @@ export class ControlPlane {
         claim,
         stopWatchingNodes,
       );
+      if (launch.record === true) recordInstance({ instance: config.instance, adminUrl, httpUrl, stateDir: config.stateDir });
       admin.serve(client, () => plane.shutdown(), { instance: config.instance, nonce: launch.nonce ?? randomUUID() }, series);
       await claim.take(adminUrl, httpUrl);
       metrics.countReplicasOf(client, dispatcher);
@@ -162,6 +166,7 @@ export class ControlPlane {
       stopWatchingNodes();
       await Promise.allSettled([proxy.close(0), admin.close(), controller.detach()]);
       forget();
+      forgetInstance(config.stateDir, config.instance);
       throw error;
     }
   }
@@ -177,7 +182,7 @@ export class ControlPlane {
       await this.proxy.close(this.graceMs());
       await this.controller.detach();
       this.dispatcher.close();
-      this.forgetToken();
+      this.forgetStoredFiles();
       await this.claim.release();
       this.stopWatchingNodes();
       this.logger.info('control plane closed; replicas keep running');
@@ -193,7 +198,7 @@ export class ControlPlane {
       this.client.events.clear();
       this.dispatcher.close();
       await this.admin.close();
-      this.forgetToken();
+      this.forgetStoredFiles();
       await this.claim.release();
       this.stopWatchingNodes();
       this.markExited();
@@ -201,7 +206,9 @@ export class ControlPlane {
     return this.closing;
   }
 
-  private forgetToken(): void {
+  /** Removes what this process stored for others to find: its instance record and its generated token. */
+  private forgetStoredFiles(): void {
+    forgetInstance(this.config.stateDir, this.config.instance);
     if (this.generatedToken !== undefined) removeToken(this.config.stateDir, this.config.instance, this.generatedToken);
   }
 

@@ -8,7 +8,8 @@ import { loadConfig } from '../config/config.js';
 import { ControlPlane } from '../control-plane.js';
 import { deployAppFile } from './deploy.js';
 import { renderStatus, watchStatus } from './status.js';
-import { invalid, urlOf } from '../common/checks.js';
+import { invalid } from '../common/checks.js';
+import { explainUnreachable, reachNote, resolveConnection, runningInstances, type Connection } from './current-instance.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../common/package-root.js';
@@ -17,13 +18,6 @@ import { imagesOfDesiredState, pruneImages } from './prune.js';
 import { engineRuntime } from '../runtime/docker/docker-runtime.js';
 import { printEvents } from './events.js';
 import { spawn } from 'node:child_process';
-
-interface Connection {
-  address?: string;
-  token?: string;
-  instance?: string;
-  stateDir?: string;
-}
 
 function parseOptions(json: string | undefined): StartOptions {
   if (json === undefined) return {};
@@ -34,23 +28,18 @@ function parseOptions(json: string | undefined): StartOptions {
   }
 }
 
-/** The admin API to talk to: flags, then FLOTILLA_* settings; without a token, connect() reads the instance's stored one. */
-function connectOptions(connection: Connection): ConnectOptions {
-  const config = loadConfig({
-    ...(connection.instance === undefined ? {} : { instance: connection.instance }),
-    ...(connection.stateDir === undefined ? {} : { stateDir: connection.stateDir }),
-  });
-  const token = connection.token ?? (config.admin.token === '' ? undefined : config.admin.token);
-  return {
-    address: connection.address ?? urlOf(config.admin),
-    instance: config.instance,
-    stateDir: config.stateDir,
-    ...(token === undefined ? {} : { token }),
-  };
+/** Runs an admin API call with the instance the flags (or this machine's current instance) lead to; says what was tried when none answers. */
+async function reaching<T>(connection: Connection, call: (options: ConnectOptions) => Promise<T>): Promise<T> {
+  const resolved = resolveConnection(connection);
+  try {
+    return await call(resolved);
+  } catch (error) {
+    throw explainUnreachable(error, resolved, connection);
+  }
 }
 
 function connectTo(connection: Connection): Promise<Client> {
-  return connect(connectOptions(connection));
+  return reaching(connection, connect);
 }
 
 async function startCommand(flags: { detached?: boolean; options?: string; optionsFile?: string }): Promise<void> {
@@ -58,12 +47,18 @@ async function startCommand(flags: { detached?: boolean; options?: string; optio
   const options = fromFile?.options ?? parseOptions(flags.options);
   if (flags.detached === true) {
     const client = await startDetached(options);
-    process.stdout.write(`Flotilla is running in the background; HTTP on ${client.httpUrl}\n`);
+    const { instance, stateDir } = loadConfig(options);
+    const adminUrl = runningInstances(stateDir).find((record) => record.instance === instance)?.adminUrl;
+    process.stdout.write(
+      `Flotilla is running in the background (instance ${instance}); HTTP on ${client.httpUrl}` +
+        `${adminUrl === undefined ? '' : `, admin API on ${adminUrl}`}; ${reachNote(instance, stateDir)}\n`,
+    );
     return;
   }
-  const plane = await ControlPlane.start(options, fromFile === undefined ? {} : { nonce: fromFile.nonce });
+  const plane = await ControlPlane.start(options, { record: true, ...(fromFile === undefined ? {} : { nonce: fromFile.nonce }) });
+  const { instance, stateDir } = plane.config;
   process.stdout.write(
-    `Flotilla is serving HTTP on ${plane.client.httpUrl}; admin API on ${plane.adminUrl} (instance ${plane.config.instance})\n`,
+    `Flotilla is serving HTTP on ${plane.client.httpUrl}; admin API on ${plane.adminUrl} (instance ${instance}); ${reachNote(instance, stateDir)}\n`,
   );
   for (const signal of ['SIGINT', 'SIGTERM'] as const)
     process.once(signal, () => {
@@ -76,7 +71,9 @@ async function startCommand(flags: { detached?: boolean; options?: string; optio
 }
 
 async function logsCommand(backend: string, flags: Connection & { follow?: boolean; tail: string }): Promise<void> {
-  const stream = await streamBackendLogs(connectOptions(flags), backend, { follow: flags.follow === true, tail: flags.tail });
+  const stream = await reaching(flags, (options) =>
+    streamBackendLogs(options, backend, { follow: flags.follow === true, tail: flags.tail }),
+  );
   for await (const chunk of stream) process.stdout.write(chunk as Buffer);
 }
 
@@ -109,9 +106,12 @@ const program = new Command('flotilla')
   .version(version, '-V, --version', "print Flotilla's version");
 const connection = (command: Command) =>
   command
-    .option('--address <url>', 'admin API of the Flotilla to talk to (default from FLOTILLA_ADMIN_HOST/PORT)')
+    .option(
+      '--address <url>',
+      "admin API of the Flotilla to talk to (default: this machine's current instance, else FLOTILLA_ADMIN_HOST/PORT)",
+    )
     .option('--token <token>', 'admin API token (default FLOTILLA_ADMIN_TOKEN, else the one the instance stored in its state dir)')
-    .option('--instance <name>', 'instance whose stored token to use on this machine (default FLOTILLA_INSTANCE)')
+    .option('--instance <name>', 'instance on this machine to talk to, instead of the last started (default FLOTILLA_INSTANCE)')
     .option('--state-dir <dir>', 'state directory to find that token in (default FLOTILLA_STATE_DIR)');
 
 program
@@ -243,7 +243,7 @@ connection(
     .description('print the URL of the dashboard page, with a one-time code that logs the browser in')
     .option('--open', 'also try to open it in a browser (xdg-open, or open on macOS)'),
 ).action(async (flags: Connection & { open?: boolean }) => {
-  const { url, expiresInS } = await dashboardUrl(connectOptions(flags));
+  const { url, expiresInS } = await reaching(flags, dashboardUrl);
   process.stdout.write(`${url}\n(the code works once, within ${expiresInS / 60} minutes)\n`);
   if (flags.open === true) {
     const opener = spawn(process.platform === 'darwin' ? 'open' : 'xdg-open', [url], { stdio: 'ignore', detached: true });
