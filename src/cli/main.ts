@@ -6,6 +6,7 @@ import { connect, dashboardUrl, streamBackendLogs } from '../admin/remote-client
 import { errorMessage, isFlotillaError } from '../common/errors.js';
 import { loadConfig } from '../config/config.js';
 import { ControlPlane } from '../control-plane.js';
+import { callEndpoint, type CallFlags } from './call.js';
 import { deployAppFile } from './deploy.js';
 import { renderStatus, watchStatus } from './status.js';
 import { invalid } from '../common/checks.js';
@@ -17,6 +18,7 @@ import { checkAppFile, offlinePlan, type MachineSize } from './offline-check.js'
 import { imagesOfDesiredState, pruneImages } from './prune.js';
 import { engineRuntime } from '../runtime/docker/docker-runtime.js';
 import { printEvents } from './events.js';
+import { ReadableLogs } from './log-lines.js';
 import { spawn } from 'node:child_process';
 
 function parseOptions(json: string | undefined): StartOptions {
@@ -70,34 +72,23 @@ async function startCommand(flags: { detached?: boolean; options?: string; optio
   await plane.whenExited();
 }
 
-async function logsCommand(backend: string, flags: Connection & { follow?: boolean; tail: string }): Promise<void> {
-  const stream = await reaching(flags, (options) =>
-    streamBackendLogs(options, backend, { follow: flags.follow === true, tail: flags.tail }),
-  );
-  for await (const chunk of stream) process.stdout.write(chunk as Buffer);
-}
-
-function parseInput(input: string | undefined): unknown {
-  if (input === undefined) return undefined;
-  try {
-    return JSON.parse(input);
-  } catch {
-    return input;
+async function logsCommand(backend: string, flags: Connection & { follow?: boolean; tail: string; json?: boolean }): Promise<void> {
+  const query = { follow: flags.follow === true, tail: flags.tail };
+  const stream = await reaching(flags, (options) => streamBackendLogs(options, backend, query));
+  const lines = new ReadableLogs((text) => process.stdout.write(text));
+  for await (const chunk of stream) {
+    if (flags.json === true) process.stdout.write(chunk as Buffer);
+    else lines.push(chunk as Buffer);
   }
+  lines.end();
 }
 
-function printed(value: unknown): string | Uint8Array {
-  return typeof value === 'string' || value instanceof Uint8Array ? value : `${JSON.stringify(value)}\n`;
-}
-
-async function callCommand(endpoint: string, input: string | undefined, flags: Connection & { method?: string; stream?: boolean }) {
-  const client = await connectTo(flags);
-  const handle = client.getHandle(endpoint).options(flags.method === undefined ? {} : { methodName: flags.method });
-  if (flags.stream !== true) {
-    process.stdout.write(printed(await handle.remote(parseInput(input))));
-    return;
-  }
-  for await (const chunk of handle.stream(parseInput(input))) process.stdout.write(printed(chunk));
+async function callCommand(endpoint: string, input: string | undefined, flags: Connection & CallFlags): Promise<void> {
+  const output = {
+    stdout: (chunk: string | Uint8Array) => process.stdout.write(chunk),
+    stderr: (line: string) => process.stderr.write(`${line}\n`),
+  };
+  process.exitCode = await callEndpoint(await connectTo(flags), endpoint, input, flags, output);
 }
 
 const { version } = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
@@ -209,7 +200,8 @@ connection(
     .command('logs <backend>')
     .description("print the logs of a backend's replicas")
     .option('-f, --follow', 'keep printing new lines')
-    .option('--tail <lines>', 'lines of history per replica', '100'),
+    .option('--tail <lines>', 'lines of history per replica', '100')
+    .option('--json', "the replicas' lines as they logged them (JSON), instead of readable lines with stacks below"),
 ).action(logsCommand);
 
 connection(
@@ -255,9 +247,21 @@ connection(
 connection(
   program
     .command('call <endpoint> [input]')
-    .description('call an endpoint through a handle and print its answer (input: JSON, else text)')
-    .option('--method <name>', 'method of a class backend to call')
-    .option('--stream', 'print the answer as it comes'),
+    .description(
+      'call an endpoint over HTTP at its route and print the answer (input: JSON, else text); the status goes to stderr, and a 4xx or 5xx exits 1',
+    )
+    .option(
+      '-X, --request <method>',
+      'HTTP method (default GET without input, else POST or the first method with a body the endpoint accepts)',
+    )
+    .option('-q, --query <string>', "query string, e.g. 'top=3&lang=en'")
+    .option('-H, --header <header>', "request header 'Name: value' (repeatable)", (value: string, previous: string[] = []) => [
+      ...previous,
+      value,
+    ])
+    .option('--method <name>', 'method of a class backend to call (through a handle, not HTTP)')
+    .option('--handle', 'call through a handle over the admin API instead of HTTP (also for an endpoint without a route)')
+    .option('--stream', 'through a handle: print the answer as it comes (over HTTP it always does)'),
 ).action(callCommand);
 
 connection(program.command('shutdown').description('drain and remove every endpoint, backend and replica, and stop Flotilla')).action(

@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { shortId } from '../../src/common/ids.js';
 import { runningInstances } from '../../src/cli/current-instance.js';
-import { containersOf } from './harness.js';
+import { containersOf, startFlotilla } from './harness.js';
 
 const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
 const run = promisify(execFile);
@@ -96,5 +96,84 @@ describe('finding the instance', () => {
       .poll(async () => (await flotilla(env, 'status')).stdout, { timeout: 30_000, interval: 500 })
       .toContain(`HTTP: http://127.0.0.1:${one.http}`);
     expect(await flotilla(env, 'shutdown')).toMatchObject({ code: 0 });
+  });
+});
+
+const MODEL = `export class Model {
+  async call(request) {
+    const url = new URL(request.url);
+    if (url.searchParams.get('missing') === '1') return new Response('nope', { status: 404 });
+    if (url.searchParams.get('slow') === '1')
+      return new Promise((_, reject) => request.signal.addEventListener('abort', () => reject(new Error('aborted by client'))));
+    if (request.method !== 'POST') return 'ready';
+    const body = await request.json();
+    if (body.fail) throw new TypeError('bad input');
+    return { method: request.method, query: url.search, flavour: request.headers.get('x-flavour'), body };
+  }
+  predict() {
+    return 'predicted';
+  }
+}
+`;
+
+describe('flotilla call and flotilla logs', () => {
+  it('show the HTTP status, exit 1 on a 4xx or 5xx, take a method, query and headers, and list what exists', async () => {
+    const adminPort = await freePort();
+    const address = `http://127.0.0.1:${adminPort}`;
+    const { client } = await startFlotilla({ admin: { host: '127.0.0.1', port: adminPort, auth: 'none' } });
+    const env = process.env;
+    try {
+      const dir = mkdtempSync(join(tmpdir(), 'flt-call-'));
+      writeFileSync(join(dir, 'package.json'), '{ "type": "module" }\n');
+      writeFileSync(join(dir, 'model.js'), MODEL);
+      await client.createBackend('model', 'model.js:Model', { replicaOptions: { runtimeEnv: { context: dir } } });
+      await client.createEndpoint('model', { backend: 'model', route: '/model', methods: ['GET', 'POST'] });
+      const call = (...args: string[]) => flotilla(env, 'call', ...args, '--address', address);
+
+      expect(await call('model')).toMatchObject({ code: 0, stdout: 'ready', stderr: 'HTTP 200 OK\n' });
+      const echoed = await call('model', '{"x":1}', '-X', 'post', '--query', 'lang=en', '-H', 'X-Flavour: vanilla');
+      expect(echoed.code).toBe(0);
+      expect(JSON.parse(echoed.stdout)).toEqual({ method: 'POST', query: '?lang=en', flavour: 'vanilla', body: { x: 1 } });
+      expect(await call('model', '--query', 'missing=1')).toMatchObject({ code: 1, stdout: 'nope', stderr: 'HTTP 404 Not Found\n' });
+      const failed = await call('model', '{"fail":true}', '-H', 'x-request-id: req-42');
+      expect(failed).toMatchObject({ code: 1, stderr: 'HTTP 500 Internal Server Error\n' });
+      expect(failed.stdout).toMatch(/HANDLER_ERROR.*bad input/);
+
+      expect(await call('modle')).toMatchObject({
+        code: 1,
+        stderr: "flotilla: ENDPOINT_NOT_FOUND: no endpoint 'modle' (did you mean model?); endpoints: model\n",
+      });
+      expect(await call('model', '-X', 'POTS')).toMatchObject({
+        code: 1,
+        stderr: 'flotilla: METHOD_NOT_ALLOWED: endpoint model (/model) accepts GET, POST, not POTS (did you mean POST?)\n',
+      });
+      expect(await call('model', '--method', 'predict')).toMatchObject({ code: 0, stdout: 'predicted' });
+      expect(await call('model', '--method', 'predcit')).toMatchObject({
+        code: 1,
+        stderr: expect.stringMatching(/HANDLER_ERROR: .*Model has no method 'predcit'; its methods: call, predict/),
+      });
+
+      const ready = await fetch(`${client.httpUrl}/model`);
+      expect(ready.headers.get('server')).toBeNull();
+      await expect(fetch(`${client.httpUrl}/model?slow=1`, { signal: AbortSignal.timeout(1000) })).rejects.toThrow();
+      const failure = (await flotilla(env, 'call', 'model', '{"fail":true}', '-H', 'x-request-id: req-43', '--address', address)).code;
+      expect(failure).toBe(1);
+      await expect
+        .poll(async () => (await flotilla(env, 'logs', 'model', '--address', address)).stdout, { timeout: 30_000, interval: 500 })
+        .toMatch(/request\.id=req-43/);
+      const lines = (await flotilla(env, 'logs', 'model', '--address', address)).stdout.split('\n');
+      const head = lines.findIndex((line) => line.includes('request.id=req-42'));
+      expect(lines[head]).toMatch(
+        /^\d{4}-\d\d-\d\dT[\d:.]+Z \[[0-9a-f]{8}\] error handler_error TypeError: bad input {2}request\.method=POST request\.path=\/model request\.id=req-42$/,
+      );
+      expect(lines[head + 1]).toMatch(/^ {4}at Model\.call \(.*model\.js:\d+:\d+\)$/);
+      expect(lines.filter((line) => line.includes('handler_error'))).toHaveLength(3); // req-42, --method predcit, req-43
+      expect(lines.join('\n')).not.toMatch(/aborted by client/);
+      const json = (await flotilla(env, 'logs', 'model', '--json', '--address', address)).stdout;
+      const entry = JSON.parse(/\{.*"req-42".*\}/.exec(json)?.[0] ?? '{}') as Record<string, unknown>;
+      expect(entry).toMatchObject({ level: 'error', event: 'handler_error', type: 'TypeError', stack: expect.stringMatching(/model\.js/) });
+    } finally {
+      await client.shutdown();
+    }
   });
 });
