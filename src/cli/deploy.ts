@@ -6,6 +6,7 @@ import type { Capacity } from '../resources/scheduler.js';
 import { contextDigest } from '../runtime/image-builder.js';
 import { loadAppFile, type AppSpec, type BackendSpec } from './app-file.js';
 import { capacityOf, checkFitsWhenApplied, orderForCapacity } from './deploy-capacity.js';
+import type { ProgressLine } from './progress.js';
 
 /** One client call of a deploy, with what it changes (for messages). */
 export type DeployStep =
@@ -301,6 +302,8 @@ async function progress(client: Client, step: DeployStep, elapsedS: number): Pro
 export interface ApplyOptions {
   /** How often a long step (image build, replicas starting or draining) logs its progress; 0 for never. Default 5000. */
   progressIntervalMs?: number;
+  /** Where each step shows its progress (a terminal redraws one line); default: log lines. */
+  progressLine?: () => ProgressLine;
 }
 
 /**
@@ -321,13 +324,14 @@ export async function applyPlan(
   const intervalMs = options.progressIntervalMs ?? 5000;
   for (const [index, step] of steps.entries()) {
     log(describeStep(step));
+    const display = options.progressLine?.();
     const started = Date.now();
     let polling = false;
     const poll = (): void => {
       if (polling) return;
       polling = true;
       progress(client, step, Math.round((Date.now() - started) / 1000))
-        .then((line) => line !== undefined && log(line))
+        .then((line) => line !== undefined && (display === undefined ? log(line) : display.show(line)))
         .catch(() => undefined)
         .finally(() => (polling = false));
     };
@@ -344,6 +348,7 @@ export async function applyPlan(
       );
     } finally {
       clearInterval(timer);
+      display?.end();
     }
   }
   log(`deployed: ${steps.length} change${steps.length === 1 ? '' : 's'}`);

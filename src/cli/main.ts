@@ -19,6 +19,7 @@ import { imagesOfDesiredState, pruneImages } from './prune.js';
 import { engineRuntime } from '../runtime/docker/docker-runtime.js';
 import { printEvents } from './events.js';
 import { ReadableLogs } from './log-lines.js';
+import { TerminalProgress } from './progress.js';
 import { spawn } from 'node:child_process';
 
 function parseOptions(json: string | undefined): StartOptions {
@@ -176,8 +177,20 @@ connection(
   if (flags.dryRun === true) return dryRun(file, flags);
   if (flags.offline === true) throw new Error('--offline needs --dry-run: a deploy changes a running control plane');
   if (Object.values(machineOf(flags)).some((value) => value !== undefined)) checkAppFile(file, machineOf(flags));
-  // Progress lines (stage, elapsed) only on a terminal; a CI log gets one line per change.
-  await deployAppFile(await connectTo(flags), file, { log: print, progressIntervalMs: process.stdout.isTTY ? 1000 : 0 });
+  // Progress (stage, elapsed) redrawn in one line per backend on a terminal; a log file or CI gets one line per change.
+  const terminal = process.stdout.isTTY
+    ? new TerminalProgress(
+        (text) => process.stdout.write(text),
+        () => process.stdout.columns,
+      )
+    : undefined;
+  await deployAppFile(
+    await connectTo(flags),
+    file,
+    terminal === undefined
+      ? { log: print, progressIntervalMs: 0 }
+      : { log: terminal.log, progressIntervalMs: 1000, progressLine: () => terminal.line() },
+  );
 });
 
 connection(
