@@ -14,7 +14,7 @@ import { explainUnreachable, reachNote, resolveConnection, runningInstances, typ
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../common/package-root.js';
-import { checkAppFile, offlinePlan, type MachineSize } from './offline-check.js';
+import { checkAppFile, describeMachine, offlinePlan, thisMachine, type MachineSize } from './offline-check.js';
 import { imagesOfDesiredState, pruneImages } from './prune.js';
 import { engineRuntime } from '../runtime/docker/docker-runtime.js';
 import { printEvents } from './events.js';
@@ -138,12 +138,19 @@ const print = (line: string) => process.stdout.write(`${line}\n`);
 machine(
   program
     .command('validate <file>')
-    .description('check an app file without a control plane: syntax, keys, types, contexts, and capacity when a machine is given'),
-).action((file: string, flags: MachineFlags) => {
-  const spec = checkAppFile(file, machineOf(flags));
+    .description(
+      'check an app file without a control plane: syntax, keys, types, contexts, and that its replicas fit this machine (or the one --cpus, --memory-mb and --gpus describe)',
+    )
+    .option('--no-capacity', 'do not check capacity'),
+).action((file: string, flags: MachineFlags & { capacity: boolean }) => {
+  const given = machineOf(flags);
+  const mine = !Object.values(given).some((value) => value !== undefined);
+  const size = flags.capacity ? (mine ? thisMachine() : given) : {};
+  const spec = checkAppFile(file, size, describeMachine(size, mine));
   const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
   print(
-    `${file}: valid (${count(Object.keys(spec.backends).length, 'backend')}, ${count(Object.keys(spec.endpoints).length, 'endpoint')})`,
+    `${file}: valid (${count(Object.keys(spec.backends).length, 'backend')}, ${count(Object.keys(spec.endpoints).length, 'endpoint')}); ` +
+      (flags.capacity ? `fits ${describeMachine(size, mine)}` : 'capacity not checked (--no-capacity)'),
   );
 });
 

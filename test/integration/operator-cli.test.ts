@@ -177,3 +177,30 @@ describe('flotilla call and flotilla logs', () => {
     }
   });
 });
+
+describe('flotilla validate', () => {
+  it('checks capacity against this machine by default, says so, and says when it did not', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flt-validate-'));
+    const file = join(dir, 'app.yaml');
+    writeFileSync(
+      file,
+      'backends:\n  big:\n    import: a.js:A\n    config: { numReplicas: 2 }\n    replicaOptions: { numCpus: 1000 }\nendpoints: {}\n',
+    );
+    const env = { ...process.env, FLOTILLA_CPUS: '4', FLOTILLA_MEMORY_MB: '8192', FLOTILLA_GPUS: 'none' };
+    expect(await flotilla(env, 'validate', file)).toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(
+        /app\.yaml:2: backends\.big: replica 1 of 2 does not fit on the machine, even alone: .*\n\(capacity checked against this machine \(4 CPUs, 8192 MB and no GPUs\)\)/,
+      ),
+    });
+    expect(await flotilla(env, 'validate', file, '--no-capacity')).toMatchObject({
+      code: 0,
+      stdout: `${file}: valid (1 backend, 0 endpoints); capacity not checked (--no-capacity)\n`,
+    });
+    writeFileSync(file, 'backends:\n  small:\n    import: a.js:A\n    replicaOptions: { numCpus: 0.5 }\nendpoints: {}\n');
+    expect(await flotilla(env, 'validate', file)).toMatchObject({
+      code: 0,
+      stdout: `${file}: valid (1 backend, 0 endpoints); fits this machine (4 CPUs, 8192 MB and no GPUs)\n`,
+    });
+  });
+});
