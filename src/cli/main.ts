@@ -7,7 +7,8 @@ import { errorMessage, isFlotillaError } from '../common/errors.js';
 import { loadConfig } from '../config/config.js';
 import { ControlPlane } from '../control-plane.js';
 import { callEndpoint, type CallFlags } from './call.js';
-import { deployAppFile } from './deploy.js';
+import { deployAppFile, type DeployOptions } from './deploy.js';
+import { DevLoop } from './dev-loop.js';
 import { renderStatus, watchStatus } from './status.js';
 import { invalid } from '../common/checks.js';
 import { explainUnreachable, reachNote, resolveConnection, runningInstances, type Connection } from './current-instance.js';
@@ -154,6 +155,32 @@ machine(
   );
 });
 
+/** Progress (stage, elapsed) redrawn in one line per backend on a terminal; a log file or CI gets one line per change. */
+function deployOutput(): DeployOptions {
+  if (!process.stdout.isTTY) return { log: print, progressIntervalMs: 0 };
+  const terminal = new TerminalProgress(
+    (text) => process.stdout.write(text),
+    () => process.stdout.columns,
+  );
+  return { log: terminal.log, progressIntervalMs: 1000, progressLine: () => terminal.line() };
+}
+
+/** `flotilla dev FILE`: deploy, then deploy each change until Ctrl-C, which leaves the instance running or removes it. */
+async function devCommand(file: string, flags: Connection & { onExit: string }): Promise<void> {
+  if (flags.onExit !== 'leave' && flags.onExit !== 'remove') throw invalid(`--on-exit must be leave or remove, not '${flags.onExit}'`);
+  const client = await connectTo(flags);
+  const loop = new DevLoop(client, file, deployOutput());
+  await loop.start();
+  await new Promise<void>((resolve) => {
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => resolve());
+  });
+  await loop.close();
+  if (flags.onExit === 'remove') {
+    await client.shutdown();
+    print('removed: the instance drains and removes its endpoints, backends and replicas, and stops');
+  } else print('stopped watching; the instance keeps serving what was deployed (flotilla shutdown removes it)');
+}
+
 /** A dry run plans against the running control plane, or offline (against an empty instance) when none answers. */
 async function dryRun(file: string, flags: Connection & MachineFlags & { offline?: boolean }): Promise<void> {
   const spec = checkAppFile(file, machineOf(flags));
@@ -178,27 +205,25 @@ connection(
       .command('deploy <file>')
       .description('apply an app file (backends, endpoints, traffic): creates, reconfigures and removes only what differs')
       .option('--dry-run', 'print the plan without changing anything')
-      .option('--offline', 'with --dry-run: plan against an empty instance, without asking a control plane'),
+      .option('--offline', 'with --dry-run: plan against an empty instance, without asking a control plane')
+      .option('--watch', 'then keep watching the file and its contexts and deploy each change (as flotilla dev)'),
   ),
-).action(async (file: string, flags: Connection & MachineFlags & { dryRun?: boolean; offline?: boolean }) => {
+).action(async (file: string, flags: Connection & MachineFlags & { dryRun?: boolean; offline?: boolean; watch?: boolean }) => {
   if (flags.dryRun === true) return dryRun(file, flags);
   if (flags.offline === true) throw new Error('--offline needs --dry-run: a deploy changes a running control plane');
   if (Object.values(machineOf(flags)).some((value) => value !== undefined)) checkAppFile(file, machineOf(flags));
-  // Progress (stage, elapsed) redrawn in one line per backend on a terminal; a log file or CI gets one line per change.
-  const terminal = process.stdout.isTTY
-    ? new TerminalProgress(
-        (text) => process.stdout.write(text),
-        () => process.stdout.columns,
-      )
-    : undefined;
-  await deployAppFile(
-    await connectTo(flags),
-    file,
-    terminal === undefined
-      ? { log: print, progressIntervalMs: 0 }
-      : { log: terminal.log, progressIntervalMs: 1000, progressLine: () => terminal.line() },
-  );
+  if (flags.watch === true) return devCommand(file, { ...flags, onExit: 'leave' });
+  await deployAppFile(await connectTo(flags), file, deployOutput());
 });
+
+connection(
+  program
+    .command('dev <file>')
+    .description(
+      'deploy an app file, then watch it and every context directory and deploy each change (config live, code as a rolling update) until Ctrl-C',
+    )
+    .option('--on-exit <what>', 'at Ctrl-C: leave the instance serving, or remove it (flotilla shutdown)', 'leave'),
+).action(devCommand);
 
 connection(
   program

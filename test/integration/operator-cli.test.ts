@@ -1,4 +1,4 @@
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -202,5 +202,63 @@ describe('flotilla validate', () => {
       code: 0,
       stdout: `${file}: valid (1 backend, 0 endpoints); fits this machine (4 CPUs, 8192 MB and no GPUs)\n`,
     });
+  });
+});
+
+describe('flotilla dev', () => {
+  it('rolls out an edited handler while requests flow: every request answered, the new code live', async () => {
+    const adminPort = await freePort();
+    const { client } = await startFlotilla({ admin: { host: '127.0.0.1', port: adminPort, auth: 'none' } });
+    const dir = mkdtempSync(join(tmpdir(), 'flt-dev-'));
+    const code = (answer: string) => `export default function hello() {\n  return '${answer}';\n}\n`;
+    writeFileSync(join(dir, 'package.json'), '{ "type": "module" }\n');
+    writeFileSync(join(dir, 'hello.js'), code('first'));
+    writeFileSync(
+      join(dir, 'app.yaml'),
+      'backends:\n  hello:\n    import: hello.js\n    runtimeEnv: { context: . }\n    config: { numReplicas: 2 }\n    replicaOptions: { numCpus: 0.1 }\n' +
+        'endpoints:\n  hello: { backend: hello, route: /hello }\n',
+    );
+    const dev = spawn(process.execPath, [CLI, 'dev', join(dir, 'app.yaml'), '--address', `http://127.0.0.1:${adminPort}`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    dev.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    dev.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => dev.once('exit', resolve));
+    try {
+      await expect.poll(() => output, { timeout: 120_000, interval: 250 }).toMatch(/watching .*app\.yaml and 1 context directory/);
+      expect(await (await fetch(`${client.httpUrl}/hello`)).text()).toBe('first');
+
+      const answers: string[] = [];
+      const failures: string[] = [];
+      let flowing = true;
+      const traffic = (async () => {
+        while (flowing) {
+          const response = await fetch(`${client.httpUrl}/hello`).catch((error: unknown) => error as Error);
+          if (response instanceof Error) failures.push(response.message);
+          else if (response.status !== 200) failures.push(`${response.status} ${await response.text()}`);
+          else answers.push(await response.text());
+        }
+      })();
+      writeFileSync(join(dir, 'hello.js'), code('second'));
+      await expect.poll(() => answers.at(-1), { timeout: 120_000, interval: 100 }).toBe('second');
+      flowing = false;
+      await traffic;
+      expect(failures).toEqual([]);
+      expect(output).toMatch(/rolling out a new version of hello: files under .* changed/);
+      expect(output).toMatch(/hello: version \S+ live, 2\/2 replicas ready/);
+
+      writeFileSync(join(dir, 'app.yaml'), 'backends:\n  hello:\n    import: hello.js\n    config: { numReplica: 2 }\nendpoints: {}\n');
+      await expect
+        .poll(() => output, { timeout: 30_000, interval: 250 })
+        .toMatch(/app\.yaml has problems; nothing was deployed.*\n.*numReplica: unknown key \(did you mean numReplicas\?\)/);
+      dev.kill('SIGINT');
+      expect(await exited).toBe(0);
+      expect(output).toMatch(/stopped watching; the instance keeps serving/);
+      expect(await (await fetch(`${client.httpUrl}/hello`)).text()).toBe('second');
+    } finally {
+      dev.kill('SIGKILL');
+      await client.shutdown();
+    }
   });
 });
