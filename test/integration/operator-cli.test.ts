@@ -262,3 +262,25 @@ describe('flotilla dev', () => {
     }
   });
 });
+
+describe('a failed build', () => {
+  it("names the file to fix: the user's Dockerfile at the failing instruction's line", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flt-blame-'));
+    writeFileSync(
+      join(dir, 'Dockerfile'),
+      `ARG FLOTILLA_BASE_IMAGE\nFROM \${FLOTILLA_BASE_IMAGE}\n\n# the mistake\nRUN echo ${shortId(4)} && exit 3\n`,
+    );
+    const { client } = await startFlotilla();
+    try {
+      const error = await client
+        .createBackend('broken', () => 1, { replicaOptions: { runtimeEnv: { context: dir, dockerfile: 'Dockerfile' } } })
+        .catch((e: unknown) => e as Error);
+      expect(error).toMatchObject({
+        code: 'BUILD_FAILED',
+        message: expect.stringMatching(new RegExp(`^fix ${join(dir, 'Dockerfile')}:5: RUN echo \\w+ && exit 3\n`)),
+      });
+    } finally {
+      await client.shutdown();
+    }
+  });
+});
