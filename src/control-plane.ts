@@ -5,6 +5,7 @@ import { AdminServer, isLoopbackHost } from './admin/admin-server.js';
 import { PrometheusMetrics } from './admin/metrics.js';
 import { fanOut, ServingSeries } from './admin/serving-series.js';
 import { generateToken, removeToken } from './admin/token-file.js';
+import { forgetInstance, recordInstance } from './cli/current-instance.js';
 import { LocalClient } from './client.js';
 import { invalid, urlOf } from './common/checks.js';
 import { reusedFor, systemClock } from './common/clock.js';
@@ -34,6 +35,8 @@ type FrontDoor = Pick<ProxyServer, 'listen' | 'close'>;
 /** How a start was asked for: a detached start passes the nonce that its /api/health must report. */
 export interface Launch {
   nonce?: string;
+  /** Record it as this machine's current instance (`flotilla start`), for later commands to find. */
+  record?: boolean;
 }
 
 /** Refuses admin settings that cannot be served, before anything (containers, state, token file) is touched. */
@@ -168,6 +171,7 @@ export class ControlPlane {
         stopWatchingNodes,
       );
       const frontDoor = { workers: () => workers?.serving() ?? { serving: 1, configured: 1 }, renderMetrics: render };
+      if (launch.record === true) recordInstance({ instance: config.instance, adminUrl, httpUrl, stateDir: config.stateDir });
       admin.serve(client, () => plane.shutdown(), { instance: config.instance, nonce: launch.nonce ?? randomUUID() }, series, frontDoor);
       await claim.record(adminUrl, httpUrl);
       metrics.countReplicasOf(client, dispatcher);
@@ -177,6 +181,7 @@ export class ControlPlane {
       await Promise.allSettled([proxy.close(0), admin.close(), controller.detach()]);
       await claim.release();
       forget();
+      forgetInstance(config.stateDir, config.instance);
       throw error;
     }
   }
@@ -188,7 +193,7 @@ export class ControlPlane {
    */
   exitOnEscape(): void {
     exitOnEscape(this.logger, async () => {
-      this.forgetToken();
+      this.forgetStoredFiles();
       await this.close();
     });
   }
@@ -204,7 +209,7 @@ export class ControlPlane {
       await this.proxy.close(this.graceMs());
       await this.controller.detach();
       this.dispatcher.close();
-      this.forgetToken();
+      this.forgetStoredFiles();
       await this.claim.release();
       this.stopWatchingNodes();
       this.logger.info('control plane closed; replicas keep running');
@@ -220,7 +225,7 @@ export class ControlPlane {
       this.client.events.clear();
       this.dispatcher.close();
       await this.admin.close();
-      this.forgetToken();
+      this.forgetStoredFiles();
       await this.claim.release();
       this.stopWatchingNodes();
       this.markExited();
@@ -228,7 +233,9 @@ export class ControlPlane {
     return this.closing;
   }
 
-  private forgetToken(): void {
+  /** Removes what this process stored for others to find: its instance record and its generated token. */
+  private forgetStoredFiles(): void {
+    forgetInstance(this.config.stateDir, this.config.instance);
     if (this.generatedToken !== undefined) removeToken(this.config.stateDir, this.config.instance, this.generatedToken);
   }
 

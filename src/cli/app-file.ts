@@ -14,6 +14,7 @@ import {
   validateTraffic,
 } from '../spec/validation.js';
 import { isPlainObject } from '../common/checks.js';
+import { didYouMean } from '../common/closest.js';
 import { contextDirProblem } from '../runtime/build-context.js';
 
 /** What an app file may hold: checking grows with its size, so a mistake (or a generated file gone wrong) is refused early. */
@@ -112,7 +113,7 @@ class Checker {
     }
     if (allowed === 'any') return true;
     for (const key of Object.keys(value).filter((key) => !allowed.includes(key))) {
-      this.add([...path, key], `unknown key; allowed: ${allowed.join(', ')}`, 'key');
+      this.add([...path, key], `unknown key${didYouMean(key, allowed)}; allowed: ${allowed.join(', ')}`, 'key');
     }
     for (const key of required.filter((key) => value[key] === undefined)) {
       this.add(path, `${key} is required`, 'key');

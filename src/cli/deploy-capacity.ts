@@ -21,36 +21,92 @@ function request(resources: Resources) {
   return { numCpus: resources.numCpus, memoryMb: resources.memoryMb ?? null, numGpus: resources.numGpus };
 }
 
+function plural(count: number, what: string): string {
+  return `${Math.round(count * 100) / 100} ${what}${count === 1 ? '' : 's'}`;
+}
+
+/** e.g. '2 CPUs, 4096 MB and no GPUs'; a resource that is not checked (infinite) is left out. */
+export function describeCapacity(capacity: { cpus: number; memoryMb: number; gpus: number }): string {
+  const parts = [
+    ...(Number.isFinite(capacity.cpus) ? [plural(capacity.cpus, 'CPU')] : []),
+    ...(Number.isFinite(capacity.memoryMb) ? [`${capacity.memoryMb} MB`] : []),
+    ...(Number.isFinite(capacity.gpus) ? [capacity.gpus === 0 ? 'no GPUs' : plural(capacity.gpus, 'GPU')] : []),
+  ];
+  return parts.length <= 1 ? (parts[0] ?? 'nothing') : `${parts.slice(0, -1).join(', ')} and ${parts.at(-1)}`;
+}
+
+/** What all replicas of the file reserve together. */
+export function demandOf(spec: AppSpec): { cpus: number; memoryMb: number; gpus: number } {
+  const backends = Object.values(spec.backends);
+  const sum = (of: (resources: Resources) => number) => backends.reduce((total, b) => total + b.config.numReplicas * of(b.resources), 0);
+  return { cpus: sum((r) => r.numCpus), memoryMb: sum((r) => r.memoryMb ?? 0), gpus: sum((r) => r.numGpus) };
+}
+
+/** What the file asks of the resources that are checked (finite in `checked`); memory only when a replica reserves some. */
+function shownDemand(spec: AppSpec, checked: { cpus: number; memoryMb: number; gpus: number }) {
+  const demand = demandOf(spec);
+  const shown = (value: number, limit: number) => (Number.isFinite(limit) ? value : Number.POSITIVE_INFINITY);
+  return {
+    cpus: shown(demand.cpus, checked.cpus),
+    memoryMb: demand.memoryMb === 0 ? Number.POSITIVE_INFINITY : shown(demand.memoryMb, checked.memoryMb),
+    gpus: shown(demand.gpus, checked.gpus),
+  };
+}
+
+function sizeOf(capacity: Capacity) {
+  return { cpus: capacity.cpus, memoryMb: capacity.memoryMb, gpus: capacity.gpus.length };
+}
+
 /**
- * Whether every replica of the file fits on `capacity`, placed as the scheduler would place them: an issue for the first
- * replica of each backend that does not (`gpus: false` leaves GPUs unchecked).
+ * Whether every replica of the file fits on `capacity`, placed as the scheduler would place them (`gpus: false` leaves
+ * GPUs unchecked). A backend whose replicas do not fit even with nothing else on the machine gets an issue for its
+ * first replica that does not; when each fits alone but not all together, the issue is the file's (at `backends`),
+ * with what the file asks and what the machine has.
  */
 export function fitIssues(spec: AppSpec, capacity: Capacity, options: { gpus: boolean } = { gpus: true }): AppFileIssue[] {
-  const scheduler = new Scheduler(capacity);
+  const asked = (backend: AppSpec['backends'][string]) => ({
+    ...request(backend.resources),
+    numGpus: options.gpus ? backend.resources.numGpus : 0,
+  });
   const issues: AppFileIssue[] = [];
   for (const [name, backend] of Object.entries(spec.backends)) {
-    const asked = { ...request(backend.resources), numGpus: options.gpus ? backend.resources.numGpus : 0 };
+    const alone = new Scheduler(capacity);
     for (let replica = 0; replica < backend.config.numReplicas; replica++) {
       try {
-        scheduler.reserve(`${name}#${replica}`, asked);
+        alone.reserve(`${name}#${replica}`, asked(backend));
       } catch (error) {
         if (!isFlotillaError(error, 'INSUFFICIENT_RESOURCES')) throw error;
         issues.push({
           file: spec.file,
           line: spec.lines[`backends.${name}`] ?? 1,
           path: ['backends', name],
-          message: `replica ${replica + 1} of ${backend.config.numReplicas} does not fit on the machine: ${error.message}`,
+          message: `replica ${replica + 1} of ${backend.config.numReplicas} does not fit on the machine, even alone: ${error.message}`,
         });
         break;
       }
     }
   }
-  return issues;
-}
-
-function describeCapacity(capacity: Capacity): string {
-  const gpus = capacity.gpus.length === 0 ? 'no GPUs' : `${capacity.gpus.length} GPU${capacity.gpus.length === 1 ? '' : 's'}`;
-  return `${capacity.cpus} CPUs, ${capacity.memoryMb} MB and ${gpus}`;
+  if (issues.length > 0) return issues;
+  const together = new Scheduler(capacity);
+  try {
+    for (const [name, backend] of Object.entries(spec.backends))
+      for (let replica = 0; replica < backend.config.numReplicas; replica++) together.reserve(`${name}#${replica}`, asked(backend));
+    return [];
+  } catch (error) {
+    if (!isFlotillaError(error, 'INSUFFICIENT_RESOURCES')) throw error;
+    const checked = { ...sizeOf(capacity), ...(options.gpus ? {} : { gpus: Number.POSITIVE_INFINITY }) };
+    const demand = shownDemand(spec, checked);
+    return [
+      {
+        file: spec.file,
+        line: Math.max(1, Math.min(...Object.keys(spec.backends).map((name) => spec.lines[`backends.${name}`] ?? 2)) - 1),
+        path: ['backends'],
+        message:
+          `each backend fits alone, but not all together: their replicas ask for ${describeCapacity(demand)} ` +
+          `in all, and the machine has ${describeCapacity(checked)} (${error.message})`,
+      },
+    ];
+  }
 }
 
 /** Throws INSUFFICIENT_RESOURCES, with an issue per backend that does not fit, unless the file fits once applied. */
@@ -59,7 +115,8 @@ export function checkFitsWhenApplied(spec: AppSpec, capacity: Capacity): void {
   if (issues.length === 0) return;
   throw new FlotillaError(
     'INSUFFICIENT_RESOURCES',
-    `the app file does not fit on this Flotilla even once applied (its replicas may reserve ${describeCapacity(capacity)} in all); nothing was changed:\n` +
+    `the app file does not fit on this Flotilla even once applied: its replicas ask for ${describeCapacity(shownDemand(spec, sizeOf(capacity)))} in all, ` +
+      `and this Flotilla's replicas may reserve ${describeCapacity(sizeOf(capacity))}; nothing was changed:\n` +
       issues.map(formatIssue).join('\n'),
     { issues },
   );

@@ -8,6 +8,7 @@ import { canonical } from '../common/canonical-json.js';
 import { loadAppFile, type AppSpec, type BackendSpec } from './app-file.js';
 import type { CurrentState, DeployStep } from './deploy-steps.js';
 import { capacityOf, checkFitsWhenApplied, orderForCapacity } from './deploy-capacity.js';
+import type { ProgressLine } from './progress.js';
 
 export interface PlanOptions {
   /** contextDigest of each running backend's context in the file, where it has one. */
@@ -257,6 +258,8 @@ async function progress(client: Client, step: DeployStep, elapsedS: number): Pro
 export interface ApplyOptions {
   /** How often a long step (image build, replicas starting or draining) logs its progress; 0 for never. Default 5000. */
   progressIntervalMs?: number;
+  /** Where each step shows its progress (a terminal redraws one line); default: log lines. */
+  progressLine?: () => ProgressLine;
 }
 
 /**
@@ -277,13 +280,14 @@ export async function applyPlan(
   const intervalMs = options.progressIntervalMs ?? 5000;
   for (const [index, step] of steps.entries()) {
     log(describeStep(step));
+    const display = options.progressLine?.();
     const started = Date.now();
     let polling = false;
     const poll = (): void => {
       if (polling) return;
       polling = true;
       progress(client, step, Math.round((Date.now() - started) / 1000))
-        .then((line) => line !== undefined && log(line))
+        .then((line) => line !== undefined && (display === undefined ? log(line) : display.show(line)))
         .catch(() => undefined)
         .finally(() => (polling = false));
     };
@@ -300,6 +304,7 @@ export async function applyPlan(
       );
     } finally {
       clearInterval(timer);
+      display?.end();
     }
   }
   log(`deployed: ${steps.length} change${steps.length === 1 ? '' : 's'}`);

@@ -6,24 +6,22 @@ import { connect, dashboardUrl, streamBackendLogs } from '../admin/remote-client
 import { UnknownRemoteError, errorMessage, isFlotillaError } from '../common/errors.js';
 import { loadConfig } from '../config/config.js';
 import { ControlPlane } from '../control-plane.js';
-import { deployAppFile } from './deploy.js';
+import { callEndpoint, type CallFlags } from './call.js';
+import { deployAppFile, type DeployOptions } from './deploy.js';
+import { DevLoop } from './dev-loop.js';
 import { renderStatus, watchStatus } from './status.js';
-import { invalid, urlOf } from '../common/checks.js';
+import { invalid } from '../common/checks.js';
+import { explainUnreachable, reachNote, resolveConnection, runningInstances, type Connection } from './current-instance.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { packageRoot } from '../common/package-root.js';
-import { checkAppFile, offlinePlan, type MachineSize } from './offline-check.js';
+import { checkAppFile, describeMachine, offlinePlan, thisMachine, type MachineSize } from './offline-check.js';
 import { imagesOfDesiredState, pruneImages } from './prune.js';
 import { engineRuntime } from '../runtime/docker/engine-runtime.js';
 import { printEvents } from './events.js';
+import { ReadableLogs } from './log-lines.js';
+import { TerminalProgress } from './progress.js';
 import { spawn } from 'node:child_process';
-
-interface Connection {
-  address?: string;
-  token?: string;
-  instance?: string;
-  stateDir?: string;
-}
 
 function parseOptions(json: string | undefined): StartOptions {
   if (json === undefined) return {};
@@ -34,23 +32,18 @@ function parseOptions(json: string | undefined): StartOptions {
   }
 }
 
-/** The admin API to talk to: flags, then FLOTILLA_* settings; without a token, connect() reads the instance's stored one. */
-function connectOptions(connection: Connection): ConnectOptions {
-  const config = loadConfig({
-    ...(connection.instance === undefined ? {} : { instance: connection.instance }),
-    ...(connection.stateDir === undefined ? {} : { stateDir: connection.stateDir }),
-  });
-  const token = connection.token ?? (config.admin.token === '' ? undefined : config.admin.token);
-  return {
-    address: connection.address ?? urlOf(config.admin),
-    instance: config.instance,
-    stateDir: config.stateDir,
-    ...(token === undefined ? {} : { token }),
-  };
+/** Runs an admin API call with the instance the flags (or this machine's current instance) lead to; says what was tried when none answers. */
+async function reaching<T>(connection: Connection, call: (options: ConnectOptions) => Promise<T>): Promise<T> {
+  const resolved = resolveConnection(connection);
+  try {
+    return await call(resolved);
+  } catch (error) {
+    throw explainUnreachable(error, resolved, connection);
+  }
 }
 
 function connectTo(connection: Connection): Promise<Client> {
-  return connect(connectOptions(connection));
+  return reaching(connection, connect);
 }
 
 async function startCommand(flags: { detached?: boolean; options?: string; optionsFile?: string }): Promise<void> {
@@ -58,13 +51,19 @@ async function startCommand(flags: { detached?: boolean; options?: string; optio
   const options = fromFile?.options ?? parseOptions(flags.options);
   if (flags.detached === true) {
     const client = await startDetached(options);
-    process.stdout.write(`Flotilla is running in the background; HTTP on ${client.httpUrl}\n`);
+    const { instance, stateDir } = loadConfig(options);
+    const adminUrl = runningInstances(stateDir).find((record) => record.instance === instance)?.adminUrl;
+    process.stdout.write(
+      `Flotilla is running in the background (instance ${instance}); HTTP on ${client.httpUrl}` +
+        `${adminUrl === undefined ? '' : `, admin API on ${adminUrl}`}; ${reachNote(instance, stateDir)}\n`,
+    );
     return;
   }
-  const plane = await ControlPlane.start(options, fromFile === undefined ? {} : { nonce: fromFile.nonce });
+  const plane = await ControlPlane.start(options, { record: true, ...(fromFile === undefined ? {} : { nonce: fromFile.nonce }) });
   plane.exitOnEscape();
+  const { instance, stateDir } = plane.config;
   process.stdout.write(
-    `Flotilla is serving HTTP on ${plane.client.httpUrl}; admin API on ${plane.adminUrl} (instance ${plane.config.instance})\n`,
+    `Flotilla is serving HTTP on ${plane.client.httpUrl}; admin API on ${plane.adminUrl} (instance ${instance}); ${reachNote(instance, stateDir)}\n`,
   );
   for (const signal of ['SIGINT', 'SIGTERM'] as const)
     process.once(signal, () => {
@@ -76,32 +75,23 @@ async function startCommand(flags: { detached?: boolean; options?: string; optio
   await plane.whenExited();
 }
 
-async function logsCommand(backend: string, flags: Connection & { follow?: boolean; tail: string }): Promise<void> {
-  const stream = await streamBackendLogs(connectOptions(flags), backend, { follow: flags.follow === true, tail: flags.tail });
-  for await (const chunk of stream) process.stdout.write(chunk as Buffer);
-}
-
-function parseInput(input: string | undefined): unknown {
-  if (input === undefined) return undefined;
-  try {
-    return JSON.parse(input);
-  } catch {
-    return input;
+async function logsCommand(backend: string, flags: Connection & { follow?: boolean; tail: string; json?: boolean }): Promise<void> {
+  const query = { follow: flags.follow === true, tail: flags.tail };
+  const stream = await reaching(flags, (options) => streamBackendLogs(options, backend, query));
+  const lines = new ReadableLogs((text) => process.stdout.write(text));
+  for await (const chunk of stream) {
+    if (flags.json === true) process.stdout.write(chunk as Buffer);
+    else lines.push(chunk as Buffer);
   }
+  lines.end();
 }
 
-function printed(value: unknown): string | Uint8Array {
-  return typeof value === 'string' || value instanceof Uint8Array ? value : `${JSON.stringify(value)}\n`;
-}
-
-async function callCommand(endpoint: string, input: string | undefined, flags: Connection & { method?: string; stream?: boolean }) {
-  const client = await connectTo(flags);
-  const handle = client.getHandle(endpoint).options(flags.method === undefined ? {} : { methodName: flags.method });
-  if (flags.stream !== true) {
-    process.stdout.write(printed(await handle.remote(parseInput(input))));
-    return;
-  }
-  for await (const chunk of handle.stream(parseInput(input))) process.stdout.write(printed(chunk));
+async function callCommand(endpoint: string, input: string | undefined, flags: Connection & CallFlags): Promise<void> {
+  const output = {
+    stdout: (chunk: string | Uint8Array) => process.stdout.write(chunk),
+    stderr: (line: string) => process.stderr.write(`${line}\n`),
+  };
+  process.exitCode = await callEndpoint(await connectTo(flags), endpoint, input, flags, output);
 }
 
 const { version } = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
@@ -110,9 +100,12 @@ const program = new Command('flotilla')
   .version(version, '-V, --version', "print Flotilla's version");
 const connection = (command: Command) =>
   command
-    .option('--address <url>', 'admin API of the Flotilla to talk to (default from FLOTILLA_ADMIN_HOST/PORT)')
+    .option(
+      '--address <url>',
+      "admin API of the Flotilla to talk to (default: this machine's current instance, else FLOTILLA_ADMIN_HOST/PORT)",
+    )
     .option('--token <token>', 'admin API token (default FLOTILLA_ADMIN_TOKEN, else the one the instance stored in its state dir)')
-    .option('--instance <name>', 'instance whose stored token to use on this machine (default FLOTILLA_INSTANCE)')
+    .option('--instance <name>', 'instance on this machine to talk to, instead of the last started (default FLOTILLA_INSTANCE)')
     .option('--state-dir <dir>', 'state directory to find that token in (default FLOTILLA_STATE_DIR)');
 
 program
@@ -147,14 +140,47 @@ const print = (line: string) => process.stdout.write(`${line}\n`);
 machine(
   program
     .command('validate <file>')
-    .description('check an app file without a control plane: syntax, keys, types, contexts, and capacity when a machine is given'),
-).action((file: string, flags: MachineFlags) => {
-  const spec = checkAppFile(file, machineOf(flags));
+    .description(
+      'check an app file without a control plane: syntax, keys, types, contexts, and that its replicas fit this machine (or the one --cpus, --memory-mb and --gpus describe)',
+    )
+    .option('--no-capacity', 'do not check capacity'),
+).action((file: string, flags: MachineFlags & { capacity: boolean }) => {
+  const given = machineOf(flags);
+  const mine = !Object.values(given).some((value) => value !== undefined);
+  const size = flags.capacity ? (mine ? thisMachine() : given) : {};
+  const spec = checkAppFile(file, size, describeMachine(size, mine));
   const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
   print(
-    `${file}: valid (${count(Object.keys(spec.backends).length, 'backend')}, ${count(Object.keys(spec.endpoints).length, 'endpoint')})`,
+    `${file}: valid (${count(Object.keys(spec.backends).length, 'backend')}, ${count(Object.keys(spec.endpoints).length, 'endpoint')}); ` +
+      (flags.capacity ? `fits ${describeMachine(size, mine)}` : 'capacity not checked (--no-capacity)'),
   );
 });
+
+/** Progress (stage, elapsed) redrawn in one line per backend on a terminal; a log file or CI gets one line per change. */
+function deployOutput(): DeployOptions {
+  if (!process.stdout.isTTY) return { log: print, progressIntervalMs: 0 };
+  const terminal = new TerminalProgress(
+    (text) => process.stdout.write(text),
+    () => process.stdout.columns,
+  );
+  return { log: terminal.log, progressIntervalMs: 1000, progressLine: () => terminal.line() };
+}
+
+/** `flotilla dev FILE`: deploy, then deploy each change until Ctrl-C, which leaves the instance running or removes it. */
+async function devCommand(file: string, flags: Connection & { onExit: string }): Promise<void> {
+  if (flags.onExit !== 'leave' && flags.onExit !== 'remove') throw invalid(`--on-exit must be leave or remove, not '${flags.onExit}'`);
+  const client = await connectTo(flags);
+  const loop = new DevLoop(client, file, deployOutput());
+  await loop.start();
+  await new Promise<void>((resolve) => {
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => resolve());
+  });
+  await loop.close();
+  if (flags.onExit === 'remove') {
+    await client.shutdown();
+    print('removed: the instance drains and removes its endpoints, backends and replicas, and stops');
+  } else print('stopped watching; the instance keeps serving what was deployed (flotilla shutdown removes it)');
+}
 
 /** A dry run plans against the running control plane, or offline (against an empty instance) when none answers. */
 async function dryRun(file: string, flags: Connection & MachineFlags & { offline?: boolean }): Promise<void> {
@@ -180,15 +206,25 @@ connection(
       .command('deploy <file>')
       .description('apply an app file (backends, endpoints, traffic): creates, reconfigures and removes only what differs')
       .option('--dry-run', 'print the plan without changing anything')
-      .option('--offline', 'with --dry-run: plan against an empty instance, without asking a control plane'),
+      .option('--offline', 'with --dry-run: plan against an empty instance, without asking a control plane')
+      .option('--watch', 'then keep watching the file and its contexts and deploy each change (as flotilla dev)'),
   ),
-).action(async (file: string, flags: Connection & MachineFlags & { dryRun?: boolean; offline?: boolean }) => {
+).action(async (file: string, flags: Connection & MachineFlags & { dryRun?: boolean; offline?: boolean; watch?: boolean }) => {
   if (flags.dryRun === true) return dryRun(file, flags);
   if (flags.offline === true) throw new Error('--offline needs --dry-run: a deploy changes a running control plane');
   if (Object.values(machineOf(flags)).some((value) => value !== undefined)) checkAppFile(file, machineOf(flags));
-  // Progress lines (stage, elapsed) only on a terminal; a CI log gets one line per change.
-  await deployAppFile(await connectTo(flags), file, { log: print, progressIntervalMs: process.stdout.isTTY ? 1000 : 0 });
+  if (flags.watch === true) return devCommand(file, { ...flags, onExit: 'leave' });
+  await deployAppFile(await connectTo(flags), file, deployOutput());
 });
+
+connection(
+  program
+    .command('dev <file>')
+    .description(
+      'deploy an app file, then watch it and every context directory and deploy each change (config live, code as a rolling update) until Ctrl-C',
+    )
+    .option('--on-exit <what>', 'at Ctrl-C: leave the instance serving, or remove it (flotilla shutdown)', 'leave'),
+).action(devCommand);
 
 connection(
   program
@@ -210,7 +246,8 @@ connection(
     .command('logs <backend>')
     .description("print the logs of a backend's replicas")
     .option('-f, --follow', 'keep printing new lines')
-    .option('--tail <lines>', 'lines of history per replica', '100'),
+    .option('--tail <lines>', 'lines of history per replica', '100')
+    .option('--json', "the replicas' lines as they logged them (JSON), instead of readable lines with stacks below"),
 ).action(logsCommand);
 
 connection(
@@ -244,7 +281,7 @@ connection(
     .description('print the URL of the dashboard page, with a one-time code that logs the browser in')
     .option('--open', 'also try to open it in a browser (xdg-open, or open on macOS)'),
 ).action(async (flags: Connection & { open?: boolean }) => {
-  const { url, expiresInS } = await dashboardUrl(connectOptions(flags));
+  const { url, expiresInS } = await reaching(flags, dashboardUrl);
   process.stdout.write(`${url}\n(the code works once, within ${expiresInS / 60} minutes)\n`);
   if (flags.open === true) {
     const opener = spawn(process.platform === 'darwin' ? 'open' : 'xdg-open', [url], { stdio: 'ignore', detached: true });
@@ -256,9 +293,21 @@ connection(
 connection(
   program
     .command('call <endpoint> [input]')
-    .description('call an endpoint through a handle and print its answer (input: JSON, else text)')
-    .option('--method <name>', 'method of a class backend to call')
-    .option('--stream', 'print the answer as it comes'),
+    .description(
+      'call an endpoint over HTTP at its route and print the answer (input: JSON, else text); the status goes to stderr, and a 4xx or 5xx exits 1',
+    )
+    .option(
+      '-X, --request <method>',
+      'HTTP method (default GET without input, else POST or the first method with a body the endpoint accepts)',
+    )
+    .option('-q, --query <string>', "query string, e.g. 'top=3&lang=en'")
+    .option('-H, --header <header>', "request header 'Name: value' (repeatable)", (value: string, previous: string[] = []) => [
+      ...previous,
+      value,
+    ])
+    .option('--method <name>', 'method of a class backend to call (through a handle, not HTTP)')
+    .option('--handle', 'call through a handle over the admin API instead of HTTP (also for an endpoint without a route)')
+    .option('--stream', 'through a handle: print the answer as it comes (over HTTP it always does)'),
 ).action(callCommand);
 
 connection(program.command('shutdown').description('drain and remove every endpoint, backend and replica, and stop Flotilla')).action(

@@ -1,7 +1,9 @@
 import { FlotillaError } from '../common/errors.js';
+import { loadConfig } from '../config/config.js';
+import { machineCapacity } from '../resources/machine.js';
 import { formatIssue, loadAppFile, type AppFileIssue, type AppSpec } from './app-file.js';
 import { describeStep, planDeploy } from './deploy.js';
-import { fitIssues } from './deploy-capacity.js';
+import { describeCapacity, fitIssues } from './deploy-capacity.js';
 
 /** The machine to check an app file's capacity against; a resource left out is not checked. */
 export interface MachineSize {
@@ -20,14 +22,39 @@ export function capacityIssues(spec: AppSpec, machine: MachineSize): AppFileIssu
   return fitIssues(spec, capacity, { gpus: machine.gpus !== undefined });
 }
 
+/** What replicas may reserve on this machine: FLOTILLA_CPUS and the other capacity settings, else what it has. */
+export function thisMachine(): Required<MachineSize> {
+  const capacity = machineCapacity(loadConfig());
+  return { cpus: capacity.cpus, memoryMb: capacity.memoryMb, gpus: capacity.gpus.length };
+}
+
+/** 'this machine (2 CPUs, 23969 MB and no GPUs)', or the resources given, e.g. 'a machine with 4 CPUs (memory and GPUs not checked)'. */
+export function describeMachine(machine: MachineSize, mine: boolean): string {
+  const size = describeCapacity({
+    cpus: machine.cpus ?? Number.POSITIVE_INFINITY,
+    memoryMb: machine.memoryMb ?? Number.POSITIVE_INFINITY,
+    gpus: machine.gpus ?? Number.POSITIVE_INFINITY,
+  });
+  const unchecked = [
+    ...(machine.cpus === undefined ? ['CPUs'] : []),
+    ...(machine.memoryMb === undefined ? ['memory'] : []),
+    ...(machine.gpus === undefined ? ['GPUs'] : []),
+  ];
+  const note = unchecked.length === 0 ? '' : ` (${unchecked.join(' and ')} not checked)`;
+  return mine ? `this machine (${size})` : `a machine with ${size}${note}`;
+}
+
 /**
  * Every check of an app file that needs no control plane: syntax, keys, types, context directories and, when a machine
- * is given, capacity. Throws INVALID_ARGUMENT listing every problem; returns the parsed file.
+ * is given, capacity (`described` names that machine in the message). Throws INVALID_ARGUMENT listing every problem; returns the parsed file.
  */
-export function checkAppFile(path: string, machine: MachineSize = {}): AppSpec {
+export function checkAppFile(path: string, machine: MachineSize = {}, described = describeMachine(machine, false)): AppSpec {
   const spec = loadAppFile(path);
   const issues = Object.values(machine).some((value) => value !== undefined) ? capacityIssues(spec, machine) : [];
-  if (issues.length > 0) throw new FlotillaError('INVALID_ARGUMENT', issues.map(formatIssue).join('\n'), { issues });
+  if (issues.length > 0)
+    throw new FlotillaError('INVALID_ARGUMENT', [...issues.map(formatIssue), `(capacity checked against ${described})`].join('\n'), {
+      issues,
+    });
   return spec;
 }
 

@@ -141,31 +141,76 @@ export interface WatchOptions {
   intervalMs?: number;
 }
 
+/** Polls after a backend's image build ended without a new version or rollout showing, before the watch stops waiting for it. */
+const SETTLE_POLLS = 6;
+
+/**
+ * The backends whose rollout is still to come: an image build under way for them (a deploy that has not reached its
+ * rollout yet), or one that ended fewer than SETTLE_POLLS polls ago while the backend still shows the version it had
+ * when the watch started (a failed build leaves it so).
+ */
+class AwaitedRollouts {
+  private readonly initial = new Map<string, string>();
+  private readonly since = new Map<string, number>();
+  private started = false;
+
+  update(progress: Progress[], building: readonly string[]): void {
+    if (!this.started) progress.forEach((p) => this.initial.set(p.backend, p.version));
+    this.started = true;
+    for (const backend of building) this.since.set(backend, 0);
+    for (const [backend, polls] of this.since) {
+      if (building.includes(backend)) continue;
+      const p = progress.find((candidate) => candidate.backend === backend);
+      const moved = p !== undefined && (p.version !== this.initial.get(backend) || (p.rollout !== null && UNDER_WAY.has(p.rollout.state)));
+      if (moved || polls + 1 >= SETTLE_POLLS) this.since.delete(backend);
+      else this.since.set(backend, polls + 1);
+    }
+  }
+
+  get pending(): string[] {
+    return [...this.since.keys()];
+  }
+}
+
 /**
  * `flotilla status --watch`: shows each backend's rollout progress (state, versions, ready replicas of the new version
- * and of older ones) until no rollout is under way. Resolves false when a rollout it saw under way ended rolled back
+ * and of older ones) until no rollout is under way, nor about to be: a watch started while a deploy builds an image
+ * waits for the rollout that follows (AwaitedRollouts) instead of reporting the previous one. Resolves false when a rollout it saw under way ended rolled back
  * or paused.
  */
 export async function watchStatus(client: Client, options: WatchOptions): Promise<boolean> {
   const seen = new Set<string>();
   const printed = new Map<string, string>();
+  const awaited = new AwaitedRollouts();
   for (;;) {
-    const snapshot = await snapshotOf(client);
+    const [snapshot, builds] = await Promise.all([snapshotOf(client), client.listBuilds()]);
     const progress = progressOf(snapshot);
+    awaited.update(
+      progress,
+      builds.map((build) => build.backend),
+    );
     const underWay = progress.filter((p) => p.rollout !== null && UNDER_WAY.has(p.rollout.state));
     underWay.forEach((p) => seen.add(p.backend));
+    const waiting = awaited.pending.filter((backend) => !underWay.some((p) => p.backend === backend));
+    const lines = new Map(progress.map((p) => [p.backend, describeProgress(p)]));
+    for (const backend of waiting) {
+      const build = builds.find((candidate) => candidate.backend === backend);
+      lines.set(
+        backend,
+        `${backend}: ${build === undefined ? 'waiting for its rollout to start' : `building image${build.step === null ? '' : `, ${build.step}`}`}`,
+      );
+    }
     if (options.tty) {
-      const rollouts = progress.map((p) => describeProgress(p)).join('\n');
+      const rollouts = [...lines.values()].join('\n');
       options.write(`\x1b[H\x1b[2J${formatStatus(snapshot)}\nROLLOUTS\n${rollouts}\n`);
     } else {
-      for (const p of progress) {
-        const line = describeProgress(p);
-        if (printed.get(p.backend) === line) continue;
-        printed.set(p.backend, line);
+      for (const [backend, line] of lines) {
+        if (printed.get(backend) === line) continue;
+        printed.set(backend, line);
         options.write(`${line}\n`);
       }
     }
-    if (underWay.length === 0)
+    if (underWay.length === 0 && waiting.length === 0)
       return !progress.some((p) => seen.has(p.backend) && (p.rollout?.state === 'rolled-back' || p.rollout?.state === 'paused'));
     await sleep(options.intervalMs ?? 500);
   }

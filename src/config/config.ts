@@ -416,6 +416,17 @@ function leaves(value: Record<string, unknown>, prefix = ''): Array<[string, unk
   );
 }
 
+/** Whether a FLOTILLA_* variable of this process sets the setting (rather than its default leaving it). */
+export function setByEnvironment(key: 'instance' | 'stateDir' | 'admin.host' | 'admin.port'): boolean {
+  const variable = {
+    instance: schema.instance,
+    stateDir: schema.stateDir,
+    'admin.host': schema.admin.host,
+    'admin.port': schema.admin.port,
+  }[key].env;
+  return (process.env[variable] ?? '') !== '';
+}
+
 /** Defaults, then FLOTILLA_* environment variables, then explicit overrides; validated strictly. */
 export function loadConfig(overrides: ConfigOverrides = {}): FlotillaConfig {
   const config = convict(schema);

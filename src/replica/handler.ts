@@ -36,6 +36,20 @@ function explainShipped<T>(entry: ReplicaEntry, run: () => Promise<T>): Promise<
   });
 }
 
+/** The methods a caller can name on an instance: its own and its classes', without the constructor. */
+function methodsOf(instance: Record<string, unknown>): string[] {
+  const names = new Set<string>();
+  for (
+    let object: object | null = instance;
+    object !== null && object !== Object.prototype;
+    object = Object.getPrototypeOf(object) as object | null
+  ) {
+    for (const name of Object.getOwnPropertyNames(object))
+      if (name !== 'constructor' && typeof instance[name] === 'function') names.add(name);
+  }
+  return [...names].sort();
+}
+
 /** Imports the entry's module and wraps its export; a class is constructed once, with the entry's initArgs. */
 export async function loadBackend(entry: ReplicaEntry): Promise<LoadedBackend> {
   const loaded = await explainShipped(entry, () => load(entry));
@@ -61,7 +75,8 @@ async function load(entry: ReplicaEntry): Promise<LoadedBackend> {
     const instance = new exported(...entry.initArgs);
     const method = (methodName: string): ((...args: unknown[]) => unknown) => {
       const found = instance[methodName];
-      if (typeof found !== 'function') throw new Error(`${name} has no method '${methodName}'`);
+      if (typeof found !== 'function')
+        throw new Error(`${name} has no method '${methodName}'; its methods: ${methodsOf(instance).join(', ')}`);
       return found.bind(instance) as (...args: unknown[]) => unknown;
     };
     return {

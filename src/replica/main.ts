@@ -37,8 +37,33 @@ class ConfigError extends Error {
   }
 }
 
-function log(event: string, fields: Record<string, unknown> = {}): void {
-  process.stderr.write(`${JSON.stringify({ component: 'replica', event, ...fields })}\n`);
+/** One JSON line on stderr, the container's log: `flotilla logs` shows it readably. */
+function log(level: 'info' | 'error', event: string, fields: Record<string, unknown> = {}): void {
+  process.stderr.write(`${JSON.stringify({ level, component: 'replica', event, ...fields })}\n`);
+}
+
+const REQUEST_ID_HEADER = 'x-request-id';
+/** Errors already logged: a batch's failure reaches every request of the batch, and is logged with the first. */
+const logged = new WeakSet<object>();
+
+/** Logs a failure of the user's code once, with its type, stack and the request (method, path without its query, id). */
+function logFailure(event: 'handler_error' | 'stream_error', error: unknown, req: IncomingMessage): void {
+  if (typeof error === 'object' && error !== null) {
+    if (logged.has(error)) return;
+    logged.add(error);
+  }
+  const id = req.headers[REQUEST_ID_HEADER];
+  log('error', event, {
+    type: error instanceof Error ? error.name : typeof error,
+    message: messageOf(error),
+    ...(error instanceof Error && error.stack !== undefined ? { stack: error.stack } : {}),
+    request: { method: req.method, path: (req.url ?? '/').split('?')[0], ...(typeof id === 'string' ? { id } : {}) },
+  });
+}
+
+/** Whether the caller hung up before the answer was sent: what fails then is not the handler's fault. */
+function callerLeft(res: ServerResponse): boolean {
+  return res.destroyed && !res.writableFinished;
 }
 
 function messageOf(error: unknown): string {
@@ -129,9 +154,12 @@ async function serveRequest(req: IncomingMessage, res: ServerResponse): Promise<
     const request = await toRequest(req, res);
     const batch = batchSettings.maxBatchSize > 1 && (methodName ?? 'call') === 'call' ? batcher : undefined;
     const result = await (batch ? batch.submit(request) : backend.call(request, methodName));
-    await sendResult(res, result, (error) => log('stream_error', { message: messageOf(error) }));
+    await sendResult(res, result, (error) => {
+      if (!callerLeft(res)) logFailure('stream_error', error, req);
+    });
   } catch (error) {
-    log('handler_error', { message: messageOf(error) });
+    if (callerLeft(res)) return;
+    logFailure('handler_error', error, req);
     sendHandlerError(res, error);
   }
 }
@@ -150,7 +178,7 @@ function listen(): void {
 
 process.on('SIGTERM', () => {
   state = 'draining';
-  log('draining');
+  log('info', 'draining');
   server.close(() => process.exit(0));
 });
 
@@ -165,9 +193,12 @@ async function main(): Promise<void> {
     await applyConfig(loaded, entry);
     backend = loaded;
     state = 'ready';
-    log('ready', { module: entry.module, export: entry.exportName });
+    log('info', 'ready', { module: entry.module, export: entry.exportName });
   } catch (error) {
-    log(PROTOCOL.initFailedEvent, { message: messageOf(error) });
+    log('error', PROTOCOL.initFailedEvent, {
+      message: messageOf(error),
+      ...(error instanceof Error && error.stack !== undefined ? { stack: error.stack } : {}),
+    });
     process.exit(1);
   }
 }

@@ -11,6 +11,7 @@ import type { ContainerRuntime } from './container-runtime.js';
 import { packageRoot } from '../common/package-root.js';
 import { checkContextDir, contextFilter, digestOf, packContext, type ContextPart, type PackedContext } from './build-context.js';
 import { BaseImages } from './base-images.js';
+import { blameFile } from './build-failure.js';
 
 export const APP_DIR = '/app';
 /** Where a function or class shipped from the caller's process is written (definition.mjs, or definition.pkl for Python). */
@@ -186,6 +187,8 @@ export class ImageBuilder {
       if (context !== undefined)
         parts.push({ dir: context, prefix: 'app', ignore: contextIgnore({ ...source, contextDir: context }), digest: true });
       return this.build('flotilla/backend', parts, source.backend);
+    }).catch((error: unknown) => {
+      throw blameFile(error, { contextDir: source.contextDir });
     });
   }
 
@@ -288,7 +291,9 @@ export class ImageBuilder {
       [{ dir: context, prefix: '', ignore: contextIgnore({ ...source, contextDir: context }), digest: true }],
       source.backend,
       { dockerfile, buildArgs },
-    );
+    ).catch((error: unknown) => {
+      throw blameFile(error, { contextDir: context, dockerfile });
+    });
     const built = await this.withStaging(async (staging) => {
       this.stageRuntime(kind, join(staging, 'replica'));
       stageShipped(staging, source);

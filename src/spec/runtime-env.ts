@@ -1,4 +1,5 @@
 import { posix } from 'node:path';
+import { didYouMean } from '../common/closest.js';
 import { isPlainObject } from '../common/checks.js';
 import { checked, type Issues } from '../common/issues.js';
 
@@ -81,7 +82,7 @@ export function checkRuntimeEnv(issues: Issues, value: unknown): ValidatedRuntim
     return none;
   }
   for (const key of Object.keys(env).filter((key) => !(RUNTIME_ENV_KEYS as readonly string[]).includes(key))) {
-    issues.add(`unknown key; allowed: ${RUNTIME_ENV_KEYS.join(', ')}`, key);
+    issues.add(`unknown key${didYouMean(key, RUNTIME_ENV_KEYS)}; allowed: ${RUNTIME_ENV_KEYS.join(', ')}`, key);
   }
   const runtime = env.runtime ?? 'node';
   if (!(REPLICA_RUNTIMES as readonly unknown[]).includes(runtime)) {

@@ -9,6 +9,7 @@ import { PLACEMENT_CONSTRAINT } from '../resources/scheduler.js';
 import { checkRuntimeEnv, type ValidatedRuntimeEnv } from './runtime-env.js';
 import { isPlainObject } from '../common/checks.js';
 import { checked, type Issues } from '../common/issues.js';
+import { didYouMean } from '../common/closest.js';
 
 export const DEFAULT_BACKEND_CONFIG: BackendConfig = {
   numReplicas: 1,
@@ -59,7 +60,7 @@ function objectWith(issues: Issues, value: unknown, allowed: readonly string[], 
     return undefined;
   }
   for (const key of Object.keys(value)) {
-    if (!allowed.includes(key)) issues.add(`unknown key; allowed: ${allowed.join(', ')}`, key);
+    if (!allowed.includes(key)) issues.add(`unknown key${didYouMean(key, allowed)}; allowed: ${allowed.join(', ')}`, key);
   }
   return value;
 }

@@ -108,6 +108,8 @@ describe('in a terminal', () => {
       const screen = await screenOf('deploy', /deployed: 1 change/);
       expect(screen).toMatch(/creating backend second \(building image, starting 2 replicas\)…/);
       expect(screen).toMatch(/^ {2}second: starting 2 replicas, [01] ready \(\d+s\)$/m);
+      // Redrawn in place: one line for the backend however many times it was polled.
+      expect(screen.match(/^ {2}second: /gm)).toHaveLength(1);
     } finally {
       await client.shutdown();
     }

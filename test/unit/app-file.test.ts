@@ -117,7 +117,7 @@ describe('app file errors name the file, the line and the key path', () => {
     ]);
     expect(
       errorsOf(ECHO.replace('    import: handlers/echo.js:Echo', '    import: handlers/echo.js:Echo\n    config:\n      replicas: 2'))[0],
-    ).toMatch(/^app\.yaml:5: backends\.echo\.config\.replicas: unknown key; allowed: numReplicas, /);
+    ).toMatch(/^app\.yaml:5: backends\.echo\.config\.replicas: unknown key \(did you mean numReplicas\?\); allowed: numReplicas, /);
   });
 
   it('a value out of range, with the validator rule', () => {
@@ -195,7 +195,7 @@ endpoints: {}
     expect(errorsOf(text)).toEqual([
       'app.yaml:5: backends.web.runtimeEnv.port: is the port of an existing HTTP container; set runtimeEnv.image too',
       expect.stringMatching(
-        /^app\.yaml:7: backends\.web\.runtimeEnv\.imagee: unknown key; allowed: runtime, context, packages, dockerfile, buildArgs, image, port, healthPath, pip, apt$/,
+        /^app\.yaml:7: backends\.web\.runtimeEnv\.imagee: unknown key \(did you mean image\?\); allowed: runtime, context, packages, dockerfile, buildArgs, image, port, healthPath, pip, apt$/,
       ),
       expect.stringMatching(/^app\.yaml:10: backends\.web\.replicaOptions\.cpuShares: unknown key; allowed: runtimeEnv, numCpus, /),
       'app.yaml:11: backends.web.replicaOptions.runtimeEnv: goes beside replicaOptions in an app file: backends.web.runtimeEnv',

@@ -322,7 +322,9 @@ describe('planDeploy on a machine of a given capacity', () => {
       expect.objectContaining({
         code: 'INSUFFICIENT_RESOURCES',
         message: expect.stringContaining(
-          'app.yaml:2: backends.b: replica 3 of 3 does not fit on the machine: not enough resources: a replica needs 1 CPU, 0 of 2 free',
+          'the app file does not fit on this Flotilla even once applied: its replicas ask for 3 CPUs and no GPUs in all, ' +
+            "and this Flotilla's replicas may reserve 2 CPUs, 8192 MB and no GPUs; nothing was changed:\n" +
+            'app.yaml:2: backends.b: replica 3 of 3 does not fit on the machine, even alone: not enough resources: a replica needs 1 CPU, 0 of 2 free',
         ),
       }),
     );

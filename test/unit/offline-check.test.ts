@@ -25,16 +25,29 @@ describe('offline capacity checks', () => {
   });
 
   it('names the backend, its line and the replica that does not fit', () => {
-    expect(capacityIssues(APP, { cpus: 2 })).toEqual([
+    expect(capacityIssues(APP, { cpus: 1 })).toEqual([
       {
         file: 'app.yaml',
         line: 6,
         path: ['backends', 'big'],
-        message: expect.stringMatching(/^replica 2 of 2 does not fit on the machine: .*1 CPU, 0 of 2 free/),
+        message: expect.stringMatching(/^replica 2 of 2 does not fit on the machine, even alone: .*1 CPU, 0 of 1 free/),
       },
     ]);
     expect(capacityIssues(APP, { memoryMb: 1000 })).toMatchObject([{ path: ['backends', 'small'], message: /replica 2 of 2/ }]);
     expect(capacityIssues(APP, { gpus: 1 })).toMatchObject([{ path: ['backends', 'big'], message: /GPU/ }]);
+  });
+
+  it('does not flag a backend that fits alone: the file is flagged, with what it asks and what the machine has', () => {
+    expect(capacityIssues(APP, { cpus: 2 })).toEqual([
+      {
+        file: 'app.yaml',
+        line: 1,
+        path: ['backends'],
+        message: expect.stringMatching(
+          /^each backend fits alone, but not all together: their replicas ask for 3 CPUs in all, and the machine has 2 CPUs \(not enough resources: /,
+        ),
+      },
+    ]);
   });
 
   it('plans a deploy to an empty instance', () => {

@@ -42,7 +42,7 @@ describe('validateRuntimeEnv', () => {
     refuses(
       { contxt: '.' },
       ['contxt'],
-      /^unknown key; allowed: runtime, context, packages, dockerfile, buildArgs, image, port, healthPath, pip, apt$/,
+      /^unknown key \(did you mean context\?\); allowed: runtime, context, packages, dockerfile, buildArgs, image, port, healthPath, pip, apt$/,
     );
     refuses({ runtime: 'ruby' }, ['runtime'], /must be one of node, python/);
     refuses({ context: '' }, ['context'], /must be a directory path/);

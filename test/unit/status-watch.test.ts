@@ -7,6 +7,8 @@ interface Poll {
   rollout: RolloutStatus | null;
   version: string;
   ready: string[];
+  /** Backends whose image is being built. */
+  building?: string[];
 }
 
 /** A client that answers each poll of `watchStatus` (listBackends, listReplicas) with the next of `polls`, then the last. */
@@ -21,6 +23,8 @@ function scripted(polls: Poll[]): Client {
       const { rollout, version } = current();
       return { greeter: { numReplicas: 2, rollout, version, autoscaling: null, autoscalingStatus: null } as unknown as BackendInfo };
     },
+    listBuilds: async () =>
+      (current().building ?? []).map((backend) => ({ backend, image: 'i', step: 'Step 2/4 : RUN npm ci', startedAt: '' })),
     listReplicas: async () =>
       current().ready.map((version, i) => ({ id: `r${i}`, state: 'ready', version, containerId: 'c', restarts: 0 }) as ReplicaInfo),
   } as unknown as Client;
@@ -69,6 +73,34 @@ describe('flotilla status --watch', () => {
     const out: string[] = [];
     expect(await watchStatus(client, { tty: false, write: (text) => out.push(text), intervalMs: 1 })).toBe(true);
     expect(out).toHaveLength(1);
+  });
+
+  it('started while a deploy builds the image, waits for the rollout that follows instead of reporting the previous one', async () => {
+    const previous = { ...rolling('completed'), fromVersion: 'v0', targetVersion: 'v1' };
+    const client = scripted([
+      { rollout: previous, version: 'v1', ready: ['v1', 'v1'], building: ['greeter'] },
+      { rollout: previous, version: 'v1', ready: ['v1', 'v1'] },
+      { rollout: rolling('rolling'), version: 'v2', ready: ['v1', 'v2'] },
+      { rollout: rolling('completed'), version: 'v2', ready: ['v2', 'v2'] },
+    ]);
+    const out: string[] = [];
+    expect(await watchStatus(client, { tty: false, write: (text) => out.push(text), intervalMs: 1 })).toBe(true);
+    expect(out).toEqual([
+      'greeter: building image, Step 2/4 : RUN npm ci\n',
+      'greeter: waiting for its rollout to start\n',
+      'greeter: rolling v1 → v2, 1/2 ready of version v2, 1 of older versions\n',
+      'greeter: completed v1 → v2, 2/2 ready of version v2\n',
+    ]);
+  });
+
+  it('stops waiting for a rollout when the build ended and the version stayed (a failed build)', async () => {
+    const client = scripted([
+      { rollout: null, version: 'v1', ready: ['v1', 'v1'], building: ['greeter'] },
+      { rollout: null, version: 'v1', ready: ['v1', 'v1'] },
+    ]);
+    const out: string[] = [];
+    expect(await watchStatus(client, { tty: false, write: (text) => out.push(text), intervalMs: 1 })).toBe(true);
+    expect(out.slice(-2)).toEqual(['greeter: waiting for its rollout to start\n', 'greeter: 2/2 ready of version v1\n']);
   });
 
   it('on a terminal, redraws the whole status in place with a ROLLOUTS section at each poll', async () => {

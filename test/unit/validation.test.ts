@@ -123,7 +123,11 @@ describe('backend config', () => {
     [{ numReplicas: 1.5 }, ['numReplicas'], 'must be an integer from 0 to 1000, got 1.5'],
     [{ numReplicas: '2' }, ['numReplicas'], 'must be an integer from 0 to 1000, got "2"'],
     [{ maxConcurrentQueries: 0 }, ['maxConcurrentQueries'], 'must be an integer from 1 to 1000000, got 0'],
-    [{ replicas: 2 }, ['replicas'], expect.stringMatching(/^unknown key; allowed: numReplicas, maxConcurrentQueries, /)],
+    [
+      { replicas: 2 },
+      ['replicas'],
+      expect.stringMatching(/^unknown key \(did you mean numReplicas\?\); allowed: numReplicas, maxConcurrentQueries, /),
+    ],
     [{ userConfig: { f: () => 1 } }, ['userConfig'], 'must be a JSON value (or null for none)'],
     [{ maxBatchSize: 0 }, ['maxBatchSize'], 'must be an integer from 1 to 10000, got 0'],
     [{ batchWaitTimeoutS: -0.1 }, ['batchWaitTimeoutS'], 'must be a number of seconds from 0 to 3600, got -0.1'],
@@ -144,18 +148,21 @@ describe('backend config', () => {
       replicaOptions: { numCpus: 'two', env: { FLOTILLA_X: 'y', OK: 3 }, runtimeEnv: { port: 80, contxt: '.' } },
     };
     expect(issues(() => validateBackendOptions(options))).toEqual([
-      { path: ['initArgz'], message: 'unknown key; allowed: initArgs, config, replicaOptions' },
+      { path: ['initArgz'], message: 'unknown key (did you mean initArgs?); allowed: initArgs, config, replicaOptions' },
       { path: ['initArgs'], message: expect.stringMatching(/^must be an array of JSON values/) },
       { path: ['config', 'replicas'], message: expect.stringMatching(/^unknown key/) },
       { path: ['config', 'numReplicas'], message: 'must be an integer from 0 to 1000, got -1' },
-      { path: ['replicaOptions', 'runtimeEnv', 'contxt'], message: expect.stringMatching(/^unknown key; allowed: runtime, context, /) },
+      {
+        path: ['replicaOptions', 'runtimeEnv', 'contxt'],
+        message: expect.stringMatching(/^unknown key \(did you mean context\?\); allowed: runtime, context, /),
+      },
       { path: ['replicaOptions', 'runtimeEnv', 'port'], message: 'is the port of an existing HTTP container; set runtimeEnv.image too' },
       { path: ['replicaOptions', 'numCpus'], message: 'must be a number of CPUs from 0 to 1024 (fractions allowed), got "two"' },
       { path: ['replicaOptions', 'env', 'FLOTILLA_X'], message: "'FLOTILLA_X' is set by Flotilla and cannot be overridden" },
       { path: ['replicaOptions', 'env', 'OK'], message: 'must be a string, got 3' },
     ]);
     expect(() => validateBackendOptions(options)).toThrow(
-      /^initArgz: unknown key; .*; replicaOptions\.runtimeEnv\.port: is the port .*; replicaOptions\.env\.OK: must be a string, got 3$/,
+      /^initArgz: unknown key \(did you mean initArgs\?\); .*; replicaOptions\.runtimeEnv\.port: is the port .*; replicaOptions\.env\.OK: must be a string, got 3$/,
     );
   });
   it('refuses options that are not an object, and a replicaOptions key it does not know', () => {
@@ -165,7 +172,9 @@ describe('backend config', () => {
     expect(issues(() => validateBackendOptions({ replicaOptions: { cpus: 1 } }))).toEqual([
       {
         path: ['replicaOptions', 'cpus'],
-        message: expect.stringMatching(/^unknown key; allowed: runtimeEnv, numCpus, cpuLimit, memoryMb, numGpus, env/),
+        message: expect.stringMatching(
+          /^unknown key \(did you mean numCpus\?\); allowed: runtimeEnv, numCpus, cpuLimit, memoryMb, numGpus, env/,
+        ),
       },
     ]);
   });
