@@ -1,4 +1,15 @@
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BuildInfo } from '../api.js';
@@ -96,6 +107,10 @@ export interface BuiltImage {
 
 const APT_INSTALL = 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends';
 const APT_CLEAN = 'rm -rf /var/lib/apt/lists/*';
+/** What the Python runtime needs (uvicorn, Starlette) and uses when it is there (httptools, uvloop; cloudpickle for .pkl). */
+const PYTHON_RUNTIME_PACKAGES = 'python3 python3-uvicorn python3-starlette python3-httptools python3-uvloop python3-cloudpickle';
+/** Installs the Python runtime's packages from Debian unless the image's python3 already imports uvicorn and Starlette. */
+const PYTHON_RUNTIME_INSTALL = `RUN python3 -c 'import uvicorn, starlette' 2>/dev/null || { ${APT_INSTALL} ${PYTHON_RUNTIME_PACKAGES} && ${APT_CLEAN}; }`;
 
 /**
  * Builds replica images. Tags are content hashes of everything that goes into
@@ -249,7 +264,8 @@ export class ImageBuilder {
       if (source.shippedModule !== undefined) {
         writeFileSync(join(staging, 'app', '.flotilla', 'definition.mjs'), source.shippedModule);
       }
-      writeFileSync(join(staging, 'Dockerfile'), [`FROM ${user.image}`, ...this.runtimeLayer(kind)].join('\n') + '\n');
+      const install = kind === 'python' ? ['USER root', PYTHON_RUNTIME_INSTALL] : [];
+      writeFileSync(join(staging, 'Dockerfile'), [`FROM ${user.image}`, ...install, ...this.runtimeLayer(kind)].join('\n') + '\n');
       return this.build('flotilla/backend', [{ dir: staging, prefix: '' }], source.backend);
     });
     return { ...built, ...(user.contextDigest === undefined ? {} : { contextDigest: user.contextDigest }) };
@@ -260,6 +276,11 @@ export class ImageBuilder {
     mkdirSync(dir, { recursive: true });
     if (kind === 'python') {
       copyFileSync(join(packageRoot(), 'images', 'python-replica', 'flotilla_replica.py'), join(dir, 'flotilla_replica.py'));
+      // The client package, so that user code written as for Ray (`from flotilla import serve`) imports in the replica.
+      const clientPackage = join(packageRoot(), 'python', 'flotilla');
+      if (existsSync(clientPackage)) {
+        cpSync(clientPackage, join(dir, 'flotilla'), { recursive: true, filter: (path) => !path.includes('__pycache__') });
+      }
       return;
     }
     const compiled = join(packageRoot(), 'dist', 'src', 'replica');
@@ -289,7 +310,7 @@ export class ImageBuilder {
       tag = this.withStaging(async (staging) => {
         this.stageRuntime(kind, join(staging, 'replica'));
         mkdirSync(join(staging, 'app'));
-        const install = kind === 'python' ? [`RUN command -v python3 >/dev/null || { ${APT_INSTALL} python3 && ${APT_CLEAN}; }`] : [];
+        const install = kind === 'python' ? [PYTHON_RUNTIME_INSTALL] : [];
         writeFileSync(
           join(staging, 'Dockerfile'),
           [`FROM ${await this.bases.of(kind)}`, ...install, ...this.runtimeLayer(kind)].join('\n') + '\n',
