@@ -1,6 +1,7 @@
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { request } from 'node:http';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
 import { containersOf, FIXTURES, inspect, startFlotilla } from './harness.js';
@@ -169,5 +170,20 @@ describe('the Python replica runtime (uvicorn, Starlette requests)', () => {
         },
       ]);
     expect(replicaLog(instance, 'paths').filter((line) => !['ready', 'handler_error'].includes(line.event as string))).toEqual([]);
+  });
+
+  it('drains on SIGTERM: answers the request in flight, then exits 0', async () => {
+    await client.createBackend('drain', 'handlers.py:by_path', { replicaOptions: python });
+    const [id] = containersOf(instance, 'drain');
+    const socket = socketOf(instance, 'drain');
+    const exited = promisify(execFile)('docker', ['wait', id!], { encoding: 'utf8' });
+    const slow = straight(socket, '/drain/slow', {});
+    await expect
+      .poll(async () => (JSON.parse((await straight(socket, '/drain/finished', {})).text) as { startedSlow: number }).startedSlow)
+      .toBe(1);
+    spawnSync('docker', ['kill', '--signal', 'TERM', id!]);
+    expect(await slow).toEqual({ status: 200, text: 'too late' });
+    expect((await exited).stdout.trim()).toBe('0');
+    expect(replicaLog(instance, 'drain').map((line) => line.event)).toEqual(['ready', 'draining']);
   });
 });
