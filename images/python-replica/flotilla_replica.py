@@ -24,6 +24,7 @@ client that leaves closes the generator (GeneratorExit) at the next chunk.
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import hmac
 import importlib
@@ -46,6 +47,7 @@ from starlette.responses import Response, StreamingResponse
 HEALTH_PATH = "/-/flotilla/health"
 CONFIG_PATH = "/-/flotilla/config"
 METHOD_HEADER = b"x-flotilla-method"
+CALL_HEADER = b"x-flotilla-call"
 PATH_PARAMS_HEADER = b"x-flotilla-path-params"
 CONTROL_SECRET_HEADER = b"x-flotilla-control-secret"
 ERROR_HEADER = "x-flotilla-error"
@@ -598,10 +600,28 @@ async def _serve_config(send, body):
         await _send_error(send, 500, "INVALID_CONFIG", type(error).__name__, str(error))
 
 
+def _call_arguments(body):
+    """A handle call's own arguments (x-flotilla-call: args): a JSON object {"args": [...], "kwargs": {...}}."""
+    try:
+        call = json.loads(body.decode("utf-8"))
+    except ValueError as error:
+        raise ValueError(f"a call with {CALL_HEADER.decode()}: args needs a JSON body: {error}") from None
+    if not isinstance(call, dict) or not isinstance(call.get("args", []), list) or not isinstance(call.get("kwargs", {}), dict):
+        raise ValueError(f'a call with {CALL_HEADER.decode()}: args takes {{"args": [...], "kwargs": {{...}}}}')
+    return call.get("args", []), call.get("kwargs", {})
+
+
 async def _call_handler(scope, receive, body):
     backend = replica.backend
     method_name = _header(scope, METHOD_HEADER) or "call"
     target, batches = backend.target(method_name)
+    if _header(scope, CALL_HEADER) == "args":
+        args, kwargs = _call_arguments(body)
+        if batches:
+            if len(args) != 1 or kwargs:
+                raise TypeError(f"a batched method takes one argument per call, got {len(args)} and {len(kwargs)} keyword")
+            return await replica.batchers[method_name].submit(args[0])
+        return await replica.runner.call(functools.partial(target, *args, **kwargs))
     request = Request(scope, receive)
     request._body = body
     if batches:

@@ -19,15 +19,20 @@ function replicaLog(instance: string, backend: string): Array<Record<string, unk
 }
 
 /** A request straight to the replica's unix socket, past the front door (which does not forward x-flotilla-* headers). */
-function straight(socketPath: string, path: string, headers: Record<string, string>): Promise<{ status: number; text: string }> {
+function straight(
+  socketPath: string,
+  path: string,
+  headers: Record<string, string>,
+  body?: string,
+): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath, path, headers }, (res) => {
+    const req = request({ socketPath, path, headers, method: body === undefined ? 'GET' : 'POST' }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
     });
     req.on('error', reject);
-    req.end();
+    req.end(body);
   });
 }
 
@@ -80,6 +85,17 @@ describe('the Python replica runtime (uvicorn, Starlette requests)', () => {
   it('passes path parameters from x-flotilla-path-params to request.path_params', async () => {
     const answer = await straight(socketOf(instance, 'inspector'), '/api/ada', { 'x-flotilla-path-params': '{"username":"ada"}' });
     expect(JSON.parse(answer.text)).toMatchObject({ path: '/api/ada', pathParams: { username: 'ada' } });
+  });
+
+  it("calls a method with a handle's own positional and keyword arguments (x-flotilla-call: args)", async () => {
+    const socket = socketOf(instance, 'inspector');
+    const headers = { 'x-flotilla-call': 'args', 'x-flotilla-method': 'add' };
+    expect(await straight(socket, '/', headers, JSON.stringify({ args: [2, 3], kwargs: { scale: 10 } }))).toEqual({
+      status: 200,
+      text: '50',
+    });
+    const refused = await straight(socket, '/', headers, '[2, 3]');
+    expect([refused.status, JSON.parse(refused.text).error.message]).toEqual([500, expect.stringMatching(/takes \{"args"/)]);
   });
 
   it('runs sync handlers on a thread pool, off the event loop, several at once', async () => {
