@@ -276,15 +276,17 @@ class LoadedBackend:
         """Every entry point marked accept_batch, by method name."""
         if self.function is not None:
             return {"call": self.function} if self.class_batches else {}
-        names = {"call"} | {name for name in dir(type(self.instance)) if not name.startswith("_")}
         found = {}
-        for name in names:
-            try:
-                method, batches = self.target(name)
-            except AttributeError:
-                continue
+        try:
+            method, batches = self.target("call")
             if batches:
-                found[name] = method
+                found["call"] = method
+        except AttributeError:
+            pass
+        cls = type(self.instance)
+        for name in dir(cls):
+            if not name.startswith("_") and name not in found and _accepts_batch(inspect.getattr_static(cls, name, None)):
+                found[name] = self.target(name)[0]
         return found
 
 
