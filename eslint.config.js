@@ -11,8 +11,8 @@ export default tseslint.config(
         'error',
         {
           paths: [
-            { name: 'dockerode', message: 'Only src/runtime/docker-runtime.ts talks to the engine.' },
-            { name: 'http-proxy', message: 'Only src/proxy/proxy-engine.ts uses http-proxy.' },
+            { name: 'dockerode', message: 'Only src/runtime/docker/ talks to the engine.' },
+            { name: 'http-proxy', message: 'Only src/front-door/proxy-engine.ts uses http-proxy.' },
             { name: 'winston', message: 'Use the Logger from src/common/logger.ts.' },
             { name: 'convict', message: 'Configuration is read in src/config/config.ts.' },
             { name: 'tar-fs', message: 'Build contexts are packed in src/runtime/build-context.ts.' },
@@ -28,8 +28,8 @@ export default tseslint.config(
   },
   {
     files: [
-      'src/runtime/docker-runtime.ts',
-      'src/proxy/proxy-engine.ts',
+      'src/runtime/docker/**',
+      'src/front-door/proxy-engine.ts',
       'src/common/logger.ts',
       'src/config/config.ts',
       'src/runtime/build-context.ts',
@@ -45,7 +45,15 @@ export default tseslint.config(
     files: ['dashboard/**/*.js'],
     languageOptions: {
       sourceType: 'module',
-      globals: { document: 'readonly', fetch: 'readonly', setTimeout: 'readonly' },
+      globals: {
+        document: 'readonly',
+        fetch: 'readonly',
+        setTimeout: 'readonly',
+        location: 'readonly',
+        history: 'readonly',
+        URLSearchParams: 'readonly',
+        addEventListener: 'readonly',
+      },
     },
   },
 );

@@ -1,4 +1,5 @@
-// The Flotilla dashboard: polls the admin API (with the session cookie) and redraws what changed. Read-only.
+// The Flotilla dashboard: trades the one-time code of its URL's fragment for a session held in memory, then polls
+// the admin API with it and redraws what changed. Read-only.
 const POLL_MS = 2000;
 const MINUTES = 10;
 const SVG = 'http://www.w3.org/2000/svg';
@@ -36,9 +37,34 @@ function setText(id, text) {
   if ($(id).textContent !== text) $(id).textContent = text;
 }
 
+const ENDED = 'the dashboard session has ended: run `flotilla dashboard` for a new URL';
+let session;
+
+/** The session for the code in the URL's fragment, which is removed from the address bar and history first. */
+async function openSession() {
+  const code = new URLSearchParams(location.hash.slice(1)).get('code');
+  history.replaceState(null, '', location.pathname);
+  if (code === null) throw new Error('no code: open the URL that `flotilla dashboard` prints');
+  const res = await fetch('/api/dashboard/sessions', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ code }),
+    credentials: 'omit',
+    cache: 'no-store',
+  });
+  const body = await res.json();
+  if (!res.ok) throw new Error(body?.error?.message ?? `the code was refused (${res.status})`);
+  session = body.session;
+}
+
+/** A read of the admin API with the session, never with cookies. */
+function get(path) {
+  return fetch(path, { headers: { authorization: `Bearer ${session}` }, credentials: 'omit', cache: 'no-store' });
+}
+
 async function getJson(path) {
-  const res = await fetch(path, { credentials: 'same-origin', cache: 'no-store' });
-  if (res.status === 401) throw new Error('the dashboard session has ended: run `flotilla dashboard` for a new URL');
+  const res = await get(path);
+  if (res.status === 401) throw new Error(ENDED);
   const body = await res.json();
   if (!res.ok) throw new Error(body?.error?.message ?? `${path} answered ${res.status}`);
   return body;
@@ -280,10 +306,7 @@ async function showLog(backend, replica) {
   $('log-subject').textContent = `Last lines of replica ${replica} of ${backend}:`;
   let text;
   try {
-    const res = await fetch(`/api/backends/${encodeURIComponent(backend)}/logs?tail=100`, {
-      credentials: 'same-origin',
-      cache: 'no-store',
-    });
+    const res = await get(`/api/backends/${encodeURIComponent(backend)}/logs?tail=100`);
     const body = await res.text();
     const lines = body.split('\n').flatMap((line) => {
       const match = /^(?:(\S+) )?\[([^\]]+)\] (.*)$/.exec(line);
@@ -300,6 +323,7 @@ async function showLog(backend, replica) {
 
 async function poll() {
   try {
+    if (session === undefined) await openSession();
     const query = eventSeq === undefined ? 'limit=50' : `since=${eventSeq}&limit=1000`;
     const [overview, series, page] = await Promise.all([
       getJson('/api/overview'),
@@ -327,8 +351,11 @@ async function poll() {
     $('updated').textContent = `Updated ${new Date().toLocaleTimeString()}; front door at ${overview.httpUrl}`;
   } catch (error) {
     setText('status', `Not updated: ${error.message}`);
+    if (session === undefined || error.message === ENDED) return;
   }
   setTimeout(poll, POLL_MS);
 }
 
+// A new code pasted into this tab's address bar changes only the fragment: start over with it.
+addEventListener('hashchange', () => location.reload());
 poll();

@@ -82,8 +82,8 @@ export interface AutoscalingDecision {
 
 export interface ReplicaInfo {
   id: string;
-  /** docs/operations.md: starting → ready → draining, or failed (being replaced). */
-  state: 'starting' | 'ready' | 'draining' | 'failed';
+  /** docs/operations.md: starting → ready (↔ updating, taking a new live config) → draining, or failed (being replaced). */
+  state: 'starting' | 'ready' | 'updating' | 'draining' | 'failed';
   containerId: string;
   /** ISO 8601 time the container was started. */
   startedAt: string;
@@ -135,6 +135,10 @@ export interface RuntimeEnv {
   port?: number;
   /** With `port`: a path that answers 2xx or 3xx while the container is healthy. Default '/'. */
   healthPath?: string;
+  /** Python only: pip requirement lines installed into the image, beside the context's requirements.txt. */
+  pip?: string[];
+  /** Python only: Debian packages installed into the image, beside the context's apt.txt. */
+  apt?: string[];
 }
 
 /** What each replica of a backend reserves and gets, and how its container is confined. */

@@ -7,21 +7,25 @@ import { fanOut, ServingSeries } from './admin/serving-series.js';
 import { generateToken, removeToken } from './admin/token-file.js';
 import { LocalClient } from './client.js';
 import { invalid, urlOf } from './common/checks.js';
-import { systemClock } from './common/clock.js';
+import { reusedFor, systemClock } from './common/clock.js';
+import { exitOnEscape } from './common/last-resort.js';
 import { createLogger, type Logger } from './common/logger.js';
-import { loadConfig, type FlotillaConfig } from './config/config.js';
+import { frontDoorWorkerEnv, loadConfig, type FlotillaConfig } from './config/config.js';
 import { Controller } from './controller/controller.js';
 import { InstanceClaim } from './controller/instance-claim.js';
 import { EventLog } from './controller/event-log.js';
 import { Scheduler } from './resources/scheduler.js';
-import { Dispatcher } from './proxy/dispatcher.js';
-import { FrontDoorWorkers } from './proxy/front-door-workers.js';
-import { ProxyServer } from './proxy/proxy-server.js';
-import { engineRuntime, SwarmRuntime } from './runtime/docker-runtime.js';
+import { Dispatcher } from './dataplane/dispatcher.js';
+import { FrontDoorWorkers } from './front-door/workers/front-door-workers.js';
+import { ProxyServer } from './front-door/server.js';
+import { engineRuntime, SwarmRuntime } from './runtime/docker/docker-runtime.js';
 import { TimedRuntime } from './runtime/timed-runtime.js';
 import { ImageBuilder } from './runtime/image-builder.js';
 import { machineCapacity } from './resources/machine.js';
 import { watchNodes } from './resources/node-watch.js';
+
+/** How long one metrics render serves the scrapes that follow it. */
+const METRICS_REUSE_MS = 1_000;
 
 /** The HTTP front door: served in this process, or by worker processes. */
 type FrontDoor = Pick<ProxyServer, 'listen' | 'close'>;
@@ -101,12 +105,16 @@ export class ControlPlane {
       onReplicaFailure: () => void controller.tick(),
       metrics: fanOut(metrics, series),
       streamIdleTimeoutMs: config.http.streamIdleTimeoutS * 1000,
+      maxResponseBytes: config.handle.maxResponseBytes,
       onDemand: (backend) => controller.demand(backend),
       onQueued: (backend) => workers?.contend(backend),
     });
-    const render = (): Promise<{ contentType: string; body: string }> => metrics.render();
+    const render = reusedFor(METRICS_REUSE_MS, () => metrics.render());
     const workers =
-      config.http.workers > 1 ? new FrontDoorWorkers(config.http.workers, dispatcher, config.http, config, logger, render) : undefined;
+      config.http.workers > 1
+        ? new FrontDoorWorkers(config.http.workers, dispatcher, config.http, config, logger, render, frontDoorWorkerEnv())
+        : undefined;
+    if (workers !== undefined) metrics.countFrontDoorWorkers(() => workers.serving());
     const controller = new Controller({
       config,
       runtime,
@@ -119,7 +127,7 @@ export class ControlPlane {
       autoscalingMetrics: metrics,
     });
     await controller.init();
-    const proxy: FrontDoor = workers ?? new ProxyServer(dispatcher, config.http, logger, render);
+    const proxy: FrontDoor = workers ?? new ProxyServer(dispatcher, config.http, logger, config.http.metrics ? render : undefined);
     const { token, generated } = adminToken(config);
     const allowedHosts = config.admin.allowedHosts
       .split(',')
@@ -154,7 +162,8 @@ export class ControlPlane {
         claim,
         stopWatchingNodes,
       );
-      admin.serve(client, () => plane.shutdown(), { instance: config.instance, nonce: launch.nonce ?? randomUUID() }, series);
+      const frontDoor = { workers: () => workers?.serving() ?? { serving: 1, configured: 1 }, renderMetrics: render };
+      admin.serve(client, () => plane.shutdown(), { instance: config.instance, nonce: launch.nonce ?? randomUUID() }, series, frontDoor);
       await claim.take(adminUrl, httpUrl);
       metrics.countReplicasOf(client, dispatcher);
       return plane;
@@ -164,6 +173,18 @@ export class ControlPlane {
       forget();
       throw error;
     }
+  }
+
+  /**
+   * For a control plane that owns its process (`flotilla start`, detached or not): an exception or rejection that
+   * escapes every callback is logged with its stack; then the token file is removed, the plane closes (the claim
+   * released, replicas left running) and the process exits for its supervisor to restart it (last-resort.ts).
+   */
+  exitOnEscape(): void {
+    exitOnEscape(this.logger, async () => {
+      this.forgetToken();
+      await this.close();
+    });
   }
 
   /** Resolves once the control plane has closed or shut down. */

@@ -1,6 +1,6 @@
 import { connect } from './admin/remote-client.js';
 import { start } from './control-plane.js';
-import { acceptBatch } from './controller/definition.js';
+import { acceptBatch } from './spec/definition.js';
 import { sse } from './replica/sse.js';
 
 export const serve = { start, connect, acceptBatch, sse };
@@ -35,4 +35,4 @@ export type {
   ShadowStats,
   StartOptions,
 } from './api.js';
-export { FlotillaError, isFlotillaError, type ErrorCode } from './common/errors.js';
+export { FlotillaError, UnknownRemoteError, isFlotillaError, type ErrorCode } from './common/errors.js';

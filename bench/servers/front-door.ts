@@ -2,11 +2,11 @@ import { PrometheusMetrics } from '../../src/admin/metrics.js';
 import { fanOut, ServingSeries } from '../../src/admin/serving-series.js';
 import { systemClock } from '../../src/common/clock.js';
 import { createLogger } from '../../src/common/logger.js';
-import { loadConfig } from '../../src/config/config.js';
-import { DEFAULT_BACKEND_CONFIG } from '../../src/controller/validation.js';
-import { Dispatcher } from '../../src/proxy/dispatcher.js';
-import { FrontDoorWorkers } from '../../src/proxy/front-door-workers.js';
-import { ProxyServer } from '../../src/proxy/proxy-server.js';
+import { frontDoorWorkerEnv, loadConfig } from '../../src/config/config.js';
+import { DEFAULT_BACKEND_CONFIG } from '../../src/spec/validation.js';
+import { Dispatcher } from '../../src/dataplane/dispatcher.js';
+import { FrontDoorWorkers } from '../../src/front-door/workers/front-door-workers.js';
+import { ProxyServer } from '../../src/front-door/server.js';
 
 /**
  * Flotilla's front door as serve.start() builds it (Dispatcher with the Prometheus metrics and the dashboard's
@@ -24,7 +24,7 @@ const dispatcher = new Dispatcher({
   streamIdleTimeoutMs: config.http.streamIdleTimeoutS * 1000,
   onQueued: (name) => pool?.contend(name),
 });
-const pool = workers > 1 ? new FrontDoorWorkers(workers, dispatcher, config.http, config, logger, render) : undefined;
+const pool = workers > 1 ? new FrontDoorWorkers(workers, dispatcher, config.http, config, logger, render, frontDoorWorkerEnv()) : undefined;
 const frontDoor = pool ?? new ProxyServer(dispatcher, config.http, logger, render);
 const { port } = await frontDoor.listen('127.0.0.1', 0);
 (pool?.dataPlane() ?? dispatcher).update({

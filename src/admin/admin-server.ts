@@ -1,56 +1,60 @@
-import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { isIP } from 'node:net';
 import type { LocalClient } from '../client.js';
 import type { StreamedAnswer } from '../handle/serve-handle.js';
 import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
 import { sendError, sendJson } from '../common/http-json.js';
 import type { Logger } from '../common/logger.js';
-import { parseShippable } from '../controller/definition.js';
+import { parseShippable } from '../spec/definition.js';
 import type { ContainerRuntime } from '../runtime/container-runtime.js';
-import { replicaLogs } from './replica-logs.js';
+import { LOG_LIMITS, replicaLogs } from './replica-logs.js';
 import { fromWire, parseWire, toWire } from './wire.js';
 import { invalid, listenOn } from '../common/checks.js';
 import { systemClock, type Clock } from '../common/clock.js';
 import { DashboardAccess } from './dashboard-access.js';
-import { dashboardAsset } from './dashboard-assets.js';
+import { isDashboardPath, serveDashboard } from './dashboard.js';
+import { RequestGuard, type AdminSettings } from './request-guard.js';
+import { ROUTES, patternOf, type Route, type RouteName } from './routes.js';
 import type { ServingSeries } from './serving-series.js';
 import { errorTrailer, PROTOCOL } from '../replica/protocol.js';
 
-const MAX_BODY_BYTES = 16 * 1024 * 1024;
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+export type { AdminSettings } from './request-guard.js';
+export { isLoopbackHost } from '../common/checks.js';
 
-const WILDCARD = /^(0\.0\.0\.0|::)$/;
+const MAX_BODY_BYTES = 16 * 1024 * 1024;
+/** Log streams followed at once. */
+const MAX_FOLLOWERS = 16;
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
 const BAD_REQUEST = JSON.stringify({ error: { code: 'INVALID_ARGUMENT', message: 'malformed HTTP request' } });
 
-export function isLoopbackHost(host: string): boolean {
-  return LOOPBACK.test(host);
+/** The front door as the admin API reports it: how many front-door workers serve (GET /api/health), and its metrics (GET /api/metrics). */
+export interface FrontDoorStatus {
+  workers(): { serving: number; configured: number };
+  renderMetrics(): Promise<{ contentType: string; body: string }>;
 }
 
-export interface AdminSettings {
-  /** Every request must carry it as `Authorization: Bearer <token>`; undefined for none (loopback only). */
-  token: string | undefined;
-  /** Host names accepted in `Host` besides IP addresses and localhost. */
-  allowedHosts: string[];
+/** The workers part of /api/health; FRONT_DOOR_UNAVAILABLE (503) while none serves. */
+function frontDoorHealth(frontDoor: FrontDoorStatus | undefined): { workers?: { serving: number; configured: number } } {
+  if (frontDoor === undefined) return {};
+  const workers = frontDoor.workers();
+  if (workers.serving === 0)
+    throw new FlotillaError(
+      'FRONT_DOOR_UNAVAILABLE',
+      `no front-door worker serves (0 of ${workers.configured}); they are being restarted, see the control plane's log`,
+    );
+  return { workers };
+}
+
+async function sendMetrics(res: ServerResponse, frontDoor: FrontDoorStatus | undefined): Promise<void> {
+  if (frontDoor === undefined) throw new FlotillaError('ROUTE_NOT_FOUND', 'this admin API serves no metrics');
+  const { contentType, body } = await frontDoor.renderMetrics();
+  res.writeHead(200, { 'content-type': contentType });
+  res.end(body);
 }
 
 /** Which control plane this is, as GET /api/health tells a client that wants to be sure. */
 export interface Identity {
   instance: string;
   nonce: string;
-}
-
-/** The host name of a Host header or an origin, lowercased, without brackets or a trailing dot; undefined if malformed. */
-function hostnameOf(host: string): string | undefined {
-  try {
-    return new URL(`http://${host}`).hostname
-      .replace(/^\[(.*)\]$/, '$1')
-      .replace(/\.$/, '')
-      .toLowerCase();
-  } catch {
-    return undefined;
-  }
 }
 
 function decodeName(segment: string): string {
@@ -68,7 +72,7 @@ interface Call {
   res: ServerResponse;
 }
 
-type Route = [method: string, pattern: RegExp, handler: (call: Call) => Promise<unknown>];
+type Handler = (call: Call) => Promise<unknown>;
 
 /** The body's keys must be among `allowed`; `required` ones must be present. */
 function fields(body: Record<string, unknown>, allowed: string[], required: string[] = []): Record<string, unknown> {
@@ -145,20 +149,19 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
  */
 export class AdminServer {
   private readonly server: Server;
-  private routes: Route[] = [];
-  private readonly tokenBytes: Buffer | undefined;
-  private boundHost = '127.0.0.1';
-  private boundPort = 0;
+  private routes: Array<{ route: Route; pattern: RegExp; handler: Handler }> = [];
   private readonly access: DashboardAccess;
+  private readonly guard: RequestGuard;
+  private followers = 0;
 
   constructor(
-    private readonly settings: AdminSettings,
+    settings: AdminSettings,
     private readonly runtime: ContainerRuntime,
     private readonly logger: Logger,
     clock: Clock = systemClock,
   ) {
     this.access = new DashboardAccess(clock);
-    this.tokenBytes = settings.token === undefined || settings.token === '' ? undefined : Buffer.from(settings.token);
+    this.guard = new RequestGuard(settings, this.access);
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((error: unknown) => {
         this.logger.error('admin call failed while answering', { component: 'admin', error: errorMessage(error) });
@@ -178,13 +181,12 @@ export class AdminServer {
 
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
     const address = await listenOn(this.server, host, port, 'the admin API');
-    this.boundHost = address.host;
-    this.boundPort = address.port;
+    this.guard.bind(address);
     this.logger.info('admin API listening', { component: 'admin', ...address });
     return address;
   }
 
-  serve(client: LocalClient, shutdown: () => Promise<void>, identity: Identity, series?: ServingSeries): void {
+  serve(client: LocalClient, shutdown: () => Promise<void>, identity: Identity, series?: ServingSeries, frontDoor?: FrontDoorStatus): void {
     const name = (call: Call, index = 0) => decodeName(call.params[index] ?? '');
     /** The handle and decoded input of a handle call (`/call` and `/stream` take the same body). */
     const handleCall = (call: Call) => {
@@ -195,90 +197,70 @@ export class AdminServer {
       };
       return { handle: client.getHandle(name(call), options), input: input === undefined ? undefined : fromWire(parseWire(input)) };
     };
-    this.routes = [
-      ['GET', /^\/api\/health$/, async () => ({ status: 'ok', httpUrl: client.httpUrl, ...identity })],
-      ['GET', /^\/api\/backends$/, () => client.listBackends()],
-      [
-        'POST',
-        /^\/api\/backends$/,
-        async ({ body }) => {
-          fields(body, ['name', 'definition', 'options'], ['name', 'definition']);
-          await client.createShippedBackend(text(body.name, 'name'), parseShippable(body.definition), body.options);
-        },
-      ],
-      ['GET', /^\/api\/backends\/([^/]+)$/, (call) => client.getBackendConfig(name(call))],
-      [
-        'PUT',
-        /^\/api\/backends\/([^/]+)$/,
-        async (call) => {
-          const body = fields(call.body, ['definition', 'options'], ['definition']);
-          await client.updateShippedBackend(name(call), parseShippable(body.definition), body.options);
-        },
-      ],
-      ['PATCH', /^\/api\/backends\/([^/]+)\/config$/, (call) => client.updateBackendConfig(name(call), call.body)],
-      ['DELETE', /^\/api\/backends\/([^/]+)$/, (call) => client.deleteBackend(name(call), { force: call.query.get('force') === 'true' })],
-      ['GET', /^\/api\/backends\/([^/]+)\/replicas$/, (call) => client.listReplicas(name(call))],
-      ['GET', /^\/api\/backends\/([^/]+)\/logs$/, (call) => this.streamLogs(client, name(call), call)],
-      ['GET', /^\/api\/capacity$/, () => client.getCapacity()],
-      ['GET', /^\/api\/builds$/, () => client.listBuilds()],
-      ['GET', /^\/api\/endpoints$/, () => client.listEndpoints()],
-      [
-        'POST',
-        /^\/api\/endpoints$/,
-        async ({ body }) => {
-          const { name: endpoint, ...options } = fields(body, ['name', 'backend', 'route', 'methods'], ['name', 'backend']);
-          await client.createEndpoint(text(endpoint, 'name'), options as never);
-        },
-      ],
-      ['DELETE', /^\/api\/endpoints\/([^/]+)$/, (call) => client.deleteEndpoint(name(call))],
-      [
-        'PUT',
-        /^\/api\/endpoints\/([^/]+)\/traffic$/,
-        (call) => client.setTraffic(name(call), fields(call.body, ['weights'], ['weights']).weights as Record<string, number>),
-      ],
-      [
-        'PUT',
-        /^\/api\/endpoints\/([^/]+)\/shadows\/([^/]+)$/,
-        (call) => client.shadowTraffic(name(call), name(call, 1), fields(call.body, ['proportion'], ['proportion']).proportion as number),
-      ],
-      ['GET', /^\/api\/endpoints\/([^/]+)\/shadow-stats$/, (call) => client.getShadowStats(name(call))],
-      [
-        'GET',
-        /^\/api\/series$/,
-        async ({ query }) => {
-          if (series === undefined) throw new FlotillaError('ROUTE_NOT_FOUND', 'this admin API keeps no time series');
-          return series.snapshot(whole(query, 'minutes'));
-        },
-      ],
-      ['POST', /^\/api\/dashboard\/codes$/, async () => this.access.issueCode()],
-      ['GET', /^\/api\/overview$/, () => overview(client, identity)],
-      ['GET', /^\/api\/events$/, ({ query }) => client.listEvents({ since: whole(query, 'since'), limit: whole(query, 'limit') })],
-      [
-        'POST',
-        /^\/api\/endpoints\/([^/]+)\/call$/,
-        async (call) => {
-          const { handle, input } = handleCall(call);
-          return toWire(await handle.remote(input));
-        },
-      ],
-      [
-        'POST',
-        /^\/api\/endpoints\/([^/]+)\/stream$/,
-        async (call) => {
-          const { handle, input } = handleCall(call);
-          await this.streamCall(await handle.openStream(input), call.res);
-        },
-      ],
-      [
-        'POST',
-        /^\/api\/shutdown$/,
-        async ({ res }) => {
-          res.once('finish', () => {
-            shutdown().catch((error: unknown) => this.logger.error('shutdown failed', { component: 'admin', error: errorMessage(error) }));
-          });
-        },
-      ],
-    ];
+    const handlers: Record<RouteName, Handler> = {
+      health: async () => ({ status: 'ok', httpUrl: client.httpUrl, ...identity, ...frontDoorHealth(frontDoor) }),
+      metrics: (call) => sendMetrics(call.res, frontDoor),
+      listBackends: () => client.listBackends(),
+      createBackend: async ({ body }) => {
+        fields(body, ['name', 'definition', 'options'], ['name', 'definition']);
+        await client.createShippedBackend(text(body.name, 'name'), parseShippable(body.definition), body.options);
+      },
+      getBackend: (call) => client.getBackendConfig(name(call)),
+      updateBackend: async (call) => {
+        const body = fields(call.body, ['definition', 'options'], ['definition']);
+        await client.updateShippedBackend(name(call), parseShippable(body.definition), body.options);
+      },
+      updateBackendConfig: (call) => client.updateBackendConfig(name(call), call.body),
+      deleteBackend: (call) => client.deleteBackend(name(call), { force: call.query.get('force') === 'true' }),
+      listReplicas: (call) => client.listReplicas(name(call)),
+      backendLogs: (call) => this.streamLogs(client, name(call), call),
+      capacity: () => client.getCapacity(),
+      builds: () => client.listBuilds(),
+      listEndpoints: () => client.listEndpoints(),
+      createEndpoint: async ({ body }) => {
+        const { name: endpoint, ...options } = fields(body, ['name', 'backend', 'route', 'methods'], ['name', 'backend']);
+        await client.createEndpoint(text(endpoint, 'name'), options as never);
+      },
+      deleteEndpoint: (call) => client.deleteEndpoint(name(call)),
+      setTraffic: (call) => client.setTraffic(name(call), fields(call.body, ['weights'], ['weights']).weights as Record<string, number>),
+      shadowTraffic: (call) =>
+        client.shadowTraffic(name(call), name(call, 1), fields(call.body, ['proportion'], ['proportion']).proportion as number),
+      shadowStats: (call) => client.getShadowStats(name(call)),
+      series: async ({ query }) => {
+        if (series === undefined) throw new FlotillaError('ROUTE_NOT_FOUND', 'this admin API keeps no time series');
+        return series.snapshot(whole(query, 'minutes'));
+      },
+      dashboardCode: async () => this.access.issueCode(),
+      dashboardSession: async ({ body }) => {
+        const redeemed = this.access.redeem(text(fields(body, ['code'], ['code']).code, 'code'));
+        if (redeemed === undefined)
+          throw new FlotillaError(
+            'UNAUTHORIZED',
+            'this dashboard code is unknown, used or expired: run `flotilla dashboard` for a new one',
+          );
+        return redeemed;
+      },
+      overview: () => overview(client, identity),
+      events: ({ query }) => client.listEvents({ since: whole(query, 'since'), limit: whole(query, 'limit') }),
+      call: async (call) => {
+        const { handle, input } = handleCall(call);
+        return toWire(await handle.remote(input));
+      },
+      stream: async (call) => {
+        const { handle, input } = handleCall(call);
+        await this.streamCall(await handle.openStream(input), call.res);
+      },
+      shutdown: async ({ res }) => {
+        res.once('finish', () => {
+          shutdown().catch((error: unknown) => this.logger.error('shutdown failed', { component: 'admin', error: errorMessage(error) }));
+        });
+      },
+    };
+    this.routes = (Object.keys(ROUTES) as RouteName[]).map((key) => ({
+      route: ROUTES[key],
+      pattern: patternOf(ROUTES[key]),
+      handler: handlers[key],
+    }));
   }
 
   async close(): Promise<void> {
@@ -286,64 +268,6 @@ export class AdminServer {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
     });
-  }
-
-  private cookieName(): string {
-    return `flotilla_dashboard_${this.boundPort}`;
-  }
-
-  /** A GET with a dashboard session cookie: what the page's own requests carry. */
-  private hasSession(req: IncomingMessage): boolean {
-    if (req.method !== 'GET' && req.method !== 'HEAD') return false;
-    const prefix = `${this.cookieName()}=`;
-    const value = (req.headers.cookie ?? '')
-      .split(';')
-      .map((part) => part.trim())
-      .find((part) => part.startsWith(prefix))
-      ?.slice(prefix.length);
-    return value !== undefined && this.access.isSession(value);
-  }
-
-  private authorized(req: IncomingMessage): boolean {
-    if (this.tokenBytes === undefined || this.hasSession(req)) return true;
-    const presented = Buffer.from(/^bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '')?.[1] ?? '');
-    return presented.length === this.tokenBytes.length && timingSafeEqual(presented, this.tokenBytes);
-  }
-
-  /** A host name this API answers to: its own address, localhost or an IP address when it binds to one or all, or an allowed name. */
-  private isOwnHost(hostname: string | undefined): boolean {
-    if (hostname === undefined || hostname === '') return false;
-    if (this.settings.allowedHosts.includes(hostname)) return true;
-    if (hostname === this.boundHost.toLowerCase()) return true;
-    if (LOOPBACK.test(this.boundHost)) return LOOPBACK.test(hostname);
-    return WILDCARD.test(this.boundHost) && (hostname === 'localhost' || isIP(hostname) !== 0);
-  }
-
-  /**
-   * What keeps web pages out: a Host that is not this API's (DNS rebinding), an Origin other than the
-   * API's own (a cross-site request), and bodies that are not JSON (a form or text/plain POST, which
-   * browsers send cross-site without asking first).
-   */
-  private refuseForeign(req: IncomingMessage): void {
-    const host = req.headers.host ?? '';
-    if (!this.isOwnHost(hostnameOf(host)))
-      throw new FlotillaError(
-        'FORBIDDEN',
-        `the admin API does not answer to Host '${host}': use its IP address or localhost, or list the name in FLOTILLA_ADMIN_ALLOWED_HOSTS (admin.allowedHosts)`,
-      );
-    const origin = req.headers.origin;
-    if (origin === undefined) return;
-    let originHost = '';
-    try {
-      originHost = new URL(origin).host.toLowerCase();
-    } catch {
-      // 'null' and other opaque origins are foreign
-    }
-    if (originHost !== host.toLowerCase())
-      throw new FlotillaError(
-        'FORBIDDEN',
-        `the admin API refuses requests from web pages (Origin ${origin}); call it from a program or the CLI`,
-      );
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -356,26 +280,26 @@ export class AdminServer {
       } catch {
         throw invalid(`the request target ${JSON.stringify(req.url)} is not a valid path`);
       }
-      this.refuseForeign(req);
-      if (url.pathname === '/dashboard' || url.pathname.startsWith('/dashboard/')) return this.serveDashboard(req, res, url);
+      this.guard.refuseForeign(req);
+      if (isDashboardPath(url.pathname)) return serveDashboard(req, res, url);
       if (url.pathname === '/favicon.ico' && req.method === 'GET') {
         res.writeHead(204, { 'cache-control': 'max-age=86400' });
         res.end();
         return;
       }
-      if (!this.authorized(req))
+      if (url.pathname !== ROUTES.dashboardSession.path && !this.guard.authorized(req))
         throw new FlotillaError(
           'UNAUTHORIZED',
           'this admin API needs the token: Authorization: Bearer <token> (FLOTILLA_ADMIN_TOKEN, or the file <stateDir>/admin/<instance>.token)',
         );
-      const matches = this.routes.filter(([, pattern]) => pattern.test(url.pathname));
+      const matches = this.routes.filter(({ pattern }) => pattern.test(url.pathname));
       if (matches.length === 0) throw new FlotillaError('ROUTE_NOT_FOUND', `the admin API has no ${url.pathname}`);
-      const route = matches.find(([method]) => method === req.method);
-      if (route === undefined) {
-        res.setHeader('allow', matches.map(([method]) => method).join(', '));
-        throw new FlotillaError('METHOD_NOT_ALLOWED', `${url.pathname} accepts ${matches.map(([method]) => method).join(', ')}`);
+      const match = matches.find(({ route }) => route.method === req.method);
+      if (match === undefined) {
+        const allowed = matches.map(({ route }) => route.method).join(', ');
+        res.setHeader('allow', allowed);
+        throw new FlotillaError('METHOD_NOT_ALLOWED', `${url.pathname} accepts ${allowed}`);
       }
-      const [, pattern, handler] = route;
       let body: Record<string, unknown> = {};
       if (BODY_METHODS.has(req.method ?? '')) {
         const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
@@ -386,59 +310,14 @@ export class AdminServer {
           );
         body = await readJson(req);
       }
-      const params = pattern.exec(url.pathname)?.slice(1) ?? [];
-      const result = await handler({ params, query: url.searchParams, body, res });
+      const params = match.pattern.exec(url.pathname)?.slice(1) ?? [];
+      const result = await match.handler({ params, query: url.searchParams, body, res });
       if (!res.headersSent) sendJson(res, 200, result ?? {});
     } catch (error) {
       if (!isFlotillaError(error)) this.logger.error('admin call failed unexpectedly', { component: 'admin', error: errorMessage(error) });
       if (res.headersSent) res.destroy();
       else sendError(res, isFlotillaError(error) ? error : new FlotillaError('INTERNAL_ERROR', errorMessage(error)));
     }
-  }
-
-  /**
-   * The dashboard page and its assets, for a browser with a session cookie. `?code=` redeems a one-time
-   * code from POST /api/dashboard/codes: the answer sets the cookie (HTTP-only, SameSite=Strict) and
-   * redirects to the page without the code.
-   */
-  private serveDashboard(req: IncomingMessage, res: ServerResponse, url: URL): void {
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.setHeader('allow', 'GET, HEAD');
-      throw new FlotillaError('METHOD_NOT_ALLOWED', `${url.pathname} accepts GET, HEAD`);
-    }
-    const code = url.searchParams.get('code');
-    if (code !== null) {
-      const redeemed = this.access.redeem(code);
-      if (redeemed === undefined)
-        throw new FlotillaError('UNAUTHORIZED', 'this dashboard code is unknown, used or expired: run `flotilla dashboard` for a new one');
-      res.writeHead(303, {
-        location: '/dashboard/',
-        'set-cookie': `${this.cookieName()}=${redeemed.session}; Path=/; Max-Age=${redeemed.maxAgeS}; HttpOnly; SameSite=Strict`,
-        'cache-control': 'no-store',
-        'referrer-policy': 'no-referrer',
-      });
-      res.end();
-      return;
-    }
-    if (!this.authorized(req))
-      throw new FlotillaError('UNAUTHORIZED', 'the dashboard needs a session: open the URL that `flotilla dashboard` prints');
-    if (url.pathname === '/dashboard') {
-      res.writeHead(308, { location: '/dashboard/' });
-      res.end();
-      return;
-    }
-    const asset = dashboardAsset(url.pathname.slice('/dashboard/'.length));
-    if (asset === undefined) throw new FlotillaError('ROUTE_NOT_FOUND', `the dashboard has no ${url.pathname}`);
-    res.writeHead(200, {
-      'content-type': asset.contentType,
-      'content-length': asset.body.length,
-      'cache-control': 'no-store',
-      'content-security-policy':
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-      'x-content-type-options': 'nosniff',
-      'referrer-policy': 'no-referrer',
-    });
-    res.end(req.method === 'HEAD' ? undefined : asset.body);
   }
 
   /**
@@ -469,10 +348,17 @@ export class AdminServer {
 
   /** Streams every replica's log of the backend, each line with its time and the replica id, merged by time. */
   private async streamLogs(client: LocalClient, backend: string, call: Call): Promise<void> {
-    const replicas = await client.listReplicas(backend);
     const follow = call.query.get('follow') === 'true';
     const tail = Number(call.query.get('tail') ?? 100);
-    if (!Number.isInteger(tail) || tail < 0) throw invalid('tail must be a whole number of lines');
+    if (!Number.isInteger(tail) || tail < 0 || tail > LOG_LIMITS.maxTail)
+      throw invalid(`tail must be a whole number of lines, at most ${LOG_LIMITS.maxTail}, not '${call.query.get('tail')}'`);
+    if (follow && this.followers >= MAX_FOLLOWERS)
+      throw new FlotillaError('OVERLOADED', `${MAX_FOLLOWERS} log streams are followed already; stop one or try again later`);
+    const replicas = await client.listReplicas(backend);
+    if (follow) {
+      this.followers++;
+      call.res.once('close', () => this.followers--);
+    }
     const out = await replicaLogs(this.runtime, replicas, {
       follow,
       tail,
@@ -480,6 +366,7 @@ export class AdminServer {
         this.logger.warn('a replica log stream failed', { component: 'admin', backend, replica, error: errorMessage(error) }),
     });
     call.res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+    call.res.flushHeaders();
     out.pipe(call.res);
     call.res.once('close', () => out.destroy());
   }

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { fstatSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { fchmodSync, fstatSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Client, StartOptions } from '../api.js';
 import { urlOf } from '../common/checks.js';
@@ -9,6 +9,7 @@ import { packageRoot } from '../common/package-root.js';
 import { loadConfig } from '../config/config.js';
 import { openRemote } from './remote-client.js';
 import { adminDir, writePrivateFile } from './token-file.js';
+import { sleep } from '../common/clock.js';
 
 const READY_TIMEOUT_MS = 60_000;
 
@@ -59,7 +60,9 @@ export async function startDetached(options: Omit<StartOptions, 'detached'>): Pr
   const startFile = join(adminDir(config.stateDir), `${config.instance}.${nonce}.start.json`);
   writePrivateFile(startFile, JSON.stringify({ options, nonce } satisfies StartFile));
   const logPath = join(config.stateDir, `${config.instance}.log`);
-  const log = openSync(logPath, 'a');
+  // Replica failure tails and errors land here: readable by the user only, like the state beside it.
+  const log = openSync(logPath, 'a', 0o600);
+  fchmodSync(log, 0o600);
   const logStart = fstatSync(log).size;
   const child = spawn(process.execPath, [join(packageRoot(), 'dist', 'src', 'cli', 'main.js'), 'start', '--options-file', startFile], {
     detached: true,
@@ -96,7 +99,7 @@ export async function startDetached(options: Omit<StartOptions, 'detached'>): Pr
         last = error;
       }
       if (Date.now() > deadline) throw last;
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await sleep(200);
     }
   } finally {
     if (exitCode !== null) rmSync(startFile, { force: true });

@@ -1,7 +1,8 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { AutoscalingStatus, Client, ReplicaInfo } from '../api.js';
+import type { AutoscalingStatus, BackendInfo, Client, ReplicaInfo } from '../api.js';
 import type { AutoscalingMetrics, LoadSignal } from '../controller/autoscaler.js';
-import type { ServingMetrics, ShadowOutcome } from '../proxy/serving-metrics.js';
+import type { ServingMetrics, ShadowOutcome } from '../dataplane/serving-metrics.js';
+import { systemClock, type Clock } from '../common/clock.js';
 
 /** One endpoint and backend's answers: a count per status, and their latency histogram (a count per bucket, not cumulative). */
 interface Answered {
@@ -9,6 +10,15 @@ interface Answered {
   buckets: number[];
   sum: number;
   count: number;
+}
+
+/** How long one read of the backends and replicas serves the scrapes that follow it. */
+const STATE_REUSE_MS = 1000;
+
+/** What the gauges report about backends and replicas, read from the client. */
+interface StateSnapshot {
+  backends: Record<string, BackendInfo>;
+  replicas: Array<[string, ReplicaInfo]>;
 }
 
 const LATENCY = {
@@ -75,8 +85,11 @@ export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
 
   private client: Client | undefined;
   private load: LoadSignal | undefined;
+  private frontDoorWorkers: () => { serving: number; configured: number } = () => ({ serving: 1, configured: 1 });
 
-  constructor() {
+  private read: { at: number; state: Promise<StateSnapshot> } | undefined;
+
+  constructor(private readonly clock: Clock = systemClock) {
     const replicas: Gauge<'backend' | 'state'> = new Gauge({
       name: 'flotilla_replicas',
       help: 'Replicas by backend and state (starting, ready, draining).',
@@ -84,7 +97,7 @@ export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
       registers: [this.registry],
       collect: async () => {
         replicas.reset();
-        for (const [backend, replica] of await this.replicas()) replicas.inc({ backend, state: replica.state });
+        for (const [backend, replica] of (await this.state()).replicas) replicas.inc({ backend, state: replica.state });
       },
     });
     const healthy: Gauge<'backend' | 'replica'> = new Gauge({
@@ -94,7 +107,7 @@ export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
       registers: [this.registry],
       collect: async () => {
         healthy.reset();
-        for (const [backend, replica] of await this.replicas())
+        for (const [backend, replica] of (await this.state()).replicas)
           healthy.set({ backend, replica: replica.id }, replica.state === 'ready' ? 1 : 0);
       },
     });
@@ -105,13 +118,28 @@ export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
       registers: [this.registry],
       collect: async () => {
         rollouts.reset();
-        if (this.client === undefined) return;
-        for (const [backend, info] of Object.entries(await this.client.listBackends())) {
+        for (const [backend, info] of Object.entries((await this.state()).backends)) {
           if (info.rollout !== null) rollouts.set({ backend, state: info.rollout.state }, 1);
         }
       },
     });
+    const workers: Gauge<'state'> = new Gauge({
+      name: 'flotilla_front_door_workers',
+      help: 'Front-door processes: serving (0 means the front door refuses every connection) and configured (http.workers; 1 is the control plane itself).',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect: () => {
+        const { serving, configured } = this.frontDoorWorkers();
+        workers.set({ state: 'serving' }, serving);
+        workers.set({ state: 'configured' }, configured);
+      },
+    });
     this.autoscalingGauges();
+  }
+
+  /** Where the flotilla_front_door_workers gauge reads how many front-door workers serve. */
+  countFrontDoorWorkers(workers: () => { serving: number; configured: number }): void {
+    this.frontDoorWorkers = workers;
   }
 
   private autoscalingGauges(): void {
@@ -123,8 +151,7 @@ export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
         registers: [this.registry],
         collect: async () => {
           metric.reset();
-          if (this.client === undefined) return;
-          for (const [backend, info] of Object.entries(await this.client.listBackends())) {
+          for (const [backend, info] of Object.entries((await this.state()).backends)) {
             if (info.autoscalingStatus !== null) metric.set({ backend }, value(info.autoscalingStatus));
           }
         },
@@ -158,19 +185,36 @@ export class PrometheusMetrics implements ServingMetrics, AutoscalingMetrics {
       registers: [this.registry],
       collect: async () => {
         ongoing.reset();
-        if (this.client === undefined || this.load === undefined) return;
-        for (const backend of Object.keys(await this.client.listBackends())) ongoing.set({ backend }, this.load.ongoingRequests(backend));
+        if (this.load === undefined) return;
+        for (const backend of Object.keys((await this.state()).backends)) ongoing.set({ backend }, this.load.ongoingRequests(backend));
       },
     });
   }
 
-  /** Every replica with its backend, as the client reports them now. */
-  private async replicas(): Promise<Array<[string, ReplicaInfo]>> {
-    if (this.client === undefined) return [];
+  /**
+   * Every backend, and every replica with its backend, as the client reported them within the last second: a scrape
+   * reads them once for all its gauges, and scrapes that follow within a second share that read (docs/security.md).
+   * A read that failed is not kept.
+   */
+  private state(): Promise<StateSnapshot> {
     const client = this.client;
-    const backends = Object.keys(await client.listBackends());
-    const lists = await Promise.all(backends.map((backend) => client.listReplicas(backend).catch(() => [])));
-    return backends.flatMap((backend, i) => (lists[i] ?? []).map((replica): [string, ReplicaInfo] => [backend, replica]));
+    if (client === undefined) return Promise.resolve({ backends: {}, replicas: [] });
+    const now = this.clock.now();
+    if (this.read !== undefined && now - this.read.at < STATE_REUSE_MS) return this.read.state;
+    const state = (async () => {
+      const backends = await client.listBackends();
+      const names = Object.keys(backends);
+      const lists = await Promise.all(names.map((backend) => client.listReplicas(backend).catch(() => [])));
+      return {
+        backends,
+        replicas: names.flatMap((backend, i) => (lists[i] ?? []).map((replica): [string, ReplicaInfo] => [backend, replica])),
+      };
+    })();
+    this.read = { at: now, state };
+    state.catch(() => {
+      if (this.read?.state === state) this.read = undefined;
+    });
+    return state;
   }
 
   /** Every metric this exports: name, type, labels and help (docs/metrics.md lists the same). */

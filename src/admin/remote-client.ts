@@ -20,23 +20,32 @@ import type {
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import { withAbsoluteContext } from '../client.js';
-import { ERROR_STATUS, FlotillaError, errorMessage, type ErrorCode } from '../common/errors.js';
+import { isLoopbackHost } from '../common/checks.js';
+import { ERROR_STATUS, FlotillaError, UnknownRemoteError, errorMessage, type ErrorCode } from '../common/errors.js';
 import { loadConfig } from '../config/config.js';
-import { toShippable } from '../controller/definition.js';
+import { toShippable } from '../spec/definition.js';
 import { decodeStream } from '../handle/stream.js';
 import { PROTOCOL, readErrorTrailer } from '../replica/protocol.js';
 import { exchange, readBody } from './http-transport.js';
+import { ROUTES, pathOf, type Route } from './routes.js';
 import { readToken, tokenPath } from './token-file.js';
 import { fromWire, toWire, type WireValue } from './wire.js';
 
-type Call = (<T>(method: string, path: string, body?: unknown, timeoutMs?: number) => Promise<T>) & {
+/** One call: its route, the values of the route's `:name` segments, a query, a JSON body. */
+interface Request {
+  params?: string[];
+  query?: URLSearchParams;
+  body?: unknown;
+  timeoutMs?: number;
+}
+
+type Call = (<T>(route: Route, request?: Request) => Promise<T>) & {
   /** Sends the call and resolves with the successful response, its body unread. */
-  open(method: string, path: string, body?: unknown): Promise<IncomingMessage>;
+  open(route: Route, request?: Request): Promise<IncomingMessage>;
   base: string;
 };
 
 const HEALTH_TIMEOUT_MS = 5000;
-const LOOPBACK_HOST = /^(127\.\d+\.\d+\.\d+|\[::1\]|localhost)$/i;
 
 /** What GET /api/health answers: which control plane this is. */
 export interface Health {
@@ -51,7 +60,7 @@ function isErrorCode(code: unknown): code is ErrorCode {
 }
 
 /** The server's error as it sent it: a code this client does not know (a newer server) keeps its code and status. */
-function remoteError(base: string, status: number, text: string): FlotillaError {
+function remoteError(base: string, status: number, text: string): FlotillaError | UnknownRemoteError {
   let payload: { error?: { code?: unknown; message?: unknown; details?: Record<string, unknown> } } = {};
   try {
     payload = JSON.parse(text) as typeof payload;
@@ -62,8 +71,7 @@ function remoteError(base: string, status: number, text: string): FlotillaError 
   if (typeof code !== 'string' || typeof message !== 'string') {
     return new FlotillaError('ADMIN_UNREACHABLE', `${base} answered ${status} without a Flotilla error; is a Flotilla admin API there?`);
   }
-  const error = new FlotillaError(isErrorCode(code) ? code : 'INTERNAL_ERROR', message, details);
-  return isErrorCode(code) ? error : Object.assign(error, { code, status });
+  return isErrorCode(code) ? new FlotillaError(code, message, details) : new UnknownRemoteError(code, status, message, details);
 }
 
 function unreachable(base: string, error: unknown): FlotillaError {
@@ -71,7 +79,9 @@ function unreachable(base: string, error: unknown): FlotillaError {
 }
 
 /** Sends one admin API call; resolves with the response once its status is a success. */
-async function send(base: string, token: string | undefined, method: string, path: string, body?: unknown, timeoutMs?: number) {
+async function send(base: string, token: string | undefined, { method, path: template }: Route, request: Request = {}) {
+  const { params = [], query, body, timeoutMs } = request;
+  const path = `${pathOf({ method, path: template }, ...params)}${query === undefined || query.size === 0 ? '' : `?${query}`}`;
   const headers: Record<string, string> = {};
   if (token !== undefined) headers.authorization = `Bearer ${token}`;
   const hasBody = method === 'POST' || method === 'PUT' || method === 'PATCH';
@@ -97,8 +107,8 @@ async function send(base: string, token: string | undefined, method: string, pat
 }
 
 function caller(base: string, token: string | undefined): Call {
-  const call = async <T>(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<T> => {
-    const res = await send(base, token, method, path, body, timeoutMs);
+  const call = async <T>(route: Route, request: Request = {}): Promise<T> => {
+    const res = await send(base, token, route, request);
     const text = await readBody(res).catch((error: unknown) => {
       throw unreachable(base, error);
     });
@@ -107,11 +117,11 @@ function caller(base: string, token: string | undefined): Call {
     } catch {
       throw new FlotillaError(
         'ADMIN_UNREACHABLE',
-        `${base} answered ${method} ${path} with something that is not JSON; is a Flotilla admin API there?`,
+        `${base} answered ${route.method} ${route.path} with something that is not JSON; is a Flotilla admin API there?`,
       );
     }
   };
-  return Object.assign(call, { open: (method: string, path: string, body?: unknown) => send(base, token, method, path, body), base });
+  return Object.assign(call, { open: (route: Route, request?: Request) => send(base, token, route, request), base });
 }
 
 /** A streamed answer from POST /api/endpoints/:name/stream: a failure midway arrives as the error trailer (a FlotillaError as JSON). */
@@ -140,18 +150,18 @@ class RemoteServeHandle implements ServeHandle {
 
   async remote(body?: unknown): Promise<unknown> {
     const input = body === undefined ? undefined : toWire(body);
-    const result = await this.call<WireValue>('POST', `/api/endpoints/${encodeURIComponent(this.endpoint)}/call`, {
-      input,
-      ...this.handleOptions,
+    const result = await this.call<WireValue>(ROUTES.call, {
+      params: [this.endpoint],
+      body: { input, ...this.handleOptions },
     });
     return fromWire(result);
   }
 
   async *stream(body?: unknown): AsyncGenerator<unknown> {
     const input = body === undefined ? undefined : toWire(body);
-    const res = await this.call.open('POST', `/api/endpoints/${encodeURIComponent(this.endpoint)}/stream`, {
-      input,
-      ...this.handleOptions,
+    const res = await this.call.open(ROUTES.stream, {
+      params: [this.endpoint],
+      body: { input, ...this.handleOptions },
     });
     yield* decodeStream(res.headers['content-type'] ?? 'application/octet-stream', remoteChunks(this.call.base, res));
   }
@@ -170,52 +180,57 @@ class RemoteClient implements Client {
   ) {}
 
   async createBackend(name: string, definition: BackendDefinition, options?: CreateBackendOptions): Promise<void> {
-    await this.call('POST', '/api/backends', { name, definition: toShippable(definition), options: withAbsoluteContext(options) });
+    await this.call(ROUTES.createBackend, {
+      body: { name, definition: toShippable(definition), options: withAbsoluteContext(options) },
+    });
   }
   listBackends(): Promise<Record<string, BackendInfo>> {
-    return this.call('GET', '/api/backends');
+    return this.call(ROUTES.listBackends);
   }
   getBackendConfig(name: string): Promise<BackendInfo> {
-    return this.call('GET', `/api/backends/${encodeURIComponent(name)}`);
+    return this.call(ROUTES.getBackend, { params: [name] });
   }
   async updateBackend(name: string, definition: BackendDefinition, options?: CreateBackendOptions): Promise<void> {
-    await this.call('PUT', `/api/backends/${encodeURIComponent(name)}`, {
-      definition: toShippable(definition),
-      options: withAbsoluteContext(options),
+    await this.call(ROUTES.updateBackend, {
+      params: [name],
+      body: { definition: toShippable(definition), options: withAbsoluteContext(options) },
     });
   }
   async updateBackendConfig(name: string, config: BackendConfigPatch): Promise<void> {
-    await this.call('PATCH', `/api/backends/${encodeURIComponent(name)}/config`, config);
+    await this.call(ROUTES.updateBackendConfig, { params: [name], body: config });
   }
   async deleteBackend(name: string, options: DeleteBackendOptions = {}): Promise<void> {
-    await this.call('DELETE', `/api/backends/${encodeURIComponent(name)}${options.force === true ? '?force=true' : ''}`);
+    await this.call(ROUTES.deleteBackend, {
+      params: [name],
+      ...(options.force === true ? { query: new URLSearchParams({ force: 'true' }) } : {}),
+    });
   }
   listReplicas(backend: string): Promise<ReplicaInfo[]> {
-    return this.call('GET', `/api/backends/${encodeURIComponent(backend)}/replicas`);
+    return this.call(ROUTES.listReplicas, { params: [backend] });
   }
   getCapacity(): Promise<CapacityInfo> {
-    return this.call('GET', '/api/capacity');
+    return this.call(ROUTES.capacity);
   }
   listBuilds(): Promise<BuildInfo[]> {
-    return this.call('GET', '/api/builds');
+    return this.call(ROUTES.builds);
   }
   async createEndpoint(name: string, options: CreateEndpointOptions): Promise<void> {
-    await this.call('POST', '/api/endpoints', { name, ...options });
+    await this.call(ROUTES.createEndpoint, { body: { name, ...options } });
   }
   listEndpoints(): Promise<Record<string, EndpointInfo>> {
-    return this.call('GET', '/api/endpoints');
+    return this.call(ROUTES.listEndpoints);
   }
   async deleteEndpoint(name: string): Promise<void> {
-    await this.call('DELETE', `/api/endpoints/${encodeURIComponent(name)}`);
+    await this.call(ROUTES.deleteEndpoint, { params: [name] });
   }
   async setTraffic(endpoint: string, weights: Record<string, number>): Promise<void> {
-    await this.call('PUT', `/api/endpoints/${encodeURIComponent(endpoint)}/traffic`, { weights });
+    await this.call(ROUTES.setTraffic, { params: [endpoint], body: { weights } });
   }
   async shadowTraffic(endpoint: string, backend: string, proportion: number): Promise<void> {
-    await this.call('PUT', `/api/endpoints/${encodeURIComponent(endpoint)}/shadows/${encodeURIComponent(backend)}`, { proportion });
+    await this.call(ROUTES.shadowTraffic, { params: [endpoint, backend], body: { proportion } });
   }
   getShadowStats(endpoint: string): Promise<Record<string, ShadowStats>> {
-    return this.call('GET', `/api/endpoints/${encodeURIComponent(endpoint)}/shadow-stats`);
+    return this.call(ROUTES.shadowStats, { params: [endpoint] });
   }
   /** Unlike the in-process client, an unknown endpoint is reported by remote(), not here. */
   getHandle(endpoint: string): ServeHandle {
@@ -225,10 +240,10 @@ class RemoteClient implements Client {
     const search = new URLSearchParams();
     if (query.since !== undefined) search.set('since', String(query.since));
     if (query.limit !== undefined) search.set('limit', String(query.limit));
-    return this.call('GET', `/api/events${search.size > 0 ? `?${search}` : ''}`);
+    return this.call(ROUTES.events, { query: search });
   }
   async shutdown(): Promise<void> {
-    await this.call('POST', '/api/shutdown');
+    await this.call(ROUTES.shutdown);
   }
 }
 
@@ -253,7 +268,7 @@ function target(options: ConnectOptions): Target {
   } catch {
     throw new FlotillaError('INVALID_ARGUMENT', `the admin API address ${base} is not a URL; give one like http://127.0.0.1:8001`);
   }
-  if (!LOOPBACK_HOST.test(host)) return { base, token: undefined, tokenFile: undefined };
+  if (!isLoopbackHost(host)) return { base, token: undefined, tokenFile: undefined };
   const config = loadConfig({
     ...(options.instance === undefined ? {} : { instance: options.instance }),
     ...(options.stateDir === undefined ? {} : { stateDir: options.stateDir }),
@@ -273,7 +288,7 @@ function explained(error: unknown, { tokenFile }: Target): unknown {
 export async function openRemote(options: ConnectOptions): Promise<{ client: Client; health: Health }> {
   const where = target(options);
   const call = caller(where.base, where.token);
-  const health = await call<Health>('GET', '/api/health', undefined, HEALTH_TIMEOUT_MS).catch((error: unknown) => {
+  const health = await call<Health>(ROUTES.health, { timeoutMs: HEALTH_TIMEOUT_MS }).catch((error: unknown) => {
     throw explained(error, where);
   });
   return { client: new RemoteClient(health.httpUrl, call), health };
@@ -292,7 +307,7 @@ export async function streamBackendLogs(
 ): Promise<Readable> {
   const where = target(options);
   const search = new URLSearchParams({ follow: String(query.follow), tail: query.tail });
-  return send(where.base, where.token, 'GET', `/api/backends/${encodeURIComponent(backend)}/logs?${search}`).catch((error: unknown) => {
+  return send(where.base, where.token, ROUTES.backendLogs, { params: [backend], query: search }).catch((error: unknown) => {
     throw explained(error, where);
   });
 }
@@ -300,11 +315,11 @@ export async function streamBackendLogs(
 /** A dashboard URL with a fresh one-time code (POST /api/dashboard/codes), as `flotilla dashboard` prints it. */
 export async function dashboardUrl(options: ConnectOptions): Promise<{ url: string; expiresInS: number }> {
   const where = target(options);
-  const { code, expiresInS } = await caller(where.base, where.token)<{ code: string; expiresInS: number }>(
-    'POST',
-    '/api/dashboard/codes',
-  ).catch((error: unknown) => {
+  const { code, expiresInS } = await caller(
+    where.base,
+    where.token,
+  )<{ code: string; expiresInS: number }>(ROUTES.dashboardCode).catch((error: unknown) => {
     throw explained(error, where);
   });
-  return { url: `${where.base}/dashboard/?code=${encodeURIComponent(code)}`, expiresInS };
+  return { url: `${where.base}/dashboard/#code=${encodeURIComponent(code)}`, expiresInS };
 }

@@ -1,6 +1,6 @@
 import type { Clock } from '../common/clock.js';
 import { invalid } from '../common/checks.js';
-import type { ServingMetrics } from '../proxy/serving-metrics.js';
+import type { ServingMetrics } from '../dataplane/serving-metrics.js';
 
 export const STEP_SECONDS = 5;
 export const WINDOW_MINUTES = 15;

@@ -1,10 +1,10 @@
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Range } from 'yaml';
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Range } from 'yaml';
 import type { BackendConfig, ReplicaOptions, ReplicaResources, RuntimeEnv } from '../api.js';
-import { errorMessage, FlotillaError } from '../common/errors.js';
+import { errorMessage, FlotillaError, isFlotillaError } from '../common/errors.js';
 import { formatPath, issuesOf, type Issue, type PathItem } from '../common/issues.js';
-import { toShippable } from '../controller/definition.js';
+import { toShippable } from '../spec/definition.js';
 import {
   validateBackendOptions,
   validateMethods,
@@ -12,9 +12,13 @@ import {
   validateProportion,
   validateRoute,
   validateTraffic,
-} from '../controller/validation.js';
+} from '../spec/validation.js';
 import { isPlainObject } from '../common/checks.js';
 import { contextDirProblem } from '../runtime/build-context.js';
+
+/** What an app file may hold: checking grows with its size, so a mistake (or a generated file gone wrong) is refused early. */
+const MAX_FILE_BYTES = 4 * 1024 * 1024;
+const MAX_ENTRIES = 1000;
 
 /** A backend as an app file declares it, checked and with every default filled in. */
 export interface BackendSpec {
@@ -176,13 +180,34 @@ export function parseAppFile(text: string, options: ParseOptions = {}): AppSpec 
     }
     throw checker.error();
   }
-  const root: unknown = doc.toJS();
+  let root: unknown;
+  try {
+    root = doc.toJS();
+  } catch (error) {
+    // yaml refuses aliases that expand too far (an alias bomb): reported at the first alias.
+    let line = 1;
+    visit(doc, {
+      Alias(_, node) {
+        line = lineCounter.linePos(node.range?.[0] ?? 0).line;
+        return visit.BREAK;
+      },
+    });
+    checker.issues.push({ file, line, path: [], message: `YAML: ${errorMessage(error)}` });
+    throw checker.error();
+  }
   if (!checker.mapping([], root, ROOT_KEYS, ROOT_KEYS)) throw checker.error();
 
   const spec: AppSpec = { file, backends: {}, endpoints: {}, lines: {} };
   const backends = root.backends ?? {};
   const endpoints = root.endpoints ?? {};
   const backendNames = isPlainObject(backends) ? Object.keys(backends) : [];
+  for (const [key, value] of [
+    ['backends', backends],
+    ['endpoints', endpoints],
+  ] as const)
+    if (isPlainObject(value) && Object.keys(value).length > MAX_ENTRIES)
+      checker.add([key], `at most ${MAX_ENTRIES} ${key} per app file, not ${Object.keys(value).length}`);
+  if (checker.issues.length > 0) throw checker.error();
   if (checker.mapping(['backends'], backends, 'any')) {
     for (const [name, value] of Object.entries(backends)) {
       spec.lines[`backends.${name}`] = checker.lineOf(['backends', name], 'key');
@@ -213,8 +238,13 @@ export function parseAppFile(text: string, options: ParseOptions = {}): AppSpec 
 export function loadAppFile(path: string): AppSpec {
   let text: string;
   try {
+    const stats = statSync(path);
+    if (!stats.isFile()) throw new FlotillaError('INVALID_ARGUMENT', `the app file ${path} is not a regular file`);
+    if (stats.size > MAX_FILE_BYTES)
+      throw new FlotillaError('INVALID_ARGUMENT', `the app file ${path} has ${stats.size} bytes; at most ${MAX_FILE_BYTES} are read`);
     text = readFileSync(path, 'utf8');
   } catch (error) {
+    if (isFlotillaError(error)) throw error;
     throw new FlotillaError('INVALID_ARGUMENT', `cannot read app file ${path}: ${errorMessage(error)}`);
   }
   return parseAppFile(text, { file: path, baseDir: dirname(resolve(path)) });

@@ -2,7 +2,7 @@ import type { BackendInfo, CapacityInfo, EndpointInfo, ReplicaResources } from '
 import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import { Scheduler, type Capacity } from '../resources/scheduler.js';
 import { formatIssue, type AppFileIssue, type AppSpec } from './app-file.js';
-import type { DeployStep } from './deploy.js';
+import type { CurrentState, DeployStep } from './deploy-steps.js';
 
 type Resources = Pick<ReplicaResources, 'numCpus' | 'memoryMb' | 'numGpus'>;
 
@@ -204,11 +204,7 @@ function largestFit(growth: Growth): number | undefined {
  * endpoints get 503s meanwhile, which the step's reason says. A rollout with no room beside the old replicas is marked
  * in place. Throws INSUFFICIENT_RESOURCES when no order fits (e.g. GPUs too fragmented).
  */
-export function orderForCapacity(
-  steps: DeployStep[],
-  current: { backends: Record<string, BackendInfo>; endpoints: Record<string, EndpointInfo> },
-  capacity: Capacity,
-): DeployStep[] {
+export function orderForCapacity(steps: DeployStep[], current: CurrentState, capacity: Capacity): DeployStep[] {
   const books = new Books(capacity, current.backends);
   const routing = new Routing(current.endpoints);
   const pending = [...steps];

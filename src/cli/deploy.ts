@@ -1,48 +1,13 @@
 import { isAbsolute, resolve } from 'node:path';
-import type { BackendConfig, BackendInfo, Client, EndpointInfo, RuntimeEnv } from '../api.js';
+import type { BackendConfig, BackendInfo, Client, RuntimeEnv } from '../api.js';
 import { FlotillaError, isFlotillaError } from '../common/errors.js';
-import { DEFAULT_BACKEND_CONFIG } from '../controller/validation.js';
+import { DEFAULT_BACKEND_CONFIG } from '../spec/validation.js';
 import type { Capacity } from '../resources/scheduler.js';
 import { contextDigest } from '../runtime/image-builder.js';
+import { canonical } from '../common/canonical-json.js';
 import { loadAppFile, type AppSpec, type BackendSpec } from './app-file.js';
+import type { CurrentState, DeployStep } from './deploy-steps.js';
 import { capacityOf, checkFitsWhenApplied, orderForCapacity } from './deploy-capacity.js';
-
-/** One client call of a deploy, with what it changes (for messages). */
-export type DeployStep =
-  | {
-      op: 'createBackend';
-      backend: string;
-      spec: BackendSpec;
-      /** Replicas a later step adds, once there is room (orderForCapacity). */
-      deferred?: number;
-    }
-  | {
-      op: 'updateBackendConfig';
-      backend: string;
-      changes: Partial<BackendConfig>;
-      previous: Partial<BackendConfig>;
-      /** Why a step the file does not ask for as such runs (orderForCapacity). */
-      reason?: string;
-    }
-  | {
-      op: 'updateBackend';
-      backend: string;
-      spec: BackendSpec;
-      changes: string[];
-      deferred?: number;
-      /** No room for a new replica beside the old ones: the rollout replaces them in place. */
-      inPlace?: boolean;
-    }
-  | { op: 'deleteEndpoint'; endpoint: string; route: string | null; recreate: boolean }
-  | { op: 'createEndpoint'; endpoint: string; backend: string; route: string | null; methods: string[] }
-  | { op: 'setTraffic'; endpoint: string; traffic: Record<string, number>; previous: Record<string, number> }
-  | { op: 'shadowTraffic'; endpoint: string; backend: string; proportion: number; previous: number }
-  | { op: 'deleteBackend'; backend: string };
-
-export interface CurrentState {
-  backends: Record<string, BackendInfo>;
-  endpoints: Record<string, EndpointInfo>;
-}
 
 export interface PlanOptions {
   /** contextDigest of each running backend's context in the file, where it has one. */
@@ -52,15 +17,6 @@ export interface PlanOptions {
 }
 
 const CONFIG_KEYS = Object.keys(DEFAULT_BACKEND_CONFIG) as (keyof BackendConfig)[];
-
-/** JSON with object keys sorted, so that equal values compare equal whatever their key order. */
-function canonical(value: unknown): string {
-  return JSON.stringify(value, (_key, item: unknown) =>
-    typeof item === 'object' && item !== null && !Array.isArray(item)
-      ? Object.fromEntries(Object.entries(item).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-      : item,
-  );
-}
 
 function same(a: unknown, b: unknown): boolean {
   return canonical(a) === canonical(b);

@@ -1,4 +1,5 @@
 import type { Client, FlotillaEvent } from '../api.js';
+import { sleep } from '../common/clock.js';
 
 const FOLLOW_INTERVAL_MS = 1000;
 
@@ -22,7 +23,7 @@ export async function printEvents(
   page.events.forEach(print);
   let since = page.events.at(-1)?.seq ?? options.since ?? page.latest;
   while (options.follow) {
-    await new Promise((resolve) => setTimeout(resolve, FOLLOW_INTERVAL_MS));
+    await sleep(FOLLOW_INTERVAL_MS);
     page = await client.listEvents({ since, limit: 1000 });
     page.events.forEach(print);
     since = page.events.at(-1)?.seq ?? since;

@@ -3,7 +3,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Client, ConnectOptions, StartOptions } from '../api.js';
 import { startDetached, takeStartFile } from '../admin/detached.js';
 import { connect, dashboardUrl, streamBackendLogs } from '../admin/remote-client.js';
-import { errorMessage, isFlotillaError } from '../common/errors.js';
+import { UnknownRemoteError, errorMessage, isFlotillaError } from '../common/errors.js';
 import { loadConfig } from '../config/config.js';
 import { ControlPlane } from '../control-plane.js';
 import { deployAppFile } from './deploy.js';
@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { packageRoot } from '../common/package-root.js';
 import { checkAppFile, offlinePlan, type MachineSize } from './offline-check.js';
 import { imagesOfDesiredState, pruneImages } from './prune.js';
-import { engineRuntime } from '../runtime/docker-runtime.js';
+import { engineRuntime } from '../runtime/docker/docker-runtime.js';
 import { printEvents } from './events.js';
 import { spawn } from 'node:child_process';
 
@@ -62,6 +62,7 @@ async function startCommand(flags: { detached?: boolean; options?: string; optio
     return;
   }
   const plane = await ControlPlane.start(options, fromFile === undefined ? {} : { nonce: fromFile.nonce });
+  plane.exitOnEscape();
   process.stdout.write(
     `Flotilla is serving HTTP on ${plane.client.httpUrl}; admin API on ${plane.adminUrl} (instance ${plane.config.instance})\n`,
   );
@@ -289,6 +290,7 @@ program
   });
 
 program.parseAsync().catch((error: unknown) => {
-  process.stderr.write(`flotilla: ${isFlotillaError(error) ? `${error.code}: ` : ''}${errorMessage(error)}\n`);
+  const code = isFlotillaError(error) || error instanceof UnknownRemoteError ? `${error.code}: ` : '';
+  process.stderr.write(`flotilla: ${code}${errorMessage(error)}\n`);
   process.exit(1);
 });

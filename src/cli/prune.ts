@@ -1,7 +1,7 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { LABELS } from '../common/labels.js';
-import { parseCheckpoint } from '../controller/checkpoint.js';
+import { parseCheckpoint } from '../spec/saved-state.js';
 import { StateStore } from '../controller/state-store.js';
 import type { ContainerRuntime, ImageSummary } from '../runtime/container-runtime.js';
 

@@ -1,4 +1,5 @@
 import type { BackendInfo, Client, EndpointInfo, ReplicaInfo, RolloutStatus } from '../api.js';
+import { sleep } from '../common/clock.js';
 
 function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? '').length))) ?? [];
@@ -166,6 +167,6 @@ export async function watchStatus(client: Client, options: WatchOptions): Promis
     }
     if (underWay.length === 0)
       return !progress.some((p) => seen.has(p.backend) && (p.rollout?.state === 'rolled-back' || p.rollout?.state === 'paused'));
-    await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 500));
+    await sleep(options.intervalMs ?? 500);
   }
 }

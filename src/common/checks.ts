@@ -28,3 +28,10 @@ export async function listenOn(server: Server, host: string, port: number, what:
   const address = server.address() as AddressInfo;
   return { host: address.address, port: address.port };
 }
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/i;
+
+/** Whether a host name or address (an IPv6 one with or without brackets) is this machine's loopback. */
+export function isLoopbackHost(host: string): boolean {
+  return LOOPBACK.test(host.replace(/^\[(.*)\]$/, '$1'));
+}

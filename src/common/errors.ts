@@ -34,8 +34,10 @@ export const ERROR_STATUS = {
   RECONFIGURE_FAILED: 500,
   ROLLOUT_FAILED: 500,
   REPLICA_UNREACHABLE: 502,
+  RESPONSE_TOO_LARGE: 502,
   ENGINE_UNAVAILABLE: 503,
   ADMIN_UNREACHABLE: 503,
+  FRONT_DOOR_UNAVAILABLE: 503,
   NO_REPLICAS: 503,
   QUEUE_FULL: 503,
   COLD_START_TIMEOUT: 503,
@@ -50,8 +52,9 @@ export class FlotillaError extends Error {
   readonly status: number;
   readonly details: Record<string, unknown> | undefined;
 
-  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
-    super(message);
+  /** `options.cause`: the error this one reports (Error's own `cause`, for logs and debuggers; not sent to clients). */
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>, options?: { cause?: unknown }) {
+    super(message, options);
     this.name = 'FlotillaError';
     this.code = code;
     this.status = ERROR_STATUS[code];
@@ -62,6 +65,19 @@ export class FlotillaError extends Error {
     return this.details === undefined
       ? { code: this.code, message: this.message }
       : { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+/** An error a newer server sent with a code this side does not know: its code and status as the server sent them. */
+export class UnknownRemoteError extends Error {
+  constructor(
+    readonly code: string,
+    readonly status: number,
+    message: string,
+    readonly details?: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = 'UnknownRemoteError';
   }
 }
 

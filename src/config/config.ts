@@ -79,6 +79,18 @@ const schema = {
       default: 60,
       env: 'FLOTILLA_STREAM_IDLE_TIMEOUT_S',
     },
+    clientStallTimeoutS: {
+      doc: "Seconds a client that is behind on an answer (the front door's write buffer full) may take nothing; then its connection is cut and its replica slot released.",
+      format: 'period-seconds',
+      default: 30,
+      env: 'FLOTILLA_CLIENT_STALL_TIMEOUT_S',
+    },
+    metrics: {
+      doc: 'Whether the front door serves GET /-/metrics (unauthenticated); false keeps metrics on the admin API only (GET /api/metrics).',
+      format: Boolean,
+      default: true,
+      env: 'FLOTILLA_HTTP_METRICS',
+    },
     trustedProxies: {
       doc: 'Comma-separated IP addresses of proxies in front of Flotilla whose X-Forwarded-* headers are kept; empty: always replaced.',
       format: (value: unknown) => {
@@ -87,6 +99,14 @@ const schema = {
       },
       default: '',
       env: 'FLOTILLA_TRUSTED_PROXIES',
+    },
+  },
+  handle: {
+    maxResponseBytes: {
+      doc: "Largest answer a handle's remote() (and the admin API's call) reads into memory; a larger one is cut and rejects with RESPONSE_TOO_LARGE (stream it instead).",
+      format: 'nat',
+      default: 64 * 1024 * 1024,
+      env: 'FLOTILLA_HANDLE_MAX_RESPONSE_BYTES',
     },
   },
   admin: {
@@ -309,8 +329,11 @@ export interface FlotillaConfig {
     headersTimeoutS: number;
     bodyTimeoutS: number;
     streamIdleTimeoutS: number;
+    clientStallTimeoutS: number;
+    metrics: boolean;
     trustedProxies: string;
   };
+  handle: { maxResponseBytes: number };
   admin: { host: string; port: number; token: string; auth: 'token' | 'none'; allowedHosts: string };
   instance: string;
   stateDir: string;
@@ -343,8 +366,9 @@ export interface FlotillaConfig {
   logFormat: 'auto' | 'json' | 'text';
 }
 
-export type ConfigOverrides = Partial<Omit<FlotillaConfig, 'http' | 'admin'>> & {
+export type ConfigOverrides = Partial<Omit<FlotillaConfig, 'http' | 'handle' | 'admin'>> & {
   http?: Partial<FlotillaConfig['http']>;
+  handle?: Partial<FlotillaConfig['handle']>;
   admin?: Partial<FlotillaConfig['admin']>;
 };
 
@@ -379,7 +403,22 @@ export function loadConfig(overrides: ConfigOverrides = {}): FlotillaConfig {
     );
   }
   if (properties.http.workers === 0) properties.http.workers = defaultFrontDoorWorkers();
+  const { workers, maxBufferedBytes, maxBodyBytes } = properties.http;
+  if (workers > 1 && Math.floor(maxBufferedBytes / workers) < maxBodyBytes) {
+    throw new FlotillaError(
+      'INVALID_ARGUMENT',
+      `invalid Flotilla configuration: each of the ${workers} front-door workers holds at most maxBufferedBytes / workers = ${Math.floor(maxBufferedBytes / workers)} body bytes, less than http.maxBodyBytes (${maxBodyBytes}), so larger bodies could never be admitted: raise http.maxBufferedBytes (FLOTILLA_MAX_BUFFERED_BYTES) to at least ${workers * maxBodyBytes}, lower http.maxBodyBytes (FLOTILLA_MAX_BODY_BYTES), or run fewer http.workers (FLOTILLA_HTTP_WORKERS)`,
+    );
+  }
   // Replicas on other nodes are reached over the overlay network only.
   if (properties.runtime === 'swarm') properties.transport = 'tcp';
   return properties;
+}
+
+/** What a front-door worker's environment keeps of this process's: nothing secret (no admin token, no registry credentials). */
+const WORKER_ENV = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'NODE_OPTIONS'];
+
+/** The environment front-door workers start with: WORKER_ENV only; they get their settings over IPC. */
+export function frontDoorWorkerEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(WORKER_ENV.flatMap((name) => (process.env[name] === undefined ? [] : [[name, process.env[name]]])));
 }

@@ -1,7 +1,11 @@
 import type { AutoscalingConfig, AutoscalingDecision, AutoscalingStatus } from '../api.js';
+import { errorMessage } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
 import type { Scheduler } from '../resources/scheduler.js';
 import { decide, IDLE, type PolicyState } from './autoscaling-policy.js';
 import type { BackendState } from './backend-state.js';
+import type { EventRecorder } from './event-log.js';
+import { ACTIVE } from './replica-set.js';
 
 /** The data plane's one reading the autoscaler takes: a backend's ongoing requests (queued and in flight), front door and handles alike. */
 export interface LoadSignal {
@@ -128,8 +132,89 @@ export class Autoscaler {
 
   /** Replicas the backend holds (starting or ready) plus how many more fit now. */
   private capacity(backend: BackendState, maxReplicas: number): { reachable: number; shortOf: string } {
-    const held = backend.replicas.filter((r) => r.state === 'starting' || r.state === 'ready').length;
+    const held = backend.count({ states: ACTIVE });
     const { fits, refusal } = this.scheduler.room(backend.target.resources, Math.max(0, maxReplicas - held));
     return { reachable: held + fits, shortOf: refusal?.message ?? '' };
+  }
+}
+
+export interface AutoscaleLoopDeps {
+  autoscaler: Autoscaler;
+  /** The backends that are not being deleted; none once the controller stopped. */
+  backends(): BackendState[];
+  /** Saves the desired state as memory holds it; throws when it cannot. */
+  save(): void;
+  logger: Logger;
+  events?: EventRecorder;
+  metrics?: AutoscalingMetrics;
+}
+
+/**
+ * The reconcile step's autoscaling: before the step, each autoscaled backend's
+ * decision is saved and then set as its target (scaleTo), which the same step
+ * converges on; after it, cold starts that ended are counted.
+ */
+export class AutoscaleLoop {
+  /** Per backend, the capacity cap last logged, so that it is logged once per change. */
+  private readonly capsLogged = new Map<string, string>();
+  private readonly log: Logger;
+
+  constructor(private readonly deps: AutoscaleLoopDeps) {
+    this.log = deps.logger.child({ component: 'autoscaler' });
+  }
+
+  scale(now: number): void {
+    const { autoscaler } = this.deps;
+    const live = this.deps.backends();
+    const autoscaled = new Set(live.filter((b) => b.target.config.autoscaling !== null).map((b) => b.name));
+    autoscaler.keepOnly(autoscaled);
+    for (const name of this.capsLogged.keys()) if (!autoscaled.has(name)) this.capsLogged.delete(name);
+    for (const state of live) {
+      const config = state.target.config.autoscaling;
+      if (config === null || state.rolloutStatus?.state === 'paused') continue;
+      const change = autoscaler.step(state, config, now);
+      this.logCap(state.name, autoscaler.status(state));
+      if (change === undefined) continue;
+      const undo = state.scaleTo(change.to);
+      try {
+        this.deps.save();
+      } catch (error) {
+        undo();
+        this.log.error('could not save an autoscaling decision; trying again next step', {
+          backend: state.name,
+          error: errorMessage(error),
+        });
+        continue;
+      }
+      const { from, to, direction, reason } = change.decision;
+      this.log.info(`autoscaling ${state.name} ${direction} from ${from} to ${to} replica(s)`, { backend: state.name, from, to, reason });
+      this.deps.events?.record(
+        'autoscaling.decided',
+        { backend: state.name },
+        `autoscaling ${state.name} from ${from} to ${to} replica(s): ${reason}`,
+      );
+      this.deps.metrics?.decision(state.name, direction);
+    }
+  }
+
+  countColdStarts(now: number): void {
+    for (const { backend, seconds } of this.deps.autoscaler.coldStartsEnded(now)) {
+      this.log.info('cold start: the first replica is ready', { backend, seconds });
+      this.deps.metrics?.coldStart(backend, seconds);
+    }
+  }
+
+  /** Logs (and records as an event) a capacity cap when it starts or changes, not on every step. */
+  private logCap(name: string, status: AutoscalingStatus | null): void {
+    const cap = status?.heldBack?.by === 'capacity' ? status.heldBack.message : '';
+    if (cap === (this.capsLogged.get(name) ?? '')) return;
+    if (cap === '') {
+      this.capsLogged.delete(name);
+      this.log.info('autoscaling no longer capped by capacity', { backend: name });
+      return;
+    }
+    this.capsLogged.set(name, cap);
+    this.log.warn(`autoscaling ${name} is capped by capacity: ${cap}`, { backend: name, running: status?.runningReplicas });
+    this.deps.events?.record('autoscaling.capped', { backend: name }, `autoscaling ${name} is capped by capacity: ${cap}`);
   }
 }

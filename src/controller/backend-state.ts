@@ -1,68 +1,24 @@
-import { createHash } from 'node:crypto';
-import type { BackendConfig, BackendInfo, ReplicaInfo, RolloutStatus } from '../api.js';
+import type { BackendInfo, ReplicaInfo, RolloutStatus } from '../api.js';
 import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
 import { shortId } from '../common/ids.js';
 import type { Logger } from '../common/logger.js';
-import type { LiveConfig } from '../replica/protocol.js';
 import type { Placement, Scheduler } from '../resources/scheduler.js';
-import type { SavedBackend, SavedRollout, SavedTarget } from './checkpoint.js';
+import type { SavedBackend, SavedRollout } from '../spec/saved-state.js';
 import { backoffMs, TIMING } from './constants.js';
-import { summarize } from './definition.js';
 import type { EventRecorder } from './event-log.js';
-import { Replica, type ReplicaHistory, type ReplicaState, type StepContext } from './replica.js';
-
-/** What a backend should run: the saved desired state, with the hashes its replicas are compared against. */
-export interface BackendTarget extends SavedTarget {
-  version: string;
-  liveHash: string;
-}
-
-const hash = (text: string): string => createHash('sha256').update(text).digest('hex').slice(0, 16);
-
-/** JSON with object keys sorted, so that equal values hash equal whatever their key order. */
-function canonical(value: unknown): string {
-  return JSON.stringify(value, (_key, item: unknown) =>
-    typeof item === 'object' && item !== null && !Array.isArray(item)
-      ? Object.fromEntries(Object.entries(item).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
-      : item,
-  );
-}
-
-/**
- * The version of what a replica runs: everything that needs a new container. The image tag is a content hash
- * (context files, shipped source, packages); live settings (userConfig, batching) and the rest of the config are not in it.
- */
-export function versionOf(saved: SavedTarget): string {
-  const { image, definition, initArgs, resources, runtimeEnv } = saved;
-  return hash(canonical({ image, definition, initArgs, resources, port: runtimeEnv.port, healthPath: runtimeEnv.healthPath }));
-}
-
-export function liveConfigOf(config: BackendConfig, includeUserConfig: boolean): LiveConfig {
-  const live: LiveConfig = { maxBatchSize: config.maxBatchSize, batchWaitTimeoutS: config.batchWaitTimeoutS };
-  if (includeUserConfig) live.userConfig = config.userConfig;
-  return live;
-}
-
-export function targetOf(saved: SavedTarget): BackendTarget {
-  return {
-    ...savedTarget(saved),
-    version: versionOf(saved),
-    // A plain HTTP container takes no live config, so it never needs a push.
-    liveHash: saved.runtimeEnv.port === undefined ? hash(JSON.stringify(liveConfigOf(saved.config, true))) : 'none',
-  };
-}
-
-export function savedTarget(target: SavedTarget): SavedTarget {
-  const { name, definition, initArgs, config, resources, runtimeEnv, image, contextDigest } = target;
-  return { name, definition, initArgs, config, resources, runtimeEnv, image, ...(contextDigest === undefined ? {} : { contextDigest }) };
-}
+import { infoOf, Replica, type ReplicaHistory, type StepContext } from './replica.js';
+import { recordReplicaChanges, replicaMoments } from './replica-events.js';
+import { ACTIVE, LEAVING, ReplicaSet, SERVING, type ReplicaQuery } from './replica-set.js';
+import { infoOfTarget, savedTarget, targetOf, type BackendTarget } from './target.js';
 
 interface Waiter {
+  /** converged(): the replicas match the target; configured(): the ready ones of its version hold its live config. */
+  goal: 'converged' | 'configured';
   resolve(): void;
   reject(error: unknown): void;
 }
 
-export interface BackendStepContext extends Omit<StepContext, 'target' | 'mayPush' | 'onFailed' | 'onPushed'> {
+export interface BackendStepContext extends Omit<StepContext, 'target' | 'onFailed' | 'onPushed' | 'onRefused'> {
   scheduler: Scheduler;
   log: Logger;
   rollout: { maxSurge: number; onFailure: 'rollback' | 'pause' };
@@ -84,6 +40,11 @@ const ROLLING: ReadonlySet<RolloutStatus['state']> = new Set(['rolling', 'in-pla
  * A failure that fails a waiting call holds the backend (no new replicas)
  * until the controller undoes the call with a new target or deletes it.
  *
+ * A new live config of the same version (`reconfigure`) is pushed to the
+ * ready replicas in place ('updating'), and no new replica starts until they
+ * took it. A replica that refuses it stops the change: the previous config
+ * becomes the target again, and the step pushes it back to those that took it.
+ *
  * A target of another version (`rollOut`) is a rolling update: replicas of the
  * new version start beside the old ones (at most maxSurge above numReplicas,
  * and only as capacity allows), and an old one is retired only once a new one
@@ -97,14 +58,12 @@ const ROLLING: ReadonlySet<RolloutStatus['state']> = new Set(['rolling', 'in-pla
  *
  * `converged()` resolves when every replica is ready on the current target
  * and their number is the target's; it rejects with the error of a replica
- * that failed to start meanwhile, or ROLLOUT_FAILED.
+ * that failed to start meanwhile, ROLLOUT_FAILED, or a refused live config.
+ * `configured()` resolves once the target's live config is in force.
  */
 export class BackendState {
-  replicas: Replica[] = [];
-  /** Set by deleteBackend: every replica leaves, draining unless forced, then the backend is dropped. */
-  deleting: { drain: boolean } | undefined;
-  /** True while the controller pushes a live config itself. */
-  pushing = false;
+  private readonly set = new ReplicaSet();
+  private deleteAs: { drain: boolean } | undefined;
   /** After a failure that failed a waiting call: no new replicas until the controller sets a target again. */
   private held = false;
   private consecutiveFailures = 0;
@@ -117,6 +76,8 @@ export class BackendState {
   private previous: BackendTarget | undefined;
   /** A rollout the next step records as started. */
   private announce = false;
+  /** While a new live config is pushed: the target it replaced, rolled back to when a replica refuses it. */
+  private configFrom: BackendTarget | undefined;
 
   constructor(
     private current: BackendTarget,
@@ -139,21 +100,54 @@ export class BackendState {
     return this.current;
   }
 
-  /** A new target; the reconcile step converges on it (and starts replicas again after a failed call). */
+  /** The replicas, in the order they were started or adopted. */
+  get replicas(): readonly Replica[] {
+    return this.set.all;
+  }
+
+  count(query: ReplicaQuery = {}): number {
+    return this.set.count(query);
+  }
+
+  /** Set by delete(): every replica leaves, draining unless forced, then the backend is dropped. */
+  get deleting(): Readonly<{ drain: boolean }> | undefined {
+    return this.deleteAs;
+  }
+
+  /** A running container taken over at startup (adoption.ts). */
+  adopt(replica: Replica): void {
+    this.set.add(replica);
+  }
+
+  /** A new target, taken as it is (an undo, or a test's); the step converges on it and starts replicas again after a failed call. */
   retarget(target: BackendTarget): void {
     this.current = target;
     this.held = false;
+    this.configFrom = undefined;
+  }
+
+  /** A new config of the same version; a new live config is pushed to the replicas, and rolled back if one refuses it. */
+  reconfigure(target: BackendTarget): void {
+    const from = this.current;
+    this.retarget(target);
+    if (target.liveHash !== from.liveHash && target.version === from.version) this.configFrom = from;
+  }
+
+  /** Every replica leaves, draining (or stopped at once), and then the backend; converged() resolves when they are gone. */
+  delete(drain: boolean): void {
+    this.deleteAs = { drain };
   }
 
   /**
-   * The autoscaler's replica count, for the target and for the version a rollout would roll back to; nothing else
+   * The autoscaler's replica count, for the target and for the targets it would roll back to; nothing else
    * changes (a held backend stays held). Returns what undoes it (when saving it failed).
    */
   scaleTo(count: number): () => void {
-    const before = { current: this.current, previous: this.previous };
+    const before = { current: this.current, previous: this.previous, configFrom: this.configFrom };
     const scaled = (target: BackendTarget): BackendTarget => ({ ...target, config: { ...target.config, numReplicas: count } });
     this.current = scaled(this.current);
     if (this.previous !== undefined) this.previous = scaled(this.previous);
+    if (this.configFrom !== undefined) this.configFrom = scaled(this.configFrom);
     return () => Object.assign(this, before);
   }
 
@@ -162,7 +156,7 @@ export class BackendState {
    * Returns what undoes it (when saving it failed).
    */
   rollOut(target: BackendTarget): () => void {
-    const before = { current: this.current, held: this.held, rollout: this.rollout, previous: this.previous };
+    const before = { current: this.current, held: this.held, rollout: this.rollout, previous: this.previous, configFrom: this.configFrom };
     const lastGood = this.previous ?? this.current;
     this.rollout = { state: 'rolling', fromVersion: this.current.version, targetVersion: target.version, reason: null };
     this.previous = lastGood.version === target.version ? undefined : lastGood;
@@ -188,36 +182,45 @@ export class BackendState {
 
   converged(): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.waiters.push({ resolve, reject });
+      this.waiters.push({ goal: 'converged', resolve, reject });
+    });
+  }
+
+  configured(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ goal: 'configured', resolve, reject });
     });
   }
 
   isConverged(): boolean {
-    if (this.deleting !== undefined) return this.replicas.length === 0;
+    if (this.deleteAs !== undefined) return this.replicas.length === 0;
     const want = this.target.config.numReplicas;
-    return (
-      this.replicas.length === want &&
-      this.replicas.every((r) => r.state === 'ready' && r.version === this.target.version && r.liveHash === this.target.liveHash)
-    );
+    const { version, liveHash } = this.target;
+    return this.replicas.length === want && this.count({ states: ['ready'], version, liveHash }) === want;
+  }
+
+  /** Whether every serving replica of the target's version holds the target's live config. */
+  isConfigured(): boolean {
+    const { version, liveHash } = this.target;
+    return this.count({ states: SERVING, version }) === this.count({ states: ['ready'], version, liveHash });
   }
 
   update(ctx: BackendStepContext): void {
     const step: StepContext = {
       ...ctx,
       target: this.target,
-      mayPush: !this.pushing,
       onFailed: (replica) => this.failed(ctx, replica),
       onPushed: (replica) => {
         this.replicaConfigs[replica.id] = replica.liveHash;
         ctx.onConfigsChanged(this);
       },
+      onRefused: (replica, error) => this.refused(ctx, replica, error),
     };
-    const before = new Map(this.replicas.map((r) => [r, { state: r.state, started: r.container !== undefined }]));
-    if (this.deleting !== undefined) this.replicas.forEach((r) => r.retire(this.deleting!.drain));
+    const before = replicaMoments(this.replicas);
+    if (this.deleteAs !== undefined) this.replicas.forEach((r) => r.retire(this.deleteAs!.drain));
     for (const replica of this.replicas) replica.update(this.stepFor(replica, step));
-    const leaving = this.replicas.filter((r) => r.state === 'stopped');
+    const leaving = this.set.removeStopped();
     if (leaving.length > 0) {
-      this.replicas = this.replicas.filter((r) => r.state !== 'stopped');
       if (leaving.some((r) => r.id in this.replicaConfigs)) {
         leaving.forEach((r) => delete this.replicaConfigs[r.id]);
         ctx.onConfigsChanged(this);
@@ -232,32 +235,15 @@ export class BackendState {
         `rolling out version ${targetVersion} of ${this.name} (from ${fromVersion})`,
       );
     }
-    if (this.deleting === undefined) this.converge(ctx, { ...step, target: this.target });
-    if (ctx.events !== undefined) this.recordChanges(ctx.events, before);
+    if (this.deleteAs === undefined) this.converge(ctx, { ...step, target: this.target });
+    if (ctx.events !== undefined) recordReplicaChanges(ctx.events, this.name, before, this.replicas);
+    if (this.deleteAs === undefined && this.isConfigured()) {
+      this.configFrom = undefined;
+      this.settle(undefined, false, 'configured');
+    }
     if (this.isConverged()) {
       if (this.rollout !== undefined && ROLLING.has(this.rollout.state)) this.finishRollout(ctx);
       this.settle();
-    }
-  }
-
-  /** The events of what the step changed in each replica it began with, then of the replacements it started. */
-  private recordChanges(events: EventRecorder, before: Map<Replica, { state: ReplicaState; started: boolean }>): void {
-    for (const [replica, was] of before) {
-      const subject = { backend: this.name, replica: replica.id };
-      const what = `replica ${replica.id} of ${this.name}`;
-      if (!was.started && replica.container !== undefined)
-        events.record('replica.started', subject, `${what} started in container ${replica.container.containerId.slice(0, 12)}`);
-      if (was.state === replica.state) continue;
-      if (replica.state === 'ready') events.record('replica.ready', subject, `${what} is ready`);
-      if (replica.state === 'failed')
-        events.record('replica.failed', subject, `${what} failed: ${replica.failure?.lastError ?? 'unknown'}`);
-      if (replica.state === 'stopped' && was.state === 'draining') events.record('replica.stopped', subject, `${what} stopped`);
-    }
-    for (const replica of this.replicas) {
-      const { restarts, lastError } = replica.history;
-      if (before.has(replica) || restarts === 0) continue;
-      const message = `replica ${replica.id} of ${this.name} replaces a failed one (restart ${restarts}): ${lastError}`;
-      events.record('replica.replaced', { backend: this.name, replica: replica.id }, message);
     }
   }
 
@@ -269,20 +255,21 @@ export class BackendState {
 
   private converge(ctx: BackendStepContext, step: StepContext): void {
     const want = this.target.config.numReplicas;
-    const active = this.replicas.filter((r) => r.state === 'starting' || r.state === 'ready');
+    const version = this.target.version;
     const retire = (replica: Replica): void => {
       replica.retire(true);
       replica.update(this.stepFor(replica, step));
     };
-    const fresh = active.filter((r) => r.version === this.target.version);
-    let old = active.filter((r) => r.version !== this.target.version);
+    const fresh = this.set.filter({ states: ACTIVE, version });
+    let old = this.set.filter({ states: ACTIVE, version: { not: version } });
+    const active = fresh.length + old.length;
     if (fresh.length > want) {
-      const order = [...fresh.filter((r) => r.state === 'starting'), ...fresh.filter((r) => r.state === 'ready').reverse()];
+      const order = [...fresh.filter((r) => r.state === 'starting'), ...fresh.filter((r) => r.isServing()).reverse()];
       order.slice(0, fresh.length - want).forEach(retire);
     }
     // Each new replica that is ready takes an old one's place.
-    const freshReady = Math.min(want, fresh.filter((r) => r.state === 'ready').length);
-    const oldOrder = [...old.filter((r) => r.state === 'starting'), ...old.filter((r) => r.state === 'ready')];
+    const freshReady = Math.min(want, this.count({ states: SERVING, version }));
+    const oldOrder = [...old.filter((r) => r.state === 'starting'), ...old.filter((r) => r.isServing())];
     const surplus = Math.max(0, old.length + freshReady - want);
     oldOrder.slice(0, surplus).forEach(retire);
     old = oldOrder.slice(surplus);
@@ -290,8 +277,9 @@ export class BackendState {
       if (old.length === 0) this.replacements = [];
       return;
     }
-    if (this.rollout?.state === 'paused') return this.keepLastGood(ctx, step, want - active.length);
-    if (this.held || ctx.now < this.retryAt) return;
+    if (this.rollout?.state === 'paused') return this.keepLastGood(ctx, step, want - active);
+    // A new live config is taken by the replicas there are before any other starts (and rolled back if refused).
+    if (this.held || this.configFrom !== undefined || ctx.now < this.retryAt) return;
     const room = old.length === 0 ? want - fresh.length : want + ctx.rollout.maxSurge - old.length - fresh.length;
     let roomless = room <= 0;
     for (let i = 0; i < Math.min(room, want - fresh.length); i++) {
@@ -301,7 +289,7 @@ export class BackendState {
         placement = ctx.scheduler.reserve(id, this.target.resources, this.replacements[0]?.node);
       } catch (error) {
         // Old replicas can make room, and leaving ones give theirs back: wait rather than fail.
-        const leaving = this.replicas.some((r) => r.state === 'draining' || r.state === 'failed');
+        const leaving = this.count({ states: LEAVING }) > 0;
         if ((old.length > 0 || leaving) && isFlotillaError(error, 'INSUFFICIENT_RESOURCES')) {
           roomless = true;
           break;
@@ -310,13 +298,11 @@ export class BackendState {
       }
       const { restarts, lastError } = this.replacements.shift() ?? { restarts: 0, lastError: null };
       const history = { restarts, lastError };
-      const replica = new Replica(id, placement, history, this.target.version, this.target.liveHash, ctx.now);
-      this.replicas.push(replica);
+      const replica = new Replica(id, placement, history, version, this.target.liveHash, ctx.now, this.target.userConfigHash);
+      this.set.add(replica);
       replica.update(step);
     }
-    const busy = this.replicas.some(
-      (r) => r.state === 'draining' || r.state === 'failed' || (r.state === 'starting' && r.version === this.target.version),
-    );
+    const busy = this.count({ states: LEAVING }) > 0 || this.count({ states: ['starting'], version }) > 0;
     if (roomless && old.length > 0 && !busy) {
       if (this.rollout?.state === 'rolling') {
         this.rollout = { ...this.rollout, state: 'in-place' };
@@ -340,8 +326,8 @@ export class BackendState {
         return this.cannotStart(ctx, error);
       }
       const history = this.replacements.shift() ?? { restarts: 0, lastError: null };
-      const replica = new Replica(id, placement, history, lastGood.version, lastGood.liveHash, ctx.now);
-      this.replicas.push(replica);
+      const replica = new Replica(id, placement, history, lastGood.version, lastGood.liveHash, ctx.now, lastGood.userConfigHash);
+      this.set.add(replica);
       replica.update({ ...step, target: lastGood });
     }
   }
@@ -358,7 +344,7 @@ export class BackendState {
   }
 
   private failed(ctx: BackendStepContext, replica: Replica): void {
-    if (this.deleting !== undefined) return;
+    if (this.deleteAs !== undefined) return;
     const reason = replica.failure?.lastError ?? 'failed';
     if (replica.version !== this.target.version && this.rollout?.state === 'paused') {
       ctx.log.warn('replica of the last good version failed while the rollout is paused; one of that version takes its place', {
@@ -390,6 +376,21 @@ export class BackendState {
     this.settle(replica.failure?.error);
   }
 
+  /** A replica refused the live config being pushed: the previous config is the target again, and is pushed back. */
+  private refused(ctx: BackendStepContext, replica: Replica, reason: unknown): boolean {
+    const from = this.configFrom;
+    if (from === undefined || this.deleteAs !== undefined || replica.version !== this.target.version) return false;
+    this.current = from;
+    this.configFrom = undefined;
+    const message = `reconfiguring backend '${this.name}' failed on replica ${replica.id}: ${errorMessage(reason)}; the previous config stays in force`;
+    const error = new FlotillaError(isFlotillaError(reason) ? reason.code : 'RECONFIGURE_FAILED', message, undefined, { cause: reason });
+    ctx.log.error('a replica refused the new live config; rolling back to the previous one', { backend: this.name, replica: replica.id });
+    ctx.onConfigsChanged(this);
+    this.settle(error, false, 'configured');
+    this.settle(error, false);
+    return true;
+  }
+
   /** A replica of the new version failed: roll back to the last good version, or pause. */
   private stopRollout(ctx: BackendStepContext, reason: string): void {
     const version = this.target.version;
@@ -402,6 +403,7 @@ export class BackendState {
       this.rollout = { state: 'rolling-back', fromVersion: version, targetVersion: previous.version, reason };
       this.previous = undefined;
       this.current = previous;
+      this.configFrom = undefined;
       this.consecutiveFailures = 0;
       this.retryAt = 0;
       this.replacements = [];
@@ -438,13 +440,17 @@ export class BackendState {
   /** Rejects everyone waiting for convergence, e.g. when the controller stops. */
   abandon(error: FlotillaError): void {
     this.settle(error);
+    this.settle(error, false, 'configured');
   }
 
-  /** Resolves the waiters, or rejects them with `error` (and holds the backend, so that the failed call can undo itself). */
-  private settle(error?: unknown, hold = true): void {
-    const waiters = this.waiters;
+  /**
+   * Resolves the waiters for `goal`, or rejects them with `error` (and holds the backend, so that the failed call can
+   * undo itself). Only a refused live config fails those waiting for it to be configured.
+   */
+  private settle(error?: unknown, hold = true, goal: Waiter['goal'] = 'converged'): void {
+    const waiters = this.waiters.filter((waiter) => waiter.goal === goal);
     if (error !== undefined && hold && waiters.length > 0) this.held = true;
-    this.waiters = [];
+    this.waiters = this.waiters.filter((waiter) => waiter.goal !== goal);
     for (const waiter of waiters) {
       if (error === undefined) waiter.resolve();
       else waiter.reject(error);
@@ -457,50 +463,23 @@ export class BackendState {
   }
 
   info(): BackendInfo {
-    const { config, definition, initArgs, runtimeEnv, resources } = this.target;
-    const env = Object.fromEntries(Object.entries(runtimeEnv).filter(([, value]) => value !== undefined));
-    return {
-      ...structuredClone(config),
-      definition: summarize(definition),
-      initArgs: structuredClone(initArgs),
-      runtimeEnv: structuredClone(env),
-      resources: structuredClone(resources),
-      version: this.target.version,
-      contextDigest: this.target.contextDigest ?? null,
-      rollout: this.rollout === undefined ? null : { ...this.rollout },
-      autoscalingStatus: null,
-    };
+    return infoOfTarget(this.target, this.rollout);
   }
 
   replicaInfo(): ReplicaInfo[] {
-    return this.replicas.flatMap((r) =>
-      r.state === 'stopped'
-        ? []
-        : [
-            {
-              id: r.id,
-              state: r.state,
-              containerId: r.container?.containerId ?? '',
-              startedAt: new Date(r.container?.startedAt ?? 0).toISOString(),
-              restarts: r.history.restarts,
-              lastError: r.history.lastError,
-              placement: { ...r.placement, gpuIds: [...r.placement.gpuIds] },
-              version: r.version,
-            },
-          ],
-    );
+    return this.set.filter({ states: [...ACTIVE, ...LEAVING] }).map(infoOf);
   }
 
   /** The ready replicas the proxy may route to. */
   routable(): Array<{ id: string; target: NonNullable<Replica['container']>['target'] }> {
-    return this.replicas.flatMap((r) =>
-      r.state === 'ready' && r.container !== undefined ? [{ id: r.id, target: r.container.target }] : [],
-    );
+    return this.set
+      .filter({ states: SERVING })
+      .flatMap((r) => (r.container === undefined ? [] : [{ id: r.id, target: r.container.target }]));
   }
 
   /** How long a request may wait for a first ready replica: an autoscaled backend's cold start (`coldStartMs`), or TIMING.noReplicaWaitMs while replicas are wanted. */
   noReplicaWaitMs(coldStartMs: number): number {
-    if (this.deleting !== undefined) return 0;
+    if (this.deleteAs !== undefined) return 0;
     if (this.target.config.autoscaling !== null) return coldStartMs;
     return this.target.config.numReplicas > 0 ? TIMING.noReplicaWaitMs : 0;
   }

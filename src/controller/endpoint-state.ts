@@ -1,14 +1,10 @@
 import type { EndpointInfo } from '../api.js';
 import { FlotillaError } from '../common/errors.js';
-import type { EndpointRouting } from '../proxy/dispatcher.js';
+import type { EndpointRecord } from '../spec/saved-state.js';
+import { validateEndpointOptions, validateName, validateProportion, validateTraffic } from '../spec/validation.js';
 
-export interface EndpointRecord {
-  name: string;
-  route: string | null;
-  methods: string[];
-  traffic: Record<string, number>;
-  shadows: Record<string, number>;
-}
+/** Whether a backend exists and is not being deleted. */
+type IsLive = (backend: string) => boolean;
 
 /** Endpoints: their routes, traffic and shadows, and which backends they use. Changed only by the controller after a save. */
 export class EndpointState {
@@ -47,6 +43,47 @@ export class EndpointState {
     return this.list().filter((endpoint) => endpoint.name !== name);
   }
 
+  /** A new endpoint, checked against these and the live backends: to save, then set. */
+  creating(name: string, options: unknown, isLive: IsLive): EndpointRecord {
+    validateName(name, 'endpoint');
+    const { backend, route, methods } = validateEndpointOptions(options);
+    if (this.has(name)) throw new FlotillaError('ENDPOINT_EXISTS', `endpoint '${name}' already exists; delete it or choose another name`);
+    if (!isLive(backend)) {
+      throw new FlotillaError('BACKEND_NOT_FOUND', `endpoint '${name}' names backend '${backend}', which does not exist; create it first`);
+    }
+    const owner = this.routeOwner(route);
+    if (owner !== undefined) throw new FlotillaError('ROUTE_TAKEN', `route '${route}' is already served by endpoint '${owner}'`);
+    return { name, route, methods, traffic: { [backend]: 1 }, shadows: {} };
+  }
+
+  /** The endpoint with new traffic weights, checked: to save, then set. */
+  withTraffic(name: string, weights: unknown, isLive: IsLive): EndpointRecord {
+    validateName(name, 'endpoint');
+    const traffic = validateTraffic(weights);
+    const endpoint = this.get(name);
+    const missing = Object.keys(traffic).filter((backend) => !isLive(backend));
+    if (missing.length > 0) {
+      throw new FlotillaError(
+        'BACKEND_NOT_FOUND',
+        `traffic of endpoint '${name}' names backend ${missing.map((m) => `'${m}'`).join(', ')}, which does not exist`,
+      );
+    }
+    return { ...endpoint, traffic };
+  }
+
+  /** The endpoint with a shadow's proportion set (0 removes it), checked: to save, then set. */
+  withShadow(name: string, backend: string, proportion: unknown, isLive: IsLive): EndpointRecord {
+    validateName(name, 'endpoint');
+    validateName(backend, 'backend');
+    const share = validateProportion(proportion);
+    const endpoint = this.get(name);
+    if (!isLive(backend)) throw new FlotillaError('BACKEND_NOT_FOUND', `shadow backend '${backend}' does not exist`);
+    const shadows = { ...endpoint.shadows };
+    if (share === 0) delete shadows[backend];
+    else shadows[backend] = share;
+    return { ...endpoint, shadows };
+  }
+
   set(record: EndpointRecord): void {
     this.endpoints.set(record.name, record);
   }
@@ -60,10 +97,21 @@ export class EndpointState {
   }
 
   /** Names of the endpoints that send traffic or shadow traffic to `backend`. */
-  usersOf(backend: string): string[] {
+  private usersOf(backend: string): string[] {
     return this.list()
       .filter((endpoint) => backend in endpoint.traffic || backend in endpoint.shadows)
       .map((endpoint) => endpoint.name);
+  }
+
+  /** Throws BACKEND_IN_USE while an endpoint sends traffic or shadow traffic to `backend`. */
+  checkUnused(backend: string): void {
+    const users = this.usersOf(backend);
+    if (users.length === 0) return;
+    throw new FlotillaError(
+      'BACKEND_IN_USE',
+      `backend '${backend}' is used by endpoint ${users.map((u) => `'${u}'`).join(', ')}; delete the endpoint or move its traffic first`,
+      { endpoints: users },
+    );
   }
 
   routeOwner(route: string | null): string | undefined {
@@ -76,7 +124,7 @@ export class EndpointState {
     );
   }
 
-  routing(): EndpointRouting[] {
+  routing(): EndpointRecord[] {
     return this.list().map(({ name, route, methods, traffic, shadows }) => ({ name, route, methods, traffic, shadows }));
   }
 }

@@ -85,7 +85,7 @@ export class EventLog {
   private persist(event: FlotillaEvent): void {
     if (this.path === undefined) return;
     try {
-      mkdirSync(dirname(this.path), { recursive: true });
+      mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
       if (this.linesOnDisk + 1 > 2 * this.capacity) this.rewrite();
       else {
         appendFileSync(this.path, `${this.torn ? '\n' : ''}${JSON.stringify(event)}\n`, { mode: 0o600 });

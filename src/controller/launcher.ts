@@ -3,15 +3,17 @@ import { isAbsolute, join, posix } from 'node:path';
 import { settlesWithin, type Clock } from '../common/clock.js';
 import { FlotillaError, errorMessage } from '../common/errors.js';
 import type { Limiter } from '../common/limiter.js';
+import { shortId } from '../common/ids.js';
 import { LABELS } from '../common/labels.js';
 import type { Logger } from '../common/logger.js';
 import type { FlotillaConfig } from '../config/config.js';
 import { PROTOCOL, type LiveConfig, type ReplicaEntry } from '../replica/protocol.js';
 import type { Scheduler } from '../resources/scheduler.js';
 import type { ContainerRuntime, ReplicaSpec, ReplicaStatus, ReplicaTarget, ReplicaTransport } from '../runtime/container-runtime.js';
-import { APP_DIR, SHIPPED_MODULE } from '../runtime/image-builder.js';
-import { liveConfigOf, type BackendTarget } from './backend-state.js';
-import { confinementOf } from './confinement.js';
+import { APP_DIR, SHIPPED_DIR } from '../runtime/image-builder.js';
+import { shippedFileName } from '../spec/definition.js';
+import { liveConfigOf, type BackendTarget } from './target.js';
+import { confinementOf } from '../spec/confinement.js';
 import { TIMING } from './constants.js';
 import type { Replica, ReplicaDriver, Started } from './replica.js';
 import { prepareReplicaFiles } from './replica-files.js';
@@ -46,7 +48,7 @@ function failureFromLogs(logs: string): string {
   for (const line of logs.trim().split('\n').reverse()) {
     try {
       const event = JSON.parse(line) as { event?: string; message?: string };
-      if (event.event === 'init_failed' && event.message !== undefined) return event.message;
+      if (event.event === PROTOCOL.initFailedEvent && event.message !== undefined) return event.message;
     } catch {
       continue;
     }
@@ -56,6 +58,19 @@ function failureFromLogs(logs: string): string {
 
 export function instanceLabels(instance: string): Record<string, string> {
   return { [LABELS.managed]: 'true', [LABELS.instance]: instance };
+}
+
+const MAX_UNIX_SOCKET_PATH = 107;
+
+/** Refuses a stateDir under which replica sockets would be longer than a unix socket path may be. */
+export function checkSocketPaths(settings: Pick<LauncherSettings, 'stateDir' | 'instance' | 'transport'>): void {
+  const socketPath = join(runDirOf(settings), shortId(), PROTOCOL.socketName);
+  if (settings.transport === 'unix' && socketPath.length > MAX_UNIX_SOCKET_PATH) {
+    throw new FlotillaError(
+      'INVALID_ARGUMENT',
+      `replica sockets under ${settings.stateDir} would be longer than ${MAX_UNIX_SOCKET_PATH} characters; use a shorter stateDir or the tcp transport`,
+    );
+  }
 }
 
 export function runDirOf(settings: Pick<LauncherSettings, 'stateDir' | 'instance'>): string {
@@ -74,7 +89,7 @@ export class ReplicaLauncher implements ReplicaDriver {
     const definition = target.definition;
     const module =
       definition.kind !== 'import'
-        ? SHIPPED_MODULE
+        ? posix.join(SHIPPED_DIR, shippedFileName(definition))
         : isAbsolute(definition.module)
           ? definition.module
           : posix.join(APP_DIR, definition.module);
@@ -183,8 +198,10 @@ export class ReplicaLauncher implements ReplicaDriver {
     return `exited with code ${status.exitCode ?? 'unknown'}${last === '' ? '' : `; last log line: ${last}`}`;
   }
 
+  /** The target's live config; its userConfig only when the replica may hold another one (reconfigure is not called again). */
   push(target: BackendTarget, replica: Replica): Promise<void> {
-    const live = liveConfigOf(target.config, target.config.userConfig !== null);
+    const held = replica.userConfigHash;
+    const live = liveConfigOf(target.config, held === undefined ? target.config.userConfig !== null : held !== target.userConfigHash);
     const { target: address, controlSecret } = replica.container!;
     return this.deps.client.pushConfig(address, controlSecret ?? '', live, TIMING.configPushTimeoutMs);
   }
@@ -201,6 +218,14 @@ export class ReplicaLauncher implements ReplicaDriver {
   stop(replica: Replica): Promise<void> {
     if (replica.container !== undefined) this.deps.cut(replica.container.target);
     return this.stopContainer(replica, 0);
+  }
+
+  /** Stops every container of this instance at once, and removes the replicas' host directories (shutdown). */
+  async removeAll(): Promise<void> {
+    const { runtime, settings } = this.deps;
+    const leftovers = await runtime.listReplicas(instanceLabels(settings.instance)).catch(() => []);
+    await Promise.all(leftovers.map((replica) => runtime.stopReplica(replica.containerId, 0).catch(() => undefined)));
+    rmSync(runDirOf(settings), { recursive: true, force: true });
   }
 
   release(replica: Replica): void {

@@ -4,6 +4,7 @@ import { LABELS } from '../common/labels.js';
 import type { Logger } from '../common/logger.js';
 import type { Scheduler } from '../resources/scheduler.js';
 import type { ContainerRuntime, ReplicaStatus } from '../runtime/container-runtime.js';
+import type { AutoscaleLoop } from './autoscaler.js';
 import type { BackendState } from './backend-state.js';
 import type { EventRecorder } from './event-log.js';
 import { TIMING } from './constants.js';
@@ -18,8 +19,8 @@ export interface ReconcilerDeps {
   logger: Logger;
   labels: Record<string, string>;
   settings: { readyTimeoutS: number; healthCheckPeriodS: number; rolloutMaxSurge: number; rolloutOnFailure: 'rollback' | 'pause' };
-  /** Called at the start of every step: the autoscaler's decisions, which the step then converges on. */
-  autoscale?(now: number): void;
+  /** Its decisions are taken at the start of every step, which then converges on them. */
+  autoscaling?: Pick<AutoscaleLoop, 'scale' | 'countColdStarts'>;
   /** Called after a step that may have changed what is routable. */
   onStep(): void;
   onConfigsChanged(backend: BackendState): void;
@@ -81,7 +82,7 @@ export class Reconciler {
     const { backends, driver, scheduler, clock, logger, settings } = this.deps;
     const now = clock.now();
     try {
-      this.deps.autoscale?.(now);
+      this.deps.autoscaling?.scale(now);
     } catch (error) {
       this.log.error('autoscaling step failed', { error: errorMessage(error) });
     }
@@ -106,6 +107,7 @@ export class Reconciler {
       if (backend.deleting !== undefined && backend.replicas.length === 0) backends.delete(backend.name);
     }
     this.deps.onStep();
+    this.deps.autoscaling?.countColdStarts(now);
   }
 
   /** Ids of every replica in memory; one that stopped while a listing ran is no stray. */

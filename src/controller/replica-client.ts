@@ -1,7 +1,10 @@
-import { FlotillaError } from '../common/errors.js';
+import { FlotillaError, errorMessage } from '../common/errors.js';
 import { PROTOCOL, type HandlerErrorBody, type LiveConfig } from '../replica/protocol.js';
-import { requestReplica } from '../proxy/replica-request.js';
+import { replicaStatus, requestReplica } from '../dataplane/replica-request.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
+
+/** The most of a config push's answer read: a replica's OK or its reconfigure error. */
+const CONFIG_REPLY_BYTES = 64 * 1024;
 
 async function call(
   target: ReplicaTarget,
@@ -17,7 +20,8 @@ async function call(
   };
   const signal = AbortSignal.timeout(timeoutMs);
   try {
-    const reply = await requestReplica(target, { method, path, headers, ...(body === undefined ? {} : { body }), agent: false, signal });
+    const request = { method, path, headers, ...(body === undefined ? {} : { body }), agent: false as const, signal };
+    const reply = await requestReplica(target, request, CONFIG_REPLY_BYTES, 'a config reply');
     return { status: reply.status, text: reply.body.toString('utf8') };
   } catch (error) {
     throw signal.aborted ? new Error(`no answer within ${timeoutMs} ms`) : error;
@@ -31,7 +35,7 @@ export async function probeHealth(
   path: string = PROTOCOL.healthPath,
 ): Promise<number | undefined> {
   try {
-    return (await call(target, 'GET', path, timeoutMs)).status;
+    return await replicaStatus(target, { method: 'GET', path, agent: false, signal: AbortSignal.timeout(timeoutMs) });
   } catch {
     return undefined;
   }
@@ -47,7 +51,7 @@ export async function pushConfig(target: ReplicaTarget, controlSecret: string, c
     const headers = { [PROTOCOL.controlSecretHeader]: controlSecret };
     reply = await call(target, 'PUT', PROTOCOL.configPath, timeoutMs, JSON.stringify(config), headers);
   } catch (error) {
-    throw new FlotillaError('REPLICA_UNREACHABLE', `could not reconfigure a replica: ${(error as Error).message}`);
+    throw new FlotillaError('REPLICA_UNREACHABLE', `could not reconfigure a replica: ${errorMessage(error)}`, undefined, { cause: error });
   }
   if (reply.status === 200) return;
   if (reply.status === 403) {

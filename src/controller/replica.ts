@@ -2,10 +2,24 @@ import type { ReplicaInfo } from '../api.js';
 import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
 import type { Placement } from '../resources/scheduler.js';
 import type { ReplicaStatus, ReplicaTarget } from '../runtime/container-runtime.js';
-import type { BackendTarget } from './backend-state.js';
+import type { BackendTarget } from './target.js';
 import { TIMING } from './constants.js';
 
 export type ReplicaState = ReplicaInfo['state'] | 'stopped';
+
+/** A replica as listReplicas reports it (one that has not stopped). */
+export function infoOf(r: Replica): ReplicaInfo {
+  return {
+    id: r.id,
+    state: r.state as ReplicaInfo['state'],
+    containerId: r.container?.containerId ?? '',
+    startedAt: new Date(r.container?.startedAt ?? 0).toISOString(),
+    restarts: r.history.restarts,
+    lastError: r.history.lastError,
+    placement: { ...r.placement, gpuIds: [...r.placement.gpuIds] },
+    version: r.version,
+  };
+}
 
 export interface ReplicaHistory {
   restarts: number;
@@ -51,10 +65,10 @@ export interface StepContext {
   driver: ReplicaDriver;
   readyTimeoutMs: number;
   healthCheckPeriodMs: number;
-  /** False while the controller pushes a new live config itself (it rolls back on failure). */
-  mayPush: boolean;
   onFailed(replica: Replica): void;
   onPushed(replica: Replica): void;
+  /** A replica refused the target's live config; true when that stopped a config change (the replica stays as it was). */
+  onRefused(replica: Replica, error: unknown): boolean;
   /** Runs the step again soon, e.g. when an operation finished. */
   kick(): void;
 }
@@ -69,9 +83,11 @@ interface Task {
 /**
  * One replica's state machine:
  *
+ *                        ┌─new live config─► updating ─┐
+ *                        │  ◄──pushed, or refused───────┘
  *   starting ──probe ok──► ready ──(scale down, delete, rollout)──► draining ──► stopped
  *      │                     │                                                    ▲
- *      └──start/probe fails──┴──exited, gone, 3 failed probes──► failed ──────────┘
+ *      └──start/probe fails──┴──exited, gone, 3 failed probes, unreachable──► failed
  *
  * Only `update()` (called by the reconcile step) moves it, and `update()`
  * never waits: it takes the outcome of the one operation the replica may
@@ -79,6 +95,9 @@ interface Task {
  * A replica that is 'starting' is never routed to; an adopted one starts
  * there too and must pass a health check (and get the current live config,
  * unless it runs an older version that a rollout is replacing) before it is 'ready'.
+ * A ready replica takes a new live config in place ('updating', still routed
+ * to); a refusal that stops the change leaves it as it was, any other failed
+ * push fails it.
  */
 export class Replica {
   state: ReplicaState = 'starting';
@@ -102,6 +121,8 @@ export class Replica {
     /** Hash of the live config it holds ('unknown' when a push may have half-applied). */
     public liveHash: string,
     now: number,
+    /** Hash of the userConfig it holds (BackendTarget.userConfigHash), when known: the next push leaves an unchanged one out. */
+    public userConfigHash: string | undefined,
     adopted?: Started,
   ) {
     this.since = now;
@@ -113,7 +134,12 @@ export class Replica {
 
   /** Asks the replica to leave; the step drains it (or stops it at once) when it gets to it. */
   retire(drain: boolean): void {
-    if (this.state === 'starting' || this.state === 'ready') this.stopWith ??= { drain: drain && this.state === 'ready' };
+    if (this.state === 'starting' || this.isServing()) this.stopWith ??= { drain: drain && this.isServing() };
+  }
+
+  /** Ready, or taking a new live config while still routed to. */
+  isServing(): boolean {
+    return this.state === 'ready' || this.state === 'updating';
   }
 
   update(ctx: StepContext): void {
@@ -123,10 +149,13 @@ export class Replica {
       this.task = undefined;
       task.finish();
     }
-    if (this.stopWith !== undefined && (this.state === 'starting' || this.state === 'ready')) this.move(ctx, 'draining');
+    if (this.stopWith !== undefined && (this.state === 'starting' || this.isServing())) this.move(ctx, 'draining');
     switch (this.state) {
       case 'starting':
         return this.stepStarting(ctx);
+      case 'updating':
+        // The push is done (or refused, which may have changed the target): the next step compares again.
+        return this.move(ctx, 'ready');
       case 'ready':
         return this.stepReady(ctx);
       case 'draining': {
@@ -164,13 +193,7 @@ export class Replica {
     }
     if (this.healthy) {
       if (!this.current(ctx) || this.liveHash === ctx.target.liveHash) return this.move(ctx, 'ready');
-      if (!ctx.mayPush) return;
-      this.launch(
-        ctx,
-        () => ctx.driver.push(ctx.target, this),
-        (outcome) => (outcome.ok ? this.pushed(ctx) : this.fail(ctx, outcome.error)),
-      );
-      return;
+      return this.push(ctx);
     }
     if (ctx.now - this.lastProbeAt < TIMING.startingProbeMs) return;
     this.lastProbeAt = ctx.now;
@@ -203,13 +226,9 @@ export class Replica {
         return;
       }
     }
-    if (ctx.mayPush && this.current(ctx) && this.liveHash !== ctx.target.liveHash) {
-      this.launch(
-        ctx,
-        () => ctx.driver.push(ctx.target, this),
-        (outcome) => (outcome.ok ? this.pushed(ctx) : this.fail(ctx, outcome.error)),
-      );
-      return;
+    if (this.current(ctx) && this.liveHash !== ctx.target.liveHash) {
+      this.move(ctx, 'updating');
+      return this.push(ctx);
     }
     if (ctx.now - this.lastProbeAt < ctx.healthCheckPeriodMs) return;
     this.lastProbeAt = ctx.now;
@@ -233,9 +252,22 @@ export class Replica {
     return this.version === ctx.target.version;
   }
 
-  private pushed(ctx: StepContext): void {
-    this.liveHash = ctx.target.liveHash;
-    ctx.onPushed(this);
+  /** Pushes the target's live config; a refusal that stopped a config change leaves the replica as it was. */
+  private push(ctx: StepContext): void {
+    const { liveHash, userConfigHash } = ctx.target;
+    this.launch(
+      ctx,
+      () => ctx.driver.push(ctx.target, this),
+      (outcome) => {
+        if (outcome.ok) {
+          this.liveHash = liveHash;
+          this.userConfigHash = userConfigHash;
+          return ctx.onPushed(this);
+        }
+        const refused = !isFlotillaError(outcome.error, 'REPLICA_UNREACHABLE');
+        if (!refused || !ctx.onRefused(this, outcome.error)) this.fail(ctx, outcome.error);
+      },
+    );
   }
 
   /** `reason` is an error (a failed start) or the words for lastError (a failed ready replica). */

@@ -50,7 +50,7 @@ export class StateStore {
   }
 
   save(state: unknown): void {
-    mkdirSync(dirname(this.path), { recursive: true });
+    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
     const temporary = `${this.path}.${process.pid}.tmp`;
     const fd = openSync(temporary, 'w', 0o600);
     try {
@@ -125,7 +125,7 @@ export class InstanceLock {
   }
 
   acquire(instance: string): void {
-    mkdirSync(dirname(this.path), { recursive: true });
+    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
         const fd = openSync(this.path, 'wx', 0o600);

@@ -2,10 +2,10 @@ import type { HandleOptions, ServeHandle as ServeHandleApi } from '../api.js';
 import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { errorMessage, FlotillaError, isFlotillaError } from '../common/errors.js';
-import type { Dispatcher } from '../proxy/dispatcher.js';
-import { sendWithRetries, startShadows, type Call } from '../proxy/pipeline.js';
-import { openReplica, requestReplica, type ReplicaReply, type ReplicaRequest } from '../proxy/replica-request.js';
-import { hashBody } from '../proxy/shadow.js';
+import type { Dispatcher } from '../dataplane/dispatcher.js';
+import { CallScope, sendWithRetries, startShadows, type Call } from '../dataplane/pipeline.js';
+import { openReplica, requestReplica, type ReplicaReply, type ReplicaRequest } from '../dataplane/replica-request.js';
+import { hashBody } from '../dataplane/shadow.js';
 import { PROTOCOL, readErrorTrailer, type HandlerErrorBody } from '../replica/protocol.js';
 import { decodeStream } from './stream.js';
 
@@ -53,6 +53,27 @@ export interface StreamedAnswer {
   cancel(): void;
 }
 
+const MAX_RESPONSE_SETTING = 'handle.maxResponseBytes; stream larger answers with openStream';
+
+/** A handler's error body, at most maxBytes of it (RESPONSE_TOO_LARGE beyond: the answer is cut). */
+async function readAtMost(res: IncomingMessage, maxBytes: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of res) {
+    size += (chunk as Buffer).length;
+    if (size > maxBytes) {
+      res.destroy();
+      throw new FlotillaError(
+        'RESPONSE_TOO_LARGE',
+        `the replica's error answer was larger than ${maxBytes} bytes (${MAX_RESPONSE_SETTING}); it was cut`,
+        { maxBytes },
+      );
+    }
+    parts.push(chunk as Buffer);
+  }
+  return Buffer.concat(parts);
+}
+
 /** A class method name: a JavaScript (or Python) identifier, so it is safe in a header and names a method. */
 const METHOD_NAME = /^[A-Za-z_$][A-Za-z0-9_$]{0,127}$/;
 
@@ -82,23 +103,23 @@ export class ServeHandle implements ServeHandleApi {
   }
 
   async remote(body?: unknown): Promise<unknown> {
-    const { call, backend, path, headers, bytes, cancel, timeoutMs } = this.prepare(body);
-    const started = performance.now();
-    const reportPrimary = startShadows(this.dispatcher, call, path, headers, bytes ?? Buffer.alloc(0));
-    const timer = timeoutMs === undefined ? undefined : setTimeout(() => cancel.abort(), timeoutMs);
-    const leave = this.dispatcher.endpointRequests.enter(this.endpoint);
+    const { call, backend, path, headers, bytes, cancel, scope, reportPrimary } = this.begin(body);
     let reply: ReplicaReply | undefined;
     try {
       reply = await sendWithRetries(this.dispatcher, call, (replica) =>
-        requestReplica(replica.target, this.replicaRequest(call, path, headers, bytes)),
+        requestReplica(
+          replica.target,
+          this.replicaRequest(call, path, headers, bytes),
+          this.dispatcher.maxResponseBytes,
+          MAX_RESPONSE_SETTING,
+        ),
       );
     } catch (error) {
       if (!cancel.signal.aborted) throw error;
-      throw timedOut(backend, timeoutMs);
+      throw timedOut(backend, scope.timeoutMs);
     } finally {
-      reportPrimary?.(reply && { status: reply.status, bodyHash: hashBody(reply.body), latencyMs: performance.now() - started });
-      clearTimeout(timer);
-      leave();
+      reportPrimary?.(reply && { status: reply.status, bodyHash: hashBody(reply.body), latencyMs: scope.elapsedMs });
+      scope.end();
     }
     if (reply.status === 500 && reply.headers[PROTOCOL.errorHeader] === 'handler') throw handlerError(reply.body);
     return decodeBody(reply);
@@ -120,11 +141,7 @@ export class ServeHandle implements ServeHandleApi {
    * REQUEST_TIMEOUT when it went quiet.
    */
   async openStream(body?: unknown): Promise<StreamedAnswer> {
-    const { call, backend, path, headers, bytes, cancel, timeoutMs } = this.prepare(body);
-    const started = performance.now();
-    const reportPrimary = startShadows(this.dispatcher, call, path, headers, bytes ?? Buffer.alloc(0));
-    const timer = timeoutMs === undefined ? undefined : setTimeout(() => cancel.abort(), timeoutMs);
-    const leave = this.dispatcher.endpointRequests.enter(this.endpoint);
+    const { call, backend, path, headers, bytes, cancel, scope, reportPrimary } = this.begin(body);
     let deliver: (res: IncomingMessage) => void = () => undefined;
     const head = new Promise<IncomingMessage>((resolve) => (deliver = resolve));
     let headed = false;
@@ -134,31 +151,24 @@ export class ServeHandle implements ServeHandleApi {
       async (replica) => {
         const res = await openReplica(replica.target, this.replicaRequest(call, path, headers, bytes));
         headed = true;
-        clearTimeout(timer);
+        scope.headArrived();
         deliver(res);
         if (!res.closed) await new Promise((resolve) => res.once('close', resolve));
       },
       () => !headed,
     );
-    done
-      .catch(() => undefined)
-      .finally(() => {
-        clearTimeout(timer);
-        leave();
-      });
+    done.catch(() => undefined).finally(() => scope.end());
     let res: IncomingMessage;
     try {
       res = await Promise.race([head, done.then(() => head)]);
     } catch (error) {
       reportPrimary?.(undefined);
       if (!cancel.signal.aborted) throw error;
-      throw timedOut(backend, timeoutMs);
+      throw timedOut(backend, scope.timeoutMs);
     }
     if (res.statusCode === 500 && res.headers[PROTOCOL.errorHeader] === 'handler') {
       reportPrimary?.(undefined);
-      const parts: Buffer[] = [];
-      for await (const chunk of res) parts.push(chunk as Buffer);
-      throw handlerError(Buffer.concat(parts));
+      throw handlerError(await readAtMost(res, this.dispatcher.maxResponseBytes));
     }
     const hash = reportPrimary === undefined ? undefined : createHash('sha256');
     const idleMs = this.dispatcher.streamIdleTimeoutMs;
@@ -191,16 +201,15 @@ export class ServeHandle implements ServeHandleApi {
         if (!res.complete) cancel.abort();
         const bodyHash = hash?.digest('hex');
         reportPrimary?.(
-          complete && bodyHash !== undefined
-            ? { status: res.statusCode ?? 0, bodyHash, latencyMs: performance.now() - started }
-            : undefined,
+          complete && bodyHash !== undefined ? { status: res.statusCode ?? 0, bodyHash, latencyMs: scope.elapsedMs } : undefined,
         );
       }
     };
     return { contentType: res.headers['content-type'] ?? 'application/octet-stream', chunks: chunks(), cancel: () => cancel.abort() };
   }
 
-  private prepare(body: unknown) {
+  /** A call's start: its backend picked, its body encoded, its shadows started, its scope (endpoint count, requestTimeoutS) entered. */
+  private begin(body: unknown) {
     const routing = this.dispatcher.endpoint(this.endpoint);
     const backend = this.dispatcher.pickBackend(this.endpoint, this.handleOptions.shardKey);
     const { headers, bytes } = encodeBody(body);
@@ -208,7 +217,10 @@ export class ServeHandle implements ServeHandleApi {
     if (this.handleOptions.methodName !== undefined) headers[PROTOCOL.methodHeader] = this.handleOptions.methodName;
     const cancel = new AbortController();
     const call = { endpoint: this.endpoint, backend, method: bytes === undefined ? 'GET' : 'POST', signal: cancel.signal };
-    return { call, backend, path: routing.route ?? '/', headers, bytes, cancel, timeoutMs: this.dispatcher.requestTimeoutMs(backend) };
+    const path = routing.route ?? '/';
+    const reportPrimary = startShadows(this.dispatcher, call, path, headers, bytes ?? Buffer.alloc(0));
+    const scope = new CallScope(this.dispatcher, this.endpoint, backend, { timedOut: () => cancel.abort() });
+    return { call, backend, path, headers, bytes, cancel, scope, reportPrimary };
   }
 
   private replicaRequest(call: Call, path: string, headers: EncodedBody['headers'], bytes: Buffer | undefined): ReplicaRequest {

@@ -167,7 +167,7 @@ async function main(): Promise<void> {
     state = 'ready';
     log('ready', { module: entry.module, export: entry.exportName });
   } catch (error) {
-    log('init_failed', { message: messageOf(error) });
+    log(PROTOCOL.initFailedEvent, { message: messageOf(error) });
     process.exit(1);
   }
 }

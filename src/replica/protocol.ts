@@ -15,6 +15,8 @@ export const PROTOCOL = {
   socketName: 'replica.sock',
   entryName: 'entry.json',
   tcpPort: 8000,
+  /** The `event` of the JSON line a replica prints on stderr when it cannot load or construct the backend, with a `message`. */
+  initFailedEvent: 'init_failed',
   env: {
     entryFile: 'FLOTILLA_ENTRY_FILE',
     socket: 'FLOTILLA_SOCKET',

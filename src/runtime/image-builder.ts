@@ -23,7 +23,9 @@ import { checkContextDir, contextFilter, digestOf, packContext, type ContextPart
 import { BaseImages } from './base-images.js';
 
 export const APP_DIR = '/app';
-export const SHIPPED_MODULE = `${APP_DIR}/.flotilla/definition.mjs`;
+/** Where a function or class shipped from the caller's process is written (definition.mjs, or definition.pkl for Python). */
+export const SHIPPED_DIR = `${APP_DIR}/.flotilla`;
+const PYTHON_MISMATCH = 'FLOTILLA_PYTHON_MISMATCH';
 const RUNTIME_DIR = '/opt/flotilla/replica';
 const PYTHON_SITE_DIR = '/opt/flotilla/site-packages';
 const BUILD_CA = '/tmp/flotilla-build/ca.pem';
@@ -40,10 +42,15 @@ export interface BackendImageSource {
   runtime?: ReplicaRuntimeKind;
   /** A host directory: the image's /app, or the build context of `dockerfile`. */
   contextDir?: string;
-  /** Module text shipped from the caller's process, written to SHIPPED_MODULE. */
-  shippedModule?: string;
+  /** A definition shipped from the caller's process, written to SHIPPED_DIR/name. */
+  shippedFile?: { name: string; content: string | Buffer };
+  /** With a pickled Python definition: the caller's Python ('3.11'), which the image's python3 must match. */
+  pythonVersion?: string;
   /** npm packages to install into /app/node_modules. */
   packages?: Record<string, string>;
+  /** Python: pip requirement lines and Debian packages, beside the context's requirements.txt and apt.txt. */
+  pip?: string[];
+  apt?: string[];
   /** A Dockerfile in contextDir that makes the backend's base; Flotilla adds its runtime on top. */
   dockerfile?: string;
   buildArgs?: Record<string, string>;
@@ -107,10 +114,39 @@ export interface BuiltImage {
 
 const APT_INSTALL = 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends';
 const APT_CLEAN = 'rm -rf /var/lib/apt/lists/*';
-/** What the Python runtime needs (uvicorn, Starlette) and uses when it is there (httptools, uvloop; cloudpickle for .pkl). */
+/** What the Python runtime needs (uvicorn, Starlette; cloudpickle for code shipped by value) and uses when it is there (httptools, uvloop). */
 const PYTHON_RUNTIME_PACKAGES = 'python3 python3-uvicorn python3-starlette python3-httptools python3-uvloop python3-cloudpickle';
-/** Installs the Python runtime's packages from Debian unless the image's python3 already imports uvicorn and Starlette. */
-const PYTHON_RUNTIME_INSTALL = `RUN python3 -c 'import uvicorn, starlette' 2>/dev/null || { ${APT_INSTALL} ${PYTHON_RUNTIME_PACKAGES} && ${APT_CLEAN}; }`;
+/** Installs the Python runtime's packages from Debian unless the image's python3 already imports them. */
+const PYTHON_RUNTIME_INSTALL = `python3 -c 'import uvicorn, starlette, cloudpickle' 2>/dev/null || { ${APT_INSTALL} ${PYTHON_RUNTIME_PACKAGES} && ${APT_CLEAN}; }`;
+
+function stageShipped(staging: string, source: BackendImageSource): void {
+  mkdirSync(join(staging, 'app', '.flotilla'), { recursive: true });
+  if (source.shippedFile !== undefined)
+    writeFileSync(join(staging, 'app', '.flotilla', source.shippedFile.name), source.shippedFile.content);
+}
+
+/**
+ * A pickle's code objects load only in the Python minor version that made them: the build stops at once when the
+ * image's python3 is another, printing a marker that explainBuildFailure turns into the refusal.
+ */
+/** The refusal of a pickled backend whose image has another Python than the caller's, naming both and what to change. */
+function explainPythonMismatch(error: unknown, source: BackendImageSource): unknown {
+  const mismatch = isFlotillaError(error, 'BUILD_FAILED') ? new RegExp(`${PYTHON_MISMATCH} (\\d+\\.\\d+)`).exec(error.message) : null;
+  if (mismatch === null || source.pythonVersion === undefined) return error;
+  return new FlotillaError(
+    'INVALID_ARGUMENT',
+    `backend '${source.backend}' was shipped by value (cloudpickle) from Python ${source.pythonVersion}, but its replica image has ` +
+      `Python ${mismatch[1]}, which cannot load it. Run the caller with Python ${mismatch[1]}, or give the replica Python ` +
+      `${source.pythonVersion}: set pythonBaseImage (FLOTILLA_PYTHON_BASE_IMAGE) to an image with it, or use runtime_env ` +
+      `{"context": DIR, "dockerfile": "Dockerfile"} with a Dockerfile FROM one; or serve the code by import path ('model.py:Model').`,
+  );
+}
+
+function pythonVersionCheck(source: BackendImageSource): string[] {
+  if (source.pythonVersion === undefined) return [];
+  const check = `import sys; v = '%d.%d' % sys.version_info[:2]; sys.exit(0 if v == '${source.pythonVersion}' else '${PYTHON_MISMATCH} ' + v)`;
+  return [`RUN python3 -c "${check}"`];
+}
 
 /**
  * Builds replica images. Tags are content hashes of everything that goes into
@@ -138,27 +174,24 @@ export class ImageBuilder {
   }
 
   backendImage(source: BackendImageSource): Promise<BuiltImage> {
+    return this.imageOf(source).catch((error: unknown) => {
+      throw explainPythonMismatch(error, source);
+    });
+  }
+
+  private imageOf(source: BackendImageSource): Promise<BuiltImage> {
     const kind = source.runtime ?? 'node';
-    if (kind === 'python' && source.shippedModule !== undefined) {
-      throw new FlotillaError(
-        'INVALID_ARGUMENT',
-        `backend '${source.backend}': a Python backend is an import path such as 'model.py:Predictor' in its context, not a JavaScript function or class`,
-      );
-    }
     if (source.contextDir !== undefined) checkContextDir(source.contextDir);
     if (source.dockerfile !== undefined) return this.userDockerfileImage(kind, source);
     return this.withStaging(async (staging) => {
       const runtimeTag = await this.runtimeImage(kind);
       const context = source.contextDir;
-      mkdirSync(join(staging, 'app', '.flotilla'), { recursive: true });
+      stageShipped(staging, source);
       mkdirSync(join(staging, 'build'));
-      if (source.shippedModule !== undefined) {
-        writeFileSync(join(staging, 'app', '.flotilla', 'definition.mjs'), source.shippedModule);
-      }
       const dockerfile =
         kind === 'node'
           ? this.nodeDockerfile(runtimeTag, staging, context, source.packages)
-          : this.pythonDockerfile(runtimeTag, staging, context);
+          : [...this.pythonDockerfile(runtimeTag, staging, context, source), ...pythonVersionCheck(source)];
       writeFileSync(join(staging, 'Dockerfile'), dockerfile.join('\n') + '\n');
       const parts: ContextPart[] = [{ dir: staging, prefix: '' }];
       if (context !== undefined)
@@ -212,13 +245,19 @@ export class ImageBuilder {
   }
 
   /** Python: apt.txt (Debian packages) into the image, requirements.txt with pip in a stage of its own. */
-  private pythonDockerfile(runtimeTag: string, staging: string, context: string | undefined): string[] {
+  private pythonDockerfile(
+    runtimeTag: string,
+    staging: string,
+    context: string | undefined,
+    { pip = [], apt: extraApt = [] }: Pick<BackendImageSource, 'pip' | 'apt'>,
+  ): string[] {
     const lines = [`FROM ${runtimeTag} AS system`];
-    const apt = context !== undefined && isFile(join(context, 'apt.txt')) ? aptPackages(join(context, 'apt.txt')) : [];
+    const apt = [...(context !== undefined && isFile(join(context, 'apt.txt')) ? aptPackages(join(context, 'apt.txt')) : []), ...extraApt];
     if (apt.length > 0) lines.push(`RUN ${APT_INSTALL} ${apt.join(' ')} && ${APT_CLEAN}`);
-    const requirements = context !== undefined && isFile(join(context, 'requirements.txt')) ? join(context, 'requirements.txt') : undefined;
-    if (requirements !== undefined) {
-      copyFileSync(requirements, join(staging, 'build', 'requirements.txt'));
+    const file = context !== undefined && isFile(join(context, 'requirements.txt')) ? join(context, 'requirements.txt') : undefined;
+    const requirements = [...(file === undefined ? [] : [readFileSync(file, 'utf8').trimEnd()]), ...pip];
+    if (requirements.length > 0) {
+      writeFileSync(join(staging, 'build', 'requirements.txt'), requirements.join('\n') + '\n');
       const env = this.installEnv(staging, this.settings.buildCaFile !== '' ? [`PIP_CERT=${BUILD_CA}`] : []);
       lines.push(
         'FROM system AS pip',
@@ -260,11 +299,8 @@ export class ImageBuilder {
     );
     const built = await this.withStaging(async (staging) => {
       this.stageRuntime(kind, join(staging, 'replica'));
-      mkdirSync(join(staging, 'app', '.flotilla'), { recursive: true });
-      if (source.shippedModule !== undefined) {
-        writeFileSync(join(staging, 'app', '.flotilla', 'definition.mjs'), source.shippedModule);
-      }
-      const install = kind === 'python' ? ['USER root', PYTHON_RUNTIME_INSTALL] : [];
+      stageShipped(staging, source);
+      const install = kind === 'python' ? ['USER root', ...pythonVersionCheck(source), `RUN ${PYTHON_RUNTIME_INSTALL}`] : [];
       writeFileSync(join(staging, 'Dockerfile'), [`FROM ${user.image}`, ...install, ...this.runtimeLayer(kind)].join('\n') + '\n');
       return this.build('flotilla/backend', [{ dir: staging, prefix: '' }], source.backend);
     });
@@ -310,7 +346,7 @@ export class ImageBuilder {
       tag = this.withStaging(async (staging) => {
         this.stageRuntime(kind, join(staging, 'replica'));
         mkdirSync(join(staging, 'app'));
-        const install = kind === 'python' ? [PYTHON_RUNTIME_INSTALL] : [];
+        const install = kind === 'python' ? [`RUN ${PYTHON_RUNTIME_INSTALL}`] : [];
         writeFileSync(
           join(staging, 'Dockerfile'),
           [`FROM ${await this.bases.of(kind)}`, ...install, ...this.runtimeLayer(kind)].join('\n') + '\n',

@@ -52,4 +52,19 @@ describe('many concurrent large bodies against the front door', () => {
     expect(peak - idle).toBeLessThan(BOUND);
     expect(await (await fetch(`${httpUrl}/sink`, { method: 'POST', body: 'small' })).text()).toBe('5');
   });
+
+  it(`keeps shadow copies of ${UPLOADS} uploads of ${BODY / MIB} MiB to a slow shadow within the same bound`, async () => {
+    const body = Buffer.alloc(BODY, 7);
+    const idle = memoryOf(child.pid!).rss;
+    for (let i = 0; i < UPLOADS; i++) {
+      const response = await fetch(`${httpUrl}/mirrored`, { method: 'POST', body });
+      expect(response.status).toBe(200);
+      expect(await response.text()).toBe(String(BODY));
+    }
+    const { rss } = memoryOf(child.pid!);
+    console.log(
+      `front door with a slow shadow: idle RSS ${(idle / MIB).toFixed(0)} MiB, after ${UPLOADS} uploads ${(rss / MIB).toFixed(0)} MiB`,
+    );
+    expect(rss - idle).toBeLessThan(BOUND);
+  });
 });

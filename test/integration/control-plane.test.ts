@@ -279,7 +279,8 @@ describe('the remote client and admin API', () => {
 
 describe('the flotilla command', () => {
   it('starts detached, reports status and logs, and shuts down', async () => {
-    const options = await settings();
+    const fresh = await settings();
+    const options = { ...fresh, stateDir: join(fresh.stateDir, 'not-yet-made') };
     const started = await run(process.execPath, [CLI, 'start', '--detached', '--options', JSON.stringify(options)]);
     expect(started.stdout).toMatch(/running in the background; HTTP on http:\/\/127.0.0.1:\d+/);
     const twice = await run(process.execPath, [CLI, 'start', '--options', JSON.stringify(options)]).catch(
@@ -292,6 +293,8 @@ describe('the flotilla command', () => {
     const tokenFile = join(options.stateDir, 'admin', `${options.instance}.token`);
     expect(statSync(tokenFile).mode & 0o777).toBe(0o600);
     expect(statSync(join(options.stateDir, 'admin')).mode & 0o777).toBe(0o700);
+    for (const dir of ['', 'state']) expect([dir, statSync(join(options.stateDir, dir)).mode & 0o777]).toEqual([dir, 0o700]);
+    expect(statSync(join(options.stateDir, `${options.instance}.log`)).mode & 0o777).toBe(0o600);
     await expect(serve.connect({ address: `http://127.0.0.1:${options.admin.port}` })).rejects.toMatchObject({
       code: 'UNAUTHORIZED',
       message: expect.stringMatching(/default\.token/),

@@ -2,7 +2,13 @@ import { execFileSync } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
-import { startFlotilla } from './harness.js';
+import { createLogger } from '../../src/common/logger.js';
+import { frontDoorWorkerEnv, loadConfig } from '../../src/config/config.js';
+import { Dispatcher } from '../../src/dataplane/dispatcher.js';
+import { FrontDoorWorkers } from '../../src/front-door/workers/front-door-workers.js';
+import { ESCAPED_EXIT_CODE } from '../../src/common/last-resort.js';
+import type { Logger } from '../../src/common/logger.js';
+import { freePort, startFlotilla } from './harness.js';
 
 /** Counts the calls it serves at once and remembers the most it ever served together. */
 class Counter {
@@ -25,7 +31,7 @@ function workerPids(): number[] {
   const out = execFileSync('ps', ['-o', 'pid=,args=', '--ppid', String(process.pid)], { encoding: 'utf8' });
   return out
     .split('\n')
-    .filter((line) => line.includes('front-door-worker.js'))
+    .filter((line) => line.includes('worker-process.js'))
     .map((line) => Number(line.trim().split(/\s+/)[0]));
 }
 
@@ -92,8 +98,8 @@ describe('the front door as two worker processes', () => {
         .reduce((sum, line) => sum + Number(line.split(' ').at(-1)), 0);
     const before = served(await (await fetch(`${client.httpUrl}/-/metrics`)).text());
     for (let i = 0; i < 10; i++) await get(`${client.httpUrl}/count`);
-    const after = served(await (await fetch(`${client.httpUrl}/-/metrics`)).text());
-    expect(after - before).toBe(10);
+    // One render serves the scrapes of the second after it.
+    await expect.poll(async () => served(await (await fetch(`${client.httpUrl}/-/metrics`)).text()) - before).toBe(10);
   });
 
   it('replaces a worker that dies, with its slots given back', async () => {
@@ -178,5 +184,161 @@ describe('http.maxConnections over two workers', () => {
     const next = await open();
     expect(await state(next)).toBe('still open');
     for (const connection of [...kept, next]) connection.socket.destroy();
+  });
+});
+
+describe('front-door workers watched and kept at their number', () => {
+  let client: Client;
+  let adminUrl: string;
+  /** The front door's own health (undefined when no answer came within 2 s: a stopped worker holds what it was given). */
+  const healthz = async (): Promise<{ status: number; serving?: number }> => {
+    try {
+      const response = await fetch(`${client.httpUrl}/-/healthz`, { headers: { connection: 'close' }, signal: AbortSignal.timeout(2000) });
+      const body = (await response.json()) as { workers?: { serving: number } };
+      return { status: response.status, serving: body.workers?.serving };
+    } catch {
+      return { status: 0 };
+    }
+  };
+  const serving = async () => (await healthz()).serving;
+
+  beforeAll(async () => {
+    const port = await freePort();
+    adminUrl = `http://127.0.0.1:${port}`;
+    ({ client } = await startFlotilla({
+      http: { host: '127.0.0.1', port: 0, workers: 2 },
+      admin: { host: '127.0.0.1', port, auth: 'none' },
+    }));
+    await client.createBackend('counter', Counter, { config: { maxConcurrentQueries: 4 } });
+    await client.createEndpoint('counter', { backend: 'counter', route: '/count' });
+  });
+  afterAll(() => client.shutdown());
+
+  it('survives workers killed while /-/metrics is scraped under load, and replaces them', async () => {
+    let running = true;
+    const loop = async (url: string) => {
+      while (running)
+        await fetch(url, { headers: { connection: 'close' } }).then(
+          (r) => r.arrayBuffer(),
+          () => undefined,
+        );
+    };
+    const loops = Array.from({ length: 8 }, (_, i) => loop(i % 2 === 0 ? `${client.httpUrl}/-/metrics` : `${client.httpUrl}/count?ms=20`));
+    for (let kill = 0; kill < 3; kill++) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const [victim] = workerPids();
+      process.kill(victim!, 'SIGKILL');
+      await expect.poll(() => workerPids().includes(victim!)).toBe(false);
+    }
+    running = false;
+    await Promise.all(loops);
+    await expect.poll(serving, { timeout: 30_000 }).toBe(2);
+    expect(workerPids()).toHaveLength(2);
+    expect((await get(`${client.httpUrl}/count`)).status).toBe(200);
+    expect(Object.keys(await client.listBackends())).toContain('counter');
+  });
+
+  it('kills a worker that stops answering its heartbeat (SIGSTOP) and starts another', async () => {
+    await expect.poll(serving, { timeout: 30_000 }).toBe(2);
+    const [stuck] = workerPids();
+    process.kill(stuck!, 'SIGSTOP');
+    try {
+      await expect.poll(() => workerPids().includes(stuck!), { timeout: 20_000 }).toBe(false);
+    } finally {
+      if (workerPids().includes(stuck!)) process.kill(stuck!, 'SIGCONT');
+    }
+    await expect.poll(serving, { timeout: 30_000 }).toBe(2);
+    const answers = await Promise.all(Array.from({ length: 6 }, () => get(`${client.httpUrl}/count`)));
+    expect(answers.map((a) => a.status)).toEqual(Array(6).fill(200));
+  });
+
+  it('replaces a worker that dies before it is ready', async () => {
+    await expect.poll(serving, { timeout: 30_000 }).toBe(2);
+    const before = workerPids();
+    process.kill(before[0]!, 'SIGKILL');
+    let starting: number | undefined;
+    await expect.poll(() => (starting = workerPids().find((pid) => !before.includes(pid))), { interval: 5, timeout: 30_000 }).toBeDefined();
+    process.kill(starting!, 'SIGKILL');
+    await expect.poll(serving, { timeout: 60_000 }).toBe(2);
+    expect(workerPids()).not.toContain(starting);
+    expect(workerPids()).toHaveLength(2);
+  });
+
+  it('answers 503 and fails /api/health while no worker serves, and says so in the metrics', async () => {
+    await expect.poll(serving, { timeout: 60_000 }).toBe(2);
+    const whileNone = async () => {
+      for (const pid of workerPids()) process.kill(pid, 'SIGKILL');
+      const answers = Promise.all([
+        fetch(`${client.httpUrl}/-/healthz`).then(async (r) => [r.status, ((await r.json()) as { error?: { code: string } }).error?.code]),
+        fetch(`${adminUrl}/api/health`).then(async (r) => [r.status, ((await r.json()) as { error?: { code: string } }).error?.code]),
+        fetch(`${adminUrl}/api/metrics`).then((r) => r.text()),
+      ]);
+      const [front, health, metrics] = await answers.catch((error: Error) => [error.message, error.message, '']);
+      return { front, health, serving: /flotilla_front_door_workers\{state="serving"\} (\d+)/.exec(metrics)?.[1] };
+    };
+    await expect
+      .poll(whileNone, { timeout: 30_000, interval: 100 })
+      .toEqual({ front: [503, 'FRONT_DOOR_UNAVAILABLE'], health: [503, 'FRONT_DOOR_UNAVAILABLE'], serving: '0' });
+    await expect.poll(serving, { timeout: 90_000 }).toBe(2);
+    expect((await fetch(`${adminUrl}/api/health`)).status).toBe(200);
+  });
+});
+
+describe('a metrics render that fails behind front-door workers', () => {
+  it('is answered 500 by the worker, not kept, and harms nothing else', async () => {
+    const config = loadConfig({ logLevel: 'error', http: { workers: 2 } });
+    const dispatcher = new Dispatcher();
+    let renders = 0;
+    const render = async () => {
+      renders += 1;
+      if (renders === 1) throw new Error('a collect callback failed');
+      return { contentType: 'text/plain; version=0.0.4', body: `renders ${renders}\n` };
+    };
+    const workers = new FrontDoorWorkers(2, dispatcher, config.http, config, createLogger('error', 'json'), render, frontDoorWorkerEnv());
+    const { port } = await workers.listen('127.0.0.1', 0);
+    try {
+      const failed = await fetch(`http://127.0.0.1:${port}/-/metrics`);
+      expect(failed.status).toBe(500);
+      expect(await failed.json()).toMatchObject({ error: { code: 'INTERNAL_ERROR' } });
+      const next = await fetch(`http://127.0.0.1:${port}/-/metrics`);
+      expect([next.status, await next.text()]).toEqual([200, 'renders 2\n']);
+      expect(await (await fetch(`http://127.0.0.1:${port}/-/healthz`)).json()).toEqual({
+        status: 'ok',
+        workers: { serving: 2, configured: 2 },
+      });
+    } finally {
+      await workers.close(0);
+      dispatcher.close();
+    }
+  });
+});
+
+describe('a front-door worker that throws', () => {
+  it('exits with the status of its last line of defence and is replaced', async () => {
+    const config = loadConfig({ logLevel: 'error', http: { workers: 2 } });
+    const dispatcher = new Dispatcher();
+    const logged: string[] = [];
+    const logger: Logger = {
+      debug: () => undefined,
+      info: () => undefined,
+      warn: () => undefined,
+      error: (message) => void logged.push(message),
+      child: () => logger,
+    };
+    const render = async () => ({ contentType: 'text/plain', body: '' });
+    const workers = new FrontDoorWorkers(2, dispatcher, config.http, config, logger, render, frontDoorWorkerEnv());
+    const { port } = await workers.listen('127.0.0.1', 0);
+    try {
+      // A snapshot the worker's Dispatcher cannot read: it throws inside the worker's message listener.
+      const [victim] = (workers as unknown as { workers: Array<{ child: { send(message: unknown): void } }> }).workers;
+      victim!.child.send({ t: 'snapshot', snapshot: null });
+      await expect.poll(() => logged).toContain(`front-door worker exited (code ${ESCAPED_EXIT_CODE}); starting another`);
+      await expect
+        .poll(async () => (await (await fetch(`http://127.0.0.1:${port}/-/healthz`)).json()) as unknown)
+        .toEqual({ status: 'ok', workers: { serving: 2, configured: 2 } });
+    } finally {
+      await workers.close(0);
+      dispatcher.close();
+    }
   });
 });

@@ -46,8 +46,8 @@ afterEach(async () => {
   server = undefined;
 });
 
-async function start(token: string | undefined): Promise<string> {
-  server = new AdminServer({ token, allowedHosts: ['flotilla.internal'] }, runtime(), silent);
+async function start(token: string | undefined, engine: ContainerRuntime = runtime()): Promise<string> {
+  server = new AdminServer({ token, allowedHosts: ['flotilla.internal'] }, engine, silent);
   server.serve(client, async () => undefined, { instance: 'unit', nonce: 'n-1' });
   const { port } = await server.listen('127.0.0.1', 0);
   return `http://127.0.0.1:${port}`;
@@ -74,6 +74,28 @@ describe('the admin API log stream', () => {
       ['[bad] before the error', '[bad] (log ended: engine connection reset)', '[good] one', '[good] two'].sort(),
     );
     expect((await fetch(`${base}/api/health`)).status).toBe(200);
+  });
+});
+
+describe('the admin API log limits', () => {
+  it('refuses a tail over 10,000 lines with 400, before reading any log', async () => {
+    const base = await start(undefined);
+    const huge = await fetch(`${base}/api/backends/b/logs?tail=100000000`);
+    expect(huge.status).toBe(400);
+    expect((await huge.json()).error).toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/at most 10000/) });
+    expect((await fetch(`${base}/api/backends/b/logs?tail=10000`)).status).toBe(200);
+  });
+
+  it('follows at most 16 log streams at once and answers the next with 503 OVERLOADED', async () => {
+    const base = await start(undefined, {
+      streamLogs: async (_id: string, options: { follow: boolean }) => (options.follow ? new PassThrough() : new PassThrough().end()),
+    } as unknown as ContainerRuntime);
+    const followers = await Promise.all(Array.from({ length: 16 }, () => fetch(`${base}/api/backends/b/logs?follow=true`)));
+    expect(followers.map((response) => response.status)).toEqual(Array(16).fill(200));
+    const more = await fetch(`${base}/api/backends/b/logs?follow=true`);
+    expect(more.status).toBe(503);
+    expect((await more.json()).error.code).toBe('OVERLOADED');
+    await Promise.all(followers.map((response) => response.body?.cancel()));
   });
 });
 
@@ -140,48 +162,56 @@ describe('the dashboard', () => {
     return body.code;
   }
 
-  it('answers 401 to the page and its data calls without a code or a session cookie', async () => {
+  async function session(base: string, oneTime: string): Promise<Response> {
+    return fetch(`${base}/api/dashboard/sessions`, { method: 'POST', headers: json, body: JSON.stringify({ code: oneTime }) });
+  }
+
+  it('serves the page and its assets, which hold no data, and answers 401 to data calls without a session', async () => {
     const base = await start('s3cret');
-    for (const path of ['/dashboard/', '/dashboard', '/dashboard/dashboard.js', '/api/overview', '/api/events', '/api/backends']) {
-      const response = await fetch(`${base}${path}`, { redirect: 'manual' });
-      expect([path, response.status]).toEqual([path, 401]);
-    }
-    const wrong = await fetch(`${base}/dashboard/?code=not-a-code`, { redirect: 'manual' });
-    expect(wrong.status).toBe(401);
-    expect((await wrong.json()).error.message).toMatch(/flotilla dashboard/);
-    const forged = await fetch(`${base}/dashboard/`, { headers: { cookie: `flotilla_dashboard_${new URL(base).port}=forged` } });
-    expect(forged.status).toBe(401);
-  });
-
-  it('trades a one-time code for an HTTP-only, SameSite=Strict cookie that opens the page and its GET calls only', async () => {
-    const base = await start('s3cret');
-    const oneTime = await code(base);
-    const redeemed = await fetch(`${base}/dashboard/?code=${oneTime}`, { redirect: 'manual' });
-    expect(redeemed.status).toBe(303);
-    expect(redeemed.headers.get('location')).toBe('/dashboard/');
-    const setCookie = redeemed.headers.get('set-cookie') ?? '';
-    expect(setCookie).toMatch(
-      new RegExp(`^flotilla_dashboard_${new URL(base).port}=[A-Za-z0-9_-]{32}; Path=/; Max-Age=43200; HttpOnly; SameSite=Strict$`),
-    );
-    const cookie = { cookie: setCookie.split(';')[0] ?? '' };
-
-    expect((await fetch(`${base}/dashboard/?code=${oneTime}`, { redirect: 'manual' })).status).toBe(401);
-
-    const page = await fetch(`${base}/dashboard/`, { headers: cookie });
+    const page = await fetch(`${base}/dashboard/`);
     expect(page.status).toBe(200);
     expect(page.headers.get('content-type')).toBe('text/html; charset=utf-8');
     expect(page.headers.get('content-security-policy')).toMatch(/default-src 'none'; script-src 'self'/);
     expect(await page.text()).toMatch(/<title>Flotilla dashboard<\/title>/);
-    expect((await fetch(`${base}/dashboard/dashboard.js`, { headers: cookie })).headers.get('content-type')).toBe(
-      'text/javascript; charset=utf-8',
-    );
-    expect((await fetch(`${base}/dashboard/dashboard.css`, { headers: cookie })).status).toBe(200);
-    expect((await fetch(`${base}/dashboard/package.json`, { headers: cookie })).status).toBe(404);
-    expect((await fetch(`${base}/api/backends`, { headers: cookie })).status).toBe(200);
+    expect((await fetch(`${base}/dashboard/dashboard.js`)).headers.get('content-type')).toBe('text/javascript; charset=utf-8');
+    expect((await fetch(`${base}/dashboard/dashboard.css`)).status).toBe(200);
+    expect((await fetch(`${base}/dashboard/package.json`)).status).toBe(404);
+    expect((await fetch(`${base}/dashboard`, { redirect: 'manual' })).status).toBe(308);
+    for (const path of ['/api/overview', '/api/events', '/api/backends']) {
+      const response = await fetch(`${base}${path}`);
+      expect([path, response.status]).toEqual([path, 401]);
+    }
+    const wrong = await session(base, 'not-a-code');
+    expect(wrong.status).toBe(401);
+    expect((await wrong.json()).error.message).toMatch(/flotilla dashboard/);
+    expect((await fetch(`${base}/api/backends`, { headers: { authorization: 'Bearer forged' } })).status).toBe(401);
+  });
 
-    const post = await fetch(`${base}/api/dashboard/codes`, { method: 'POST', headers: { ...cookie, ...json } });
+  it('trades a one-time code for a session that reads with Authorization only: no cookie is set or honoured', async () => {
+    const base = await start('s3cret');
+    const oneTime = await code(base);
+    const redeemed = await session(base, oneTime);
+    expect(redeemed.status).toBe(200);
+    expect(redeemed.headers.get('set-cookie')).toBeNull();
+    const body = await redeemed.json();
+    expect(body).toEqual({ session: expect.stringMatching(/^[A-Za-z0-9_-]{32}$/), idleTimeoutS: 600, maxAgeS: 28_800 });
+    expect((await session(base, oneTime)).status).toBe(401);
+
+    const bearer = { authorization: `Bearer ${body.session}` };
+    expect((await fetch(`${base}/api/backends`, { headers: bearer })).status).toBe(200);
+    expect((await fetch(`${base}/api/backends/b/logs`, { headers: bearer })).status).toBe(200);
+    for (const cookie of [`flotilla_dashboard_${new URL(base).port}=${body.session}`, `session=${body.session}`])
+      expect((await fetch(`${base}/api/backends`, { headers: { cookie } })).status).toBe(401);
+
+    const post = await fetch(`${base}/api/dashboard/codes`, { method: 'POST', headers: { ...bearer, ...json } });
     expect(post.status).toBe(401);
-    const foreign = await fetch(`${base}/dashboard/`, { headers: { ...cookie, origin: 'http://evil.example' } });
+    const foreign = await fetch(`${base}/api/backends`, { headers: { ...bearer, origin: 'http://evil.example' } });
     expect(foreign.status).toBe(403);
+    const crossSite = await fetch(`${base}/api/dashboard/sessions`, {
+      method: 'POST',
+      headers: { ...json, origin: 'http://evil.example' },
+      body: JSON.stringify({ code: await code(base) }),
+    });
+    expect(crossSite.status).toBe(403);
   });
 });

@@ -1,7 +1,10 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadAppFile, parseAppFile } from '../../src/cli/app-file.js';
-import { DEFAULT_BACKEND_CONFIG } from '../../src/controller/validation.js';
+import { DEFAULT_BACKEND_CONFIG } from '../../src/spec/validation.js';
 import { isFlotillaError } from '../../src/common/errors.js';
 
 const FIXTURES = join(import.meta.dirname, '..', 'fixtures');
@@ -192,7 +195,7 @@ endpoints: {}
     expect(errorsOf(text)).toEqual([
       'app.yaml:5: backends.web.runtimeEnv.port: is the port of an existing HTTP container; set runtimeEnv.image too',
       expect.stringMatching(
-        /^app\.yaml:7: backends\.web\.runtimeEnv\.imagee: unknown key; allowed: runtime, context, packages, dockerfile, buildArgs, image, port, healthPath$/,
+        /^app\.yaml:7: backends\.web\.runtimeEnv\.imagee: unknown key; allowed: runtime, context, packages, dockerfile, buildArgs, image, port, healthPath, pip, apt$/,
       ),
       expect.stringMatching(/^app\.yaml:10: backends\.web\.replicaOptions\.cpuShares: unknown key; allowed: runtimeEnv, numCpus, /),
       'app.yaml:11: backends.web.replicaOptions.runtimeEnv: goes beside replicaOptions in an app file: backends.web.runtimeEnv',
@@ -243,8 +246,39 @@ endpoints: {}
     expect(errorsOf('')).toEqual(['app.yaml:1: must be a mapping of backends, endpoints']);
   });
 
+  it('an alias bomb, as a file:line issue at the first alias', () => {
+    const levels = ['a: &a [x, x, x, x, x, x, x, x, x]'];
+    for (let n = 1; n < 9; n++)
+      levels.push(
+        `${String.fromCharCode(97 + n)}: &${String.fromCharCode(97 + n)} [${Array(9)
+          .fill(`*${String.fromCharCode(96 + n)}`)
+          .join(', ')}]`,
+      );
+    const issues = errorsOf(`${levels.join('\n')}\nbackends: {}\nendpoints: {}\n`);
+    expect(issues).toEqual([expect.stringMatching(/^app\.yaml:2: YAML: Excessive alias count/)]);
+  });
+
+  it('more than 1000 backends or endpoints', () => {
+    const backends = Array.from({ length: 1001 }, (_, n) => `  b${n}:\n    import: handlers/echo.js:Echo`).join('\n');
+    expect(errorsOf(`backends:\n${backends}\nendpoints: {}\n`)).toEqual([
+      'app.yaml:1: backends: at most 1000 backends per app file, not 1001',
+    ]);
+  });
+
   it('a file that cannot be read', () => {
     expect(() => loadAppFile(join(FIXTURES, 'app', 'missing.yaml'))).toThrow(/cannot read app file .*missing\.yaml/);
+  });
+
+  it('a file that is not a regular file (a directory, a FIFO), or over 4 MiB, unread', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flt-app-'));
+    const fifo = join(dir, 'app.yaml');
+    execFileSync('mkfifo', [fifo]);
+    expect(() => loadAppFile(dir)).toThrow(/the app file .* is not a regular file/);
+    expect(() => loadAppFile(fifo)).toThrow(/the app file .*app\.yaml is not a regular file/);
+    const big = join(dir, 'big.yaml');
+    writeFileSync(big, `# ${'x'.repeat(4 * 1024 * 1024)}\n`);
+    expect(() => loadAppFile(big)).toThrow(/has 4194307 bytes; at most 4194304 are read/);
+    rmSync(dir, { recursive: true, force: true });
   });
 });
 

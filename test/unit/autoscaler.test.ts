@@ -2,9 +2,9 @@ import { describe, expect, it } from 'vitest';
 import type { AutoscalingConfig } from '../../src/api.js';
 import { Autoscaler } from '../../src/controller/autoscaler.js';
 import type { BackendState } from '../../src/controller/backend-state.js';
-import { DEFAULT_AUTOSCALING_CONFIG } from '../../src/controller/validation.js';
+import { DEFAULT_AUTOSCALING_CONFIG } from '../../src/spec/validation.js';
 import { Scheduler } from '../../src/resources/scheduler.js';
-import { ManualClock } from './fakes/fake-runtime.js';
+import { ManualClock } from './fakes/manual-clock.js';
 
 /** The parts of a backend the autoscaler reads: its name, target, resources and how many replicas are ready. */
 function fakeBackend(config: AutoscalingConfig, replicas: number) {
@@ -12,8 +12,8 @@ function fakeBackend(config: AutoscalingConfig, replicas: number) {
     name: 'b',
     ready: replicas,
     target: { config: { numReplicas: replicas, autoscaling: config }, resources: { numCpus: 1, memoryMb: null, numGpus: 0 } },
-    get replicas() {
-      return Array.from({ length: backend.ready }, () => ({ state: 'ready' }));
+    count() {
+      return backend.ready;
     },
     routable() {
       return Array.from({ length: backend.ready }, (_, i) => ({ id: `r${i}` }));

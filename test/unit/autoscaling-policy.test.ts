@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { AutoscalingConfig } from '../../src/api.js';
 import { decide, IDLE, type PolicyDecision, type PolicyInput, type PolicyState } from '../../src/controller/autoscaling-policy.js';
-import { DEFAULT_AUTOSCALING_CONFIG } from '../../src/controller/validation.js';
-import { ManualClock } from './fakes/fake-runtime.js';
+import { DEFAULT_AUTOSCALING_CONFIG } from '../../src/spec/validation.js';
+import { ManualClock } from './fakes/manual-clock.js';
 
 /**
  * A backend as the policy sees it, stepped like the reconciler steps it: each tick asks the policy with the

@@ -5,15 +5,20 @@ import { describe, expect, it } from 'vitest';
 import { LABELS } from '../../src/common/labels.js';
 import { loadConfig } from '../../src/config/config.js';
 import { Limiter } from '../../src/common/limiter.js';
-import { BackendState, targetOf } from '../../src/controller/backend-state.js';
-import { adoptContainers, parseCheckpoint } from '../../src/controller/checkpoint.js';
+import { BackendState } from '../../src/controller/backend-state.js';
+import { targetOf } from '../../src/controller/target.js';
+import { parseCheckpoint } from '../../src/spec/saved-state.js';
+import { adoptContainers } from '../../src/controller/adoption.js';
 import { ReplicaLauncher } from '../../src/controller/launcher.js';
 import type { ReplicaState } from '../../src/controller/replica.js';
-import { DEFAULT_BACKEND_CONFIG } from '../../src/controller/validation.js';
+import { DEFAULT_BACKEND_CONFIG } from '../../src/spec/validation.js';
 import { Scheduler } from '../../src/resources/scheduler.js';
 import type { ContainerRuntime, ReplicaStatus } from '../../src/runtime/container-runtime.js';
 import { TimedRuntime } from '../../src/runtime/timed-runtime.js';
-import { FakeReplicaClient, FakeRuntime, ManualClock, silentLogger } from './fakes/fake-runtime.js';
+import { FakeReplicaClient } from './fakes/fake-replica-client.js';
+import { FakeRuntime } from './fakes/fake-runtime.js';
+import { ManualClock } from './fakes/manual-clock.js';
+import { silentLogger } from './fakes/silent-logger.js';
 
 const HEALTH_PERIOD_MS = 2000;
 const READY_TIMEOUT_MS = 10_000;
@@ -330,7 +335,7 @@ describe('a backend stepped by the reconciler', () => {
     await h.step(2);
     const [busy, idle] = h.backend.replicas;
     const finish = h.holdRequest(busy!.id);
-    h.backend.deleting = { drain: true };
+    h.backend.delete(true);
     await h.step();
     expect(h.counts()).toEqual({ draining: 2 });
     expect(h.backend.routable()).toEqual([]);
@@ -348,7 +353,7 @@ describe('a backend stepped by the reconciler', () => {
     forced.ready();
     await forced.step(2);
     forced.holdRequest(forced.backend.replicas[0]!.id);
-    forced.backend.deleting = { drain: false };
+    forced.backend.delete(false);
     await forced.step(2);
     expect(forced.counts()).toEqual({});
     expect(forced.fake.stops.map((s) => s.timeoutS)).toEqual([0]);
@@ -406,6 +411,131 @@ describe('a backend stepped by the reconciler', () => {
     await h.step(2);
     expect(h.client.pushes.map((p) => p.config)).toEqual([{ maxBatchSize: 1, batchWaitTimeoutS: 0, userConfig: { v: 2 } }]);
     expect(h.backend.isConverged()).toBe(true);
+  });
+});
+
+describe('a live-config change stepped by the reconciler', () => {
+  const portOf = (replica: { container?: { target: unknown } | undefined }) => String((replica.container!.target as { port: number }).port);
+  const live = (userConfig: unknown) => ({ maxBatchSize: 1, batchWaitTimeoutS: 0, userConfig });
+
+  async function readyWith(replicas: number, userConfig: unknown) {
+    const h = harness(replicas, { userConfig });
+    await h.step(2);
+    h.ready();
+    await h.step(2);
+    expect(h.counts()).toEqual({ ready: replicas });
+    return h;
+  }
+
+  it('takes a new userConfig through updating, keeps routing meanwhile, and saves what each replica holds', async () => {
+    const h = await readyWith(2, { v: 1 });
+    let open = () => undefined as void;
+    h.client.pushGate = new Promise<void>((resolve) => (open = resolve));
+    let configured = false;
+    h.backend.reconfigure(targetOf(saved(2, { v: 2 })));
+    void h.backend.configured().then(() => (configured = true));
+    await h.step();
+    expect(h.counts()).toEqual({ updating: 2 });
+    expect(h.backend.routable()).toHaveLength(2);
+    expect(configured).toBe(false);
+    open();
+    await h.step(2);
+    expect(h.counts()).toEqual({ ready: 2 });
+    expect(configured).toBe(true);
+    expect(h.client.pushes.map((p) => p.config)).toEqual([live({ v: 2 }), live({ v: 2 })]);
+    expect(h.backend.saved().replicaConfigs).toEqual(Object.fromEntries(h.backend.replicas.map((r) => [r.id, h.backend.target.liveHash])));
+  });
+
+  it('pushes a batching change without calling reconfigure again', async () => {
+    const h = await readyWith(1, { v: 1 });
+    h.backend.reconfigure(targetOf({ ...saved(1, { v: 1 }), config: { ...saved(1, { v: 1 }).config, maxBatchSize: 4 } }));
+    await h.step(3);
+    expect(h.client.pushes.map((p) => p.config)).toEqual([{ maxBatchSize: 4, batchWaitTimeoutS: 0 }]);
+    expect(h.backend.isConverged()).toBe(true);
+  });
+
+  it('rolls back when a replica refuses the push: the previous config is the target again and is pushed back', async () => {
+    const h = await readyWith(3, { v: 1 });
+    const before = h.backend.target;
+    const containers = [...h.fake.containers.keys()];
+    const [took, refused, alsoTook] = h.backend.replicas;
+    h.client.refuse.add(portOf(refused!));
+    h.backend.reconfigure(targetOf(saved(3, { v: 2 })));
+    const goal = h.backend.configured();
+    goal.catch(() => undefined);
+    await h.step(2);
+    await expect(goal).rejects.toMatchObject({
+      code: 'RECONFIGURE_FAILED',
+      message: expect.stringMatching(
+        new RegExp(`reconfiguring backend 'model' failed on replica ${refused!.id}: reconfigure threw; the previous config stays in force`),
+      ),
+    });
+    expect(h.backend.target).toEqual(before);
+    for (let i = 0; i < 10 && !h.backend.isConverged(); i++) await h.step();
+    expect(h.backend.isConverged()).toBe(true);
+    expect(h.counts()).toEqual({ ready: 3 });
+    expect([...h.fake.containers.keys()]).toEqual(containers);
+    const pushedBack = h.client.pushes.slice(3);
+    expect(pushedBack.map((p) => p.port).sort()).toEqual([portOf(took!), portOf(alsoTook!)].sort());
+    expect(pushedBack.map((p) => p.config)).toEqual([live({ v: 1 }), live({ v: 1 })]);
+    expect(Object.values(h.backend.saved().replicaConfigs)).not.toContain(targetOf(saved(3, { v: 2 })).liveHash);
+    expect(h.backend.saved().config.userConfig).toEqual({ v: 1 });
+  });
+
+  it('replaces a replica that dies while it takes the new config, and keeps the change', async () => {
+    const h = await readyWith(2, { v: 1 });
+    let open = () => undefined as void;
+    h.client.pushGate = new Promise<void>((resolve) => (open = resolve));
+    const [dying, living] = h.backend.replicas;
+    const next = targetOf(saved(2, { v: 2 }));
+    h.backend.reconfigure(next);
+    let configured = false;
+    void h.backend.configured().then(() => (configured = true));
+    await h.step();
+    expect(h.counts()).toEqual({ updating: 2 });
+    h.fake.exit(dying!.container!.containerId, 137);
+    h.client.unreachable.add(portOf(dying!));
+    open();
+    await h.step(2);
+    expect(h.backend.target).toEqual(next);
+    expect(dying!.state).not.toBe('ready');
+    expect(dying!.failure?.lastError).toMatch(/connection refused/);
+    expect(living!.state).toBe('ready');
+    for (let i = 0; i < 10 && !h.backend.isConverged(); i++) {
+      h.ready();
+      await h.step();
+    }
+    expect(h.counts()).toEqual({ ready: 2 });
+    expect(h.backend.replicas.every((r) => r.liveHash === next.liveHash)).toBe(true);
+    const replacement = h.backend.replicas.find((r) => r !== living)!;
+    expect(replacement.history).toMatchObject({ restarts: 1 });
+    expect(h.client.pushes).toHaveLength(2);
+    expect(configured).toBe(true);
+  });
+
+  it('takes a config change during a code rollout: replicas of the new version get it, the old ones keep theirs until replaced', async () => {
+    const h = await readyWith(3, { v: 1 });
+    const first = h.backend.target.version;
+    h.backend.rollOut(targetOf({ ...saved(3, { v: 1 }), image: 'model:2' }));
+    while (!h.backend.replicas.some((r) => r.version !== first && r.state === 'ready')) {
+      h.ready();
+      await h.step();
+    }
+    const oldPorts = new Set(h.backend.replicas.filter((r) => r.version === first).map(portOf));
+    const next = targetOf({ ...saved(3, { v: 2 }), image: 'model:2' });
+    h.backend.reconfigure(next);
+    const configured = h.backend.configured();
+    for (let i = 0; i < 100 && !h.backend.isConverged(); i++) {
+      h.ready();
+      await h.step();
+    }
+    await configured;
+    expect(h.counts()).toEqual({ ready: 3 });
+    expect(h.backend.replicas.every((r) => r.version === next.version && r.liveHash === next.liveHash)).toBe(true);
+    expect(h.backend.info().rollout?.state).toBe('completed');
+    expect(h.client.pushes.length).toBeGreaterThan(0);
+    expect(h.client.pushes.filter((p) => oldPorts.has(p.port))).toEqual([]);
+    expect(new Set(h.client.pushes.map((p) => JSON.stringify(p.config)))).toEqual(new Set([JSON.stringify(live({ v: 2 }))]));
   });
 });
 
@@ -531,8 +661,11 @@ describe('a rolling update stepped by the reconciler', () => {
     expect(done).toBe(true);
   });
 
-  it('replaces in place, one at a time, when there is no room to surge, and says so', async () => {
-    const h = harness(3, { cpus: 3 });
+  it.each([
+    ['when there is no room to surge, and says so', { cpus: 3 }, 0],
+    ['with maxSurge 0 even when there is room', { maxSurge: 0 }, 5],
+  ])('replaces in place, one at a time, %s', async (_what, options, cpusLeft) => {
+    const h = harness(3, options);
     await readyOn(h);
     const first = h.backend.target.version;
     h.backend.rollOut(v2());
@@ -541,22 +674,12 @@ describe('a rolling update stepped by the reconciler', () => {
     expect(byVersion(h, first)).toEqual({ 'v1 ready': 2, 'v1 draining': 1 });
     await h.step(3);
     expect(byVersion(h, first)).toEqual({ 'v1 ready': 2, 'v2 starting': 1 });
-    const { fewestReady } = await stepThrough(h);
-    expect(fewestReady).toBe(2);
-    expect(byVersion(h, first)).toEqual({ 'v2 ready': 3 });
-    expect(h.backend.info().rollout?.state).toBe('completed');
-    expect(h.scheduler.free().cpus).toBe(0);
-  });
-
-  it('replaces in place with maxSurge 0 even when there is room', async () => {
-    const h = harness(3, { maxSurge: 0 });
-    await readyOn(h);
-    h.backend.rollOut(v2());
-    await h.step();
-    expect(h.backend.info().rollout?.state).toBe('in-place');
     const { fewestReady, mostLive } = await stepThrough(h);
     expect(fewestReady).toBe(2);
     expect(mostLive).toBe(3);
+    expect(byVersion(h, first)).toEqual({ 'v2 ready': 3 });
+    expect(h.backend.info().rollout?.state).toBe('completed');
+    expect(h.scheduler.free().cpus).toBe(cpusLeft);
   });
 
   it('rolls back when a replica of the new version fails to start, and the old version keeps serving throughout', async () => {

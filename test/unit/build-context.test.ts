@@ -7,7 +7,9 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/config.js';
 import { checkContextDir, contextFilter, packContext, type ContextPart } from '../../src/runtime/build-context.js';
 import { contextDigest, ImageBuilder } from '../../src/runtime/image-builder.js';
-import { FakeRuntime, ManualClock, silentLogger } from './fakes/fake-runtime.js';
+import { FakeRuntime } from './fakes/fake-runtime.js';
+import { ManualClock } from './fakes/manual-clock.js';
+import { silentLogger } from './fakes/silent-logger.js';
 
 function context(files: Record<string, string>): string {
   const dir = mkdtempSync(join(tmpdir(), 'flt-ctx-'));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { defaultFrontDoorWorkers, loadConfig } from '../../src/config/config.js';
+import { defaultFrontDoorWorkers, frontDoorWorkerEnv, loadConfig } from '../../src/config/config.js';
 
 describe('loadConfig', () => {
   it('runs replicas on a Swarm only with a registry, and always over tcp there', () => {
@@ -119,5 +119,30 @@ describe('http.workers', () => {
     }
     expect(() => loadConfig({ http: { workers: 65 } })).toThrow(/http.workers \(FLOTILLA_HTTP_WORKERS\) must be at most 64, not 65/);
     expect(() => loadConfig({ http: { workers: -1 } })).toThrow(/http.workers/);
+  });
+
+  it('refuses a body budget per worker below maxBodyBytes, which would refuse those bodies 503 forever', () => {
+    const mib = 1024 * 1024;
+    expect(() => loadConfig({ http: { workers: 64 } })).toThrow(
+      /each of the 64 front-door workers holds at most maxBufferedBytes \/ workers = 2097152 body bytes, less than http.maxBodyBytes \(10485760\).*at least 671088640/,
+    );
+    expect(() => loadConfig({ http: { workers: 8, maxBodyBytes: 17 * mib } })).toThrow(/INVALID_ARGUMENT|http.maxBodyBytes/);
+    expect(loadConfig({ http: { workers: 8, maxBodyBytes: 16 * mib } }).http.maxBodyBytes).toBe(16 * mib);
+    expect(loadConfig({ http: { workers: 64, maxBufferedBytes: 640 * mib } }).http.workers).toBe(64);
+    expect(loadConfig({ http: { workers: 1, maxBufferedBytes: mib } }).http.maxBufferedBytes).toBe(mib);
+  });
+
+  it('starts workers with none of the secrets of the environment', () => {
+    process.env.FLOTILLA_ADMIN_TOKEN = 'secret-token';
+    process.env.FLOTILLA_NPM_REGISTRY = 'https://user:pass@registry.example/';
+    try {
+      const env = frontDoorWorkerEnv();
+      expect(Object.keys(env).every((name) => ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'NODE_OPTIONS'].includes(name))).toBe(true);
+      expect(JSON.stringify(env)).not.toMatch(/secret-token|user:pass/);
+      expect(env.PATH).toBe(process.env.PATH);
+    } finally {
+      delete process.env.FLOTILLA_ADMIN_TOKEN;
+      delete process.env.FLOTILLA_NPM_REGISTRY;
+    }
   });
 });

@@ -2,9 +2,9 @@ import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { confinementOf } from '../../src/controller/confinement.js';
+import { confinementOf } from '../../src/spec/confinement.js';
 import { prepareReplicaFiles, readControlSecret } from '../../src/controller/replica-files.js';
-import { validateBackendOptions } from '../../src/controller/validation.js';
+import { validateBackendOptions } from '../../src/spec/validation.js';
 
 const invalid = { code: 'INVALID_ARGUMENT' };
 const web = { image: 'nginx:1.25', port: 80 };

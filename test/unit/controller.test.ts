@@ -6,10 +6,12 @@ import { systemClock } from '../../src/common/clock.js';
 import { LABELS } from '../../src/common/labels.js';
 import { loadConfig, type ConfigOverrides } from '../../src/config/config.js';
 import { Controller } from '../../src/controller/controller.js';
-import type { RoutingSnapshot } from '../../src/proxy/dispatcher.js';
+import type { RoutingSnapshot } from '../../src/dataplane/dispatcher.js';
 import { Scheduler } from '../../src/resources/scheduler.js';
 import type { ReplicaStatus } from '../../src/runtime/container-runtime.js';
-import { FakeReplicaClient, FakeRuntime, silentLogger } from './fakes/fake-runtime.js';
+import { FakeReplicaClient } from './fakes/fake-replica-client.js';
+import { FakeRuntime } from './fakes/fake-runtime.js';
+import { silentLogger } from './fakes/silent-logger.js';
 
 const running: Controller[] = [];
 afterEach(async () => {
@@ -34,6 +36,7 @@ function setup(
   const runtime = new FakeRuntime(systemClock);
   const client = new FakeReplicaClient();
   const snapshots: RoutingSnapshot[] = [];
+  const events: string[] = [];
   const controller = new Controller({
     config,
     runtime,
@@ -49,6 +52,7 @@ function setup(
     logger: silentLogger,
     clock: systemClock,
     replicaClient: client,
+    events: { record: (kind, subject, message) => (events.push(`${kind}: ${message}`), {} as never) },
   });
   running.push(controller);
   const statePath = join(stateDir, 'state', 'unit.json');
@@ -57,7 +61,7 @@ function setup(
     for (const { status } of runtime.containers.values()) if (healthyIf(status)) client.setHealth(status, 200);
   }, 20);
   healthy.unref();
-  return { controller, runtime, client, stateDir, statePath, snapshots };
+  return { controller, runtime, client, stateDir, statePath, snapshots, events };
 }
 
 const fn = { kind: 'function' as const, name: 'f', source: '() => 1', hasReconfigure: false, acceptsBatch: false };
@@ -114,6 +118,48 @@ describe('the controller facade', () => {
     for (const { status } of runtime.containers.values()) stuck.setHealth(status, 200);
     await slow;
     expect(controller.listReplicas('slow').map((r) => r.state)).toEqual(['ready']);
+  });
+});
+
+describe('API events', () => {
+  it('are recorded by the controller for each call that succeeded, and not for one that failed', async () => {
+    const { controller, events } = setup();
+    await controller.init();
+    await controller.createBackend('a', klass, { config: { userConfig: { v: 1 } } });
+    await controller.createEndpoint('a', { backend: 'a', route: '/a' });
+    await controller.setTraffic('a', { a: 1 });
+    await controller.updateBackendConfig('a', { numReplicas: 2, userConfig: { v: 2 }, maxConcurrentQueries: 7 });
+    await expect(controller.updateBackendConfig('a', { nope: 1 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await controller.deleteEndpoint('a');
+    await controller.deleteBackend('a');
+    expect(events.filter((e) => !e.startsWith('replica.'))).toEqual([
+      'backend.created: backend a created with 1 replica(s)',
+      'endpoint.created: endpoint a created at /a, serving a',
+      'traffic.set: endpoint a traffic: a 1',
+      'backend.scaled: backend a scaled from 1 to 2 replica(s)',
+      'backend.reconfigured: backend a reconfigured: userConfig {"v":2}',
+      'backend.updated: backend a updated: maxConcurrentQueries 7',
+      'endpoint.deleted: endpoint a deleted',
+      'backend.deleted: backend a deleted',
+    ]);
+  });
+});
+
+describe('updateBackendConfig', () => {
+  it('fails a userConfig a replica refuses only once the replicas that took it have the previous one back, saved as before', async () => {
+    const { controller, runtime, client, statePath } = setup();
+    await controller.init();
+    await controller.createBackend('m', klass, { config: { numReplicas: 2, userConfig: { v: 1 } } });
+    const [took, refused] = [...runtime.containers.values()].map(({ status }) => String((status.target as { port: number }).port));
+    client.refuse.add(refused!);
+    await expect(controller.updateBackendConfig('m', { userConfig: { v: 2 } })).rejects.toMatchObject({
+      code: 'RECONFIGURE_FAILED',
+      message: expect.stringMatching(/reconfigure threw; the previous config stays in force$/),
+    });
+    expect(client.pushes.filter((p) => p.port === took).map((p) => p.config.userConfig)).toEqual([{ v: 2 }, { v: 1 }]);
+    expect(controller.getBackendConfig('m').userConfig).toEqual({ v: 1 });
+    expect(JSON.parse(readFileSync(statePath, 'utf8')).backends[0].config.userConfig).toEqual({ v: 1 });
+    expect(controller.listReplicas('m').map((r) => r.state)).toEqual(['ready', 'ready']);
   });
 });
 

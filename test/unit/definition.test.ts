@@ -1,6 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { acceptBatch, checkSupports, shippedModuleText, toShippable } from '../../src/controller/definition.js';
-import { DEFAULT_BACKEND_CONFIG } from '../../src/controller/validation.js';
+import {
+  acceptBatch,
+  checkSupports,
+  parseShippable,
+  shippedFile,
+  shippedModuleText,
+  summarize,
+  toShippable,
+  type PickledDefinition,
+} from '../../src/spec/definition.js';
+import { DEFAULT_BACKEND_CONFIG } from '../../src/spec/validation.js';
 
 function handleRequest() {
   return 'hello world';
@@ -42,10 +51,12 @@ describe('toShippable', () => {
 
   it('refuses configs a shipped definition cannot honour', () => {
     const config = { ...DEFAULT_BACKEND_CONFIG };
-    expect(() => checkSupports('b', toShippable(handleRequest), { ...config, userConfig: { x: 1 } })).toThrow(/reconfigure/);
-    expect(() => checkSupports('b', toShippable(RequestHandler), { ...config, userConfig: 1 })).toThrow(/class RequestHandler has none/);
-    expect(() => checkSupports('b', toShippable(handleRequest), { ...config, maxBatchSize: 4 })).toThrow(/serve.acceptBatch/);
-    expect(() => checkSupports('b', toShippable('x.js:X'), { ...config, userConfig: 1, maxBatchSize: 4 })).not.toThrow();
+    expect(() => checkSupports('b', toShippable(handleRequest), { ...config, userConfig: { x: 1 } }, 'node')).toThrow(/reconfigure/);
+    expect(() => checkSupports('b', toShippable(RequestHandler), { ...config, userConfig: 1 }, 'node')).toThrow(
+      /class RequestHandler has none/,
+    );
+    expect(() => checkSupports('b', toShippable(handleRequest), { ...config, maxBatchSize: 4 }, 'node')).toThrow(/serve.acceptBatch/);
+    expect(() => checkSupports('b', toShippable('x.js:X'), { ...config, userConfig: 1, maxBatchSize: 4 }, 'node')).not.toThrow();
   });
 
   it('ships arrow functions', () => {
@@ -96,5 +107,43 @@ describe('code from esbuild-based runners (tsx)', () => {
 
   it('adds nothing to code that does not call it', () => {
     expect(shippedModuleText(toShippable(handleRequest))).not.toMatch(/__name/);
+  });
+});
+
+describe('pickled Python definitions', () => {
+  const pickled = {
+    kind: 'pickled',
+    name: 'Threshold',
+    isClass: true,
+    pickle: Buffer.from('cloudpickle bytes').toString('base64'),
+    pythonVersion: '3.11',
+    hasReconfigure: true,
+    acceptsBatch: false,
+  };
+
+  it('are taken from the admin API, written as definition.pkl and summarized by a hash of the pickle', () => {
+    const definition = parseShippable(pickled);
+    expect(definition).toEqual(pickled);
+    expect(shippedFile(definition)).toEqual({ name: 'definition.pkl', content: Buffer.from('cloudpickle bytes') });
+    expect(summarize(definition)).toEqual({ kind: 'class', name: 'Threshold', sourceHash: expect.stringMatching(/^[0-9a-f]{16}$/) });
+  });
+
+  it('refuse malformed fields', () => {
+    expect(() => parseShippable({ ...pickled, pythonVersion: '3' })).toThrow(/pythonVersion, the caller's Python as '3.11'/);
+    expect(() => parseShippable({ ...pickled, pickle: 'not base64!' })).toThrow(/cloudpickle bytes in base64/);
+    expect(() => parseShippable({ ...pickled, source: 'x' })).toThrow(/unknown fields: source/);
+    expect(() => parseShippable({ ...pickled, isClass: 'yes' })).toThrow(/isClass, hasReconfigure and acceptsBatch booleans/);
+  });
+
+  it('need the python runtime, and JavaScript needs node', () => {
+    const config = { ...DEFAULT_BACKEND_CONFIG };
+    const definition = parseShippable(pickled) as PickledDefinition;
+    expect(() => checkSupports('b', definition, config, 'python')).not.toThrow();
+    expect(() => checkSupports('b', definition, config, 'node')).toThrow(/needs replicaOptions.runtimeEnv.runtime 'python'/);
+    expect(() => checkSupports('b', toShippable(handleRequest), config, 'python')).toThrow(/not a JavaScript function or class/);
+    expect(() => checkSupports('b', { ...definition, hasReconfigure: false }, { ...config, userConfig: 1 }, 'python')).toThrow(
+      /class Threshold has none/,
+    );
+    expect(() => checkSupports('b', definition, { ...config, maxBatchSize: 2 }, 'python')).toThrow(/@serve.accept_batch/);
   });
 });

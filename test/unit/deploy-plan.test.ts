@@ -2,7 +2,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { BackendInfo, BuildInfo, Client, EndpointInfo } from '../../src/api.js';
 import { parseAppFile, type AppSpec } from '../../src/cli/app-file.js';
-import { applyPlan, describeStep, planDeploy, type CurrentState, type DeployStep } from '../../src/cli/deploy.js';
+import { applyPlan, describeStep, planDeploy } from '../../src/cli/deploy.js';
+import type { CurrentState, DeployStep } from '../../src/cli/deploy-steps.js';
 import { FlotillaError } from '../../src/common/errors.js';
 
 const FIXTURES = join(import.meta.dirname, '..', 'fixtures');

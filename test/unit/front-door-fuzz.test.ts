@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isProtocolPath } from '../../src/proxy/request-guard.js';
+import { isProtocolPath } from '../../src/front-door/request-guard.js';
 import { rawRequest, startFrontDoor, type FrontDoor } from './front-door-harness.js';
 
 /** Statuses the front door documents for requests it cannot or will not forward, plus the echo replica's 200. */
@@ -37,6 +37,7 @@ const headerNames = fc.oneof(
     'x-serve-shard-key',
     'expect',
     'host',
+    'cookie',
   ),
   fc.stringMatching(/^[a-z][a-z0-9-]{0,12}$/),
   fc.string({ minLength: 1, maxLength: 8 }),
@@ -44,7 +45,7 @@ const headerNames = fc.oneof(
 const headerValues = fc.oneof(
   fc.stringMatching(/^[ -~]{0,24}$/),
   fc.string({ maxLength: 16 }),
-  fc.constantFrom('100-continue', 'websocket'),
+  fc.constantFrom('100-continue', 'websocket', 'flotilla_dashboard_8001=s; a=1', 'a=1;flotilla_dashboard_1=x'),
 );
 const headers = fc.array(fc.tuple(headerNames, headerValues), { maxLength: 6 });
 const bodies = fc.uint8Array({ maxLength: 2048 });
@@ -126,7 +127,7 @@ describe('the front door under random requests (seeded fuzz)', () => {
         statuses.set(status!, (statuses.get(status!) ?? 0) + 1);
         expect(DOCUMENTED.has(status!), `status ${status} for ${JSON.stringify({ ...c, body: c.body.length })}`).toBe(true);
       }),
-      { seed: SEED, numRuns: 300 },
+      { seed: SEED, numRuns: 3000 },
     );
     expect((await fetch(`${door.url}/-/healthz`)).status).toBe(200);
     expect((await fetch(`${door.url}/still/works`)).status).toBe(200);
@@ -134,6 +135,7 @@ describe('the front door under random requests (seeded fuzz)', () => {
     expect(door.failures).toEqual([]);
     expect(door.seen.filter(({ url }) => isProtocolPath(url.split('?')[0] ?? ''))).toEqual([]);
     expect(door.seen.every(({ headers }) => headers['x-forwarded-for'] === '127.0.0.1' && !('x-flotilla-method' in headers))).toBe(true);
+    expect(door.seen.filter(({ headers }) => headers.cookie?.includes('flotilla_dashboard_'))).toEqual([]);
     expect(statuses.get(200)).toBeGreaterThan(30);
     expect(statuses.get(400)).toBeGreaterThan(30);
   });

@@ -1,12 +1,13 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type RequestListener, type Server } from 'node:http';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from '../../src/common/logger.js';
-import { Dispatcher, type BackendRouting, type RoutingSnapshot } from '../../src/proxy/dispatcher.js';
-import { ProxyServer, type FrontDoorSettings } from '../../src/proxy/proxy-server.js';
-import type { ServingMetrics } from '../../src/proxy/serving-metrics.js';
+import { Dispatcher, type BackendRouting, type RoutingSnapshot } from '../../src/dataplane/dispatcher.js';
+import { ProxyServer, type FrontDoorSettings } from '../../src/front-door/server.js';
+import type { ServingMetrics } from '../../src/dataplane/serving-metrics.js';
 
 /** What a test replica saw of one request. */
 export interface Seen {
@@ -37,11 +38,46 @@ export const DEFAULT_SETTINGS: FrontDoorSettings = {
   maxBodyBytes: 10 * 1024 * 1024,
   maxBufferedBytes: 128 * 1024 * 1024,
   maxConnections: 1024,
+  metrics: true,
   headersTimeoutS: 30,
   bodyTimeoutS: 60,
   streamIdleTimeoutS: 60,
+  clientStallTimeoutS: 30,
   trustedProxies: '',
 };
+
+/** A process that listens on `path` with the smallest backlog and never accepts (its loop is blocked). */
+const NEVER_ACCEPTS = `
+const server = require('node:net').createServer();
+server.listen({ path: process.argv[1], backlog: 0 }, () => {
+  process.stdout.write('listening\\n', () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0));
+});`;
+
+/**
+ * A replica whose unix socket's backlog is full, so that connecting to it fails at once with EAGAIN: a process that
+ * never accepts, and connections that fill its backlog.
+ */
+async function fullBacklog(path: string): Promise<{ close(): void }> {
+  const child: ChildProcess = spawn(process.execPath, ['-e', NEVER_ACCEPTS, path], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise((resolve) => child.stdout!.once('data', resolve));
+  const queued: Socket[] = [];
+  for (;;) {
+    const socket = connect(path);
+    queued.push(socket);
+    const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+      socket.once('connect', () => resolve(undefined));
+      socket.once('error', resolve);
+    });
+    if (error?.code === 'EAGAIN') break;
+    if (error !== undefined) throw error;
+  }
+  return {
+    close: () => {
+      for (const socket of queued) socket.destroy();
+      child.kill('SIGKILL');
+    },
+  };
+}
 
 /** Answers with what it saw, as JSON; a replica of the test front door. */
 export function echo(replica: string, seen: Seen[]): RequestListener {
@@ -85,7 +121,8 @@ export function backendRouting(name: string, replicas: Array<{ id: string; socke
 export async function startFrontDoor(
   options: {
     settings?: Partial<FrontDoorSettings>;
-    handlers?: Record<string, RequestListener | 'closed'>;
+    /** 'closed': no socket (ENOENT); 'full': a socket whose backlog is full (EAGAIN). */
+    handlers?: Record<string, RequestListener | 'closed' | 'full'>;
     methods?: string[];
     backend?: Partial<BackendRouting>;
   } = {},
@@ -97,10 +134,15 @@ export async function startFrontDoor(
   const statuses: number[] = [];
   const errors: string[] = [];
   const servers: Server[] = [];
+  const full: Array<{ close(): void }> = [];
   const socketOf = (replica: string) => join(dir, `${replica}.sock`);
   const handlers = options.handlers ?? { r1: echo('r1', seen) };
   for (const [replica, handler] of Object.entries(handlers)) {
     if (handler === 'closed') continue;
+    if (handler === 'full') {
+      full.push(await fullBacklog(socketOf(replica)));
+      continue;
+    }
     const server = createServer(handler);
     servers.push(server);
     await new Promise<void>((resolve) => server.listen(socketOf(replica), resolve));
@@ -154,6 +196,7 @@ export async function startFrontDoor(
         server.closeAllConnections();
         await new Promise((resolve) => server.close(resolve));
       }
+      for (const replica of full) replica.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };

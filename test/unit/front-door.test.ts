@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { backendRouting, echo, rawRequest, startFrontDoor, type FrontDoor, type Seen } from './front-door-harness.js';
 
@@ -177,6 +178,20 @@ describe('forwarding headers', () => {
     }
   });
 
+  it("never passes Flotilla's own credentials to a replica: the dashboard's cookies and x-flotilla-* headers", async () => {
+    door = await startFrontDoor();
+    const status = await sent({
+      cookie: 'theme=dark; flotilla_dashboard_8001=s3cr3t;flotilla_dashboard_9001=other; id=7',
+      'x-flotilla-control-secret': 'c0ntr0l',
+    });
+    expect(status).toBe(200);
+    await sent({ cookie: 'flotilla_dashboard_8001=s3cr3t' });
+    const [first, second] = door.seen;
+    expect(first?.headers.cookie).toBe('theme=dark; id=7');
+    expect(second?.headers.cookie).toBeUndefined();
+    expect(JSON.stringify(door.seen)).not.toMatch(/s3cr3t|other|c0ntr0l|flotilla_dashboard/);
+  });
+
   it('keeps X-Forwarded-* from a trusted proxy and appends its address', async () => {
     door = await startFrontDoor({ settings: { trustedProxies: '127.0.0.1' } });
     await sent({ 'x-forwarded-for': '203.0.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'api.example' });
@@ -236,6 +251,26 @@ describe('replica failures', () => {
     const post = await fetch(`${door.url}/x`, { method: 'POST', body: 'once' });
     expect(post.status).toBe(502);
     expect(await post.json()).toMatchObject({ error: { code: 'REPLICA_UNREACHABLE' } });
+  });
+
+  it('sends a POST again, to another replica, when the connection to the first failed before it was sent (EAGAIN)', async () => {
+    const seen: Seen[] = [];
+    door = await startFrontDoor({ handlers: { r1: 'full', r2: echo('r2', seen) } });
+    door.dispatcher['routers'].get('echo')!.eject('r2');
+    const post = await fetch(`${door.url}/x`, { method: 'POST', body: 'once' });
+    expect(post.status).toBe(200);
+    expect(seen.map((s) => [s.replica, s.method, s.bodyLength])).toEqual([['r2', 'POST', 4]]);
+    expect(door.failures).toEqual(['r1']);
+  });
+
+  it("never names a replica's socket path in an answer to the caller", async () => {
+    door = await startFrontDoor({ handlers: { r1: 'full' } });
+    const post = await fetch(`${door.url}/x`, { method: 'POST', body: 'once' });
+    expect(post.status).toBe(502);
+    const text = await post.text();
+    expect(JSON.parse(text)).toMatchObject({ error: { code: 'REPLICA_UNREACHABLE', message: expect.stringMatching(/connect EAGAIN/) } });
+    expect(text).not.toContain(door.socketOf('r1'));
+    expect(text).not.toMatch(/\/tmp|\.sock/);
   });
 
   it('never sends a request whose client left while it queued, and keeps the slot for the next one', async () => {
@@ -308,5 +343,66 @@ describe('shadow counts', () => {
     await expect.poll(compared).toBe(4);
     door.route(routing({}, false));
     expect(door.dispatcher.shadows.stats('echo')).toEqual({});
+  });
+});
+
+describe('shadow copies of large bodies', () => {
+  it('count in maxBufferedBytes: a slow shadow holds at most half of it, and copies beyond are dropped', async () => {
+    const MIB = 1024 * 1024;
+    const never = () => undefined;
+    door = await startFrontDoor({ settings: { maxBufferedBytes: 8 * MIB }, handlers: { r1: echo('r1', []), s1: never } });
+    door.route({
+      endpoints: [{ name: 'echo', route: '/', methods: ['POST'], traffic: { echo: 1 }, shadows: { slow: 1 } }],
+      backends: [
+        backendRouting('echo', [{ id: 'r1', socketPath: door.socketOf('r1') }]),
+        backendRouting('slow', [{ id: 's1', socketPath: door.socketOf('s1') }], { maxConcurrentQueries: 100 }),
+      ],
+    });
+    const body = Buffer.alloc(MIB, 'b');
+    for (let i = 0; i < 20; i++) {
+      const answer = await fetch(`${door.url}/x`, { method: 'POST', body });
+      expect(answer.status).toBe(200);
+      await answer.text();
+    }
+    // Half the budget is 4 MiB: each request's own 1 MiB, and three held copies.
+    expect(door.dispatcher.shadows.stats('echo').slow).toMatchObject({ sent: 3, dropped: 17, compared: 0 });
+  });
+});
+
+describe('clients that stop reading', () => {
+  /** Opens GET `path` on a raw connection and stops reading once the answer has begun; resolves with the socket. */
+  const stopReading = (path: string) =>
+    new Promise<Socket>((resolve) => {
+      const socket = connect(door!.port, '127.0.0.1', () => socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`));
+      socket.on('error', () => undefined);
+      socket.once('data', () => {
+        socket.pause();
+        resolve(socket);
+      });
+    });
+
+  it('have their connection cut after clientStallTimeoutS, so that their replica slots serve others', async () => {
+    const chunk = Buffer.alloc(64 * 1024, 'x');
+    door = await startFrontDoor({
+      settings: { clientStallTimeoutS: 1 },
+      backend: { maxConcurrentQueries: 2, maxQueuedRequests: 10, requestTimeoutS: 8 },
+      handlers: {
+        r1: (req, res) => {
+          if (req.url !== '/stream') return void res.end('other');
+          const pour = (): void => {
+            if (res.destroyed) return;
+            if (res.write(chunk)) setImmediate(pour);
+            else res.once('drain', pour);
+          };
+          pour();
+        },
+      },
+    });
+    const stalled = [await stopReading('/stream'), await stopReading('/stream')];
+    const other = await fetch(`${door.url}/other`);
+    expect(other.status).toBe(200);
+    expect(await other.text()).toBe('other');
+    // Read on: what the front door had sent before it cut the connection, then its end.
+    await Promise.all(stalled.map((socket) => new Promise((resolve) => socket.once('close', resolve).resume())));
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { InFlight } from '../../src/proxy/in-flight.js';
+import { InFlight } from '../../src/dataplane/in-flight.js';
 
 describe('InFlight', () => {
   it('counts per key and resolves idle when the last one leaves', async () => {

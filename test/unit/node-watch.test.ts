@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { watchNodes } from '../../src/resources/node-watch.js';
 import { Scheduler, type NodeCapacity } from '../../src/resources/scheduler.js';
-import { silentLogger } from './fakes/fake-runtime.js';
+import { silentLogger } from './fakes/silent-logger.js';
 
 const node = (name: string, ready: boolean): NodeCapacity => ({ name, ready, capacity: { cpus: 1, memoryMb: 100, gpus: [] } });
 

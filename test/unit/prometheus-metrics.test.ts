@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import type { Client } from '../../src/api.js';
 import { PrometheusMetrics } from '../../src/admin/metrics.js';
 
 /** The rendered samples of one metric family, as `name{labels} value` lines. */
@@ -59,5 +60,31 @@ describe('PrometheusMetrics: what the front door answered', () => {
     const timed = (await samples(metrics, 'serve_http_request_latency_seconds_count'))[0];
     expect(counted).toContain('endpoint="a\\"b\\\\c"');
     expect(timed).toBe('serve_http_request_latency_seconds_count{endpoint="a\\"b\\\\c",backend="v1"} 1');
+  });
+});
+
+describe('PrometheusMetrics: what the client reports', () => {
+  it('reads backends and replicas once per scrape, and once for the scrapes within a second of it', async () => {
+    let now = 0;
+    let reads = 0;
+    let state = 'starting';
+    const client = {
+      listBackends: async () => {
+        reads++;
+        return { hello: { rollout: null, autoscalingStatus: null } };
+      },
+      listReplicas: async () => [{ id: 'r1', state }],
+    } as unknown as Client;
+    const metrics = new PrometheusMetrics({ now: () => now });
+    metrics.countReplicasOf(client);
+    expect(await samples(metrics, 'flotilla_replicas')).toEqual(['flotilla_replicas{backend="hello",state="starting"} 1']);
+    expect(reads).toBe(1);
+    state = 'ready';
+    now += 999;
+    await Promise.all([metrics.render(), metrics.render()]);
+    expect(reads).toBe(1);
+    now += 1;
+    expect(await samples(metrics, 'flotilla_replicas')).toEqual(['flotilla_replicas{backend="hello",state="ready"} 1']);
+    expect(reads).toBe(2);
   });
 });

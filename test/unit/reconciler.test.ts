@@ -5,13 +5,17 @@ import { describe, expect, it } from 'vitest';
 import { LABELS } from '../../src/common/labels.js';
 import { Limiter } from '../../src/common/limiter.js';
 import { loadConfig } from '../../src/config/config.js';
-import { BackendState, targetOf } from '../../src/controller/backend-state.js';
+import { BackendState } from '../../src/controller/backend-state.js';
+import { targetOf } from '../../src/controller/target.js';
 import { instanceLabels, ReplicaLauncher } from '../../src/controller/launcher.js';
 import { Reconciler } from '../../src/controller/reconciler.js';
-import { DEFAULT_BACKEND_CONFIG } from '../../src/controller/validation.js';
+import { DEFAULT_BACKEND_CONFIG } from '../../src/spec/validation.js';
 import { Scheduler } from '../../src/resources/scheduler.js';
 import { TimedRuntime } from '../../src/runtime/timed-runtime.js';
-import { FakeReplicaClient, FakeRuntime, ManualClock, silentLogger } from './fakes/fake-runtime.js';
+import { FakeReplicaClient } from './fakes/fake-replica-client.js';
+import { FakeRuntime } from './fakes/fake-runtime.js';
+import { ManualClock } from './fakes/manual-clock.js';
+import { silentLogger } from './fakes/silent-logger.js';
 
 function setup() {
   const clock = new ManualClock();
@@ -101,7 +105,7 @@ describe('the reconcile loop', () => {
     const h = setup();
     h.reconciler.step();
     await h.settle();
-    h.backend.deleting = { drain: false };
+    h.backend.delete(false);
     h.reconciler.step();
     await h.settle();
     h.reconciler.step();

@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import { isFlotillaError } from '../../src/common/errors.js';
-import { QUARANTINE_MS, ReplicaRouter } from '../../src/proxy/replica-router.js';
+import { QUARANTINE_MS, ReplicaRouter } from '../../src/dataplane/replica-router.js';
 
 const replicas = (...ids: string[]) => ids.map((id) => ({ id, target: id }));
 const limits = (maxConcurrentQueries: number, maxQueuedRequests = 100, noReplicaWaitMs = 0) => ({

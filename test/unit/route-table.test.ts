@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RouteTable } from '../../src/proxy/route-table.js';
+import { RouteTable } from '../../src/dataplane/route-table.js';
 
 const table = new RouteTable([
   { endpoint: 'root', route: '/', methods: ['GET'] },

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { validateRuntimeEnv } from '../../src/controller/runtime-env.js';
+import { validateRuntimeEnv } from '../../src/spec/runtime-env.js';
 import { issuesOf } from '../../src/common/issues.js';
-import { validateBackendOptions } from '../../src/controller/validation.js';
+import { validateBackendOptions } from '../../src/spec/validation.js';
 
 describe('validateRuntimeEnv', () => {
   it('defaults to the node runtime with nothing to install', () => {
@@ -42,7 +42,7 @@ describe('validateRuntimeEnv', () => {
     refuses(
       { contxt: '.' },
       ['contxt'],
-      /^unknown key; allowed: runtime, context, packages, dockerfile, buildArgs, image, port, healthPath$/,
+      /^unknown key; allowed: runtime, context, packages, dockerfile, buildArgs, image, port, healthPath, pip, apt$/,
     );
     refuses({ runtime: 'ruby' }, ['runtime'], /must be one of node, python/);
     refuses({ context: '' }, ['context'], /must be a directory path/);
@@ -60,6 +60,30 @@ describe('validateRuntimeEnv', () => {
     expect(() => validateRuntimeEnv({ runtime: 'ruby' })).toThrow(
       'replicaOptions.runtimeEnv.runtime: must be one of node, python, got "ruby"',
     );
+  });
+
+  it('takes pip requirements and Debian packages for Python backends only', () => {
+    expect(validateRuntimeEnv({ runtime: 'python', pip: [' numpy==1.26.4 '], apt: ['python3-numpy'] })).toMatchObject({
+      pip: ['numpy==1.26.4'],
+      apt: ['python3-numpy'],
+    });
+    const issues = (value: unknown) => {
+      try {
+        validateRuntimeEnv(value);
+      } catch (error) {
+        return issuesOf(error);
+      }
+      return [];
+    };
+    expect(issues({ pip: ['numpy'] })).toEqual([{ path: ['pip'], message: expect.stringMatching(/python runtime only/) }]);
+    expect(issues({ runtime: 'python', pip: [] })).toEqual([{ path: ['pip'], message: expect.stringMatching(/non-empty list/) }]);
+    expect(issues({ runtime: 'python', pip: ['a\nb'] })).toEqual([{ path: ['pip'], message: expect.stringMatching(/non-empty list/) }]);
+    expect(issues({ runtime: 'python', apt: ['python3-numpy; rm -rf /'] })).toEqual([
+      { path: ['apt'], message: expect.stringMatching(/invalid Debian package names: python3-numpy; rm -rf \//) },
+    ]);
+    expect(issues({ runtime: 'python', context: '.', dockerfile: 'Dockerfile', apt: ['curl'] })).toEqual([
+      { path: ['apt'], message: expect.stringMatching(/cannot be combined with a dockerfile/) },
+    ]);
   });
 
   it('is what validateBackendOptions checks', () => {

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { isFlotillaError } from '../../src/common/errors.js';
 import { ServeHandle } from '../../src/handle/serve-handle.js';
-import { sendWithRetries } from '../../src/proxy/pipeline.js';
+import { sendWithRetries } from '../../src/dataplane/pipeline.js';
 import { echo, startFrontDoor, type FrontDoor, type Seen } from './front-door-harness.js';
 
 let door: FrontDoor | undefined;

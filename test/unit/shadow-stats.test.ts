@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { summarizeShadows, type ShadowCounts } from '../../src/proxy/shadow.js';
+import { summarizeShadows, type ShadowCounts } from '../../src/dataplane/shadow.js';
 
 const counts = (sent: number, latencies: number[]): ShadowCounts => ({
   sent,

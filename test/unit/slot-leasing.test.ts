@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Dispatcher } from '../../src/proxy/dispatcher.js';
-import { IDLE_RETURN_MS, LeaseClient } from '../../src/proxy/leased-router.js';
-import { LeaseDesk } from '../../src/proxy/lease-desk.js';
-import type { Lease } from '../../src/proxy/replica-router.js';
+import { Dispatcher } from '../../src/dataplane/dispatcher.js';
+import { IDLE_RETURN_MS, LeaseClient } from '../../src/front-door/workers/leased-router.js';
+import { LeaseDesk } from '../../src/front-door/workers/lease-desk.js';
+import type { Lease } from '../../src/dataplane/replica-router.js';
 import type { ReplicaTarget } from '../../src/runtime/container-runtime.js';
-import type { FromWorker, ToWorker } from '../../src/proxy/worker-protocol.js';
+import type { FromWorker, ToWorker } from '../../src/front-door/workers/worker-protocol.js';
 
 /** The control plane's Dispatcher with a LeaseDesk, and front-door workers' Dispatchers on LeaseClients, wired as IPC would (JSON, later). */
 function bench(settings: { replicas: number; maxConcurrentQueries: number; maxQueuedRequests: number }) {

@@ -67,23 +67,21 @@ describe('streamed answers through the front door', () => {
     }, 400);
   };
 
-  it('bounds only the time to the first byte by requestTimeoutS: a stream longer than it completes', async () => {
-    door = await startFrontDoor({
-      handlers: { r1: counting(5) },
-      backend: { requestTimeoutS: 1 },
-    });
+  it.each([
+    [
+      'bounds only the time to the first byte by requestTimeoutS: a stream longer than it completes',
+      5,
+      { backend: { requestTimeoutS: 1 } },
+    ],
+    [
+      'keeps a stream whose chunks come more often than streamIdleTimeoutS, however long it runs',
+      8,
+      { settings: { streamIdleTimeoutS: 1 } },
+    ],
+  ])('%s', async (_what, count, options) => {
+    door = await startFrontDoor({ handlers: { r1: counting(count) }, ...options });
     const response = await fetch(`${door.url}/long`);
-    expect(await response.text()).toBe('0;1;2;3;4;');
-    await expect.poll(() => door!.statuses).toEqual([200]);
-  });
-
-  it('keeps a stream whose chunks come more often than streamIdleTimeoutS, however long it runs', async () => {
-    door = await startFrontDoor({
-      handlers: { r1: counting(8) },
-      settings: { streamIdleTimeoutS: 1 },
-    });
-    const response = await fetch(`${door.url}/steady`);
-    expect(await response.text()).toBe('0;1;2;3;4;5;6;7;');
+    expect(await response.text()).toBe(Array.from({ length: count }, (_, i) => `${i};`).join(''));
     await expect.poll(() => door!.statuses).toEqual([200]);
   });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TrafficPolicy } from '../../src/proxy/traffic-policy.js';
+import { TrafficPolicy } from '../../src/dataplane/traffic-policy.js';
 
 describe('TrafficPolicy', () => {
   it('always picks the only backend', () => {

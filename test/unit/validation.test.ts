@@ -11,7 +11,7 @@ import {
   validateResources,
   validateRoute,
   validateTraffic,
-} from '../../src/controller/validation.js';
+} from '../../src/spec/validation.js';
 import { issuesOf, type Issue } from '../../src/common/issues.js';
 
 const invalid = { code: 'INVALID_ARGUMENT' };

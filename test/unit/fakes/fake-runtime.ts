@@ -1,35 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { Clock } from '../../../src/common/clock.js';
-import type { Logger } from '../../../src/common/logger.js';
-import type { ReplicaClient } from '../../../src/controller/launcher.js';
-import type { LiveConfig } from '../../../src/replica/protocol.js';
-import type {
-  ContainerRuntime,
-  ImageSummary,
-  InstanceOwner,
-  ReplicaSpec,
-  ReplicaStatus,
-  ReplicaTarget,
-} from '../../../src/runtime/container-runtime.js';
-
-/** A clock that moves only when the test says so. */
-export class ManualClock implements Clock {
-  constructor(private time = 1_000_000) {}
-  now(): number {
-    return this.time;
-  }
-  advance(ms: number): void {
-    this.time += ms;
-  }
-}
-
-export const silentLogger: Logger = {
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-  child: () => silentLogger,
-};
+import type { ContainerRuntime, ImageSummary, InstanceOwner, ReplicaSpec, ReplicaStatus } from '../../../src/runtime/container-runtime.js';
 
 interface FakeContainer {
   status: ReplicaStatus;
@@ -162,27 +133,5 @@ export class FakeRuntime implements ContainerRuntime {
     return this.call(() => {
       if (this.owners.get(instance)?.nonce === nonce) this.owners.delete(instance);
     });
-  }
-}
-
-const keyOf = (target: ReplicaTarget): string => ('port' in target ? String(target.port) : target.socketPath);
-
-/** Replicas' answers: each target is 'starting' (no answer) until the test marks it ready; pushes are recorded. */
-export class FakeReplicaClient implements ReplicaClient {
-  readonly health = new Map<string, number | undefined>();
-  readonly pushes: Array<{ port: string; config: LiveConfig }> = [];
-  /** Ports whose config pushes fail. */
-  readonly refuse = new Set<string>();
-
-  setHealth(status: ReplicaStatus | { target?: ReplicaTarget }, code: number | undefined): void {
-    this.health.set(keyOf(status.target!), code);
-  }
-  probeHealth(target: ReplicaTarget): Promise<number | undefined> {
-    return Promise.resolve(this.health.get(keyOf(target)));
-  }
-  pushConfig(target: ReplicaTarget, _controlSecret: string, config: LiveConfig): Promise<void> {
-    const port = keyOf(target);
-    this.pushes.push({ port, config });
-    return this.refuse.has(port) ? Promise.reject(new Error('reconfigure threw')) : Promise.resolve();
   }
 }
