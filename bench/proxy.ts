@@ -25,6 +25,10 @@ interface Settings {
   rounds: number;
   timeoutS: number;
   python: boolean;
+  /** The Python runtime measured as python-replica (default: this checkout's), e.g. an older one for before/after figures. */
+  pythonRuntime: string;
+  /** Whether the Python handlers (the replica's and python-asgi's endpoint) are `async def` rather than plain `def`. */
+  pythonAsync: boolean;
   profileDir: string | undefined;
   /** Another checkout's built front door (its dist/bench/servers/front-door.js), measured alongside as flotilla-baseline. */
   baseline: string | undefined;
@@ -61,6 +65,8 @@ const STARTUP_MS = 180_000;
 const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 const SERVERS = fileURLToPath(new URL('./servers/', import.meta.url));
 const PYTHON_RUNTIME = join(ROOT, 'images/python-replica/flotilla_replica.py');
+/** What the Python runtime needs on the host, from Debian's packages (as in the replica image). */
+const PYTHON_PACKAGES = 'python3-uvicorn python3-starlette python3-httptools python3-uvloop';
 
 function hello() {
   return 'hello';
@@ -83,6 +89,8 @@ function readSettings(): Settings {
           rounds: { type: 'string' },
           timeout: { type: 'string' },
           python: { type: 'boolean' },
+          'python-runtime': { type: 'string' },
+          'python-async': { type: 'boolean' },
           profile: { type: 'string' },
           targets: { type: 'string' },
           baseline: { type: 'string' },
@@ -109,6 +117,8 @@ function readSettings(): Settings {
     rounds: positive('rounds', values.rounds ?? process.env.BENCH_ROUNDS ?? '3'),
     timeoutS: positive('timeout', values.timeout ?? process.env.BENCH_TIMEOUT_S ?? '5'),
     python: values.python ?? process.env.BENCH_PYTHON === '1',
+    pythonAsync: values['python-async'] ?? process.env.BENCH_PYTHON_ASYNC === '1',
+    pythonRuntime: resolve(values['python-runtime'] ?? process.env.BENCH_PYTHON_RUNTIME ?? PYTHON_RUNTIME),
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
     baseline: values.baseline === undefined ? undefined : resolve(values.baseline, 'dist/bench/servers/front-door.js'),
     only: (values.targets ?? process.env.BENCH_TARGETS)?.split(','),
@@ -132,6 +142,20 @@ async function ensureTools(): Promise<void> {
     '-c',
     `apt-get install -y -qq ${missing.join(' ')} >/dev/null || (apt-get update -qq && apt-get install -y -qq ${missing.join(' ')} >/dev/null)`,
   );
+}
+
+/** A python3 that imports uvicorn and Starlette: the PATH's, else Debian's, installing Debian's packages when neither does (as root). */
+async function pythonWithAsgi(): Promise<string> {
+  const imports = async (python: string): Promise<boolean> =>
+    (await run('sh', '-c', `${python} -c 'import uvicorn, starlette' 2>/dev/null && echo yes || true`)) === 'yes';
+  for (const python of ['python3', '/usr/bin/python3']) if (await imports(python)) return python;
+  process.stdout.write(`installing ${PYTHON_PACKAGES} from Debian's packages\n`);
+  await run(
+    'sh',
+    '-c',
+    `apt-get install -y -qq ${PYTHON_PACKAGES} >/dev/null || (apt-get update -qq && apt-get install -y -qq ${PYTHON_PACKAGES} >/dev/null)`,
+  );
+  return '/usr/bin/python3';
 }
 
 /** CPU time (user + system, all threads) a process and its child processes have used so far; undefined when it cannot be read. */
@@ -220,18 +244,26 @@ async function expectReply(name: string, target: LoadTarget): Promise<void> {
 }
 
 /** Starts a replica runtime on the host: an entry file as the launcher writes it, and the runtime's own socket. */
-async function hostReplica(processes: Processes, dir: string, language: 'node' | 'python'): Promise<{ socketPath: string; pid: number }> {
+async function hostReplica(
+  processes: Processes,
+  dir: string,
+  language: 'node' | 'python',
+  python?: { interpreter: string; runtime: string; async: boolean },
+): Promise<{ socketPath: string; pid: number }> {
   const replicaDir = join(dir, `replica-${language}`);
   mkdirSync(replicaDir);
   const module = join(replicaDir, language === 'node' ? 'hello.mjs' : 'hello.py');
   writeFileSync(
     module,
-    language === 'node' ? `export function hello() { return '${REPLY}'; }\n` : `def hello(request):\n    return '${REPLY}'\n`,
+    language === 'node'
+      ? `export function hello() { return '${REPLY}'; }\n`
+      : `${python!.async ? 'async ' : ''}def hello(request):\n    return '${REPLY}'\n`,
   );
   const entry = join(replicaDir, PROTOCOL.entryName);
   writeFileSync(entry, JSON.stringify({ module, exportName: BACKEND, initArgs: [], controlSecret: randomBytes(16).toString('hex') }));
   const socketPath = join(replicaDir, PROTOCOL.socketName);
-  const [command, script] = language === 'node' ? [process.execPath, join(ROOT, 'dist/src/replica/main.js')] : ['python3', PYTHON_RUNTIME];
+  const [command, script] =
+    language === 'node' ? [process.execPath, join(ROOT, 'dist/src/replica/main.js')] : [python!.interpreter, python!.runtime];
   const child = processes.spawn(command, [script], { [PROTOCOL.env.entryFile]: entry, [PROTOCOL.env.socket]: socketPath });
   await until(`the ${language} replica runtime`, async () => (await get({ socketPath, path: PROTOCOL.healthPath })).status === 200);
   return { socketPath, pid: child.pid! };
@@ -497,6 +529,7 @@ function report(results: Map<number, Map<string, Figures>>): string {
       ['flotilla-workers', 'http-proxy'],
       ['http-proxy', 'nginx'],
       ['replica', 'node:http'],
+      ['python-replica', 'python-asgi'],
       ['python-replica', 'python-http'],
     ] as const) {
       const text = pair(a, b);
@@ -558,10 +591,21 @@ async function main(): Promise<void> {
       { name: 'node:http', load: { socket: { socketPath: join(dir, 'bare.sock'), path: ROUTE } }, pid: bare.pid },
     ];
     if (settings.python) {
-      const python = await hostReplica(processes, dir, 'python');
-      const pythonBare = await processes.start('python3', [join(ROOT, 'bench/servers/bare_python.py'), join(dir, 'bare-python.sock')]);
+      const interpreter = await pythonWithAsgi();
+      const python = await hostReplica(processes, dir, 'python', {
+        interpreter,
+        runtime: settings.pythonRuntime,
+        async: settings.pythonAsync,
+      });
+      const pythonBare = await processes.start(interpreter, [join(ROOT, 'bench/servers/bare_python.py'), join(dir, 'bare-python.sock')]);
+      const asgiBare = await processes.start(interpreter, [
+        join(ROOT, 'bench/servers/bare_asgi.py'),
+        join(dir, 'bare-asgi.sock'),
+        ...(settings.pythonAsync ? ['async'] : []),
+      ]);
       targets.push(
         { name: 'python-replica', load: { socket: { socketPath: python.socketPath, path: ROUTE } }, pid: python.pid },
+        { name: 'python-asgi', load: { socket: { socketPath: join(dir, 'bare-asgi.sock'), path: ROUTE } }, pid: asgiBare.pid },
         { name: 'python-http', load: { socket: { socketPath: join(dir, 'bare-python.sock'), path: ROUTE } }, pid: pythonBare.pid },
       );
     }

@@ -1,4 +1,15 @@
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BuildInfo } from '../api.js';
@@ -106,8 +117,10 @@ export interface BuiltImage {
 
 const APT_INSTALL = 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends';
 const APT_CLEAN = 'rm -rf /var/lib/apt/lists/*';
-/** python3, and cloudpickle to load functions and classes the Python client ships by value, unless the image has them. */
-const PYTHON_RUNTIME_INSTALL = `python3 -c 'import cloudpickle' 2>/dev/null || { ${APT_INSTALL} python3 python3-cloudpickle && ${APT_CLEAN}; }`;
+/** What the Python runtime needs (uvicorn, Starlette; cloudpickle for code shipped by value) and uses when it is there (httptools, uvloop). */
+const PYTHON_RUNTIME_PACKAGES = 'python3 python3-uvicorn python3-starlette python3-httptools python3-uvloop python3-cloudpickle';
+/** Installs the Python runtime's packages from Debian unless the image's python3 already imports them. */
+const PYTHON_RUNTIME_INSTALL = `python3 -c 'import uvicorn, starlette, cloudpickle' 2>/dev/null || { ${APT_INSTALL} ${PYTHON_RUNTIME_PACKAGES} && ${APT_CLEAN}; }`;
 
 function stageShipped(staging: string, source: BackendImageSource): void {
   mkdirSync(join(staging, 'app', '.flotilla'), { recursive: true });
@@ -297,9 +310,8 @@ export class ImageBuilder {
     const built = await this.withStaging(async (staging) => {
       this.stageRuntime(kind, join(staging, 'replica'));
       stageShipped(staging, source);
-      const lines = [`FROM ${user.image}`, ...pythonVersionCheck(source), ...this.runtimeLayer(kind)];
-      if (source.pythonVersion !== undefined) lines.splice(lines.length - 1, 0, `RUN ${PYTHON_RUNTIME_INSTALL}`);
-      writeFileSync(join(staging, 'Dockerfile'), lines.join('\n') + '\n');
+      const install = kind === 'python' ? ['USER root', ...pythonVersionCheck(source), `RUN ${PYTHON_RUNTIME_INSTALL}`] : [];
+      writeFileSync(join(staging, 'Dockerfile'), [`FROM ${user.image}`, ...install, ...this.runtimeLayer(kind)].join('\n') + '\n');
       return this.build('flotilla/backend', [{ dir: staging, prefix: '' }], source.backend);
     });
     return { ...built, ...(user.contextDigest === undefined ? {} : { contextDigest: user.contextDigest }) };
@@ -310,6 +322,11 @@ export class ImageBuilder {
     mkdirSync(dir, { recursive: true });
     if (kind === 'python') {
       copyFileSync(join(packageRoot(), 'images', 'python-replica', 'flotilla_replica.py'), join(dir, 'flotilla_replica.py'));
+      // The client package, so that user code written as for Ray (`from flotilla import serve`) imports in the replica.
+      const clientPackage = join(packageRoot(), 'python', 'flotilla');
+      if (existsSync(clientPackage)) {
+        cpSync(clientPackage, join(dir, 'flotilla'), { recursive: true, filter: (path) => !path.includes('__pycache__') });
+      }
       return;
     }
     const compiled = join(packageRoot(), 'dist', 'src', 'replica');
