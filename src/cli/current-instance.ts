@@ -4,6 +4,7 @@ import type { ConnectOptions } from '../api.js';
 import { urlOf } from '../common/checks.js';
 import { FlotillaError, isFlotillaError } from '../common/errors.js';
 import { loadConfig, setByEnvironment } from '../config/config.js';
+import { isAlive } from '../common/processes.js';
 
 /**
  * A control plane started on this machine, as `flotilla start` records it in <stateDir>/instances/<instance>.json
@@ -72,15 +73,6 @@ function readRecord(path: string): InstanceRecord | undefined {
 export function forgetInstance(stateDir: string, instance: string): void {
   const path = recordPath(stateDir, instance);
   if (readRecord(path)?.pid === process.pid) rmSync(path, { force: true });
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** The recorded instances whose process still runs, the last started first. */

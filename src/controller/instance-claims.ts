@@ -7,6 +7,7 @@ import { FlotillaError } from '../common/errors.js';
 import type { ContainerRuntime, InstanceOwner } from '../runtime/container-runtime.js';
 import { TIMING } from './constants.js';
 import { writeAll } from './state-store.js';
+import { isAlive } from '../common/processes.js';
 
 /**
  * Who runs an instance. Two claims, each by its scope: the state directory's lock file (StateDirLock, taken by the
@@ -33,15 +34,6 @@ function bootId(): string {
 
 function processStartedAt(): number {
   return Date.now() - process.uptime() * 1000 - 1000;
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**

@@ -211,7 +211,7 @@ export class DockerRuntime implements ContainerRuntime {
   /** Creates the isolated network if it is missing; one that exists must be a bridge with inter-container traffic off. */
   protected ensureNetwork(name: string): Promise<void> {
     const run = this.networkQueue.then(async () => {
-      let info = await this.inspectNetwork(name);
+      let info = await this.settleNetwork(name);
       if (info === undefined) {
         await this.docker
           .createNetwork({
@@ -224,7 +224,7 @@ export class DockerRuntime implements ContainerRuntime {
           .catch((error: unknown) => {
             if ((error as { statusCode?: number }).statusCode !== 409) throw error;
           });
-        info = await this.inspectNetwork(name);
+        info = await this.settleNetwork(name);
       }
       if (info?.Driver !== 'bridge' || info.Options?.[NO_ICC] !== 'false') {
         throw new FlotillaError(
@@ -236,6 +236,29 @@ export class DockerRuntime implements ContainerRuntime {
     });
     this.networkQueue = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * The one network of that name. The engine does not make a create atomic: control planes that start at once can each
+   * create one, and a name that matches two cannot be used. Every one of them keeps the oldest and removes the others.
+   */
+  private async settleNetwork(name: string): Promise<Docker.NetworkInspectInfo | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      const [kept, ...others] = (await this.docker.listNetworks({ filters: { name: [name] } }))
+        .filter((network) => network.Name === name)
+        .sort((a, b) => a.Created.localeCompare(b.Created) || a.Id.localeCompare(b.Id));
+      if (kept === undefined) return undefined;
+      await Promise.all(
+        others.map((other) =>
+          this.docker
+            .getNetwork(other.Id)
+            .remove()
+            .catch(() => undefined),
+        ),
+      );
+      const info = await this.inspectNetwork(kept.Id);
+      if (info !== undefined || attempt === 3) return info;
+    }
   }
 
   protected inspectNetwork(name: string): Promise<Docker.NetworkInspectInfo | undefined> {
