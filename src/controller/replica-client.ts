@@ -1,4 +1,4 @@
-import { FlotillaError, errorMessage } from '../common/errors.js';
+import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
 import { PROTOCOL, type HandlerErrorBody, type LiveConfig } from '../replica/protocol.js';
 import { replicaStatus, requestReplica } from '../dataplane/replica-request.js';
 import type { ReplicaTarget } from '../runtime/container-runtime.js';
@@ -51,7 +51,9 @@ export async function pushConfig(target: ReplicaTarget, controlSecret: string, c
     const headers = { [PROTOCOL.controlSecretHeader]: controlSecret };
     reply = await call(target, 'PUT', PROTOCOL.configPath, timeoutMs, JSON.stringify(config), headers);
   } catch (error) {
-    throw new FlotillaError('REPLICA_UNREACHABLE', `could not reconfigure a replica: ${errorMessage(error)}`, undefined, { cause: error });
+    // A replica that answered with too much answered: a refusal of the config, not a replica that cannot be reached.
+    const code = isFlotillaError(error, 'RESPONSE_TOO_LARGE') ? 'RECONFIGURE_FAILED' : 'REPLICA_UNREACHABLE';
+    throw new FlotillaError(code, `could not reconfigure a replica: ${errorMessage(error)}`, undefined, { cause: error });
   }
   if (reply.status === 200) return;
   if (reply.status === 403) {

@@ -307,7 +307,7 @@ describe('the flotilla command', () => {
     const fresh = await settings();
     const options = { ...fresh, stateDir: join(fresh.stateDir, 'not-yet-made') };
     const started = await run(process.execPath, [CLI, 'start', '--detached', '--options', JSON.stringify(options)]);
-    expect(started.stdout).toMatch(/running in the background; HTTP on http:\/\/127.0.0.1:\d+/);
+    expect(started.stdout).toMatch(/running in the background \(instance [^)]+\); HTTP on http:\/\/127.0.0.1:\d+/);
     const twice = await run(process.execPath, [CLI, 'start', '--options', JSON.stringify(options)]).catch(
       (error: { stderr: string; code: number }) => error,
     );

@@ -225,7 +225,7 @@ describe('flotilla deploy on a full machine (2 CPUs)', () => {
   it('refuses a file that does not fit even once applied, in --dry-run and in deploy, and changes nothing', async () => {
     const before = containersOf(instance);
     const tooBig = appWith('b', 3);
-    const reason = `${tooBig}:2: backends.b: replica 3 of 3 does not fit on the machine: not enough resources: a replica needs 1 CPU, 0 of 2 free`;
+    const reason = `${tooBig}:2: backends.b: replica 3 of 3 does not fit on the machine, even alone: not enough resources: a replica needs 1 CPU, 0 of 2 free`;
     const dry = promisify(execFile)(process.execPath, [
       CLI,
       'deploy',
