@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serve, type Client } from '../../src/index.js';
 import { shortId } from '../../src/common/ids.js';
 import { ROUTES } from '../../src/admin/routes.js';
-import { startFlotilla } from './harness.js';
+import { startFlotilla, deployEndpoint } from './harness.js';
 
 const agent = new Agent({ keepAlive: false });
 
@@ -84,8 +84,7 @@ describe('the admin API with admin.auth=none (the loopback opt-out)', () => {
     port = await freePort();
     own = `127.0.0.1:${port}`;
     ({ client } = await startFlotilla({ admin: { host: '127.0.0.1', port, auth: 'none' } }));
-    await client.createBackend('fuzzed', () => 'fuzzed ok');
-    await client.createEndpoint('fuzzed', { backend: 'fuzzed', route: '/fuzzed' });
+    await deployEndpoint(client, 'fuzzed', () => 'fuzzed ok');
   });
   afterAll(() => client.shutdown());
 

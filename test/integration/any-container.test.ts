@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
-import { containersOf, FIXTURES, startFlotilla } from './harness.js';
+import { containersOf, FIXTURES, startFlotilla, deployEndpoint } from './harness.js';
 
 const IMAGE = 'flotilla-test/http-server:1';
 
@@ -19,8 +19,7 @@ describe('an existing HTTP container as a backend', () => {
   afterAll(() => client.shutdown());
 
   it('is routed to, balanced, scaled and split like any backend', async () => {
-    await client.createBackend('web', 'web-server', { config: { numReplicas: 2 }, replicaOptions: web });
-    await client.createEndpoint('web', { backend: 'web', route: '/web' });
+    await deployEndpoint(client, 'web', 'web-server', { config: { numReplicas: 2 }, replicaOptions: web });
     const answers = (await Promise.all(
       Array.from({ length: 20 }, async () => (await fetch(`${client.httpUrl}/web/page`)).json()),
     )) as Array<{

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serve, type Client } from '../../src/index.js';
-import { containersOf, startFlotilla } from './harness.js';
+import { containersOf, startFlotilla, deployEndpoint } from './harness.js';
 
 class Threshold {
   private threshold = 0;
@@ -64,8 +64,7 @@ describe('userConfig and reconfigure', () => {
   afterAll(() => client.shutdown());
 
   it('reconfigures every replica in place, before traffic and after updates', async () => {
-    await client.createBackend('threshold', Threshold, { config: { numReplicas: 2, userConfig: { threshold: 0.5 } } });
-    await client.createEndpoint('threshold', { backend: 'threshold', route: '/threshold' });
+    await deployEndpoint(client, 'threshold', Threshold, { config: { numReplicas: 2, userConfig: { threshold: 0.5 } } });
     const read = async (count: number) =>
       (await Promise.all(Array.from({ length: count }, async () => (await fetch(`${client.httpUrl}/threshold`)).json()))) as Array<{
         threshold: number;
@@ -119,8 +118,7 @@ describe('batching', () => {
   afterAll(() => client.shutdown());
 
   it('hands concurrent requests to the handler in batches, each caller getting its own element', async () => {
-    await client.createBackend('batch', batchModel, { config: { maxBatchSize: 4, batchWaitTimeoutS: 0.5 } });
-    await client.createEndpoint('batch', { backend: 'batch', route: '/batch', methods: ['POST'] });
+    await deployEndpoint(client, 'batch', batchModel, { config: { maxBatchSize: 4, batchWaitTimeoutS: 0.5 } }, { methods: ['POST'] });
     const answers = await Promise.all(
       Array.from({ length: 8 }, async (_, i) => (await fetch(`${client.httpUrl}/batch`, { method: 'POST', body: `item-${i}` })).json()),
     );
@@ -132,8 +130,7 @@ describe('batching', () => {
   });
 
   it('fails every call of a batch whose result has the wrong length', async () => {
-    await client.createBackend('wrong', wrongLength, { config: { maxBatchSize: 2, batchWaitTimeoutS: 0.5 } });
-    await client.createEndpoint('wrong', { backend: 'wrong', route: '/wrong' });
+    await deployEndpoint(client, 'wrong', wrongLength, { config: { maxBatchSize: 2, batchWaitTimeoutS: 0.5 } });
     const responses = await Promise.all([fetch(`${client.httpUrl}/wrong`), fetch(`${client.httpUrl}/wrong`)]);
     expect(responses.map((r) => r.status)).toEqual([500, 500]);
     expect((await responses[0]!.json()).error.message).toMatch(/returned 1 results for a batch of 2/);
@@ -152,8 +149,13 @@ describe('backpressure, timeouts and body limits', () => {
 
   beforeAll(async () => {
     ({ client } = await startFlotilla({ http: { host: '127.0.0.1', port: 0, maxBodyBytes: 1024 } }));
-    await client.createBackend('sleeper', Sleeper, { config: { maxConcurrentQueries: 1, maxQueuedRequests: 1, requestTimeoutS: 3 } });
-    await client.createEndpoint('sleeper', { backend: 'sleeper', route: '/sleep', methods: ['GET', 'POST'] });
+    await deployEndpoint(
+      client,
+      'sleeper',
+      Sleeper,
+      { config: { maxConcurrentQueries: 1, maxQueuedRequests: 1, requestTimeoutS: 3 } },
+      { route: '/sleep', methods: ['GET', 'POST'] },
+    );
   });
   afterAll(() => client.shutdown());
 

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ControlPlane } from '../../src/control-plane.js';
 import type { Client } from '../../src/index.js';
-import { containersOf, FIXTURES, inspect, startFlotilla, testSettings } from './harness.js';
+import { containersOf, FIXTURES, inspect, startFlotilla, testSettings, deployEndpoint } from './harness.js';
 
 const BIG = 'x'.repeat(200 * 1024);
 const HTTP_IMAGE = 'flotilla-test/http-server:1';
@@ -87,8 +87,7 @@ describe('replica containers (unix transport)', () => {
   afterAll(() => client.shutdown());
 
   it('are confined: no capabilities, an init, a pids limit, a read-only root, an isolated network, no entry in Env', async () => {
-    await client.createBackend('big', Big, { initArgs: [BIG], config: { userConfig: { blob: BIG, tag: 'first' } } });
-    await client.createEndpoint('big', { backend: 'big', route: '/big' });
+    await deployEndpoint(client, 'big', Big, { initArgs: [BIG], config: { userConfig: { blob: BIG, tag: 'first' } } });
     expect(await (await fetch(`${client.httpUrl}/big`)).json()).toEqual({ arg: BIG.length, blob: BIG.length, tag: 'first' });
 
     const [id] = containersOf(instance, 'big');
@@ -163,8 +162,7 @@ describe('replica containers (unix transport)', () => {
   });
 
   it('run under an init that reaps orphaned children and passes SIGTERM on to the drain', async () => {
-    await client.createBackend('spawner', spawnsOrphan);
-    await client.createEndpoint('spawner', { backend: 'spawner', route: '/spawn' });
+    await deployEndpoint(client, 'spawner', spawnsOrphan, undefined, { route: '/spawn' });
     for (let i = 0; i < 3; i++) expect(await (await fetch(`${client.httpUrl}/spawn`)).text()).toBe('spawned');
     const [id] = containersOf(instance, 'spawner');
     expect(dockerExec(id!, 'tr "\\0" " " < /proc/1/cmdline')).toMatch(/docker-init/);
@@ -201,8 +199,7 @@ describe('replica containers (unix transport)', () => {
   });
 
   it('may have no network at all', async () => {
-    await client.createBackend('offline', () => 'offline', { replicaOptions: { network: 'none' } });
-    await client.createEndpoint('offline', { backend: 'offline', route: '/offline' });
+    await deployEndpoint(client, 'offline', () => 'offline', { replicaOptions: { network: 'none' } });
     expect(await (await fetch(`${client.httpUrl}/offline`)).text()).toBe('offline');
     const [id] = containersOf(instance, 'offline');
     expect(inspect(id!).HostConfig.NetworkMode).toBe('none');
@@ -243,8 +240,7 @@ describe('replica containers (tcp transport)', () => {
   afterAll(() => client.shutdown());
 
   it('read the entry from a mounted directory and refuse config calls without the secret', async () => {
-    await client.createBackend('big', Big, { initArgs: [BIG], config: { userConfig: { blob: BIG, tag: 'tcp' } } });
-    await client.createEndpoint('big', { backend: 'big', route: '/big' });
+    await deployEndpoint(client, 'big', Big, { initArgs: [BIG], config: { userConfig: { blob: BIG, tag: 'tcp' } } });
     expect(await (await fetch(`${client.httpUrl}/big`)).json()).toEqual({ arg: BIG.length, blob: BIG.length, tag: 'tcp' });
     const [id] = containersOf(instance, 'big');
     const settings = inspect(id!).NetworkSettings as { Ports: Record<string, Array<{ HostIp: string; HostPort: string }>> };

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serve, type Client } from '../../src/index.js';
 import { shortId } from '../../src/common/ids.js';
 import { LABELS } from '../../src/common/labels.js';
-import { connectWhenUp, containersOf, startFlotilla } from './harness.js';
+import { connectWhenUp, containersOf, startFlotilla, deployEndpoint } from './harness.js';
 import { startLoad } from './load.js';
 
 const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
@@ -59,8 +59,7 @@ describe('crash recovery', () => {
     let second: ChildProcess | undefined;
     try {
       const client = await connectWhenUp(options);
-      await client.createBackend('survivor', () => `pid ${process.pid}`, { config: { numReplicas: 2 } });
-      await client.createEndpoint('survivor', { backend: 'survivor', route: '/survivor' });
+      await deployEndpoint(client, 'survivor', () => `pid ${process.pid}`, { config: { numReplicas: 2 } });
       expect((await fetch(`${client.httpUrl}/survivor`)).status).toBe(200);
       const [crashed] = await client.listReplicas('survivor');
       execFileSync('docker', ['kill', crashed!.containerId]);
@@ -151,8 +150,7 @@ describe('a rollout across a control-plane crash', () => {
     try {
       const client = await connectWhenUp(options);
       const config = { config: { numReplicas: 3 }, replicaOptions: { numCpus: 0.25 } };
-      await client.createBackend('roller', () => 'v1', config);
-      await client.createEndpoint('roller', { backend: 'roller', route: '/roller' });
+      await deployEndpoint(client, 'roller', () => 'v1', config);
       const v1 = (await client.getBackendConfig('roller')).version;
       const rolling = client.updateBackend('roller', () => 'v2', config);
       rolling.catch(() => undefined);
@@ -212,13 +210,11 @@ describe('the remote client and admin API', () => {
         return new Uint8Array([7, 8]);
       }
     }
-    await remote.createBackend('greeter', Greeter, { initArgs: ['hi'] });
-    await remote.createEndpoint('greeter', { backend: 'greeter', route: '/greet' });
+    await deployEndpoint(remote, 'greeter', Greeter, { initArgs: ['hi'] }, { route: '/greet' });
     expect(await (await fetch(`${remote.httpUrl}/greet`)).text()).toBe('hi /greet');
     expect(await remote.getHandle('greeter').remote()).toBe('hi /greet');
     expect(await remote.getHandle('greeter').options({ methodName: 'bytes' }).remote()).toEqual(Buffer.from([7, 8]));
-    await remote.createBackend('echo', async (request: Request) => request.json());
-    await remote.createEndpoint('echo', { backend: 'echo', route: '/echo', methods: ['POST'] });
+    await deployEndpoint(remote, 'echo', async (request: Request) => request.json(), undefined, { methods: ['POST'] });
     expect(await remote.getHandle('echo').remote({ nested: [1, 'two'] })).toEqual({ nested: [1, 'two'] });
     expect(Object.keys(await remote.listBackends()).sort()).toEqual(['echo', 'greeter']);
     expect(await remote.listEndpoints()).toEqual(await local.listEndpoints());

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import type { Client } from '../../src/index.js';
-import { containersOf, FIXTURES, inspect, startFlotilla } from './harness.js';
+import { containersOf, FIXTURES, inspect, startFlotilla, deployEndpoint } from './harness.js';
 
 function handleRequest() {
   return 'hello world';
@@ -83,8 +83,7 @@ describe('replicas', () => {
   afterAll(() => client.shutdown());
 
   it('run as a non-root user with no-new-privileges, one container each', async () => {
-    await client.createBackend('whoami', () => ({ uid: process.getuid!(), host: process.env.HOSTNAME }), { config: { numReplicas: 2 } });
-    await client.createEndpoint('whoami', { backend: 'whoami', route: '/whoami' });
+    await deployEndpoint(client, 'whoami', () => ({ uid: process.getuid!(), host: process.env.HOSTNAME }), { config: { numReplicas: 2 } });
     const ids = containersOf(instance, 'whoami');
     expect(ids).toHaveLength(2);
     for (const id of ids) {
@@ -101,8 +100,7 @@ describe('replicas', () => {
   });
 
   it('scale up and down with updateBackendConfig, changing only the given keys', async () => {
-    await client.createBackend('scaled', () => process.env.HOSTNAME, { config: { maxConcurrentQueries: 7 } });
-    await client.createEndpoint('scaled', { backend: 'scaled', route: '/scaled' });
+    await deployEndpoint(client, 'scaled', () => process.env.HOSTNAME, { config: { maxConcurrentQueries: 7 } });
     await client.updateBackendConfig('scaled', { numReplicas: 3 });
     expect(await client.getBackendConfig('scaled')).toMatchObject({ numReplicas: 3, maxConcurrentQueries: 7 });
     expect(containersOf(instance, 'scaled')).toHaveLength(3);

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
 import { LABELS } from '../../src/common/labels.js';
 import { shortId } from '../../src/common/ids.js';
-import { FIXTURES, containersOf, inspect, startFlotilla } from './harness.js';
+import { FIXTURES, containersOf, inspect, startFlotilla, deployEndpoint } from './harness.js';
 
 const BASE = process.env.FLOTILLA_BASE_IMAGE ?? 'node:20-bookworm-slim';
 
@@ -257,8 +257,7 @@ describe('build context limits', () => {
     expect(containersOf(instance)).toEqual([]);
 
     writeFileSync(join(context, '.dockerignore'), 'weights.bin\n');
-    await client.createBackend('big', 'handlers/echo.js:Echo', { ...options, initArgs: ['small'] });
-    await client.createEndpoint('big', { backend: 'big', route: '/big' });
+    await deployEndpoint(client, 'big', 'handlers/echo.js:Echo', { ...options, initArgs: ['small'] });
     expect(await (await fetch(`${client.httpUrl}/big`)).json()).toMatchObject({ arg: 'small' });
     rmSync(context, { recursive: true, force: true });
   });
@@ -268,8 +267,7 @@ describe('build context limits', () => {
     cpSync(join(FIXTURES, 'my-backend'), context, { recursive: true });
     writeFileSync(join(context, '.dockerignore'), '*.log\n!keep.log\n');
     symlinkSync('/nonexistent/editor@host.4242', join(context, '.#echo.js.log'));
-    await client.createBackend('locked', 'handlers/echo.js:Echo', { replicaOptions: { runtimeEnv: { context } }, initArgs: ['lock'] });
-    await client.createEndpoint('locked', { backend: 'locked', route: '/locked' });
+    await deployEndpoint(client, 'locked', 'handlers/echo.js:Echo', { replicaOptions: { runtimeEnv: { context } }, initArgs: ['lock'] });
     expect(await (await fetch(`${client.httpUrl}/locked`)).json()).toMatchObject({ arg: 'lock' });
     rmSync(context, { recursive: true, force: true });
   });

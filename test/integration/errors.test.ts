@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import type { Client } from '../../src/index.js';
-import { containersOf, FIXTURES, startFlotilla } from './harness.js';
+import { containersOf, FIXTURES, startFlotilla, deployEndpoint } from './harness.js';
 
 class Exploding {
   constructor() {
@@ -16,8 +16,7 @@ describe('errors', () => {
 
   beforeAll(async () => {
     ({ client, instance } = await startFlotilla());
-    await client.createBackend('steady', () => 'still here');
-    await client.createEndpoint('steady', { backend: 'steady', route: '/steady' });
+    await deployEndpoint(client, 'steady', () => 'still here');
     running = containersOf(instance);
   });
   afterAll(() => client.shutdown());

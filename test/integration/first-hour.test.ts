@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { serve } from '../../src/index.js';
 import { shortId } from '../../src/common/ids.js';
-import { connectWhenUp, containersOf, startFlotilla } from './harness.js';
+import { connectWhenUp, containersOf, startFlotilla, deployEndpoint } from './harness.js';
 
 const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
 const run = promisify(execFile);
@@ -93,8 +93,7 @@ describe('the base image', () => {
     const options = await settings();
     const { output } = startProcess(options);
     const client = await connectWhenUp(options);
-    await client.createBackend('hello', () => 'hello from the picked base');
-    await client.createEndpoint('hello', { backend: 'hello', route: '/hello' });
+    await deployEndpoint(client, 'hello', () => 'hello from the picked base');
     const response = await fetch(`${client.httpUrl}/hello`);
     expect(await response.text()).toBe('hello from the picked base');
     expect(output()).toContain(`node base image ${expected}`);
@@ -187,8 +186,7 @@ describe('one control plane per instance on an engine', () => {
     const options = await settings();
     const { child } = startProcess(options);
     const first = await connectWhenUp(options);
-    await first.createBackend('kept', () => 'still here');
-    await first.createEndpoint('kept', { backend: 'kept', route: '/kept' });
+    await deployEndpoint(first, 'kept', () => 'still here');
     const containers = containersOf(options.instance);
 
     const second = { ...(await settings(options.instance)), logLevel: 'warn' as const };

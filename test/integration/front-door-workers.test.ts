@@ -8,7 +8,7 @@ import { Dispatcher } from '../../src/dataplane/dispatcher.js';
 import { FrontDoorWorkers } from '../../src/front-door/workers/front-door-workers.js';
 import { ESCAPED_EXIT_CODE } from '../../src/common/last-resort.js';
 import type { Logger } from '../../src/common/logger.js';
-import { freePort, startFlotilla } from './harness.js';
+import { freePort, startFlotilla, deployEndpoint } from './harness.js';
 
 /** Counts the calls it serves at once and remembers the most it ever served together. */
 class Counter {
@@ -47,8 +47,7 @@ describe('the front door as two worker processes', () => {
 
   beforeAll(async () => {
     ({ client } = await startFlotilla({ http: { host: '127.0.0.1', port: 0, workers: 2, headersTimeoutS: 1 } }));
-    await client.createBackend('counter', Counter, { config: { maxConcurrentQueries: 2, maxQueuedRequests: 3 } });
-    await client.createEndpoint('counter', { backend: 'counter', route: '/count' });
+    await deployEndpoint(client, 'counter', Counter, { config: { maxConcurrentQueries: 2, maxQueuedRequests: 3 } }, { route: '/count' });
   });
   afterAll(() => client.shutdown());
 
@@ -209,8 +208,7 @@ describe('front-door workers watched and kept at their number', () => {
       http: { host: '127.0.0.1', port: 0, workers: 2 },
       admin: { host: '127.0.0.1', port, auth: 'none' },
     }));
-    await client.createBackend('counter', Counter, { config: { maxConcurrentQueries: 4 } });
-    await client.createEndpoint('counter', { backend: 'counter', route: '/count' });
+    await deployEndpoint(client, 'counter', Counter, { config: { maxConcurrentQueries: 4 } }, { route: '/count' });
   });
   afterAll(() => client.shutdown());
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
-import { startFlotilla } from './harness.js';
+import { startFlotilla, deployEndpoint } from './harness.js';
 
 class Gauge {
   private inFlight = 0;
@@ -40,8 +40,7 @@ describe('the HTTP front door', () => {
     await client.createBackend('path', (request: Request) => `${request.method} ${new URL(request.url).pathname}`);
     await client.createEndpoint('a', { backend: 'path', route: '/a', methods: ['GET', 'POST'] });
     await client.createEndpoint('ab', { backend: 'path', route: '/a/b/', methods: ['PUT'] });
-    await client.createBackend('gauge', Gauge, { config: { maxConcurrentQueries: 2 } });
-    await client.createEndpoint('gauge', { backend: 'gauge', route: '/gauge' });
+    await deployEndpoint(client, 'gauge', Gauge, { config: { maxConcurrentQueries: 2 } });
   });
   afterAll(() => client.shutdown());
 

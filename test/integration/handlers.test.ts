@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
-import { startFlotilla } from './harness.js';
+import { startFlotilla, deployEndpoint } from './harness.js';
 
 class Calculator {
   private calls = 0;
@@ -20,8 +20,7 @@ describe('handlers', () => {
 
   beforeAll(async () => {
     ({ client } = await startFlotilla());
-    await client.createBackend('calc', Calculator, { initArgs: [10] });
-    await client.createEndpoint('calc', { backend: 'calc', route: '/calc', methods: ['POST'] });
+    await deployEndpoint(client, 'calc', Calculator, { initArgs: [10] }, { methods: ['POST'] });
     await client.createBackend('kinds', async (request: Request) => {
       const kind = new URL(request.url).searchParams.get('kind');
       if (kind === 'bytes') return new Uint8Array([1, 2, 3]);

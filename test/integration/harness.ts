@@ -5,7 +5,14 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
-import { serve, type Client, type StartOptions } from '../../src/index.js';
+import {
+  serve,
+  type BackendDefinition,
+  type Client,
+  type CreateBackendOptions,
+  type CreateEndpointOptions,
+  type StartOptions,
+} from '../../src/index.js';
 import { LABELS } from '../../src/common/labels.js';
 import { shortId } from '../../src/common/ids.js';
 
@@ -41,6 +48,23 @@ export async function startFlotilla(options: StartOptions = {}): Promise<Started
   started.push(settings.instance);
   const client = await serve.start(settings);
   return { client, instance: settings.instance };
+}
+
+/**
+ * The setup most tests start with: a backend and an endpoint of the same name in front of it (route `/<name>` unless
+ * `endpoint` says otherwise). Resolves with the endpoint's URL on the front door.
+ */
+export async function deployEndpoint(
+  client: Client,
+  name: string,
+  definition: BackendDefinition,
+  options?: CreateBackendOptions,
+  endpoint: Omit<CreateEndpointOptions, 'backend'> = {},
+): Promise<string> {
+  const route = endpoint.route ?? `/${name}`;
+  await client.createBackend(name, definition, options);
+  await client.createEndpoint(name, { ...endpoint, backend: name, route });
+  return `${client.httpUrl}${route}`;
 }
 
 /** Connects to a control plane started in another process, retrying until its admin API answers (30 s). */

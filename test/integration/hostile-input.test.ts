@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
 import { rawRequest, type RawAnswer } from '../unit/front-door-harness.js';
-import { startFlotilla } from './harness.js';
+import { startFlotilla, deployEndpoint } from './harness.js';
 
 class Configured {
   private config: unknown = null;
@@ -104,8 +104,7 @@ describe('the front door and handles under hostile input', () => {
   });
 
   it('takes a replica that fails connections out of rotation at once, while its container still runs', async () => {
-    await client.createBackend('pair', (request: Request) => new URL(request.url).pathname, { config: { numReplicas: 2 } });
-    await client.createEndpoint('pair', { backend: 'pair', route: '/pair' });
+    await deployEndpoint(client, 'pair', (request: Request) => new URL(request.url).pathname, { config: { numReplicas: 2 } });
     const [victim] = await client.listReplicas('pair');
     const socket = join(stateDir, 'run', instance, victim!.id, 'replica.sock');
     renameSync(socket, `${socket}.away`);

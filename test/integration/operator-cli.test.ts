@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { shortId } from '../../src/common/ids.js';
 import { runningInstances } from '../../src/cli/current-instance.js';
-import { containersOf, startFlotilla } from './harness.js';
+import { containersOf, startFlotilla, deployEndpoint } from './harness.js';
 
 const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
 const run = promisify(execFile);
@@ -126,8 +126,13 @@ describe('flotilla call and flotilla logs', () => {
       const dir = mkdtempSync(join(tmpdir(), 'flt-call-'));
       writeFileSync(join(dir, 'package.json'), '{ "type": "module" }\n');
       writeFileSync(join(dir, 'model.js'), MODEL);
-      await client.createBackend('model', 'model.js:Model', { replicaOptions: { runtimeEnv: { context: dir } } });
-      await client.createEndpoint('model', { backend: 'model', route: '/model', methods: ['GET', 'POST'] });
+      await deployEndpoint(
+        client,
+        'model',
+        'model.js:Model',
+        { replicaOptions: { runtimeEnv: { context: dir } } },
+        { methods: ['GET', 'POST'] },
+      );
       const call = (...args: string[]) => flotilla(env, 'call', ...args, '--address', address);
 
       expect(await call('model')).toMatchObject({ code: 0, stdout: 'ready', stderr: 'HTTP 200 OK\n' });

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
-import { containersOf, startFlotilla } from './harness.js';
+import { containersOf, startFlotilla, deployEndpoint } from './harness.js';
 import { startLoad } from './load.js';
 
 class Model {
@@ -25,8 +25,13 @@ describe('replicas that never lose a request', () => {
 
   beforeAll(async () => {
     ({ client, instance } = await startFlotilla());
-    await client.createBackend('model', Model, { config: { userConfig: { version: 'v1' }, gracefulShutdownTimeoutS: 10 } });
-    await client.createEndpoint('model', { backend: 'model', route: '/model', methods: ['GET', 'POST'] });
+    await deployEndpoint(
+      client,
+      'model',
+      Model,
+      { config: { userConfig: { version: 'v1' }, gracefulShutdownTimeoutS: 10 } },
+      { methods: ['GET', 'POST'] },
+    );
   });
   afterAll(() => client.shutdown());
 
@@ -106,8 +111,7 @@ describe('deleting', () => {
   it('drains on deleteEndpoint and skips the drain with deleteBackend force', async () => {
     const { client } = await startFlotilla();
     try {
-      await client.createBackend('slow', Model, { config: { gracefulShutdownTimeoutS: 1 } });
-      await client.createEndpoint('slow', { backend: 'slow', route: '/slow', methods: ['POST'] });
+      await deployEndpoint(client, 'slow', Model, { config: { gracefulShutdownTimeoutS: 1 } }, { methods: ['POST'] });
       const finishing = fetch(`${client.httpUrl}/slow?ms=700`, { method: 'POST' });
       await wait(200);
       await client.deleteEndpoint('slow');

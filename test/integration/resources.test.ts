@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
-import { containersOf, inspect, recordingEngine, startFlotilla } from './harness.js';
+import { containersOf, inspect, recordingEngine, startFlotilla, deployEndpoint } from './harness.js';
 
 const threads = () => ({ omp: process.env.OMP_NUM_THREADS, nvidia: process.env.NVIDIA_VISIBLE_DEVICES, extra: process.env.EXTRA });
 
@@ -53,8 +53,7 @@ describe('CPU and memory', () => {
   it('sets OMP_NUM_THREADS=1 and hides GPUs by default, and lets env override', async () => {
     await client.createEndpoint('limited', { backend: 'limited', route: '/limited' });
     expect(await (await fetch(`${client.httpUrl}/limited`)).json()).toEqual({ omp: '1', nvidia: 'void' });
-    await client.createBackend('threaded', threads, { replicaOptions: { numCpus: 0.5, env: { OMP_NUM_THREADS: '4', EXTRA: 'yes' } } });
-    await client.createEndpoint('threaded', { backend: 'threaded', route: '/threaded' });
+    await deployEndpoint(client, 'threaded', threads, { replicaOptions: { numCpus: 0.5, env: { OMP_NUM_THREADS: '4', EXTRA: 'yes' } } });
     expect(await (await fetch(`${client.httpUrl}/threaded`)).json()).toEqual({ omp: '4', nvidia: 'void', extra: 'yes' });
     await expect(
       client.createBackend('sneaky', threads, { replicaOptions: { env: { NVIDIA_VISIBLE_DEVICES: 'all' } } }),
@@ -82,8 +81,7 @@ describe('CPU and memory', () => {
 
   it('replaces a replica killed for exceeding its memory limit, and says so', async () => {
     await client.deleteBackend('big');
-    await client.createBackend('hog', hog, { replicaOptions: { numCpus: 0.5, memoryMb: 96 } });
-    await client.createEndpoint('hog', { backend: 'hog', route: '/hog' });
+    await deployEndpoint(client, 'hog', hog, { replicaOptions: { numCpus: 0.5, memoryMb: 96 } });
     const [before] = await client.listReplicas('hog');
     const response = await fetch(`${client.httpUrl}/hog?hog=1`, { method: 'GET', signal: AbortSignal.timeout(60_000) });
     expect(response.status).toBeGreaterThanOrEqual(500);

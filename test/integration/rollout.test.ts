@@ -7,7 +7,7 @@ import type { Client } from '../../src/index.js';
 import { renderStatus } from '../../src/cli/status.js';
 import { LABELS } from '../../src/common/labels.js';
 import { shortId } from '../../src/common/ids.js';
-import { FIXTURES, freePort, startFlotilla } from './harness.js';
+import { FIXTURES, freePort, startFlotilla, deployEndpoint } from './harness.js';
 import { startLoad } from './load.js';
 
 // The backends and steps of docs/rollout.md, run while a continuous load hits the endpoint.
@@ -153,8 +153,7 @@ describe('rolling updates (docs/rollout.md)', () => {
 
   beforeAll(async () => {
     ({ client } = await startFlotilla({ rolloutMaxSurge: 1 }));
-    await client.createBackend('greeter', greeterV1, options);
-    await client.createEndpoint('greeter', { backend: 'greeter', route: '/greeter' });
+    await deployEndpoint(client, 'greeter', greeterV1, options);
   });
   afterAll(() => client.shutdown());
 
