@@ -22,6 +22,8 @@ import { TimedRuntime } from './runtime/timed-runtime.js';
 import { ImageBuilder } from './runtime/image-builder.js';
 import { machineCapacity } from './resources/machine.js';
 import { watchNodes } from './resources/node-watch.js';
+import { HandleGateway } from './handle/handle-gateway.js';
+import { runDirOf } from './controller/launcher.js';
 
 /** The HTTP front door: served in this process, or by worker processes. */
 type FrontDoor = Pick<ProxyServer, 'listen' | 'close'>;
@@ -80,6 +82,7 @@ export class ControlPlane {
     private readonly generatedToken: string | undefined,
     private readonly claim: InstanceClaim,
     private readonly stopWatchingNodes: () => void,
+    private readonly gateway: HandleGateway,
   ) {
     this.exited = new Promise((resolve) => (this.markExited = resolve));
   }
@@ -129,10 +132,20 @@ export class ControlPlane {
     const forget = () => {
       if (generated && token !== undefined) removeToken(config.stateDir, config.instance, token);
     };
+    let gateway: HandleGateway | undefined;
     try {
       const listening = urlOf(await proxy.listen(config.http.host, config.http.port));
       const httpUrl = config.http.publicUrl === '' ? listening : config.http.publicUrl.replace(/\/+$/, '');
       const adminUrl = urlOf(await admin.listen(config.admin.host, config.admin.port));
+      gateway = new HandleGateway({
+        runDir: runDirOf(config),
+        getHandle: (endpoint, options) => client.getHandle(endpoint, options),
+        timeoutMsOf: (endpoint) => {
+          const backends = Object.keys(dispatcher.endpoint(endpoint).traffic);
+          return backends.length === 0 ? undefined : Math.max(...backends.map((name) => dispatcher.requestTimeoutMs(name) ?? Infinity));
+        },
+        logger,
+      });
       const client: LocalClient = new LocalClient(
         httpUrl,
         controller,
@@ -153,12 +166,15 @@ export class ControlPlane {
         generated ? token : undefined,
         claim,
         stopWatchingNodes,
+        gateway,
       );
       admin.serve(client, () => plane.shutdown(), { instance: config.instance, nonce: launch.nonce ?? randomUUID() }, series);
       await claim.take(adminUrl, httpUrl);
       metrics.countReplicasOf(client, dispatcher);
+      gateway.start();
       return plane;
     } catch (error) {
+      gateway?.close();
       stopWatchingNodes();
       await Promise.allSettled([proxy.close(0), admin.close(), controller.detach()]);
       forget();
@@ -180,6 +196,7 @@ export class ControlPlane {
       this.forgetToken();
       await this.claim.release();
       this.stopWatchingNodes();
+      this.gateway.close();
       this.logger.info('control plane closed; replicas keep running');
       this.markExited();
     })();
@@ -196,6 +213,7 @@ export class ControlPlane {
       this.forgetToken();
       await this.claim.release();
       this.stopWatchingNodes();
+      this.gateway.close();
       this.markExited();
     })();
     return this.closing;

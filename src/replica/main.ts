@@ -4,6 +4,7 @@ import { chmodSync, readFileSync, rmSync } from 'node:fs';
 import { Batcher } from './batcher.js';
 import { isStream, loadBackend, sendHandlerError, sendResult, toRequest, type LoadedBackend } from './handler.js';
 import { sse } from './sse.js';
+import { handlesFor, type ReplicaHandle } from './handles.js';
 import { PROTOCOL, type HealthBody, type LiveConfig, type ReplicaEntry } from './protocol.js';
 
 /**
@@ -25,8 +26,16 @@ let batchSettings = { maxBatchSize: 1, batchWaitTimeoutS: 0 };
 const BATCH_STREAM =
   'a batch handler cannot stream: batching (maxBatchSize > 1) and streaming results (async iterables) do not combine; set maxBatchSize 1 or return whole values';
 
+let handles: ((endpoint: string) => ReplicaHandle) | undefined;
+
 /** What shipped code (and import-path modules) find as the global `serve`: the helpers that run inside a replica. */
-(globalThis as { serve?: unknown }).serve ??= { sse };
+(globalThis as { serve?: unknown }).serve ??= {
+  sse,
+  getHandle: (endpoint: string): ReplicaHandle => {
+    if (handles === undefined) throw new Error('serve.getHandle is available once the replica has read its entry file');
+    return handles(endpoint);
+  },
+};
 
 class ConfigError extends Error {
   constructor(
@@ -161,6 +170,7 @@ async function main(): Promise<void> {
     const entry = JSON.parse(readFileSync(entryFile, 'utf8')) as ReplicaEntry;
     if (typeof entry.controlSecret !== 'string' || entry.controlSecret === '') throw new Error(`${entryFile} has no controlSecret`);
     controlSecret = digest(entry.controlSecret);
+    handles = handlesFor(entryFile, entry.handleToken);
     const loaded = await loadBackend(entry);
     await applyConfig(loaded, entry);
     backend = loaded;

@@ -11,6 +11,11 @@ export const PROTOCOL = {
   errorHeader: 'x-flotilla-error',
   /** Sent by the control plane on every control call (PUT configPath): the entry's controlSecret. */
   controlSecretHeader: 'x-flotilla-control-secret',
+  /** Handle calls from the replica (composition): a unix socket the control plane serves in socketDir, POST handleCallPath. */
+  handleSocketName: 'handle.sock',
+  handleCallPath: '/call',
+  /** Every handle call carries the entry's handleToken in it; the handle socket refuses anything else with 403. */
+  handleTokenHeader: 'x-flotilla-handle-token',
   socketDir: '/run/flotilla',
   socketName: 'replica.sock',
   entryName: 'entry.json',
@@ -37,6 +42,8 @@ export interface ReplicaEntry extends LiveConfig {
   initArgs: unknown[];
   /** Control calls must carry it in controlSecretHeader; anything else is refused with 403. */
   controlSecret: string;
+  /** Handle calls to handleSocketName must carry it in handleTokenHeader (composition). */
+  handleToken?: string;
 }
 
 export interface HealthBody {
