@@ -11,10 +11,12 @@ import shutil
 import subprocess
 import threading
 
+from . import _replica_handles
 from ._admin import AdminAPI, Settings
 from .client import Client
 from .config import BackendConfig
 from .errors import FlotillaError
+from .handle import ServeHandle
 
 __all__ = [
     "BackendConfig",
@@ -227,4 +229,7 @@ def shadow_traffic(endpoint_name, backend_tag, proportion):
 
 
 def get_handle(endpoint_name, missing_ok=False, sync=True):
+    """In a replica's code, the handle calls go through the replica's handle socket (composition, docs/python.md)."""
+    if _replica_handles.in_replica():
+        return ServeHandle(_replica_handles.ReplicaGateway(), endpoint_name)
     return _current().get_handle(endpoint_name, missing_ok=missing_ok, sync=sync)

@@ -1,4 +1,15 @@
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BuildInfo } from '../api.js';
@@ -300,6 +311,10 @@ export class ImageBuilder {
     mkdirSync(dir, { recursive: true });
     if (kind === 'python') {
       copyFileSync(join(packageRoot(), 'images', 'python-replica', 'flotilla_replica.py'), join(dir, 'flotilla_replica.py'));
+      cpSync(join(packageRoot(), 'python', 'flotilla'), join(dir, 'flotilla'), {
+        recursive: true,
+        filter: (path) => !path.includes('__pycache__'),
+      });
       return;
     }
     const compiled = join(packageRoot(), 'dist', 'src', 'replica');
