@@ -207,10 +207,13 @@ export interface CreateBackendOptions {
   replicaOptions?: ReplicaOptions;
 }
 
+/** What a Node handler receives: a fetch Request, with a variable route's path parameters ('/api/{username}') in `params`. */
+export type ServeRequest = Request & { readonly params: Record<string, string> };
+
 /* eslint-disable @typescript-eslint/no-explicit-any */
 /** A function, a class whose instances have `call(request)`, or 'path/in/image.js:Export'. */
 export type BackendDefinition =
-  ((request: Request) => unknown) | ((requests: Request[]) => unknown) | (new (...args: any[]) => object) | string;
+  ((request: ServeRequest) => unknown) | ((requests: ServeRequest[]) => unknown) | (new (...args: any[]) => object) | string;
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 export interface CreateEndpointOptions {

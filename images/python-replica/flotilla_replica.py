@@ -588,6 +588,7 @@ class Handler(BaseHTTPRequestHandler):
             method_name = self.headers.get(METHOD_HEADER)
             host = self.headers.get("host") or "replica"
             request = Request(self.command, f"http://{host}{path}", path, self.headers, body)
+            request.path_params = json.loads(self.headers.get("x-flotilla-path-params") or "{}")
             try:
                 batcher = replica.batcher if replica.max_batch_size > 1 and (method_name or "call") == "call" else None
                 result = batcher.submit(request) if batcher is not None else backend.call(request, method_name)

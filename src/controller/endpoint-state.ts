@@ -1,6 +1,7 @@
 import type { EndpointInfo } from '../api.js';
 import { FlotillaError } from '../common/errors.js';
 import type { EndpointRecord } from '../spec/saved-state.js';
+import { routeShape } from '../dataplane/route-table.js';
 
 /** Endpoints: their routes, traffic and shadows, and which backends they use. Changed only by the controller after a save. */
 export class EndpointState {
@@ -59,7 +60,9 @@ export class EndpointState {
   }
 
   routeOwner(route: string | null): string | undefined {
-    return route === null ? undefined : this.list().find((endpoint) => endpoint.route === route)?.name;
+    return route === null
+      ? undefined
+      : this.list().find((endpoint) => endpoint.route !== null && routeShape(endpoint.route) === routeShape(route))?.name;
   }
 
   info(): Record<string, EndpointInfo> {

@@ -10,7 +10,7 @@ import {
   type RoutedReplica,
   type RouterSettings,
 } from './replica-router.js';
-import { RouteTable, type RouteEntry } from './route-table.js';
+import { RouteTable, type RouteEntry, type RouteMatch } from './route-table.js';
 import { noMetrics, type ServingMetrics } from './serving-metrics.js';
 import { ShadowMirror } from './shadow.js';
 import { TrafficPolicy } from './traffic-policy.js';
@@ -106,7 +106,7 @@ export class Dispatcher {
     }
   }
 
-  matchRoute(path: string): RouteEntry | undefined {
+  matchRoute(path: string): RouteMatch | undefined {
     return this.routes.match(path);
   }
 

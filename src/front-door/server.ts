@@ -14,6 +14,7 @@ import { PipelineCall, startShadows } from '../dataplane/pipeline.js';
 import { ProxyEngine, type ForwardWatch } from './proxy-engine.js';
 import type { RoutedReplica } from '../dataplane/replica-router.js';
 import { isProtocolPath, parseTrustedProxies, prepareForwardHeaders, requestPath } from './request-guard.js';
+import { applyRouteHeaders, noteRouteHeaders } from './route-headers.js';
 import type { Outcome } from '../dataplane/shadow.js';
 
 export const SHARD_KEY_HEADER = 'x-serve-shard-key';
@@ -273,6 +274,7 @@ class Exchange extends PipelineCall implements ForwardWatch {
     this.body = body;
     const { req } = this;
     prepareForwardHeaders(req, body.length, this.door.trusted);
+    applyRouteHeaders(req);
     this.report = startShadows(this.door.dispatcher, this, req.url ?? '/', req.headers, body);
     this.door.engine.forward(req, this.res, replica.target, body, this);
   }
@@ -444,6 +446,7 @@ export class ProxyServer {
       sendError(res, error, { allow: route.methods.join(', ') });
       return false;
     }
+    noteRouteHeaders(req, route);
     const shardKey = req.headers[SHARD_KEY_HEADER];
     const backend = this.dispatcher.pickBackend(route.endpoint, typeof shardKey === 'string' ? shardKey : undefined);
     const exchange = new Exchange(this.door, req, res, route.endpoint, backend, method);

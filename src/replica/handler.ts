@@ -91,8 +91,23 @@ async function load(entry: ReplicaEntry): Promise<LoadedBackend> {
   };
 }
 
-/** The Request's signal aborts when the caller (the proxy) hangs up before the response is sent. */
+/** A variable route's path parameters (PROTOCOL.pathParamsHeader), {} for a route without any. */
+function pathParams(req: IncomingMessage): Record<string, string> {
+  const header = req.headers[PROTOCOL.pathParamsHeader];
+  if (typeof header !== 'string') return {};
+  try {
+    return JSON.parse(header) as Record<string, string>;
+  } catch {
+    return {};
+  }
+}
+
+/** The Request's signal aborts when the caller (the proxy) hangs up before the response is sent; `params` holds the route's path parameters. */
 export async function toRequest(req: IncomingMessage, res: ServerResponse): Promise<Request> {
+  return Object.assign(await toFetchRequest(req, res), { params: pathParams(req) });
+}
+
+async function toFetchRequest(req: IncomingMessage, res: ServerResponse): Promise<Request> {
   const hangUp = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) hangUp.abort();

@@ -7,6 +7,10 @@ export const PROTOCOL = {
   healthPath: '/-/flotilla/health',
   configPath: '/-/flotilla/config',
   methodHeader: 'x-flotilla-method',
+  /** Sent by the front door for a variable route: its path parameters as a JSON object of strings, non-ASCII as \uXXXX. */
+  pathParamsHeader: 'x-flotilla-path-params',
+  /** 'args' on a handle call that passes its own arguments: the body is {"args": [...], "kwargs": {...}} (JSON). */
+  callHeader: 'x-flotilla-call',
   /** 'handler' on a 500 whose body is a HandlerErrorBody; as a trailer of a streamed body, the failure midway (errorTrailer). */
   errorHeader: 'x-flotilla-error',
   /** Sent by the control plane on every control call (PUT configPath): the entry's controlSecret. */

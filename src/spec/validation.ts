@@ -9,6 +9,7 @@ import { PLACEMENT_CONSTRAINT } from '../resources/scheduler.js';
 import { checkRuntimeEnv, type ValidatedRuntimeEnv } from './runtime-env.js';
 import { isPlainObject } from '../common/checks.js';
 import { checked, type Issues } from '../common/issues.js';
+import { ROUTE_PARAM } from '../dataplane/route-table.js';
 
 export const DEFAULT_BACKEND_CONFIG: BackendConfig = {
   numReplicas: 1,
@@ -41,7 +42,7 @@ export const DEFAULT_AUTOSCALING_CONFIG: AutoscalingConfig = {
 export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
-const ROUTE = /^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/;
+const ROUTE = /^\/[A-Za-z0-9._~!$&'()*+,;=:@%/{}-]*$/;
 const MAX_REPLICAS = 1000;
 
 /** A value in a message: JSON, except numbers JSON cannot show (Infinity, NaN). */
@@ -98,7 +99,25 @@ function checkRoute(issues: Issues, route: unknown): string {
   }
   const normalized = route.length > 1 ? route.replace(/\/+$/, '') : route;
   if (normalized === '/-' || normalized.startsWith('/-/')) issues.add(`'${route}' is reserved for Flotilla ('/-/...')`);
+  checkRouteParams(issues, normalized);
   return normalized;
+}
+
+/** Path parameters are whole segments `{name}` (an identifier), each name once: '/api/{username}'. */
+function checkRouteParams(issues: Issues, route: string): void {
+  const names = new Set<string>();
+  for (const segment of route.split('/')) {
+    if (!segment.includes('{') && !segment.includes('}')) continue;
+    const name = ROUTE_PARAM.exec(segment)?.[1];
+    if (name === undefined) {
+      issues.add(
+        `'${route}' is invalid: a path parameter is a whole segment {name}, name a letter or '_' then letters, digits or '_' (no converters such as {id:int})`,
+      );
+    } else if (names.has(name)) {
+      issues.add(`'${route}' is invalid: the path parameter {${name}} appears twice`);
+    }
+    if (name !== undefined) names.add(name);
+  }
 }
 
 /** '/a/' and '/a' are the same route; '/-/' is reserved for Flotilla's own paths. */

@@ -42,6 +42,15 @@ describe('routes', () => {
     expect(validateRoute('/simple/')).toBe('/simple');
     expect(validateRoute('/')).toBe('/');
   });
+  it('takes path parameters as whole segments', () => {
+    expect(validateRoute('/api/{username}/')).toBe('/api/{username}');
+    expect(validateRoute('/{a}/x/{b_2}')).toBe('/{a}/x/{b_2}');
+  });
+
+  it.each(['/api/{id:int}', '/api/a{x}', '/api/{}', '/api/{1x}', '/api/{x', '/{x}/{x}'])('refuses the path parameters of %j', (route) => {
+    expect(() => validateRoute(route)).toThrow(expect.objectContaining(invalid));
+  });
+
   it.each(['simple', '', '/a b', '/a?x=1', '/a#f', '//a', '/-/routes', '/-', 7])('refuses %j', (route) => {
     expect(() => validateRoute(route)).toThrow(expect.objectContaining(invalid));
   });

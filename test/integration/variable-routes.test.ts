@@ -1,0 +1,40 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Client, ServeRequest } from '../../src/index.js';
+import { startFlotilla } from './harness.js';
+
+describe('variable routes', () => {
+  let client: Client;
+
+  beforeAll(async () => {
+    ({ client } = await startFlotilla());
+    await client.createBackend('user', (request: ServeRequest) => ({
+      params: request.params,
+      path: new URL(request.url).pathname,
+      forged: request.headers.get('x-flotilla-path-params') === '{"username":"mallory"}',
+    }));
+    await client.createEndpoint('user', { backend: 'user', route: '/api/{username}/items/{id}' });
+    await client.createBackend('admin', () => 'admin');
+    await client.createEndpoint('admin', { backend: 'admin', route: '/api/admin/items/all' });
+  }, 300_000);
+  afterAll(() => client.shutdown());
+
+  it("passes the path parameters to the handler as request.params, decoded, and never a caller's own", async () => {
+    const res = await fetch(`${client.httpUrl}/api/J%C3%BCrgen/items/7?x=1`, {
+      headers: { 'x-flotilla-path-params': '{"username":"mallory"}' },
+    });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ params: { username: 'Jürgen', id: '7' }, path: '/api/J%C3%BCrgen/items/7', forged: false });
+    expect(await (await fetch(`${client.httpUrl}/api/admin/items/all`)).text()).toBe('admin');
+    expect((await fetch(`${client.httpUrl}/api/ada/items`)).status).toBe(404);
+  });
+
+  it('refuses a route of the same shape as one taken, and a malformed parameter', async () => {
+    await client.createBackend('other', () => 'other');
+    await expect(client.createEndpoint('other', { backend: 'other', route: '/api/{name}/items/{n}' })).rejects.toMatchObject({
+      code: 'ROUTE_TAKEN',
+    });
+    await expect(client.createEndpoint('other', { backend: 'other', route: '/api/{id:int}' })).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+    });
+  });
+});
