@@ -211,9 +211,13 @@ export interface CreateBackendOptions {
 export type ServeRequest = Request & { readonly params: Record<string, string> };
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
-/** A function, a class whose instances have `call(request)`, or 'path/in/image.js:Export'. */
+/** A function, a class whose instances have `call(request)`, or 'path/in/image.js:Export'; handle arguments calls pass their own arguments. */
 export type BackendDefinition =
-  ((request: ServeRequest) => unknown) | ((requests: ServeRequest[]) => unknown) | (new (...args: any[]) => object) | string;
+  | ((request: ServeRequest) => unknown)
+  | ((requests: ServeRequest[]) => unknown)
+  | ((...args: any[]) => unknown)
+  | (new (...args: any[]) => object)
+  | string;
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 export interface CreateEndpointOptions {
@@ -328,8 +332,12 @@ export interface EventPage {
 
 export interface ServeHandle {
   readonly endpoint: string;
-  /** Calls the endpoint's backend with `body` as the request body; resolves to the handler's value. */
-  remote(body?: unknown): Promise<unknown>;
+  /**
+   * Calls the endpoint's backend with `body` as the request body; resolves to the handler's value. With two or more
+   * arguments (JSON values), the method is called with those arguments instead of a request (Ray 1.x's
+   * `handle.remote(*args)`, docs/api.md#handle-arguments).
+   */
+  remote(...args: unknown[]): Promise<unknown>;
   /**
    * Calls the endpoint's backend and yields its answer as it comes: text as strings, NDJSON as one value a line,
    * anything else as Buffers (docs/streaming.md). Leaving the loop early ends the handler's stream.

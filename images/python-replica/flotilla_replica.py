@@ -82,6 +82,14 @@ class Request:
         return f"Request({self.method} {self.path})"
 
 
+class Arguments:
+    """A handle's arguments call (x-flotilla-call: args): the method gets these instead of a request."""
+
+    def __init__(self, body):
+        call = json.loads(body.decode("utf-8") or "{}")
+        self.args, self.kwargs = call.get("args", []), call.get("kwargs", {})
+
+
 class Response:
     """A response as is: status, headers and a body (str, bytes, or a JSON-serializable value)."""
 
@@ -301,8 +309,12 @@ class LoadedBackend:
         if self.function is not None:
             if method_name not in (None, "call"):
                 raise AttributeError(f"function backend {self.name} has no method '{method_name}'; only class backends do")
-            return _resolve(self.function(request))
-        return _resolve(self._method(method_name or "call")(request))
+            target = self.function
+        else:
+            target = self._method(method_name or "call")
+        if isinstance(request, Arguments):
+            return _resolve(target(*request.args, **request.kwargs))
+        return _resolve(target(request))
 
     def streams(self):
         """Whether the batch entry point (the function, or the class's call) is a generator function, so it streams."""
@@ -589,6 +601,8 @@ class Handler(BaseHTTPRequestHandler):
             host = self.headers.get("host") or "replica"
             request = Request(self.command, f"http://{host}{path}", path, self.headers, body)
             request.path_params = json.loads(self.headers.get("x-flotilla-path-params") or "{}")
+            if self.headers.get("x-flotilla-call") == "args":
+                request = Arguments(body)
             try:
                 batcher = replica.batcher if replica.max_batch_size > 1 and (method_name or "call") == "call" else None
                 result = batcher.submit(request) if batcher is not None else backend.call(request, method_name)

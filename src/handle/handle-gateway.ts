@@ -8,6 +8,7 @@ import { errorMessage, FlotillaError, isFlotillaError } from '../common/errors.j
 import type { Logger } from '../common/logger.js';
 import { fromWire, parseWire, toWire } from '../admin/wire.js';
 import { PROTOCOL, type ReplicaEntry } from '../replica/protocol.js';
+import { handleArguments } from './handle-arguments.js';
 
 /** The bound of a handle call from a replica whose target has no requestTimeoutS, so that a cycle of calls cannot hold a slot forever. */
 export const HANDLE_CALL_TIMEOUT_S = 60;
@@ -17,6 +18,7 @@ const MAX_CALL_BYTES = 64 * 1024 * 1024;
 /** What the gateway needs of a handle: the control plane's ServeHandle. */
 export interface GatewayHandle {
   remote(input?: unknown): Promise<unknown>;
+  callArguments(args: unknown[], kwargs: Record<string, unknown>): Promise<unknown>;
 }
 
 export interface HandleGatewayDeps {
@@ -63,7 +65,10 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
   try {
     return JSON.parse(Buffer.concat(chunks).toString('utf8'));
   } catch {
-    throw new FlotillaError('INVALID_ARGUMENT', 'a handle call is a JSON object: { endpoint, input?, methodName?, shardKey? }');
+    throw new FlotillaError(
+      'INVALID_ARGUMENT',
+      'a handle call is a JSON object: { endpoint, input? or args? and kwargs?, methodName?, shardKey? }',
+    );
   }
 }
 
@@ -156,13 +161,17 @@ export class HandleGateway {
 
   private async call(body: unknown): Promise<unknown> {
     if (!isPlainObject(body) || typeof body.endpoint !== 'string') {
-      throw new FlotillaError('INVALID_ARGUMENT', 'a handle call names its endpoint: { endpoint: string, input?, methodName?, shardKey? }');
+      throw new FlotillaError(
+        'INVALID_ARGUMENT',
+        'a handle call names its endpoint: { endpoint: string, input? or args? and kwargs?, methodName?, shardKey? }',
+      );
     }
     const options: HandleOptions = {};
     if (body.methodName !== undefined) options.methodName = body.methodName as string;
     if (body.shardKey !== undefined) options.shardKey = String(body.shardKey);
     const handle = this.deps.getHandle(body.endpoint, options);
     const input = body.input === undefined ? undefined : fromWire(parseWire(body.input));
+    const argumentsCall = handleArguments(body.args, body.kwargs, body.input);
     const targetMs = this.deps.timeoutMsOf(body.endpoint);
     const boundMs = targetMs !== undefined && Number.isFinite(targetMs) ? targetMs : HANDLE_CALL_TIMEOUT_S * 1000;
     let timer: NodeJS.Timeout | undefined;
@@ -176,7 +185,9 @@ export class HandleGateway {
       );
     });
     try {
-      return await Promise.race([handle.remote(input), expired]);
+      const answer = argumentsCall === undefined ? handle.remote(input) : handle.callArguments(...argumentsCall);
+      answer.catch(() => undefined);
+      return await Promise.race([answer, expired]);
     } finally {
       clearTimeout(timer);
     }

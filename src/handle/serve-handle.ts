@@ -81,8 +81,19 @@ export class ServeHandle implements ServeHandleApi {
     return new ServeHandle(this.dispatcher, this.endpoint, { ...this.handleOptions, ...options });
   }
 
-  async remote(body?: unknown): Promise<unknown> {
+  /** Two or more arguments are an arguments call (see callArguments). */
+  async remote(...args: unknown[]): Promise<unknown> {
+    return args.length > 1 ? this.callArguments(args, {}) : this.send(args[0]);
+  }
+
+  /** Ray 1.x's handle.remote(*args, **kwargs): the method gets these JSON values instead of a request (PROTOCOL.callHeader). */
+  async callArguments(args: unknown[], kwargs: Record<string, unknown>): Promise<unknown> {
+    return this.send(argumentsBody(args, kwargs), { [PROTOCOL.callHeader]: 'args' });
+  }
+
+  private async send(body: unknown, extraHeaders: Record<string, string> = {}): Promise<unknown> {
     const { call, backend, path, headers, bytes, cancel, timeoutMs } = this.prepare(body);
+    Object.assign(headers, extraHeaders);
     const started = performance.now();
     const reportPrimary = startShadows(this.dispatcher, call, path, headers, bytes ?? Buffer.alloc(0));
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => cancel.abort(), timeoutMs);
@@ -221,6 +232,18 @@ export class ServeHandle implements ServeHandleApi {
       signal: call.signal,
     };
   }
+}
+
+function argumentsBody(args: unknown[], kwargs: Record<string, unknown>): { args: unknown[]; kwargs: Record<string, unknown> } {
+  for (const value of [...args, ...Object.values(kwargs)]) {
+    if (value instanceof Uint8Array || value instanceof ArrayBuffer || value === undefined || typeof value === 'function') {
+      throw new FlotillaError(
+        'INVALID_ARGUMENT',
+        'handle arguments travel as JSON: pass JSON values (bytes as base64 text), or one body argument',
+      );
+    }
+  }
+  return { args, kwargs };
 }
 
 function timedOut(backend: string, timeoutMs: number | undefined): FlotillaError {

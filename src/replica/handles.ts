@@ -84,8 +84,11 @@ export class ReplicaHandle {
     return new ReplicaHandle(this.socketPath, this.token, this.endpoint, { ...this.handleOptions, ...options });
   }
 
-  async remote(input?: unknown): Promise<unknown> {
-    const call = { endpoint: this.endpoint, ...this.handleOptions, ...(input === undefined ? {} : { input: toWire(input) }) };
+  /** One argument is the request body; two or more are passed to the method as they are (JSON values). */
+  async remote(...args: unknown[]): Promise<unknown> {
+    const input = args[0];
+    const body = args.length > 1 ? { args } : input === undefined ? {} : { input: toWire(input) };
+    const call = { endpoint: this.endpoint, ...this.handleOptions, ...body };
     const { status, text } = await postWhenOpen(this.socketPath, this.token, Buffer.from(JSON.stringify(call)));
     const answer = JSON.parse(text) as { output?: WireValue; error?: { code: string; message: string } };
     if (status !== 200 || answer.output === undefined) {

@@ -104,6 +104,19 @@ async function serveConfig(req: IncomingMessage, res: ServerResponse, loaded: Lo
   }
 }
 
+/** The positional arguments of an arguments call; JavaScript has no keyword arguments, so any is refused. */
+function argumentsOf(body: unknown): unknown[] {
+  const { args = [], kwargs = {} } = (body ?? {}) as { args?: unknown; kwargs?: Record<string, unknown> };
+  if (!Array.isArray(args)) throw new TypeError(`${PROTOCOL.callHeader}: args needs a body {"args": [...], "kwargs": {...}}`);
+  const names = Object.keys(kwargs);
+  if (names.length > 0) {
+    throw new TypeError(
+      `a Node backend takes positional arguments only, not keyword arguments (${names.join(', ')}): pass them in an object`,
+    );
+  }
+  return args;
+}
+
 function digest(value: string): Buffer {
   return createHash('sha256').update(value).digest();
 }
@@ -135,6 +148,10 @@ async function serveRequest(req: IncomingMessage, res: ServerResponse): Promise<
   try {
     const methodHeader = req.headers[PROTOCOL.methodHeader];
     const methodName = typeof methodHeader === 'string' ? methodHeader : undefined;
+    if (req.headers[PROTOCOL.callHeader] === 'args') {
+      const result = await backend.callArguments(argumentsOf(await readJson(req)), methodName);
+      return await sendResult(res, result, (error) => log('stream_error', { message: messageOf(error) }));
+    }
     const request = await toRequest(req, res);
     const batch = batchSettings.maxBatchSize > 1 && (methodName ?? 'call') === 'call' ? batcher : undefined;
     const result = await (batch ? batch.submit(request) : backend.call(request, methodName));

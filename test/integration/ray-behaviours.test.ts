@@ -1,8 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client, ServeRequest } from '../../src/index.js';
 import { startFlotilla } from './harness.js';
+import type { ServeHandle } from '../../src/handle/serve-handle.js';
 
-describe('variable routes', () => {
+class Calculator {
+  call(request: ServeRequest) {
+    return `called with ${request.method}`;
+  }
+  add(a: number, b: number) {
+    return a + b;
+  }
+}
+
+describe("Ray 1.x's routes and handle calls", () => {
   let client: Client;
 
   beforeAll(async () => {
@@ -15,6 +25,10 @@ describe('variable routes', () => {
     await client.createEndpoint('user', { backend: 'user', route: '/api/{username}/items/{id}' });
     await client.createBackend('admin', () => 'admin');
     await client.createEndpoint('admin', { backend: 'admin', route: '/api/admin/items/all' });
+    await client.createBackend('calc', Calculator);
+    await client.createEndpoint('calc', { backend: 'calc' });
+    await client.createBackend('multiply', (a: number, b: number) => a * b);
+    await client.createEndpoint('multiply', { backend: 'multiply' });
   }, 300_000);
   afterAll(() => client.shutdown());
 
@@ -26,6 +40,18 @@ describe('variable routes', () => {
     expect(await res.json()).toEqual({ params: { username: 'Jürgen', id: '7' }, path: '/api/J%C3%BCrgen/items/7', forged: false });
     expect(await (await fetch(`${client.httpUrl}/api/admin/items/all`)).text()).toBe('admin');
     expect((await fetch(`${client.httpUrl}/api/ada/items`)).status).toBe(404);
+  });
+
+  it('passes two or more handle arguments to the method as they are, and refuses keyword arguments to a Node backend', async () => {
+    expect(await client.getHandle('calc').remote('body')).toBe('called with POST');
+    expect(await client.getHandle('calc').options({ methodName: 'add' }).remote(2, 3)).toBe(5);
+    expect(await client.getHandle('multiply').remote(6, 7)).toBe(42);
+    const handle = client.getHandle('calc').options({ methodName: 'add' }) as ServeHandle;
+    await expect(handle.callArguments([1], { b: 2 })).rejects.toMatchObject({
+      code: 'HANDLER_ERROR',
+      message: expect.stringContaining('keyword'),
+    });
+    await expect(handle.remote(1, new Uint8Array([1]))).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
   });
 
   it('refuses a route of the same shape as one taken, and a malformed parameter', async () => {
