@@ -226,6 +226,8 @@ export interface CreateEndpointOptions {
   route?: string;
   /** Default ['GET']. */
   methods?: string[];
+  /** HTTP callers may choose a class method with X-SERVE-CALL-METHOD (Ray 1.x); off by default, refused with 400 then. */
+  allowCallMethod?: boolean;
 }
 
 export interface EndpointInfo {
@@ -233,6 +235,8 @@ export interface EndpointInfo {
   methods: string[];
   traffic: Record<string, number>;
   shadows: Record<string, number>;
+  /** Present (true) only when the endpoint lets HTTP callers choose a method with X-SERVE-CALL-METHOD. */
+  allowCallMethod?: true;
 }
 
 export interface HandleOptions {

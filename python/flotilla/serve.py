@@ -208,8 +208,9 @@ def delete_backend(backend_tag, force=False):
     _current().delete_backend(backend_tag, force)
 
 
-def create_endpoint(endpoint_name, *, backend=None, route=None, methods=("GET",)):
-    _current().create_endpoint(endpoint_name, backend=backend, route=route, methods=methods)
+def create_endpoint(endpoint_name, *, backend=None, route=None, methods=("GET",), allow_call_method=False):
+    """allow_call_method: HTTP callers may choose a class method with X-SERVE-CALL-METHOD (off by default)."""
+    _current().create_endpoint(endpoint_name, backend=backend, route=route, methods=methods, allow_call_method=allow_call_method)
 
 
 def list_endpoints():

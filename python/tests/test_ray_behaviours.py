@@ -50,3 +50,21 @@ def test_handle_calls_with_positional_and_keyword_arguments(flotilla_client, url
     serve.create_backend("chained", chained, ray_actor_options={"num_cpus": 0.1})
     serve.create_endpoint("chained", backend="chained", route="/chained")
     assert requests.get(url("/chained")).json() == 30
+
+
+class Greeter:
+    def __call__(self, request):
+        return "call"
+
+    def other_method(self, request):
+        return "other"
+
+
+def test_x_serve_call_method_only_where_the_endpoint_allows_it(flotilla_client, url):
+    serve.create_backend("greeter", Greeter, ray_actor_options={"num_cpus": 0.1})
+    serve.create_endpoint("greeter", backend="greeter", route="/greeter", allow_call_method=True)
+    serve.create_endpoint("greeter-closed", backend="greeter", route="/greeter-closed")
+    assert requests.get(url("/greeter")).text == "call"
+    assert requests.get(url("/greeter"), headers={"X-SERVE-CALL-METHOD": "other_method"}).text == "other"
+    refused = requests.get(url("/greeter-closed"), headers={"X-SERVE-CALL-METHOD": "other_method"})
+    assert refused.status_code == 400 and "allowCallMethod" in refused.json()["error"]["message"]

@@ -231,7 +231,11 @@ export class AdminServer {
         'POST',
         /^\/api\/endpoints$/,
         async ({ body }) => {
-          const { name: endpoint, ...options } = fields(body, ['name', 'backend', 'route', 'methods'], ['name', 'backend']);
+          const { name: endpoint, ...options } = fields(
+            body,
+            ['name', 'backend', 'route', 'methods', 'allowCallMethod'],
+            ['name', 'backend'],
+          );
           await client.createEndpoint(text(endpoint, 'name'), options as never);
         },
       ],

@@ -34,7 +34,7 @@ export type DeployStep =
       inPlace?: boolean;
     }
   | { op: 'deleteEndpoint'; endpoint: string; route: string | null; recreate: boolean }
-  | { op: 'createEndpoint'; endpoint: string; backend: string; route: string | null; methods: string[] }
+  | { op: 'createEndpoint'; endpoint: string; backend: string; route: string | null; methods: string[]; allowCallMethod?: true }
   | { op: 'setTraffic'; endpoint: string; traffic: Record<string, number>; previous: Record<string, number> }
   | { op: 'shadowTraffic'; endpoint: string; backend: string; proportion: number; previous: number }
   | { op: 'deleteBackend'; backend: string };
@@ -157,12 +157,23 @@ export function planDeploy(desired: AppSpec, current: CurrentState, options: Pla
   }
   for (const [name, spec] of Object.entries(desired.endpoints)) {
     let running = current.endpoints[name];
-    if (running !== undefined && (running.route !== spec.route || !sameMethods(running.methods, spec.methods))) {
+    if (
+      running !== undefined &&
+      (running.route !== spec.route || !sameMethods(running.methods, spec.methods) || running.allowCallMethod !== spec.allowCallMethod)
+    ) {
       endpointDeletes.push({ op: 'deleteEndpoint', endpoint: name, route: running.route, recreate: true });
       running = undefined;
     }
     if (running === undefined) {
-      endpointCreates.push({ op: 'createEndpoint', endpoint: name, backend: spec.backend, route: spec.route, methods: spec.methods });
+      const { allowCallMethod } = spec;
+      endpointCreates.push({
+        op: 'createEndpoint',
+        endpoint: name,
+        backend: spec.backend,
+        route: spec.route,
+        methods: spec.methods,
+        ...(allowCallMethod ? { allowCallMethod } : {}),
+      });
       running = { route: spec.route, methods: spec.methods, traffic: { [spec.backend]: 1 }, shadows: {} };
     }
     if (!same(running.traffic, spec.traffic))
@@ -255,6 +266,7 @@ async function run(client: Client, step: DeployStep): Promise<void> {
         backend: step.backend,
         methods: step.methods,
         ...(step.route === null ? {} : { route: step.route }),
+        ...(step.allowCallMethod ? { allowCallMethod: true } : {}),
       });
     case 'setTraffic':
       return client.setTraffic(step.endpoint, step.traffic);

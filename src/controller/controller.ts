@@ -565,7 +565,7 @@ export class Controller {
   createEndpoint(name: string, options: CreateEndpointOptions): Promise<void> {
     return this.change(() => {
       validateName(name, 'endpoint');
-      const { backend, route, methods } = validateEndpointOptions(options);
+      const { backend, route, methods, allowCallMethod } = validateEndpointOptions(options);
       if (this.endpoints.has(name))
         throw new FlotillaError('ENDPOINT_EXISTS', `endpoint '${name}' already exists; delete it or choose another name`);
       if (!this.isLive(backend)) {
@@ -576,7 +576,14 @@ export class Controller {
       }
       const owner = this.endpoints.routeOwner(route);
       if (owner !== undefined) throw new FlotillaError('ROUTE_TAKEN', `route '${route}' is already served by endpoint '${owner}'`);
-      const record: EndpointRecord = { name, route, methods, traffic: { [backend]: 1 }, shadows: {} };
+      const record: EndpointRecord = {
+        name,
+        route,
+        methods,
+        traffic: { [backend]: 1 },
+        shadows: {},
+        ...(allowCallMethod ? { allowCallMethod } : {}),
+      };
       this.save(this.savedBackends(), this.endpoints.with(record));
       this.endpoints.set(record);
       this.log.info('endpoint created', { endpoint: name, route, backend });

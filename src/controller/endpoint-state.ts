@@ -67,11 +67,11 @@ export class EndpointState {
 
   info(): Record<string, EndpointInfo> {
     return Object.fromEntries(
-      this.list().map((e) => [e.name, { route: e.route, methods: [...e.methods], traffic: { ...e.traffic }, shadows: { ...e.shadows } }]),
+      this.list().map(({ name, ...e }) => [name, { ...e, methods: [...e.methods], traffic: { ...e.traffic }, shadows: { ...e.shadows } }]),
     );
   }
 
   routing(): EndpointRecord[] {
-    return this.list().map(({ name, route, methods, traffic, shadows }) => ({ name, route, methods, traffic, shadows }));
+    return this.list().map((e) => ({ ...e }));
   }
 }

@@ -86,7 +86,9 @@ export class Dispatcher {
     const previous = this.endpoints;
     this.endpoints = new Map(snapshot.endpoints.map((routing) => [routing.name, { routing, policy: new TrafficPolicy(routing.traffic) }]));
     this.routes = new RouteTable(
-      snapshot.endpoints.flatMap(({ name, route, methods }) => (route === null ? [] : [{ endpoint: name, route, methods }])),
+      snapshot.endpoints.flatMap(({ name, route, methods, allowCallMethod }) =>
+        route === null ? [] : [{ endpoint: name, route, methods, ...(allowCallMethod ? { allowCallMethod } : {}) }],
+      ),
     );
     for (const name of previous.keys()) if (!this.endpoints.has(name)) this.shadows.dropEndpoint(name);
     this.backends = new Map(snapshot.backends.map((backend) => [backend.name, backend]));

@@ -2,6 +2,8 @@ export interface RouteEntry {
   endpoint: string;
   route: string;
   methods: string[];
+  /** HTTP callers may choose a class method with X-SERVE-CALL-METHOD. */
+  allowCallMethod?: true;
 }
 
 /** A route that matched a path, with the values of its path parameters ('/api/{username}' on '/api/ada': { username: 'ada' }). */

@@ -389,8 +389,10 @@ export function validateBackendOptions(options: unknown): ValidatedBackendOption
   return checked((issues) => checkBackendOptions(issues, options));
 }
 
-function checkEndpointOptions(issues: Issues, options: unknown): { backend: string; route: string | null; methods: string[] } {
-  const value = objectWith(issues, options, ['backend', 'route', 'methods'], 'createEndpoint options') as
+type ValidatedEndpointOptions = { backend: string; route: string | null; methods: string[]; allowCallMethod?: true };
+
+function checkEndpointOptions(issues: Issues, options: unknown): ValidatedEndpointOptions {
+  const value = objectWith(issues, options, ['backend', 'route', 'methods', 'allowCallMethod'], 'createEndpoint options') as
     Partial<CreateEndpointOptions> | undefined;
   if (value === undefined) return { backend: '', route: null, methods: [] };
   if (value.backend === undefined) issues.add('is required: the name of the backend that serves the endpoint', 'backend');
@@ -398,10 +400,21 @@ function checkEndpointOptions(issues: Issues, options: unknown): { backend: stri
     backend: value.backend === undefined ? '' : checkName(issues.at('backend'), value.backend, 'backend'),
     route: value.route === undefined ? null : checkRoute(issues.at('route'), value.route),
     methods: checkMethods(issues.at('methods'), value.methods),
+    ...(checkAllowCallMethod(issues.at('allowCallMethod'), value.allowCallMethod) ? { allowCallMethod: true as const } : {}),
   };
 }
 
-export function validateEndpointOptions(options: unknown): { backend: string; route: string | null; methods: string[] } {
+function checkAllowCallMethod(issues: Issues, allow: unknown): boolean {
+  if (allow !== undefined && typeof allow !== 'boolean') issues.add(`must be true or false, got ${shown(allow)}`);
+  return allow === true;
+}
+
+/** allowCallMethod: true or false, or absent. */
+export function validateAllowCallMethod(allow: unknown): boolean {
+  return checked((issues) => checkAllowCallMethod(issues, allow), 'allowCallMethod');
+}
+
+export function validateEndpointOptions(options: unknown): ValidatedEndpointOptions {
   return checked((issues) => checkEndpointOptions(issues, options));
 }
 

@@ -10,6 +10,9 @@ class Calculator {
   add(a: number, b: number) {
     return a + b;
   }
+  describe(request: ServeRequest) {
+    return `describe with ${request.method}`;
+  }
 }
 
 describe("Ray 1.x's routes and handle calls", () => {
@@ -26,7 +29,8 @@ describe("Ray 1.x's routes and handle calls", () => {
     await client.createBackend('admin', () => 'admin');
     await client.createEndpoint('admin', { backend: 'admin', route: '/api/admin/items/all' });
     await client.createBackend('calc', Calculator);
-    await client.createEndpoint('calc', { backend: 'calc' });
+    await client.createEndpoint('calc', { backend: 'calc', route: '/calc', methods: ['GET', 'POST'], allowCallMethod: true });
+    await client.createEndpoint('closed', { backend: 'calc', route: '/closed' });
     await client.createBackend('multiply', (a: number, b: number) => a * b);
     await client.createEndpoint('multiply', { backend: 'multiply' });
   }, 300_000);
@@ -52,6 +56,20 @@ describe("Ray 1.x's routes and handle calls", () => {
       message: expect.stringContaining('keyword'),
     });
     await expect(handle.remote(1, new Uint8Array([1]))).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  });
+
+  it('lets HTTP callers choose a method with X-SERVE-CALL-METHOD only where the endpoint allows it', async () => {
+    const chosen = await fetch(`${client.httpUrl}/calc`, { method: 'POST', headers: { 'X-SERVE-CALL-METHOD': 'describe' } });
+    expect(await chosen.text()).toBe('describe with POST');
+    expect(await (await fetch(`${client.httpUrl}/calc`)).text()).toBe('called with GET');
+    const refused = await fetch(`${client.httpUrl}/closed`, { headers: { 'X-SERVE-CALL-METHOD': 'describe' } });
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toMatchObject({
+      error: { code: 'INVALID_ARGUMENT', message: expect.stringContaining('allowCallMethod') },
+    });
+    expect((await fetch(`${client.httpUrl}/calc`, { headers: { 'X-SERVE-CALL-METHOD': 'no such' } })).status).toBe(400);
+    expect((await client.listEndpoints()).calc).toMatchObject({ allowCallMethod: true });
+    expect((await client.listEndpoints()).closed).not.toHaveProperty('allowCallMethod');
   });
 
   it('refuses a route of the same shape as one taken, and a malformed parameter', async () => {
