@@ -87,6 +87,8 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
  */
 export class HandleGateway {
   private readonly seats = new Map<string, Seat>();
+  /** Directories whose entry has no handleToken (replicas started before composition): not read again. */
+  private readonly tokenless = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: HandleGatewayDeps) {}
@@ -107,9 +109,10 @@ export class HandleGateway {
     }
     for (const name of names) {
       const hostDir = join(this.deps.runDir, name);
-      if (this.seats.has(hostDir)) continue;
+      if (this.seats.has(hostDir) || this.tokenless.has(hostDir)) continue;
       const token = tokenOf(hostDir);
       if (token !== undefined) this.open(hostDir, token);
+      else if (existsSync(join(hostDir, PROTOCOL.entryName))) this.tokenless.add(hostDir);
     }
     for (const [hostDir, seat] of this.seats) {
       if (!existsSync(join(hostDir, PROTOCOL.entryName))) {
