@@ -8,7 +8,7 @@ import { PROTOCOL } from '../../src/replica/protocol.js';
 import { startFlotilla } from './harness.js';
 
 /** What shipped code finds as the global `serve` in a Node replica. */
-declare const serve: { getHandle(endpoint: string): { remote(input?: unknown): Promise<unknown> } };
+declare const serve: { getHandle(endpoint: string): { remote(...args: unknown[]): Promise<unknown> } };
 
 function postToSocket(socketPath: string, headers: Record<string, string>, body: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -48,6 +48,18 @@ describe('composition: a replica calls another endpoint through a handle', () =>
       { config: { maxConcurrentQueries: 1, requestTimeoutS: 3 } },
     );
     await client.createEndpoint('loop', { backend: 'loop', route: '/loop' });
+    await client.createBackend(
+      'narrow',
+      async (request: Request) => {
+        if (request.headers.get('host') === 'serve-handle') return 'inner call served';
+        return serve
+          .getHandle('narrow')
+          .remote()
+          .catch((error: { code?: string }) => `inner call refused: ${error.code}`);
+      },
+      { config: { maxConcurrentQueries: 1, maxQueuedRequests: 0 } },
+    );
+    await client.createEndpoint('narrow', { backend: 'narrow', route: '/narrow' });
   }, 300_000);
   afterAll(() => client.shutdown());
 
@@ -64,6 +76,10 @@ describe('composition: a replica calls another endpoint through a handle', () =>
       expect(res.status).toBeGreaterThanOrEqual(500);
       expect(await res.text()).toContain('REQUEST_TIMEOUT');
     }
+  });
+
+  it("counts a replica's calls against the target's limits: a call to itself finds its only slot taken and no queue", async () => {
+    expect(await (await fetch(`${client.httpUrl}/narrow`)).text()).toBe('inner call refused: QUEUE_FULL');
   });
 
   it("refuses a call without the replica's token or with a forged one", async () => {
