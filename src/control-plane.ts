@@ -22,7 +22,7 @@ import { TimedRuntime } from './runtime/timed-runtime.js';
 import { ImageBuilder } from './runtime/image-builder.js';
 import { machineCapacity } from './resources/machine.js';
 import { watchNodes } from './resources/node-watch.js';
-import { HandleGateway } from './handle/handle-gateway.js';
+import { HANDLE_CALL_TIMEOUT_S, HandleGateway } from './handle/handle-gateway.js';
 import { runDirOf } from './controller/launcher.js';
 
 /** The HTTP front door: served in this process, or by worker processes. */
@@ -139,11 +139,7 @@ export class ControlPlane {
       const adminUrl = urlOf(await admin.listen(config.admin.host, config.admin.port));
       gateway = new HandleGateway({
         runDir: runDirOf(config),
-        getHandle: (endpoint, options) => client.getHandle(endpoint, options),
-        timeoutMsOf: (endpoint) => {
-          const backends = Object.keys(dispatcher.endpoint(endpoint).traffic);
-          return backends.length === 0 ? undefined : Math.max(...backends.map((name) => dispatcher.requestTimeoutMs(name) ?? Infinity));
-        },
+        getHandle: (endpoint, options) => client.getHandle(endpoint, options, HANDLE_CALL_TIMEOUT_S * 1000),
         logger,
       });
       const client: LocalClient = new LocalClient(

@@ -24,9 +24,8 @@ export interface GatewayHandle {
 export interface HandleGatewayDeps {
   /** The instance's run directory: one directory per protocol replica, bind-mounted at /run/flotilla. */
   runDir: string;
+  /** A handle whose calls end after the target's requestTimeoutS, or HANDLE_CALL_TIMEOUT_S when it has none. */
   getHandle(endpoint: string, options: HandleOptions): GatewayHandle;
-  /** The target backend's requestTimeoutS in ms, when it has one. */
-  timeoutMsOf(endpoint: string): number | undefined;
   logger: Logger;
 }
 
@@ -175,24 +174,6 @@ export class HandleGateway {
     const handle = this.deps.getHandle(body.endpoint, options);
     const input = body.input === undefined ? undefined : fromWire(parseWire(body.input));
     const argumentsCall = handleArguments(body.args, body.kwargs, body.input);
-    const targetMs = this.deps.timeoutMsOf(body.endpoint);
-    const boundMs = targetMs !== undefined && Number.isFinite(targetMs) ? targetMs : HANDLE_CALL_TIMEOUT_S * 1000;
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new FlotillaError('REQUEST_TIMEOUT', `endpoint '${body.endpoint}' did not answer the handle call within ${boundMs / 1000} s`),
-          ),
-        boundMs,
-      );
-    });
-    try {
-      const answer = argumentsCall === undefined ? handle.remote(input) : handle.callArguments(...argumentsCall);
-      answer.catch(() => undefined);
-      return await Promise.race([answer, expired]);
-    } finally {
-      clearTimeout(timer);
-    }
+    return argumentsCall === undefined ? handle.remote(input) : handle.callArguments(...argumentsCall);
   }
 }

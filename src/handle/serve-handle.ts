@@ -62,11 +62,15 @@ const METHOD_NAME = /^[A-Za-z_$][A-Za-z0-9_$]{0,127}$/;
  * retries, shadows, timeouts), but straight to the replica.
  */
 export class ServeHandle implements ServeHandleApi {
-  /** Throws INVALID_ARGUMENT for a methodName that is not an identifier (it travels in a header). */
+  /**
+   * Throws INVALID_ARGUMENT for a methodName that is not an identifier (it travels in a header). `defaultTimeoutMs`
+   * bounds calls to a backend without requestTimeoutS (handle calls from replicas, so that a cycle ends).
+   */
   constructor(
     private readonly dispatcher: Dispatcher,
     readonly endpoint: string,
     private readonly handleOptions: HandleOptions = {},
+    private readonly defaultTimeoutMs?: number,
   ) {
     const { methodName } = handleOptions;
     if (methodName !== undefined && (typeof methodName !== 'string' || !METHOD_NAME.test(methodName))) {
@@ -78,7 +82,7 @@ export class ServeHandle implements ServeHandleApi {
   }
 
   options(options: HandleOptions): ServeHandle {
-    return new ServeHandle(this.dispatcher, this.endpoint, { ...this.handleOptions, ...options });
+    return new ServeHandle(this.dispatcher, this.endpoint, { ...this.handleOptions, ...options }, this.defaultTimeoutMs);
   }
 
   /** Two or more arguments are an arguments call (see callArguments). */
@@ -219,7 +223,8 @@ export class ServeHandle implements ServeHandleApi {
     if (this.handleOptions.methodName !== undefined) headers[PROTOCOL.methodHeader] = this.handleOptions.methodName;
     const cancel = new AbortController();
     const call = { endpoint: this.endpoint, backend, method: bytes === undefined ? 'GET' : 'POST', signal: cancel.signal };
-    return { call, backend, path: routing.route ?? '/', headers, bytes, cancel, timeoutMs: this.dispatcher.requestTimeoutMs(backend) };
+    const timeoutMs = this.dispatcher.requestTimeoutMs(backend) ?? this.defaultTimeoutMs;
+    return { call, backend, path: routing.route ?? '/', headers, bytes, cancel, timeoutMs };
   }
 
   private replicaRequest(call: Call, path: string, headers: EncodedBody['headers'], bytes: Buffer | undefined): ReplicaRequest {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HandleGateway, type GatewayHandle } from '../../src/handle/handle-gateway.js';
 import { PROTOCOL } from '../../src/replica/protocol.js';
+import { FlotillaError } from '../../src/common/errors.js';
 import { silentLogger } from './fakes/fake-runtime.js';
 
 function post(socketPath: string, headers: Record<string, string>, body: unknown): Promise<{ status: number; body: unknown }> {
@@ -24,18 +25,18 @@ describe('HandleGateway', () => {
   const hostDir = join(runDir, 'r1');
   const socketPath = join(hostDir, PROTOCOL.handleSocketName);
   const calls: unknown[] = [];
-  let timeoutMs: number | undefined;
   const handle: GatewayHandle = {
     remote: async (input) => {
       calls.push({ input });
-      return input === 'hang' ? new Promise(() => undefined) : { echoed: input };
+      if (input === 'slow') throw new FlotillaError('REQUEST_TIMEOUT', 'no answer in time');
+      return { echoed: input };
     },
     callArguments: async (args, kwargs) => {
       calls.push({ args, kwargs });
       return args.length;
     },
   };
-  const gateway = new HandleGateway({ runDir, getHandle: () => handle, timeoutMsOf: () => timeoutMs, logger: silentLogger });
+  const gateway = new HandleGateway({ runDir, getHandle: () => handle, logger: silentLogger });
   mkdirSync(hostDir);
   writeFileSync(join(hostDir, PROTOCOL.entryName), JSON.stringify({ handleToken: 'right' }));
   gateway.scan();
@@ -43,7 +44,6 @@ describe('HandleGateway', () => {
 
   afterEach(() => {
     calls.length = 0;
-    timeoutMs = undefined;
   });
 
   it("calls the endpoint with the replica's token, and refuses a missing or forged one without calling", async () => {
@@ -62,14 +62,13 @@ describe('HandleGateway', () => {
     expect(calls).toEqual([]);
   });
 
-  it('refuses a malformed call and ends one that does not answer with REQUEST_TIMEOUT', async () => {
+  it("refuses a malformed call and answers the call's own error with its status", async () => {
     expect(await post(socketPath, token, { input: { json: 1 } })).toMatchObject({
       status: 400,
       body: { error: { code: 'INVALID_ARGUMENT' } },
     });
     expect(await post(socketPath, token, { endpoint: 'm', input: { json: 1 }, args: [] })).toMatchObject({ status: 400 });
-    timeoutMs = 50;
-    expect(await post(socketPath, token, { endpoint: 'm', input: { text: 'hang' } })).toMatchObject({
+    expect(await post(socketPath, token, { endpoint: 'm', input: { text: 'slow' } })).toMatchObject({
       status: 504,
       body: { error: { code: 'REQUEST_TIMEOUT' } },
     });
