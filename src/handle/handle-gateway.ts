@@ -13,7 +13,7 @@ import { handleArguments } from './handle-arguments.js';
 /** The bound of a handle call from a replica whose target has no requestTimeoutS, so that a cycle of calls cannot hold a slot forever. */
 export const HANDLE_CALL_TIMEOUT_S = 60;
 const SCAN_MS = 200;
-const MAX_CALL_BYTES = 64 * 1024 * 1024;
+const MAX_CALL_BYTES = 16 * 1024 * 1024;
 
 /** What the gateway needs of a handle: the control plane's ServeHandle. */
 export interface GatewayHandle {
