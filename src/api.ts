@@ -207,10 +207,17 @@ export interface CreateBackendOptions {
   replicaOptions?: ReplicaOptions;
 }
 
+/** What a Node handler receives: a fetch Request, with a variable route's path parameters ('/api/{username}') in `params`. */
+export type ServeRequest = Request & { readonly params: Record<string, string> };
+
 /* eslint-disable @typescript-eslint/no-explicit-any */
-/** A function, a class whose instances have `call(request)`, or 'path/in/image.js:Export'. */
+/** A function, a class whose instances have `call(request)`, or 'path/in/image.js:Export'; handle arguments calls pass their own arguments. */
 export type BackendDefinition =
-  ((request: Request) => unknown) | ((requests: Request[]) => unknown) | (new (...args: any[]) => object) | string;
+  | ((request: ServeRequest) => unknown)
+  | ((requests: ServeRequest[]) => unknown)
+  | ((...args: any[]) => unknown)
+  | (new (...args: any[]) => object)
+  | string;
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 export interface CreateEndpointOptions {
@@ -219,6 +226,8 @@ export interface CreateEndpointOptions {
   route?: string;
   /** Default ['GET']. */
   methods?: string[];
+  /** HTTP callers may choose a class method with X-SERVE-CALL-METHOD (Ray 1.x); off by default, refused with 400 then. */
+  allowCallMethod?: boolean;
 }
 
 export interface EndpointInfo {
@@ -226,6 +235,8 @@ export interface EndpointInfo {
   methods: string[];
   traffic: Record<string, number>;
   shadows: Record<string, number>;
+  /** Present (true) only when the endpoint lets HTTP callers choose a method with X-SERVE-CALL-METHOD. */
+  allowCallMethod?: true;
 }
 
 export interface HandleOptions {
@@ -325,8 +336,12 @@ export interface EventPage {
 
 export interface ServeHandle {
   readonly endpoint: string;
-  /** Calls the endpoint's backend with `body` as the request body; resolves to the handler's value. */
-  remote(body?: unknown): Promise<unknown>;
+  /**
+   * Calls the endpoint's backend with `body` as the request body; resolves to the handler's value. With two or more
+   * arguments (JSON values), the method is called with those arguments instead of a request (Ray 1.x's
+   * `handle.remote(*args)`, docs/api.md#handle-arguments).
+   */
+  remote(...args: unknown[]): Promise<unknown>;
   /**
    * Calls the endpoint's backend and yields its answer as it comes: text as strings, NDJSON as one value a line,
    * anything else as Buffers (docs/streaming.md). Leaving the loop early ends the handler's stream.

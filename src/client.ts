@@ -99,9 +99,10 @@ export class LocalClient implements Client {
     if (!this.controller.hasEndpoint(endpoint)) throw new FlotillaError('ENDPOINT_NOT_FOUND', `endpoint '${endpoint}' does not exist`);
     return this.shadowStats(endpoint);
   }
-  getHandle(endpoint: string, options: HandleOptions = {}): ServeHandle {
+  /** `defaultTimeoutMs`: see ServeHandle (handle calls from replicas). */
+  getHandle(endpoint: string, options: HandleOptions = {}, defaultTimeoutMs?: number): ServeHandle {
     if (!this.controller.hasEndpoint(endpoint)) throw new FlotillaError('ENDPOINT_NOT_FOUND', `endpoint '${endpoint}' does not exist`);
-    return new ServeHandle(this.dispatcher, endpoint, options);
+    return new ServeHandle(this.dispatcher, endpoint, options, defaultTimeoutMs);
   }
   async listEvents(query?: EventQuery): Promise<EventPage> {
     return this.events.list(query);

@@ -25,6 +25,8 @@ import { TimedRuntime } from './runtime/timed-runtime.js';
 import { ImageBuilder } from './runtime/image-builder.js';
 import { machineCapacity } from './resources/machine.js';
 import { watchNodes } from './resources/node-watch.js';
+import { HANDLE_CALL_TIMEOUT_S, HandleGateway } from './handle/handle-gateway.js';
+import { runDirOf } from './controller/launcher.js';
 
 /** How long one metrics render serves the scrapes that follow it. */
 const METRICS_REUSE_MS = 1_000;
@@ -88,6 +90,7 @@ export class ControlPlane {
     private readonly generatedToken: string | undefined,
     private readonly claim: EngineClaim,
     private readonly stopWatchingNodes: () => void,
+    private readonly gateway: HandleGateway,
   ) {
     this.exited = new Promise((resolve) => (this.markExited = resolve));
   }
@@ -145,10 +148,16 @@ export class ControlPlane {
     const forget = () => {
       if (generated && token !== undefined) removeToken(config.stateDir, config.instance, token);
     };
+    let gateway: HandleGateway | undefined;
     try {
       const listening = urlOf(await proxy.listen(config.http.host, config.http.port));
       const httpUrl = config.http.publicUrl === '' ? listening : config.http.publicUrl.replace(/\/+$/, '');
       const adminUrl = urlOf(await admin.listen(config.admin.host, config.admin.port));
+      gateway = new HandleGateway({
+        runDir: runDirOf(config),
+        getHandle: (endpoint, options) => client.getHandle(endpoint, options, HANDLE_CALL_TIMEOUT_S * 1000),
+        logger,
+      });
       const client: LocalClient = new LocalClient(
         httpUrl,
         controller,
@@ -169,14 +178,17 @@ export class ControlPlane {
         generated ? token : undefined,
         claim,
         stopWatchingNodes,
+        gateway,
       );
       const frontDoor = { workers: () => workers?.serving() ?? { serving: 1, configured: 1 }, renderMetrics: render };
       if (launch.record === true) recordInstance({ instance: config.instance, adminUrl, httpUrl, stateDir: config.stateDir });
       admin.serve(client, () => plane.shutdown(), { instance: config.instance, nonce: launch.nonce ?? randomUUID() }, series, frontDoor);
       await claim.record(adminUrl, httpUrl);
       metrics.countReplicasOf(client, dispatcher);
+      gateway.start();
       return plane;
     } catch (error) {
+      gateway?.close();
       stopWatchingNodes();
       await Promise.allSettled([proxy.close(0), admin.close(), controller.detach()]);
       await claim.release();
@@ -212,6 +224,7 @@ export class ControlPlane {
       this.forgetStoredFiles();
       await this.claim.release();
       this.stopWatchingNodes();
+      this.gateway.close();
       this.logger.info('control plane closed; replicas keep running');
       this.markExited();
     })();
@@ -228,6 +241,7 @@ export class ControlPlane {
       this.forgetStoredFiles();
       await this.claim.release();
       this.stopWatchingNodes();
+      this.gateway.close();
       this.markExited();
     })();
     return this.closing;

@@ -6,6 +6,7 @@ import { sse } from './replica/sse.js';
 export const serve = { start, connect, acceptBatch, sse };
 
 export type {
+  ServeRequest,
   AutoscalingConfig,
   AutoscalingDecision,
   AutoscalingStatus,

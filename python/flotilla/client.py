@@ -51,12 +51,14 @@ class Client:
         """Flotilla's own: each replica's state, restarts, last error and placement."""
         return self._admin.call("GET", f"/api/backends/{_quoted(backend_tag)}/replicas")
 
-    def create_endpoint(self, endpoint_name, *, backend=None, route=None, methods=("GET",)):
+    def create_endpoint(self, endpoint_name, *, backend=None, route=None, methods=("GET",), allow_call_method=False):
         if backend is None:
             raise FlotillaError("INVALID_ARGUMENT", f"create_endpoint('{endpoint_name}') needs backend=, the backend to serve it", 400)
         body = {"name": endpoint_name, "backend": backend, "methods": [str(m).upper() for m in methods]}
         if route is not None:
             body["route"] = route
+        if allow_call_method:
+            body["allowCallMethod"] = True
         self._admin.call("POST", "/api/endpoints", body)
 
     def list_endpoints(self):

@@ -3,12 +3,12 @@
 import asyncio
 import base64
 import concurrent.futures
+import json
 import threading
 import urllib.parse
 
 from .errors import FlotillaError
 
-_NO_INPUT = object()
 _pool = None
 _pool_lock = threading.Lock()
 
@@ -94,17 +94,20 @@ class ServeHandle:
             shard_key if shard_key is not None else self.shard_key,
         )
 
-    def remote(self, request_data=_NO_INPUT, **kwargs):
-        if kwargs:
-            raise FlotillaError(
-                "INVALID_ARGUMENT",
-                f"handle.remote() takes one argument, the request body; keyword arguments ({', '.join(kwargs)}) are not "
-                "supported: pass a dict instead",
-                400,
-            )
+    def remote(self, *args, **kwargs):
+        """One argument is the request body (the handler gets a request); two or more, or keyword arguments, are passed
+        to the method as they are (Ray 1.x's handle.remote(*args, **kwargs)), as JSON values."""
         body = {}
-        if request_data is not _NO_INPUT:
-            body["input"] = to_wire(request_data)
+        if len(args) > 1 or kwargs:
+            try:
+                json.dumps([args, kwargs], allow_nan=False)
+            except (TypeError, ValueError) as error:
+                raise FlotillaError(
+                    "INVALID_ARGUMENT", f"handle arguments travel as JSON, and these cannot ({error}): pass JSON values", 400
+                ) from None
+            body["args"], body["kwargs"] = list(args), kwargs
+        elif args:
+            body["input"] = to_wire(args[0])
         if self.method_name is not None:
             body["methodName"] = self.method_name
         if self.shard_key is not None:

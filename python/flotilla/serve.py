@@ -11,10 +11,12 @@ import shutil
 import subprocess
 import threading
 
+from . import _replica_handles
 from ._admin import AdminAPI, Settings
 from .client import Client
 from .config import BackendConfig
 from .errors import FlotillaError
+from .handle import ServeHandle
 
 __all__ = [
     "BackendConfig",
@@ -206,8 +208,9 @@ def delete_backend(backend_tag, force=False):
     _current().delete_backend(backend_tag, force)
 
 
-def create_endpoint(endpoint_name, *, backend=None, route=None, methods=("GET",)):
-    _current().create_endpoint(endpoint_name, backend=backend, route=route, methods=methods)
+def create_endpoint(endpoint_name, *, backend=None, route=None, methods=("GET",), allow_call_method=False):
+    """allow_call_method: HTTP callers may choose a class method with X-SERVE-CALL-METHOD (off by default)."""
+    _current().create_endpoint(endpoint_name, backend=backend, route=route, methods=methods, allow_call_method=allow_call_method)
 
 
 def list_endpoints():
@@ -227,4 +230,7 @@ def shadow_traffic(endpoint_name, backend_tag, proportion):
 
 
 def get_handle(endpoint_name, missing_ok=False, sync=True):
+    """In a replica's code, the handle calls go through the replica's handle socket (composition, docs/python.md)."""
+    if _replica_handles.in_replica():
+        return ServeHandle(_replica_handles.ReplicaGateway(), endpoint_name)
     return _current().get_handle(endpoint_name, missing_ok=missing_ok, sync=sync)

@@ -8,6 +8,7 @@ import { parseShippable } from '../spec/definition.js';
 import type { ContainerRuntime } from '../runtime/container-runtime.js';
 import { LOG_LIMITS, replicaLogs } from './replica-logs.js';
 import { fromWire, parseWire, toWire } from './wire.js';
+import { handleArguments } from '../handle/handle-arguments.js';
 import { invalid, listenOn } from '../common/checks.js';
 import { systemClock, type Clock } from '../common/clock.js';
 import { DashboardAccess } from './dashboard-access.js';
@@ -190,12 +191,16 @@ export class AdminServer {
     const name = (call: Call, index = 0) => decodeName(call.params[index] ?? '');
     /** The handle and decoded input of a handle call (`/call` and `/stream` take the same body). */
     const handleCall = (call: Call) => {
-      const { input, methodName, shardKey } = fields(call.body, ['input', 'methodName', 'shardKey']);
+      const { input, methodName, shardKey, args, kwargs } = fields(call.body, ['input', 'methodName', 'shardKey', 'args', 'kwargs']);
       const options = {
         ...(methodName === undefined ? {} : { methodName: text(methodName, 'methodName') }),
         ...(shardKey === undefined ? {} : { shardKey: text(shardKey, 'shardKey') }),
       };
-      return { handle: client.getHandle(name(call), options), input: input === undefined ? undefined : fromWire(parseWire(input)) };
+      return {
+        handle: client.getHandle(name(call), options),
+        input: input === undefined ? undefined : fromWire(parseWire(input)),
+        argumentsCall: handleArguments(args, kwargs, input),
+      };
     };
     const handlers: Record<RouteName, Handler> = {
       health: async () => ({ status: 'ok', httpUrl: client.httpUrl, ...identity, ...frontDoorHealth(frontDoor) }),
@@ -218,7 +223,11 @@ export class AdminServer {
       builds: () => client.listBuilds(),
       listEndpoints: () => client.listEndpoints(),
       createEndpoint: async ({ body }) => {
-        const { name: endpoint, ...options } = fields(body, ['name', 'backend', 'route', 'methods'], ['name', 'backend']);
+        const { name: endpoint, ...options } = fields(
+          body,
+          ['name', 'backend', 'route', 'methods', 'allowCallMethod'],
+          ['name', 'backend'],
+        );
         await client.createEndpoint(text(endpoint, 'name'), options as never);
       },
       deleteEndpoint: (call) => client.deleteEndpoint(name(call)),
@@ -243,11 +252,12 @@ export class AdminServer {
       overview: () => overview(client, identity),
       events: ({ query }) => client.listEvents({ since: whole(query, 'since'), limit: whole(query, 'limit') }),
       call: async (call) => {
-        const { handle, input } = handleCall(call);
-        return toWire(await handle.remote(input));
+        const { handle, input, argumentsCall } = handleCall(call);
+        return toWire(await (argumentsCall === undefined ? handle.remote(input) : handle.callArguments(...argumentsCall)));
       },
       stream: async (call) => {
-        const { handle, input } = handleCall(call);
+        const { handle, input, argumentsCall } = handleCall(call);
+        if (argumentsCall !== undefined) throw invalid('a streamed handle call takes input, not args or kwargs');
         await this.streamCall(await handle.openStream(input), call.res);
       },
       shutdown: async ({ res }) => {

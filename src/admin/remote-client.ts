@@ -148,11 +148,12 @@ class RemoteServeHandle implements ServeHandle {
     return new RemoteServeHandle(this.call, this.endpoint, { ...this.handleOptions, ...options });
   }
 
-  async remote(body?: unknown): Promise<unknown> {
-    const input = body === undefined ? undefined : toWire(body);
+  async remote(...args: unknown[]): Promise<unknown> {
+    const body = args[0];
+    const input = args.length > 1 ? { args } : { input: body === undefined ? undefined : toWire(body) };
     const result = await this.call<WireValue>(ROUTES.call, {
       params: [this.endpoint],
-      body: { input, ...this.handleOptions },
+      body: { ...input, ...this.handleOptions },
     });
     return fromWire(result);
   }

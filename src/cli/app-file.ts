@@ -8,6 +8,7 @@ import { toShippable } from '../spec/definition.js';
 import {
   validateBackendOptions,
   validateMethods,
+  validateAllowCallMethod,
   validateName,
   validateProportion,
   validateRoute,
@@ -42,6 +43,7 @@ export interface EndpointSpec {
   methods: string[];
   traffic: Record<string, number>;
   shadows: Record<string, number>;
+  allowCallMethod?: true;
 }
 
 /** The whole desired state an app file describes. */
@@ -64,7 +66,7 @@ type Part = 'key' | 'value';
 
 const ROOT_KEYS = ['backends', 'endpoints'];
 const BACKEND_KEYS = ['import', 'runtimeEnv', 'initArgs', 'config', 'replicaOptions'];
-const ENDPOINT_KEYS = ['backend', 'route', 'methods', 'traffic', 'shadows'];
+const ENDPOINT_KEYS = ['backend', 'route', 'methods', 'traffic', 'shadows', 'allowCallMethod'];
 
 /** Where an issue of createBackend's options is in an app file's backend: runtimeEnv sits beside replicaOptions there. */
 function backendPath(path: readonly PathItem[]): PathItem[] {
@@ -318,6 +320,7 @@ function checkEndpoint(checker: Checker, name: string, value: unknown, backends:
   const route =
     value.route === undefined || value.route === null ? null : checker.check([...path, 'route'], () => validateRoute(value.route));
   const methods = checker.check([...path, 'methods'], () => validateMethods(value.methods));
+  const allowCallMethod = checker.check([...path, 'allowCallMethod'], () => validateAllowCallMethod(value.allowCallMethod));
 
   let traffic: Record<string, number> | undefined;
   if (value.traffic !== undefined) {
@@ -344,6 +347,7 @@ function checkEndpoint(checker: Checker, name: string, value: unknown, backends:
     methods: methods as string[],
     traffic: weights,
     shadows,
+    ...(allowCallMethod === true ? { allowCallMethod } : {}),
   };
 }
 

@@ -28,7 +28,7 @@ export type DeployStep =
       inPlace?: boolean;
     }
   | { op: 'deleteEndpoint'; endpoint: string; route: string | null; recreate: boolean }
-  | { op: 'createEndpoint'; endpoint: string; backend: string; route: string | null; methods: string[] }
+  | { op: 'createEndpoint'; endpoint: string; backend: string; route: string | null; methods: string[]; allowCallMethod?: true }
   | { op: 'setTraffic'; endpoint: string; traffic: Record<string, number>; previous: Record<string, number> }
   | { op: 'shadowTraffic'; endpoint: string; backend: string; proportion: number; previous: number }
   | { op: 'deleteBackend'; backend: string };

@@ -114,12 +114,23 @@ export function planDeploy(desired: AppSpec, current: CurrentState, options: Pla
   }
   for (const [name, spec] of Object.entries(desired.endpoints)) {
     let running = current.endpoints[name];
-    if (running !== undefined && (running.route !== spec.route || !sameMethods(running.methods, spec.methods))) {
+    if (
+      running !== undefined &&
+      (running.route !== spec.route || !sameMethods(running.methods, spec.methods) || running.allowCallMethod !== spec.allowCallMethod)
+    ) {
       endpointDeletes.push({ op: 'deleteEndpoint', endpoint: name, route: running.route, recreate: true });
       running = undefined;
     }
     if (running === undefined) {
-      endpointCreates.push({ op: 'createEndpoint', endpoint: name, backend: spec.backend, route: spec.route, methods: spec.methods });
+      const { allowCallMethod } = spec;
+      endpointCreates.push({
+        op: 'createEndpoint',
+        endpoint: name,
+        backend: spec.backend,
+        route: spec.route,
+        methods: spec.methods,
+        ...(allowCallMethod ? { allowCallMethod } : {}),
+      });
       running = { route: spec.route, methods: spec.methods, traffic: { [spec.backend]: 1 }, shadows: {} };
     }
     if (!same(running.traffic, spec.traffic))
@@ -212,6 +223,7 @@ async function run(client: Client, step: DeployStep): Promise<void> {
         backend: step.backend,
         methods: step.methods,
         ...(step.route === null ? {} : { route: step.route }),
+        ...(step.allowCallMethod ? { allowCallMethod: true } : {}),
       });
     case 'setTraffic':
       return client.setTraffic(step.endpoint, step.traffic);

@@ -1,6 +1,7 @@
 import type { EndpointInfo } from '../api.js';
 import { FlotillaError } from '../common/errors.js';
 import type { EndpointRecord } from '../spec/saved-state.js';
+import { routeShape } from '../spec/routes.js';
 import { validateEndpointOptions, validateName, validateProportion, validateTraffic } from '../spec/validation.js';
 
 /** Whether a backend exists and is not being deleted. */
@@ -46,14 +47,14 @@ export class EndpointState {
   /** A new endpoint, checked against these and the live backends: to save, then set. */
   creating(name: string, options: unknown, isLive: IsLive): EndpointRecord {
     validateName(name, 'endpoint');
-    const { backend, route, methods } = validateEndpointOptions(options);
+    const { backend, route, methods, allowCallMethod } = validateEndpointOptions(options);
     if (this.has(name)) throw new FlotillaError('ENDPOINT_EXISTS', `endpoint '${name}' already exists; delete it or choose another name`);
     if (!isLive(backend)) {
       throw new FlotillaError('BACKEND_NOT_FOUND', `endpoint '${name}' names backend '${backend}', which does not exist; create it first`);
     }
     const owner = this.routeOwner(route);
     if (owner !== undefined) throw new FlotillaError('ROUTE_TAKEN', `route '${route}' is already served by endpoint '${owner}'`);
-    return { name, route, methods, traffic: { [backend]: 1 }, shadows: {} };
+    return { name, route, methods, traffic: { [backend]: 1 }, shadows: {}, ...(allowCallMethod ? { allowCallMethod } : {}) };
   }
 
   /** The endpoint with new traffic weights, checked: to save, then set. */
@@ -115,16 +116,18 @@ export class EndpointState {
   }
 
   routeOwner(route: string | null): string | undefined {
-    return route === null ? undefined : this.list().find((endpoint) => endpoint.route === route)?.name;
+    return route === null
+      ? undefined
+      : this.list().find((endpoint) => endpoint.route !== null && routeShape(endpoint.route) === routeShape(route))?.name;
   }
 
   info(): Record<string, EndpointInfo> {
     return Object.fromEntries(
-      this.list().map((e) => [e.name, { route: e.route, methods: [...e.methods], traffic: { ...e.traffic }, shadows: { ...e.shadows } }]),
+      this.list().map(({ name, ...e }) => [name, { ...e, methods: [...e.methods], traffic: { ...e.traffic }, shadows: { ...e.shadows } }]),
     );
   }
 
   routing(): EndpointRecord[] {
-    return this.list().map(({ name, route, methods, traffic, shadows }) => ({ name, route, methods, traffic, shadows }));
+    return this.list().map((e) => ({ ...e }));
   }
 }

@@ -21,7 +21,8 @@ export function prepareReplicaFiles(hostDir: string, entry: Omit<ReplicaEntry, '
   const file = join(hostDir, PROTOCOL.entryName);
   mkdirSync(hostDir, { recursive: true, mode: 0o700 });
   chmodSync(dirname(hostDir), 0o700);
-  writeFileSync(file, JSON.stringify({ ...entry, controlSecret } satisfies ReplicaEntry), { mode: 0o600, flag: 'wx' });
+  const handleToken = randomBytes(32).toString('base64url');
+  writeFileSync(file, JSON.stringify({ ...entry, controlSecret, handleToken } satisfies ReplicaEntry), { mode: 0o600, flag: 'wx' });
   if (ownUid === 0) {
     chownSync(file, uid, gid);
     chownSync(hostDir, uid, gid);

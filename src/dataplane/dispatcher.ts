@@ -10,7 +10,7 @@ import {
   type RoutedReplica,
   type RouterSettings,
 } from './replica-router.js';
-import { RouteTable, type RouteEntry } from './route-table.js';
+import { RouteTable, type RouteEntry, type RouteMatch } from './route-table.js';
 import { noMetrics, type ServingMetrics } from './serving-metrics.js';
 import { ShadowMirror } from './shadow.js';
 import { TrafficPolicy } from './traffic-policy.js';
@@ -90,7 +90,9 @@ export class Dispatcher {
     const previous = this.endpoints;
     this.endpoints = new Map(snapshot.endpoints.map((routing) => [routing.name, { routing, policy: new TrafficPolicy(routing.traffic) }]));
     this.routes = new RouteTable(
-      snapshot.endpoints.flatMap(({ name, route, methods }) => (route === null ? [] : [{ endpoint: name, route, methods }])),
+      snapshot.endpoints.flatMap(({ name, route, methods, allowCallMethod }) =>
+        route === null ? [] : [{ endpoint: name, route, methods, ...(allowCallMethod ? { allowCallMethod } : {}) }],
+      ),
     );
     for (const name of previous.keys()) if (!this.endpoints.has(name)) this.shadows.dropEndpoint(name);
     this.backends = new Map(snapshot.backends.map((backend) => [backend.name, backend]));
@@ -110,7 +112,7 @@ export class Dispatcher {
     }
   }
 
-  matchRoute(path: string): RouteEntry | undefined {
+  matchRoute(path: string): RouteMatch | undefined {
     return this.routes.match(path);
   }
 

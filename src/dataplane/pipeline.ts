@@ -214,8 +214,9 @@ export class CallScope {
   private timer: NodeJS.Timeout | undefined;
   private leaveEndpoint: (() => void) | undefined;
 
-  constructor(dispatcher: Dispatcher, endpoint: string, backend: string, target: TimesOut) {
-    this.timeoutMs = dispatcher.requestTimeoutMs(backend);
+  /** `defaultTimeoutMs` bounds a call to a backend without requestTimeoutS (a handle call from a replica, so that a cycle ends). */
+  constructor(dispatcher: Dispatcher, endpoint: string, backend: string, target: TimesOut, defaultTimeoutMs?: number) {
+    this.timeoutMs = dispatcher.requestTimeoutMs(backend) ?? defaultTimeoutMs;
     if (this.timeoutMs !== undefined) this.timer = setTimeout(fire, this.timeoutMs, target, this.timeoutMs);
     this.leaveEndpoint = dispatcher.endpointRequests.enter(endpoint);
   }

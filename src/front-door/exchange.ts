@@ -10,6 +10,7 @@ import type { RoutedReplica } from '../dataplane/replica-router.js';
 import type { Outcome } from '../dataplane/shadow.js';
 import { readBody, type BodyBudget } from './body.js';
 import type { ForwardWatch, ProxyEngine } from './proxy-engine.js';
+import { applyRouteHeaders } from './route-headers.js';
 import { prepareForwardHeaders } from './request-guard.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -188,6 +189,7 @@ export class Exchange extends PipelineCall implements ForwardWatch, TimesOut {
     this.body = body;
     const { req } = this;
     prepareForwardHeaders(req, body.length, this.door.trusted);
+    applyRouteHeaders(req);
     const hold = () => this.door.budget.holdForShadow(body.length);
     this.report = startShadows(this.door.dispatcher, this, req.url ?? '/', req.headers, body, hold);
     this.door.engine.forward(req, this.res, replica.target, body, this);

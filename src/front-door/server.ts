@@ -11,6 +11,7 @@ import type { Dispatcher } from '../dataplane/dispatcher.js';
 import { Exchange, type Door, type FrontDoorSettings } from './exchange.js';
 import { ProxyEngine } from './proxy-engine.js';
 import { isProtocolPath, parseTrustedProxies, requestPath } from './request-guard.js';
+import { noteRouteHeaders } from './route-headers.js';
 
 export const SHARD_KEY_HEADER = 'x-serve-shard-key';
 /** How long a connection whose body was refused keeps reading (and dropping) it, so the client sees the answer before the close. */
@@ -243,6 +244,7 @@ export class ProxyServer {
       sendError(res, error, { allow: route.methods.join(', ') });
       return false;
     }
+    noteRouteHeaders(req, route);
     const shardKey = req.headers[SHARD_KEY_HEADER];
     const backend = this.dispatcher.pickBackend(route.endpoint, typeof shardKey === 'string' ? shardKey : undefined);
     const exchange = new Exchange(this.door, req, res, route.endpoint, backend, method);

@@ -83,11 +83,15 @@ const METHOD_NAME = /^[A-Za-z_$][A-Za-z0-9_$]{0,127}$/;
  * retries, shadows, timeouts), but straight to the replica.
  */
 export class ServeHandle implements ServeHandleApi {
-  /** Throws INVALID_ARGUMENT for a methodName that is not an identifier (it travels in a header). */
+  /**
+   * Throws INVALID_ARGUMENT for a methodName that is not an identifier (it travels in a header). `defaultTimeoutMs`
+   * bounds calls to a backend without requestTimeoutS (handle calls from replicas, so that a cycle ends).
+   */
   constructor(
     private readonly dispatcher: Dispatcher,
     readonly endpoint: string,
     private readonly handleOptions: HandleOptions = {},
+    private readonly defaultTimeoutMs?: number,
   ) {
     const { methodName } = handleOptions;
     if (methodName !== undefined && (typeof methodName !== 'string' || !METHOD_NAME.test(methodName))) {
@@ -99,11 +103,21 @@ export class ServeHandle implements ServeHandleApi {
   }
 
   options(options: HandleOptions): ServeHandle {
-    return new ServeHandle(this.dispatcher, this.endpoint, { ...this.handleOptions, ...options });
+    return new ServeHandle(this.dispatcher, this.endpoint, { ...this.handleOptions, ...options }, this.defaultTimeoutMs);
   }
 
-  async remote(body?: unknown): Promise<unknown> {
-    const { call, backend, path, headers, bytes, cancel, scope, reportPrimary } = this.begin(body);
+  /** Two or more arguments are an arguments call (see callArguments). */
+  async remote(...args: unknown[]): Promise<unknown> {
+    return args.length > 1 ? this.callArguments(args, {}) : this.send(args[0]);
+  }
+
+  /** Ray 1.x's handle.remote(*args, **kwargs): the method gets these JSON values instead of a request (PROTOCOL.callHeader). */
+  async callArguments(args: unknown[], kwargs: Record<string, unknown>): Promise<unknown> {
+    return this.send(argumentsBody(args, kwargs), { [PROTOCOL.callHeader]: 'args' });
+  }
+
+  private async send(body: unknown, extraHeaders: Record<string, string> = {}): Promise<unknown> {
+    const { call, backend, path, headers, bytes, cancel, scope, reportPrimary } = this.begin(body, extraHeaders);
     let reply: ReplicaReply | undefined;
     try {
       reply = await sendWithRetries(this.dispatcher, call, (replica) =>
@@ -209,7 +223,7 @@ export class ServeHandle implements ServeHandleApi {
   }
 
   /** A call's start: its backend picked, its body encoded, its shadows started, its scope (endpoint count, requestTimeoutS) entered. */
-  private begin(body: unknown) {
+  private begin(body: unknown, extraHeaders: Record<string, string> = {}) {
     const routing = this.dispatcher.endpoint(this.endpoint);
     const backend = this.dispatcher.pickBackend(this.endpoint, this.handleOptions.shardKey);
     const { headers, bytes } = encodeBody(body);
@@ -218,8 +232,9 @@ export class ServeHandle implements ServeHandleApi {
     const cancel = new AbortController();
     const call = { endpoint: this.endpoint, backend, method: bytes === undefined ? 'GET' : 'POST', signal: cancel.signal };
     const path = routing.route ?? '/';
+    Object.assign(headers, extraHeaders);
     const reportPrimary = startShadows(this.dispatcher, call, path, headers, bytes ?? Buffer.alloc(0));
-    const scope = new CallScope(this.dispatcher, this.endpoint, backend, { timedOut: () => cancel.abort() });
+    const scope = new CallScope(this.dispatcher, this.endpoint, backend, { timedOut: () => cancel.abort() }, this.defaultTimeoutMs);
     return { call, backend, path, headers, bytes, cancel, scope, reportPrimary };
   }
 
@@ -233,6 +248,18 @@ export class ServeHandle implements ServeHandleApi {
       signal: call.signal,
     };
   }
+}
+
+function argumentsBody(args: unknown[], kwargs: Record<string, unknown>): { args: unknown[]; kwargs: Record<string, unknown> } {
+  for (const value of [...args, ...Object.values(kwargs)]) {
+    if (value instanceof Uint8Array || value instanceof ArrayBuffer || value === undefined || typeof value === 'function') {
+      throw new FlotillaError(
+        'INVALID_ARGUMENT',
+        'handle arguments travel as JSON: pass JSON values (bytes as base64 text), or one body argument',
+      );
+    }
+  }
+  return { args, kwargs };
 }
 
 function timedOut(backend: string, timeoutMs: number | undefined): FlotillaError {

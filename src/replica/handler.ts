@@ -9,6 +9,8 @@ export interface LoadedBackend {
   /** Whether the batch entry point (the function, or the class's call) is an async generator function, so it streams. */
   streams: boolean;
   call(request: Request, methodName: string | undefined): Promise<unknown>;
+  /** A handle's arguments call (PROTOCOL.callHeader): the method gets these values instead of a request. */
+  callArguments(args: unknown[], methodName: string | undefined): Promise<unknown>;
   callBatch(requests: Request[]): Promise<unknown>;
   reconfigure: ((userConfig: unknown) => Promise<void>) | undefined;
 }
@@ -57,6 +59,7 @@ export async function loadBackend(entry: ReplicaEntry): Promise<LoadedBackend> {
   return {
     ...loaded,
     call: (request, methodName) => explainShipped(entry, () => loaded.call(request, methodName)),
+    callArguments: (args, methodName) => explainShipped(entry, () => loaded.callArguments(args, methodName)),
     callBatch: (requests) => explainShipped(entry, () => loaded.callBatch(requests)),
     reconfigure: reconfigure && ((userConfig) => explainShipped(entry, () => reconfigure(userConfig))),
   };
@@ -84,30 +87,53 @@ async function load(entry: ReplicaEntry): Promise<LoadedBackend> {
       acceptsBatch,
       streams: isAsyncGenerator(instance.call),
       call: async (request, methodName) => method(methodName ?? 'call')(request),
+      callArguments: async (args, methodName) => method(methodName ?? 'call')(...args),
       callBatch: async (requests) => method('call')(requests),
       reconfigure:
         typeof instance.reconfigure === 'function' ? async (userConfig) => void (await method('reconfigure')(userConfig)) : undefined,
     };
   }
-  const fn = exported as (input: unknown) => unknown;
+  const fn = exported as (...input: unknown[]) => unknown;
   const name = fn.name || 'the backend function';
+  const onlyCall = (methodName: string | undefined): void => {
+    if (methodName !== undefined && methodName !== 'call') {
+      throw new Error(`function backend ${name} has no method '${methodName}'; only class backends do`);
+    }
+  };
   return {
     name,
     acceptsBatch,
     streams: isAsyncGenerator(fn),
     call: async (request, methodName) => {
-      if (methodName !== undefined && methodName !== 'call') {
-        throw new Error(`function backend ${name} has no method '${methodName}'; only class backends do`);
-      }
+      onlyCall(methodName);
       return fn(request);
+    },
+    callArguments: async (args, methodName) => {
+      onlyCall(methodName);
+      return fn(...args);
     },
     callBatch: async (requests) => fn(requests),
     reconfigure: undefined,
   };
 }
 
-/** The Request's signal aborts when the caller (the proxy) hangs up before the response is sent. */
+/** A variable route's path parameters (PROTOCOL.pathParamsHeader), {} for a route without any. */
+function pathParams(req: IncomingMessage): Record<string, string> {
+  const header = req.headers[PROTOCOL.pathParamsHeader];
+  if (typeof header !== 'string') return {};
+  try {
+    return JSON.parse(header) as Record<string, string>;
+  } catch {
+    return {};
+  }
+}
+
+/** The Request's signal aborts when the caller (the proxy) hangs up before the response is sent; `params` holds the route's path parameters. */
 export async function toRequest(req: IncomingMessage, res: ServerResponse): Promise<Request> {
+  return Object.assign(await toFetchRequest(req, res), { params: pathParams(req) });
+}
+
+async function toFetchRequest(req: IncomingMessage, res: ServerResponse): Promise<Request> {
   const hangUp = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) hangUp.abort();

@@ -4,6 +4,7 @@ import { chmodSync, readFileSync, rmSync } from 'node:fs';
 import { Batcher } from './batcher.js';
 import { isStream, loadBackend, sendHandlerError, sendResult, toRequest, type LoadedBackend } from './handler.js';
 import { sse } from './sse.js';
+import { handlesFor, type ReplicaHandle } from './handles.js';
 import { PROTOCOL, type HealthBody, type LiveConfig, type ReplicaEntry } from './protocol.js';
 
 /**
@@ -25,8 +26,16 @@ let batchSettings = { maxBatchSize: 1, batchWaitTimeoutS: 0 };
 const BATCH_STREAM =
   'a batch handler cannot stream: batching (maxBatchSize > 1) and streaming results (async iterables) do not combine; set maxBatchSize 1 or return whole values';
 
+let handles: ((endpoint: string) => ReplicaHandle) | undefined;
+
 /** What shipped code (and import-path modules) find as the global `serve`: the helpers that run inside a replica. */
-(globalThis as { serve?: unknown }).serve ??= { sse };
+(globalThis as { serve?: unknown }).serve ??= {
+  sse,
+  getHandle: (endpoint: string): ReplicaHandle => {
+    if (handles === undefined) throw new Error('serve.getHandle is available once the replica has read its entry file');
+    return handles(endpoint);
+  },
+};
 
 class ConfigError extends Error {
   constructor(
@@ -120,6 +129,19 @@ async function serveConfig(req: IncomingMessage, res: ServerResponse, loaded: Lo
   }
 }
 
+/** The positional arguments of an arguments call; JavaScript has no keyword arguments, so any is refused. */
+function argumentsOf(body: unknown): unknown[] {
+  const { args = [], kwargs = {} } = (body ?? {}) as { args?: unknown; kwargs?: Record<string, unknown> };
+  if (!Array.isArray(args)) throw new TypeError(`${PROTOCOL.callHeader}: args needs a body {"args": [...], "kwargs": {...}}`);
+  const names = Object.keys(kwargs);
+  if (names.length > 0) {
+    throw new TypeError(
+      `a Node backend takes positional arguments only, not keyword arguments (${names.join(', ')}): pass them in an object`,
+    );
+  }
+  return args;
+}
+
 function digest(value: string): Buffer {
   return createHash('sha256').update(value).digest();
 }
@@ -151,6 +173,12 @@ async function serveRequest(req: IncomingMessage, res: ServerResponse): Promise<
   try {
     const methodHeader = req.headers[PROTOCOL.methodHeader];
     const methodName = typeof methodHeader === 'string' ? methodHeader : undefined;
+    if (req.headers[PROTOCOL.callHeader] === 'args') {
+      const result = await backend.callArguments(argumentsOf(await readJson(req)), methodName);
+      return await sendResult(res, result, (error) => {
+        if (!callerLeft(res)) logFailure('stream_error', error, req);
+      });
+    }
     const request = await toRequest(req, res);
     const batch = batchSettings.maxBatchSize > 1 && (methodName ?? 'call') === 'call' ? batcher : undefined;
     const result = await (batch ? batch.submit(request) : backend.call(request, methodName));
@@ -189,6 +217,7 @@ async function main(): Promise<void> {
     const entry = JSON.parse(readFileSync(entryFile, 'utf8')) as ReplicaEntry;
     if (typeof entry.controlSecret !== 'string' || entry.controlSecret === '') throw new Error(`${entryFile} has no controlSecret`);
     controlSecret = digest(entry.controlSecret);
+    handles = handlesFor(entryFile, entry.handleToken);
     const loaded = await loadBackend(entry);
     await applyConfig(loaded, entry);
     backend = loaded;

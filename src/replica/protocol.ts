@@ -7,10 +7,19 @@ export const PROTOCOL = {
   healthPath: '/-/flotilla/health',
   configPath: '/-/flotilla/config',
   methodHeader: 'x-flotilla-method',
+  /** Sent by the front door for a variable route: its path parameters as a JSON object of strings, non-ASCII as \uXXXX. */
+  pathParamsHeader: 'x-flotilla-path-params',
+  /** 'args' on a handle call that passes its own arguments: the body is {"args": [...], "kwargs": {...}} (JSON). */
+  callHeader: 'x-flotilla-call',
   /** 'handler' on a 500 whose body is a HandlerErrorBody; as a trailer of a streamed body, the failure midway (errorTrailer). */
   errorHeader: 'x-flotilla-error',
   /** Sent by the control plane on every control call (PUT configPath): the entry's controlSecret. */
   controlSecretHeader: 'x-flotilla-control-secret',
+  /** Handle calls from the replica (composition): a unix socket the control plane serves in socketDir, POST handleCallPath. */
+  handleSocketName: 'handle.sock',
+  handleCallPath: '/call',
+  /** Every handle call carries the entry's handleToken in it; the handle socket refuses anything else with 403. */
+  handleTokenHeader: 'x-flotilla-handle-token',
   socketDir: '/run/flotilla',
   socketName: 'replica.sock',
   entryName: 'entry.json',
@@ -39,6 +48,8 @@ export interface ReplicaEntry extends LiveConfig {
   initArgs: unknown[];
   /** Control calls must carry it in controlSecretHeader; anything else is refused with 403. */
   controlSecret: string;
+  /** Handle calls to handleSocketName must carry it in handleTokenHeader (composition). */
+  handleToken?: string;
 }
 
 export interface HealthBody {

@@ -10,6 +10,7 @@ import { checkRuntimeEnv, type ValidatedRuntimeEnv } from './runtime-env.js';
 import { isPlainObject } from '../common/checks.js';
 import { checked, type Issues } from '../common/issues.js';
 import { didYouMean } from '../common/closest.js';
+import { ROUTE_PARAM } from './routes.js';
 
 export const DEFAULT_BACKEND_CONFIG: BackendConfig = {
   numReplicas: 1,
@@ -42,7 +43,7 @@ export const DEFAULT_AUTOSCALING_CONFIG: AutoscalingConfig = {
 export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
-const ROUTE = /^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/;
+const ROUTE = /^\/[A-Za-z0-9._~!$&'()*+,;=:@%/{}-]*$/;
 const MAX_REPLICAS = 1000;
 
 /** A value in a message: JSON, except numbers JSON cannot show (Infinity, NaN). */
@@ -99,7 +100,25 @@ function checkRoute(issues: Issues, route: unknown): string {
   }
   const normalized = route.length > 1 ? route.replace(/\/+$/, '') : route;
   if (normalized === '/-' || normalized.startsWith('/-/')) issues.add(`'${route}' is reserved for Flotilla ('/-/...')`);
+  checkRouteParams(issues, normalized);
   return normalized;
+}
+
+/** Path parameters are whole segments `{name}` (an identifier), each name once: '/api/{username}'. */
+function checkRouteParams(issues: Issues, route: string): void {
+  const names = new Set<string>();
+  for (const segment of route.split('/')) {
+    if (!segment.includes('{') && !segment.includes('}')) continue;
+    const name = ROUTE_PARAM.exec(segment)?.[1];
+    if (name === undefined) {
+      issues.add(
+        `'${route}' is invalid: a path parameter is a whole segment {name}, name a letter or '_' then letters, digits or '_' (no converters such as {id:int})`,
+      );
+    } else if (names.has(name)) {
+      issues.add(`'${route}' is invalid: the path parameter {${name}} appears twice`);
+    }
+    if (name !== undefined) names.add(name);
+  }
 }
 
 /** '/a/' and '/a' are the same route; '/-/' is reserved for Flotilla's own paths. */
@@ -371,8 +390,10 @@ export function validateBackendOptions(options: unknown): ValidatedBackendOption
   return checked((issues) => checkBackendOptions(issues, options));
 }
 
-function checkEndpointOptions(issues: Issues, options: unknown): { backend: string; route: string | null; methods: string[] } {
-  const value = objectWith(issues, options, ['backend', 'route', 'methods'], 'createEndpoint options') as
+type ValidatedEndpointOptions = { backend: string; route: string | null; methods: string[]; allowCallMethod?: true };
+
+function checkEndpointOptions(issues: Issues, options: unknown): ValidatedEndpointOptions {
+  const value = objectWith(issues, options, ['backend', 'route', 'methods', 'allowCallMethod'], 'createEndpoint options') as
     Partial<CreateEndpointOptions> | undefined;
   if (value === undefined) return { backend: '', route: null, methods: [] };
   if (value.backend === undefined) issues.add('is required: the name of the backend that serves the endpoint', 'backend');
@@ -380,10 +401,21 @@ function checkEndpointOptions(issues: Issues, options: unknown): { backend: stri
     backend: value.backend === undefined ? '' : checkName(issues.at('backend'), value.backend, 'backend'),
     route: value.route === undefined ? null : checkRoute(issues.at('route'), value.route),
     methods: checkMethods(issues.at('methods'), value.methods),
+    ...(checkAllowCallMethod(issues.at('allowCallMethod'), value.allowCallMethod) ? { allowCallMethod: true as const } : {}),
   };
 }
 
-export function validateEndpointOptions(options: unknown): { backend: string; route: string | null; methods: string[] } {
+function checkAllowCallMethod(issues: Issues, allow: unknown): boolean {
+  if (allow !== undefined && typeof allow !== 'boolean') issues.add(`must be true or false, got ${shown(allow)}`);
+  return allow === true;
+}
+
+/** allowCallMethod: true or false, or absent. */
+export function validateAllowCallMethod(allow: unknown): boolean {
+  return checked((issues) => checkAllowCallMethod(issues, allow), 'allowCallMethod');
+}
+
+export function validateEndpointOptions(options: unknown): ValidatedEndpointOptions {
   return checked((issues) => checkEndpointOptions(issues, options));
 }
 

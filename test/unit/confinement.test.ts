@@ -72,7 +72,9 @@ describe('replica files', () => {
     const second = prepareReplicaFiles(join(root, 'r2'), entry, '1000:1000');
     expect(first).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(second).not.toBe(first);
-    expect(JSON.parse(readFileSync(join(root, 'r1', 'entry.json'), 'utf8'))).toEqual({ ...entry, controlSecret: first });
+    const written = JSON.parse(readFileSync(join(root, 'r1', 'entry.json'), 'utf8')) as Record<string, unknown>;
+    expect(written).toEqual({ ...entry, controlSecret: first, handleToken: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/) });
+    expect(written.handleToken).not.toBe(JSON.parse(readFileSync(join(root, 'r2', 'entry.json'), 'utf8')).handleToken);
     expect(readControlSecret(join(root, 'r1'))).toBe(first);
     expect(readControlSecret(join(root, 'gone'))).toBeUndefined();
     const dir = statSync(join(root, 'r1'));

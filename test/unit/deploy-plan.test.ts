@@ -44,7 +44,14 @@ function stateOf(spec: AppSpec): CurrentState {
   }
   const endpoints: Record<string, EndpointInfo> = {};
   for (const [name, endpoint] of Object.entries(spec.endpoints)) {
-    endpoints[name] = { route: endpoint.route, methods: endpoint.methods, traffic: endpoint.traffic, shadows: endpoint.shadows };
+    const { allowCallMethod } = endpoint;
+    endpoints[name] = {
+      route: endpoint.route,
+      methods: endpoint.methods,
+      traffic: endpoint.traffic,
+      shadows: endpoint.shadows,
+      ...(allowCallMethod ? { allowCallMethod } : {}),
+    };
   }
   return { backends, endpoints };
 }
@@ -187,6 +194,19 @@ describe('planDeploy', () => {
       'createEndpoint x',
       'createEndpoint y',
     ]);
+  });
+
+  it('creates an endpoint with allowCallMethod, and recreates one whose allowCallMethod changed', () => {
+    const closed = parse(`backends:\n  b: { import: a.js }\nendpoints:\n  x: { backend: b, route: /x }\n`);
+    const open = parse(`backends:\n  b: { import: a.js }\nendpoints:\n  x: { backend: b, route: /x, allowCallMethod: true }\n`);
+    expect(open.endpoints.x?.allowCallMethod).toBe(true);
+    const steps = planDeploy(open, stateOf(closed));
+    expect(ops(steps)).toEqual(['deleteEndpoint x', 'createEndpoint x']);
+    expect(steps[1]).toMatchObject({ op: 'createEndpoint', allowCallMethod: true });
+    expect(planDeploy(open, stateOf(open))).toEqual([]);
+    expect(() => parse(`backends:\n  b: { import: a.js }\nendpoints:\n  x: { backend: b, allowCallMethod: yes please }\n`)).toThrow(
+      /allowCallMethod/,
+    );
   });
 
   it('restores traffic and shadows on a recreated endpoint', () => {

@@ -26,6 +26,16 @@ describe('ServeHandle', () => {
     },
   );
 
+  it('ends a call to a backend without requestTimeoutS after its default timeout, and frees the replica slot it held', async () => {
+    const held: { destroy(): void }[] = [];
+    const hang = (req: { socket: { destroy(): void } }) => void held.push(req.socket);
+    door = await startFrontDoor({ handlers: { r1: hang as never } });
+    const error = await new ServeHandle(door.dispatcher, 'echo', {}, 50).remote('x').catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'REQUEST_TIMEOUT' });
+    expect(door.dispatcher['routers'].get('echo')!.inFlight('r1')).toBe(0);
+    for (const socket of held) socket.destroy();
+  });
+
   it('retries on another replica through the shared pipeline and never counts a bad call against a replica', async () => {
     const seen: Seen[] = [];
     const die = (_: unknown, res: { socket: { destroy(): void } | null }) => res.socket?.destroy();

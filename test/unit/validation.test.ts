@@ -42,6 +42,15 @@ describe('routes', () => {
     expect(validateRoute('/simple/')).toBe('/simple');
     expect(validateRoute('/')).toBe('/');
   });
+  it('takes path parameters as whole segments', () => {
+    expect(validateRoute('/api/{username}/')).toBe('/api/{username}');
+    expect(validateRoute('/{a}/x/{b_2}')).toBe('/{a}/x/{b_2}');
+  });
+
+  it.each(['/api/{id:int}', '/api/a{x}', '/api/{}', '/api/{1x}', '/api/{x', '/{x}/{x}'])('refuses the path parameters of %j', (route) => {
+    expect(() => validateRoute(route)).toThrow(expect.objectContaining(invalid));
+  });
+
   it.each(['simple', '', '/a b', '/a?x=1', '/a#f', '//a', '/-/routes', '/-', 7])('refuses %j', (route) => {
     expect(() => validateRoute(route)).toThrow(expect.objectContaining(invalid));
   });
@@ -200,15 +209,20 @@ describe('endpoint options', () => {
   it('normalizes and defaults', () => {
     expect(validateEndpointOptions({ backend: 'b', route: '/x/' })).toEqual({ backend: 'b', route: '/x', methods: ['GET'] });
     expect(validateEndpointOptions({ backend: 'b' }).route).toBeNull();
+    expect(validateEndpointOptions({ backend: 'b', allowCallMethod: true }).allowCallMethod).toBe(true);
+    expect(validateEndpointOptions({ backend: 'b', allowCallMethod: false })).not.toHaveProperty('allowCallMethod');
+    expect(issues(() => validateEndpointOptions({ backend: 'b', allowCallMethod: 'yes' }))).toEqual([
+      { path: ['allowCallMethod'], message: 'must be true or false, got "yes"' },
+    ]);
   });
   it('refuses options that are not an object', () => {
     expect(issues(() => validateEndpointOptions(undefined))).toEqual([
-      { path: [], message: 'createEndpoint options must be an object with any of backend, route, methods' },
+      { path: [], message: 'createEndpoint options must be an object with any of backend, route, methods, allowCallMethod' },
     ]);
   });
   it('refuses unknown keys and a missing backend', () => {
     expect(issues(() => validateEndpointOptions({ backend: 'b', path: '/x' }))).toEqual([
-      { path: ['path'], message: 'unknown key; allowed: backend, route, methods' },
+      { path: ['path'], message: 'unknown key; allowed: backend, route, methods, allowCallMethod' },
     ]);
     expect(issues(() => validateEndpointOptions({ route: 'x', methods: ['GET', 'FETCH'] }))).toEqual([
       { path: ['backend'], message: 'is required: the name of the backend that serves the endpoint' },
