@@ -326,14 +326,15 @@ function labelPairs(value: string, previous: Record<string, string> = {}): Recor
 program
   .command('prune')
   .description(
-    "remove the images Flotilla built that no container uses and no saved backend names (every backend's images and their bases stay)",
+    "release this instance's holds on images it no longer uses and remove the images Flotilla built that no container uses, no saved backend names and no instance holds (every backend's images and their bases stay)",
   )
   .option('--label <key=value>', 'only images that also carry this label (repeatable)', labelPairs)
   .action(async (flags: { label?: Record<string, string> }) => {
     const config = loadConfig();
     const runtime = engineRuntime(config);
     await runtime.ping();
-    const { removed, kept } = await pruneImages(runtime, flags.label, imagesOfDesiredState(config.stateDir));
+    const { removed, kept, released } = await pruneImages(runtime, config.instance, flags.label, imagesOfDesiredState(config.stateDir));
+    for (const tag of released) print(`released ${tag}`);
     for (const image of removed) print(`removed ${image.tags.join(', ') || image.id}`);
     print(`removed ${removed.length} image${removed.length === 1 ? '' : 's'}; kept ${kept.length} in use`);
   });

@@ -1,7 +1,7 @@
 import { rmSync } from 'node:fs';
 import { isAbsolute, join, posix } from 'node:path';
 import { settlesWithin, type Clock } from '../common/clock.js';
-import { FlotillaError, errorMessage } from '../common/errors.js';
+import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
 import type { Limiter } from '../common/limiter.js';
 import { shortId } from '../common/ids.js';
 import { LABELS } from '../common/labels.js';
@@ -149,7 +149,14 @@ export class ReplicaLauncher implements ReplicaDriver {
       return { containerId: status.containerId, target: status.target, hostDir, controlSecret, startedAt: clock.now() };
     } catch (error) {
       if (hostDir !== undefined) rmSync(hostDir, { recursive: true, force: true });
-      throw error;
+      const mayLackImage = !isFlotillaError(error) || isFlotillaError(error, 'REPLICA_START_FAILED');
+      if (!mayLackImage || (await runtime.imageExists(target.image).catch(() => true))) throw error;
+      throw new FlotillaError(
+        'IMAGE_MISSING',
+        `image ${target.image} of backend '${target.name}' is no longer on the Docker engine (removed by docker rmi or a prune); ` +
+          'update the backend with its code again (update_backend: the same code rebuilds the image), or delete and deploy it',
+        { image: target.image },
+      );
     }
   }
 

@@ -121,6 +121,10 @@ export interface ContainerRuntime {
   imagesOfContainers(): Promise<Set<string>>;
   /** Removes an image (all its tags) and the untagged layers only it used; false when the engine refuses (in use). */
   removeImage(id: string): Promise<boolean>;
+  /** Adds `tag` to the image `image` names (a tag or id). */
+  tagImage(image: string, tag: string): Promise<void>;
+  /** Removes one tag; the image goes with its last tag unless other images are built on it. False when the engine refuses (in use). */
+  removeTag(tag: string): Promise<boolean>;
   /** The owner recorded in the instance's marker on this engine, if there is one. */
   readInstanceOwner(instance: string): Promise<InstanceOwner | undefined>;
   /**

@@ -23,6 +23,7 @@ import { packageRoot } from '../common/package-root.js';
 import { checkContextDir, contextFilter, digestOf, packContext, type ContextPart, type PackedContext } from './build-context.js';
 import { BaseImages } from './base-images.js';
 import { blameFile } from './build-failure.js';
+import { holdTag } from './image-holds.js';
 
 export const APP_DIR = '/app';
 /** Where a function or class shipped from the caller's process is written (definition.mjs, or definition.pkl for Python). */
@@ -59,7 +60,10 @@ export interface BackendImageSource {
   buildArgs?: Record<string, string>;
 }
 
-export type BuildSettings = Pick<FlotillaConfig, 'baseImage' | 'pythonBaseImage' | 'buildCaFile' | 'npmRegistry' | 'maxContextMb'>;
+export type BuildSettings = Pick<
+  FlotillaConfig,
+  'instance' | 'baseImage' | 'pythonBaseImage' | 'buildCaFile' | 'npmRegistry' | 'maxContextMb'
+>;
 
 function isFile(path: string): boolean {
   return statSync(path, { throwIfNoEntry: false })?.isFile() === true;
@@ -155,7 +159,8 @@ function pythonVersionCheck(source: BackendImageSource): string[] {
  * Builds replica images. Tags are content hashes of everything that goes into
  * the build (files, generated Dockerfile, build args, CA), so an unchanged
  * backend never rebuilds. Images are layered: the base image, then the replica
- * runtime, then one image per distinct backend content. Dependency installs
+ * runtime, then one image per distinct backend content; this instance holds
+ * each with a tag of its own (image-holds.ts). Dependency installs
  * run in a separate build stage, so the build CA never reaches the final image.
  */
 export class ImageBuilder {
@@ -395,6 +400,7 @@ export class ImageBuilder {
     const log = this.logger.child({ component: 'image-builder', backend, image: tag });
     if (await this.runtime.imageExists(tag)) {
       log.debug('image up to date');
+      await this.runtime.tagImage(tag, holdTag(tag, this.settings.instance));
       return tag;
     }
     log.info('building image');
@@ -420,6 +426,7 @@ export class ImageBuilder {
       this.building.delete(build);
     }
     log.info('image built', { seconds: (Date.now() - started) / 1000 });
+    await this.runtime.tagImage(tag, holdTag(tag, this.settings.instance));
     return tag;
   }
 

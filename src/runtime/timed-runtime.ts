@@ -93,6 +93,14 @@ export class TimedRuntime implements ContainerRuntime {
     return this.timed(`the removal of image ${id.slice(0, 19)}`, this.inner.removeImage(id));
   }
 
+  tagImage(image: string, tag: string): Promise<void> {
+    return this.timed(`the tagging of image ${image}`, this.inner.tagImage(image, tag));
+  }
+
+  removeTag(tag: string): Promise<boolean> {
+    return this.timed(`the removal of tag ${tag}`, this.inner.removeTag(tag));
+  }
+
   readInstanceOwner(instance: string): Promise<InstanceOwner | undefined> {
     return this.timed(`a read of instance ${instance}'s marker`, this.inner.readInstanceOwner(instance));
   }

@@ -242,6 +242,64 @@ describe('flotilla prune', () => {
   });
 });
 
+describe('flotilla prune on an engine shared by instances', () => {
+  /** Runs flotilla prune as an instance with its own state dir. */
+  async function pruneAs(owner: { instance: string; stateDir: string }, label: string) {
+    const env = { ...userEnv(), FLOTILLA_INSTANCE: owner.instance, FLOTILLA_STATE_DIR: owner.stateDir };
+    return run(process.execPath, [CLI, 'prune', '--label', label], { env });
+  }
+
+  it('keeps an image while another instance holds it, removes it with the last hold, and says so when a start finds it gone', async () => {
+    const id = shortId(4);
+    const label = `flotilla-test.prune=${id}`;
+    const context = mkdtempSync(join(tmpdir(), 'flt-prune-'));
+    // The label passes to the images Flotilla builds on this one, so that the prunes below touch only this test's images.
+    writeFileSync(join(context, 'Dockerfile'), `ARG FLOTILLA_BASE_IMAGE\nFROM \${FLOTILLA_BASE_IMAGE}\nLABEL ${label}\n`);
+    const options = { config: { numReplicas: 0 }, replicaOptions: { runtimeEnv: { context, dockerfile: 'Dockerfile' } } };
+    const handler = () => 'held';
+    const one = { instance: `pr1-${id}`, stateDir: mkdtempSync(join(tmpdir(), 'flt-')) };
+    const two = { instance: `pr2-${id}`, stateDir: mkdtempSync(join(tmpdir(), 'flt-')) };
+    const first = await startFlotilla(one);
+    const second = await startFlotilla(two);
+    const images = () =>
+      execFileSync('docker', ['image', 'ls', '--filter', `label=${label}`, '--format', '{{.Repository}}:{{.Tag}}'], { encoding: 'utf8' })
+        .split('\n')
+        .filter((tag) => tag.startsWith('flotilla/backend:'))
+        .sort();
+    try {
+      await first.client.createBackend('held', handler, options);
+      await second.client.createBackend('held', handler, options);
+      const [image] = images();
+      expect(images()).toEqual([image, `${image}-${one.instance}`, `${image}-${two.instance}`]);
+      await first.client.deleteBackend('held');
+
+      const released = await pruneAs(one, label);
+      expect(released.stdout).toContain(`released ${image}-${one.instance}`);
+      expect(images()).toEqual([image, `${image}-${two.instance}`]);
+      await second.client.updateBackendConfig('held', { numReplicas: 1 });
+      await second.client.createEndpoint('held', { backend: 'held' });
+      expect(await second.client.getHandle('held').remote()).toBe('held');
+      await second.client.deleteEndpoint('held');
+
+      await second.client.deleteBackend('held');
+      const removed = await pruneAs(two, label);
+      expect(removed.stdout).toContain(`removed ${image}`);
+      expect(images()).toEqual([]);
+
+      await second.client.createBackend('held', handler, options);
+      execFileSync('docker', ['rmi', '-f', image!], { stdio: 'ignore' });
+      await expect(second.client.updateBackendConfig('held', { numReplicas: 1 })).rejects.toMatchObject({
+        code: 'IMAGE_MISSING',
+        message: expect.stringContaining(`image ${image} of backend 'held' is no longer on the Docker engine`),
+      });
+    } finally {
+      await Promise.all([first.client.shutdown(), second.client.shutdown()]);
+      const left = execFileSync('docker', ['image', 'ls', '-q', '--filter', `label=${label}`], { encoding: 'utf8' }).split('\n');
+      await run('docker', ['rmi', '-f', ...new Set(left.filter((line) => line !== ''))]).catch(() => undefined);
+    }
+  });
+});
+
 describe('flotilla logs', () => {
   it('prints every line with its time, the replicas of a backend merged in time order', async () => {
     const adminPort = await freePort();

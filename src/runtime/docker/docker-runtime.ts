@@ -279,10 +279,21 @@ export class DockerRuntime implements ContainerRuntime {
   }
 
   async removeImage(id: string): Promise<boolean> {
+    const tags = (await orUndefined(this.docker.getImage(id).inspect()))?.RepoTags;
+    if (tags === undefined) return true;
+    // Tag by tag, never forced: the engine refuses (409) while a container uses it.
+    for (const reference of tags.length > 0 ? tags : [id]) if (!(await this.removeTag(reference))) return false;
+    return true;
+  }
+
+  async tagImage(image: string, tag: string): Promise<void> {
+    const at = tag.lastIndexOf(':');
+    await this.docker.getImage(image).tag({ repo: tag.slice(0, at), tag: tag.slice(at + 1) });
+  }
+
+  async removeTag(tag: string): Promise<boolean> {
     try {
-      const { RepoTags: tags } = await this.docker.getImage(id).inspect();
-      // Tag by tag, never forced: the engine refuses (409) while a container uses it.
-      for (const reference of tags.length > 0 ? tags : [id]) await this.docker.getImage(reference).remove();
+      await this.docker.getImage(tag).remove();
       return true;
     } catch (error) {
       const status = (error as { statusCode?: number }).statusCode;

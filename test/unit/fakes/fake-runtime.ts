@@ -123,6 +123,12 @@ export class FakeRuntime implements ContainerRuntime {
   removeImage(): Promise<boolean> {
     return this.call(() => true);
   }
+  tagImage(): Promise<void> {
+    return this.call(() => undefined);
+  }
+  removeTag(): Promise<boolean> {
+    return this.call(() => true);
+  }
   readInstanceOwner(instance: string): Promise<InstanceOwner | undefined> {
     return this.call(() => this.owners.get(instance));
   }
