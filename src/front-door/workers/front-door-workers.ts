@@ -11,7 +11,7 @@ import type { ReplicaTarget } from '../../runtime/container-runtime.js';
 import type { DataPlane, Dispatcher, RoutingSnapshot } from '../../dataplane/dispatcher.js';
 import { LeaseDesk, type DeskSeat } from './lease-desk.js';
 import type { FrontDoorSettings } from '../server.js';
-import { summarizeShadows } from '../../dataplane/shadow.js';
+import { summarizeShadows, type ShadowCounts } from '../../dataplane/shadow.js';
 import { Asks } from './asks.js';
 import type { FromWorker, RenderedMetrics, ToWorker, WorkerCount, WorkerQuestion } from './worker-protocol.js';
 
@@ -123,8 +123,10 @@ export class FrontDoorWorkers {
     private readonly renderMetrics: () => Promise<RenderedMetrics>,
     /** The environment workers start with: none of the control plane's secrets (see config.ts). */
     private readonly env: NodeJS.ProcessEnv,
+    /** The desk that lends the Dispatcher's slots, when others than the workers hold seats too (a front-door process's control plane). */
+    desk?: LeaseDesk,
   ) {
-    this.desk = new LeaseDesk(dispatcher);
+    this.desk = desk ?? new LeaseDesk(dispatcher);
   }
 
   /** Makes the backend's workers give back their leases: a request waits for it in this process (the Dispatcher's onQueued). */
@@ -188,9 +190,14 @@ export class FrontDoorWorkers {
 
   /** The stats of the endpoint's shadows, mirrored by the workers and by this process's handles. */
   async shadowStats(endpoint: string): Promise<Record<string, ShadowStats>> {
+    return summarizeShadows(await this.shadowCounts(endpoint));
+  }
+
+  /** The shadow counts of this process and of each worker that answers. */
+  async shadowCounts(endpoint: string): Promise<Array<Record<string, ShadowCounts>>> {
     const answers = await Promise.all(this.workers.map((worker) => this.ask(worker, { q: 'shadowCounts', endpoint }, ASK_TIMEOUT_MS)));
     const counts = answers.flatMap((answer) => (answer?.counts === undefined ? [] : [answer.counts]));
-    return summarizeShadows([this.dispatcher.shadows.counts(endpoint), ...counts]);
+    return [this.dispatcher.shadows.counts(endpoint), ...counts];
   }
 
   /** Gives the connection to the next worker in turn that is up; closes it at maxConnections, answers 503 when none is up. */

@@ -12,7 +12,6 @@ const RECLAIM_TIMEOUT_MS = 1_000;
 
 /** One worker as the desk knows it: the leases it holds and the wants it waits on. */
 export class DeskSeat {
-  nextLease = 1;
   readonly leases = new Map<number, { backend: string; lease: Lease<ReplicaTarget> }>();
   readonly waits = new Map<number, AbortController>();
   /** The contended messages not yet acknowledged, by reclaim id. */
@@ -41,6 +40,11 @@ export class LeaseDesk {
   private readonly seats = new Set<DeskSeat>();
   private readonly contended = new Map<string, Promise<void>>();
   private readonly calmCheck: NodeJS.Timeout;
+  /**
+   * Lease ids, unique over the desk's seats and (started from the clock) over desks: a seat that left and came back
+   * (a control plane re-attached) may return a lease of its old seat, which must not release another's.
+   */
+  private nextLease = Date.now() * 1024;
 
   constructor(private readonly dispatcher: Dispatcher) {
     this.calmCheck = setInterval(() => this.calmDown(), CALM_CHECK_MS).unref();
@@ -119,7 +123,7 @@ export class LeaseDesk {
         return;
       }
     }
-    const id = seat.nextLease++;
+    const id = this.nextLease++;
     seat.leases.set(id, { backend, lease });
     seat.send({ t: 'lease', want, lease: id, replica: lease.replica });
   }

@@ -85,6 +85,16 @@ export class LeaseClient {
     return false;
   }
 
+  /**
+   * The primary went away (a front door the control plane lost): every want fails with `error`, and the idle leases
+   * are forgotten, not returned, as that primary took them back; the contended word is forgotten with them.
+   */
+  reset(error: Error): void {
+    this.wants.dropAll(error);
+    this.contended.clear();
+    for (const router of this.routers.values()) router.forgetIdle();
+  }
+
   close(): void {
     clearInterval(this.sweep);
   }
@@ -183,6 +193,11 @@ export class LeasedRouter implements BackendRouter<ReplicaTarget> {
     this.closed = true;
     this.giveBackIdle(() => true);
     this.client.forget(this);
+  }
+
+  forgetIdle(): void {
+    this.idle = [];
+    this.contended = false;
   }
 
   /** Sets whether requests wait for the backend at the primary; when they start to, returns the idle leases, no longer held. */

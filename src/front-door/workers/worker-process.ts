@@ -4,47 +4,16 @@ import { createLogger, type LogFormat } from '../../common/logger.js';
 import { Dispatcher } from '../../dataplane/dispatcher.js';
 import { LeaseClient } from './leased-router.js';
 import { ProxyServer } from '../server.js';
-import type { ServingMetrics, ShadowOutcome } from '../../dataplane/serving-metrics.js';
+import { ForwardedMetrics } from './forwarded-metrics.js';
 import { Asks } from './asks.js';
 import type { FromWorker, RenderedMetrics, ToWorker, WorkerCount, WorkerQuestion } from './worker-protocol.js';
 
-/** How often a worker sends the primary what it served, for /metrics and the dashboard. */
-const METRICS_FLUSH_MS = 100;
 /** How long a /-/metrics scrape waits for the primary's render. */
 const RENDER_TIMEOUT_MS = 10_000;
 
 /** A message to the primary; one that cannot go (the primary is gone) is dropped, and the disconnect ends the worker. */
 function send(message: FromWorker): void {
   process.send?.(message, undefined, {}, () => undefined);
-}
-
-/** What the worker served, sent to the primary in batches; replica failures go as their own message ('failed'), counted there. */
-class ForwardedMetrics implements ServingMetrics {
-  private requests: Array<[string, string, number, number]> = [];
-  private shadows: Array<[string, string, ShadowOutcome]> = [];
-  private readonly timer = setInterval(() => this.flush(), METRICS_FLUSH_MS).unref();
-
-  request(endpoint: string, backend: string, status: number, seconds: number): void {
-    this.requests.push([endpoint, backend, status, seconds]);
-  }
-
-  shadow(endpoint: string, backend: string, outcome: ShadowOutcome): void {
-    this.shadows.push([endpoint, backend, outcome]);
-  }
-
-  replicaFailure(): void {}
-
-  flush(): void {
-    if (this.requests.length === 0 && this.shadows.length === 0) return;
-    send({ t: 'metrics', requests: this.requests, shadows: this.shadows });
-    this.requests = [];
-    this.shadows = [];
-  }
-
-  close(): void {
-    clearInterval(this.timer);
-    this.flush();
-  }
 }
 
 /**
@@ -54,7 +23,7 @@ class ForwardedMetrics implements ServingMetrics {
  * leased from the primary (leased-router.ts).
  */
 const leases = new LeaseClient(send);
-const metrics = new ForwardedMetrics();
+const metrics = new ForwardedMetrics(send);
 const renders = new Asks<RenderedMetrics>();
 let dispatcher: Dispatcher | undefined;
 let proxy: ProxyServer | undefined;

@@ -1,0 +1,141 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { shortId } from '../../src/common/ids.js';
+import { controlSocketPath, frontDoorPidPath } from '../../src/front-door/supervisor/control-protocol.js';
+import { connectWhenUp, containersOf } from './harness.js';
+import { startLoad } from './load.js';
+
+const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
+const FRONT_DOOR = join(import.meta.dirname, '..', '..', 'dist', 'src', 'front-door', 'supervisor', 'main.js');
+const run = promisify(execFile);
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function settings(workers: number) {
+  return {
+    instance: `fdp-${shortId(3)}`,
+    stateDir: mkdtempSync(join(tmpdir(), 'flt-')),
+    http: { host: '127.0.0.1', port: await freePort(), frontDoor: 'process' as const, workers },
+    admin: { host: '127.0.0.1', port: await freePort() },
+    cpuCapacity: 64,
+    logLevel: 'warn' as const,
+  };
+}
+
+type Settings = Awaited<ReturnType<typeof settings>>;
+
+function startProcess(options: Settings): ChildProcess {
+  return spawn(process.execPath, [CLI, 'start', '--options', JSON.stringify(options)], { stdio: 'ignore' });
+}
+
+const exited = (child: ChildProcess) =>
+  new Promise((resolve) => (child.exitCode !== null ? resolve(undefined) : child.once('exit', resolve)));
+const frontDoorPid = (options: Settings) => {
+  try {
+    return Number(readFileSync(frontDoorPidPath(options.stateDir, options.instance), 'utf8'));
+  } catch {
+    return 0;
+  }
+};
+/** Whether the process runs (a zombie, dead but not reaped by an orphan's new parent, does not). */
+const alive = (pid: number) => {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+};
+
+/** Says hello on the front door's control socket and returns its first answer. */
+function hello(options: Settings, protocol: number): Promise<{ t: string; code?: string; message?: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(controlSocketPath(options.stateDir, options.instance));
+    let text = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      text += chunk;
+      if (text.includes('\n')) {
+        socket.destroy();
+        resolve(JSON.parse(text.slice(0, text.indexOf('\n'))));
+      }
+    });
+    socket.on('error', reject);
+    socket.write(`${JSON.stringify({ t: 'hello', protocol, pid: process.pid })}\n`);
+  });
+}
+
+describe.each([1, 2])('the front door as its own process, %i worker(s)', (workers) => {
+  it('serves through kill -9 of the control plane and a restart with no failed request, and is restarted when it dies', async () => {
+    const options = await settings(workers);
+    const first = startProcess(options);
+    let second: ChildProcess | undefined;
+    let frontDoor: number | undefined;
+    try {
+      const client = await connectWhenUp(options);
+      await client.createBackend('steady', () => 'ok', { config: { numReplicas: 2 } });
+      await client.createEndpoint('steady', { backend: 'steady', route: '/steady' });
+      expect((await fetch(`${client.httpUrl}/steady`)).status).toBe(200);
+      frontDoor = frontDoorPid(options);
+      const before = containersOf(options.instance, 'steady').sort();
+
+      const load = startLoad(() => fetch(`${client.httpUrl}/steady`), 4);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      first.kill('SIGKILL');
+      await exited(first);
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      second = startProcess(options);
+      const again = await connectWhenUp(options);
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      const result = await load.stop();
+      expect(Object.fromEntries(result.statuses)).toEqual({ 200: result.total });
+      expect(frontDoorPid(options)).toBe(frontDoor);
+      expect(containersOf(options.instance, 'steady').sort()).toEqual(before);
+      await expect
+        .poll(async () => (await again.listReplicas('steady')).filter((r) => r.state === 'ready').length, { timeout: 30_000 })
+        .toBe(2);
+
+      const refusal = await hello(options, 999);
+      expect(refusal).toMatchObject({ t: 'rejected', code: 'FRONT_DOOR_PROTOCOL' });
+      expect(refusal.message).toContain('protocol 1');
+      expect(refusal.message).toContain('999');
+      const another = await run(process.execPath, [FRONT_DOOR, JSON.stringify({ ...options, http: { ...options.http, port: 0 } })]).catch(
+        (error: { code: number; stdout: string; stderr: string }) => error,
+      );
+      expect(another).toMatchObject({ code: 1 });
+      expect(`${(another as { stdout: string }).stdout}${(another as { stderr: string }).stderr}`).toMatch(
+        /FRONT_DOOR_RUNNING|already serves instance/,
+      );
+      expect((await fetch(`${again.httpUrl}/steady`)).status).toBe(200);
+
+      process.kill(frontDoor, 'SIGKILL');
+      await expect.poll(() => alive(frontDoor!)).toBe(false);
+      await expect.poll(() => ((pid) => pid !== frontDoor && alive(pid))(frontDoorPid(options)), { timeout: 30_000 }).toBe(true);
+      const restarted = frontDoorPid(options);
+      frontDoor = restarted;
+      await expect
+        .poll(async () => (await fetch(`${again.httpUrl}/steady`).catch(() => undefined))?.status, { timeout: 30_000, interval: 250 })
+        .toBe(200);
+
+      await again.shutdown();
+      await exited(second);
+      await expect.poll(() => alive(restarted)).toBe(false);
+      expect(containersOf(options.instance)).toEqual([]);
+    } finally {
+      first.kill('SIGKILL');
+      second?.kill('SIGKILL');
+      if (frontDoor !== undefined && alive(frontDoor)) process.kill(frontDoor, 'SIGKILL');
+    }
+  });
+});
