@@ -3,6 +3,7 @@ import type { ReplicaTarget } from '../../runtime/container-runtime.js';
 import type { Dispatcher } from '../../dataplane/dispatcher.js';
 import type { Lease } from '../../dataplane/replica-router.js';
 import { Asks } from './asks.js';
+import { NO_FREE_SLOT } from './leased-router.js';
 import type { FromWorker, ToWorker } from './worker-protocol.js';
 
 /** How often a contended backend is checked for an empty queue, after which workers keep their leases again. */
@@ -69,7 +70,7 @@ export class LeaseDesk {
   receive(seat: DeskSeat, message: FromWorker): boolean {
     switch (message.t) {
       case 'want':
-        void this.want(seat, message.want, message.backend, new Set(message.exclude));
+        void this.want(seat, message.want, message.backend, new Set(message.exclude), message.spare === true);
         return true;
       case 'cancel':
         seat.waits.get(message.want)?.abort();
@@ -101,8 +102,12 @@ export class LeaseDesk {
     for (const seat of [...this.seats]) this.unseat(seat);
   }
 
-  private async want(seat: DeskSeat, want: number, backend: string, exclude: ReadonlySet<string>): Promise<void> {
+  private async want(seat: DeskSeat, want: number, backend: string, exclude: ReadonlySet<string>, spare: boolean): Promise<void> {
     let lease = this.dispatcher.tryAcquire(backend, exclude);
+    if (lease === undefined && spare) {
+      seat.send({ t: 'refused', want, code: NO_FREE_SLOT, message: 'no slot is free: use the idle lease' });
+      return;
+    }
     if (lease === undefined) {
       const controller = new AbortController();
       seat.waits.set(want, controller);

@@ -56,7 +56,8 @@ export type ToWorker =
 
 export type FromWorker =
   | { t: 'ready' }
-  | { t: 'want'; want: number; backend: string; exclude: string[] }
+  /** `spare`: the worker holds an idle lease it may use instead, so a want no free slot meets is refused NO_FREE_SLOT, not queued. */
+  | { t: 'want'; want: number; backend: string; exclude: string[]; spare?: boolean }
   | { t: 'cancel'; want: number }
   /** `ack`: the answer to the contended message with that `reclaim` id, sent even when no lease was idle. */
   | { t: 'return'; leases: number[]; ack?: number }
