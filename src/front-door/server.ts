@@ -13,6 +13,9 @@ import { ProxyEngine } from './proxy-engine.js';
 import { isProtocolPath, parseTrustedProxies, requestPath } from './request-guard.js';
 
 export const SHARD_KEY_HEADER = 'x-serve-shard-key';
+
+/** A front-door process's control plane: attached, or away (the front door serves its last routing snapshot). */
+export type ControlPlaneState = 'attached' | 'away';
 /** How long a connection whose body was refused keeps reading (and dropping) it, so the client sees the answer before the close. */
 const LINGER_MS = 2_000;
 /** How many times per streamIdleTimeoutS (or clientStallTimeoutS) a relayed answer is checked for progress: a stuck one is cut at most a quarter late. */
@@ -134,6 +137,8 @@ export class ProxyServer {
     private readonly renderMetrics?: () => Promise<{ contentType: string; body: string }>,
     /** In a front-door worker: how many workers serve, as the control plane last said; /-/healthz reports it. */
     private readonly workers?: () => { serving: number; configured: number } | undefined,
+    /** In a front-door process (http.frontDoor process): whether a control plane is attached; /-/healthz reports it. */
+    private readonly controlPlane?: () => ControlPlaneState | undefined,
   ) {
     let trusted: ReadonlySet<string>;
     try {
@@ -258,7 +263,12 @@ export class ProxyServer {
   private async serveOwn(res: ServerResponse, path: string): Promise<void> {
     if (path === '/-/healthz') {
       const workers = this.workers?.();
-      return sendJson(res, 200, { status: 'ok', ...(workers === undefined ? {} : { workers }) });
+      const controlPlane = this.controlPlane?.();
+      return sendJson(res, 200, {
+        status: 'ok',
+        ...(workers === undefined ? {} : { workers }),
+        ...(controlPlane === undefined ? {} : { controlPlane }),
+      });
     }
     if (path === '/-/metrics' && this.renderMetrics !== undefined) {
       const { contentType, body } = await this.renderMetrics();

@@ -92,11 +92,15 @@ describe.each([1, 2])('the front door as its own process, %i worker(s)', (worker
 
       const load = startLoad(() => fetch(`${client.httpUrl}/steady`), 4);
       await new Promise((resolve) => setTimeout(resolve, 500));
+      const health = async () => ((await (await fetch(`${client.httpUrl}/-/healthz`)).json()) as { controlPlane?: string }).controlPlane;
+      expect(await health()).toBe('attached');
       first.kill('SIGKILL');
       await exited(first);
+      await expect.poll(health).toBe('away');
       await new Promise((resolve) => setTimeout(resolve, 1_000));
       second = startProcess(options);
       const again = await connectWhenUp(options);
+      await expect.poll(health).toBe('attached');
       await new Promise((resolve) => setTimeout(resolve, 1_000));
       const result = await load.stop();
       expect(Object.fromEntries(result.statuses)).toEqual({ 200: result.total });

@@ -106,7 +106,12 @@ export class FrontDoorProcess {
       http.workers > 1
         ? new FrontDoorWorkers(http.workers, dispatcher, http, launch, logger, render, frontDoorWorkerEnv(), desk)
         : undefined;
-    const proxy = workers ?? new ProxyServer(dispatcher, http, logger, http.metrics ? render : undefined);
+    workers?.setControlPlane('away');
+    const proxy =
+      workers ??
+      new ProxyServer(dispatcher, http, logger, http.metrics ? render : undefined, undefined, () =>
+        built.self?.attached === undefined ? 'away' : 'attached',
+      );
     const address = await proxy.listen(http.host, http.port);
     const control = createServer((socket) => built.self?.greet(socket));
     rmSync(socketPath, { force: true });
@@ -205,6 +210,7 @@ export class FrontDoorProcess {
       load: setInterval(() => this.pushLoad(attached), LOAD_PUSH_MS).unref(),
     };
     this.attached = attached;
+    this.workers?.setControlPlane('attached');
     sendLine(socket, { t: 'welcome', protocol: CONTROL_PROTOCOL, pid: process.pid, address: this.address });
     this.pushLoad(attached);
     for (const backend of this.demanded) sendLine(socket, { t: 'demand', backend });
@@ -215,6 +221,7 @@ export class FrontDoorProcess {
 
   private detach(attached: Attached, why: string): void {
     this.attached = undefined;
+    this.workers?.setControlPlane('away');
     clearInterval(attached.load);
     this.desk.unseat(attached.seat);
     this.renders.dropAll(new Error('the control plane went away'));

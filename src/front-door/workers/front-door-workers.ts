@@ -10,7 +10,7 @@ import type { ShadowStats } from '../../api.js';
 import type { ReplicaTarget } from '../../runtime/container-runtime.js';
 import type { DataPlane, Dispatcher, RoutingSnapshot } from '../../dataplane/dispatcher.js';
 import { LeaseDesk, type DeskSeat } from './lease-desk.js';
-import type { FrontDoorSettings } from '../server.js';
+import type { ControlPlaneState, FrontDoorSettings } from '../server.js';
 import { summarizeShadows, type ShadowCounts } from '../../dataplane/shadow.js';
 import { Asks } from './asks.js';
 import type { FromWorker, RenderedMetrics, ToWorker, WorkerCount, WorkerQuestion } from './worker-protocol.js';
@@ -107,6 +107,8 @@ export class FrontDoorWorkers {
   private readonly restarts = new Set<NodeJS.Timeout>();
   private readonly render = reusedFor(METRICS_REUSE_MS, () => this.renderNow());
   private snapshot: RoutingSnapshot | undefined;
+  /** In a front-door process: whether its control plane is attached, for the workers' /-/healthz. */
+  private controlPlane: ControlPlaneState | undefined;
   private next = 0;
   private open = 0;
   private closing = false;
@@ -132,6 +134,12 @@ export class FrontDoorWorkers {
   /** Makes the backend's workers give back their leases: a request waits for it in this process (the Dispatcher's onQueued). */
   contend(backend: string): void {
     void this.desk.contend(backend);
+  }
+
+  /** Tells the workers whether the front-door process's control plane is attached. */
+  setControlPlane(state: ControlPlaneState): void {
+    this.controlPlane = state;
+    this.announce();
   }
 
   /** How many workers serve now, of how many configured. */
@@ -395,6 +403,10 @@ export class FrontDoorWorkers {
 
   /** Tells the workers how many serve, for their /-/healthz. */
   private announce(): void {
-    this.broadcast({ t: 'workers', count: this.serving() });
+    this.broadcast({
+      t: 'workers',
+      count: this.serving(),
+      ...(this.controlPlane === undefined ? {} : { controlPlane: this.controlPlane }),
+    });
   }
 }

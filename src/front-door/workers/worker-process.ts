@@ -3,7 +3,7 @@ import { exitOnEscape } from '../../common/last-resort.js';
 import { createLogger, type LogFormat } from '../../common/logger.js';
 import { Dispatcher } from '../../dataplane/dispatcher.js';
 import { LeaseClient } from './leased-router.js';
-import { ProxyServer } from '../server.js';
+import { ProxyServer, type ControlPlaneState } from '../server.js';
 import { ForwardedMetrics } from './forwarded-metrics.js';
 import { Asks } from './asks.js';
 import type { FromWorker, RenderedMetrics, ToWorker, WorkerCount, WorkerQuestion } from './worker-protocol.js';
@@ -28,6 +28,7 @@ const renders = new Asks<RenderedMetrics>();
 let dispatcher: Dispatcher | undefined;
 let proxy: ProxyServer | undefined;
 let workers: WorkerCount | undefined;
+let controlPlane: ControlPlaneState | undefined;
 
 function renderMetrics(): Promise<RenderedMetrics> {
   return renders.ask((id) => send({ t: 'ask', id, q: 'render' }), RENDER_TIMEOUT_MS);
@@ -68,7 +69,14 @@ process.on('message', (message: ToWorker, socket?: Socket) => {
         onReplicaFailure: (backend, replica) => send({ t: 'failed', backend, replica }),
         router: (backend) => leases.router(backend),
       });
-      proxy = new ProxyServer(dispatcher, message.settings, logger, message.settings.metrics ? renderMetrics : undefined, () => workers);
+      proxy = new ProxyServer(
+        dispatcher,
+        message.settings,
+        logger,
+        message.settings.metrics ? renderMetrics : undefined,
+        () => workers,
+        () => controlPlane,
+      );
       send({ t: 'ready' });
       return;
     }
@@ -88,6 +96,7 @@ process.on('message', (message: ToWorker, socket?: Socket) => {
       return;
     case 'workers':
       workers = message.count;
+      controlPlane = message.controlPlane;
       return;
     case 'answer':
       if (message.rendered !== undefined) renders.answer(message.id, message.rendered);

@@ -1,6 +1,6 @@
 import type { ReplicaTarget } from '../../runtime/container-runtime.js';
 import type { RoutingSnapshot } from '../../dataplane/dispatcher.js';
-import type { FrontDoorSettings } from '../server.js';
+import type { ControlPlaneState, FrontDoorSettings } from '../server.js';
 import type { RoutedReplica } from '../../dataplane/replica-router.js';
 import type { ShadowOutcome } from '../../dataplane/serving-metrics.js';
 import type { ShadowCounts } from '../../dataplane/shadow.js';
@@ -46,7 +46,8 @@ export type ToWorker =
   /** Requests wait for the backend: return every idle lease now (with `ack: reclaim`) and each lease when its request ends, until `contended` is false. */
   | { t: 'contended'; backend: string; contended: boolean; reclaim?: number }
   | { t: 'cut'; target: ReplicaTarget }
-  | { t: 'workers'; count: WorkerCount }
+  /** `controlPlane`: in a front-door process, whether a control plane is attached. */
+  | { t: 'workers'; count: WorkerCount; controlPlane?: ControlPlaneState }
   | ({ t: 'ask'; id: number } & WorkerQuestion)
   /** The answer to the worker's render: the metrics, or the error that kept them. */
   | { t: 'answer'; id: number; rendered?: RenderedMetrics; error?: string }
