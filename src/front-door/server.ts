@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import type { Server as NetServer, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { listenOn } from '../common/checks.js';
 import { settlesWithin } from '../common/clock.js';
@@ -183,10 +183,16 @@ export class ProxyServer {
     this.idleSweep = setInterval(() => this.sweepIdle(), (sweepS * 1000) / IDLE_CHECKS).unref();
   }
 
-  async listen(host: string, port: number): Promise<{ host: string; port: number }> {
-    const address = await listenOn(this.server, host, port, 'the HTTP front door');
+  /** Listens on host:port, or on `handle`, the listening server of the front door this one replaces. */
+  async listen(host: string, port: number, handle?: NetServer): Promise<{ host: string; port: number }> {
+    const address = await listenOn(this.server, host, port, 'the HTTP front door', handle);
     this.logger.info('front door listening', { component: 'proxy', ...address });
     return address;
+  }
+
+  /** The listening server, to hand over to the front door that replaces this one. */
+  listener(): NetServer {
+    return this.server;
   }
 
   /**

@@ -143,3 +143,43 @@ describe.each([1, 2])('the front door as its own process, %i worker(s)', (worker
     }
   });
 });
+
+describe.each([1, 2])('upgrading the front-door process, %i worker(s)', (workers) => {
+  it('hands the port to a new front door under load with no failed request, and the control plane re-attaches to it', async () => {
+    const options = await settings(workers);
+    const controlPlane = startProcess(options);
+    let old: number | undefined;
+    let successor: number | undefined;
+    try {
+      const client = await connectWhenUp(options);
+      await client.createBackend('steady', () => 'ok', { config: { numReplicas: 2 } });
+      await client.createEndpoint('steady', { backend: 'steady', route: '/steady' });
+      expect((await fetch(`${client.httpUrl}/steady`)).status).toBe(200);
+      old = frontDoorPid(options);
+
+      const load = startLoad(() => fetch(`${client.httpUrl}/steady`), 4);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const { stdout } = await run(process.execPath, [FRONT_DOOR, '--upgrade', options.stateDir, options.instance]);
+      expect(stdout).toMatch(/the front door is replaced: pid \d+ serves the port/);
+      successor = frontDoorPid(options);
+      expect(successor).not.toBe(old);
+      expect(alive(successor)).toBe(true);
+      await expect.poll(() => alive(old!), { timeout: 40_000 }).toBe(false);
+      const health = async () => ((await (await fetch(`${client.httpUrl}/-/healthz`)).json()) as { controlPlane?: string }).controlPlane;
+      await expect.poll(health).toBe('attached');
+      const result = await load.stop();
+      expect(Object.fromEntries(result.statuses)).toEqual({ 200: result.total });
+
+      await client.updateBackendConfig('steady', { numReplicas: 1 });
+      await expect.poll(async () => (await client.listReplicas('steady')).length, { timeout: 30_000 }).toBe(1);
+      expect((await fetch(`${client.httpUrl}/steady`)).status).toBe(200);
+      await client.shutdown();
+      await exited(controlPlane);
+      await expect.poll(() => alive(successor!)).toBe(false);
+      expect(containersOf(options.instance)).toEqual([]);
+    } finally {
+      controlPlane.kill('SIGKILL');
+      for (const pid of [old, successor]) if (pid !== undefined && alive(pid)) process.kill(pid, 'SIGKILL');
+    }
+  });
+});

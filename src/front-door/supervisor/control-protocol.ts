@@ -50,6 +50,8 @@ export type ControlQuestion =
  */
 export type ToFrontDoor =
   | { t: 'hello'; protocol: number; pid: number }
+  /** Instead of hello: replace this front door by the one `main` starts (another build's), handing it the port. */
+  | { t: 'upgrade'; protocol: number; main: string }
   | { t: 'snapshot'; snapshot: RoutingSnapshot }
   | { t: 'cut'; target: ReplicaTarget }
   | ({ t: 'ask'; id: number } & ControlQuestion)
@@ -63,6 +65,8 @@ export type ToFrontDoor =
 export type FromFrontDoor =
   | { t: 'welcome'; protocol: number; pid: number; address: { host: string; port: number } }
   | { t: 'rejected'; protocol: number; code: string; message: string }
+  /** The front door that `upgrade` started serves the port; this one drains and exits. */
+  | { t: 'upgraded'; pid: number }
   | { t: 'answer'; id: number; counts?: Array<Record<string, ShadowCounts>> }
   /** Sent every LOAD_PUSH_MS: each backend's requests queued and in flight, and how many workers serve. */
   | { t: 'load'; ongoing: Record<string, number>; workers: WorkerCount }
@@ -72,6 +76,10 @@ export type FromFrontDoor =
   /** Asks the control plane for the metrics, for a /-/metrics scrape. */
   | { t: 'render'; id: number }
   | Extract<ToWorker, { t: 'lease' | 'refused' | 'contended' }>;
+
+/** Over the IPC channel, from the front door being replaced to its successor (with the listening server), and back. */
+export type Handover =
+  { t: 'handover'; snapshot?: RoutingSnapshot; demanded: string[] } | { t: 'serving' } | { t: 'failed'; message: string };
 
 /** How often the front door sends its load (the autoscaler's signal) to the control plane. */
 export const LOAD_PUSH_MS = 200;

@@ -1,8 +1,10 @@
-import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { fork } from 'node:child_process';
+import { chmodSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { connect, createServer, type Server, type Server as NetServer, type Socket } from 'node:net';
 import { FlotillaError, errorMessage } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
-import { Dispatcher, type DataPlane } from '../../dataplane/dispatcher.js';
+import { Dispatcher, type DataPlane, type RoutingSnapshot } from '../../dataplane/dispatcher.js';
 import { frontDoorWorkerEnv } from '../../config/config.js';
 import { ProxyServer } from '../server.js';
 import { Asks } from '../workers/asks.js';
@@ -20,13 +22,31 @@ import {
   sendLine,
   type FromFrontDoor,
   type FrontDoorLaunch,
+  type Handover,
   type ToFrontDoor,
 } from './control-protocol.js';
 
 /** How long a /-/metrics scrape waits for the control plane's render. */
 const RENDER_TIMEOUT_MS = 10_000;
+/** How long the front door that replaces this one may take to serve. */
+const UPGRADE_START_MS = 30_000;
+/** How long a replaced front door lets its requests finish. */
+const UPGRADE_DRAIN_MS = 30_000;
 /** How long a newcomer has to say hello before its connection is closed. */
 const HELLO_TIMEOUT_MS = 5_000;
+
+/** Listens on the control socket, mode 0600, in place of a stale one a killed front door left. */
+async function listenControl(control: Server, socketPath: string): Promise<void> {
+  rmSync(socketPath, { force: true });
+  await new Promise<void>((resolve, reject) => {
+    control.once('error', reject);
+    control.listen(socketPath, () => {
+      control.off('error', reject);
+      resolve();
+    });
+  });
+  chmodSync(socketPath, 0o600);
+}
 
 /** Resolves true when something answers on the unix socket (a front door runs there), false when nothing does. */
 export function answersOn(path: string): Promise<boolean> {
@@ -66,6 +86,9 @@ export class FrontDoorProcess {
   /** Backends that asked for a replica while no control plane was attached. */
   private readonly demanded = new Set<string>();
   private stopping: Promise<void> | undefined;
+  private snapshot: RoutingSnapshot | undefined;
+  /** Replaced by another front door, which owns the control socket and the pid file now. */
+  private handedOver = false;
 
   private constructor(
     private readonly launch: FrontDoorLaunch,
@@ -74,16 +97,22 @@ export class FrontDoorProcess {
     private readonly desk: LeaseDesk,
     private readonly metrics: ForwardedMetrics,
     private readonly workers: FrontDoorWorkers | undefined,
-    private readonly proxy: Pick<ProxyServer, 'listen' | 'close'>,
+    private readonly proxy: Pick<ProxyServer, 'listen' | 'close' | 'listener'>,
     private readonly control: Server,
     readonly address: { host: string; port: number },
     private readonly onStopped: () => void,
   ) {}
 
-  static async start(launch: FrontDoorLaunch, logger: Logger, onStopped: () => void): Promise<FrontDoorProcess> {
+  /** Starts serving; `takeOver`: the listening server and state of the front door this one replaces (an upgrade). */
+  static async start(
+    launch: FrontDoorLaunch,
+    logger: Logger,
+    onStopped: () => void,
+    takeOver?: { server: NetServer; snapshot?: RoutingSnapshot; demanded: string[] },
+  ): Promise<FrontDoorProcess> {
     const socketPath = controlSocketPath(launch.stateDir, launch.instance);
     mkdirSync(frontDoorDir(launch.stateDir, launch.instance), { recursive: true, mode: 0o700 });
-    if (await answersOn(socketPath))
+    if (takeOver === undefined && (await answersOn(socketPath)))
       throw new FlotillaError(
         'FRONT_DOOR_RUNNING',
         `a front door already serves instance '${launch.instance}' (its control socket ${socketPath} answers): stop it first (flotilla stop), or use another instance name`,
@@ -112,18 +141,11 @@ export class FrontDoorProcess {
       new ProxyServer(dispatcher, http, logger, http.metrics ? render : undefined, undefined, () =>
         built.self?.attached === undefined ? 'away' : 'attached',
       );
-    const address = await proxy.listen(http.host, http.port);
+    if (takeOver?.snapshot !== undefined) (workers?.dataPlane() ?? dispatcher).update(takeOver.snapshot);
+    const address = await proxy.listen(http.host, http.port, takeOver?.server);
     const control = createServer((socket) => built.self?.greet(socket));
-    rmSync(socketPath, { force: true });
     try {
-      await new Promise<void>((resolve, reject) => {
-        control.once('error', reject);
-        control.listen(socketPath, () => {
-          control.off('error', reject);
-          resolve();
-        });
-      });
-      chmodSync(socketPath, 0o600);
+      await listenControl(control, socketPath);
       writeFileSync(frontDoorPidPath(launch.stateDir, launch.instance), `${process.pid}\n`, { mode: 0o600 });
     } catch (error) {
       await proxy.close(0);
@@ -131,6 +153,8 @@ export class FrontDoorProcess {
     }
     const self = new FrontDoorProcess(launch, logger, dispatcher, desk, metrics, workers, proxy, control, address, onStopped);
     built.self = self;
+    self.snapshot = takeOver?.snapshot;
+    for (const backend of takeOver?.demanded ?? []) self.demanded.add(backend);
     logger.info('front door serving; waiting for a control plane', { component: 'front-door', socket: socketPath, ...address });
     return self;
   }
@@ -144,8 +168,10 @@ export class FrontDoorProcess {
       this.metrics.close();
       this.desk.close();
       this.dispatcher.close();
-      rmSync(controlSocketPath(this.launch.stateDir, this.launch.instance), { force: true });
-      rmSync(frontDoorPidPath(this.launch.stateDir, this.launch.instance), { force: true });
+      if (!this.handedOver) {
+        rmSync(controlSocketPath(this.launch.stateDir, this.launch.instance), { force: true });
+        rmSync(frontDoorPidPath(this.launch.stateDir, this.launch.instance), { force: true });
+      }
       this.logger.info('front door stopped', { component: 'front-door' });
       this.onStopped();
     })();
@@ -194,6 +220,10 @@ export class FrontDoorProcess {
       socket.end();
       return undefined;
     };
+    if (message.t === 'upgrade' && message.protocol === CONTROL_PROTOCOL) {
+      void this.upgrade(socket, message.main);
+      return undefined;
+    }
     if (message.t !== 'hello') return refuse('INVALID_ARGUMENT', `the first control message must be hello, not ${String(message.t)}`);
     if (message.protocol !== CONTROL_PROTOCOL)
       return refuse(
@@ -219,6 +249,67 @@ export class FrontDoorProcess {
     return attached;
   }
 
+  /**
+   * Replaces this front door by the one `main` starts: forks it, hands it the listening server (both accept on it
+   * until this one stops) with the last snapshot, and once it serves and owns the control socket, stops accepting,
+   * lets the control plane go (it re-attaches to the successor), drains for up to UPGRADE_DRAIN_MS and exits.
+   */
+  private async upgrade(requester: Socket, main: string): Promise<void> {
+    const fail = (why: string): void => {
+      this.logger.error(`upgrade failed: ${why}`, { component: 'front-door' });
+      sendLine(requester, {
+        t: 'rejected',
+        protocol: CONTROL_PROTOCOL,
+        code: 'FRONT_DOOR_UNAVAILABLE',
+        message: `the upgrade failed: ${why}`,
+      });
+      requester.end();
+    };
+    if (this.stopping !== undefined || this.handedOver) return fail('this front door is stopping');
+    const { stateDir, instance } = this.launch;
+    // Closing a unix socket server unlinks its path: close ours before the successor listens there.
+    this.control.close();
+    const log = openSync(join(frontDoorDir(stateDir, instance), 'front-door.log'), 'a', 0o600);
+    const child = fork(main, [JSON.stringify(this.launch)], {
+      detached: true,
+      stdio: ['ignore', log, log, 'ipc'],
+      env: frontDoorWorkerEnv(),
+    });
+    const outcome = new Promise<Handover>((resolve) => {
+      child.once('message', (message: Handover) => resolve(message));
+      child.once('exit', (code) => resolve({ t: 'failed', message: `the new front door exited with code ${code}; see front-door.log` }));
+      setTimeout(
+        () => resolve({ t: 'failed', message: `the new front door did not serve within ${UPGRADE_START_MS / 1000} s` }),
+        UPGRADE_START_MS,
+      ).unref();
+    });
+    this.handedOver = true;
+    child.send(
+      {
+        t: 'handover',
+        ...(this.snapshot === undefined ? {} : { snapshot: this.snapshot }),
+        demanded: [...this.demanded],
+      } satisfies Handover,
+      this.proxy.listener(),
+    );
+    const answer = await outcome;
+    if (answer.t !== 'serving') {
+      this.handedOver = false;
+      child.kill('SIGKILL');
+      await listenControl(this.control, controlSocketPath(stateDir, instance)).catch((error: unknown) =>
+        this.logger.error(`could not listen on the control socket again: ${errorMessage(error)}`, { component: 'front-door' }),
+      );
+      return fail(answer.t === 'failed' ? answer.message : 'unexpected answer');
+    }
+    child.disconnect();
+    child.unref();
+    if (this.attached !== undefined) this.detach(this.attached, `handed over to the new front door (pid ${child.pid})`);
+    this.logger.info('handed the port to the new front door; draining', { component: 'front-door', successor: child.pid });
+    sendLine(requester, { t: 'upgraded', pid: child.pid ?? 0 });
+    requester.end();
+    await this.stop(UPGRADE_DRAIN_MS);
+  }
+
   private detach(attached: Attached, why: string): void {
     this.attached = undefined;
     this.workers?.setControlPlane('away');
@@ -240,6 +331,7 @@ export class FrontDoorProcess {
     if (this.desk.receive(attached.seat, message as never)) return;
     switch (message.t) {
       case 'snapshot':
+        this.snapshot = message.snapshot;
         this.dataPlane().update(message.snapshot);
         return;
       case 'cut':

@@ -237,7 +237,7 @@ export class RemoteFrontDoor {
     if (this.closing) return;
     const delayMs = Math.min(REATTACH_MAX_MS, REATTACH_BASE_MS * 2 ** this.failures);
     this.failures++;
-    this.logger.error('lost the front door; starting another', { component: 'front-door', inMs: delayMs });
+    this.logger.error('lost the front door; attaching to its successor, or starting one', { component: 'front-door', inMs: delayMs });
     this.reattach = setTimeout(() => {
       this.listen().catch((error: unknown) => {
         this.logger.error(`could not start the front door: ${errorMessage(error)}`, { component: 'front-door' });

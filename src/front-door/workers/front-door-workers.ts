@@ -1,5 +1,5 @@
 import { fork, type ChildProcess } from 'node:child_process';
-import { createServer, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { listenOn } from '../../common/checks.js';
 import { reusedFor, settlesWithin } from '../../common/clock.js';
@@ -142,14 +142,20 @@ export class FrontDoorWorkers {
     this.announce();
   }
 
+  /** The listening server, to hand over to the front door that replaces this one. */
+  listener(): Server {
+    return this.server;
+  }
+
   /** How many workers serve now, of how many configured. */
   serving(): WorkerCount {
     return { serving: this.workers.filter((worker) => worker.ready).length, configured: this.count };
   }
 
-  async listen(host: string, port: number): Promise<{ host: string; port: number }> {
+  /** Starts the workers, then listens on host:port, or on `handle`, the listening server of the front door this one replaces. */
+  async listen(host: string, port: number, handle?: Server): Promise<{ host: string; port: number }> {
     await Promise.all(Array.from({ length: this.count }, () => this.startWorker()));
-    const address = await listenOn(this.server, host, port, 'the HTTP front door');
+    const address = await listenOn(this.server, host, port, 'the HTTP front door', handle);
     this.server.on('error', (error) => this.logger.error('front door server error', { component: 'proxy', error: error.message }));
     this.logger.info('front door listening', { component: 'proxy', workers: this.count, ...address });
     return address;
