@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Server as NetServer, Socket } from 'node:net';
+import { Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { listenOn } from '../common/checks.js';
 import { settlesWithin } from '../common/clock.js';
@@ -127,6 +127,9 @@ export class ProxyServer {
   private readonly door: Door;
   private readonly idleSweep: NodeJS.Timeout;
   private accepting = false;
+  private draining = false;
+  private readonly connections = new Set<Socket>();
+  private goneWaiters: Array<() => void> = [];
   private open = 0;
   private idleWaiters: Array<() => void> = [];
 
@@ -170,6 +173,13 @@ export class ProxyServer {
       (req, res) => this.handle(req, res),
     );
     this.server.maxConnections = settings.maxConnections;
+    this.server.on('connection', (socket: Socket) => {
+      this.connections.add(socket);
+      socket.once('close', () => {
+        this.connections.delete(socket);
+        if (this.connections.size === 0) for (const wake of this.goneWaiters.splice(0)) wake();
+      });
+    });
     this.server.on('clientError', answerClientError);
     this.server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
       const error = new FlotillaError('EXPECTATION_FAILED', `the front door only meets Expect: 100-continue, not ${req.headers.expect}`);
@@ -208,10 +218,25 @@ export class ProxyServer {
   }
 
   /** Stops accepting, lets requests in flight finish for up to graceMs, then closes every connection. */
-  async close(graceMs: number): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    const idle = this.open === 0 ? Promise.resolve() : new Promise<void>((resolve) => this.idleWaiters.push(resolve));
-    await settlesWithin(idle, graceMs);
+  async close(graceMs: number, handover = false): Promise<void> {
+    if (!handover) {
+      const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+      const idle = this.open === 0 ? Promise.resolve() : new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+      await settlesWithin(idle, graceMs);
+      this.server.closeAllConnections();
+      await closed;
+      clearInterval(this.idleSweep);
+      this.door.engine.close();
+      return;
+    }
+    // A handover (another front door serves the port): stop accepting but, unlike http.Server's close, leave idle
+    // keep-alive connections open, as closing one could race a request its client is sending on it. Each answers its
+    // next request with Connection: close, and the clients reconnect to the new front door.
+    this.draining = true;
+    const closed = new Promise<void>((resolve) => NetServer.prototype.close.call(this.server, () => resolve()));
+    const gone = this.connections.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => this.goneWaiters.push(resolve));
+    await settlesWithin(gone, graceMs);
+    this.server.close();
     this.server.closeAllConnections();
     await closed;
     clearInterval(this.idleSweep);
@@ -220,6 +245,7 @@ export class ProxyServer {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     this.open++;
+    if (this.draining) res.shouldKeepAlive = false;
     try {
       if (this.route(req, res)) return;
     } catch (error) {

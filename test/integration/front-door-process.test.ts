@@ -1,5 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,6 +57,20 @@ const alive = (pid: number) => {
     return false;
   }
 };
+
+/** The processes whose parent is `pid` (a front door's workers). */
+const childrenOf = (pid: number): number[] =>
+  readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name))
+    .flatMap((name) => {
+      try {
+        const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+        const [, state, parent] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        return Number(parent) === pid && state !== 'Z' ? [Number(name)] : [];
+      } catch {
+        return [];
+      }
+    });
 
 /** Says hello on the front door's control socket and returns its first answer. */
 function hello(options: Settings, protocol: number): Promise<{ t: string; code?: string; message?: string }> {
@@ -123,6 +137,19 @@ describe.each([1, 2])('the front door as its own process, %i worker(s)', (worker
       );
       expect((await fetch(`${again.httpUrl}/steady`)).status).toBe(200);
 
+      if (workers > 1) {
+        const [worker] = childrenOf(frontDoor);
+        expect(worker).toBeDefined();
+        const duringWorkerDeath = startLoad(() => fetch(`${again.httpUrl}/steady`), 4);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        process.kill(worker!, 'SIGKILL');
+        await expect.poll(() => childrenOf(frontDoor!).filter((pid) => pid !== worker).length, { timeout: 30_000 }).toBe(workers);
+        const served = await duringWorkerDeath.stop();
+        const failed = served.total - (served.statuses.get(200) ?? 0);
+        expect(failed).toBeLessThanOrEqual(4);
+        expect([...served.statuses.keys()].filter((key) => typeof key === 'number' && key !== 200)).toEqual([]);
+      }
+
       process.kill(frontDoor, 'SIGKILL');
       await expect.poll(() => alive(frontDoor!)).toBe(false);
       await expect.poll(() => ((pid) => pid !== frontDoor && alive(pid))(frontDoorPid(options)), { timeout: 30_000 }).toBe(true);
@@ -180,6 +207,42 @@ describe.each([1, 2])('upgrading the front-door process, %i worker(s)', (workers
     } finally {
       controlPlane.kill('SIGKILL');
       for (const pid of [old, successor]) if (pid !== undefined && alive(pid)) process.kill(pid, 'SIGKILL');
+    }
+  });
+});
+
+describe('a cold start while the control plane is away', () => {
+  it('holds a request for a backend at zero replicas until a control plane returns and starts one', async () => {
+    const options = await settings(2);
+    const first = startProcess(options);
+    let second: ChildProcess | undefined;
+    let frontDoor: number | undefined;
+    try {
+      const client = await connectWhenUp(options);
+      await client.createBackend('cold', () => 'warm now', {
+        config: { autoscaling: { minReplicas: 0, maxReplicas: 1, metricsIntervalS: 0.1, lookBackPeriodS: 1, downscaleDelayS: 600 } },
+      });
+      await client.createEndpoint('cold', { backend: 'cold', route: '/cold' });
+      expect(await client.listReplicas('cold')).toHaveLength(0);
+      frontDoor = frontDoorPid(options);
+
+      first.kill('SIGKILL');
+      await exited(first);
+      const waiting = fetch(`${client.httpUrl}/cold`);
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      expect(containersOf(options.instance, 'cold')).toHaveLength(0);
+      second = startProcess(options);
+      const again = await connectWhenUp(options);
+      const answer = await waiting;
+      expect(answer.status).toBe(200);
+      expect(await answer.text()).toContain('warm now');
+      expect(await again.listReplicas('cold')).toHaveLength(1);
+      await again.shutdown();
+      await exited(second);
+    } finally {
+      first.kill('SIGKILL');
+      second?.kill('SIGKILL');
+      if (frontDoor !== undefined && alive(frontDoor)) process.kill(frontDoor, 'SIGKILL');
     }
   });
 });

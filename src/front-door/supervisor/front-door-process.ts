@@ -160,10 +160,10 @@ export class FrontDoorProcess {
   }
 
   /** Stops accepting, lets requests finish for up to graceMs, closes everything and calls onStopped. */
-  stop(graceMs: number): Promise<void> {
+  stop(graceMs: number, handover = false): Promise<void> {
     this.stopping ??= (async () => {
       this.control.close();
-      await this.proxy.close(graceMs);
+      await this.proxy.close(graceMs, handover);
       if (this.attached !== undefined) this.detach(this.attached, 'the front door stops');
       this.metrics.close();
       this.desk.close();
@@ -193,7 +193,10 @@ export class FrontDoorProcess {
 
   private render(): Promise<RenderedMetrics> {
     const { attached } = this;
-    if (attached === undefined) return Promise.reject(new Error('no control plane is attached to the front door'));
+    if (attached === undefined)
+      return Promise.reject(
+        new FlotillaError('FRONT_DOOR_UNAVAILABLE', 'no control plane is attached to the front door: /-/metrics answers again once one is'),
+      );
     return this.renders.ask((id) => sendLine(attached.socket, { t: 'render', id }), RENDER_TIMEOUT_MS);
   }
 
@@ -307,7 +310,7 @@ export class FrontDoorProcess {
     this.logger.info('handed the port to the new front door; draining', { component: 'front-door', successor: child.pid });
     sendLine(requester, { t: 'upgraded', pid: child.pid ?? 0 });
     requester.end();
-    await this.stop(UPGRADE_DRAIN_MS);
+    await this.stop(UPGRADE_DRAIN_MS, true);
   }
 
   private detach(attached: Attached, why: string): void {

@@ -186,7 +186,7 @@ export class FrontDoorWorkers {
   }
 
   /** Stops accepting; each worker lets its requests finish for up to graceMs, then closes its connections and exits. */
-  async close(graceMs: number): Promise<void> {
+  async close(graceMs: number, handover = false): Promise<void> {
     this.closing = true;
     for (const timer of this.restarts) clearTimeout(timer);
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -195,7 +195,7 @@ export class FrontDoorWorkers {
         ? Promise.resolve()
         : new Promise<void>((resolve) => child.once('exit', () => resolve())),
     );
-    this.broadcast({ t: 'close', graceMs });
+    this.broadcast({ t: 'close', graceMs, ...(handover ? { handover } : {}) });
     await settlesWithin(Promise.all(exits), graceMs + START_TIMEOUT_MS);
     for (const worker of [...this.workers]) this.leave(worker, 'closed');
     await closed;

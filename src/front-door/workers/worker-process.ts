@@ -49,8 +49,8 @@ async function answer(id: number, question: WorkerQuestion): Promise<void> {
   }
 }
 
-async function close(graceMs: number): Promise<void> {
-  await proxy?.close(graceMs);
+async function close(graceMs: number, handover: boolean): Promise<void> {
+  await proxy?.close(graceMs, handover);
   dispatcher?.close();
   leases.close();
   metrics.close();
@@ -106,7 +106,7 @@ process.on('message', (message: ToWorker, socket?: Socket) => {
       void answer(message.id, message);
       return;
     case 'close':
-      void close(message.graceMs);
+      void close(message.graceMs, message.handover === true);
       return;
   }
 });

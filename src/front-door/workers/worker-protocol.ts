@@ -51,7 +51,8 @@ export type ToWorker =
   | ({ t: 'ask'; id: number } & WorkerQuestion)
   /** The answer to the worker's render: the metrics, or the error that kept them. */
   | { t: 'answer'; id: number; rendered?: RenderedMetrics; error?: string }
-  | { t: 'close'; graceMs: number }
+  /** `handover`: another front door serves the port; idle connections stay until their next request (server.ts). */
+  | { t: 'close'; graceMs: number; handover?: boolean }
   /** Comes with a client socket handle. */
   | { t: 'connection' };
 
