@@ -20,6 +20,8 @@ import { Scheduler } from './resources/scheduler.js';
 import { Dispatcher } from './dataplane/dispatcher.js';
 import { FrontDoorWorkers } from './front-door/workers/front-door-workers.js';
 import { ProxyServer } from './front-door/server.js';
+import { RemoteFrontDoor } from './front-door/supervisor/remote-front-door.js';
+import { summarizeShadows } from './dataplane/shadow.js';
 import { engineRuntime } from './runtime/docker/engine-runtime.js';
 import { TimedRuntime } from './runtime/timed-runtime.js';
 import { ImageBuilder } from './runtime/image-builder.js';
@@ -31,8 +33,8 @@ import { runDirOf } from './controller/launcher.js';
 /** How long one metrics render serves the scrapes that follow it. */
 const METRICS_REUSE_MS = 1_000;
 
-/** The HTTP front door: served in this process, or by worker processes. */
-type FrontDoor = Pick<ProxyServer, 'listen' | 'close'>;
+/** The HTTP front door: served in this process, by worker processes, or by a front-door process (which `detach` leaves serving). */
+type FrontDoor = Pick<ProxyServer, 'listen' | 'close'> & { detach?: () => Promise<void> };
 
 /** How a start was asked for: a detached start passes the nonce that its /api/health must report. */
 export interface Launch {
@@ -109,26 +111,42 @@ export class ControlPlane {
     const metrics = new PrometheusMetrics();
     const series = new ServingSeries(systemClock);
     const events = new EventLog(eventsPath(config), config.eventHistory, systemClock, logger);
+    const served = fanOut(metrics, series);
+    const render = reusedFor(METRICS_REUSE_MS, () => metrics.render());
+    const remote =
+      config.http.frontDoor === 'process'
+        ? new RemoteFrontDoor(config, logger, {
+            failed: (backend) => {
+              served.replicaFailure(backend);
+              void controller.tick();
+            },
+            demand: (backend) => controller.demand(backend),
+            metrics: served,
+            render,
+          })
+        : undefined;
     const dispatcher = new Dispatcher({
       onReplicaFailure: () => void controller.tick(),
-      metrics: fanOut(metrics, series),
+      metrics: served,
       streamIdleTimeoutMs: config.http.streamIdleTimeoutS * 1000,
       maxResponseBytes: config.handle.maxResponseBytes,
       onDemand: (backend) => controller.demand(backend),
       onQueued: (backend) => workers?.contend(backend),
+      ...(remote === undefined ? {} : { router: (backend: string) => remote.leases.router(backend) }),
     });
-    const render = reusedFor(METRICS_REUSE_MS, () => metrics.render());
     const workers =
-      config.http.workers > 1
+      remote === undefined && config.http.workers > 1
         ? new FrontDoorWorkers(config.http.workers, dispatcher, config.http, config, logger, render, frontDoorWorkerEnv())
         : undefined;
     if (workers !== undefined) metrics.countFrontDoorWorkers(() => workers.serving());
+    if (remote !== undefined) metrics.countFrontDoorWorkers(() => remote.serving());
+    const dataPlane = remote?.dataPlane(dispatcher) ?? workers?.dataPlane() ?? dispatcher;
     const controller = new Controller({
       config,
       runtime,
       images: new ImageBuilder(runtime, config, logger),
       scheduler,
-      dispatcher: workers?.dataPlane() ?? dispatcher,
+      dispatcher: dataPlane,
       logger,
       clock: systemClock,
       events,
@@ -138,7 +156,8 @@ export class ControlPlane {
       await claim.release();
       throw error;
     });
-    const proxy: FrontDoor = workers ?? new ProxyServer(dispatcher, config.http, logger, config.http.metrics ? render : undefined);
+    const proxy: FrontDoor =
+      remote ?? workers ?? new ProxyServer(dispatcher, config.http, logger, config.http.metrics ? render : undefined);
     const { token, generated } = adminToken(config);
     const allowedHosts = config.admin.allowedHosts
       .split(',')
@@ -150,7 +169,7 @@ export class ControlPlane {
     };
     let gateway: HandleGateway | undefined;
     try {
-      const listening = urlOf(await proxy.listen(config.http.host, config.http.port));
+      const listening = urlOf(await (remote?.listen() ?? proxy.listen(config.http.host, config.http.port)));
       const httpUrl = config.http.publicUrl === '' ? listening : config.http.publicUrl.replace(/\/+$/, '');
       const adminUrl = urlOf(await admin.listen(config.admin.host, config.admin.port));
       gateway = new HandleGateway({
@@ -164,7 +183,11 @@ export class ControlPlane {
         dispatcher,
         (): Promise<void> => plane.shutdown(),
         events,
-        workers === undefined ? undefined : (endpoint) => workers.shadowStats(endpoint),
+        remote !== undefined
+          ? async (endpoint) => summarizeShadows(await remote.shadowCounts(dispatcher, endpoint))
+          : workers === undefined
+            ? undefined
+            : (endpoint) => workers.shadowStats(endpoint),
       );
       const plane: ControlPlane = new ControlPlane(
         config,
@@ -180,17 +203,17 @@ export class ControlPlane {
         stopWatchingNodes,
         gateway,
       );
-      const frontDoor = { workers: () => workers?.serving() ?? { serving: 1, configured: 1 }, renderMetrics: render };
+      const frontDoor = { workers: () => remote?.serving() ?? workers?.serving() ?? { serving: 1, configured: 1 }, renderMetrics: render };
       if (launch.record === true) recordInstance({ instance: config.instance, adminUrl, httpUrl, stateDir: config.stateDir });
       admin.serve(client, () => plane.shutdown(), { instance: config.instance, nonce: launch.nonce ?? randomUUID() }, series, frontDoor);
       await claim.record(adminUrl, httpUrl);
-      metrics.countReplicasOf(client, dispatcher);
+      metrics.countReplicasOf(client, dataPlane);
       gateway.start();
       return plane;
     } catch (error) {
       gateway?.close();
       stopWatchingNodes();
-      await Promise.allSettled([proxy.close(0), admin.close(), controller.detach()]);
+      await Promise.allSettled([proxy.detach?.() ?? proxy.close(0), admin.close(), controller.detach()]);
       await claim.release();
       forget();
       forgetInstance(config.stateDir, config.instance);
@@ -218,7 +241,7 @@ export class ControlPlane {
   close(): Promise<void> {
     this.closing ??= (async () => {
       await this.admin.close();
-      await this.proxy.close(this.graceMs());
+      await (this.proxy.detach?.() ?? this.proxy.close(this.graceMs()));
       await this.controller.detach();
       this.dispatcher.close();
       this.forgetStoredFiles();

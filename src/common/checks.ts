@@ -14,14 +14,25 @@ export function urlOf({ host, port }: { host: string; port: number }): string {
   return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
-/** Starts `server` listening; a taken port or a bad address is an INVALID_ARGUMENT naming `what`. */
-export async function listenOn(server: Server, host: string, port: number, what: string): Promise<{ host: string; port: number }> {
+/**
+ * Starts `server` listening (on `handle`, a listening server another process handed over, when given); a taken port or
+ * a bad address is an INVALID_ARGUMENT naming `what`.
+ */
+export async function listenOn(
+  server: Server,
+  host: string,
+  port: number,
+  what: string,
+  handle?: Server,
+): Promise<{ host: string; port: number }> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => {
+    const listening = (): void => {
       server.off('error', reject);
       resolve();
-    });
+    };
+    if (handle === undefined) server.listen(port, host, listening);
+    else server.listen(handle, listening);
   }).catch((error: NodeJS.ErrnoException) => {
     throw invalid(`${what} cannot listen on ${host}:${port}: ${error.code ?? error.message}`);
   });

@@ -51,6 +51,12 @@ const schema = {
       default: 0,
       env: 'FLOTILLA_HTTP_WORKERS',
     },
+    frontDoor: {
+      doc: 'Where the front door runs: process (a process of its own that outlives the control plane, docs/operations.md) or in-process (in the control plane process, with its workers).',
+      format: ['process', 'in-process'],
+      default: 'in-process',
+      env: 'FLOTILLA_HTTP_FRONT_DOOR',
+    },
     maxBodyBytes: {
       doc: 'Largest request body the front door accepts; larger ones get 413.',
       format: 'nat',
@@ -355,6 +361,7 @@ export interface FlotillaConfig {
     port: number;
     publicUrl: string;
     workers: number;
+    frontDoor: 'process' | 'in-process';
     maxBodyBytes: number;
     maxBufferedBytes: number;
     maxConnections: number;

@@ -150,6 +150,11 @@ export class Dispatcher {
     return router.acquire(abortable, exclude);
   }
 
+  /** The backends in the last snapshot. */
+  backendNames(): string[] {
+    return [...this.backends.keys()];
+  }
+
   queued(backend: string): number {
     return this.routers.get(backend)?.queued ?? 0;
   }

@@ -16,7 +16,7 @@ import { prepareForwardHeaders } from './request-guard.js';
 const EMPTY = Buffer.alloc(0);
 
 /** The front door's limits: config http.* (documented in src/config/config.ts and docs/configuration.md). */
-export type FrontDoorSettings = Omit<FlotillaConfig['http'], 'host' | 'port' | 'publicUrl' | 'workers'>;
+export type FrontDoorSettings = Omit<FlotillaConfig['http'], 'host' | 'port' | 'publicUrl' | 'workers' | 'frontDoor'>;
 
 /** Whether the request has a body to read (within the budget and the body timeout); one without costs nothing. */
 function hasBody(req: IncomingMessage): boolean {

@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { listenOn } from '../common/checks.js';
 import { settlesWithin } from '../common/clock.js';
@@ -14,6 +14,9 @@ import { isProtocolPath, parseTrustedProxies, requestPath } from './request-guar
 import { noteRouteHeaders } from './route-headers.js';
 
 export const SHARD_KEY_HEADER = 'x-serve-shard-key';
+
+/** A front-door process's control plane: attached, or away (the front door serves its last routing snapshot). */
+export type ControlPlaneState = 'attached' | 'away';
 /** How long a connection whose body was refused keeps reading (and dropping) it, so the client sees the answer before the close. */
 const LINGER_MS = 2_000;
 /** How many times per streamIdleTimeoutS (or clientStallTimeoutS) a relayed answer is checked for progress: a stuck one is cut at most a quarter late. */
@@ -125,6 +128,9 @@ export class ProxyServer {
   private readonly door: Door;
   private readonly idleSweep: NodeJS.Timeout;
   private accepting = false;
+  private draining = false;
+  private readonly connections = new Set<Socket>();
+  private goneWaiters: Array<() => void> = [];
   private open = 0;
   private idleWaiters: Array<() => void> = [];
 
@@ -135,6 +141,8 @@ export class ProxyServer {
     private readonly renderMetrics?: () => Promise<{ contentType: string; body: string }>,
     /** In a front-door worker: how many workers serve, as the control plane last said; /-/healthz reports it. */
     private readonly workers?: () => { serving: number; configured: number } | undefined,
+    /** In a front-door process (http.frontDoor process): whether a control plane is attached; /-/healthz reports it. */
+    private readonly controlPlane?: () => ControlPlaneState | undefined,
   ) {
     let trusted: ReadonlySet<string>;
     try {
@@ -166,6 +174,13 @@ export class ProxyServer {
       (req, res) => this.handle(req, res),
     );
     this.server.maxConnections = settings.maxConnections;
+    this.server.on('connection', (socket: Socket) => {
+      this.connections.add(socket);
+      socket.once('close', () => {
+        this.connections.delete(socket);
+        if (this.connections.size === 0) for (const wake of this.goneWaiters.splice(0)) wake();
+      });
+    });
     this.server.on('clientError', answerClientError);
     this.server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
       const error = new FlotillaError('EXPECTATION_FAILED', `the front door only meets Expect: 100-continue, not ${req.headers.expect}`);
@@ -179,10 +194,16 @@ export class ProxyServer {
     this.idleSweep = setInterval(() => this.sweepIdle(), (sweepS * 1000) / IDLE_CHECKS).unref();
   }
 
-  async listen(host: string, port: number): Promise<{ host: string; port: number }> {
-    const address = await listenOn(this.server, host, port, 'the HTTP front door');
+  /** Listens on host:port, or on `handle`, the listening server of the front door this one replaces. */
+  async listen(host: string, port: number, handle?: NetServer): Promise<{ host: string; port: number }> {
+    const address = await listenOn(this.server, host, port, 'the HTTP front door', handle);
     this.logger.info('front door listening', { component: 'proxy', ...address });
     return address;
+  }
+
+  /** The listening server, to hand over to the front door that replaces this one. */
+  listener(): NetServer {
+    return this.server;
   }
 
   /**
@@ -198,10 +219,25 @@ export class ProxyServer {
   }
 
   /** Stops accepting, lets requests in flight finish for up to graceMs, then closes every connection. */
-  async close(graceMs: number): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    const idle = this.open === 0 ? Promise.resolve() : new Promise<void>((resolve) => this.idleWaiters.push(resolve));
-    await settlesWithin(idle, graceMs);
+  async close(graceMs: number, handover = false): Promise<void> {
+    if (!handover) {
+      const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+      const idle = this.open === 0 ? Promise.resolve() : new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+      await settlesWithin(idle, graceMs);
+      this.server.closeAllConnections();
+      await closed;
+      clearInterval(this.idleSweep);
+      this.door.engine.close();
+      return;
+    }
+    // A handover (another front door serves the port): stop accepting but, unlike http.Server's close, leave idle
+    // keep-alive connections open, as closing one could race a request its client is sending on it. Each answers its
+    // next request with Connection: close, and the clients reconnect to the new front door.
+    this.draining = true;
+    const closed = new Promise<void>((resolve) => NetServer.prototype.close.call(this.server, () => resolve()));
+    const gone = this.connections.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => this.goneWaiters.push(resolve));
+    await settlesWithin(gone, graceMs);
+    this.server.close();
     this.server.closeAllConnections();
     await closed;
     clearInterval(this.idleSweep);
@@ -210,6 +246,7 @@ export class ProxyServer {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     this.open++;
+    if (this.draining) res.shouldKeepAlive = false;
     try {
       if (this.route(req, res)) return;
     } catch (error) {
@@ -260,7 +297,12 @@ export class ProxyServer {
   private async serveOwn(res: ServerResponse, path: string): Promise<void> {
     if (path === '/-/healthz') {
       const workers = this.workers?.();
-      return sendJson(res, 200, { status: 'ok', ...(workers === undefined ? {} : { workers }) });
+      const controlPlane = this.controlPlane?.();
+      return sendJson(res, 200, {
+        status: 'ok',
+        ...(workers === undefined ? {} : { workers }),
+        ...(controlPlane === undefined ? {} : { controlPlane }),
+      });
     }
     if (path === '/-/metrics' && this.renderMetrics !== undefined) {
       const { contentType, body } = await this.renderMetrics();

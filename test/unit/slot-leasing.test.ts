@@ -60,6 +60,32 @@ describe('slot leasing between front-door workers and the control plane', () => 
     expect(workers[0]!.sent('want')).toBe(1);
   });
 
+  it('never prefers a replica for the idle lease it holds: sequential requests take turns over the replicas', async () => {
+    const { workers, take } = (opened = bench({ replicas: 2, maxConcurrentQueries: 4, maxQueuedRequests: 4 }));
+    const reached: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const lease = await take(0);
+      reached.push(lease.replica.id);
+      lease.release();
+    }
+    expect(reached).toEqual(['r1', 'r2', 'r1', 'r2', 'r1', 'r2', 'r1', 'r2']);
+    expect(workers[0]!.sent('want')).toBe(2);
+  });
+
+  it('serves from its idle lease when the control plane has no free slot (a spare want is refused, not queued)', async () => {
+    const { take, primary, workers } = (opened = bench({ replicas: 2, maxConcurrentQueries: 1, maxQueuedRequests: 4 }));
+    const mine = await take(0);
+    const other = await take(1);
+    expect(other.replica.id).not.toBe(mine.replica.id);
+    mine.release();
+    const again = await take(0);
+    expect(again.replica.id).toBe(mine.replica.id);
+    expect(primary.queued('b')).toBe(0);
+    expect(workers[0]!.sent('return')).toBe(0);
+    again.release();
+    other.release();
+  });
+
   it('never lends more than maxConcurrentQueries over the workers, and queues at most maxQueuedRequests', async () => {
     const { take, primary } = (opened = bench({ replicas: 1, maxConcurrentQueries: 2, maxQueuedRequests: 1 }));
     const held = [await take(0), await take(0)];

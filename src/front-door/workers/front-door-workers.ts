@@ -1,5 +1,5 @@
 import { fork, type ChildProcess } from 'node:child_process';
-import { createServer, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { listenOn } from '../../common/checks.js';
 import { reusedFor, settlesWithin } from '../../common/clock.js';
@@ -10,8 +10,8 @@ import type { ShadowStats } from '../../api.js';
 import type { ReplicaTarget } from '../../runtime/container-runtime.js';
 import type { DataPlane, Dispatcher, RoutingSnapshot } from '../../dataplane/dispatcher.js';
 import { LeaseDesk, type DeskSeat } from './lease-desk.js';
-import type { FrontDoorSettings } from '../server.js';
-import { summarizeShadows } from '../../dataplane/shadow.js';
+import type { ControlPlaneState, FrontDoorSettings } from '../server.js';
+import { summarizeShadows, type ShadowCounts } from '../../dataplane/shadow.js';
 import { Asks } from './asks.js';
 import type { FromWorker, RenderedMetrics, ToWorker, WorkerCount, WorkerQuestion } from './worker-protocol.js';
 
@@ -107,6 +107,8 @@ export class FrontDoorWorkers {
   private readonly restarts = new Set<NodeJS.Timeout>();
   private readonly render = reusedFor(METRICS_REUSE_MS, () => this.renderNow());
   private snapshot: RoutingSnapshot | undefined;
+  /** In a front-door process: whether its control plane is attached, for the workers' /-/healthz. */
+  private controlPlane: ControlPlaneState | undefined;
   private next = 0;
   private open = 0;
   private closing = false;
@@ -123,8 +125,10 @@ export class FrontDoorWorkers {
     private readonly renderMetrics: () => Promise<RenderedMetrics>,
     /** The environment workers start with: none of the control plane's secrets (see config.ts). */
     private readonly env: NodeJS.ProcessEnv,
+    /** The desk that lends the Dispatcher's slots, when others than the workers hold seats too (a front-door process's control plane). */
+    desk?: LeaseDesk,
   ) {
-    this.desk = new LeaseDesk(dispatcher);
+    this.desk = desk ?? new LeaseDesk(dispatcher);
   }
 
   /** Makes the backend's workers give back their leases: a request waits for it in this process (the Dispatcher's onQueued). */
@@ -132,14 +136,26 @@ export class FrontDoorWorkers {
     void this.desk.contend(backend);
   }
 
+  /** Tells the workers whether the front-door process's control plane is attached. */
+  setControlPlane(state: ControlPlaneState): void {
+    this.controlPlane = state;
+    this.announce();
+  }
+
+  /** The listening server, to hand over to the front door that replaces this one. */
+  listener(): Server {
+    return this.server;
+  }
+
   /** How many workers serve now, of how many configured. */
   serving(): WorkerCount {
     return { serving: this.workers.filter((worker) => worker.ready).length, configured: this.count };
   }
 
-  async listen(host: string, port: number): Promise<{ host: string; port: number }> {
+  /** Starts the workers, then listens on host:port, or on `handle`, the listening server of the front door this one replaces. */
+  async listen(host: string, port: number, handle?: Server): Promise<{ host: string; port: number }> {
     await Promise.all(Array.from({ length: this.count }, () => this.startWorker()));
-    const address = await listenOn(this.server, host, port, 'the HTTP front door');
+    const address = await listenOn(this.server, host, port, 'the HTTP front door', handle);
     this.server.on('error', (error) => this.logger.error('front door server error', { component: 'proxy', error: error.message }));
     this.logger.info('front door listening', { component: 'proxy', workers: this.count, ...address });
     return address;
@@ -170,7 +186,7 @@ export class FrontDoorWorkers {
   }
 
   /** Stops accepting; each worker lets its requests finish for up to graceMs, then closes its connections and exits. */
-  async close(graceMs: number): Promise<void> {
+  async close(graceMs: number, handover = false): Promise<void> {
     this.closing = true;
     for (const timer of this.restarts) clearTimeout(timer);
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -179,7 +195,7 @@ export class FrontDoorWorkers {
         ? Promise.resolve()
         : new Promise<void>((resolve) => child.once('exit', () => resolve())),
     );
-    this.broadcast({ t: 'close', graceMs });
+    this.broadcast({ t: 'close', graceMs, ...(handover ? { handover } : {}) });
     await settlesWithin(Promise.all(exits), graceMs + START_TIMEOUT_MS);
     for (const worker of [...this.workers]) this.leave(worker, 'closed');
     await closed;
@@ -188,9 +204,14 @@ export class FrontDoorWorkers {
 
   /** The stats of the endpoint's shadows, mirrored by the workers and by this process's handles. */
   async shadowStats(endpoint: string): Promise<Record<string, ShadowStats>> {
+    return summarizeShadows(await this.shadowCounts(endpoint));
+  }
+
+  /** The shadow counts of this process and of each worker that answers. */
+  async shadowCounts(endpoint: string): Promise<Array<Record<string, ShadowCounts>>> {
     const answers = await Promise.all(this.workers.map((worker) => this.ask(worker, { q: 'shadowCounts', endpoint }, ASK_TIMEOUT_MS)));
     const counts = answers.flatMap((answer) => (answer?.counts === undefined ? [] : [answer.counts]));
-    return summarizeShadows([this.dispatcher.shadows.counts(endpoint), ...counts]);
+    return [this.dispatcher.shadows.counts(endpoint), ...counts];
   }
 
   /** Gives the connection to the next worker in turn that is up; closes it at maxConnections, answers 503 when none is up. */
@@ -388,6 +409,10 @@ export class FrontDoorWorkers {
 
   /** Tells the workers how many serve, for their /-/healthz. */
   private announce(): void {
-    this.broadcast({ t: 'workers', count: this.serving() });
+    this.broadcast({
+      t: 'workers',
+      count: this.serving(),
+      ...(this.controlPlane === undefined ? {} : { controlPlane: this.controlPlane }),
+    });
   }
 }

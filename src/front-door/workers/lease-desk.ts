@@ -3,6 +3,7 @@ import type { ReplicaTarget } from '../../runtime/container-runtime.js';
 import type { Dispatcher } from '../../dataplane/dispatcher.js';
 import type { Lease } from '../../dataplane/replica-router.js';
 import { Asks } from './asks.js';
+import { NO_FREE_SLOT } from './leased-router.js';
 import type { FromWorker, ToWorker } from './worker-protocol.js';
 
 /** How often a contended backend is checked for an empty queue, after which workers keep their leases again. */
@@ -12,7 +13,6 @@ const RECLAIM_TIMEOUT_MS = 1_000;
 
 /** One worker as the desk knows it: the leases it holds and the wants it waits on. */
 export class DeskSeat {
-  nextLease = 1;
   readonly leases = new Map<number, { backend: string; lease: Lease<ReplicaTarget> }>();
   readonly waits = new Map<number, AbortController>();
   /** The contended messages not yet acknowledged, by reclaim id. */
@@ -41,6 +41,11 @@ export class LeaseDesk {
   private readonly seats = new Set<DeskSeat>();
   private readonly contended = new Map<string, Promise<void>>();
   private readonly calmCheck: NodeJS.Timeout;
+  /**
+   * Lease ids, unique over the desk's seats and (started from the clock) over desks: a seat that left and came back
+   * (a control plane re-attached) may return a lease of its old seat, which must not release another's.
+   */
+  private nextLease = Date.now() * 1024;
 
   constructor(private readonly dispatcher: Dispatcher) {
     this.calmCheck = setInterval(() => this.calmDown(), CALM_CHECK_MS).unref();
@@ -69,7 +74,7 @@ export class LeaseDesk {
   receive(seat: DeskSeat, message: FromWorker): boolean {
     switch (message.t) {
       case 'want':
-        void this.want(seat, message.want, message.backend, new Set(message.exclude));
+        void this.want(seat, message.want, message.backend, new Set(message.exclude), message.spare === true);
         return true;
       case 'cancel':
         seat.waits.get(message.want)?.abort();
@@ -101,8 +106,12 @@ export class LeaseDesk {
     for (const seat of [...this.seats]) this.unseat(seat);
   }
 
-  private async want(seat: DeskSeat, want: number, backend: string, exclude: ReadonlySet<string>): Promise<void> {
+  private async want(seat: DeskSeat, want: number, backend: string, exclude: ReadonlySet<string>, spare: boolean): Promise<void> {
     let lease = this.dispatcher.tryAcquire(backend, exclude);
+    if (lease === undefined && spare) {
+      seat.send({ t: 'refused', want, code: NO_FREE_SLOT, message: 'no slot is free: use the idle lease' });
+      return;
+    }
     if (lease === undefined) {
       const controller = new AbortController();
       seat.waits.set(want, controller);
@@ -123,7 +132,7 @@ export class LeaseDesk {
         return;
       }
     }
-    const id = seat.nextLease++;
+    const id = this.nextLease++;
     seat.leases.set(id, { backend, lease });
     seat.send({ t: 'lease', want, lease: id, replica: lease.replica });
   }

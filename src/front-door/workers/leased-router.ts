@@ -9,6 +9,10 @@ import type { FromWorker, ToWorker } from './worker-protocol.js';
 export const IDLE_RETURN_MS = 250;
 
 const NONE: ReadonlySet<string> = new Set();
+/** The refusal of a spare want: no slot is free now, use the idle lease in hand. */
+export const NO_FREE_SLOT = 'NO_FREE_SLOT';
+
+class NoFreeSlot extends Error {}
 
 interface Held {
   id: number;
@@ -45,11 +49,11 @@ export class LeaseClient {
     if (this.routers.get(router.backend) === router) this.routers.delete(router.backend);
   }
 
-  want(router: LeasedRouter, exclude: ReadonlySet<string>, abortable?: Abortable): Promise<Held> {
+  want(router: LeasedRouter, exclude: ReadonlySet<string>, abortable?: Abortable, spare = false): Promise<Held> {
     let id = 0;
     const held = this.wants.ask((want) => {
       id = want;
-      this.send({ t: 'want', want, backend: router.backend, exclude: [...exclude] });
+      this.send({ t: 'want', want, backend: router.backend, exclude: [...exclude], ...(spare ? { spare } : {}) });
     });
     const signal = abortable?.signal;
     const abandon = (): void => {
@@ -67,7 +71,10 @@ export class LeaseClient {
   /** Handles the primary's answers; false for a message that is not about leases. */
   receive(message: ToWorker): boolean {
     if (message.t === 'refused') {
-      this.wants.drop(message.want, new FlotillaError(message.code as ErrorCode, message.message));
+      this.wants.drop(
+        message.want,
+        message.code === NO_FREE_SLOT ? new NoFreeSlot(message.message) : new FlotillaError(message.code as ErrorCode, message.message),
+      );
       return true;
     }
     if (message.t === 'lease') {
@@ -83,6 +90,16 @@ export class LeaseClient {
       return true;
     }
     return false;
+  }
+
+  /**
+   * The primary went away (a front door the control plane lost): every want fails with `error`, and the idle leases
+   * are forgotten, not returned, as that primary took them back; the contended word is forgotten with them.
+   */
+  reset(error: Error): void {
+    this.wants.dropAll(error);
+    this.contended.clear();
+    for (const router of this.routers.values()) router.forgetIdle();
   }
 
   close(): void {
@@ -134,31 +151,35 @@ export class LeasedRouter implements BackendRouter<ReplicaTarget> {
     this.giveBackIdle((held) => !this.replicas.has(held.replica.id));
   }
 
+  /**
+   * A lease at once from those held idle, when this worker holds a lease on every replica it may use: otherwise a
+   * replica it holds none on may be less busy over all, which only the primary knows (acquire asks it).
+   */
   tryAcquire(exclude: ReadonlySet<string> = NONE): Lease<ReplicaTarget> | undefined {
-    if (this.contended) return undefined;
-    const { idle, quarantine } = this;
-    const now = quarantine.size > 0 ? performance.now() : 0;
-    const best = leastBusy(
-      idle.length,
-      (i) => {
-        const id = idle[i]!.replica.id;
-        return exclude.has(id) || quarantine.holds(id, now) ? -1 : 0;
-      },
-      (i) => this.busy.get(idle[i]!.replica.id) ?? 0,
-      () => true,
-    );
-    if (best < 0) return undefined;
-    const [held] = this.idle.splice(best, 1);
-    return this.use(held!);
+    if (this.contended || this.unheld(exclude)) return undefined;
+    return this.useIdle(exclude);
   }
 
+  /**
+   * Takes a lease held idle only when the primary has no free slot better than it: a worker never prefers a replica
+   * because it holds an idle lease on it. A want `spare` (with an idle lease in hand) is answered NO_FREE_SLOT rather
+   * than queued; the idle lease serves then.
+   */
   async acquire(abortable?: Abortable, exclude: ReadonlySet<string> = NONE): Promise<Lease<ReplicaTarget>> {
     const lease = this.tryAcquire(exclude);
     if (lease !== undefined) return lease;
+    const spare = !this.contended && this.usableIdle(exclude) >= 0;
     this.waiting++;
     let held: Held;
     try {
-      held = await this.client.want(this, exclude, abortable);
+      held = await this.client.want(this, exclude, abortable, spare);
+    } catch (error) {
+      if (error instanceof NoFreeSlot) {
+        const idle = this.useIdle(exclude);
+        if (idle !== undefined) return idle;
+        return this.acquire(abortable, exclude);
+      }
+      throw error;
     } finally {
       this.waiting--;
     }
@@ -185,6 +206,11 @@ export class LeasedRouter implements BackendRouter<ReplicaTarget> {
     this.client.forget(this);
   }
 
+  forgetIdle(): void {
+    this.idle = [];
+    this.contended = false;
+  }
+
   /** Sets whether requests wait for the backend at the primary; when they start to, returns the idle leases, no longer held. */
   setContended(contended: boolean): number[] {
     this.contended = contended;
@@ -194,6 +220,39 @@ export class LeasedRouter implements BackendRouter<ReplicaTarget> {
 
   returnIdle(now: number): void {
     this.giveBackIdle((held) => now - held.idleSince >= IDLE_RETURN_MS);
+  }
+
+  /** Whether a replica this worker may use has no lease of it, idle or busy. */
+  private unheld(exclude: ReadonlySet<string>): boolean {
+    const now = this.quarantine.size > 0 ? performance.now() : 0;
+    const idle = new Set(this.idle.map((held) => held.replica.id));
+    for (const id of this.replicas.keys()) {
+      if (exclude.has(id) || this.quarantine.holds(id, now)) continue;
+      if (!idle.has(id) && !this.busy.has(id)) return true;
+    }
+    return false;
+  }
+
+  /** The idle lease to use: on the least busy replica, the one idle longest on ties (so replicas take turns); -1 for none. */
+  private usableIdle(exclude: ReadonlySet<string>): number {
+    const { idle, quarantine } = this;
+    const now = quarantine.size > 0 ? performance.now() : 0;
+    return leastBusy(
+      idle.length,
+      (i) => {
+        const id = idle[i]!.replica.id;
+        return exclude.has(id) || quarantine.holds(id, now) ? -1 : 0;
+      },
+      (i) => this.busy.get(idle[i]!.replica.id) ?? 0,
+      () => true,
+    );
+  }
+
+  private useIdle(exclude: ReadonlySet<string>): Lease<ReplicaTarget> | undefined {
+    const best = this.usableIdle(exclude);
+    if (best < 0) return undefined;
+    const [held] = this.idle.splice(best, 1);
+    return this.use(held!);
   }
 
   private use(held: Held): Lease<ReplicaTarget> {

@@ -3,48 +3,17 @@ import { exitOnEscape } from '../../common/last-resort.js';
 import { createLogger, type LogFormat } from '../../common/logger.js';
 import { Dispatcher } from '../../dataplane/dispatcher.js';
 import { LeaseClient } from './leased-router.js';
-import { ProxyServer } from '../server.js';
-import type { ServingMetrics, ShadowOutcome } from '../../dataplane/serving-metrics.js';
+import { ProxyServer, type ControlPlaneState } from '../server.js';
+import { ForwardedMetrics } from './forwarded-metrics.js';
 import { Asks } from './asks.js';
 import type { FromWorker, RenderedMetrics, ToWorker, WorkerCount, WorkerQuestion } from './worker-protocol.js';
 
-/** How often a worker sends the primary what it served, for /metrics and the dashboard. */
-const METRICS_FLUSH_MS = 100;
 /** How long a /-/metrics scrape waits for the primary's render. */
 const RENDER_TIMEOUT_MS = 10_000;
 
 /** A message to the primary; one that cannot go (the primary is gone) is dropped, and the disconnect ends the worker. */
 function send(message: FromWorker): void {
   process.send?.(message, undefined, {}, () => undefined);
-}
-
-/** What the worker served, sent to the primary in batches; replica failures go as their own message ('failed'), counted there. */
-class ForwardedMetrics implements ServingMetrics {
-  private requests: Array<[string, string, number, number]> = [];
-  private shadows: Array<[string, string, ShadowOutcome]> = [];
-  private readonly timer = setInterval(() => this.flush(), METRICS_FLUSH_MS).unref();
-
-  request(endpoint: string, backend: string, status: number, seconds: number): void {
-    this.requests.push([endpoint, backend, status, seconds]);
-  }
-
-  shadow(endpoint: string, backend: string, outcome: ShadowOutcome): void {
-    this.shadows.push([endpoint, backend, outcome]);
-  }
-
-  replicaFailure(): void {}
-
-  flush(): void {
-    if (this.requests.length === 0 && this.shadows.length === 0) return;
-    send({ t: 'metrics', requests: this.requests, shadows: this.shadows });
-    this.requests = [];
-    this.shadows = [];
-  }
-
-  close(): void {
-    clearInterval(this.timer);
-    this.flush();
-  }
 }
 
 /**
@@ -54,11 +23,12 @@ class ForwardedMetrics implements ServingMetrics {
  * leased from the primary (leased-router.ts).
  */
 const leases = new LeaseClient(send);
-const metrics = new ForwardedMetrics();
+const metrics = new ForwardedMetrics(send);
 const renders = new Asks<RenderedMetrics>();
 let dispatcher: Dispatcher | undefined;
 let proxy: ProxyServer | undefined;
 let workers: WorkerCount | undefined;
+let controlPlane: ControlPlaneState | undefined;
 
 function renderMetrics(): Promise<RenderedMetrics> {
   return renders.ask((id) => send({ t: 'ask', id, q: 'render' }), RENDER_TIMEOUT_MS);
@@ -79,8 +49,8 @@ async function answer(id: number, question: WorkerQuestion): Promise<void> {
   }
 }
 
-async function close(graceMs: number): Promise<void> {
-  await proxy?.close(graceMs);
+async function close(graceMs: number, handover: boolean): Promise<void> {
+  await proxy?.close(graceMs, handover);
   dispatcher?.close();
   leases.close();
   metrics.close();
@@ -99,7 +69,14 @@ process.on('message', (message: ToWorker, socket?: Socket) => {
         onReplicaFailure: (backend, replica) => send({ t: 'failed', backend, replica }),
         router: (backend) => leases.router(backend),
       });
-      proxy = new ProxyServer(dispatcher, message.settings, logger, message.settings.metrics ? renderMetrics : undefined, () => workers);
+      proxy = new ProxyServer(
+        dispatcher,
+        message.settings,
+        logger,
+        message.settings.metrics ? renderMetrics : undefined,
+        () => workers,
+        () => controlPlane,
+      );
       send({ t: 'ready' });
       return;
     }
@@ -119,6 +96,7 @@ process.on('message', (message: ToWorker, socket?: Socket) => {
       return;
     case 'workers':
       workers = message.count;
+      controlPlane = message.controlPlane;
       return;
     case 'answer':
       if (message.rendered !== undefined) renders.answer(message.id, message.rendered);
@@ -128,7 +106,7 @@ process.on('message', (message: ToWorker, socket?: Socket) => {
       void answer(message.id, message);
       return;
     case 'close':
-      void close(message.graceMs);
+      void close(message.graceMs, message.handover === true);
       return;
   }
 });

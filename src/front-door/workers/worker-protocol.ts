@@ -1,6 +1,6 @@
 import type { ReplicaTarget } from '../../runtime/container-runtime.js';
 import type { RoutingSnapshot } from '../../dataplane/dispatcher.js';
-import type { FrontDoorSettings } from '../server.js';
+import type { ControlPlaneState, FrontDoorSettings } from '../server.js';
 import type { RoutedReplica } from '../../dataplane/replica-router.js';
 import type { ShadowOutcome } from '../../dataplane/serving-metrics.js';
 import type { ShadowCounts } from '../../dataplane/shadow.js';
@@ -46,17 +46,20 @@ export type ToWorker =
   /** Requests wait for the backend: return every idle lease now (with `ack: reclaim`) and each lease when its request ends, until `contended` is false. */
   | { t: 'contended'; backend: string; contended: boolean; reclaim?: number }
   | { t: 'cut'; target: ReplicaTarget }
-  | { t: 'workers'; count: WorkerCount }
+  /** `controlPlane`: in a front-door process, whether a control plane is attached. */
+  | { t: 'workers'; count: WorkerCount; controlPlane?: ControlPlaneState }
   | ({ t: 'ask'; id: number } & WorkerQuestion)
   /** The answer to the worker's render: the metrics, or the error that kept them. */
   | { t: 'answer'; id: number; rendered?: RenderedMetrics; error?: string }
-  | { t: 'close'; graceMs: number }
+  /** `handover`: another front door serves the port; idle connections stay until their next request (server.ts). */
+  | { t: 'close'; graceMs: number; handover?: boolean }
   /** Comes with a client socket handle. */
   | { t: 'connection' };
 
 export type FromWorker =
   | { t: 'ready' }
-  | { t: 'want'; want: number; backend: string; exclude: string[] }
+  /** `spare`: the worker holds an idle lease it may use instead, so a want no free slot meets is refused NO_FREE_SLOT, not queued. */
+  | { t: 'want'; want: number; backend: string; exclude: string[]; spare?: boolean }
   | { t: 'cancel'; want: number }
   /** `ack`: the answer to the contended message with that `reclaim` id, sent even when no lease was idle. */
   | { t: 'return'; leases: number[]; ack?: number }
