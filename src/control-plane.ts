@@ -5,7 +5,7 @@ import { AdminServer, isLoopbackHost } from './admin/admin-server.js';
 import { PrometheusMetrics } from './admin/metrics.js';
 import { fanOut, ServingSeries } from './admin/serving-series.js';
 import { generateToken, removeToken } from './admin/token-file.js';
-import { forgetInstance, recordInstance } from './cli/current-instance.js';
+import { forgetInstance, recordInstance } from './admin/instance-records.js';
 import { LocalClient } from './client.js';
 import { invalid, urlOf } from './common/checks.js';
 import { reusedFor, systemClock } from './common/clock.js';
@@ -27,7 +27,7 @@ import { TimedRuntime } from './runtime/timed-runtime.js';
 import { ImageBuilder } from './runtime/image-builder.js';
 import { machineCapacity } from './resources/machine.js';
 import { watchNodes } from './resources/node-watch.js';
-import { HANDLE_CALL_TIMEOUT_S, HandleGateway } from './handle/handle-gateway.js';
+import { HANDLE_CALL_TIMEOUT_S, HandleGateway } from './admin/handle-gateway.js';
 import { runDirOf } from './controller/launcher.js';
 
 /** How long one metrics render serves the scrapes that follow it. */

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { shortId } from '../../src/common/ids.js';
-import { runningInstances } from '../../src/cli/current-instance.js';
+import { runningInstances } from '../../src/admin/instance-records.js';
 import { containersOf, startFlotilla, deployEndpoint } from './harness.js';
 
 const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');

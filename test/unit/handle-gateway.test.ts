@@ -3,7 +3,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { HandleGateway, type GatewayHandle } from '../../src/handle/handle-gateway.js';
+import { HandleGateway, type GatewayHandle } from '../../src/admin/handle-gateway.js';
 import { PROTOCOL } from '../../src/replica/protocol.js';
 import { FlotillaError } from '../../src/common/errors.js';
 import { silentLogger } from './fakes/silent-logger.js';

@@ -6,9 +6,9 @@ import type { HandleOptions } from '../api.js';
 import { isPlainObject } from '../common/checks.js';
 import { errorMessage, FlotillaError, isFlotillaError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import { fromWire, parseWire, toWire } from '../admin/wire.js';
+import { fromWire, parseWire, toWire } from './wire.js';
 import { PROTOCOL, type ReplicaEntry } from '../replica/protocol.js';
-import { handleArguments } from './handle-arguments.js';
+import { handleArguments } from '../handle/handle-arguments.js';
 
 /** The bound of a handle call from a replica whose target has no requestTimeoutS, so that a cycle of calls cannot hold a slot forever. */
 export const HANDLE_CALL_TIMEOUT_S = 60;
