@@ -1,25 +1,16 @@
 import fc from 'fast-check';
 import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { Agent, request } from 'node:http';
-import { connect as connectSocket, createServer } from 'node:net';
+import { connect as connectSocket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serve, type Client } from '../../src/index.js';
 import { shortId } from '../../src/common/ids.js';
 import { ROUTES } from '../../src/admin/routes.js';
-import { startFlotilla, deployEndpoint } from './harness.js';
+import { startFlotilla, deployEndpoint, freePort } from './harness.js';
 
 const agent = new Agent({ keepAlive: false });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 interface FuzzRequest {
   method: string;

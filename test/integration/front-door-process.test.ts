@@ -1,27 +1,18 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { shortId } from '../../src/common/ids.js';
 import { controlSocketPath, frontDoorPidPath } from '../../src/front-door/supervisor/control-protocol.js';
-import { connectWhenUp, containersOf } from './harness.js';
+import { connectWhenUp, containersOf, freePort } from './harness.js';
 import { startLoad } from './load.js';
 
 const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
 const FRONT_DOOR = join(import.meta.dirname, '..', '..', 'dist', 'src', 'front-door', 'supervisor', 'main.js');
 const run = promisify(execFile);
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function settings(workers: number) {
   return {

@@ -1,25 +1,15 @@
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { shortId } from '../../src/common/ids.js';
 import { runningInstances } from '../../src/admin/instance-records.js';
-import { containersOf, startFlotilla, deployEndpoint } from './harness.js';
+import { containersOf, startFlotilla, deployEndpoint, freePort } from './harness.js';
 
 const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
 const run = promisify(execFile);
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** A user's shell on this machine: a home of its own, no FLOTILLA_* variable naming an instance, address or state dir. */
 function shellEnv(home: string): NodeJS.ProcessEnv {

@@ -1,5 +1,4 @@
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:http';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +6,7 @@ import { createParser } from 'eventsource-parser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serve, type Client } from '../../src/index.js';
 import { shortId } from '../../src/common/ids.js';
-import { FIXTURES, startFlotilla } from './harness.js';
+import { FIXTURES, startFlotilla, freePort } from './harness.js';
 
 /** Picks what to stream by the path's last segment (HTTP) or the body (handles). */
 async function streamer(request: Request): Promise<unknown> {
@@ -52,15 +51,6 @@ async function streamer(request: Request): Promise<unknown> {
   return (async function* () {
     for (let n = 0; n < 3; n++) yield { n };
   })();
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** When each piece of a stream arrived, and the pieces joined. */
