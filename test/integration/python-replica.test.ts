@@ -80,6 +80,7 @@ describe('the Python replica runtime (uvicorn, Starlette requests)', () => {
       pathParams: {},
       onEventLoop: true,
     });
+    expect(response.headers.get('server'), 'a reply does not advertise the runtime or its version').toBeNull();
   });
 
   it('passes path parameters from x-flotilla-path-params to request.path_params', async () => {
