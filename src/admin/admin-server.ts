@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { LocalClient } from '../client.js';
 import type { StreamedAnswer } from '../handle/serve-handle.js';
 import { FlotillaError, errorMessage, isFlotillaError } from '../common/errors.js';
-import { sendError, sendJson } from '../common/http-json.js';
+import { readBounded, sendError, sendJson } from '../common/http-json.js';
 import type { Logger } from '../common/logger.js';
 import { parseShippable } from '../spec/definition.js';
 import type { ContainerRuntime } from '../runtime/container-runtime.js';
@@ -119,20 +119,15 @@ function whole(query: URLSearchParams, key: string): number | undefined {
   return Number(value);
 }
 
+const tooLarge = () => new FlotillaError('PAYLOAD_TOO_LARGE', `admin API bodies are limited to ${MAX_BODY_BYTES} bytes`);
+
 async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
-  if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES)
-    throw new FlotillaError('PAYLOAD_TOO_LARGE', `admin API bodies are limited to ${MAX_BODY_BYTES} bytes`);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) throw new FlotillaError('PAYLOAD_TOO_LARGE', `admin API bodies are limited to ${MAX_BODY_BYTES} bytes`);
-    chunks.push(chunk as Buffer);
-  }
-  if (size === 0) return {};
+  if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) throw tooLarge();
+  const body = await readBounded(req, MAX_BODY_BYTES, tooLarge);
+  if (body.length === 0) return {};
   let parsed: unknown;
   try {
-    parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    parsed = JSON.parse(body.toString('utf8'));
   } catch (error) {
     throw invalid(`malformed JSON: ${errorMessage(error)}`);
   }

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { HandleOptions } from '../api.js';
 import { isPlainObject } from '../common/checks.js';
 import { errorMessage, FlotillaError, isFlotillaError } from '../common/errors.js';
+import { readBounded, sendError, sendJson } from '../common/http-json.js';
 import type { Logger } from '../common/logger.js';
 import { fromWire, parseWire, toWire } from './wire.js';
 import { PROTOCOL, type ReplicaEntry } from '../replica/protocol.js';
@@ -47,22 +48,14 @@ function tokenOf(hostDir: string): string | undefined {
   }
 }
 
-function send(res: ServerResponse, status: number, body: unknown): void {
-  const bytes = Buffer.from(JSON.stringify(body));
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': bytes.length });
-  res.end(bytes);
-}
-
 async function readBody(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_CALL_BYTES) throw new FlotillaError('PAYLOAD_TOO_LARGE', `a handle call is at most ${MAX_CALL_BYTES} bytes`);
-    chunks.push(chunk as Buffer);
-  }
+  const body = await readBounded(
+    req,
+    MAX_CALL_BYTES,
+    () => new FlotillaError('PAYLOAD_TOO_LARGE', `a handle call is at most ${MAX_CALL_BYTES} bytes`),
+  );
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    return JSON.parse(body.toString('utf8'));
   } catch {
     throw new FlotillaError(
       'INVALID_ARGUMENT',
@@ -142,22 +135,21 @@ export class HandleGateway {
     const presented = req.headers[PROTOCOL.handleTokenHeader];
     if (typeof presented !== 'string' || !timingSafeEqual(digest(presented), seat.token)) {
       req.resume();
-      return send(res, 403, {
-        error: { code: 'FORBIDDEN', message: `handle calls need this replica's handleToken in ${PROTOCOL.handleTokenHeader}` },
-      });
+      return sendError(
+        res,
+        new FlotillaError('FORBIDDEN', `handle calls need this replica's handleToken in ${PROTOCOL.handleTokenHeader}`),
+      );
     }
     if (req.method !== 'POST' || req.url !== PROTOCOL.handleCallPath) {
       req.resume();
-      return send(res, 404, {
-        error: { code: 'ROUTE_NOT_FOUND', message: `the handle socket serves POST ${PROTOCOL.handleCallPath} only` },
-      });
+      return sendError(res, new FlotillaError('ROUTE_NOT_FOUND', `the handle socket serves POST ${PROTOCOL.handleCallPath} only`));
     }
     try {
       const output = await this.call(await readBody(req));
-      send(res, 200, { output: toWire(output) });
+      sendJson(res, 200, { output: toWire(output) });
     } catch (error) {
       const failure = isFlotillaError(error) ? error : new FlotillaError('INTERNAL_ERROR', errorMessage(error));
-      send(res, failure.status, { error: failure.toJSON() });
+      sendError(res, failure);
     }
   }
 
