@@ -1,4 +1,4 @@
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,28 +7,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serve, type Client } from '../../src/index.js';
 import { shortId } from '../../src/common/ids.js';
 import { LABELS } from '../../src/common/labels.js';
-import { connectWhenUp, containersOf, startFlotilla, deployEndpoint, freePort } from './harness.js';
+import { connectWhenUp, containersOf, startFlotilla, deployEndpoint, freePort, CLI, processSettings, startProcess } from './harness.js';
 import { startLoad } from './load.js';
 
-const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
 const run = promisify(execFile);
 
-async function settings() {
-  return {
-    instance: `cp-${shortId(3)}`,
-    stateDir: mkdtempSync(join(tmpdir(), 'flt-')),
-    http: { host: '127.0.0.1', port: await freePort() },
-    admin: { host: '127.0.0.1', port: await freePort() },
-    cpuCapacity: 64,
-    logLevel: 'warn' as const,
-  };
-}
+const settings = () => processSettings('cp');
 
 type Settings = Awaited<ReturnType<typeof settings>>;
-
-function startProcess(options: Settings): ChildProcess {
-  return spawn(process.execPath, [CLI, 'start', '--options', JSON.stringify(options)], { stdio: 'ignore' });
-}
 
 const cli = (options: Settings, ...args: string[]) =>
   run(process.execPath, [

@@ -7,9 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/index.js';
 import { shortId } from '../../src/common/ids.js';
 import { ARTIFACTS, openBrowser, type Page } from './browser.js';
-import { freePort, startFlotilla } from './harness.js';
+import { freePort, startFlotilla, CLI } from './harness.js';
 
-const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
 const run = promisify(execFile);
 const soon = { timeout: 20_000, interval: 250 };
 

@@ -6,9 +6,8 @@ import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { serve } from '../../src/index.js';
 import { shortId } from '../../src/common/ids.js';
-import { connectWhenUp, containersOf, startFlotilla, deployEndpoint, freePort } from './harness.js';
+import { connectWhenUp, containersOf, startFlotilla, deployEndpoint, freePort, CLI } from './harness.js';
 
-const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
 const run = promisify(execFile);
 
 /** Runs the flotilla command; resolves with its exit code and output whether it succeeds or not. */

@@ -1,35 +1,22 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { execFile, type ChildProcess } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { shortId } from '../../src/common/ids.js';
 import { controlSocketPath, frontDoorPidPath } from '../../src/front-door/supervisor/control-protocol.js';
-import { connectWhenUp, containersOf, freePort } from './harness.js';
+import { connectWhenUp, containersOf, processSettings, startProcess } from './harness.js';
 import { startLoad } from './load.js';
 
-const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
 const FRONT_DOOR = join(import.meta.dirname, '..', '..', 'dist', 'src', 'front-door', 'supervisor', 'main.js');
 const run = promisify(execFile);
 
 async function settings(workers: number) {
-  return {
-    instance: `fdp-${shortId(3)}`,
-    stateDir: mkdtempSync(join(tmpdir(), 'flt-')),
-    http: { host: '127.0.0.1', port: await freePort(), frontDoor: 'process' as const, workers },
-    admin: { host: '127.0.0.1', port: await freePort() },
-    cpuCapacity: 64,
-    logLevel: 'warn' as const,
-  };
+  const base = await processSettings('fdp');
+  return { ...base, http: { ...base.http, frontDoor: 'process' as const, workers } };
 }
 
 type Settings = Awaited<ReturnType<typeof settings>>;
-
-function startProcess(options: Settings): ChildProcess {
-  return spawn(process.execPath, [CLI, 'start', '--options', JSON.stringify(options)], { stdio: 'ignore' });
-}
 
 const exited = (child: ChildProcess) =>
   new Promise((resolve) => (child.exitCode !== null ? resolve(undefined) : child.once('exit', resolve)));

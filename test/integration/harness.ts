@@ -17,6 +17,8 @@ import { LABELS } from '../../src/common/labels.js';
 import { shortId } from '../../src/common/ids.js';
 
 export const FIXTURES = join(import.meta.dirname, '..', 'fixtures');
+/** The built `flotilla` command. */
+export const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
 
 export interface Started {
   client: Client;
@@ -82,6 +84,23 @@ export async function connectWhenUp(settings: { instance: string; stateDir: stri
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
   }
+}
+
+/** Settings of a control plane run as `flotilla start` in a process of its own: its instance, state dir and free ports. */
+export async function processSettings(prefix: string) {
+  return {
+    instance: `${prefix}-${shortId(3)}`,
+    stateDir: mkdtempSync(join(tmpdir(), 'flt-')),
+    http: { host: '127.0.0.1', port: await freePort() },
+    admin: { host: '127.0.0.1', port: await freePort() },
+    cpuCapacity: 64,
+    logLevel: 'warn' as const,
+  };
+}
+
+/** `flotilla start` with these settings, in the foreground of a child process. */
+export function startProcess(options: object): ChildProcess {
+  return spawn(process.execPath, [CLI, 'start', '--options', JSON.stringify(options)], { stdio: 'ignore' });
 }
 
 /** A process's resident and peak memory in bytes, from /proc. */

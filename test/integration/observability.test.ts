@@ -4,9 +4,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { ControlPlane } from '../../src/control-plane.js';
-import { containersOf, testSettings } from './harness.js';
+import { containersOf, testSettings, CLI } from './harness.js';
 
-const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
 const run = promisify(execFile);
 
 function ok() {

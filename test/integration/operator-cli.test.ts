@@ -6,9 +6,8 @@ import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { shortId } from '../../src/common/ids.js';
 import { runningInstances } from '../../src/admin/instance-records.js';
-import { containersOf, startFlotilla, deployEndpoint, freePort } from './harness.js';
+import { containersOf, startFlotilla, deployEndpoint, freePort, CLI } from './harness.js';
 
-const CLI = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
 const run = promisify(execFile);
 
 /** A user's shell on this machine: a home of its own, no FLOTILLA_* variable naming an instance, address or state dir. */
