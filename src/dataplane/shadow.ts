@@ -83,14 +83,7 @@ export function summarizeShadows(processes: Array<Record<string, ShadowCounts>>)
   );
 }
 
-interface Tally {
-  sent: number;
-  dropped: number;
-  failed: number;
-  compared: number;
-  matches: number;
-  statusMismatches: number;
-  bodyMismatches: number;
+interface Tally extends Omit<ShadowStats, 'primaryLatencyMs' | 'shadowLatencyMs'> {
   primaryLatency: Samples;
   shadowLatency: Samples;
 }
